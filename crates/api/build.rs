@@ -1,0 +1,10 @@
+//! Compiles `proto/` with protox, a pure-Rust protobuf compiler, so no `protoc` install is needed.
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../proto");
+    let file = root.join("bootfleet/v1/bus.proto");
+    println!("cargo:rerun-if-changed={}", root.display());
+    let descriptors = protox::compile([&file], [&root])?;
+    prost_build::Config::new().compile_fds(descriptors)?;
+    Ok(())
+}

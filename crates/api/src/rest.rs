@@ -1,0 +1,150 @@
+//! JSON bodies of the REST API. Field names are camelCase, as in the original tutorial.
+
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use crate::error::ErrorCode;
+use crate::format_timestamp;
+use crate::proto;
+
+/// The one error envelope every non-2xx response carries.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct ErrorEnvelope {
+    pub error: ErrorBody,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct ErrorBody {
+    pub code: ErrorCode,
+    /// Lowercase, starting with the field's name when the error is about one.
+    pub message: String,
+    /// The request field (body, query or path) the error is about.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub field: Option<String>,
+}
+
+/// `POST`/`PUT` body of the text registries (mainscripts, subscripts, kickstarts,
+/// prebootscripts, postbootscripts).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ScriptInput {
+    /// The script itself; at most 256 KiB.
+    pub text: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ScriptRow {
+    pub id: String,
+    pub text: String,
+    /// RFC 3339, UTC.
+    pub created_at: String,
+    pub updated_at: String,
+}
+
+impl From<proto::Script> for ScriptRow {
+    fn from(s: proto::Script) -> Self {
+        ScriptRow {
+            id: s.id,
+            text: s.text,
+            created_at: format_timestamp(s.created_at_ms),
+            updated_at: format_timestamp(s.updated_at_ms),
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ScriptPage {
+    pub rows: Vec<ScriptRow>,
+    pub total: u64,
+    pub page: u32,
+    pub page_size: u32,
+    pub total_pages: u64,
+}
+
+/// `POST`/`PUT` body of `/api/sshkeys`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SshKeyInput {
+    /// An OpenSSH public key line (`ssh-ed25519 AAAA... comment`). Private keys are refused.
+    pub text: String,
+    /// The site (distributor artifact id) the key belongs to.
+    pub artifact_id: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SshKeyRow {
+    pub id: String,
+    pub text: String,
+    pub artifact_id: String,
+    /// `ssh-ed25519`, `ecdsa-sha2-nistp256`, `ssh-rsa`, ...
+    pub algorithm: String,
+    /// `SHA256:...`, as `ssh-keygen -l` prints it.
+    pub fingerprint: String,
+    pub comment: String,
+    pub created_at: String,
+    pub updated_at: String,
+}
+
+impl From<proto::SshKey> for SshKeyRow {
+    fn from(k: proto::SshKey) -> Self {
+        SshKeyRow {
+            id: k.id,
+            text: k.text,
+            artifact_id: k.artifact_id,
+            algorithm: k.algorithm,
+            fingerprint: k.fingerprint,
+            comment: k.comment,
+            created_at: format_timestamp(k.created_at_ms),
+            updated_at: format_timestamp(k.updated_at_ms),
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SshKeyPage {
+    pub rows: Vec<SshKeyRow>,
+    pub total: u64,
+    pub page: u32,
+    pub page_size: u32,
+    pub total_pages: u64,
+}
+
+/// `GET /api/sshkey?algorithm=`: a fresh key pair; nothing is stored.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct GeneratedKeyPair {
+    pub algorithm: String,
+    /// OpenSSH private key (`-----BEGIN OPENSSH PRIVATE KEY-----`), unencrypted.
+    pub private_key: String,
+    pub public_key: String,
+    pub fingerprint: String,
+}
+
+impl From<proto::GeneratedSshKey> for GeneratedKeyPair {
+    fn from(k: proto::GeneratedSshKey) -> Self {
+        GeneratedKeyPair {
+            algorithm: k.algorithm,
+            private_key: k.private_key,
+            public_key: k.public_key,
+            fingerprint: k.fingerprint,
+        }
+    }
+}
+
+/// `/readyz`: whether each service answers on the bus.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct Readiness {
+    pub ready: bool,
+    pub nats: bool,
+    pub services: Vec<ServiceReadiness>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct ServiceReadiness {
+    pub service: String,
+    pub ready: bool,
+}

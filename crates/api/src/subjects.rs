@@ -1,0 +1,92 @@
+//! Versioned NATS subjects: `bootfleet.v1.<registry>.<operation>`.
+
+pub const PREFIX: &str = "bootfleet.v1";
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Op {
+    Create,
+    List,
+    Get,
+    Update,
+    Delete,
+    Generate,
+    Ping,
+}
+
+impl Op {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Op::Create => "create",
+            Op::List => "list",
+            Op::Get => "get",
+            Op::Update => "update",
+            Op::Delete => "delete",
+            Op::Generate => "generate",
+            Op::Ping => "ping",
+        }
+    }
+}
+
+pub fn subject(registry: &str, op: Op) -> String {
+    format!("{PREFIX}.{registry}.{}", op.as_str())
+}
+
+/// Every service answers `bootfleet.v1.<service>.ping`; the gateway's `/readyz` asks each.
+pub fn ping(service: &str) -> String {
+    subject(service, Op::Ping)
+}
+
+/// The services of the system, by the name they register on the bus (also their queue group).
+pub const SERVICES: [&str; 3] = ["mainscripts", "kickstarts", "sshkeys"];
+
+/// The text registries and the service that owns each.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ScriptKind {
+    Mainscripts,
+    Subscripts,
+    Kickstarts,
+    Prebootscripts,
+    Postbootscripts,
+}
+
+impl ScriptKind {
+    pub const ALL: [ScriptKind; 5] = [
+        ScriptKind::Mainscripts,
+        ScriptKind::Subscripts,
+        ScriptKind::Kickstarts,
+        ScriptKind::Prebootscripts,
+        ScriptKind::Postbootscripts,
+    ];
+
+    /// The plural name used in REST paths, subjects and table names.
+    pub fn name(self) -> &'static str {
+        match self {
+            ScriptKind::Mainscripts => "mainscripts",
+            ScriptKind::Subscripts => "subscripts",
+            ScriptKind::Kickstarts => "kickstarts",
+            ScriptKind::Prebootscripts => "prebootscripts",
+            ScriptKind::Postbootscripts => "postbootscripts",
+        }
+    }
+
+    /// The singular, for messages.
+    pub fn singular(self) -> &'static str {
+        let name = self.name();
+        &name[..name.len() - 1]
+    }
+
+    pub fn service(self) -> &'static str {
+        match self {
+            ScriptKind::Mainscripts | ScriptKind::Subscripts => "mainscripts",
+            ScriptKind::Kickstarts | ScriptKind::Prebootscripts | ScriptKind::Postbootscripts => {
+                "kickstarts"
+            }
+        }
+    }
+
+    pub fn subject(self, op: Op) -> String {
+        subject(self.name(), op)
+    }
+}
+
+pub const SSHKEYS: &str = "sshkeys";

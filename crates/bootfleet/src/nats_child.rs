@@ -1,0 +1,108 @@
+//! The `nats-server` that `bootfleet up` starts when no `NATS_URL` is given: loopback only,
+//! JetStream on, its data under the data directory; stopped when bootfleet stops (and killed by
+//! the kernel if bootfleet dies, through PR_SET_PDEATHSIG).
+
+#![allow(unsafe_code)]
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+#[derive(Debug)]
+pub struct NatsChild {
+    child: tokio::process::Child,
+    pub url: String,
+    pub store_dir: PathBuf,
+}
+
+fn find_nats_server() -> Option<PathBuf> {
+    if let Some(bin) = std::env::var_os("NATS_SERVER_BIN") {
+        return Some(bin.into());
+    }
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|d| d.join("nats-server"))
+        .find(|p| p.is_file())
+}
+
+fn port_is_free(port: u16) -> bool {
+    std::net::TcpListener::bind(("127.0.0.1", port)).is_ok()
+}
+
+impl NatsChild {
+    /// Starts `nats-server` on 127.0.0.1, on `port` if free, else on a port the kernel picks.
+    /// Must be called from the main thread: the death signal is tied to the spawning thread.
+    pub async fn start(data_dir: &Path, port: u16) -> Result<NatsChild, String> {
+        let bin = find_nats_server().ok_or(
+            "nats-server not found in PATH: install it (`apt-get install nats-server`, or run ./scripts/setup) or set NATS_URL",
+        )?;
+        let port = if port_is_free(port) {
+            port
+        } else {
+            let picked = std::net::TcpListener::bind("127.0.0.1:0")
+                .and_then(|l| l.local_addr())
+                .map_err(|e| format!("no free port for nats-server: {e}"))?
+                .port();
+            tracing::warn!(wanted = port, picked, "nats port taken; using another");
+            picked
+        };
+        let store_dir = data_dir.join("nats");
+        std::fs::create_dir_all(&store_dir)
+            .map_err(|e| format!("cannot create {}: {e}", store_dir.display()))?;
+        let log = std::fs::File::create(data_dir.join("nats-server.log"))
+            .map_err(|e| format!("cannot create the nats log: {e}"))?;
+        let mut cmd = tokio::process::Command::new(&bin);
+        cmd.args(["-a", "127.0.0.1", "-p", &port.to_string(), "-js", "-sd"])
+            .arg(&store_dir)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(log)
+            .kill_on_drop(true);
+        // SAFETY: prctl is async-signal-safe and touches no memory of the parent.
+        unsafe {
+            cmd.pre_exec(|| {
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM);
+                Ok(())
+            });
+        }
+        let mut child = cmd
+            .spawn()
+            .map_err(|e| format!("cannot start {}: {e}", bin.display()))?;
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            if tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_ok() {
+                break;
+            }
+            if let Ok(Some(status)) = child.try_wait() {
+                return Err(format!(
+                    "nats-server exited at start ({status}); see {}",
+                    data_dir.join("nats-server.log").display()
+                ));
+            }
+            if Instant::now() > deadline {
+                return Err("nats-server did not listen within 15 s".into());
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        Ok(NatsChild {
+            child,
+            url: format!("nats://127.0.0.1:{port}"),
+            store_dir,
+        })
+    }
+
+    /// SIGTERM (lets JetStream flush), then SIGKILL if it lingers.
+    pub async fn stop(mut self) {
+        if let Some(pid) = self.child.id() {
+            // SAFETY: signalling our own child by its pid.
+            unsafe {
+                libc::kill(pid as libc::pid_t, libc::SIGTERM);
+            }
+        }
+        if tokio::time::timeout(Duration::from_secs(10), self.child.wait())
+            .await
+            .is_err()
+        {
+            let _ = self.child.kill().await;
+        }
+    }
+}

@@ -1,0 +1,145 @@
+//! How to reach NATS. Read from the environment by the binaries:
+//! `NATS_URL` (or the seed's `TRANSPORTER`, with or without its `nats://` scheme),
+//! `NATS_USER`/`NATS_PASSWORD`, `NATS_TOKEN`, `NATS_CREDS` (a credentials file) or
+//! `NATS_NKEY_SEED`, and `BOOTFLEET_BUS_TIMEOUT_MS` / `BOOTFLEET_BUS_ATTEMPTS`.
+
+use std::time::Duration;
+
+use crate::BusError;
+
+#[derive(Clone)]
+pub struct BusConfig {
+    pub url: String,
+    /// Shown in the NATS server's connection list.
+    pub name: String,
+    /// How long one attempt of a request waits for its reply.
+    pub request_timeout: Duration,
+    /// Attempts per request when no instance answers (service restarting, instance killed).
+    pub attempts: u32,
+    pub auth: Auth,
+}
+
+#[derive(Clone, Default)]
+pub enum Auth {
+    #[default]
+    None,
+    UserPassword(String, String),
+    Token(String),
+    CredsFile(std::path::PathBuf),
+    NkeySeed(String),
+}
+
+// Secrets stay out of logs and panics.
+impl std::fmt::Debug for Auth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Auth::None => "none",
+            Auth::UserPassword(..) => "user/password",
+            Auth::Token(_) => "token",
+            Auth::CredsFile(_) => "creds file",
+            Auth::NkeySeed(_) => "nkey",
+        })
+    }
+}
+
+impl std::fmt::Debug for BusConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BusConfig")
+            .field("url", &self.url)
+            .field("name", &self.name)
+            .field("request_timeout", &self.request_timeout)
+            .field("attempts", &self.attempts)
+            .field("auth", &self.auth)
+            .finish()
+    }
+}
+
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(2);
+pub const DEFAULT_ATTEMPTS: u32 = 3;
+
+impl BusConfig {
+    pub fn new(url: impl Into<String>, name: impl Into<String>) -> Self {
+        BusConfig {
+            url: url.into(),
+            name: name.into(),
+            request_timeout: DEFAULT_TIMEOUT,
+            attempts: DEFAULT_ATTEMPTS,
+            auth: Auth::None,
+        }
+    }
+
+    /// The NATS URL from the environment, if one is set (`NATS_URL`, else `TRANSPORTER`).
+    pub fn url_from_env() -> Option<String> {
+        let raw = std::env::var("NATS_URL")
+            .ok()
+            .or_else(|| std::env::var("TRANSPORTER").ok())?;
+        let raw = raw.trim();
+        if raw.is_empty() {
+            return None;
+        }
+        Some(if raw.contains("://") {
+            raw.to_owned()
+        } else {
+            format!("nats://{raw}")
+        })
+    }
+
+    /// Everything but the URL from the environment.
+    pub fn from_env(url: String, name: impl Into<String>) -> Self {
+        let mut config = BusConfig::new(url, name);
+        let var = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
+        if let Some(ms) = var("BOOTFLEET_BUS_TIMEOUT_MS").and_then(|v| v.parse().ok()) {
+            config.request_timeout = Duration::from_millis(ms);
+        }
+        if let Some(n) = var("BOOTFLEET_BUS_ATTEMPTS").and_then(|v| v.parse().ok()) {
+            config.attempts = n;
+        }
+        config.auth = if let (Some(u), Some(p)) = (var("NATS_USER"), var("NATS_PASSWORD")) {
+            Auth::UserPassword(u, p)
+        } else if let Some(t) = var("NATS_TOKEN") {
+            Auth::Token(t)
+        } else if let Some(f) = var("NATS_CREDS") {
+            Auth::CredsFile(f.into())
+        } else if let Some(s) = var("NATS_NKEY_SEED") {
+            Auth::NkeySeed(s)
+        } else {
+            Auth::None
+        };
+        config
+    }
+
+    pub(crate) async fn connect(&self) -> Result<async_nats::Client, BusError> {
+        let mut options = match &self.auth {
+            Auth::None => async_nats::ConnectOptions::new(),
+            Auth::UserPassword(u, p) => {
+                async_nats::ConnectOptions::with_user_and_password(u.clone(), p.clone())
+            }
+            Auth::Token(t) => async_nats::ConnectOptions::with_token(t.clone()),
+            Auth::CredsFile(path) => async_nats::ConnectOptions::with_credentials_file(path)
+                .await
+                .map_err(BusError::Credentials)?,
+            Auth::NkeySeed(seed) => async_nats::ConnectOptions::with_nkey(seed.clone()),
+        };
+        options = options
+            .name(self.name.clone())
+            .max_reconnects(None)
+            // Reconnect quickly after a NATS restart; back off to at most 2 s.
+            .reconnect_delay_callback(|attempts| {
+                Duration::from_millis((100u64 << attempts.min(5) as u64).min(2000))
+            })
+            .event_callback(|event| async move {
+                match event {
+                    async_nats::Event::Connected => tracing::info!("connected to nats"),
+                    async_nats::Event::Disconnected => tracing::warn!("disconnected from nats"),
+                    other => tracing::debug!(event = %other, "nats event"),
+                }
+            });
+        options
+            .connect(self.url.as_str())
+            .await
+            .map_err(|source| BusError::Connect {
+                url: self.url.clone(),
+                source,
+            })
+    }
+}

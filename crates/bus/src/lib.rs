@@ -1,0 +1,211 @@
+//! Typed request/reply over NATS.
+//!
+//! Requests and replies are protobuf messages (`bootfleet_api::proto`). A reply carries the
+//! header `Bf-Status: ok` and the response message, or `Bf-Status: error` and a `ServiceError`,
+//! whose code the gateway maps to an HTTP status. Services subscribe in a queue group named
+//! after the service, so any number of instances share the load. Requests are retried when no
+//! instance answered (no responders, or an instance died mid-request): every operation is made
+//! idempotent by its caller (creates carry the new row's id), so a retry never duplicates.
+
+mod config;
+mod service;
+mod trace;
+
+use std::time::Duration;
+
+use async_nats::header::HeaderMap;
+use bootfleet_api::{proto, ApiError, ErrorCode};
+use prost::Message;
+
+pub use config::{Auth, BusConfig};
+pub use service::{RequestCtx, RunningService, ServiceBuilder};
+pub use trace::TraceParent;
+
+pub const STATUS_HEADER: &str = "Bf-Status";
+pub const INSTANCE_HEADER: &str = "Bf-Instance";
+pub const TRACEPARENT_HEADER: &str = "traceparent";
+
+#[derive(Debug, thiserror::Error)]
+pub enum BusError {
+    #[error("cannot connect to nats at {url}: {source}")]
+    Connect {
+        url: String,
+        source: async_nats::ConnectError,
+    },
+    #[error("cannot subscribe to {subject}: {source}")]
+    Subscribe {
+        subject: String,
+        source: async_nats::SubscribeError,
+    },
+    #[error("cannot read nats credentials: {0}")]
+    Credentials(std::io::Error),
+}
+
+/// A connection to the bus. Cheap to clone.
+#[derive(Clone, Debug)]
+pub struct Bus {
+    client: async_nats::Client,
+    timeout: Duration,
+    attempts: u32,
+}
+
+/// A reply as received, before decoding: which instance answered, and the outcome.
+#[derive(Debug)]
+pub struct Reply<R> {
+    pub instance: Option<String>,
+    pub body: R,
+}
+
+impl Bus {
+    pub async fn connect(config: &BusConfig) -> Result<Bus, BusError> {
+        let client = config.connect().await?;
+        Ok(Bus {
+            client,
+            timeout: config.request_timeout,
+            attempts: config.attempts.max(1),
+        })
+    }
+
+    pub fn client(&self) -> &async_nats::Client {
+        &self.client
+    }
+
+    /// Asks one instance of `service` whether it is there (for readiness), once, briefly.
+    pub async fn ping(&self, service: &str) -> Result<proto::Pong, ApiError> {
+        let payload = bytes::Bytes::from(proto::Empty {}.encode_to_vec());
+        let trace = TraceParent::new_root();
+        let request = async_nats::Request::new()
+            .payload(payload)
+            .timeout(Some(Duration::from_millis(1000)));
+        let reply = self
+            .client
+            .send_request(bootfleet_api::subjects::ping(service), request)
+            .await
+            .map_err(|e| ApiError::unavailable(format!("{service} does not answer: {e} (trace {})", trace.trace_id())))?;
+        decode_reply(reply).map(|r| r.body)
+    }
+
+    pub fn is_connected(&self) -> bool {
+        self.client.connection_state() == async_nats::connection::State::Connected
+    }
+
+    /// Sends `req` to `subject` and decodes the reply, retrying when no instance answered.
+    pub async fn request<Req, Resp>(
+        &self,
+        trace: &TraceParent,
+        subject: &str,
+        req: &Req,
+    ) -> Result<Resp, ApiError>
+    where
+        Req: Message,
+        Resp: Message + Default,
+    {
+        self.request_from(trace, subject, req).await.map(|r| r.body)
+    }
+
+    /// Like [`Bus::request`], and also tells which service instance answered.
+    pub async fn request_from<Req, Resp>(
+        &self,
+        trace: &TraceParent,
+        subject: &str,
+        req: &Req,
+    ) -> Result<Reply<Resp>, ApiError>
+    where
+        Req: Message,
+        Resp: Message + Default,
+    {
+        let payload = bytes::Bytes::from(req.encode_to_vec());
+        let mut last = ApiError::unavailable("no attempt made");
+        for attempt in 1..=self.attempts {
+            match self.attempt(trace, subject, payload.clone()).await {
+                Ok(reply) => return decode_reply(reply),
+                Err((e, false)) => return Err(e),
+                Err((e, true)) => {
+                    tracing::warn!(
+                        subject,
+                        attempt,
+                        trace_id = %trace.trace_id(),
+                        error = %e,
+                        "bus request got no reply"
+                    );
+                    last = e;
+                }
+            }
+            if attempt < self.attempts {
+                tokio::time::sleep(Duration::from_millis(50 * u64::from(attempt))).await;
+            }
+        }
+        Err(last)
+    }
+
+    async fn attempt(
+        &self,
+        trace: &TraceParent,
+        subject: &str,
+        payload: bytes::Bytes,
+    ) -> Result<async_nats::Message, (ApiError, bool)> {
+        let mut headers = HeaderMap::new();
+        headers.insert(TRACEPARENT_HEADER, trace.to_string().as_str());
+        let request = async_nats::Request::new()
+            .payload(payload)
+            .headers(headers)
+            .timeout(Some(self.timeout));
+        self.client
+            .send_request(subject.to_owned(), request)
+            .await
+            .map_err(|e| match e.kind() {
+                // Retryable: no instance is subscribed right now, or the one that took the
+                // request died or stalled; another instance (or a restarted one) may answer.
+                async_nats::RequestErrorKind::NoResponders => (
+                    ApiError::unavailable(format!("no instance of the service answers {subject}")),
+                    true,
+                ),
+                async_nats::RequestErrorKind::TimedOut => (
+                    ApiError::new(
+                        ErrorCode::Timeout,
+                        format!("the service did not answer {subject} in time"),
+                    ),
+                    true,
+                ),
+                async_nats::RequestErrorKind::MaxPayloadExceeded => (
+                    ApiError::new(
+                        ErrorCode::PayloadTooLarge,
+                        "the request is larger than the bus allows",
+                    ),
+                    false,
+                ),
+                async_nats::RequestErrorKind::InvalidSubject => (
+                    ApiError::internal(format!("invalid bus subject {subject:?}")),
+                    false,
+                ),
+                async_nats::RequestErrorKind::Other => (
+                    ApiError::unavailable(format!("the bus failed a request to {subject}: {e}")),
+                    true,
+                ),
+            })
+    }
+}
+
+fn decode_reply<Resp: Message + Default>(msg: async_nats::Message) -> Result<Reply<Resp>, ApiError> {
+    let headers = msg.headers.as_ref();
+    let status = headers
+        .and_then(|h| h.get(STATUS_HEADER))
+        .map(|v| v.as_str().to_owned());
+    let instance = headers
+        .and_then(|h| h.get(INSTANCE_HEADER))
+        .map(|v| v.as_str().to_owned());
+    match status.as_deref() {
+        Some("ok") => Resp::decode(msg.payload)
+            .map(|body| Reply { instance, body })
+            .map_err(|e| ApiError::internal(format!("undecodable reply from the service: {e}"))),
+        Some("error") => {
+            let err = proto::ServiceError::decode(msg.payload).map_err(|e| {
+                ApiError::internal(format!("undecodable error from the service: {e}"))
+            })?;
+            Err(ApiError::from_proto(err))
+        }
+        other => Err(ApiError::internal(format!(
+            "reply without a valid {STATUS_HEADER} header: {other:?}"
+        ))),
+    }
+}

@@ -1,0 +1,219 @@
+//! The service side: subscribe handlers in the service's queue group, decode, dispatch, reply.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use async_nats::header::HeaderMap;
+use bootfleet_api::{proto, subjects, ApiError, ErrorCode};
+use bytes::Bytes;
+use futures_util::StreamExt;
+use prost::Message;
+use tokio::sync::{watch, Semaphore};
+use tokio::task::JoinSet;
+use tracing::Instrument;
+
+use crate::{Bus, BusError, TraceParent, INSTANCE_HEADER, STATUS_HEADER, TRACEPARENT_HEADER};
+
+/// Requests one instance works on at once; more wait in NATS's buffers.
+const MAX_IN_FLIGHT: usize = 256;
+
+/// What a handler knows about the request besides its message.
+#[derive(Clone, Debug)]
+pub struct RequestCtx {
+    pub trace: TraceParent,
+    pub subject: String,
+}
+
+type BoxFuture = Pin<Box<dyn Future<Output = Result<Bytes, ApiError>> + Send>>;
+type Handler = Arc<dyn Fn(RequestCtx, Bytes) -> BoxFuture + Send + Sync>;
+
+pub struct ServiceBuilder {
+    bus: Bus,
+    service: &'static str,
+    instance: String,
+    routes: Vec<(String, Handler)>,
+}
+
+impl std::fmt::Debug for ServiceBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServiceBuilder")
+            .field("service", &self.service)
+            .field("instance", &self.instance)
+            .field("routes", &self.routes.iter().map(|r| &r.0).collect::<Vec<_>>())
+            .finish()
+    }
+}
+
+impl ServiceBuilder {
+    /// A service named `service` (also its queue group). It answers `bootfleet.v1.<service>.ping`.
+    pub fn new(bus: Bus, service: &'static str) -> Self {
+        let instance = uuid::Uuid::new_v4().to_string();
+        let pong_instance = instance.clone();
+        ServiceBuilder {
+            bus,
+            service,
+            instance,
+            routes: Vec::new(),
+        }
+        .route(subjects::ping(service), move |_ctx, _req: proto::Empty| {
+            let pong = proto::Pong {
+                service: service.to_owned(),
+                instance: pong_instance.clone(),
+            };
+            async move { Ok(pong) }
+        })
+    }
+
+    pub fn route<Req, Resp, F, Fut>(mut self, subject: String, handler: F) -> Self
+    where
+        Req: Message + Default + 'static,
+        Resp: Message + 'static,
+        F: Fn(RequestCtx, Req) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<Resp, ApiError>> + Send + 'static,
+    {
+        let handler = Arc::new(handler);
+        let erased: Handler = Arc::new(move |ctx, payload: Bytes| {
+            let handler = handler.clone();
+            Box::pin(async move {
+                let req = Req::decode(payload).map_err(|e| {
+                    ApiError::new(
+                        ErrorCode::InvalidArgument,
+                        format!("malformed request message: {e}"),
+                    )
+                })?;
+                let resp = handler(ctx, req).await?;
+                Ok(Bytes::from(resp.encode_to_vec()))
+            })
+        });
+        self.routes.push((subject, erased));
+        self
+    }
+
+    /// Subscribes every route and starts answering. Returns once the NATS server has the
+    /// subscriptions, so a request sent after this returns reaches this instance.
+    pub async fn start(self) -> Result<RunningService, BusError> {
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let permits = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
+        let mut loops = JoinSet::new();
+        for (subject, handler) in self.routes {
+            let subscriber = self
+                .bus
+                .client
+                .queue_subscribe(subject.clone(), self.service.to_owned())
+                .await
+                .map_err(|source| BusError::Subscribe {
+                    subject: subject.clone(),
+                    source,
+                })?;
+            loops.spawn(serve_subject(
+                self.bus.client.clone(),
+                subscriber,
+                handler,
+                self.instance.clone(),
+                permits.clone(),
+                stop_rx.clone(),
+            ));
+        }
+        // The flush round-trip guarantees the server has processed our SUBs.
+        if let Err(e) = self.bus.client.flush().await {
+            tracing::warn!(error = %e, "flush after subscribing failed; nats will replay on reconnect");
+        }
+        tracing::info!(service = self.service, instance = %self.instance, "service started");
+        Ok(RunningService {
+            service: self.service,
+            instance: self.instance,
+            stop: stop_tx,
+            loops,
+        })
+    }
+}
+
+async fn serve_subject(
+    client: async_nats::Client,
+    mut subscriber: async_nats::Subscriber,
+    handler: Handler,
+    instance: String,
+    permits: Arc<Semaphore>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut in_flight = JoinSet::new();
+    loop {
+        let msg = tokio::select! {
+            msg = subscriber.next() => match msg {
+                Some(msg) => msg,
+                None => break,
+            },
+            _ = stop.changed() => break,
+        };
+        // Reap finished tasks so the set does not grow without bound.
+        while in_flight.try_join_next().is_some() {}
+        let Ok(permit) = permits.clone().acquire_owned().await else {
+            break;
+        };
+        let Some(reply_to) = msg.reply.clone() else {
+            continue; // A publish without a reply subject expects nothing.
+        };
+        let trace = msg
+            .headers
+            .as_ref()
+            .and_then(|h| h.get(TRACEPARENT_HEADER))
+            .and_then(|v| TraceParent::parse(v.as_str()))
+            .map(|t| t.child())
+            .unwrap_or_else(TraceParent::new_root);
+        let subject = msg.subject.to_string();
+        let span = tracing::info_span!("bus_request", subject = %subject, trace_id = %trace.trace_id());
+        let ctx = RequestCtx { trace, subject };
+        let handler = handler.clone();
+        let client = client.clone();
+        let instance = instance.clone();
+        in_flight.spawn(
+            async move {
+                let _permit = permit;
+                let outcome = handler(ctx, msg.payload).await;
+                let mut headers = HeaderMap::new();
+                headers.insert(INSTANCE_HEADER, instance.as_str());
+                let body = match outcome {
+                    Ok(body) => {
+                        headers.insert(STATUS_HEADER, "ok");
+                        body
+                    }
+                    Err(e) => {
+                        if e.code == ErrorCode::Internal {
+                            tracing::error!(error = %e.message, "request failed");
+                        } else {
+                            tracing::debug!(code = %e.code, error = %e.message, "request refused");
+                        }
+                        headers.insert(STATUS_HEADER, "error");
+                        Bytes::from(e.to_proto().encode_to_vec())
+                    }
+                };
+                if let Err(e) = client.publish_with_headers(reply_to, headers, body).await {
+                    tracing::warn!(error = %e, "cannot send reply");
+                }
+            }
+            .instrument(span),
+        );
+    }
+    let _ = subscriber.unsubscribe().await;
+    // Let requests already taken finish and reply.
+    while in_flight.join_next().await.is_some() {}
+}
+
+/// A started service. Dropping it leaves the service running until the process ends;
+/// [`RunningService::stop`] unsubscribes and waits for requests under way.
+#[derive(Debug)]
+pub struct RunningService {
+    pub service: &'static str,
+    pub instance: String,
+    stop: watch::Sender<bool>,
+    loops: JoinSet<()>,
+}
+
+impl RunningService {
+    pub async fn stop(mut self) {
+        let _ = self.stop.send(true);
+        while self.loops.join_next().await.is_some() {}
+        tracing::info!(service = self.service, "service stopped");
+    }
+}

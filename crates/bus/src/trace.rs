@@ -1,0 +1,118 @@
+//! W3C trace context (`traceparent: 00-<trace-id>-<span-id>-<flags>`), carried from the HTTP
+//! request through every bus message, and logged as the `trace_id` field on both sides.
+
+use rand_core::{OsRng, RngCore};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TraceParent {
+    trace_id: [u8; 16],
+    span_id: [u8; 8],
+    sampled: bool,
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn unhex<const N: usize>(s: &str) -> Option<[u8; N]> {
+    if s.len() != 2 * N || !s.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return None;
+    }
+    let mut out = [0u8; N];
+    for (i, byte) in out.iter_mut().enumerate() {
+        *byte = u8::from_str_radix(&s[2 * i..2 * i + 2], 16).ok()?;
+    }
+    Some(out)
+}
+
+impl TraceParent {
+    /// A new trace, for a request that arrived without one.
+    pub fn new_root() -> Self {
+        let mut trace_id = [0u8; 16];
+        let mut span_id = [0u8; 8];
+        OsRng.fill_bytes(&mut trace_id);
+        OsRng.fill_bytes(&mut span_id);
+        TraceParent {
+            trace_id,
+            span_id,
+            sampled: true,
+        }
+    }
+
+    /// The same trace, with a new span id for the next hop.
+    pub fn child(&self) -> Self {
+        let mut span_id = [0u8; 8];
+        OsRng.fill_bytes(&mut span_id);
+        TraceParent { span_id, ..*self }
+    }
+
+    /// Parses a `traceparent` header; `None` for anything malformed (then a new root is used).
+    pub fn parse(header: &str) -> Option<Self> {
+        let mut parts = header.trim().split('-');
+        let version = parts.next()?;
+        let trace_id = unhex::<16>(parts.next()?)?;
+        let span_id = unhex::<8>(parts.next()?)?;
+        let flags = unhex::<1>(parts.next()?)?;
+        if version != "00" || parts.next().is_some() {
+            return None;
+        }
+        if trace_id == [0; 16] || span_id == [0; 8] {
+            return None;
+        }
+        Some(TraceParent {
+            trace_id,
+            span_id,
+            sampled: flags[0] & 1 == 1,
+        })
+    }
+
+    pub fn trace_id(&self) -> String {
+        hex(&self.trace_id)
+    }
+}
+
+impl std::fmt::Display for TraceParent {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "00-{}-{}-{:02x}",
+            hex(&self.trace_id),
+            hex(&self.span_id),
+            u8::from(self.sampled)
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trip_and_child_keeps_trace() {
+        let t = TraceParent::new_root();
+        let parsed = TraceParent::parse(&t.to_string());
+        assert_eq!(parsed, Some(t));
+        let c = t.child();
+        assert_eq!(c.trace_id(), t.trace_id());
+        assert_ne!(c.to_string(), t.to_string());
+    }
+
+    #[test]
+    fn rejects_malformed() {
+        for bad in [
+            "",
+            "00-abc",
+            "01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            "00-00000000000000000000000000000000-00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-extra",
+            "00-4bf92f3577b34da6a3ce929d0e0e473g-00f067aa0ba902b7-01",
+        ] {
+            assert_eq!(TraceParent::parse(bad), None, "{bad}");
+        }
+        let ok = TraceParent::parse("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01");
+        assert_eq!(
+            ok.map(|t| t.trace_id()).as_deref(),
+            Some("4bf92f3577b34da6a3ce929d0e0e4736")
+        );
+    }
+}

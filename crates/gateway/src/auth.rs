@@ -1,0 +1,291 @@
+//! Operator and node authentication with JWTs.
+//!
+//! Tokens are signed with an HS256 shared secret (minted by `bootfleet token`), or by a key the
+//! operator configures (RS256/ES256/EdDSA public key in PEM). Roles: `admin` may do anything,
+//! `user` may only read, `node` may only read what a booting node needs (and, later, register).
+
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use serde::{Deserialize, Serialize};
+
+use bootfleet_api::{ApiError, ErrorCode};
+
+pub const ISSUER: &str = "bootfleet";
+pub const DEFAULT_TOKEN_DAYS: u32 = 30;
+/// A secret shorter than this is refused: HS256 is only as strong as its key.
+pub const MIN_SECRET_BYTES: usize = 32;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    Admin,
+    User,
+    Node,
+}
+
+impl std::str::FromStr for Role {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "admin" => Ok(Role::Admin),
+            "user" => Ok(Role::User),
+            "node" => Ok(Role::Node),
+            other => Err(format!("unknown role {other:?} (admin, user or node)")),
+        }
+    }
+}
+
+impl std::fmt::Display for Role {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Role::Admin => "admin",
+            Role::User => "user",
+            Role::Node => "node",
+        })
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Claims {
+    pub sub: String,
+    pub role: Role,
+    pub iss: String,
+    pub iat: u64,
+    pub exp: u64,
+}
+
+/// What a route requires of the caller.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Access {
+    /// No token (health, OpenAPI document).
+    Public,
+    /// `admin` or `user`.
+    Read,
+    /// `admin` only.
+    Write,
+    /// What a booting node fetches: `admin`, `user` or `node`; the token may come in `?token=`
+    /// because iPXE and a kernel command line cannot send headers.
+    NodeRead,
+}
+
+impl Access {
+    pub fn allows(self, role: Role) -> bool {
+        match self {
+            Access::Public => true,
+            Access::Read => matches!(role, Role::Admin | Role::User),
+            Access::Write => role == Role::Admin,
+            Access::NodeRead => true,
+        }
+    }
+
+    pub fn accepts_query_token(self) -> bool {
+        self == Access::NodeRead
+    }
+}
+
+/// A secret that never shows in `Debug` output.
+#[derive(Clone)]
+pub struct Secret(Vec<u8>);
+
+impl Secret {
+    pub fn new(bytes: Vec<u8>) -> Result<Secret, String> {
+        if bytes.len() < MIN_SECRET_BYTES {
+            return Err(format!(
+                "the jwt secret must be at least {MIN_SECRET_BYTES} bytes"
+            ));
+        }
+        Ok(Secret(bytes))
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(***)")
+    }
+}
+
+/// Verifies tokens: the HS256 secret and any configured public keys.
+#[derive(Clone)]
+pub struct Verifier {
+    secret: Secret,
+    keys: Vec<(Algorithm, DecodingKey)>,
+}
+
+impl std::fmt::Debug for Verifier {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Verifier")
+            .field("public_keys", &self.keys.len())
+            .finish()
+    }
+}
+
+impl Verifier {
+    pub fn new(secret: Secret) -> Self {
+        Verifier {
+            secret,
+            keys: Vec::new(),
+        }
+    }
+
+    /// Adds a PEM public key (RSA, EC P-256 or Ed25519); the algorithm is taken from its kind.
+    pub fn with_public_key_pem(mut self, pem: &[u8]) -> Result<Self, String> {
+        let text = String::from_utf8_lossy(pem);
+        let (alg, key) = if text.contains("BEGIN RSA PUBLIC KEY") || rsa_pem(pem) {
+            (Algorithm::RS256, DecodingKey::from_rsa_pem(pem))
+        } else if let Ok(key) = DecodingKey::from_ed_pem(pem) {
+            (Algorithm::EdDSA, Ok(key))
+        } else {
+            (Algorithm::ES256, DecodingKey::from_ec_pem(pem))
+        };
+        let key = key.map_err(|e| format!("unusable jwt public key: {e}"))?;
+        self.keys.push((alg, key));
+        Ok(self)
+    }
+
+    pub fn verify(&self, token: &str) -> Result<Claims, ApiError> {
+        let header = jsonwebtoken::decode_header(token)
+            .map_err(|_| unauthenticated("malformed token"))?;
+        let key = if header.alg == Algorithm::HS256 {
+            DecodingKey::from_secret(&self.secret.0)
+        } else {
+            self.keys
+                .iter()
+                .find(|(alg, _)| *alg == header.alg)
+                .map(|(_, k)| k.clone())
+                .ok_or_else(|| unauthenticated("token signed with an algorithm not configured here"))?
+        };
+        let mut validation = Validation::new(header.alg);
+        validation.set_issuer(&[ISSUER]);
+        validation.set_required_spec_claims(&["exp", "iss", "sub"]);
+        validation.leeway = 30;
+        jsonwebtoken::decode::<Claims>(token, &key, &validation)
+            .map(|data| data.claims)
+            .map_err(|e| match e.kind() {
+                jsonwebtoken::errors::ErrorKind::ExpiredSignature => {
+                    unauthenticated("token expired")
+                }
+                _ => unauthenticated("invalid token"),
+            })
+    }
+}
+
+fn rsa_pem(pem: &[u8]) -> bool {
+    DecodingKey::from_rsa_pem(pem).is_ok()
+}
+
+fn unauthenticated(message: &str) -> ApiError {
+    ApiError::new(ErrorCode::Unauthenticated, message)
+}
+
+fn now_secs() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// Mints an HS256 token valid for `days` days.
+pub fn mint(secret: &Secret, role: Role, subject: &str, days: u32) -> Result<String, String> {
+    let iat = now_secs();
+    let claims = Claims {
+        sub: subject.to_owned(),
+        role,
+        iss: ISSUER.to_owned(),
+        iat,
+        exp: iat + u64::from(days) * 86_400,
+    };
+    jsonwebtoken::encode(
+        &Header::new(Algorithm::HS256),
+        &claims,
+        &EncodingKey::from_secret(&secret.0),
+    )
+    .map_err(|e| format!("cannot sign token: {e}"))
+}
+
+/// Decides whether a caller may use a route: 401 without a valid token, 403 with the wrong role.
+pub fn authorize(
+    verifier: &Verifier,
+    access: Access,
+    open_node_reads: bool,
+    bearer: Option<&str>,
+    query_token: Option<&str>,
+) -> Result<Option<Claims>, ApiError> {
+    if access == Access::Public || (access == Access::NodeRead && open_node_reads) {
+        return Ok(None);
+    }
+    let token = match (bearer, query_token) {
+        (Some(t), _) => t,
+        (None, Some(t)) if access.accepts_query_token() => t,
+        (None, Some(_)) => {
+            return Err(unauthenticated(
+                "this route takes its token in the Authorization header, not ?token=",
+            ))
+        }
+        (None, None) => {
+            return Err(unauthenticated(
+                "missing token (Authorization: Bearer <token>; mint one with `bootfleet token`)",
+            ))
+        }
+    };
+    let claims = verifier.verify(token)?;
+    if !access.allows(claims.role) {
+        return Err(ApiError::new(
+            ErrorCode::PermissionDenied,
+            format!("a {} token may not do this", claims.role),
+        ));
+    }
+    Ok(Some(claims))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn secret() -> Secret {
+        Secret::new(vec![7u8; 32]).expect("long enough")
+    }
+
+    #[test]
+    fn short_secrets_are_refused() {
+        assert!(Secret::new(vec![1u8; 16]).is_err());
+    }
+
+    #[test]
+    fn roles_and_access() {
+        let v = Verifier::new(secret());
+        let token = |role| mint(&secret(), role, "t", 1).expect("mint");
+        let (admin, user, node) = (token(Role::Admin), token(Role::User), token(Role::Node));
+        let check = |access, bearer: Option<&str>, query: Option<&str>| {
+            authorize(&v, access, false, bearer, query).map_err(|e| e.code)
+        };
+        assert!(check(Access::Write, Some(&admin), None).is_ok());
+        assert_eq!(check(Access::Write, Some(&user), None).err(), Some(ErrorCode::PermissionDenied));
+        assert_eq!(check(Access::Write, None, None).err(), Some(ErrorCode::Unauthenticated));
+        assert!(check(Access::Read, Some(&user), None).is_ok());
+        assert_eq!(check(Access::Read, Some(&node), None).err(), Some(ErrorCode::PermissionDenied));
+        assert!(check(Access::NodeRead, None, Some(&node)).is_ok());
+        // A query token only counts on node-facing routes.
+        assert_eq!(check(Access::Read, None, Some(&admin)).err(), Some(ErrorCode::Unauthenticated));
+        assert!(authorize(&v, Access::NodeRead, true, None, None).is_ok());
+        assert!(authorize(&v, Access::Read, true, None, None).is_err());
+    }
+
+    #[test]
+    fn forged_expired_and_foreign_tokens_are_refused() {
+        let v = Verifier::new(secret());
+        let other = Secret::new(vec![8u8; 32]).expect("long enough");
+        let forged = mint(&other, Role::Admin, "t", 1).expect("mint");
+        assert_eq!(v.verify(&forged).err().map(|e| e.code), Some(ErrorCode::Unauthenticated));
+        assert_eq!(v.verify("abc").err().map(|e| e.code), Some(ErrorCode::Unauthenticated));
+        let expired = jsonwebtoken::encode(
+            &Header::new(Algorithm::HS256),
+            &Claims { sub: "t".into(), role: Role::Admin, iss: ISSUER.into(), iat: 1, exp: 2 },
+            &EncodingKey::from_secret(&[7u8; 32]),
+        )
+        .expect("encode");
+        let err = v.verify(&expired).expect_err("expired");
+        assert!(err.message.contains("expired"));
+        let ok = v.verify(&mint(&secret(), Role::User, "me", 30).expect("mint")).expect("valid");
+        assert_eq!((ok.role, ok.sub.as_str()), (Role::User, "me"));
+        assert!(ok.exp - ok.iat == 30 * 86_400);
+    }
+}

@@ -1,0 +1,186 @@
+//! The HTTP side of errors and bodies: the JSON error envelope, the JSON body extractor that
+//! names the offending field, request tracing.
+
+use std::time::Instant;
+
+use axum::body::Bytes;
+use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::http::{header, request::Parts, HeaderValue, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use bootfleet_api::{ApiError, ErrorCode};
+use bootfleet_bus::TraceParent;
+use serde::de::DeserializeOwned;
+use tracing::Instrument;
+
+/// An [`ApiError`] as an HTTP response: its code's status and the JSON envelope.
+#[derive(Debug)]
+pub struct HttpError(pub ApiError);
+
+impl From<ApiError> for HttpError {
+    fn from(e: ApiError) -> Self {
+        HttpError(e)
+    }
+}
+
+impl IntoResponse for HttpError {
+    fn into_response(self) -> Response {
+        let status = StatusCode::from_u16(self.0.code.http_status())
+            .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let mut response = (status, axum::Json(self.0.envelope())).into_response();
+        if self.0.code == ErrorCode::Unauthenticated {
+            response
+                .headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        response
+    }
+}
+
+pub type HttpResult<T> = Result<T, HttpError>;
+
+/// A JSON request body. Refuses other content types (415), oversize bodies (413) and bodies
+/// that do not fit the type, naming the field (400).
+#[derive(Debug)]
+pub struct JsonBody<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
+    type Rejection = HttpError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let is_json = req
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .map(|v| {
+                let mime = v.split(';').next().unwrap_or_default().trim().to_ascii_lowercase();
+                mime == "application/json" || mime.ends_with("+json")
+            })
+            .unwrap_or(false);
+        if !is_json {
+            return Err(HttpError(ApiError::new(
+                ErrorCode::UnsupportedMediaType,
+                "the body must be JSON (Content-Type: application/json)",
+            )));
+        }
+        let bytes = Bytes::from_request(req, state).await.map_err(|e| {
+            if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                HttpError(ApiError::new(
+                    ErrorCode::PayloadTooLarge,
+                    format!("the body is larger than the gateway accepts: {}", e.body_text().to_lowercase()),
+                ))
+            } else {
+                HttpError(ApiError::invalid("body", "cannot read the request body"))
+            }
+        })?;
+        parse_json(&bytes).map(JsonBody).map_err(HttpError)
+    }
+}
+
+fn backticked(message: &str) -> Option<&str> {
+    let start = message.find('`')? + 1;
+    let len = message[start..].find('`')?;
+    Some(&message[start..start + len])
+}
+
+/// Deserializes JSON, turning serde's error into one that names the field.
+pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    let mut de = serde_json::Deserializer::from_slice(bytes);
+    let value = serde_path_to_error::deserialize(&mut de).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner();
+        let full = inner.to_string();
+        let message = full
+            .rsplit_once(" at line ")
+            .map(|(m, _)| m)
+            .unwrap_or(&full)
+            .to_owned();
+        if inner.is_syntax() || inner.is_eof() {
+            return ApiError::invalid("body", format!("malformed json: {message}"));
+        }
+        let field = if path == "." || path.is_empty() {
+            if message.starts_with("missing field") || message.starts_with("unknown field") {
+                backticked(&message).unwrap_or("body").to_owned()
+            } else {
+                "body".to_owned()
+            }
+        } else {
+            path
+        };
+        ApiError::invalid(&field, message)
+    })?;
+    de.end()
+        .map_err(|_| ApiError::invalid("body", "trailing characters after the json value"))?;
+    Ok(value)
+}
+
+/// The request's trace context (from its `traceparent` header, or a new trace).
+#[derive(Clone, Copy, Debug)]
+pub struct Trace(pub TraceParent);
+
+impl<S: Send + Sync> FromRequestParts<S> for Trace {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        Ok(parts
+            .extensions
+            .get::<Trace>()
+            .copied()
+            .unwrap_or_else(|| Trace(TraceParent::new_root())))
+    }
+}
+
+/// Outermost middleware: takes or starts the trace, logs each request with structured fields,
+/// and returns the trace id in `X-Trace-Id` so an operator can find the request in the logs.
+pub async fn observe(mut req: Request, next: Next) -> Response {
+    let trace = req
+        .headers()
+        .get("traceparent")
+        .and_then(|v| v.to_str().ok())
+        .and_then(TraceParent::parse)
+        .map(|t| t.child())
+        .unwrap_or_else(TraceParent::new_root);
+    req.extensions_mut().insert(Trace(trace));
+    let method = req.method().clone();
+    let path = req.uri().path().to_owned();
+    let span = tracing::info_span!("http", %method, %path, trace_id = %trace.trace_id());
+    let started = Instant::now();
+    let mut response = next.run(req).instrument(span.clone()).await;
+    let status = response.status().as_u16();
+    let elapsed_ms = started.elapsed().as_secs_f64() * 1000.0;
+    span.in_scope(|| {
+        if status >= 500 {
+            tracing::warn!(status, elapsed_ms, "request failed");
+        } else {
+            tracing::debug!(status, elapsed_ms, "request served");
+        }
+    });
+    if let Ok(v) = HeaderValue::from_str(&trace.trace_id()) {
+        response.headers_mut().insert("x-trace-id", v);
+    }
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bootfleet_api::rest::{ScriptInput, SshKeyInput};
+
+    fn field_of<T: DeserializeOwned + std::fmt::Debug>(body: &str) -> Option<String> {
+        parse_json::<T>(body.as_bytes()).expect_err(body).field
+    }
+
+    #[test]
+    fn errors_name_the_field() {
+        assert_eq!(field_of::<ScriptInput>("{}").as_deref(), Some("text"));
+        assert_eq!(field_of::<ScriptInput>(r#"{"text": 5}"#).as_deref(), Some("text"));
+        assert_eq!(field_of::<ScriptInput>(r#"{"text": "a", "txt": "b"}"#).as_deref(), Some("txt"));
+        assert_eq!(field_of::<SshKeyInput>(r#"{"text": "a"}"#).as_deref(), Some("artifactId"));
+        assert_eq!(field_of::<SshKeyInput>(r#"{"text": "a", "artifactId": []}"#).as_deref(), Some("artifactId"));
+        assert_eq!(field_of::<ScriptInput>(r#"{"text": "a""#).as_deref(), Some("body"));
+        assert_eq!(field_of::<ScriptInput>(r#"[]"#).as_deref(), Some("body"));
+        assert_eq!(field_of::<ScriptInput>(r#"{"text": "a"} x"#).as_deref(), Some("body"));
+        let ok: ScriptInput = parse_json(br##"{"text": "#!ipxe"}"##).expect("valid body");
+        assert_eq!(ok.text, "#!ipxe");
+    }
+}

@@ -1,0 +1,128 @@
+//! The REST gateway. Thin axum handlers over the bus: it validates what it can early (for clear
+//! errors), authenticates, and asks the services over NATS; it never opens a database.
+
+pub mod auth;
+pub mod http;
+pub mod openapi;
+pub mod routes;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::http::header;
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::Router;
+use bootfleet_api::{ApiError, ErrorCode};
+use bootfleet_bus::Bus;
+
+use crate::auth::{Access, Verifier};
+use crate::http::HttpError;
+
+/// Bodies above this are refused with 413 (scripts themselves are bounded at 256 KiB).
+pub const DEFAULT_BODY_LIMIT: usize = 1024 * 1024;
+
+#[derive(Clone, Debug)]
+pub struct GatewayConfig {
+    pub verifier: Verifier,
+    /// Lets node-facing reads (raw scripts) through without a token. For a closed lab only.
+    pub open_node_reads: bool,
+    pub body_limit: usize,
+}
+
+#[derive(Clone, Debug)]
+pub struct AppState {
+    pub bus: Bus,
+    config: Arc<GatewayConfig>,
+    openapi: Arc<str>,
+}
+
+async fn require(
+    State((state, access)): State<(AppState, Access)>,
+    mut req: Request,
+    next: Next,
+) -> Response {
+    let bearer = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| {
+            let (scheme, token) = v.trim().split_once(' ')?;
+            scheme.eq_ignore_ascii_case("bearer").then(|| token.trim().to_owned())
+        });
+    let query_token = req.uri().query().and_then(|q| {
+        serde_urlencoded::from_str::<Vec<(String, String)>>(q)
+            .ok()?
+            .into_iter()
+            .find(|(k, _)| k == "token")
+            .map(|(_, v)| v)
+    });
+    match auth::authorize(
+        &state.config.verifier,
+        access,
+        state.config.open_node_reads,
+        bearer.as_deref(),
+        query_token.as_deref(),
+    ) {
+        Ok(claims) => {
+            if let Some(claims) = claims {
+                req.extensions_mut().insert(claims);
+            }
+            next.run(req).await
+        }
+        Err(e) => HttpError(e).into_response(),
+    }
+}
+
+/// The gateway's router: every route of [`routes::routes`], each behind its access check.
+pub fn router(bus: Bus, config: GatewayConfig) -> Router {
+    let routes = routes::routes();
+    let openapi = openapi::document(&routes)
+        .to_pretty_json()
+        .unwrap_or_else(|e| format!("{{\"error\": \"{e}\"}}"));
+    let body_limit = config.body_limit;
+    let state = AppState {
+        bus,
+        config: Arc::new(config),
+        openapi: openapi.into(),
+    };
+    let mut router = Router::new();
+    for route in routes {
+        let guarded = route.handler.layer(middleware::from_fn_with_state(
+            (state.clone(), route.access),
+            require,
+        ));
+        router = router.route(&route.path, guarded);
+    }
+    router
+        .fallback(|req: Request| async move {
+            HttpError(ApiError::new(
+                ErrorCode::NotFound,
+                format!("no route for {} {}", req.method(), req.uri().path()),
+            ))
+        })
+        .method_not_allowed_fallback(|req: Request| async move {
+            HttpError(ApiError::new(
+                ErrorCode::MethodNotAllowed,
+                format!("{} is not allowed on {}", req.method(), req.uri().path()),
+            ))
+        })
+        .layer(DefaultBodyLimit::max(body_limit))
+        .layer(middleware::from_fn(http::observe))
+        .with_state(state)
+}
+
+/// Serves the gateway on `listener` until `shutdown` resolves.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    bus: Bus,
+    config: GatewayConfig,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let addr: Option<SocketAddr> = listener.local_addr().ok();
+    tracing::info!(addr = ?addr, "gateway listening");
+    axum::serve(listener, router(bus, config))
+        .with_graceful_shutdown(shutdown)
+        .await
+}

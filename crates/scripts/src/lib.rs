@@ -1,0 +1,235 @@
+//! Two services over the same kind of registry, a table of texts:
+//! - `mainscripts` owns `mainscripts` and `subscripts` (iPXE scripts: menus, and kernel/initrd
+//!   entries they chain);
+//! - `kickstarts` owns `kickstarts`, `prebootscripts` and `postbootscripts`.
+//!
+//! They share code because the registries have one shape; each service still owns its tables
+//! and its migrations (its own migration table), and runs alone as its own process.
+
+mod migrations;
+
+use bootfleet_api::subjects::{Op, ScriptKind};
+use bootfleet_api::{proto, validate, ApiError, ErrorCode, ListParams};
+use bootfleet_bus::{Bus, BusError, RunningService, ServiceBuilder};
+use bootfleet_store::sea_orm::sea_query::{Alias, Expr, OnConflict, Query};
+use bootfleet_store::sea_orm::{ConnectionTrait, DatabaseConnection, FromQueryResult};
+use bootfleet_store::{db_error, now_ms, StoreError, TableSpec};
+
+pub use migrations::{KickstartsMigrator, MainscriptsMigrator};
+
+const FIELDS: &[(&str, &str)] = &[
+    ("id", "id"),
+    ("text", "text"),
+    ("createdAt", "created_at"),
+    ("updatedAt", "updated_at"),
+];
+const SORTABLE: &[&str] = &["id", "text", "createdAt", "updatedAt"];
+const SEARCHABLE: &[&str] = &["text", "id"];
+
+macro_rules! spec {
+    ($table:literal) => {
+        TableSpec {
+            table: $table,
+            fields: FIELDS,
+            sortable: SORTABLE,
+            searchable: SEARCHABLE,
+            default_sort: "createdAt",
+        }
+    };
+}
+
+static MAINSCRIPTS: TableSpec = spec!("mainscripts");
+static SUBSCRIPTS: TableSpec = spec!("subscripts");
+static KICKSTARTS: TableSpec = spec!("kickstarts");
+static PREBOOTSCRIPTS: TableSpec = spec!("prebootscripts");
+static POSTBOOTSCRIPTS: TableSpec = spec!("postbootscripts");
+
+fn spec(kind: ScriptKind) -> &'static TableSpec {
+    match kind {
+        ScriptKind::Mainscripts => &MAINSCRIPTS,
+        ScriptKind::Subscripts => &SUBSCRIPTS,
+        ScriptKind::Kickstarts => &KICKSTARTS,
+        ScriptKind::Prebootscripts => &PREBOOTSCRIPTS,
+        ScriptKind::Postbootscripts => &POSTBOOTSCRIPTS,
+    }
+}
+
+#[derive(Debug, FromQueryResult)]
+struct Record {
+    id: String,
+    text: String,
+    created_at: i64,
+    updated_at: i64,
+}
+
+impl From<Record> for proto::Script {
+    fn from(r: Record) -> Self {
+        proto::Script {
+            id: r.id,
+            text: r.text,
+            created_at_ms: r.created_at,
+            updated_at_ms: r.updated_at,
+        }
+    }
+}
+
+/// The registry of one kind of text, on one database.
+#[derive(Clone, Debug)]
+pub struct TextRegistry {
+    kind: ScriptKind,
+    db: DatabaseConnection,
+}
+
+impl TextRegistry {
+    pub fn new(kind: ScriptKind, db: DatabaseConnection) -> Self {
+        TextRegistry { kind, db }
+    }
+
+    fn not_found(&self, id: &str) -> ApiError {
+        ApiError::not_found(format!("{} {id}", self.kind.singular()))
+    }
+
+    /// Creates the row with the caller's id. A repeat of the same create (a retry) returns the
+    /// row it made; the same id with another text is a conflict.
+    pub async fn create(&self, req: proto::CreateScript) -> Result<proto::Script, ApiError> {
+        let id = validate::id("id", &req.id)?;
+        validate::text("text", &req.text)?;
+        let now = now_ms();
+        let spec = spec(self.kind);
+        let mut insert = Query::insert();
+        insert
+            .into_table(Alias::new(spec.table))
+            .columns(["id", "text", "created_at", "updated_at"].map(Alias::new))
+            .values_panic([id.clone().into(), req.text.clone().into(), now.into(), now.into()])
+            .on_conflict(OnConflict::column(Alias::new("id")).do_nothing().to_owned());
+        self.db
+            .execute(self.db.get_database_backend().build(&insert))
+            .await
+            .map_err(db_error)?;
+        let row: Record = bootfleet_store::get(&self.db, spec, &id)
+            .await?
+            .ok_or_else(|| ApiError::internal("created row vanished"))?;
+        if row.text != req.text {
+            return Err(ApiError::new(
+                ErrorCode::Conflict,
+                format!("{} {id} already exists", self.kind.singular()),
+            ));
+        }
+        Ok(row.into())
+    }
+
+    pub async fn get(&self, req: proto::IdRequest) -> Result<proto::Script, ApiError> {
+        let id = validate::id("id", &req.id)?;
+        bootfleet_store::get::<Record>(&self.db, spec(self.kind), &id)
+            .await?
+            .map(Into::into)
+            .ok_or_else(|| self.not_found(&id))
+    }
+
+    pub async fn update(&self, req: proto::UpdateScript) -> Result<proto::Script, ApiError> {
+        let id = validate::id("id", &req.id)?;
+        validate::text("text", &req.text)?;
+        let spec = spec(self.kind);
+        let mut update = Query::update();
+        update
+            .table(Alias::new(spec.table))
+            .value(Alias::new("text"), req.text)
+            .value(Alias::new("updated_at"), now_ms())
+            .and_where(Expr::col(Alias::new("id")).eq(id.as_str()));
+        let result = self
+            .db
+            .execute(self.db.get_database_backend().build(&update))
+            .await
+            .map_err(db_error)?;
+        if result.rows_affected() == 0 {
+            return Err(self.not_found(&id));
+        }
+        self.get(proto::IdRequest { id }).await
+    }
+
+    /// Deletes and returns the row.
+    pub async fn delete(&self, req: proto::IdRequest) -> Result<proto::Script, ApiError> {
+        let row = self.get(req).await?;
+        if !bootfleet_store::delete(&self.db, spec(self.kind), &row.id).await? {
+            return Err(self.not_found(&row.id));
+        }
+        Ok(row)
+    }
+
+    pub async fn list(&self, req: proto::ListRequest) -> Result<proto::ScriptList, ApiError> {
+        let params = ListParams::from_proto(&req)?;
+        let (rows, total) =
+            bootfleet_store::list::<Record>(&self.db, spec(self.kind), &params).await?;
+        Ok(proto::ScriptList {
+            rows: rows.into_iter().map(Into::into).collect(),
+            total,
+        })
+    }
+}
+
+fn register(mut builder: ServiceBuilder, registry: TextRegistry) -> ServiceBuilder {
+    let kind = registry.kind;
+    let r = registry.clone();
+    builder = builder.route(kind.subject(Op::Create), move |_, req| {
+        let r = r.clone();
+        async move { r.create(req).await }
+    });
+    let r = registry.clone();
+    builder = builder.route(kind.subject(Op::Get), move |_, req| {
+        let r = r.clone();
+        async move { r.get(req).await }
+    });
+    let r = registry.clone();
+    builder = builder.route(kind.subject(Op::Update), move |_, req| {
+        let r = r.clone();
+        async move { r.update(req).await }
+    });
+    let r = registry.clone();
+    builder = builder.route(kind.subject(Op::Delete), move |_, req| {
+        let r = r.clone();
+        async move { r.delete(req).await }
+    });
+    let r = registry;
+    builder.route(kind.subject(Op::List), move |_, req| {
+        let r = r.clone();
+        async move { r.list(req).await }
+    })
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Bus(#[from] BusError),
+}
+
+async fn start(
+    bus: Bus,
+    db: DatabaseConnection,
+    service: &'static str,
+) -> Result<RunningService, StartError> {
+    let mut builder = ServiceBuilder::new(bus, service);
+    for kind in ScriptKind::ALL.into_iter().filter(|k| k.service() == service) {
+        builder = register(builder, TextRegistry::new(kind, db.clone()));
+    }
+    Ok(builder.start().await?)
+}
+
+/// Migrates and starts the `mainscripts` service (mainscripts and subscripts).
+pub async fn start_mainscripts(
+    bus: Bus,
+    db: DatabaseConnection,
+) -> Result<RunningService, StartError> {
+    bootfleet_store::migrate::<MainscriptsMigrator>(&db).await?;
+    start(bus, db, "mainscripts").await
+}
+
+/// Migrates and starts the `kickstarts` service (kickstarts, prebootscripts, postbootscripts).
+pub async fn start_kickstarts(
+    bus: Bus,
+    db: DatabaseConnection,
+) -> Result<RunningService, StartError> {
+    bootfleet_store::migrate::<KickstartsMigrator>(&db).await?;
+    start(bus, db, "kickstarts").await
+}

@@ -1,0 +1,250 @@
+//! Persistence on sea-orm: connecting (`sqlite://` by default, `postgres://` for production),
+//! running a service's own migrations, and the paged, sorted, searched listing every registry
+//! offers. Each service owns its tables; this crate knows none of them.
+
+use bootfleet_api::{ApiError, ErrorCode, ListParams};
+use sea_orm::sea_query::{
+    Alias, Asterisk, Condition, Expr, Func, LikeExpr, Order, Query, SelectStatement,
+};
+use sea_orm::{ConnectOptions, ConnectionTrait, DatabaseConnection, DbErr, FromQueryResult};
+use sea_orm_migration::MigratorTrait;
+
+pub use sea_orm;
+pub use sea_orm_migration;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("cannot open database {url}: {source}")]
+    Connect { url: String, source: DbErr },
+    #[error("cannot create the database directory {path}: {source}")]
+    Dir {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("migrations failed: {0}")]
+    Migrate(DbErr),
+}
+
+/// The default database: a SQLite file in the data directory.
+pub fn default_sqlite_url(data_dir: &std::path::Path) -> String {
+    format!("sqlite://{}?mode=rwc", data_dir.join("bootfleet.db").display())
+}
+
+/// Hides the password of a database URL, for logs.
+pub fn redact_url(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            let creds = &url[scheme + 3..at];
+            match creds.find(':') {
+                Some(colon) => format!("{}{}:***{}", &url[..scheme + 3], &creds[..colon], &url[at..]),
+                None => url.to_owned(),
+            }
+        }
+        _ => url.to_owned(),
+    }
+}
+
+pub async fn connect(url: &str) -> Result<DatabaseConnection, StoreError> {
+    if let Some(rest) = url.strip_prefix("sqlite://") {
+        let path = rest.split('?').next().unwrap_or_default();
+        if let Some(parent) = std::path::Path::new(path).parent() {
+            if !parent.as_os_str().is_empty() {
+                std::fs::create_dir_all(parent).map_err(|source| StoreError::Dir {
+                    path: parent.display().to_string(),
+                    source,
+                })?;
+            }
+        }
+    }
+    let mut options = ConnectOptions::new(url.to_owned());
+    options
+        .max_connections(16)
+        .sqlx_logging(false)
+        .connect_timeout(std::time::Duration::from_secs(10));
+    let db = sea_orm::Database::connect(options)
+        .await
+        .map_err(|source| StoreError::Connect {
+            url: redact_url(url),
+            source,
+        })?;
+    if db.get_database_backend() == sea_orm::DatabaseBackend::Sqlite {
+        // WAL lets several processes (two instances of a service) share one file.
+        db.execute_unprepared("PRAGMA journal_mode=WAL")
+            .await
+            .map_err(|source| StoreError::Connect {
+                url: redact_url(url),
+                source,
+            })?;
+    }
+    Ok(db)
+}
+
+/// Applies the migrations of one service (each service has its own migration table).
+pub async fn migrate<M: MigratorTrait>(db: &DatabaseConnection) -> Result<(), StoreError> {
+    M::up(db, None).await.map_err(StoreError::Migrate)
+}
+
+/// Turns a database failure into the error the client sees: the detail goes to the log, the
+/// client gets a generic message (no SQL, no paths).
+pub fn db_error(e: DbErr) -> ApiError {
+    tracing::error!(error = %e, "database error");
+    ApiError::new(ErrorCode::Internal, "database error (see the service log)")
+}
+
+/// How a registry's table is listed: its REST field names mapped to columns.
+#[derive(Debug)]
+pub struct TableSpec {
+    pub table: &'static str,
+    /// `(REST name, column)` for every selectable column.
+    pub fields: &'static [(&'static str, &'static str)],
+    pub sortable: &'static [&'static str],
+    pub searchable: &'static [&'static str],
+    /// Used when the request names no sort (REST name).
+    pub default_sort: &'static str,
+}
+
+impl TableSpec {
+    fn column(&self, rest: &str) -> Alias {
+        let column = self
+            .fields
+            .iter()
+            .find(|(r, _)| *r == rest)
+            .map(|(_, c)| *c)
+            .unwrap_or(rest);
+        Alias::new(column)
+    }
+
+    /// `SELECT <fields> FROM <table>`.
+    pub fn select(&self) -> SelectStatement {
+        let mut select = Query::select();
+        select
+            .from(Alias::new(self.table))
+            .columns(self.fields.iter().map(|(_, c)| Alias::new(*c)));
+        select
+    }
+}
+
+fn escape_like(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        if matches!(c, '%' | '_' | '\\') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// One page of rows and the total count, filtered by `search`, ordered by `sort`.
+pub async fn list<T: FromQueryResult>(
+    db: &DatabaseConnection,
+    spec: &TableSpec,
+    params: &ListParams,
+) -> Result<(Vec<T>, u64), ApiError> {
+    params.check_fields(spec.sortable, spec.searchable)?;
+    let mut condition = Condition::all();
+    if let Some(search) = &params.search {
+        let fields: Vec<&str> = if params.search_fields.is_empty() {
+            spec.searchable.to_vec()
+        } else {
+            params.search_fields.iter().map(String::as_str).collect()
+        };
+        let pattern = format!("%{}%", escape_like(&search.to_lowercase()));
+        let mut any = Condition::any();
+        for field in fields {
+            any = any.add(
+                Expr::expr(Func::lower(Expr::col(spec.column(field))))
+                    .like(LikeExpr::new(pattern.clone()).escape('\\')),
+            );
+        }
+        condition = condition.add(any);
+    }
+
+    let backend = db.get_database_backend();
+    let mut count = Query::select();
+    count
+        .expr(Func::count(Expr::col(Asterisk)))
+        .from(Alias::new(spec.table))
+        .cond_where(condition.clone());
+    let total = db
+        .query_one(backend.build(&count))
+        .await
+        .map_err(db_error)?
+        .map(|row| row.try_get_by_index::<i64>(0))
+        .transpose()
+        .map_err(db_error)?
+        .unwrap_or(0);
+
+    let mut select = spec.select();
+    select.cond_where(condition);
+    if params.sort.is_empty() {
+        select.order_by(spec.column(spec.default_sort), Order::Asc);
+    }
+    for key in &params.sort {
+        let order = if key.descending { Order::Desc } else { Order::Asc };
+        select.order_by(spec.column(&key.field), order);
+    }
+    // A total order, so pages neither repeat nor skip rows.
+    select
+        .order_by(Alias::new("id"), Order::Asc)
+        .limit(u64::from(params.page_size))
+        .offset(u64::from(params.page - 1) * u64::from(params.page_size));
+    let rows = T::find_by_statement(backend.build(&select))
+        .all(db)
+        .await
+        .map_err(db_error)?;
+    Ok((rows, u64::try_from(total).unwrap_or(0)))
+}
+
+/// The row with this id, if any.
+pub async fn get<T: FromQueryResult>(
+    db: &DatabaseConnection,
+    spec: &TableSpec,
+    id: &str,
+) -> Result<Option<T>, ApiError> {
+    let mut select = spec.select();
+    select.and_where(Expr::col(Alias::new("id")).eq(id));
+    T::find_by_statement(db.get_database_backend().build(&select))
+        .one(db)
+        .await
+        .map_err(db_error)
+}
+
+/// Deletes the row with this id; whether there was one.
+pub async fn delete(db: &DatabaseConnection, spec: &TableSpec, id: &str) -> Result<bool, ApiError> {
+    let mut delete = Query::delete();
+    delete
+        .from_table(Alias::new(spec.table))
+        .and_where(Expr::col(Alias::new("id")).eq(id));
+    let result = db
+        .execute(db.get_database_backend().build(&delete))
+        .await
+        .map_err(db_error)?;
+    Ok(result.rows_affected() > 0)
+}
+
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn like_patterns_are_escaped() {
+        assert_eq!(escape_like("50%_a\\b"), "50\\%\\_a\\\\b");
+    }
+
+    #[test]
+    fn passwords_are_redacted() {
+        assert_eq!(
+            redact_url("postgres://bf:s3cret@db:5432/bf"),
+            "postgres://bf:***@db:5432/bf"
+        );
+        assert_eq!(redact_url("sqlite:///x/y.db"), "sqlite:///x/y.db");
+    }
+}

@@ -1,0 +1,339 @@
+//! Real dependencies for tests: a `nats-server` with JetStream on a free loopback port, and a
+//! PostgreSQL cluster started from Debian's `postgresql` binaries. Nothing is mocked; if a binary
+//! is missing the test fails and says which package to install (`./scripts/setup` installs them).
+
+// Stopping the shared PostgreSQL at process exit needs `atexit`, which is `unsafe` to register.
+#![allow(unsafe_code)]
+
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+/// A free TCP port on 127.0.0.1 (the kernel picks it; the listener is closed again).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("bind an ephemeral port on 127.0.0.1")
+}
+
+fn find_in_path(name: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|dir| dir.join(name))
+        .find(|p| p.is_file())
+}
+
+fn wait_for_port(port: u16, within: Duration) -> bool {
+    let deadline = Instant::now() + within;
+    while Instant::now() < deadline {
+        if TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    false
+}
+
+/// A `nats-server` child with JetStream, listening on 127.0.0.1 only. Killed on drop.
+#[derive(Debug)]
+pub struct NatsServer {
+    child: Option<Child>,
+    port: u16,
+    dir: tempfile::TempDir,
+    bin: PathBuf,
+}
+
+impl NatsServer {
+    pub fn start() -> NatsServer {
+        let bin = std::env::var_os("NATS_SERVER_BIN")
+            .map(PathBuf::from)
+            .or_else(|| find_in_path("nats-server"))
+            .expect("nats-server not found: install Debian's nats-server (./scripts/setup)");
+        let dir = tempfile::Builder::new()
+            .prefix("bootfleet-nats-")
+            .tempdir()
+            .expect("create a temporary directory");
+        let mut server = NatsServer {
+            child: None,
+            port: free_port(),
+            dir,
+            bin,
+        };
+        server.spawn();
+        server
+    }
+
+    fn spawn(&mut self) {
+        let child = Command::new(&self.bin)
+            .args(["-a", "127.0.0.1", "-p", &self.port.to_string(), "-js", "-sd"])
+            .arg(self.dir.path())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start nats-server");
+        self.child = Some(child);
+        assert!(
+            wait_for_port(self.port, Duration::from_secs(10)),
+            "nats-server did not listen on port {} within 10 s",
+            self.port
+        );
+    }
+
+    pub fn url(&self) -> String {
+        format!("nats://127.0.0.1:{}", self.port)
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// Kills the server (SIGKILL) and waits for it to be gone.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts it again on the same port and data directory, as after a crash.
+    pub fn restart(&mut self) {
+        self.kill();
+        self.spawn();
+    }
+}
+
+impl Drop for NatsServer {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// A PostgreSQL cluster shared by all tests of one test binary; each test takes its own
+/// database from it. Stopped when the test process exits.
+#[derive(Debug)]
+pub struct Postgres {
+    port: u16,
+    bin_dir: PathBuf,
+    socket_dir: PathBuf,
+    uid: Option<(u32, u32)>,
+    dir: PathBuf,
+}
+
+static POSTGRES: OnceLock<Postgres> = OnceLock::new();
+static POSTGRES_CHILD: Mutex<Option<Child>> = Mutex::new(None);
+static DB_COUNTER: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+
+extern "C" fn stop_postgres_at_exit() {
+    if let Ok(mut guard) = POSTGRES_CHILD.lock() {
+        if let Some(mut child) = guard.take() {
+            // SIGQUIT: immediate shutdown; the data is thrown away anyway.
+            let _ = Command::new("kill")
+                .args(["-QUIT", &child.id().to_string()])
+                .status();
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = child.try_wait() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+    if let Some(pg) = POSTGRES.get() {
+        let _ = std::fs::remove_dir_all(&pg.dir);
+    }
+}
+
+fn postgres_bin_dir() -> PathBuf {
+    if let Some(dir) = std::env::var_os("POSTGRES_BIN_DIR") {
+        return PathBuf::from(dir);
+    }
+    let mut versions: Vec<(u32, PathBuf)> = std::fs::read_dir("/usr/lib/postgresql")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| {
+            let v = e.file_name().to_str()?.parse().ok()?;
+            let bin = e.path().join("bin");
+            bin.join("initdb").is_file().then_some((v, bin))
+        })
+        .collect();
+    versions.sort();
+    versions
+        .pop()
+        .map(|(_, p)| p)
+        .expect("PostgreSQL server binaries not found under /usr/lib/postgresql: install Debian's postgresql (./scripts/setup)")
+}
+
+/// PostgreSQL refuses to run as root; then it runs as the `postgres` user the package created.
+fn unprivileged_ids() -> Option<(u32, u32)> {
+    let meta = std::fs::metadata("/proc/self").ok()?;
+    use std::os::unix::fs::MetadataExt;
+    if meta.uid() != 0 {
+        return None;
+    }
+    let passwd = std::fs::read_to_string("/etc/passwd").ok()?;
+    passwd.lines().find_map(|line| {
+        let f: Vec<&str> = line.split(':').collect();
+        (f.first() == Some(&"postgres")).then(|| Some((f.get(2)?.parse().ok()?, f.get(3)?.parse().ok()?)))?
+    })
+}
+
+impl Postgres {
+    /// The binary's shared cluster, started on first use.
+    pub fn shared() -> &'static Postgres {
+        POSTGRES.get_or_init(Postgres::start)
+    }
+
+    fn command(&self, program: &str) -> Command {
+        let mut cmd = Command::new(self.bin_dir.join(program));
+        if let Some((uid, gid)) = self.uid {
+            use std::os::unix::process::CommandExt;
+            cmd.uid(uid).gid(gid);
+        }
+        cmd.stdin(Stdio::null());
+        cmd
+    }
+
+    fn start() -> Postgres {
+        let bin_dir = postgres_bin_dir();
+        let uid = unprivileged_ids();
+        if std::fs::metadata("/proc/self").is_ok() && uid.is_none() && is_root() {
+            panic!("running as root and no `postgres` user exists to run PostgreSQL as");
+        }
+        let dir = tempfile::Builder::new()
+            .prefix("bootfleet-pg-")
+            .tempdir()
+            .expect("create a temporary directory")
+            .keep();
+        let data = dir.join("data");
+        let socket_dir = dir.join("socket");
+        std::fs::create_dir_all(&socket_dir).expect("create socket dir");
+        if let Some((u, g)) = uid {
+            for p in [dir.as_path(), socket_dir.as_path()] {
+                std::os::unix::fs::chown(p, Some(u), Some(g)).expect("chown postgres dirs");
+            }
+        }
+        let pg = Postgres {
+            port: free_port(),
+            bin_dir,
+            socket_dir,
+            uid,
+            dir,
+        };
+        let out = pg
+            .command("initdb")
+            .args(["-U", "postgres", "--auth=trust", "-E", "UTF8", "--no-sync", "-D"])
+            .arg(&data)
+            .output()
+            .expect("run initdb");
+        assert!(
+            out.status.success(),
+            "initdb failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let log = std::fs::File::create(pg.dir.join("postgres.log")).expect("create log");
+        if let Some((u, g)) = uid {
+            let _ = std::os::unix::fs::chown(pg.dir.join("postgres.log"), Some(u), Some(g));
+        }
+        let child = pg
+            .command("postgres")
+            .arg("-D")
+            .arg(&data)
+            .args(["-p", &pg.port.to_string(), "-k"])
+            .arg(&pg.socket_dir)
+            .args([
+                "-c",
+                "listen_addresses=127.0.0.1",
+                "-c",
+                "fsync=off",
+                "-c",
+                "synchronous_commit=off",
+                "-c",
+                "full_page_writes=off",
+                "-c",
+                "max_connections=300",
+            ])
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("start postgres");
+        *POSTGRES_CHILD.lock().expect("postgres child lock") = Some(child);
+        // SAFETY: registering a plain `extern "C" fn` with no arguments is what atexit expects.
+        unsafe {
+            libc::atexit(stop_postgres_at_exit);
+        }
+        assert!(
+            wait_for_port(pg.port, Duration::from_secs(30)),
+            "postgres did not listen within 30 s; see {}",
+            pg.dir.join("postgres.log").display()
+        );
+        pg
+    }
+
+    /// Creates a new, empty database and returns its `postgres://` URL.
+    pub fn create_database(&self) -> String {
+        let n = DB_COUNTER.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let name = format!("test_{}_{n}", std::process::id());
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let out = self
+                .command("createdb")
+                .args(["-h", "127.0.0.1", "-p", &self.port.to_string(), "-U", "postgres", &name])
+                .output()
+                .expect("run createdb");
+            if out.status.success() {
+                break;
+            }
+            // The server may still be starting ("the database system is starting up").
+            assert!(
+                Instant::now() < deadline,
+                "createdb failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        format!("postgres://postgres@127.0.0.1:{}/{name}", self.port)
+    }
+
+    pub fn data_dir(&self) -> &Path {
+        &self.dir
+    }
+}
+
+fn is_root() -> bool {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata("/proc/self").map(|m| m.uid() == 0).unwrap_or(false)
+}
+
+/// Which database a test runs against.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// A fresh, empty database of the given kind. SQLite files live in `dir`.
+pub fn database_url(backend: Backend, dir: &Path) -> String {
+    match backend {
+        Backend::Sqlite => format!("sqlite://{}?mode=rwc", dir.join("bootfleet.db").display()),
+        Backend::Postgres => Postgres::shared().create_database(),
+    }
+}
+
+/// Kills a child process when dropped (for service processes a test spawns).
+#[derive(Debug)]
+pub struct ChildGuard(pub Child);
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
