@@ -38,10 +38,9 @@ impl Default for ListParams {
 }
 
 fn parse_bounded(field: &str, value: &str, min: u32, max: u32) -> Result<u32, ApiError> {
-    let n: u32 = value
-        .trim()
-        .parse()
-        .map_err(|_| ApiError::invalid(field, format!("must be a whole number from {min} to {max}")))?;
+    let n: u32 = value.trim().parse().map_err(|_| {
+        ApiError::invalid(field, format!("must be a whole number from {min} to {max}"))
+    })?;
     if n < min || n > max {
         return Err(ApiError::invalid(
             field,
@@ -100,12 +99,10 @@ impl ListParams {
                 }
                 "searchFields" => params.search_fields = split_list(value),
                 other if ignored.contains(&other) => {}
-                other => {
-                    return Err(ApiError::invalid(
-                        other,
-                        "unknown query parameter (expected page, pageSize, sort, search, searchFields)",
-                    ))
-                }
+                other => return Err(ApiError::invalid(
+                    other,
+                    "unknown query parameter (expected page, pageSize, sort, search, searchFields)",
+                )),
             }
         }
         Ok(params)
@@ -193,7 +190,10 @@ mod tests {
 
     #[test]
     fn defaults_and_full_query() {
-        assert_eq!(ListParams::from_query([], &[]).ok(), Some(ListParams::default()));
+        assert_eq!(
+            ListParams::from_query([], &[]).ok(),
+            Some(ListParams::default())
+        );
         let p = ListParams::from_query(
             [
                 ("page", "3"),
@@ -232,10 +232,14 @@ mod tests {
     #[test]
     fn unknown_sort_and_search_fields_are_refused() {
         let p = ListParams::from_query([("sort", "-password")], &[]).expect("parses");
-        let err = p.check_fields(&["createdAt"], &["text"]).expect_err("bad sort");
+        let err = p
+            .check_fields(&["createdAt"], &["text"])
+            .expect_err("bad sort");
         assert_eq!(err.field.as_deref(), Some("sort"));
         let p = ListParams::from_query([("searchFields", "id;drop")], &[]).expect("parses");
-        let err = p.check_fields(&["createdAt"], &["text"]).expect_err("bad field");
+        let err = p
+            .check_fields(&["createdAt"], &["text"])
+            .expect_err("bad field");
         assert_eq!(err.field.as_deref(), Some("searchFields"));
     }
 

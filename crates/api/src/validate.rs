@@ -64,10 +64,25 @@ mod tests {
 
     #[test]
     fn artifact_ids_keep_shells_out() {
-        for good in ["site-1", "a", "6a3c2f0e-0d2f-4c7e-9f3e-1a2b3c4d5e6f", "rack_7.eu"] {
+        for good in [
+            "site-1",
+            "a",
+            "6a3c2f0e-0d2f-4c7e-9f3e-1a2b3c4d5e6f",
+            "rack_7.eu",
+        ] {
             assert!(artifact_id("artifactId", good).is_ok(), "{good}");
         }
-        for bad in ["", "-x", ".x", "a b", "a;rm -rf /", "$(id)", "a/b", "é", &"a".repeat(65)] {
+        for bad in [
+            "",
+            "-x",
+            ".x",
+            "a b",
+            "a;rm -rf /",
+            "$(id)",
+            "a/b",
+            "é",
+            &"a".repeat(65),
+        ] {
             let err = artifact_id("artifactId", bad).expect_err(bad);
             assert_eq!(err.field.as_deref(), Some("artifactId"));
         }

@@ -9,7 +9,11 @@ use bootfleet_gateway::auth::{self, Role};
 use clap::{Parser, Subcommand};
 
 #[derive(Parser, Debug)]
-#[command(name = "bootfleet", version, about = "Nodes as a service: boot artifacts, registries, site agents")]
+#[command(
+    name = "bootfleet",
+    version,
+    about = "Nodes as a service: boot artifacts, registries, site agents"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -55,8 +59,9 @@ fn parse_role(s: &str) -> Result<Role, String> {
 
 fn init_logging() {
     use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_env("BOOTFLEET_LOG")
-        .unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn,sea_orm_migration=warn,async_nats=warn"));
+    let filter = EnvFilter::try_from_env("BOOTFLEET_LOG").unwrap_or_else(|_| {
+        EnvFilter::new("info,sqlx=warn,sea_orm_migration=warn,async_nats=warn")
+    });
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
@@ -88,15 +93,25 @@ fn nats_config(url: String, name: &str) -> BusConfig {
 }
 
 fn require_nats_url() -> Result<String, String> {
-    BusConfig::url_from_env().ok_or_else(|| "set NATS_URL (or TRANSPORTER) to the NATS server".to_owned())
+    BusConfig::url_from_env()
+        .ok_or_else(|| "set NATS_URL (or TRANSPORTER) to the NATS server".to_owned())
 }
 
 async fn up(listen: SocketAddr, nats_port: u16) -> Result<(), String> {
     let data_dir = config::data_dir();
-    std::fs::create_dir_all(&data_dir)
-        .map_err(|e| format!("cannot create the data directory {}: {e}", data_dir.display()))?;
+    std::fs::create_dir_all(&data_dir).map_err(|e| {
+        format!(
+            "cannot create the data directory {}: {e}",
+            data_dir.display()
+        )
+    })?;
     let secret = config::jwt_secret(&data_dir, true)?;
-    let admin = auth::mint(&secret, Role::Admin, "bootfleet-up", auth::DEFAULT_TOKEN_DAYS)?;
+    let admin = auth::mint(
+        &secret,
+        Role::Admin,
+        "bootfleet-up",
+        auth::DEFAULT_TOKEN_DAYS,
+    )?;
     let gateway = config::gateway_config(secret)?;
     let (nats_child, nats_url) = match BusConfig::url_from_env() {
         Some(url) => (None, url),
@@ -125,16 +140,25 @@ async fn up(listen: SocketAddr, nats_port: u16) -> Result<(), String> {
     };
     let base = system.base_url();
     let nats_note = match &nats_child {
-        Some(c) => format!("{nats_url} (started by bootfleet; data in {})", c.store_dir.display()),
+        Some(c) => format!(
+            "{nats_url} (started by bootfleet; data in {})",
+            c.store_dir.display()
+        ),
         None => format!("{nats_url} (from NATS_URL)"),
     };
     println!("bootfleet is up");
     println!("  API:       {base}/api");
     println!("  OpenAPI:   {base}/api/openapi.json");
     println!("  NATS:      {nats_note}");
-    println!("  Database:  {}", bootfleet_store::redact_url(&database_url));
+    println!(
+        "  Database:  {}",
+        bootfleet_store::redact_url(&database_url)
+    );
     println!("  Data:      {}", data_dir.display());
-    println!("Admin token valid {} days; for your shell:", auth::DEFAULT_TOKEN_DAYS);
+    println!(
+        "Admin token valid {} days; for your shell:",
+        auth::DEFAULT_TOKEN_DAYS
+    );
     println!("export BOOTFLEET_URL={base}");
     println!("export BOOTFLEET_TOKEN={admin}");
     println!("Press Ctrl-C to stop.");
@@ -178,7 +202,11 @@ async fn run(cli: Cli) -> Result<(), String> {
             }
             Ok(())
         }
-        Command::Token { role, days, subject } => {
+        Command::Token {
+            role,
+            days,
+            subject,
+        } => {
             let secret = config::jwt_secret(&config::data_dir(), false)?;
             println!("{}", auth::mint(&secret, role, &subject, days)?);
             Ok(())

@@ -69,7 +69,10 @@ impl NatsChild {
             .map_err(|e| format!("cannot start {}: {e}", bin.display()))?;
         let deadline = Instant::now() + Duration::from_secs(15);
         loop {
-            if tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_ok() {
+            if tokio::net::TcpStream::connect(("127.0.0.1", port))
+                .await
+                .is_ok()
+            {
                 break;
             }
             if let Ok(Some(status)) = child.try_wait() {

@@ -66,6 +66,16 @@ impl Bus {
         })
     }
 
+    /// The same connection with another per-attempt timeout and attempt count, for operations
+    /// that are slow (key generation) or must not be repeated.
+    pub fn with_timeout(&self, timeout: Duration, attempts: u32) -> Bus {
+        Bus {
+            client: self.client.clone(),
+            timeout,
+            attempts: attempts.max(1),
+        }
+    }
+
     pub fn client(&self) -> &async_nats::Client {
         &self.client
     }
@@ -81,7 +91,12 @@ impl Bus {
             .client
             .send_request(bootfleet_api::subjects::ping(service), request)
             .await
-            .map_err(|e| ApiError::unavailable(format!("{service} does not answer: {e} (trace {})", trace.trace_id())))?;
+            .map_err(|e| {
+                ApiError::unavailable(format!(
+                    "{service} does not answer: {e} (trace {})",
+                    trace.trace_id()
+                ))
+            })?;
         decode_reply(reply).map(|r| r.body)
     }
 
@@ -186,7 +201,9 @@ impl Bus {
     }
 }
 
-fn decode_reply<Resp: Message + Default>(msg: async_nats::Message) -> Result<Reply<Resp>, ApiError> {
+fn decode_reply<Resp: Message + Default>(
+    msg: async_nats::Message,
+) -> Result<Reply<Resp>, ApiError> {
     let headers = msg.headers.as_ref();
     let status = headers
         .and_then(|h| h.get(STATUS_HEADER))

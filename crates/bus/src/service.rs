@@ -40,7 +40,10 @@ impl std::fmt::Debug for ServiceBuilder {
         f.debug_struct("ServiceBuilder")
             .field("service", &self.service)
             .field("instance", &self.instance)
-            .field("routes", &self.routes.iter().map(|r| &r.0).collect::<Vec<_>>())
+            .field(
+                "routes",
+                &self.routes.iter().map(|r| &r.0).collect::<Vec<_>>(),
+            )
             .finish()
     }
 }
@@ -162,7 +165,8 @@ async fn serve_subject(
             .map(|t| t.child())
             .unwrap_or_else(TraceParent::new_root);
         let subject = msg.subject.to_string();
-        let span = tracing::info_span!("bus_request", subject = %subject, trace_id = %trace.trace_id());
+        let span =
+            tracing::info_span!("bus_request", subject = %subject, trace_id = %trace.trace_id());
         let ctx = RequestCtx { trace, subject };
         let handler = handler.clone();
         let client = client.clone();

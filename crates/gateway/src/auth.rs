@@ -142,8 +142,8 @@ impl Verifier {
     }
 
     pub fn verify(&self, token: &str) -> Result<Claims, ApiError> {
-        let header = jsonwebtoken::decode_header(token)
-            .map_err(|_| unauthenticated("malformed token"))?;
+        let header =
+            jsonwebtoken::decode_header(token).map_err(|_| unauthenticated("malformed token"))?;
         let key = if header.alg == Algorithm::HS256 {
             DecodingKey::from_secret(&self.secret.0)
         } else {
@@ -151,7 +151,9 @@ impl Verifier {
                 .iter()
                 .find(|(alg, _)| *alg == header.alg)
                 .map(|(_, k)| k.clone())
-                .ok_or_else(|| unauthenticated("token signed with an algorithm not configured here"))?
+                .ok_or_else(|| {
+                    unauthenticated("token signed with an algorithm not configured here")
+                })?
         };
         let mut validation = Validation::new(header.alg);
         validation.set_issuer(&[ISSUER]);
@@ -212,20 +214,19 @@ pub fn authorize(
     if access == Access::Public || (access == Access::NodeRead && open_node_reads) {
         return Ok(None);
     }
-    let token = match (bearer, query_token) {
-        (Some(t), _) => t,
-        (None, Some(t)) if access.accepts_query_token() => t,
-        (None, Some(_)) => {
-            return Err(unauthenticated(
-                "this route takes its token in the Authorization header, not ?token=",
-            ))
-        }
-        (None, None) => {
-            return Err(unauthenticated(
+    let token =
+        match (bearer, query_token) {
+            (Some(t), _) => t,
+            (None, Some(t)) if access.accepts_query_token() => t,
+            (None, Some(_)) => {
+                return Err(unauthenticated(
+                    "this route takes its token in the Authorization header, not ?token=",
+                ))
+            }
+            (None, None) => return Err(unauthenticated(
                 "missing token (Authorization: Bearer <token>; mint one with `bootfleet token`)",
-            ))
-        }
-    };
+            )),
+        };
     let claims = verifier.verify(token)?;
     if !access.allows(claims.role) {
         return Err(ApiError::new(
@@ -258,13 +259,25 @@ mod tests {
             authorize(&v, access, false, bearer, query).map_err(|e| e.code)
         };
         assert!(check(Access::Write, Some(&admin), None).is_ok());
-        assert_eq!(check(Access::Write, Some(&user), None).err(), Some(ErrorCode::PermissionDenied));
-        assert_eq!(check(Access::Write, None, None).err(), Some(ErrorCode::Unauthenticated));
+        assert_eq!(
+            check(Access::Write, Some(&user), None).err(),
+            Some(ErrorCode::PermissionDenied)
+        );
+        assert_eq!(
+            check(Access::Write, None, None).err(),
+            Some(ErrorCode::Unauthenticated)
+        );
         assert!(check(Access::Read, Some(&user), None).is_ok());
-        assert_eq!(check(Access::Read, Some(&node), None).err(), Some(ErrorCode::PermissionDenied));
+        assert_eq!(
+            check(Access::Read, Some(&node), None).err(),
+            Some(ErrorCode::PermissionDenied)
+        );
         assert!(check(Access::NodeRead, None, Some(&node)).is_ok());
         // A query token only counts on node-facing routes.
-        assert_eq!(check(Access::Read, None, Some(&admin)).err(), Some(ErrorCode::Unauthenticated));
+        assert_eq!(
+            check(Access::Read, None, Some(&admin)).err(),
+            Some(ErrorCode::Unauthenticated)
+        );
         assert!(authorize(&v, Access::NodeRead, true, None, None).is_ok());
         assert!(authorize(&v, Access::Read, true, None, None).is_err());
     }
@@ -274,17 +287,31 @@ mod tests {
         let v = Verifier::new(secret());
         let other = Secret::new(vec![8u8; 32]).expect("long enough");
         let forged = mint(&other, Role::Admin, "t", 1).expect("mint");
-        assert_eq!(v.verify(&forged).err().map(|e| e.code), Some(ErrorCode::Unauthenticated));
-        assert_eq!(v.verify("abc").err().map(|e| e.code), Some(ErrorCode::Unauthenticated));
+        assert_eq!(
+            v.verify(&forged).err().map(|e| e.code),
+            Some(ErrorCode::Unauthenticated)
+        );
+        assert_eq!(
+            v.verify("abc").err().map(|e| e.code),
+            Some(ErrorCode::Unauthenticated)
+        );
         let expired = jsonwebtoken::encode(
             &Header::new(Algorithm::HS256),
-            &Claims { sub: "t".into(), role: Role::Admin, iss: ISSUER.into(), iat: 1, exp: 2 },
+            &Claims {
+                sub: "t".into(),
+                role: Role::Admin,
+                iss: ISSUER.into(),
+                iat: 1,
+                exp: 2,
+            },
             &EncodingKey::from_secret(&[7u8; 32]),
         )
         .expect("encode");
         let err = v.verify(&expired).expect_err("expired");
         assert!(err.message.contains("expired"));
-        let ok = v.verify(&mint(&secret(), Role::User, "me", 30).expect("mint")).expect("valid");
+        let ok = v
+            .verify(&mint(&secret(), Role::User, "me", 30).expect("mint"))
+            .expect("valid");
         assert_eq!((ok.role, ok.sub.as_str()), (Role::User, "me"));
         assert!(ok.exp - ok.iat == 30 * 86_400);
     }

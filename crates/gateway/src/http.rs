@@ -53,7 +53,12 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
             .get(header::CONTENT_TYPE)
             .and_then(|v| v.to_str().ok())
             .map(|v| {
-                let mime = v.split(';').next().unwrap_or_default().trim().to_ascii_lowercase();
+                let mime = v
+                    .split(';')
+                    .next()
+                    .unwrap_or_default()
+                    .trim()
+                    .to_ascii_lowercase();
                 mime == "application/json" || mime.ends_with("+json")
             })
             .unwrap_or(false);
@@ -67,7 +72,10 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
             if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
                 HttpError(ApiError::new(
                     ErrorCode::PayloadTooLarge,
-                    format!("the body is larger than the gateway accepts: {}", e.body_text().to_lowercase()),
+                    format!(
+                        "the body is larger than the gateway accepts: {}",
+                        e.body_text().to_lowercase()
+                    ),
                 ))
             } else {
                 HttpError(ApiError::invalid("body", "cannot read the request body"))
@@ -85,6 +93,12 @@ fn backticked(message: &str) -> Option<&str> {
 
 /// Deserializes JSON, turning serde's error into one that names the field.
 pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    // serde would read an array positionally into a struct; every body of ours is an object.
+    match bytes.iter().find(|b| !b.is_ascii_whitespace()) {
+        Some(b'{') => {}
+        None => return Err(ApiError::invalid("body", "must not be empty")),
+        Some(_) => return Err(ApiError::invalid("body", "must be a JSON object")),
+    }
     let mut de = serde_json::Deserializer::from_slice(bytes);
     let value = serde_path_to_error::deserialize(&mut de).map_err(|e| {
         let path = e.path().to_string();
@@ -173,13 +187,31 @@ mod tests {
     #[test]
     fn errors_name_the_field() {
         assert_eq!(field_of::<ScriptInput>("{}").as_deref(), Some("text"));
-        assert_eq!(field_of::<ScriptInput>(r#"{"text": 5}"#).as_deref(), Some("text"));
-        assert_eq!(field_of::<ScriptInput>(r#"{"text": "a", "txt": "b"}"#).as_deref(), Some("txt"));
-        assert_eq!(field_of::<SshKeyInput>(r#"{"text": "a"}"#).as_deref(), Some("artifactId"));
-        assert_eq!(field_of::<SshKeyInput>(r#"{"text": "a", "artifactId": []}"#).as_deref(), Some("artifactId"));
-        assert_eq!(field_of::<ScriptInput>(r#"{"text": "a""#).as_deref(), Some("body"));
+        assert_eq!(
+            field_of::<ScriptInput>(r#"{"text": 5}"#).as_deref(),
+            Some("text")
+        );
+        assert_eq!(
+            field_of::<ScriptInput>(r#"{"text": "a", "txt": "b"}"#).as_deref(),
+            Some("txt")
+        );
+        assert_eq!(
+            field_of::<SshKeyInput>(r#"{"text": "a"}"#).as_deref(),
+            Some("artifactId")
+        );
+        assert_eq!(
+            field_of::<SshKeyInput>(r#"{"text": "a", "artifactId": []}"#).as_deref(),
+            Some("artifactId")
+        );
+        assert_eq!(
+            field_of::<ScriptInput>(r#"{"text": "a""#).as_deref(),
+            Some("body")
+        );
         assert_eq!(field_of::<ScriptInput>(r#"[]"#).as_deref(), Some("body"));
-        assert_eq!(field_of::<ScriptInput>(r#"{"text": "a"} x"#).as_deref(), Some("body"));
+        assert_eq!(
+            field_of::<ScriptInput>(r#"{"text": "a"} x"#).as_deref(),
+            Some("body")
+        );
         let ok: ScriptInput = parse_json(br##"{"text": "#!ipxe"}"##).expect("valid body");
         assert_eq!(ok.text, "#!ipxe");
     }

@@ -64,8 +64,16 @@ fn operation(route: &RouteDef) -> utoipa::openapi::path::Operation {
         op = op.parameter(
             ParameterBuilder::new()
                 .name(p.name)
-                .parameter_in(if p.in_path { ParameterIn::Path } else { ParameterIn::Query })
-                .required(if p.required { Required::True } else { Required::False })
+                .parameter_in(if p.in_path {
+                    ParameterIn::Path
+                } else {
+                    ParameterIn::Query
+                })
+                .required(if p.required {
+                    Required::True
+                } else {
+                    Required::False
+                })
                 .description(Some(p.description))
                 .schema(Some(schema.build())),
         );
@@ -106,12 +114,20 @@ fn operation(route: &RouteDef) -> utoipa::openapi::path::Operation {
     op = op.response(route.status.to_string(), ok.build());
     let on_bus = route.tag != "system";
     if on_bus {
-        op = op.response("400", error_response("invalid_argument: a field is missing or invalid (the envelope names it)"));
+        op = op.response(
+            "400",
+            error_response(
+                "invalid_argument: a field is missing or invalid (the envelope names it)",
+            ),
+        );
     }
     if route.access != Access::Public {
         op = op
             .response("401", error_response("unauthenticated: no valid token"))
-            .response("403", error_response("permission_denied: the token's role may not do this"));
+            .response(
+                "403",
+                error_response("permission_denied: the token's role may not do this"),
+            );
         op = op.security(SecurityRequirement::new("bearer", Vec::<String>::new()));
         if route.access == Access::NodeRead {
             op = op.security(SecurityRequirement::new("nodeToken", Vec::<String>::new()));
@@ -122,14 +138,29 @@ fn operation(route: &RouteDef) -> utoipa::openapi::path::Operation {
     }
     if route.request.is_some() {
         op = op
-            .response("409", error_response("conflict: the change conflicts with an existing row"))
-            .response("413", error_response("payload_too_large: the body exceeds the limit"))
-            .response("415", error_response("unsupported_media_type: the body is not JSON"));
+            .response(
+                "409",
+                error_response("conflict: the change conflicts with an existing row"),
+            )
+            .response(
+                "413",
+                error_response("payload_too_large: the body exceeds the limit"),
+            )
+            .response(
+                "415",
+                error_response("unsupported_media_type: the body is not JSON"),
+            );
     }
     if on_bus {
         op = op
-            .response("503", error_response("unavailable: no instance of the service answers"))
-            .response("504", error_response("timeout: the service did not answer in time"));
+            .response(
+                "503",
+                error_response("unavailable: no instance of the service answers"),
+            )
+            .response(
+                "504",
+                error_response("timeout: the service did not answer in time"),
+            );
     }
     op.build()
 }
@@ -139,7 +170,10 @@ pub fn document(routes: &[RouteDef]) -> OpenApi {
     let mut by_path: BTreeMap<&str, PathItemBuilder> = BTreeMap::new();
     for route in routes {
         let item = by_path.remove(route.path.as_str()).unwrap_or_default();
-        by_path.insert(&route.path, item.operation(method(&route.method), operation(route)));
+        by_path.insert(
+            &route.path,
+            item.operation(method(&route.method), operation(route)),
+        );
     }
     let mut paths = PathsBuilder::new();
     for (path, item) in by_path {

@@ -65,6 +65,8 @@ impl std::fmt::Debug for RouteDef {
     }
 }
 
+const KEYGEN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
+
 const ID: Param = Param {
     name: "id",
     in_path: true,
@@ -78,14 +80,20 @@ const LIST_PARAMS: [Param; 5] = [
         name: "page",
         in_path: false,
         required: false,
-        ty: ParamType::Integer { min: 1, max: bootfleet_api::list::MAX_PAGE },
+        ty: ParamType::Integer {
+            min: 1,
+            max: bootfleet_api::list::MAX_PAGE,
+        },
         description: "Page number, from 1 (default 1).",
     },
     Param {
         name: "pageSize",
         in_path: false,
         required: false,
-        ty: ParamType::Integer { min: 1, max: bootfleet_api::list::MAX_PAGE_SIZE },
+        ty: ParamType::Integer {
+            min: 1,
+            max: bootfleet_api::list::MAX_PAGE_SIZE,
+        },
         description: "Rows per page (default 10, at most 100).",
     },
     Param {
@@ -116,7 +124,8 @@ const NODE_TOKEN: Param = Param {
     in_path: false,
     required: false,
     ty: ParamType::String,
-    description: "A `node` token, for clients that cannot send headers (iPXE, a kernel command line).",
+    description:
+        "A `node` token, for clients that cannot send headers (iPXE, a kernel command line).",
 };
 
 fn capitalized(s: &str) -> String {
@@ -133,7 +142,10 @@ fn query_pairs(raw: Option<&str>) -> Result<Vec<(String, String)>, ApiError> {
 
 fn list_params(raw: Option<&str>) -> Result<ListParams, ApiError> {
     let pairs = query_pairs(raw)?;
-    ListParams::from_query(pairs.iter().map(|(k, v)| (k.as_str(), v.as_str())), &["token"])
+    ListParams::from_query(
+        pairs.iter().map(|(k, v)| (k.as_str(), v.as_str())),
+        &["token"],
+    )
 }
 
 /// The JSON row unless the client asked for JSON only: scripts are served raw so that iPXE can
@@ -148,7 +160,10 @@ fn wants_json(headers: &HeaderMap) -> bool {
 
 fn raw_text(text: String) -> Response {
     (
-        [(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"))],
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; charset=utf-8"),
+        )],
         text,
     )
         .into_response()
@@ -184,12 +199,21 @@ fn script_routes(kind: ScriptKind) -> Vec<RouteDef> {
             status: 201,
             response: Body::Json("ScriptRow"),
             handler: routing::post(
-                move |State(s): State<AppState>, Trace(t): Trace, JsonBody(body): JsonBody<ScriptInput>| async move {
+                move |State(s): State<AppState>,
+                      Trace(t): Trace,
+                      JsonBody(body): JsonBody<ScriptInput>| async move {
                     validate::text("text", &body.text)?;
                     let id = uuid::Uuid::new_v4().to_string();
-                    let req = proto::CreateScript { id: id.clone(), text: body.text };
-                    let row: proto::Script = s.bus.request(&t, &kind.subject(Op::Create), &req).await?;
-                    HttpResult::Ok(created(format!("/api/{}/{id}", kind.name()), ScriptRow::from(row)))
+                    let req = proto::CreateScript {
+                        id: id.clone(),
+                        text: body.text,
+                    };
+                    let row: proto::Script =
+                        s.bus.request(&t, &kind.subject(Op::Create), &req).await?;
+                    HttpResult::Ok(created(
+                        format!("/api/{}/{id}", kind.name()),
+                        ScriptRow::from(row),
+                    ))
                 },
             ),
         },
@@ -207,8 +231,10 @@ fn script_routes(kind: ScriptKind) -> Vec<RouteDef> {
             handler: routing::get(
                 move |State(s): State<AppState>, Trace(t): Trace, RawQuery(q): RawQuery| async move {
                     let params = list_params(q.as_deref())?;
-                    let list: proto::ScriptList =
-                        s.bus.request(&t, &kind.subject(Op::List), &params.to_proto()).await?;
+                    let list: proto::ScriptList = s
+                        .bus
+                        .request(&t, &kind.subject(Op::List), &params.to_proto())
+                        .await?;
                     HttpResult::Ok(Json(ScriptPage {
                         rows: list.rows.into_iter().map(ScriptRow::from).collect(),
                         total: list.total,
@@ -234,9 +260,13 @@ fn script_routes(kind: ScriptKind) -> Vec<RouteDef> {
             status: 200,
             response: Body::Text,
             handler: routing::get(
-                move |State(s): State<AppState>, Trace(t): Trace, Path(id): Path<String>, headers: HeaderMap| async move {
+                move |State(s): State<AppState>,
+                      Trace(t): Trace,
+                      Path(id): Path<String>,
+                      headers: HeaderMap| async move {
                     let req = proto::IdRequest { id: path_id(&id)? };
-                    let row: proto::Script = s.bus.request(&t, &kind.subject(Op::Get), &req).await?;
+                    let row: proto::Script =
+                        s.bus.request(&t, &kind.subject(Op::Get), &req).await?;
                     HttpResult::Ok(if wants_json(&headers) {
                         Json(ScriptRow::from(row)).into_response()
                     } else {
@@ -257,11 +287,18 @@ fn script_routes(kind: ScriptKind) -> Vec<RouteDef> {
             status: 200,
             response: Body::Json("ScriptRow"),
             handler: routing::put(
-                move |State(s): State<AppState>, Trace(t): Trace, Path(id): Path<String>, JsonBody(body): JsonBody<ScriptInput>| async move {
+                move |State(s): State<AppState>,
+                      Trace(t): Trace,
+                      Path(id): Path<String>,
+                      JsonBody(body): JsonBody<ScriptInput>| async move {
                     let id = path_id(&id)?;
                     validate::text("text", &body.text)?;
-                    let req = proto::UpdateScript { id, text: body.text };
-                    let row: proto::Script = s.bus.request(&t, &kind.subject(Op::Update), &req).await?;
+                    let req = proto::UpdateScript {
+                        id,
+                        text: body.text,
+                    };
+                    let row: proto::Script =
+                        s.bus.request(&t, &kind.subject(Op::Update), &req).await?;
                     HttpResult::Ok(Json(ScriptRow::from(row)))
                 },
             ),
@@ -280,7 +317,8 @@ fn script_routes(kind: ScriptKind) -> Vec<RouteDef> {
             handler: routing::delete(
                 move |State(s): State<AppState>, Trace(t): Trace, Path(id): Path<String>| async move {
                     let req = proto::IdRequest { id: path_id(&id)? };
-                    let row: proto::Script = s.bus.request(&t, &kind.subject(Op::Delete), &req).await?;
+                    let row: proto::Script =
+                        s.bus.request(&t, &kind.subject(Op::Delete), &req).await?;
                     HttpResult::Ok(Json(ScriptRow::from(row)))
                 },
             ),
@@ -427,7 +465,9 @@ fn sshkey_routes() -> Vec<RouteDef> {
                         }
                     }
                     let req = proto::GenerateSshKey { algorithm };
-                    let pair: proto::GeneratedSshKey = s.bus.request(&t, &subject(Op::Generate), &req).await?;
+                    // RSA-4096 can take seconds; a retry would only pile up more work.
+                    let bus = s.bus.with_timeout(KEYGEN_TIMEOUT, 1);
+                    let pair: proto::GeneratedSshKey = bus.request(&t, &subject(Op::Generate), &req).await?;
                     let mut response = Json(GeneratedKeyPair::from(pair)).into_response();
                     // A private key must not linger in caches.
                     response.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
@@ -469,11 +509,25 @@ fn system_routes() -> Vec<RouteDef> {
                 let mut services = Vec::new();
                 for service in subjects::SERVICES {
                     let ready = nats && s.bus.ping(service).await.is_ok();
-                    services.push(ServiceReadiness { service: service.to_owned(), ready });
+                    services.push(ServiceReadiness {
+                        service: service.to_owned(),
+                        ready,
+                    });
                 }
                 let ready = nats && services.iter().all(|s| s.ready);
-                let status = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
-                (status, Json(Readiness { ready, nats, services }))
+                let status = if ready {
+                    StatusCode::OK
+                } else {
+                    StatusCode::SERVICE_UNAVAILABLE
+                };
+                (
+                    status,
+                    Json(Readiness {
+                        ready,
+                        nats,
+                        services,
+                    }),
+                )
             }),
         },
         RouteDef {
@@ -488,7 +542,10 @@ fn system_routes() -> Vec<RouteDef> {
             status: 200,
             response: Body::AnyJson,
             handler: routing::get(|State(s): State<AppState>| async move {
-                ([(header::CONTENT_TYPE, "application/json")], s.openapi.to_string())
+                (
+                    [(header::CONTENT_TYPE, "application/json")],
+                    s.openapi.to_string(),
+                )
             }),
         },
     ]

@@ -100,7 +100,12 @@ impl TextRegistry {
         insert
             .into_table(Alias::new(spec.table))
             .columns(["id", "text", "created_at", "updated_at"].map(Alias::new))
-            .values_panic([id.clone().into(), req.text.clone().into(), now.into(), now.into()])
+            .values_panic([
+                id.clone().into(),
+                req.text.clone().into(),
+                now.into(),
+                now.into(),
+            ])
             .on_conflict(OnConflict::column(Alias::new("id")).do_nothing().to_owned());
         self.db
             .execute(self.db.get_database_backend().build(&insert))
@@ -210,7 +215,10 @@ async fn start(
     service: &'static str,
 ) -> Result<RunningService, StartError> {
     let mut builder = ServiceBuilder::new(bus, service);
-    for kind in ScriptKind::ALL.into_iter().filter(|k| k.service() == service) {
+    for kind in ScriptKind::ALL
+        .into_iter()
+        .filter(|k| k.service() == service)
+    {
         builder = register(builder, TextRegistry::new(kind, db.clone()));
     }
     Ok(builder.start().await?)

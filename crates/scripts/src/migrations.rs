@@ -24,10 +24,23 @@ impl MigrationTrait for CreateTextTables {
                     Table::create()
                         .table(Alias::new(*table))
                         .if_not_exists()
-                        .col(ColumnDef::new(Alias::new("id")).string_len(36).not_null().primary_key())
+                        .col(
+                            ColumnDef::new(Alias::new("id"))
+                                .string_len(36)
+                                .not_null()
+                                .primary_key(),
+                        )
                         .col(ColumnDef::new(Alias::new("text")).text().not_null())
-                        .col(ColumnDef::new(Alias::new("created_at")).big_integer().not_null())
-                        .col(ColumnDef::new(Alias::new("updated_at")).big_integer().not_null())
+                        .col(
+                            ColumnDef::new(Alias::new("created_at"))
+                                .big_integer()
+                                .not_null(),
+                        )
+                        .col(
+                            ColumnDef::new(Alias::new("updated_at"))
+                                .big_integer()
+                                .not_null(),
+                        )
                         .to_owned(),
                 )
                 .await?;
@@ -48,7 +61,12 @@ impl MigrationTrait for CreateTextTables {
     async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
         for table in self.tables {
             manager
-                .drop_table(Table::drop().table(Alias::new(*table)).if_exists().to_owned())
+                .drop_table(
+                    Table::drop()
+                        .table(Alias::new(*table))
+                        .if_exists()
+                        .to_owned(),
+                )
                 .await?;
         }
         Ok(())

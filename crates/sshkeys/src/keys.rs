@@ -38,7 +38,10 @@ pub fn parse_public(field: &str, text: &str) -> Result<ParsedKey, ApiError> {
         return Err(ApiError::invalid(field, "must not be empty"));
     }
     if trimmed.lines().count() != 1 {
-        return Err(ApiError::invalid(field, "must be exactly one public key line"));
+        return Err(ApiError::invalid(
+            field,
+            "must be exactly one public key line",
+        ));
     }
     let key = PublicKey::from_openssh(trimmed).map_err(|_| {
         ApiError::invalid(
@@ -48,14 +51,19 @@ pub fn parse_public(field: &str, text: &str) -> Result<ParsedKey, ApiError> {
     })?;
     match key.algorithm() {
         Algorithm::Dsa => {
-            return Err(ApiError::invalid(field, "ssh-dss keys are insecure and not accepted"))
+            return Err(ApiError::invalid(
+                field,
+                "ssh-dss keys are insecure and not accepted",
+            ))
         }
         Algorithm::Rsa { .. } => {
             let bits = rsa_bits(key.key_data()).unwrap_or(0);
             if bits < MIN_POSTED_RSA_BITS {
                 return Err(ApiError::invalid(
                     field,
-                    format!("rsa keys must have at least {MIN_POSTED_RSA_BITS} bits (this has {bits})"),
+                    format!(
+                        "rsa keys must have at least {MIN_POSTED_RSA_BITS} bits (this has {bits})"
+                    ),
                 ));
             }
         }
@@ -73,8 +81,13 @@ pub fn parse_public(field: &str, text: &str) -> Result<ParsedKey, ApiError> {
 }
 
 /// The algorithms `GET /api/sshkey?algorithm=` offers.
-pub const GENERATED_ALGORITHMS: [&str; 5] =
-    ["ed25519", "ecdsa-p256", "ecdsa-p384", "rsa-3072", "rsa-4096"];
+pub const GENERATED_ALGORITHMS: [&str; 5] = [
+    "ed25519",
+    "ecdsa-p256",
+    "ecdsa-p384",
+    "rsa-3072",
+    "rsa-4096",
+];
 
 /// Canonical algorithm name for `GET /api/sshkey?algorithm=`; empty means the default, ed25519.
 pub fn generated_algorithm(requested: &str) -> Result<&'static str, ApiError> {
@@ -87,7 +100,10 @@ pub fn generated_algorithm(requested: &str) -> Result<&'static str, ApiError> {
         _ => {
             return Err(ApiError::invalid(
                 "algorithm",
-                format!("unsupported; use one of {}", GENERATED_ALGORITHMS.join(", ")),
+                format!(
+                    "unsupported; use one of {}",
+                    GENERATED_ALGORITHMS.join(", ")
+                ),
             ))
         }
     };
@@ -118,7 +134,11 @@ pub fn generate(algorithm: &'static str) -> Result<proto::GeneratedSshKey, ApiEr
             let pair = RsaKeypair::random(&mut OsRng, bits).map_err(fail)?;
             PrivateKey::new(KeypairData::from(pair), "").map_err(fail)?
         }
-        other => return Err(generated_algorithm(other).err().unwrap_or_else(|| ApiError::internal("unreachable algorithm"))),
+        other => {
+            return Err(generated_algorithm(other)
+                .err()
+                .unwrap_or_else(|| ApiError::internal("unreachable algorithm")))
+        }
     };
     key.set_comment("bootfleet");
     let private_key = key.to_openssh(LineEnding::LF).map_err(fail)?;
@@ -153,7 +173,13 @@ mod tests {
         assert_eq!(err.field.as_deref(), Some("text"));
         assert!(err.message.contains("private key"));
         assert!(!err.message.contains("BEGIN"));
-        for bad in ["", "ssh-ed25519", "hello world", "ssh-ed25519 AAAA!!!", &format!("{ED25519}\n{ED25519}")] {
+        for bad in [
+            "",
+            "ssh-ed25519",
+            "hello world",
+            "ssh-ed25519 AAAA!!!",
+            &format!("{ED25519}\n{ED25519}"),
+        ] {
             let err = parse_public("text", bad).expect_err(bad);
             assert_eq!(err.field.as_deref(), Some("text"), "{bad}");
         }
@@ -167,7 +193,10 @@ mod tests {
             assert_eq!(parsed.fingerprint, pair.fingerprint, "{name}");
             let private = PrivateKey::from_openssh(&pair.private_key).expect(name);
             assert_eq!(
-                private.public_key().fingerprint(HashAlg::Sha256).to_string(),
+                private
+                    .public_key()
+                    .fingerprint(HashAlg::Sha256)
+                    .to_string(),
                 pair.fingerprint
             );
             if name.starts_with("rsa") {

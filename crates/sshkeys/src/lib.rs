@@ -8,7 +8,9 @@ use bootfleet_api::subjects::{self, Op};
 use bootfleet_api::{proto, validate, ApiError, ErrorCode, ListParams};
 use bootfleet_bus::{Bus, BusError, RunningService, ServiceBuilder};
 use bootfleet_store::sea_orm::sea_query::{Alias, Expr, OnConflict, Query};
-use bootfleet_store::sea_orm::{ConnectionTrait, DatabaseConnection, DbErr, FromQueryResult, SqlErr};
+use bootfleet_store::sea_orm::{
+    ConnectionTrait, DatabaseConnection, DbErr, FromQueryResult, SqlErr,
+};
 use bootfleet_store::{db_error, now_ms, StoreError, TableSpec};
 
 pub use migrations::SshkeysMigrator;
@@ -27,8 +29,22 @@ static SPEC: TableSpec = TableSpec {
         ("createdAt", "created_at"),
         ("updatedAt", "updated_at"),
     ],
-    sortable: &["id", "artifactId", "algorithm", "comment", "createdAt", "updatedAt"],
-    searchable: &["text", "artifactId", "algorithm", "fingerprint", "comment", "id"],
+    sortable: &[
+        "id",
+        "artifactId",
+        "algorithm",
+        "comment",
+        "createdAt",
+        "updatedAt",
+    ],
+    searchable: &[
+        "text",
+        "artifactId",
+        "algorithm",
+        "fingerprint",
+        "comment",
+        "id",
+    ],
     default_sort: "createdAt",
 };
 
@@ -114,7 +130,9 @@ impl SshKeys {
             .await
             .map_err(|e| map_write_error(e, &req.artifact_id))?;
         match self.find(&id).await? {
-            Some(row) if row.fingerprint == key.fingerprint && row.artifact_id == req.artifact_id => {
+            Some(row)
+                if row.fingerprint == key.fingerprint && row.artifact_id == req.artifact_id =>
+            {
                 Ok(row.into())
             }
             Some(_) => Err(ApiError::new(

@@ -18,7 +18,12 @@ impl MigrationTrait for CreateSshkeys {
                 Table::create()
                     .table(t())
                     .if_not_exists()
-                    .col(ColumnDef::new(c("id")).string_len(36).not_null().primary_key())
+                    .col(
+                        ColumnDef::new(c("id"))
+                            .string_len(36)
+                            .not_null()
+                            .primary_key(),
+                    )
                     .col(ColumnDef::new(c("text")).text().not_null())
                     .col(ColumnDef::new(c("artifact_id")).string_len(64).not_null())
                     .col(ColumnDef::new(c("algorithm")).string_len(64).not_null())
@@ -46,7 +51,12 @@ impl MigrationTrait for CreateSshkeys {
 
     async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
         manager
-            .drop_table(Table::drop().table(Alias::new("sshkeys")).if_exists().to_owned())
+            .drop_table(
+                Table::drop()
+                    .table(Alias::new("sshkeys"))
+                    .if_exists()
+                    .to_owned(),
+            )
             .await
     }
 }

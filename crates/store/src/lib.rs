@@ -27,7 +27,10 @@ pub enum StoreError {
 
 /// The default database: a SQLite file in the data directory.
 pub fn default_sqlite_url(data_dir: &std::path::Path) -> String {
-    format!("sqlite://{}?mode=rwc", data_dir.join("bootfleet.db").display())
+    format!(
+        "sqlite://{}?mode=rwc",
+        data_dir.join("bootfleet.db").display()
+    )
 }
 
 /// Hides the password of a database URL, for logs.
@@ -36,7 +39,12 @@ pub fn redact_url(url: &str) -> String {
         (Some(scheme), Some(at)) if at > scheme => {
             let creds = &url[scheme + 3..at];
             match creds.find(':') {
-                Some(colon) => format!("{}{}:***{}", &url[..scheme + 3], &creds[..colon], &url[at..]),
+                Some(colon) => format!(
+                    "{}{}:***{}",
+                    &url[..scheme + 3],
+                    &creds[..colon],
+                    &url[at..]
+                ),
                 None => url.to_owned(),
             }
         }
@@ -181,7 +189,11 @@ pub async fn list<T: FromQueryResult>(
         select.order_by(spec.column(spec.default_sort), Order::Asc);
     }
     for key in &params.sort {
-        let order = if key.descending { Order::Desc } else { Order::Asc };
+        let order = if key.descending {
+            Order::Desc
+        } else {
+            Order::Asc
+        };
         select.order_by(spec.column(&key.field), order);
     }
     // A total order, so pages neither repeat nor skip rows.

@@ -1,0 +1,1175 @@
+//! The whole system through its REST API: the gateway and every service in this process, a real
+//! `nats-server`, and SQLite or a real PostgreSQL (both, for every scenario that touches rows).
+
+use std::collections::{HashMap, HashSet};
+use std::time::Duration;
+
+use bootfleet::{System, SystemConfig};
+use bootfleet_api::proto;
+use bootfleet_api::subjects::{Op, ScriptKind};
+use bootfleet_bus::{Bus, BusConfig, TraceParent};
+use bootfleet_gateway::auth::{self, Role, Secret, Verifier};
+use bootfleet_gateway::{GatewayConfig, DEFAULT_BODY_LIMIT};
+use bootfleet_testkit::{database_url, Backend, ChildGuard, NatsServer};
+use reqwest::{Method, StatusCode};
+use serde_json::{json, Value};
+
+const SECRET: &[u8] = b"test-secret-0123456789abcdef-0123456789";
+
+fn secret() -> Secret {
+    Secret::new(SECRET.to_vec()).expect("test secret is long enough")
+}
+
+struct Lab {
+    _nats: NatsServer,
+    _dir: tempfile::TempDir,
+    system: Option<System>,
+    base: String,
+    admin: String,
+    user: String,
+    node: String,
+    http: reqwest::Client,
+}
+
+struct Resp {
+    status: StatusCode,
+    headers: reqwest::header::HeaderMap,
+    text: String,
+}
+
+impl Resp {
+    fn json(&self) -> Value {
+        serde_json::from_str(&self.text).unwrap_or_else(|e| panic!("not json ({e}): {}", self.text))
+    }
+
+    /// Asserts a 4xx with the error envelope naming `field` (if given); returns the message.
+    fn expect_error(&self, status: u16, field: Option<&str>) -> String {
+        assert_eq!(self.status.as_u16(), status, "body: {}", self.text);
+        let body = self.json();
+        let error = &body["error"];
+        assert!(error["code"].is_string(), "no code in {body}");
+        let message = error["message"].as_str().unwrap_or_default().to_owned();
+        assert!(!message.is_empty(), "no message in {body}");
+        if let Some(field) = field {
+            assert_eq!(error["field"].as_str(), Some(field), "body: {body}");
+            assert!(
+                message.starts_with(field),
+                "message should name {field}: {message}"
+            );
+        }
+        message
+    }
+}
+
+async fn lab_with(backend: Backend, open_node_reads: bool) -> Lab {
+    let nats = NatsServer::start();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let database_url = database_url(backend, dir.path());
+    let system = System::start(SystemConfig {
+        nats: BusConfig::new(nats.url(), "system-test"),
+        database_url,
+        listen: "127.0.0.1:0".parse().expect("addr"),
+        gateway: GatewayConfig {
+            verifier: Verifier::new(secret()),
+            open_node_reads,
+            body_limit: DEFAULT_BODY_LIMIT,
+        },
+    })
+    .await
+    .expect("start the system");
+    let token = |role| auth::mint(&secret(), role, "test", 1).expect("mint");
+    Lab {
+        base: system.base_url(),
+        system: Some(system),
+        _nats: nats,
+        _dir: dir,
+        admin: token(Role::Admin),
+        user: token(Role::User),
+        node: token(Role::Node),
+        http: reqwest::Client::new(),
+    }
+}
+
+async fn lab(backend: Backend) -> Lab {
+    lab_with(backend, false).await
+}
+
+impl Lab {
+    async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        token: Option<&str>,
+        body: Option<Value>,
+    ) -> Resp {
+        let mut req = self.http.request(method, format!("{}{path}", self.base));
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let resp = req.send().await.expect("request");
+        Resp {
+            status: resp.status(),
+            headers: resp.headers().clone(),
+            text: resp.text().await.expect("body"),
+        }
+    }
+
+    async fn admin(&self, method: Method, path: &str, body: Option<Value>) -> Resp {
+        self.call(method, path, Some(&self.admin), body).await
+    }
+
+    async fn total(&self, collection: &str) -> u64 {
+        let r = self.admin(Method::GET, collection, None).await;
+        assert_eq!(r.status, 200, "{}", r.text);
+        r.json()["total"].as_u64().expect("total")
+    }
+
+    async fn stop(mut self) {
+        if let Some(s) = self.system.take() {
+            s.stop().await;
+        }
+    }
+}
+
+macro_rules! on_both_backends {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name(bootfleet_testkit::Backend::Sqlite).await
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name(bootfleet_testkit::Backend::Postgres).await
+                }
+            )*
+        }
+    };
+}
+
+on_both_backends!(
+    text_registries_crud_list_search_and_page,
+    sshkeys_register_list_update_delete,
+    bad_input_is_refused_with_the_field_named_and_nothing_written,
+    auth_roles_and_node_tokens,
+);
+
+async fn text_registries_crud_list_search_and_page(backend: Backend) {
+    let lab = lab(backend).await;
+    for kind in ScriptKind::ALL {
+        let name = kind.name();
+        let collection = format!("/api/{name}");
+        let mut ids = Vec::new();
+        for i in 0..12 {
+            let text = format!("#!ipxe\necho {name} number {i:02}\n");
+            let r = lab
+                .admin(Method::POST, &collection, Some(json!({ "text": text })))
+                .await;
+            assert_eq!(r.status, 201, "{}", r.text);
+            let row = r.json();
+            assert_eq!(row["text"], text.as_str());
+            let id = row["id"].as_str().expect("id").to_owned();
+            assert_eq!(
+                r.headers.get("location").and_then(|v| v.to_str().ok()),
+                Some(format!("{collection}/{id}").as_str())
+            );
+            ids.push(id);
+        }
+        let special = lab
+            .admin(
+                Method::POST,
+                &collection,
+                Some(json!({ "text": "echo 50% _OFF_" })),
+            )
+            .await;
+        assert_eq!(special.status, 201);
+        let special_id = special.json()["id"].as_str().expect("id").to_owned();
+
+        // Paging.
+        let page1 = lab.admin(Method::GET, &collection, None).await.json();
+        assert_eq!(page1["total"], 13);
+        assert_eq!(page1["page"], 1);
+        assert_eq!(page1["pageSize"], 10);
+        assert_eq!(page1["totalPages"], 2);
+        assert_eq!(page1["rows"].as_array().map(Vec::len), Some(10));
+        let page2 = lab
+            .admin(Method::GET, &format!("{collection}?page=2"), None)
+            .await
+            .json();
+        assert_eq!(page2["rows"].as_array().map(Vec::len), Some(3));
+        let all = lab
+            .admin(
+                Method::GET,
+                &format!("{collection}?pageSize=100&sort=text"),
+                None,
+            )
+            .await
+            .json();
+        let texts: Vec<&str> = all["rows"]
+            .as_array()
+            .expect("rows")
+            .iter()
+            .map(|r| r["text"].as_str().expect("text"))
+            .collect();
+        let mut sorted = texts.clone();
+        sorted.sort();
+        assert_eq!(texts, sorted, "sort=text");
+        let desc = lab
+            .admin(
+                Method::GET,
+                &format!("{collection}?pageSize=100&sort=-text"),
+                None,
+            )
+            .await
+            .json();
+        assert_eq!(desc["rows"][0]["text"], *sorted.last().expect("rows"));
+        let beyond = lab
+            .admin(Method::GET, &format!("{collection}?page=9"), None)
+            .await
+            .json();
+        assert_eq!(beyond["rows"].as_array().map(Vec::len), Some(0));
+        assert_eq!(beyond["total"], 13);
+
+        // Search: case-insensitive; `%` and `_` are literal characters, not wildcards.
+        let found = lab
+            .admin(Method::GET, &format!("{collection}?search=_off_"), None)
+            .await
+            .json();
+        assert_eq!(found["total"], 1);
+        assert_eq!(found["rows"][0]["id"], special_id.as_str());
+        let percent = lab
+            .admin(Method::GET, &format!("{collection}?search=%25"), None)
+            .await
+            .json();
+        assert_eq!(percent["total"], 1, "% must match literally");
+        let number = lab
+            .admin(
+                Method::GET,
+                &format!("{collection}?search=NUMBER%2007&searchFields=text"),
+                None,
+            )
+            .await
+            .json();
+        assert_eq!(number["total"], 1);
+        let by_id = lab
+            .admin(
+                Method::GET,
+                &format!("{collection}?search={}&searchFields=id", &ids[3][..13]),
+                None,
+            )
+            .await
+            .json();
+        assert_eq!(by_id["rows"][0]["id"], ids[3].as_str());
+
+        // Raw text for iPXE and shells; JSON when asked for.
+        let raw = lab
+            .admin(Method::GET, &format!("{collection}/{}", ids[0]), None)
+            .await;
+        assert_eq!(raw.status, 200);
+        assert_eq!(raw.text, format!("#!ipxe\necho {name} number 00\n"));
+        assert!(raw.headers["content-type"]
+            .to_str()
+            .unwrap_or_default()
+            .starts_with("text/plain"));
+        let as_json = lab
+            .http
+            .get(format!("{}{collection}/{}", lab.base, ids[0]))
+            .bearer_auth(&lab.admin)
+            .header("accept", "application/json")
+            .send()
+            .await
+            .expect("get json");
+        let row: Value = as_json.json().await.expect("json row");
+        assert_eq!(row["id"], ids[0].as_str());
+
+        // Update.
+        let updated = lab
+            .admin(
+                Method::PUT,
+                &format!("{collection}/{}", ids[0]),
+                Some(json!({ "text": "#!ipxe\nshell" })),
+            )
+            .await;
+        assert_eq!(updated.status, 200, "{}", updated.text);
+        let updated = updated.json();
+        assert_eq!(updated["text"], "#!ipxe\nshell");
+        assert!(updated["updatedAt"].as_str() >= updated["createdAt"].as_str());
+        let raw = lab
+            .admin(Method::GET, &format!("{collection}/{}", ids[0]), None)
+            .await;
+        assert_eq!(raw.text, "#!ipxe\nshell");
+
+        // Delete.
+        let deleted = lab
+            .admin(Method::DELETE, &format!("{collection}/{}", ids[1]), None)
+            .await;
+        assert_eq!(deleted.status, 200);
+        assert_eq!(deleted.json()["id"], ids[1].as_str());
+        lab.admin(Method::GET, &format!("{collection}/{}", ids[1]), None)
+            .await
+            .expect_error(404, None);
+        lab.admin(Method::DELETE, &format!("{collection}/{}", ids[1]), None)
+            .await
+            .expect_error(404, None);
+        assert_eq!(lab.total(&collection).await, 12);
+    }
+    // Each registry is its own table.
+    for kind in ScriptKind::ALL {
+        assert_eq!(lab.total(&format!("/api/{}", kind.name())).await, 12);
+    }
+    lab.stop().await;
+}
+
+async fn sshkeys_register_list_update_delete(backend: Backend) {
+    let lab = lab(backend).await;
+    let mut registered = Vec::new();
+    for algorithm in [
+        "ed25519",
+        "ecdsa-p256",
+        "ecdsa-p384",
+        "rsa-3072",
+        "rsa-4096",
+    ] {
+        let r = lab
+            .call(
+                Method::GET,
+                &format!("/api/sshkey?algorithm={algorithm}"),
+                Some(&lab.user),
+                None,
+            )
+            .await;
+        assert_eq!(r.status, 200, "{algorithm}: {}", r.text);
+        assert_eq!(r.headers["cache-control"], "no-store");
+        let pair = r.json();
+        let private =
+            ssh_key::PrivateKey::from_openssh(pair["privateKey"].as_str().expect("private"))
+                .expect("private key parses");
+        let public = ssh_key::PublicKey::from_openssh(pair["publicKey"].as_str().expect("public"))
+            .expect("public key parses");
+        assert_eq!(
+            private.public_key().key_data(),
+            public.key_data(),
+            "{algorithm}"
+        );
+        assert_eq!(
+            public.fingerprint(ssh_key::HashAlg::Sha256).to_string(),
+            pair["fingerprint"].as_str().expect("fingerprint")
+        );
+        let created = lab
+            .admin(
+                Method::POST,
+                "/api/sshkeys",
+                Some(json!({ "text": pair["publicKey"], "artifactId": "site-a" })),
+            )
+            .await;
+        assert_eq!(created.status, 201, "{}", created.text);
+        let row = created.json();
+        assert_eq!(row["artifactId"], "site-a");
+        assert_eq!(row["fingerprint"], pair["fingerprint"]);
+        assert_eq!(row["comment"], "bootfleet");
+        registered.push((
+            row["id"].as_str().expect("id").to_owned(),
+            pair["publicKey"].clone(),
+        ));
+    }
+    let default = lab
+        .call(Method::GET, "/api/sshkey", Some(&lab.admin), None)
+        .await
+        .json();
+    assert_eq!(default["algorithm"], "ed25519");
+
+    // The same key for the same site is a conflict; for another site it is a new row.
+    let (first_id, first_key) = registered[0].clone();
+    lab.admin(
+        Method::POST,
+        "/api/sshkeys",
+        Some(json!({ "text": first_key, "artifactId": "site-a" })),
+    )
+    .await
+    .expect_error(409, None);
+    let other = lab
+        .admin(
+            Method::POST,
+            "/api/sshkeys",
+            Some(json!({ "text": first_key, "artifactId": "site-b" })),
+        )
+        .await;
+    assert_eq!(other.status, 201);
+    let other_id = other.json()["id"].as_str().expect("id").to_owned();
+
+    let raw = lab
+        .call(
+            Method::GET,
+            &format!("/api/sshkeys/{first_id}?token={}", lab.node),
+            None,
+            None,
+        )
+        .await;
+    assert_eq!(raw.status, 200, "{}", raw.text);
+    assert_eq!(raw.text.trim_end(), first_key.as_str().expect("key"));
+
+    let site_a = lab
+        .admin(
+            Method::GET,
+            "/api/sshkeys?search=site-a&searchFields=artifactId",
+            None,
+        )
+        .await
+        .json();
+    assert_eq!(site_a["total"], 5);
+    let rsa = lab
+        .admin(
+            Method::GET,
+            "/api/sshkeys?search=ssh-rsa&searchFields=algorithm&sort=-createdAt",
+            None,
+        )
+        .await
+        .json();
+    assert_eq!(rsa["total"], 2);
+
+    // Moving the copy onto site-a collides with the original: 409, nothing changed.
+    lab.admin(
+        Method::PUT,
+        &format!("/api/sshkeys/{other_id}"),
+        Some(json!({ "text": first_key, "artifactId": "site-a" })),
+    )
+    .await
+    .expect_error(409, None);
+    let moved = lab
+        .admin(
+            Method::PUT,
+            &format!("/api/sshkeys/{other_id}"),
+            Some(json!({ "text": registered[1].1, "artifactId": "site-c" })),
+        )
+        .await;
+    assert_eq!(moved.status, 200, "{}", moved.text);
+    assert_eq!(moved.json()["algorithm"], "ecdsa-sha2-nistp256");
+
+    let deleted = lab
+        .admin(Method::DELETE, &format!("/api/sshkeys/{first_id}"), None)
+        .await;
+    assert_eq!(deleted.status, 200);
+    assert_eq!(lab.total("/api/sshkeys").await, 5);
+    lab.stop().await;
+}
+
+/// method, path, body, expected status, the field the error must name.
+type Case = (Method, String, Option<Value>, u16, Option<&'static str>);
+
+async fn bad_input_is_refused_with_the_field_named_and_nothing_written(backend: Backend) {
+    let lab = lab(backend).await;
+    let unknown = "6a3c2f0e-0d2f-4c7e-9f3e-1a2b3c4d5e6f";
+    let big_text = "x".repeat(300 * 1024);
+    let huge_body = "y".repeat(2 * 1024 * 1024);
+    let private = lab
+        .call(Method::GET, "/api/sshkey", Some(&lab.admin), None)
+        .await
+        .json()["privateKey"]
+        .clone();
+    let public = lab
+        .call(Method::GET, "/api/sshkey", Some(&lab.admin), None)
+        .await
+        .json()["publicKey"]
+        .clone();
+
+    let cases: Vec<Case> = vec![
+        (
+            Method::POST,
+            "/api/mainscripts".into(),
+            Some(json!({})),
+            400,
+            Some("text"),
+        ),
+        (
+            Method::POST,
+            "/api/mainscripts".into(),
+            Some(json!({ "text": 42 })),
+            400,
+            Some("text"),
+        ),
+        (
+            Method::POST,
+            "/api/mainscripts".into(),
+            Some(json!({ "text": null })),
+            400,
+            Some("text"),
+        ),
+        (
+            Method::POST,
+            "/api/mainscripts".into(),
+            Some(json!({ "text": "a", "id": "x" })),
+            400,
+            Some("id"),
+        ),
+        (
+            Method::POST,
+            "/api/subscripts".into(),
+            Some(json!({ "text": "   " })),
+            400,
+            Some("text"),
+        ),
+        (
+            Method::POST,
+            "/api/kickstarts".into(),
+            Some(json!({ "text": "a\u{0}b" })),
+            400,
+            Some("text"),
+        ),
+        (
+            Method::POST,
+            "/api/prebootscripts".into(),
+            Some(json!({ "text": big_text })),
+            400,
+            Some("text"),
+        ),
+        (
+            Method::POST,
+            "/api/postbootscripts".into(),
+            Some(json!({ "text": huge_body })),
+            413,
+            None,
+        ),
+        (
+            Method::POST,
+            "/api/mainscripts".into(),
+            Some(json!([1, 2])),
+            400,
+            Some("body"),
+        ),
+        (
+            Method::PUT,
+            format!("/api/mainscripts/{unknown}"),
+            Some(json!({ "text": "a" })),
+            404,
+            None,
+        ),
+        (
+            Method::PUT,
+            "/api/mainscripts/not-a-uuid".into(),
+            Some(json!({ "text": "a" })),
+            400,
+            Some("id"),
+        ),
+        (
+            Method::GET,
+            "/api/kickstarts/..%2F..%2Fetc%2Fpasswd".into(),
+            None,
+            400,
+            Some("id"),
+        ),
+        (
+            Method::GET,
+            format!("/api/kickstarts/{unknown}"),
+            None,
+            404,
+            None,
+        ),
+        (
+            Method::DELETE,
+            format!("/api/subscripts/{unknown}"),
+            None,
+            404,
+            None,
+        ),
+        (
+            Method::GET,
+            "/api/mainscripts?page=0".into(),
+            None,
+            400,
+            Some("page"),
+        ),
+        (
+            Method::GET,
+            "/api/mainscripts?page=-3".into(),
+            None,
+            400,
+            Some("page"),
+        ),
+        (
+            Method::GET,
+            "/api/mainscripts?pageSize=101".into(),
+            None,
+            400,
+            Some("pageSize"),
+        ),
+        (
+            Method::GET,
+            "/api/mainscripts?pageSize=ten".into(),
+            None,
+            400,
+            Some("pageSize"),
+        ),
+        (
+            Method::GET,
+            "/api/mainscripts?sort=password".into(),
+            None,
+            400,
+            Some("sort"),
+        ),
+        (
+            Method::GET,
+            "/api/mainscripts?searchFields=text;drop".into(),
+            None,
+            400,
+            Some("searchFields"),
+        ),
+        (
+            Method::GET,
+            "/api/mainscripts?pagesize=5".into(),
+            None,
+            400,
+            Some("pagesize"),
+        ),
+        (
+            Method::GET,
+            "/api/sshkeys?sort=fingerprint,secret".into(),
+            None,
+            400,
+            Some("sort"),
+        ),
+        (
+            Method::POST,
+            "/api/sshkeys".into(),
+            Some(json!({ "text": private, "artifactId": "site" })),
+            400,
+            Some("text"),
+        ),
+        (
+            Method::POST,
+            "/api/sshkeys".into(),
+            Some(json!({ "text": "ssh-rsa AAAAgarbage", "artifactId": "site" })),
+            400,
+            Some("text"),
+        ),
+        (
+            Method::POST,
+            "/api/sshkeys".into(),
+            Some(json!({ "text": public, "artifactId": "site; rm -rf /" })),
+            400,
+            Some("artifactId"),
+        ),
+        (
+            Method::POST,
+            "/api/sshkeys".into(),
+            Some(json!({ "text": public, "artifactId": "$(reboot)" })),
+            400,
+            Some("artifactId"),
+        ),
+        (
+            Method::POST,
+            "/api/sshkeys".into(),
+            Some(json!({ "text": public })),
+            400,
+            Some("artifactId"),
+        ),
+        (
+            Method::GET,
+            "/api/sshkey?algorithm=dsa".into(),
+            None,
+            400,
+            Some("algorithm"),
+        ),
+        (
+            Method::GET,
+            "/api/sshkey?algorithm=rsa-1024".into(),
+            None,
+            400,
+            Some("algorithm"),
+        ),
+        (
+            Method::GET,
+            "/api/sshkey?bits=8".into(),
+            None,
+            400,
+            Some("bits"),
+        ),
+        (Method::GET, "/api/nothing-here".into(), None, 404, None),
+        (Method::PATCH, "/api/mainscripts".into(), None, 405, None),
+    ];
+    for (method, path, body, status, field) in cases {
+        let r = lab.admin(method.clone(), &path, body).await;
+        let message = r.expect_error(status, field);
+        assert!(
+            !message.contains("BEGIN"),
+            "{method} {path} echoed a private key"
+        );
+    }
+
+    // Not JSON, and malformed JSON.
+    let form = lab
+        .http
+        .post(format!("{}/api/mainscripts", lab.base))
+        .bearer_auth(&lab.admin)
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body("text=hello")
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(form.status(), 415);
+    let broken = lab
+        .http
+        .post(format!("{}/api/mainscripts", lab.base))
+        .bearer_auth(&lab.admin)
+        .header("content-type", "application/json")
+        .body("{\"text\": \"unterminated")
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(broken.status(), 400);
+    let body: Value = broken.json().await.expect("envelope");
+    assert_eq!(body["error"]["field"], "body");
+
+    for collection in [
+        "mainscripts",
+        "subscripts",
+        "kickstarts",
+        "prebootscripts",
+        "postbootscripts",
+        "sshkeys",
+    ] {
+        assert_eq!(
+            lab.total(&format!("/api/{collection}")).await,
+            0,
+            "{collection} got a row"
+        );
+    }
+    lab.stop().await;
+}
+
+async fn auth_roles_and_node_tokens(backend: Backend) {
+    let lab = lab(backend).await;
+    let body = || Some(json!({ "text": "#!ipxe\nchain /api/subscripts/x" }));
+    lab.call(Method::POST, "/api/mainscripts", None, body())
+        .await
+        .expect_error(401, None);
+    lab.call(Method::POST, "/api/mainscripts", Some(&lab.user), body())
+        .await
+        .expect_error(403, None);
+    lab.call(Method::POST, "/api/mainscripts", Some(&lab.node), body())
+        .await
+        .expect_error(403, None);
+    lab.call(
+        Method::POST,
+        "/api/mainscripts",
+        Some("not.a.token"),
+        body(),
+    )
+    .await
+    .expect_error(401, None);
+    let forged = auth::mint(
+        &Secret::new(vec![9; 40]).expect("secret"),
+        Role::Admin,
+        "evil",
+        1,
+    )
+    .expect("mint");
+    lab.call(Method::POST, "/api/mainscripts", Some(&forged), body())
+        .await
+        .expect_error(401, None);
+
+    let created = lab.admin(Method::POST, "/api/mainscripts", body()).await;
+    assert_eq!(created.status, 201);
+    let id = created.json()["id"].as_str().expect("id").to_owned();
+    let item = format!("/api/mainscripts/{id}");
+
+    // user: reads only.
+    assert_eq!(
+        lab.call(Method::GET, "/api/mainscripts", Some(&lab.user), None)
+            .await
+            .status,
+        200
+    );
+    assert_eq!(
+        lab.call(Method::GET, &item, Some(&lab.user), None)
+            .await
+            .status,
+        200
+    );
+    lab.call(Method::PUT, &item, Some(&lab.user), body())
+        .await
+        .expect_error(403, None);
+    lab.call(Method::DELETE, &item, Some(&lab.user), None)
+        .await
+        .expect_error(403, None);
+
+    // node: the raw script, by header or ?token=, and nothing else.
+    let raw = lab
+        .call(
+            Method::GET,
+            &format!("{item}?token={}", lab.node),
+            None,
+            None,
+        )
+        .await;
+    assert_eq!(raw.status, 200);
+    assert_eq!(raw.text, "#!ipxe\nchain /api/subscripts/x");
+    assert_eq!(
+        lab.call(Method::GET, &item, Some(&lab.node), None)
+            .await
+            .status,
+        200
+    );
+    lab.call(Method::GET, "/api/mainscripts", Some(&lab.node), None)
+        .await
+        .expect_error(403, None);
+    lab.call(
+        Method::GET,
+        &format!("/api/mainscripts?token={}", lab.node),
+        None,
+        None,
+    )
+    .await
+    .expect_error(401, None);
+    lab.call(Method::GET, "/api/sshkey", Some(&lab.node), None)
+        .await
+        .expect_error(403, None);
+    lab.call(
+        Method::DELETE,
+        &format!("{item}?token={}", lab.admin),
+        None,
+        None,
+    )
+    .await
+    .expect_error(401, None);
+    lab.call(Method::GET, &item, None, None)
+        .await
+        .expect_error(401, None);
+
+    // The document and health checks are public.
+    assert_eq!(
+        lab.call(Method::GET, "/healthz", None, None).await.status,
+        200
+    );
+    let ready = lab.call(Method::GET, "/readyz", None, None).await;
+    assert_eq!(ready.status, 200, "{}", ready.text);
+    assert_eq!(ready.json()["ready"], true);
+    let doc = lab
+        .call(Method::GET, "/api/openapi.json", None, None)
+        .await
+        .json();
+    assert!(doc["paths"]["/api/mainscripts/{id}"]["get"].is_object());
+    lab.stop().await;
+
+    // A lab may open node-facing reads; everything else still needs a token.
+    let open = lab_with(backend, true).await;
+    let created = open
+        .admin(
+            Method::POST,
+            "/api/kickstarts",
+            Some(json!({ "text": "lang en_US" })),
+        )
+        .await;
+    let id = created.json()["id"].as_str().expect("id").to_owned();
+    let raw = open
+        .call(Method::GET, &format!("/api/kickstarts/{id}"), None, None)
+        .await;
+    assert_eq!(raw.status, 200);
+    assert_eq!(raw.text, "lang en_US");
+    open.call(Method::GET, "/api/kickstarts", None, None)
+        .await
+        .expect_error(401, None);
+    open.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readyz_reports_a_missing_service() {
+    let nats = NatsServer::start();
+    let bus = Bus::connect(&BusConfig::new(nats.url(), "gateway-only"))
+        .await
+        .expect("bus");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let config = GatewayConfig {
+        verifier: Verifier::new(secret()),
+        open_node_reads: false,
+        body_limit: DEFAULT_BODY_LIMIT,
+    };
+    let server = tokio::spawn(bootfleet_gateway::serve(
+        listener,
+        bus,
+        config,
+        std::future::pending(),
+    ));
+    let admin = auth::mint(&secret(), Role::Admin, "t", 1).expect("mint");
+    let http = reqwest::Client::new();
+    let ready = http
+        .get(format!("http://{addr}/readyz"))
+        .send()
+        .await
+        .expect("readyz");
+    assert_eq!(ready.status(), 503);
+    let body: Value = ready.json().await.expect("json");
+    assert_eq!(body["nats"], true);
+    assert_eq!(body["services"][0]["ready"], false);
+    // With no service there, a request is a 503 with the envelope, not a hang or a 500.
+    let r = http
+        .get(format!("http://{addr}/api/mainscripts"))
+        .bearer_auth(&admin)
+        .send()
+        .await
+        .expect("list");
+    assert_eq!(r.status(), 503);
+    let body: Value = r.json().await.expect("json");
+    assert_eq!(body["error"]["code"], "unavailable");
+    server.abort();
+}
+
+fn bootfleet_bin() -> std::process::Command {
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_bootfleet"));
+    cmd.env_remove("NATS_URL")
+        .env_remove("TRANSPORTER")
+        .env_remove("DATABASE_URL")
+        .env("BOOTFLEET_LOG", "warn");
+    cmd
+}
+
+/// Two instances of a service share its queue group; SIGKILL of one mid-load loses no request.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_instances_share_the_load_and_survive_a_kill() {
+    let nats = NatsServer::start();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = database_url(Backend::Sqlite, dir.path());
+    let spawn = || {
+        ChildGuard(
+            bootfleet_bin()
+                .args(["service", "mainscripts"])
+                .env("NATS_URL", nats.url())
+                .env("DATABASE_URL", &db)
+                .env("BOOTFLEET_DATA_DIR", dir.path())
+                .stdout(std::process::Stdio::null())
+                .spawn()
+                .expect("spawn service"),
+        )
+    };
+    let mut config = BusConfig::new(nats.url(), "load-test");
+    config.request_timeout = Duration::from_millis(1500);
+    config.attempts = 4;
+    let bus = Bus::connect(&config).await.expect("bus");
+
+    let mut first = spawn();
+    let instances_seen = |want: usize| {
+        let bus = bus.clone();
+        async move {
+            let mut seen = HashSet::new();
+            for _ in 0..400 {
+                if let Ok(pong) = bus.ping("mainscripts").await {
+                    seen.insert(pong.instance);
+                }
+                if seen.len() >= want {
+                    return seen;
+                }
+                tokio::time::sleep(Duration::from_millis(25)).await;
+            }
+            panic!("saw {} instances, wanted {want}", seen.len());
+        }
+    };
+    instances_seen(1).await;
+    let _second = spawn();
+    instances_seen(2).await;
+
+    let create = |i: usize| {
+        let bus = bus.clone();
+        async move {
+            let req = proto::CreateScript {
+                id: uuid_for(i),
+                text: format!("#!ipxe\necho {i}"),
+            };
+            bus.request_from::<_, proto::Script>(
+                &TraceParent::new_root(),
+                &ScriptKind::Mainscripts.subject(Op::Create),
+                &req,
+            )
+            .await
+        }
+    };
+    let mut by_instance: HashMap<String, usize> = HashMap::new();
+    for i in 0..100 {
+        let reply = create(i).await.expect("create");
+        *by_instance
+            .entry(reply.instance.unwrap_or_default())
+            .or_default() += 1;
+    }
+    assert_eq!(
+        by_instance.len(),
+        2,
+        "both instances should serve: {by_instance:?}"
+    );
+
+    // 300 more, 16 at a time; the first instance is killed while they run.
+    let mut tasks: tokio::task::JoinSet<
+        Result<bootfleet_bus::Reply<proto::Script>, bootfleet_api::ApiError>,
+    > = tokio::task::JoinSet::new();
+    for i in 100..400 {
+        if tasks.len() >= 16 {
+            let result = tasks.join_next().await.expect("task").expect("join");
+            result.expect("no request may be lost");
+        }
+        if i == 160 {
+            first.0.kill().expect("kill");
+        }
+        tasks.spawn(create(i));
+    }
+    while let Some(result) = tasks.join_next().await {
+        result.expect("join").expect("no request may be lost");
+    }
+    let list: proto::ScriptList = bus
+        .request(
+            &TraceParent::new_root(),
+            &ScriptKind::Mainscripts.subject(Op::List),
+            &proto::ListRequest {
+                page: 1,
+                page_size: 1,
+                ..Default::default()
+            },
+        )
+        .await
+        .expect("list");
+    assert_eq!(list.total, 400, "every create landed exactly once");
+}
+
+fn uuid_for(i: usize) -> String {
+    format!("00000000-0000-4000-8000-{i:012}")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn token_command_mints_tokens_the_gateway_accepts() {
+    let out = bootfleet_bin()
+        .args(["token", "--role", "user", "--days", "2"])
+        .env(
+            "BOOTFLEET_JWT_SECRET",
+            std::str::from_utf8(SECRET).expect("utf8"),
+        )
+        .output()
+        .expect("run bootfleet token");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let token = String::from_utf8(out.stdout)
+        .expect("utf8")
+        .trim()
+        .to_owned();
+    let claims = Verifier::new(secret()).verify(&token).expect("valid token");
+    assert_eq!(claims.role, Role::User);
+    assert_eq!(claims.exp - claims.iat, 2 * 86_400);
+
+    let bad = bootfleet_bin()
+        .args(["token", "--role", "root"])
+        .env(
+            "BOOTFLEET_JWT_SECRET",
+            std::str::from_utf8(SECRET).expect("utf8"),
+        )
+        .output()
+        .expect("run bootfleet token");
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("unknown role"));
+
+    let empty = tempfile::tempdir().expect("tempdir");
+    let no_secret = bootfleet_bin()
+        .args(["token", "--role", "admin"])
+        .env_remove("BOOTFLEET_JWT_SECRET")
+        .env("BOOTFLEET_DATA_DIR", empty.path())
+        .output()
+        .expect("run bootfleet token");
+    assert!(!no_secret.status.success());
+    assert!(String::from_utf8_lossy(&no_secret.stderr).contains("no jwt secret"));
+}
+
+/// `bootfleet up` starts nats-server, every service and the gateway, prints a working admin
+/// token, and on SIGINT stops everything it started.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn up_runs_the_system_and_stops_cleanly() {
+    use std::io::BufRead;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let port = bootfleet_testkit::free_port();
+    let nats_port = bootfleet_testkit::free_port();
+    let mut child = ChildGuard(
+        bootfleet_bin()
+            .args([
+                "up",
+                "--listen",
+                &format!("127.0.0.1:{port}"),
+                "--nats-port",
+                &nats_port.to_string(),
+            ])
+            .env("BOOTFLEET_DATA_DIR", dir.path())
+            .env_remove("BOOTFLEET_JWT_SECRET")
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("spawn up"),
+    );
+    let stdout = child.0.stdout.take().expect("stdout");
+    let token = tokio::task::spawn_blocking(move || {
+        std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+            .find_map(|l| l.strip_prefix("export BOOTFLEET_TOKEN=").map(str::to_owned))
+    })
+    .await
+    .expect("join")
+    .expect("up printed a token");
+    let http = reqwest::Client::new();
+    let base = format!("http://127.0.0.1:{port}");
+    let ready: Value = http
+        .get(format!("{base}/readyz"))
+        .send()
+        .await
+        .expect("readyz")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(ready["ready"], true, "{ready}");
+    let created = http
+        .post(format!("{base}/api/postbootscripts"))
+        .bearer_auth(&token)
+        .json(&json!({ "text": "#!/bin/sh\necho installed" }))
+        .send()
+        .await
+        .expect("create");
+    assert_eq!(created.status(), 201);
+    assert!(dir.path().join("bootfleet.db").exists());
+    let secret_mode = std::os::unix::fs::PermissionsExt::mode(
+        &std::fs::metadata(dir.path().join("jwt-secret"))
+            .expect("secret file")
+            .permissions(),
+    );
+    assert_eq!(secret_mode & 0o077, 0, "the jwt secret must be private");
+
+    let status = std::process::Command::new("kill")
+        .args(["-INT", &child.0.id().to_string()])
+        .status()
+        .expect("kill -INT");
+    assert!(status.success());
+    let exit = tokio::task::spawn_blocking(move || {
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(status) = child.0.try_wait().expect("wait") {
+                return Some(status);
+            }
+            if std::time::Instant::now() > deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    })
+    .await
+    .expect("join")
+    .expect("bootfleet up stops within 30 s of SIGINT");
+    assert!(exit.success(), "{exit}");
+    assert!(
+        std::net::TcpStream::connect(("127.0.0.1", nats_port)).is_err(),
+        "the nats-server bootfleet started is gone"
+    );
+}
