@@ -1,0 +1,195 @@
+//! The bus against a real `nats-server`.
+
+use std::collections::HashSet;
+use std::time::{Duration, Instant};
+
+use bootfleet_api::{proto, ApiError, ErrorCode};
+use bootfleet_bus::{Bus, BusConfig, ServiceBuilder, TraceParent};
+use bootfleet_testkit::NatsServer;
+
+const ECHO: &str = "bootfleet.v1.test.echo";
+const SLOW: &str = "bootfleet.v1.test.slow";
+
+async fn bus(nats: &NatsServer, timeout_ms: u64, attempts: u32) -> Bus {
+    let mut config = BusConfig::new(nats.url(), "bus-test");
+    config.request_timeout = Duration::from_millis(timeout_ms);
+    config.attempts = attempts;
+    Bus::connect(&config).await.expect("connect")
+}
+
+/// A test service: `echo` answers with the trace id it saw as `id` and the text, or refuses an
+/// empty text naming the field; `slow` sleeps for the number of ms in `text`.
+async fn start_test_service(bus: Bus) -> bootfleet_bus::RunningService {
+    ServiceBuilder::new(bus, "test")
+        .route(
+            ECHO.to_owned(),
+            |ctx, req: proto::CreateScript| async move {
+                if req.text.is_empty() {
+                    return Err(ApiError::invalid("text", "must not be empty"));
+                }
+                Ok(proto::Script {
+                    id: ctx.trace.trace_id(),
+                    text: req.text,
+                    ..Default::default()
+                })
+            },
+        )
+        .route(SLOW.to_owned(), |_, req: proto::CreateScript| async move {
+            let ms = req.text.parse().unwrap_or(0);
+            tokio::time::sleep(Duration::from_millis(ms)).await;
+            Ok(proto::Empty {})
+        })
+        .start()
+        .await
+        .expect("start service")
+}
+
+fn echo(text: &str) -> proto::CreateScript {
+    proto::CreateScript {
+        id: String::new(),
+        text: text.to_owned(),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replies_errors_and_trace_context_cross_the_bus() {
+    let nats = NatsServer::start();
+    let bus = bus(&nats, 2000, 1).await;
+    let service = start_test_service(bus.clone()).await;
+    let trace = TraceParent::new_root();
+    let reply: proto::Script = bus
+        .request(&trace, ECHO, &echo("hello"))
+        .await
+        .expect("echo");
+    assert_eq!(reply.text, "hello");
+    assert_eq!(
+        reply.id,
+        trace.trace_id(),
+        "the handler sees the caller's trace"
+    );
+
+    let err = bus
+        .request::<_, proto::Script>(&trace, ECHO, &echo(""))
+        .await
+        .expect_err("refused");
+    assert_eq!(err.code, ErrorCode::InvalidArgument);
+    assert_eq!(err.field.as_deref(), Some("text"));
+
+    // Bytes that are no protobuf message get an invalid_argument reply; the service lives on.
+    let raw = bus
+        .client()
+        .request(ECHO, bytes::Bytes::from_static(b"\xff\xff\xff\xff"))
+        .await
+        .expect("a reply to garbage");
+    let headers = raw.headers.expect("reply headers");
+    assert_eq!(
+        headers
+            .get(bootfleet_bus::STATUS_HEADER)
+            .map(|v| v.as_str()),
+        Some("error")
+    );
+    let err = ApiError::from_proto(prost::Message::decode(raw.payload).expect("service error"));
+    assert_eq!(err.code, ErrorCode::InvalidArgument);
+    let pong = bus.ping("test").await.expect("still alive");
+    assert_eq!(pong.service, "test");
+    service.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_responders_and_timeouts_are_clear_errors() {
+    let nats = NatsServer::start();
+    let bus = bus(&nats, 300, 2).await;
+    let trace = TraceParent::new_root();
+    let started = Instant::now();
+    let err = bus
+        .request::<_, proto::Script>(&trace, ECHO, &echo("x"))
+        .await
+        .expect_err("nobody listens");
+    assert_eq!(err.code, ErrorCode::Unavailable);
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "no-responders must not wait out the timeout"
+    );
+
+    let service = start_test_service(bus.clone()).await;
+    let err = bus
+        .request::<_, proto::Empty>(&trace, SLOW, &echo("1500"))
+        .await
+        .expect_err("too slow");
+    assert_eq!(err.code, ErrorCode::Timeout);
+    assert_eq!(err.code.http_status(), 504);
+    // A longer per-request timeout lets the same call through.
+    bus.with_timeout(Duration::from_secs(5), 1)
+        .request::<_, proto::Empty>(&trace, SLOW, &echo("200"))
+        .await
+        .expect("patient request");
+    service.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clients_and_services_reconnect_after_a_nats_restart() {
+    let mut nats = NatsServer::start();
+    let client = bus(&nats, 500, 1).await;
+    let service_bus = bus(&nats, 500, 1).await;
+    let service = start_test_service(service_bus).await;
+    let trace = TraceParent::new_root();
+    client
+        .request::<_, proto::Script>(&trace, ECHO, &echo("before"))
+        .await
+        .expect("before restart");
+
+    nats.restart();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        match client
+            .request::<_, proto::Script>(&trace, ECHO, &echo("after"))
+            .await
+        {
+            Ok(reply) => {
+                assert_eq!(reply.text, "after");
+                break;
+            }
+            Err(e) => {
+                assert!(
+                    Instant::now() < deadline,
+                    "no reply 20 s after the restart: {e}"
+                );
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+    assert!(client.is_connected());
+    service.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn instances_in_a_queue_group_share_requests() {
+    let nats = NatsServer::start();
+    let bus = bus(&nats, 2000, 1).await;
+    let a = start_test_service(bus.clone()).await;
+    let b = start_test_service(bus.clone()).await;
+    let trace = TraceParent::new_root();
+    let mut seen = HashSet::new();
+    for _ in 0..60 {
+        let reply = bus
+            .request_from::<_, proto::Script>(&trace, ECHO, &echo("x"))
+            .await
+            .expect("echo");
+        seen.insert(reply.instance.expect("instance header"));
+    }
+    assert_eq!(
+        seen,
+        HashSet::from([a.instance.clone(), b.instance.clone()])
+    );
+
+    // After one stops, the other serves everything.
+    a.stop().await;
+    for _ in 0..10 {
+        let reply = bus
+            .request_from::<_, proto::Script>(&trace, ECHO, &echo("x"))
+            .await
+            .expect("echo");
+        assert_eq!(reply.instance.as_deref(), Some(b.instance.as_str()));
+    }
+    b.stop().await;
+}
