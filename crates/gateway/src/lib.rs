@@ -3,6 +3,7 @@
 
 pub mod auth;
 pub mod http;
+pub mod insomnia;
 pub mod openapi;
 pub mod routes;
 
