@@ -282,6 +282,36 @@ mod tests {
         assert!(authorize(&v, Access::Read, true, None, None).is_err());
     }
 
+    // The Ed25519 example key of RFC 8410, section 10.3, and its public half.
+    const ED_PRIVATE: &str = "-----BEGIN PRIVATE KEY-----\nMC4CAQAwBQYDK2VwBCIEINTuctv5E1hK1bbY8fdp+K06/nwoy/HU++CXqI9EdVhC\n-----END PRIVATE KEY-----\n";
+    const ED_PUBLIC: &str = "-----BEGIN PUBLIC KEY-----\nMCowBQYDK2VwAyEAGb9ECWmEzf6FQbrBZ9w7lshQhqowtrbLDFw4rXAxZuE=\n-----END PUBLIC KEY-----\n";
+
+    #[test]
+    fn tokens_signed_by_a_configured_key_are_accepted() {
+        let claims = Claims {
+            sub: "sso".into(),
+            role: Role::User,
+            iss: ISSUER.into(),
+            iat: now_secs(),
+            exp: now_secs() + 60,
+        };
+        let key = EncodingKey::from_ed_pem(ED_PRIVATE.as_bytes()).expect("private key");
+        let token =
+            jsonwebtoken::encode(&Header::new(Algorithm::EdDSA), &claims, &key).expect("sign");
+        let without = Verifier::new(secret());
+        assert_eq!(
+            without.verify(&token).err().map(|e| e.code),
+            Some(ErrorCode::Unauthenticated)
+        );
+        let with = Verifier::new(secret())
+            .with_public_key_pem(ED_PUBLIC.as_bytes())
+            .expect("public key");
+        assert_eq!(with.verify(&token).ok(), Some(claims));
+        assert!(Verifier::new(secret())
+            .with_public_key_pem(b"not a key")
+            .is_err());
+    }
+
     #[test]
     fn forged_expired_and_foreign_tokens_are_refused() {
         let v = Verifier::new(secret());

@@ -74,7 +74,9 @@ pub fn workspace(openapi: &Value) -> Value {
                 })
                 .unwrap_or_default();
             let authentication = if node_facing {
-                parameters.push(json!({ "name": "token", "value": "{{ _.nodeToken }}", "disabled": false }));
+                parameters.push(
+                    json!({ "name": "token", "value": "{{ _.nodeToken }}", "disabled": false }),
+                );
                 json!({})
             } else if secured {
                 json!({ "type": "bearer", "token": "{{ _.token }}" })
@@ -137,7 +139,8 @@ mod tests {
     /// `UPDATE_INSOMNIA=1 cargo test -p bootfleet-gateway insomnia`.
     #[test]
     fn committed_insomnia_workspace_is_in_step_with_the_routes() {
-        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../insomnia/bootfleet.json");
+        let path =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../insomnia/bootfleet.json");
         let generated = serde_json::to_string_pretty(&workspace(&openapi())).expect("json") + "\n";
         if std::env::var_os("UPDATE_INSOMNIA").is_some() {
             std::fs::write(&path, &generated).expect("write the workspace");
