@@ -1,0 +1,1 @@
+//! DHCP and proxyDHCP (work in progress).

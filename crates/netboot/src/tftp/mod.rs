@@ -1,0 +1,1 @@
+//! TFTP (work in progress).
