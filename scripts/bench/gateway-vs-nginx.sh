@@ -51,7 +51,10 @@ cleanup() {
     if [ -n "$BF_PID" ] && kill -0 "$BF_PID" 2>/dev/null; then
         kill -INT "$BF_PID" 2>/dev/null || true   # bootfleet stops its nats-server child itself
         for _ in $(seq 100); do kill -0 "$BF_PID" 2>/dev/null || break; sleep 0.1; done
-        kill -KILL "$BF_PID" 2>/dev/null || true
+        if kill -0 "$BF_PID" 2>/dev/null; then
+            log "bootfleet did not stop within 10 s of SIGINT; killing it"
+            kill -KILL "$BF_PID" 2>/dev/null || true
+        fi
     fi
     if [ -n "$NGINX_PID" ] && kill -0 "$NGINX_PID" 2>/dev/null; then
         kill -QUIT "$NGINX_PID" 2>/dev/null || true   # graceful; its workers exit with it
@@ -84,15 +87,11 @@ free_port() {
 SCRIPT_FILE="$TMP/mainscript.ipxe"
 cat >"$SCRIPT_FILE" <<'EOF'
 #!ipxe
-# Bootfleet benchmark menu
-set menu-timeout 5000
-:start
-menu Boot menu for ${hostname} (${net0/mac})
-item --gap -- Operating systems
-item debian   Debian 12 installer
-item rescue   Rescue shell
-item local    Boot from local disk
-choose --timeout ${menu-timeout} --default local target && goto ${target}
+menu Boot ${hostname} (${net0/mac})
+item debian  Debian 12 installer
+item rescue  Rescue shell
+item local   Local disk
+choose --timeout 5000 --default local target && goto ${target}
 :debian
 chain ${base-url}/debian/boot.ipxe
 :rescue
@@ -135,6 +134,9 @@ BF_TARGET="$BF_URL/api/mainscripts/$SCRIPT_ID"
 NGINX_PORT="$(free_port)"
 mkdir -p "$TMP/nginx/logs" "$TMP/nginx/html/api/mainscripts"
 cp "$SCRIPT_FILE" "$TMP/nginx/html/api/mainscripts/$SCRIPT_ID"
+# When run as root, nginx's workers run as nobody: let them through the (0700) temp dir to html/.
+chmod 711 "$TMP"
+chmod -R a+rX "$TMP/nginx/html"
 cat >"$TMP/nginx/nginx.conf" <<EOF
 daemon off;
 worker_processes 2;
@@ -159,7 +161,7 @@ http {
 }
 EOF
 log "starting nginx on 127.0.0.1:$NGINX_PORT"
-"$NGINX" -c "$TMP/nginx/nginx.conf" -p "$TMP/nginx" 2>>"$TMP/nginx/logs/error.log" &
+"$NGINX" -c "$TMP/nginx/nginx.conf" -p "$TMP/nginx" -e "$TMP/nginx/logs/error.log" 2>>"$TMP/nginx/logs/error.log" &
 NGINX_PID=$!
 NGINX_TARGET="http://127.0.0.1:$NGINX_PORT/api/mainscripts/$SCRIPT_ID"
 for _ in $(seq 100); do
@@ -202,6 +204,9 @@ run_wrk() { # <label> <url> <duration>
 }
 median() { sort -g | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'; }
 
+# Anything else using the CPU (a compile, a test run) distorts the numbers: say what the load was.
+LOAD_BEFORE="$(cut -d' ' -f1-3 /proc/loadavg)"
+log "load average before measuring: $LOAD_BEFORE"
 declare -A RPS P99
 for target in gateway nginx; do
     url="$BF_TARGET"; [ "$target" = nginx ] && url="$NGINX_TARGET"
@@ -218,7 +223,9 @@ for target in gateway nginx; do
 done
 
 # --- result ----------------------------------------------------------------------------------------
+LOAD_AFTER="$(cut -d' ' -f1-3 /proc/loadavg)"
 echo
+echo "load average before: $LOAD_BEFORE; after: $LOAD_AFTER (wrk and the servers share $(nproc) CPUs)"
 echo "wrk -t$THREADS -c$CONNS -d$DURATION --latency, $RUNS runs each, median; $(wc -c <"$SCRIPT_FILE")-byte script, node token in the Authorization header"
 echo
 echo "| Target | Requests/s (median of $RUNS) | p99 latency (median of $RUNS) |"

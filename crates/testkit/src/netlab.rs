@@ -132,17 +132,21 @@ impl NetLab {
         cmd
     }
 
-    /// Runs `f` on a thread that has entered namespace `ns`: sockets it opens and processes it
-    /// spawns live there.
-    pub fn run_in<T: Send + 'static>(&self, ns: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
+    /// Runs `f` on a thread that has entered namespace `ns`: sockets it opens, threads it
+    /// starts (a tokio runtime's workers) and processes it spawns all live there.
+    pub fn run_in<T: Send>(&self, ns: &str, f: impl FnOnce() -> T + Send) -> T {
         let path = format!("/var/run/netns/{ns}");
-        std::thread::spawn(move || {
-            let file = std::fs::File::open(&path).unwrap_or_else(|e| panic!("open {path}: {e}"));
-            enter(&file);
-            f()
+        std::thread::scope(|scope| {
+            scope
+                .spawn(move || {
+                    let file =
+                        std::fs::File::open(&path).unwrap_or_else(|e| panic!("open {path}: {e}"));
+                    enter(&file);
+                    f()
+                })
+                .join()
+                .unwrap_or_else(|e| std::panic::resume_unwind(e))
         })
-        .join()
-        .unwrap_or_else(|e| std::panic::resume_unwind(e))
     }
 }
 

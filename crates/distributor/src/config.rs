@@ -1,0 +1,49 @@
+//! What the distributor serves and where, from flags or the environment.
+
+use std::net::Ipv4Addr;
+use std::path::PathBuf;
+
+#[derive(Clone, Debug, clap::Args)]
+pub struct ServeArgs {
+    /// The LAN interface to answer on (SO_BINDTODEVICE); nothing is answered elsewhere.
+    #[arg(long, env = "DISTRIBUTOR_INTERFACE")]
+    pub interface: String,
+    /// This host's IPv4 address on that interface: the TFTP next-server in every answer.
+    #[arg(long, env = "DISTRIBUTOR_SERVER_IP")]
+    pub server_ip: Ipv4Addr,
+    /// The local cache TFTP serves from (read-only; nothing outside it is served).
+    #[arg(
+        long,
+        env = "DISTRIBUTOR_CACHE_DIR",
+        default_value = "/var/cache/bootfleet-distributor"
+    )]
+    pub cache_dir: PathBuf,
+    /// Boot file (in the cache) for BIOS PXE clients.
+    #[arg(long, env = "DISTRIBUTOR_BIOS_FILE")]
+    pub bios_file: Option<String>,
+    /// Boot file (in the cache) for x64 UEFI PXE clients (arch 7 and 9).
+    #[arg(long, env = "DISTRIBUTOR_UEFI_X64_FILE")]
+    pub uefi_x64_file: Option<String>,
+    /// Boot file (in the cache) for 32-bit UEFI PXE clients (arch 6).
+    #[arg(long, env = "DISTRIBUTOR_UEFI_IA32_FILE")]
+    pub uefi_ia32_file: Option<String>,
+    /// Boot file (in the cache) for arm64 UEFI PXE clients (arch 11).
+    #[arg(long, env = "DISTRIBUTOR_UEFI_ARM64_FILE")]
+    pub uefi_arm64_file: Option<String>,
+    /// http URL for x64 UEFI HTTP boot clients (arch 16).
+    #[arg(long, env = "DISTRIBUTOR_HTTP_X64_URL")]
+    pub http_x64_url: Option<String>,
+    /// http URL for arm64 UEFI HTTP boot clients (arch 19).
+    #[arg(long, env = "DISTRIBUTOR_HTTP_ARM64_URL")]
+    pub http_arm64_url: Option<String>,
+    /// The iPXE script URL for clients that are already iPXE (user class `iPXE`); they get a short
+    /// bootstrap file over TFTP that chains it.
+    #[arg(long, env = "DISTRIBUTOR_IPXE_SCRIPT_URL")]
+    pub ipxe_script_url: Option<String>,
+    /// Do not run proxyDHCP (udp/67 and udp/4011).
+    #[arg(long)]
+    pub no_dhcp: bool,
+    /// Do not run TFTP (udp/69).
+    #[arg(long)]
+    pub no_tftp: bool,
+}

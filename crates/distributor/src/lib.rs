@@ -1,0 +1,115 @@
+//! The distributor: the site agent on the LAN's host network. It answers PXE clients with
+//! proxyDHCP (never handing out addresses), serves boot files over TFTP from its cache, and
+//! reports what it did. The protocol logic is `bootfleet_netboot`'s pure code; this crate is the
+//! thin socket loops around it.
+
+pub mod cache;
+pub mod config;
+pub mod proxy_dhcp;
+pub mod sockets;
+pub mod tftp_server;
+
+use bootfleet_netboot::dhcp::{BootFiles, ProxyConfig};
+use bootfleet_netboot::tftp::Limits;
+
+use crate::cache::Cache;
+use crate::config::ServeArgs;
+use crate::proxy_dhcp::ProxyDhcp;
+use crate::tftp_server::TftpServer;
+
+/// The file iPXE clients are handed instead of the script URL itself.
+pub const IPXE_BOOTSTRAP: &str = "bootfleet.ipxe";
+
+/// Checks the script URL before it goes into an iPXE script: http(s), no whitespace or control
+/// characters (a newline would add commands to the script).
+pub fn check_script_url(url: &str) -> Result<(), String> {
+    let ok_scheme = url.starts_with("http://") || url.starts_with("https://");
+    let clean = !url.chars().any(|c| c.is_whitespace() || c.is_control());
+    if ok_scheme && clean && url.len() <= 4096 {
+        Ok(())
+    } else {
+        Err(format!(
+            "--ipxe-script-url must be one http(s) URL without spaces, not {url:?}"
+        ))
+    }
+}
+
+/// Writes the bootstrap script into the cache (atomically). DHCP option 67 holds at most 255
+/// bytes as iPXE reads it, and a URL with a node token is longer; a token in a DHCP broadcast
+/// would also reach every host on the segment. So iPXE clients get this short file name over
+/// TFTP, and the file chains the full URL.
+pub fn write_ipxe_bootstrap(cache: &Cache, script_url: &str) -> Result<(), String> {
+    check_script_url(script_url)?;
+    let tmp = cache.root().join(format!(".{IPXE_BOOTSTRAP}.tmp"));
+    std::fs::write(&tmp, format!("#!ipxe\nchain {script_url}\n"))
+        .and_then(|()| std::fs::rename(&tmp, cache.root().join(IPXE_BOOTSTRAP)))
+        .map_err(|e| format!("cannot write {IPXE_BOOTSTRAP} into the cache: {e}"))
+}
+
+/// Serves proxyDHCP and TFTP as configured until `shutdown` resolves.
+pub async fn serve(
+    args: ServeArgs,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> Result<(), String> {
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let mut tasks = tokio::task::JoinSet::new();
+    let cache = Cache::new(&args.cache_dir)
+        .map_err(|e| format!("cannot use the cache {}: {e}", args.cache_dir.display()))?;
+    if let Some(url) = &args.ipxe_script_url {
+        write_ipxe_bootstrap(&cache, url)?;
+    }
+    if !args.no_dhcp {
+        let config = ProxyConfig {
+            server_ip: args.server_ip,
+            boot: BootFiles {
+                bios: args.bios_file.clone(),
+                uefi_x64: args.uefi_x64_file.clone(),
+                uefi_ia32: args.uefi_ia32_file.clone(),
+                uefi_arm64: args.uefi_arm64_file.clone(),
+                http_x64: args.http_x64_url.clone(),
+                http_arm64: args.http_arm64_url.clone(),
+                ipxe_script: args
+                    .ipxe_script_url
+                    .as_ref()
+                    .map(|_| IPXE_BOOTSTRAP.to_owned()),
+            },
+        };
+        let proxy = ProxyDhcp::bind(&args.interface, config).map_err(|e| {
+            format!("cannot bind proxyDHCP (udp/67, udp/4011) on {}: {e} (needs CAP_NET_BIND_SERVICE and CAP_NET_RAW)", args.interface)
+        })?;
+        tasks.spawn(proxy.run(stop_rx.clone()));
+    }
+    if !args.no_tftp {
+        let tftp = TftpServer::bind(&args.interface, args.server_ip, cache, Limits::default())
+            .map_err(|e| format!("cannot bind TFTP (udp/69) on {}: {e}", args.interface))?;
+        tasks.spawn(tftp.run(stop_rx));
+    }
+    tracing::info!(interface = %args.interface, server_ip = %args.server_ip, dhcp = !args.no_dhcp, tftp = !args.no_tftp, "distributor serving");
+    shutdown.await;
+    let _ = stop_tx.send(true);
+    while tasks.join_next().await.is_some() {}
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bootstrap_script_chains_the_url_and_refuses_injection() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let cache = Cache::new(dir.path()).expect("cache");
+        let url = "http://10.0.0.2:8080/api/mainscripts/6a3c2f0e-0d2f-4c7e-9f3e-1a2b3c4d5e6f?token=abc.def.ghi";
+        write_ipxe_bootstrap(&cache, url).expect("write");
+        let text = std::fs::read_to_string(dir.path().join(IPXE_BOOTSTRAP)).expect("read");
+        assert_eq!(text, format!("#!ipxe\nchain {url}\n"));
+        for bad in [
+            "ftp://x/y",
+            "http://x/y\nshell",
+            "http://x/ y",
+            "javascript:alert(1)",
+        ] {
+            assert!(write_ipxe_bootstrap(&cache, bad).is_err(), "{bad:?}");
+        }
+    }
+}

@@ -1,0 +1,131 @@
+//! The proxyDHCP socket loops (udp/67 and udp/4011): bytes in, `bootfleet_netboot::dhcp::decide`,
+//! bytes out. Malformed packets are counted and dropped; nothing here can panic on input.
+
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use bootfleet_netboot::dhcp::{self, Decision, Packet, Port, ProxyConfig};
+use tokio::net::UdpSocket;
+use tokio::sync::watch;
+
+use crate::sockets;
+
+/// What the proxyDHCP loops did, for logs and tests.
+#[derive(Debug, Default)]
+pub struct DhcpStats {
+    pub answered: AtomicU64,
+    pub ignored: AtomicU64,
+    pub malformed: AtomicU64,
+}
+
+pub struct ProxyDhcp {
+    dhcp: UdpSocket,
+    binl: UdpSocket,
+    config: Arc<ProxyConfig>,
+    pub stats: Arc<DhcpStats>,
+}
+
+impl std::fmt::Debug for ProxyDhcp {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ProxyDhcp")
+            .field("config", &self.config)
+            .finish()
+    }
+}
+
+impl ProxyDhcp {
+    /// Binds 0.0.0.0:67 and 0.0.0.0:4011 on `device`.
+    pub fn bind(device: &str, config: ProxyConfig) -> std::io::Result<ProxyDhcp> {
+        let any = |port| SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, port);
+        Ok(ProxyDhcp {
+            dhcp: sockets::udp(any(dhcp::DHCP_SERVER_PORT), Some(device), true)?,
+            binl: sockets::udp(any(dhcp::PXE_BOOT_SERVER_PORT), Some(device), true)?,
+            config: Arc::new(config),
+            stats: Arc::default(),
+        })
+    }
+
+    pub async fn run(self, shutdown: watch::Receiver<bool>) {
+        let ProxyDhcp {
+            dhcp,
+            binl,
+            config,
+            stats,
+        } = self;
+        tokio::join!(
+            serve(
+                dhcp,
+                Port::Dhcp,
+                config.clone(),
+                stats.clone(),
+                shutdown.clone()
+            ),
+            serve(binl, Port::Binl, config, stats, shutdown),
+        );
+    }
+}
+
+async fn serve(
+    socket: UdpSocket,
+    port: Port,
+    config: Arc<ProxyConfig>,
+    stats: Arc<DhcpStats>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    // Larger than any Ethernet frame: a jumbo or bogus datagram is read whole and judged.
+    let mut buf = vec![0u8; 65_536];
+    loop {
+        let (len, source) = tokio::select! {
+            r = socket.recv_from(&mut buf) => match r {
+                Ok(r) => r,
+                Err(e) => {
+                    tracing::warn!(port = port.number(), error = %e, "dhcp receive failed");
+                    continue;
+                }
+            },
+            _ = shutdown.changed() => return,
+        };
+        let SocketAddr::V4(source) = source else {
+            continue;
+        };
+        let Some(datagram) = buf.get(..len) else {
+            continue;
+        };
+        let request = match Packet::parse(datagram) {
+            Ok(p) => p,
+            Err(e) => {
+                stats.malformed.fetch_add(1, Ordering::Relaxed);
+                tracing::debug!(port = port.number(), %source, error = %e, "malformed dhcp packet dropped");
+                continue;
+            }
+        };
+        match dhcp::decide(&request, port, source, &config) {
+            Decision::Ignore(reason) => {
+                stats.ignored.fetch_add(1, Ordering::Relaxed);
+                tracing::debug!(port = port.number(), %source, %reason, "dhcp request ignored");
+            }
+            Decision::Reply { packet, to, client } => {
+                let bytes = packet.encode();
+                match socket.send_to(&bytes, to.socket_addr()).await {
+                    Ok(_) => {
+                        stats.answered.fetch_add(1, Ordering::Relaxed);
+                        tracing::info!(
+                            event = "dhcp_answered",
+                            port = port.number(),
+                            mac = %client.mac,
+                            arch = %client.arch,
+                            ipxe = client.ipxe,
+                            boot_file = %client.boot_file,
+                            to = %to.socket_addr(),
+                            "answered pxe client"
+                        );
+                    }
+                    Err(e) => {
+                        tracing::warn!(mac = %client.mac, to = %to.socket_addr(), error = %e, "cannot send dhcp reply");
+                    }
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,257 @@
+//! The TFTP socket loops: udp/69 takes requests; each accepted read gets its own socket (its
+//! transfer ID) and a `bootfleet_netboot::tftp::ReadTransfer` to drive. Read-only: writes are
+//! refused. Files come from the cache only.
+
+use std::collections::HashSet;
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::os::unix::fs::FileExt;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use bootfleet_netboot::tftp::{
+    self, BlockSource, ErrorCode, Limits, Outcome, Packet, ReadTransfer, Request,
+};
+use tokio::net::UdpSocket;
+use tokio::sync::watch;
+
+use crate::cache::{Cache, OpenError};
+use crate::sockets;
+
+pub const TFTP_PORT: u16 = 69;
+
+#[derive(Debug, Default)]
+pub struct TftpStats {
+    pub completed: AtomicU64,
+    pub declined: AtomicU64,
+    pub failed: AtomicU64,
+    pub refused: AtomicU64,
+    pub malformed: AtomicU64,
+    pub bytes: AtomicU64,
+}
+
+struct FileSource(std::fs::File);
+
+impl BlockSource for FileSource {
+    fn read_at(&self, offset: u64, buf: &mut [u8]) -> std::io::Result<usize> {
+        // pread: boot files are small and sit in the page cache, so this does not stall.
+        self.0.read_at(buf, offset)
+    }
+}
+
+#[derive(Debug)]
+pub struct TftpServer {
+    socket: UdpSocket,
+    server_ip: Ipv4Addr,
+    device: String,
+    cache: Cache,
+    limits: Limits,
+    pub stats: Arc<TftpStats>,
+}
+
+impl TftpServer {
+    pub fn bind(
+        device: &str,
+        server_ip: Ipv4Addr,
+        cache: Cache,
+        limits: Limits,
+    ) -> std::io::Result<TftpServer> {
+        Ok(TftpServer {
+            socket: sockets::udp(
+                SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, TFTP_PORT),
+                Some(device),
+                false,
+            )?,
+            server_ip,
+            device: device.to_owned(),
+            cache,
+            limits,
+            stats: Arc::default(),
+        })
+    }
+
+    pub async fn run(self, mut shutdown: watch::Receiver<bool>) {
+        // Peers with a live transfer: a repeated RRQ (our first answer was lost) must not start
+        // a second transfer to the same port.
+        let live: Arc<Mutex<HashSet<SocketAddrV4>>> = Arc::default();
+        let mut buf = vec![0u8; 65_536];
+        loop {
+            let (len, peer) = tokio::select! {
+                r = self.socket.recv_from(&mut buf) => match r {
+                    Ok(r) => r,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "tftp receive failed");
+                        continue;
+                    }
+                },
+                _ = shutdown.changed() => return,
+            };
+            let SocketAddr::V4(peer) = peer else { continue };
+            let Some(datagram) = buf.get(..len) else {
+                continue;
+            };
+            match Packet::parse(datagram) {
+                Ok(Packet::Rrq(request)) => {
+                    self.start_read(request, peer, &live, shutdown.clone())
+                        .await
+                }
+                Ok(Packet::Wrq(_)) => {
+                    self.stats.refused.fetch_add(1, Ordering::Relaxed);
+                    let _ = self
+                        .socket
+                        .send_to(&tftp::write_refused_datagram(), peer)
+                        .await;
+                }
+                // A stray ACK/DATA/ERROR on udp/69 belongs to no transfer; stay silent.
+                Ok(_) => {}
+                Err(e) => {
+                    self.stats.malformed.fetch_add(1, Ordering::Relaxed);
+                    tracing::debug!(%peer, error = %e, "malformed tftp request dropped");
+                }
+            }
+        }
+    }
+
+    async fn refuse(&self, peer: SocketAddrV4, code: ErrorCode, message: &str) {
+        self.stats.refused.fetch_add(1, Ordering::Relaxed);
+        let _ = self
+            .socket
+            .send_to(&tftp::error_datagram(code, message), peer)
+            .await;
+    }
+
+    async fn start_read(
+        &self,
+        request: Request,
+        peer: SocketAddrV4,
+        live: &Arc<Mutex<HashSet<SocketAddrV4>>>,
+        shutdown: watch::Receiver<bool>,
+    ) {
+        if live.lock().map(|l| l.contains(&peer)).unwrap_or(false) {
+            return;
+        }
+        let path = match tftp::normalize(&request.filename) {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::info!(%peer, file = %request.filename.escape_debug(), error = %e, "tftp request refused");
+                return self
+                    .refuse(peer, ErrorCode::AccessViolation, "file name not allowed")
+                    .await;
+            }
+        };
+        let (file, size) = match self.cache.open(&path.to_path_buf()) {
+            Ok(f) => f,
+            Err(e) => {
+                tracing::info!(%peer, file = path.as_str(), error = %e, "tftp request refused");
+                let code = match e {
+                    OpenError::NotFound | OpenError::NotAFile => ErrorCode::FileNotFound,
+                    OpenError::Escape => ErrorCode::AccessViolation,
+                    OpenError::Io(_) => ErrorCode::NotDefined,
+                };
+                return self.refuse(peer, code, "file not found").await;
+            }
+        };
+        let socket = match sockets::udp(
+            SocketAddrV4::new(self.server_ip, 0),
+            Some(&self.device),
+            false,
+        ) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot open a tftp transfer socket");
+                return self
+                    .refuse(peer, ErrorCode::NotDefined, "server busy")
+                    .await;
+            }
+        };
+        if let Ok(mut l) = live.lock() {
+            l.insert(peer);
+        }
+        let transfer = ReadTransfer::start(&request, size, &self.limits);
+        let live = live.clone();
+        let stats = self.stats.clone();
+        let file_name = path.as_str().to_owned();
+        tokio::spawn(async move {
+            let started = Instant::now();
+            let outcome = drive(transfer, &socket, peer, &FileSource(file), shutdown).await;
+            let elapsed_ms = started.elapsed().as_secs_f64() * 1000.0;
+            match &outcome {
+                Some(Outcome::Completed(s)) => {
+                    stats.completed.fetch_add(1, Ordering::Relaxed);
+                    stats
+                        .bytes
+                        .fetch_add(s.bytes_acknowledged, Ordering::Relaxed);
+                    tracing::info!(event = "tftp_served", %peer, file = %file_name, bytes = s.bytes_acknowledged, resent = s.blocks_resent, elapsed_ms, "file served");
+                }
+                Some(Outcome::Declined { code, message }) => {
+                    // EDK2 asks for the size first and ends that transfer on purpose.
+                    stats.declined.fetch_add(1, Ordering::Relaxed);
+                    tracing::debug!(%peer, file = %file_name, ?code, message = %message, "client ended after option negotiation");
+                }
+                Some(Outcome::AbortedByClient {
+                    code,
+                    message,
+                    stats: s,
+                }) => {
+                    stats.failed.fetch_add(1, Ordering::Relaxed);
+                    tracing::info!(%peer, file = %file_name, ?code, message = %message, bytes = s.bytes_acknowledged, "client aborted the transfer");
+                }
+                Some(Outcome::Failed { reason, stats: s }) => {
+                    stats.failed.fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(%peer, file = %file_name, error = %reason, bytes = s.bytes_acknowledged, "tftp transfer failed");
+                }
+                None => {}
+            }
+            if let Ok(mut l) = live.lock() {
+                l.remove(&peer);
+            }
+        });
+    }
+}
+
+/// Runs one transfer to its end (or until shutdown, then `None`).
+async fn drive(
+    mut transfer: ReadTransfer,
+    socket: &UdpSocket,
+    peer: SocketAddrV4,
+    source: &FileSource,
+    mut shutdown: watch::Receiver<bool>,
+) -> Option<Outcome> {
+    let mut tx = Vec::with_capacity(transfer.max_datagram_len());
+    let mut rx = vec![0u8; 65_536];
+    let mut deadline = tokio::time::Instant::now();
+    loop {
+        let mut sent = false;
+        while let Some(datagram) = transfer.poll_transmit(source, &mut tx) {
+            if let Err(e) = socket.send_to(datagram, peer).await {
+                tracing::debug!(%peer, error = %e, "tftp send failed; the timer will resend");
+            }
+            sent = true;
+        }
+        if let Some(outcome) = transfer.outcome() {
+            return Some(outcome.clone());
+        }
+        if sent {
+            // The timer restarts only when we send, never when a packet arrives.
+            deadline = tokio::time::Instant::now() + transfer.timeout();
+        }
+        tokio::select! {
+            r = tokio::time::timeout_at(deadline, socket.recv_from(&mut rx)) => match r {
+                Err(_elapsed) => transfer.on_timeout(),
+                Ok(Ok((len, SocketAddr::V4(from)))) if from == peer => {
+                    if let Some(datagram) = rx.get(..len) {
+                        transfer.on_packet(datagram);
+                    }
+                }
+                Ok(Ok((_, from))) => {
+                    let _ = socket.send_to(&tftp::unknown_transfer_id_datagram(), from).await;
+                }
+                Ok(Err(e)) => {
+                    tracing::debug!(%peer, error = %e, "tftp receive failed");
+                    transfer.on_timeout();
+                }
+            },
+            _ = shutdown.changed() => return None,
+        }
+    }
+}
