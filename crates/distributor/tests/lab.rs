@@ -154,3 +154,209 @@ fn bios_guest_boots_through_our_proxy_dhcp_to_the_scripts() {
 fn uefi_guest_boots_through_proxy_dhcp_and_tftp_to_the_scripts() {
     boot_to_subscript(Firmware::Uefi);
 }
+
+mod refusals {
+    use std::net::{Ipv4Addr, SocketAddrV4};
+    use std::time::{Duration, Instant};
+
+    use bootfleet_distributor::sockets;
+    use bootfleet_netboot::dhcp::{self, MessageType, Op, Packet};
+    use bootfleet_netboot::tftp::{self, ErrorCode};
+    use bootfleet_testkit::ChildGuard;
+
+    use super::{site, INFRA_IP};
+
+    fn discover(xid: u32, pxe: bool) -> Vec<u8> {
+        let mut p = Packet::new(Op::BootRequest);
+        p.htype = Packet::HTYPE_ETHERNET;
+        p.hlen = 6;
+        p.xid = xid;
+        p.flags = Packet::FLAG_BROADCAST;
+        p.chaddr[..6].copy_from_slice(&[0x52, 0x54, 0x00, 0x77, 0x00, (xid & 0xff) as u8]);
+        p.set_message_type(MessageType::Discover);
+        if pxe {
+            p.set_vendor_class(b"PXEClient:Arch:00000:UNDI:002001");
+            p.options.set(dhcp::code::CLIENT_ARCH, vec![0, 0]);
+        } else {
+            p.set_vendor_class(b"MSFT 5.0");
+        }
+        p.encode()
+    }
+
+    /// Offers for `xid` seen within `wait`, as (server id, packet).
+    async fn offers(
+        socket: &tokio::net::UdpSocket,
+        xid: u32,
+        wait: Duration,
+    ) -> Vec<(Option<Ipv4Addr>, Packet)> {
+        let deadline = Instant::now() + wait;
+        let mut buf = vec![0u8; 2048];
+        let mut seen = Vec::new();
+        while let Some(left) = deadline.checked_duration_since(Instant::now()) {
+            match tokio::time::timeout(left, socket.recv_from(&mut buf)).await {
+                Ok(Ok((len, _))) => {
+                    if let Ok(p) = Packet::parse(&buf[..len]) {
+                        if p.xid == xid && p.op == Op::BootReply {
+                            seen.push((p.server_id(), p));
+                        }
+                    }
+                }
+                _ => break,
+            }
+        }
+        seen
+    }
+
+    async fn tftp_answer(socket: &tokio::net::UdpSocket, request: &[u8]) -> Vec<u8> {
+        socket
+            .send_to(request, SocketAddrV4::new(INFRA_IP, 69))
+            .await
+            .expect("send rrq");
+        let mut buf = vec![0u8; 65536];
+        let (len, _) = tokio::time::timeout(Duration::from_secs(5), socket.recv_from(&mut buf))
+            .await
+            .expect("an answer within 5 s")
+            .expect("recv");
+        buf.truncate(len);
+        buf
+    }
+
+    fn rrq(name: &str) -> Vec<u8> {
+        tftp::Packet::Rrq(tftp::Request {
+            filename: name.into(),
+            mode: tftp::Mode::Octet,
+            options: vec![],
+        })
+        .encode()
+    }
+
+    fn error_code(datagram: &[u8]) -> Option<ErrorCode> {
+        match tftp::Packet::parse(datagram) {
+            Ok(tftp::Packet::Error { code, .. }) => Some(code),
+            _ => None,
+        }
+    }
+
+    /// Plain DHCP clients get nothing from us (the site server answers them); PXE clients get a
+    /// proxy offer without an address. TFTP serves the cache and nothing else, and no writes.
+    #[test]
+    fn answers_only_pxe_clients_and_serves_nothing_outside_the_cache() {
+        let mut site = site();
+        let client = site.lab.host("client", "c0", "10.77.0.50/24", None);
+        let outside = tempfile::tempdir().expect("tempdir");
+        std::fs::write(outside.path().join("secret"), b"not for tftp").expect("write");
+        let cache = tempfile::tempdir().expect("tempdir");
+        super::cache_with_debian_ipxe(cache.path());
+        std::os::unix::fs::symlink(outside.path().join("secret"), cache.path().join("escape"))
+            .expect("symlink");
+        let _distributor = ChildGuard(
+            site.lab
+                .command(&site.infra, env!("CARGO_BIN_EXE_bootfleet-distributor"))
+                .args([
+                    "serve",
+                    "--interface",
+                    "i0",
+                    "--server-ip",
+                    &INFRA_IP.to_string(),
+                ])
+                .arg("--cache-dir")
+                .arg(cache.path())
+                .args(["--bios-file", "undionly.kpxe"])
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .spawn()
+                .expect("start the distributor"),
+        );
+        let kpxe = std::fs::read(cache.path().join("undionly.kpxe")).expect("read");
+        site.lab.run_in(&client, move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("runtime");
+            rt.block_on(async move {
+                // Give the distributor a moment to bind; the PXE probe below retries anyway.
+                let dhcp = sockets::udp(
+                    SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 68),
+                    Some("c0"),
+                    true,
+                )
+                .expect("bind :68");
+                let broadcast = SocketAddrV4::new(Ipv4Addr::BROADCAST, 67);
+                let mut pxe_offer = None;
+                for attempt in 0..20u32 {
+                    let xid = 0x5000 + attempt;
+                    dhcp.send_to(&discover(xid, true), broadcast)
+                        .await
+                        .expect("send");
+                    let ours: Vec<_> = offers(&dhcp, xid, Duration::from_millis(500))
+                        .await
+                        .into_iter()
+                        .filter(|(server, _)| *server == Some(INFRA_IP))
+                        .collect();
+                    if let Some((_, offer)) = ours.into_iter().next() {
+                        pxe_offer = Some(offer);
+                        break;
+                    }
+                }
+                let offer = pxe_offer.expect("a PXE client gets our proxy offer");
+                assert_eq!(
+                    offer.yiaddr,
+                    Ipv4Addr::UNSPECIFIED,
+                    "a proxy never offers an address"
+                );
+                assert_eq!(offer.siaddr, INFRA_IP);
+                assert_eq!(offer.bootfile_name(), Some(&b"undionly.kpxe"[..]));
+
+                dhcp.send_to(&discover(0x6000, false), broadcast)
+                    .await
+                    .expect("send");
+                let answers = offers(&dhcp, 0x6000, Duration::from_secs(2)).await;
+                assert!(
+                    answers.iter().all(|(server, _)| *server != Some(INFRA_IP)),
+                    "a plain DHCP client must get nothing from the distributor"
+                );
+                assert!(
+                    answers
+                        .iter()
+                        .any(|(server, _)| *server == Some(Ipv4Addr::new(10, 77, 0, 1))),
+                    "the site's server still answers it"
+                );
+
+                let tftp = sockets::udp(
+                    SocketAddrV4::new(Ipv4Addr::new(10, 77, 0, 50), 0),
+                    Some("c0"),
+                    false,
+                )
+                .expect("bind");
+                for (name, code) in [
+                    ("../../etc/passwd", ErrorCode::AccessViolation),
+                    ("/etc/passwd", ErrorCode::FileNotFound),
+                    ("escape", ErrorCode::AccessViolation),
+                    ("..\\..\\secret", ErrorCode::AccessViolation),
+                    (".hidden", ErrorCode::AccessViolation),
+                ] {
+                    let answer = tftp_answer(&tftp, &rrq(name)).await;
+                    assert_eq!(error_code(&answer), Some(code), "{name}");
+                }
+                let wrq = tftp::Packet::Wrq(tftp::Request {
+                    filename: "undionly.kpxe".into(),
+                    mode: tftp::Mode::Octet,
+                    options: vec![],
+                })
+                .encode();
+                assert_eq!(
+                    error_code(&tftp_answer(&tftp, &wrq).await),
+                    Some(ErrorCode::AccessViolation)
+                );
+                let first = tftp_answer(&tftp, &rrq("/undionly.kpxe")).await;
+                match tftp::Packet::parse(&first) {
+                    Ok(tftp::Packet::Data { block, data }) => {
+                        assert_eq!(block, 1);
+                        assert_eq!(data, &kpxe[..512]);
+                    }
+                    other => panic!("expected DATA 1, got {other:?}"),
+                }
+            });
+        });
+    }
+}
