@@ -148,3 +148,68 @@ pub struct ServiceReadiness {
     pub service: String,
     pub ready: bool,
 }
+
+/// A site agent as the registry knows it. Rows are never removed because a heartbeat was
+/// missed: `online` says whether one arrived recently.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DistributorRow {
+    pub id: String,
+    pub artifact_id: String,
+    pub hostname: String,
+    pub version: String,
+    /// Network interfaces the distributor reported.
+    pub interfaces: Vec<String>,
+    /// Whether the operator wants it to answer PXE clients.
+    pub on: bool,
+    /// Whether it reported that it is answering.
+    pub serving: bool,
+    /// A heartbeat arrived within the last 15 seconds.
+    pub online: bool,
+    /// RFC 3339, UTC; the last heartbeat.
+    pub last_seen: String,
+    pub dhcp_answered: u64,
+    pub tftp_completed: u64,
+    pub created_at: String,
+    pub updated_at: String,
+}
+
+impl From<proto::Distributor> for DistributorRow {
+    fn from(d: proto::Distributor) -> Self {
+        DistributorRow {
+            id: d.id,
+            artifact_id: d.artifact_id,
+            hostname: d.hostname,
+            version: d.version,
+            interfaces: d.interfaces,
+            on: d.on,
+            serving: d.serving,
+            online: d.online,
+            last_seen: format_timestamp(d.last_seen_ms),
+            dhcp_answered: d.dhcp_answered,
+            tftp_completed: d.tftp_completed,
+            created_at: format_timestamp(d.created_at_ms),
+            updated_at: format_timestamp(d.updated_at_ms),
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DistributorPage {
+    pub rows: Vec<DistributorRow>,
+    pub total: u64,
+    pub page: u32,
+    pub page_size: u32,
+    pub total_pages: u64,
+}
+
+/// `PUT /api/distributors/:id/status`: start or stop answering PXE clients.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct DistributorStatusInput {
+    pub on: bool,
+    /// Optional (the seed sends it); when given it must be the row's artifact id.
+    #[serde(default)]
+    pub artifact_id: Option<String>,
+}

@@ -37,7 +37,7 @@ pub fn ping(service: &str) -> String {
 }
 
 /// The services of the system, by the name they register on the bus (also their queue group).
-pub const SERVICES: [&str; 3] = ["mainscripts", "kickstarts", "sshkeys"];
+pub const SERVICES: [&str; 4] = ["mainscripts", "kickstarts", "sshkeys", "distributors"];
 
 /// The text registries and the service that owns each.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -90,3 +90,27 @@ impl ScriptKind {
 }
 
 pub const SSHKEYS: &str = "sshkeys";
+pub const DISTRIBUTORS: &str = "distributors";
+
+/// Distributors report here; the `distributors` service answers with the row.
+pub fn distributor_heartbeat() -> String {
+    format!("{PREFIX}.{DISTRIBUTORS}.heartbeat")
+}
+
+/// Setting a distributor's status (on/off).
+pub fn distributor_set_status() -> String {
+    format!("{PREFIX}.{DISTRIBUTORS}.status")
+}
+
+/// Pushed to one distributor when its row changes (it also learns it from its next heartbeat).
+pub fn distributor_control(artifact_id: &str) -> String {
+    format!("{PREFIX}.distributor.{artifact_id}.control")
+}
+
+/// Boot events of one site.
+pub fn boot_events(artifact_id: &str) -> String {
+    format!("{PREFIX}.events.boot.{artifact_id}")
+}
+
+/// Boot events of every site (a subscription wildcard).
+pub const ALL_BOOT_EVENTS: &str = "bootfleet.v1.events.boot.*";

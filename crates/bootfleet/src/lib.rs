@@ -15,16 +15,23 @@ pub enum Service {
     Mainscripts,
     Kickstarts,
     Sshkeys,
+    Distributors,
 }
 
 impl Service {
-    pub const ALL: [Service; 3] = [Service::Mainscripts, Service::Kickstarts, Service::Sshkeys];
+    pub const ALL: [Service; 4] = [
+        Service::Mainscripts,
+        Service::Kickstarts,
+        Service::Sshkeys,
+        Service::Distributors,
+    ];
 
     pub fn name(self) -> &'static str {
         match self {
             Service::Mainscripts => "mainscripts",
             Service::Kickstarts => "kickstarts",
             Service::Sshkeys => "sshkeys",
+            Service::Distributors => "distributors",
         }
     }
 }
@@ -64,6 +71,9 @@ pub async fn start_services(
                 .await
                 .map_err(|e| e.to_string()),
             Service::Sshkeys => bootfleet_sshkeys::start(bus.clone(), db.clone())
+                .await
+                .map_err(|e| e.to_string()),
+            Service::Distributors => bootfleet_distributors::start(bus.clone(), db.clone())
                 .await
                 .map_err(|e| e.to_string()),
         };

@@ -40,6 +40,12 @@ pub struct ServeArgs {
     /// bootstrap file over TFTP that chains it.
     #[arg(long, env = "DISTRIBUTOR_IPXE_SCRIPT_URL")]
     pub ipxe_script_url: Option<String>,
+    /// This site's tag: names the distributor in the registry and on the bus. Required with NATS.
+    #[arg(long, env = "DISTRIBUTOR_ARTIFACT_ID")]
+    pub artifact_id: Option<String>,
+    /// Seconds between heartbeats to the `distributors` service.
+    #[arg(long, env = "DISTRIBUTOR_HEARTBEAT_SECS", default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..=300))]
+    pub heartbeat_secs: u64,
     /// Do not run proxyDHCP (udp/67 and udp/4011).
     #[arg(long)]
     pub no_dhcp: bool,

@@ -3,6 +3,7 @@
 //! reports what it did. The protocol logic is `bootfleet_netboot`'s pure code; this crate is the
 //! thin socket loops around it.
 
+pub mod agent;
 pub mod cache;
 pub mod config;
 pub mod proxy_dhcp;
@@ -12,9 +13,12 @@ pub mod tftp_server;
 use bootfleet_netboot::dhcp::{BootFiles, ProxyConfig};
 use bootfleet_netboot::tftp::Limits;
 
+use std::sync::Arc;
+
+use crate::agent::{Agent, Events, Switch};
 use crate::cache::Cache;
 use crate::config::ServeArgs;
-use crate::proxy_dhcp::ProxyDhcp;
+use crate::proxy_dhcp::{ProxyDhcp, Reporting};
 use crate::tftp_server::TftpServer;
 
 /// The file iPXE clients are handed instead of the script URL itself.
@@ -58,6 +62,51 @@ pub async fn serve(
     if let Some(url) = &args.ipxe_script_url {
         write_ipxe_bootstrap(&cache, url)?;
     }
+    let switch = Switch::default();
+    let counters = Arc::new(agent::Counters::default());
+    // The seed's variable name is accepted too.
+    let artifact_id = args
+        .artifact_id
+        .clone()
+        .or_else(|| std::env::var("CLUSTERPLATFORM_DISTRIBUTOR_ARTIFACTID").ok())
+        .filter(|s| !s.is_empty());
+    let events = match bootfleet_bus::BusConfig::url_from_env() {
+        Some(url) => {
+            let artifact_id = artifact_id.ok_or(
+                "NATS_URL is set: set DISTRIBUTOR_ARTIFACT_ID (or --artifact-id) to this site's tag",
+            )?;
+            bootfleet_api::validate::artifact_id("artifactId", &artifact_id)
+                .map_err(|e| format!("DISTRIBUTOR_ARTIFACT_ID: {}", e.message))?;
+            let bus = bootfleet_bus::BusConfig::from_env(
+                url,
+                format!("bootfleet-distributor-{artifact_id}"),
+            );
+            let agent = Agent::new(
+                bus,
+                artifact_id,
+                std::time::Duration::from_secs(args.heartbeat_secs),
+            );
+            let events = agent.events.clone();
+            tasks.spawn(agent.run(
+                switch.clone(),
+                counters.clone(),
+                !args.no_dhcp,
+                stop_rx.clone(),
+            ));
+            events
+        }
+        None => {
+            tracing::info!(
+                "no NATS_URL: serving on local configuration only, reporting to the log"
+            );
+            Events::log_only()
+        }
+    };
+    let reporting = Reporting {
+        events,
+        switch,
+        counters,
+    };
     if !args.no_dhcp {
         let config = ProxyConfig {
             server_ip: args.server_ip,
@@ -77,12 +126,12 @@ pub async fn serve(
         let proxy = ProxyDhcp::bind(&args.interface, config).map_err(|e| {
             format!("cannot bind proxyDHCP (udp/67, udp/4011) on {}: {e} (needs CAP_NET_BIND_SERVICE and CAP_NET_RAW)", args.interface)
         })?;
-        tasks.spawn(proxy.run(stop_rx.clone()));
+        tasks.spawn(proxy.run(reporting.clone(), stop_rx.clone()));
     }
     if !args.no_tftp {
         let tftp = TftpServer::bind(&args.interface, args.server_ip, cache, Limits::default())
             .map_err(|e| format!("cannot bind TFTP (udp/69) on {}: {e}", args.interface))?;
-        tasks.spawn(tftp.run(stop_rx));
+        tasks.spawn(tftp.run(reporting, stop_rx));
     }
     tracing::info!(interface = %args.interface, server_ip = %args.server_ip, dhcp = !args.no_dhcp, tftp = !args.no_tftp, "distributor serving");
     shutdown.await;

@@ -9,6 +9,7 @@ use bootfleet_netboot::dhcp::{self, Decision, Packet, Port, ProxyConfig};
 use tokio::net::UdpSocket;
 use tokio::sync::watch;
 
+use crate::agent::{Counters, Events, Switch};
 use crate::sockets;
 
 /// What the proxyDHCP loops did, for logs and tests.
@@ -24,6 +25,14 @@ pub struct ProxyDhcp {
     binl: UdpSocket,
     config: Arc<ProxyConfig>,
     pub stats: Arc<DhcpStats>,
+}
+
+/// What the loops share besides the sockets.
+#[derive(Clone, Debug)]
+pub struct Reporting {
+    pub events: Events,
+    pub switch: Switch,
+    pub counters: Arc<Counters>,
 }
 
 impl std::fmt::Debug for ProxyDhcp {
@@ -46,7 +55,7 @@ impl ProxyDhcp {
         })
     }
 
-    pub async fn run(self, shutdown: watch::Receiver<bool>) {
+    pub async fn run(self, reporting: Reporting, shutdown: watch::Receiver<bool>) {
         let ProxyDhcp {
             dhcp,
             binl,
@@ -59,9 +68,10 @@ impl ProxyDhcp {
                 Port::Dhcp,
                 config.clone(),
                 stats.clone(),
+                reporting.clone(),
                 shutdown.clone()
             ),
-            serve(binl, Port::Binl, config, stats, shutdown),
+            serve(binl, Port::Binl, config, stats, reporting, shutdown),
         );
     }
 }
@@ -71,6 +81,7 @@ async fn serve(
     port: Port,
     config: Arc<ProxyConfig>,
     stats: Arc<DhcpStats>,
+    reporting: Reporting,
     mut shutdown: watch::Receiver<bool>,
 ) {
     // Larger than any Ethernet frame: a jumbo or bogus datagram is read whole and judged.
@@ -92,6 +103,10 @@ async fn serve(
         let Some(datagram) = buf.get(..len) else {
             continue;
         };
+        if !reporting.switch.is_on() {
+            stats.ignored.fetch_add(1, Ordering::Relaxed);
+            continue;
+        }
         let request = match Packet::parse(datagram) {
             Ok(p) => p,
             Err(e) => {
@@ -110,6 +125,19 @@ async fn serve(
                 match socket.send_to(&bytes, to.socket_addr()).await {
                     Ok(_) => {
                         stats.answered.fetch_add(1, Ordering::Relaxed);
+                        reporting
+                            .counters
+                            .dhcp_answered
+                            .fetch_add(1, Ordering::Relaxed);
+                        reporting.events.emit(bootfleet_api::proto::BootEvent {
+                            kind: "dhcp_answered".into(),
+                            mac: client.mac.to_string(),
+                            arch: client.arch.to_string(),
+                            file: client.boot_file.clone(),
+                            peer: to.socket_addr().to_string(),
+                            ipxe: client.ipxe,
+                            ..Default::default()
+                        });
                         tracing::info!(
                             event = "dhcp_answered",
                             port = port.number(),

@@ -16,6 +16,7 @@ use tokio::net::UdpSocket;
 use tokio::sync::watch;
 
 use crate::cache::{Cache, OpenError};
+use crate::proxy_dhcp::Reporting;
 use crate::sockets;
 
 pub const TFTP_PORT: u16 = 69;
@@ -70,7 +71,7 @@ impl TftpServer {
         })
     }
 
-    pub async fn run(self, mut shutdown: watch::Receiver<bool>) {
+    pub async fn run(self, reporting: Reporting, mut shutdown: watch::Receiver<bool>) {
         // Peers with a live transfer: a repeated RRQ (our first answer was lost) must not start
         // a second transfer to the same port.
         let live: Arc<Mutex<HashSet<SocketAddrV4>>> = Arc::default();
@@ -91,8 +92,10 @@ impl TftpServer {
                 continue;
             };
             match Packet::parse(datagram) {
+                // Switched off: as silent as if we were not here.
+                Ok(_) if !reporting.switch.is_on() => {}
                 Ok(Packet::Rrq(request)) => {
-                    self.start_read(request, peer, &live, shutdown.clone())
+                    self.start_read(request, peer, &live, &reporting, shutdown.clone())
                         .await
                 }
                 Ok(Packet::Wrq(_)) => {
@@ -125,6 +128,7 @@ impl TftpServer {
         request: Request,
         peer: SocketAddrV4,
         live: &Arc<Mutex<HashSet<SocketAddrV4>>>,
+        reporting: &Reporting,
         shutdown: watch::Receiver<bool>,
     ) {
         if live.lock().map(|l| l.contains(&peer)).unwrap_or(false) {
@@ -171,16 +175,35 @@ impl TftpServer {
         let live = live.clone();
         let stats = self.stats.clone();
         let file_name = path.as_str().to_owned();
+        let reporting = reporting.clone();
         tokio::spawn(async move {
             let started = Instant::now();
             let outcome = drive(transfer, &socket, peer, &FileSource(file), shutdown).await;
             let elapsed_ms = started.elapsed().as_secs_f64() * 1000.0;
+            let event = |kind: &str, bytes: u64, detail: String| bootfleet_api::proto::BootEvent {
+                kind: kind.into(),
+                file: file_name.clone(),
+                bytes,
+                duration_ms: started.elapsed().as_millis().try_into().unwrap_or(u64::MAX),
+                peer: peer.to_string(),
+                detail,
+                ..Default::default()
+            };
             match &outcome {
                 Some(Outcome::Completed(s)) => {
                     stats.completed.fetch_add(1, Ordering::Relaxed);
                     stats
                         .bytes
                         .fetch_add(s.bytes_acknowledged, Ordering::Relaxed);
+                    reporting
+                        .counters
+                        .tftp_completed
+                        .fetch_add(1, Ordering::Relaxed);
+                    reporting.events.emit(event(
+                        "tftp_served",
+                        s.bytes_acknowledged,
+                        String::new(),
+                    ));
                     tracing::info!(event = "tftp_served", %peer, file = %file_name, bytes = s.bytes_acknowledged, resent = s.blocks_resent, elapsed_ms, "file served");
                 }
                 Some(Outcome::Declined { code, message }) => {
@@ -194,10 +217,20 @@ impl TftpServer {
                     stats: s,
                 }) => {
                     stats.failed.fetch_add(1, Ordering::Relaxed);
+                    reporting.events.emit(event(
+                        "tftp_failed",
+                        s.bytes_acknowledged,
+                        format!("client aborted: {message}"),
+                    ));
                     tracing::info!(%peer, file = %file_name, ?code, message = %message, bytes = s.bytes_acknowledged, "client aborted the transfer");
                 }
                 Some(Outcome::Failed { reason, stats: s }) => {
                     stats.failed.fetch_add(1, Ordering::Relaxed);
+                    reporting.events.emit(event(
+                        "tftp_failed",
+                        s.bytes_acknowledged,
+                        reason.to_string(),
+                    ));
                     tracing::warn!(%peer, file = %file_name, error = %reason, bytes = s.bytes_acknowledged, "tftp transfer failed");
                 }
                 None => {}

@@ -20,11 +20,14 @@ use bootfleet_gateway::{GatewayConfig, DEFAULT_BODY_LIMIT};
 use bootfleet_testkit::netlab::{NetLab, SiteDhcp};
 use bootfleet_testkit::qemu::{Firmware, Qemu};
 use bootfleet_testkit::{ChildGuard, NatsServer};
+use futures_util::StreamExt;
+use prost::Message;
 use serde_json::{json, Value};
 
 const INFRA_IP: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 2);
 const GATEWAY: &str = "http://10.77.0.2:8080";
 const SECRET: &[u8] = b"lab-secret-0123456789abcdef-0123456789";
+const MAC: &str = "52:54:00:77:00:10";
 
 struct Site {
     lab: NetLab,
@@ -65,8 +68,9 @@ async fn create(http: &reqwest::Client, admin: &str, kind: &str, text: &str) -> 
     row["id"].as_str().expect("id").to_owned()
 }
 
-/// Boots one guest and waits for the subscript's marker on its console.
-fn boot_to_subscript(firmware: Firmware) {
+/// Boots one guest and waits for the subscript's marker on its console; checks the
+/// distributor registered itself and reported the boot (DHCP answer, files served) on NATS.
+fn boot_to_subscript(firmware: Firmware, served: &[&str]) {
     let site = site();
     let lab = &site.lab;
     lab.run_in(&site.infra, || {
@@ -106,8 +110,16 @@ fn boot_to_subscript(firmware: Firmware) {
             let cache = dir.path().join("cache");
             std::fs::create_dir_all(&cache).expect("cache dir");
             cache_with_debian_ipxe(&cache);
+            let mut events = system
+                .bus
+                .client()
+                .subscribe(bootfleet_api::subjects::ALL_BOOT_EVENTS)
+                .await
+                .expect("subscribe to boot events");
             let _distributor = ChildGuard(
                 std::process::Command::new(env!("CARGO_BIN_EXE_bootfleet-distributor"))
+                    .env("NATS_URL", nats.url())
+                    .env("DISTRIBUTOR_ARTIFACT_ID", "site-lab")
                     .args(["serve", "--interface", "i0", "--server-ip", &INFRA_IP.to_string()])
                     .arg("--cache-dir")
                     .arg(&cache)
@@ -121,7 +133,7 @@ fn boot_to_subscript(firmware: Firmware) {
                     .expect("start the distributor"),
             );
 
-            let guest = Qemu::netboot(lab, "tap0", "52:54:00:77:00:10", firmware);
+            let guest = Qemu::netboot(lab, "tap0", MAC, firmware);
             let booted = tokio::task::block_in_place(|| {
                 guest.wait_for_serial("bootfleet-subscript-ok", Duration::from_secs(120))
             });
@@ -133,6 +145,41 @@ fn boot_to_subscript(firmware: Firmware) {
             );
             assert!(guest.serial().contains("bootfleet-mainscript-ok"));
             drop(guest);
+
+            // The boot, as the distributor reported it on NATS.
+            let mut seen = Vec::new();
+            while let Ok(Some(msg)) = tokio::time::timeout(Duration::from_secs(2), events.next()).await {
+                let event = bootfleet_api::proto::BootEvent::decode(msg.payload).expect("boot event");
+                assert_eq!(event.artifact_id, "site-lab");
+                assert!(msg.subject.as_str().ends_with(".site-lab"));
+                seen.push(event);
+            }
+            assert!(
+                seen.iter().any(|e| e.kind == "dhcp_answered" && e.mac == MAC),
+                "no dhcp_answered event for the guest: {seen:?}"
+            );
+            for file in served {
+                assert!(
+                    seen.iter().any(|e| e.kind == "tftp_served" && e.file == *file && e.bytes > 0),
+                    "no tftp_served event for {file}: {seen:?}"
+                );
+            }
+
+            // The distributor registered itself and is online.
+            let list: Value = http
+                .get(format!("{GATEWAY}/api/distributors?search=site-lab"))
+                .bearer_auth(&admin)
+                .send()
+                .await
+                .expect("list")
+                .json()
+                .await
+                .expect("json");
+            let row = &list["rows"][0];
+            assert_eq!(row["artifactId"], "site-lab", "{list}");
+            assert_eq!(row["online"], true);
+            assert_eq!(row["on"], true);
+            assert!(row["interfaces"].as_array().is_some_and(|i| i.contains(&json!("i0"))), "{row}");
             system.stop().await;
         });
     });
@@ -145,14 +192,14 @@ fn bootfleet_store_url(dir: &Path) -> String {
 /// SeaBIOS + QEMU's iPXE ROM: the ROM is already iPXE, so proxyDHCP hands it the script URL.
 #[test]
 fn bios_guest_boots_through_our_proxy_dhcp_to_the_scripts() {
-    boot_to_subscript(Firmware::Bios);
+    boot_to_subscript(Firmware::Bios, &["bootfleet.ipxe"]);
 }
 
 /// OVMF's own UEFI PXE: proxyDHCP names ipxe.efi, TFTP serves it, and that iPXE gets the
 /// script URL on its own DHCP round.
 #[test]
 fn uefi_guest_boots_through_proxy_dhcp_and_tftp_to_the_scripts() {
-    boot_to_subscript(Firmware::Uefi);
+    boot_to_subscript(Firmware::Uefi, &["ipxe.efi", "bootfleet.ipxe"]);
 }
 
 mod refusals {
@@ -219,6 +266,43 @@ mod refusals {
             .expect("recv");
         buf.truncate(len);
         buf
+    }
+
+    /// From namespace `client` (interface c0), whether our proxy answers a PXE DISCOVER within
+    /// `attempts` tries of 500 ms.
+    pub(super) fn pxe_offer_seen(
+        lab: &bootfleet_testkit::netlab::NetLab,
+        client: &str,
+        attempts: u32,
+    ) -> bool {
+        lab.run_in(client, move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("runtime");
+            rt.block_on(async move {
+                let dhcp = sockets::udp(
+                    SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 68),
+                    Some("c0"),
+                    true,
+                )
+                .expect("bind :68");
+                for attempt in 0..attempts {
+                    let xid = 0x7000 + attempt;
+                    dhcp.send_to(
+                        &discover(xid, true),
+                        SocketAddrV4::new(Ipv4Addr::BROADCAST, 67),
+                    )
+                    .await
+                    .expect("send");
+                    let ours = offers(&dhcp, xid, Duration::from_millis(500)).await;
+                    if ours.iter().any(|(server, _)| *server == Some(INFRA_IP)) {
+                        return true;
+                    }
+                }
+                false
+            })
+        })
     }
 
     fn rrq(name: &str) -> Vec<u8> {
@@ -359,4 +443,156 @@ mod refusals {
             });
         });
     }
+}
+
+/// The operator's switch: off stops every answer at once (pushed over NATS), on brings them
+/// back; the registry shows what the distributor reports. Config push is not built yet: 501.
+#[test]
+fn operator_switches_a_distributor_off_and_on() {
+    let mut site = site();
+    let client = site.lab.host("client", "c0", "10.77.0.50/24", None);
+    let lab = &site.lab;
+    lab.run_in(&site.infra, || {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .expect("runtime");
+        rt.block_on(async {
+            let nats = NatsServer::start();
+            let dir = tempfile::tempdir().expect("tempdir");
+            let secret = Secret::new(SECRET.to_vec()).expect("secret");
+            let system = System::start(SystemConfig {
+                nats: BusConfig::new(nats.url(), "lab"),
+                database_url: bootfleet_store_url(dir.path()),
+                listen: "10.77.0.2:8080".parse().expect("addr"),
+                gateway: GatewayConfig {
+                    verifier: Verifier::new(secret.clone()),
+                    open_node_reads: false,
+                    body_limit: DEFAULT_BODY_LIMIT,
+                },
+            })
+            .await
+            .expect("system");
+            let admin = auth::mint(&secret, Role::Admin, "lab", 1).expect("mint");
+            let cache = dir.path().join("cache");
+            std::fs::create_dir_all(&cache).expect("cache dir");
+            cache_with_debian_ipxe(&cache);
+            let _distributor = ChildGuard(
+                std::process::Command::new(env!("CARGO_BIN_EXE_bootfleet-distributor"))
+                    .env("NATS_URL", nats.url())
+                    .env("CLUSTERPLATFORM_DISTRIBUTOR_ARTIFACTID", "site-switch")
+                    .args([
+                        "serve",
+                        "--interface",
+                        "i0",
+                        "--server-ip",
+                        &INFRA_IP.to_string(),
+                        "--heartbeat-secs",
+                        "1",
+                    ])
+                    .arg("--cache-dir")
+                    .arg(&cache)
+                    .args(["--bios-file", "undionly.kpxe"])
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null())
+                    .spawn()
+                    .expect("start the distributor"),
+            );
+            let http = reqwest::Client::new();
+            let get = |url: String| {
+                let (http, admin) = (http.clone(), admin.clone());
+                async move {
+                    let r = http.get(url).bearer_auth(admin).send().await.expect("get");
+                    (
+                        r.status().as_u16(),
+                        r.json::<Value>().await.unwrap_or(Value::Null),
+                    )
+                }
+            };
+            let put = |url: String, body: Value| {
+                let (http, admin) = (http.clone(), admin.clone());
+                async move {
+                    let r = http
+                        .put(url)
+                        .bearer_auth(admin)
+                        .json(&body)
+                        .send()
+                        .await
+                        .expect("put");
+                    (
+                        r.status().as_u16(),
+                        r.json::<Value>().await.unwrap_or(Value::Null),
+                    )
+                }
+            };
+            // Registered by its first heartbeat (the seed's variable name works too).
+            let mut id = String::new();
+            for _ in 0..50 {
+                let (_, list) = get(format!("{GATEWAY}/api/distributors")).await;
+                if let Some(found) = list["rows"][0]["id"].as_str() {
+                    assert_eq!(list["rows"][0]["artifactId"], "site-switch");
+                    id = found.to_owned();
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            assert!(!id.is_empty(), "the distributor never registered");
+            let probe = |attempts| {
+                tokio::task::block_in_place(|| refusals::pxe_offer_seen(lab, &client, attempts))
+            };
+            assert!(probe(10), "serving while on");
+
+            let (status, row) = put(
+                format!("{GATEWAY}/api/distributors/{id}/status"),
+                json!({ "on": false, "artifactId": "site-switch" }),
+            )
+            .await;
+            assert_eq!(status, 200, "{row}");
+            assert_eq!(row["on"], false);
+            // The push is immediate; allow a heartbeat for slow machines.
+            let mut silent = false;
+            for _ in 0..10 {
+                if !probe(2) {
+                    silent = true;
+                    break;
+                }
+            }
+            assert!(silent, "still answering after being switched off");
+            let mut reported_off = false;
+            for _ in 0..50 {
+                let (_, row) = get(format!("{GATEWAY}/api/distributors/{id}")).await;
+                if row["serving"] == false {
+                    reported_off = true;
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            assert!(reported_off, "the heartbeat reports serving: false");
+
+            let (status, _) = put(
+                format!("{GATEWAY}/api/distributors/{id}/status"),
+                json!({ "on": true }),
+            )
+            .await;
+            assert_eq!(status, 200);
+            assert!(probe(20), "answering again once switched on");
+
+            let (status, body) = put(
+                format!("{GATEWAY}/api/distributors/{id}/status"),
+                json!({ "on": true, "artifactId": "other-site" }),
+            )
+            .await;
+            assert_eq!(status, 400);
+            assert_eq!(body["error"]["field"], "artifactId");
+            let (status, body) = put(
+                format!("{GATEWAY}/api/distributors/{id}"),
+                json!({ "device": "i0" }),
+            )
+            .await;
+            assert_eq!(status, 501, "{body}");
+            assert_eq!(body["error"]["code"], "not_implemented");
+            system.stop().await;
+        });
+    });
 }

@@ -3,7 +3,6 @@
 
 use std::time::Instant;
 
-use axum::body::Bytes;
 use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::{header, request::Parts, HeaderValue, StatusCode};
 use axum::middleware::Next;
@@ -44,21 +43,22 @@ pub type HttpResult<T> = Result<T, HttpError>;
 #[derive(Debug)]
 pub struct JsonBody<T>(pub T);
 
-impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
+/// A body over the limit is still read (and thrown away) up to this many bytes before the 413
+/// goes out: a client that is still sending when the server answers and closes gets a reset
+/// instead of the response. Beyond this, the connection is cut.
+const DRAIN_CAP: usize = 16 * 1024 * 1024;
+
+impl<T: DeserializeOwned> FromRequest<crate::AppState> for JsonBody<T> {
     type Rejection = HttpError;
 
-    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+    async fn from_request(req: Request, state: &crate::AppState) -> Result<Self, Self::Rejection> {
+        use futures_util::StreamExt;
         let is_json = req
             .headers()
             .get(header::CONTENT_TYPE)
             .and_then(|v| v.to_str().ok())
             .map(|v| {
-                let mime = v
-                    .split(';')
-                    .next()
-                    .unwrap_or_default()
-                    .trim()
-                    .to_ascii_lowercase();
+                let mime = v.split(';').next().unwrap_or_default().trim().to_ascii_lowercase();
                 mime == "application/json" || mime.ends_with("+json")
             })
             .unwrap_or(false);
@@ -68,19 +68,37 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
                 "the body must be JSON (Content-Type: application/json)",
             )));
         }
-        let bytes = Bytes::from_request(req, state).await.map_err(|e| {
-            if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
-                HttpError(ApiError::new(
-                    ErrorCode::PayloadTooLarge,
-                    format!(
-                        "the body is larger than the gateway accepts: {}",
-                        e.body_text().to_lowercase()
-                    ),
-                ))
-            } else {
-                HttpError(ApiError::invalid("body", "cannot read the request body"))
+        let limit = state.body_limit();
+        let too_large = || {
+            HttpError(ApiError::new(
+                ErrorCode::PayloadTooLarge,
+                format!("the body is larger than the gateway accepts ({limit} bytes)"),
+            ))
+        };
+        let declared = req
+            .headers()
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<usize>().ok());
+        if declared.is_some_and(|len| len > DRAIN_CAP) {
+            return Err(too_large());
+        }
+        let mut stream = req.into_body().into_data_stream();
+        let mut bytes = Vec::new();
+        let mut total = 0usize;
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk.map_err(|_| HttpError(ApiError::invalid("body", "cannot read the request body")))?;
+            total = total.saturating_add(chunk.len());
+            if total > DRAIN_CAP {
+                break;
             }
-        })?;
+            if total <= limit {
+                bytes.extend_from_slice(&chunk);
+            }
+        }
+        if total > limit {
+            return Err(too_large());
+        }
         parse_json(&bytes).map(JsonBody).map_err(HttpError)
     }
 }

@@ -12,6 +12,7 @@ fn example_body(schema: &str) -> Option<Value> {
             "text": "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIG2Y7dKzjZ0mXkUo3xw1Vv0bLxq3vZxq8wq0xq6Vv1nU you@example",
             "artifactId": "site-1"
         })),
+        "DistributorStatusInput" => Some(json!({ "on": true })),
         _ => None,
     }
 }

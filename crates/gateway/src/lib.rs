@@ -116,6 +116,12 @@ pub fn router(bus: Bus, config: GatewayConfig) -> Router {
         .with_state(state)
 }
 
+impl AppState {
+    pub fn body_limit(&self) -> usize {
+        self.config.body_limit
+    }
+}
+
 /// Serves the gateway on `listener` until `shutdown` resolves.
 pub async fn serve(
     listener: tokio::net::TcpListener,

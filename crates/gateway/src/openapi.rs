@@ -3,8 +3,9 @@
 use std::collections::BTreeMap;
 
 use bootfleet_api::rest::{
-    ErrorBody, ErrorEnvelope, GeneratedKeyPair, Readiness, ScriptInput, ScriptPage, ScriptRow,
-    ServiceReadiness, SshKeyInput, SshKeyPage, SshKeyRow,
+    DistributorPage, DistributorRow, DistributorStatusInput, ErrorBody, ErrorEnvelope,
+    GeneratedKeyPair, Readiness, ScriptInput, ScriptPage, ScriptRow, ServiceReadiness, SshKeyInput,
+    SshKeyPage, SshKeyRow,
 };
 use bootfleet_api::ErrorCode;
 use utoipa::openapi::path::{
@@ -190,6 +191,9 @@ pub fn document(routes: &[RouteDef]) -> OpenApi {
         .schema_from::<SshKeyRow>()
         .schema_from::<SshKeyPage>()
         .schema_from::<GeneratedKeyPair>()
+        .schema_from::<DistributorRow>()
+        .schema_from::<DistributorPage>()
+        .schema_from::<DistributorStatusInput>()
         .schema_from::<Readiness>()
         .schema_from::<ServiceReadiness>()
         .security_scheme(

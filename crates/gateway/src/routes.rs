@@ -7,8 +7,8 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{self, MethodRouter};
 use axum::Json;
 use bootfleet_api::rest::{
-    GeneratedKeyPair, Readiness, ScriptInput, ScriptPage, ScriptRow, ServiceReadiness, SshKeyInput,
-    SshKeyPage, SshKeyRow,
+    DistributorPage, DistributorRow, DistributorStatusInput, GeneratedKeyPair, Readiness,
+    ScriptInput, ScriptPage, ScriptRow, ServiceReadiness, SshKeyInput, SshKeyPage, SshKeyRow,
 };
 use bootfleet_api::subjects::{self, Op, ScriptKind};
 use bootfleet_api::{proto, validate, ApiError, ListParams};
@@ -478,6 +478,100 @@ fn sshkey_routes() -> Vec<RouteDef> {
     ]
 }
 
+fn distributor_routes() -> Vec<RouteDef> {
+    let service = subjects::DISTRIBUTORS;
+    vec![
+        RouteDef {
+            method: Method::GET,
+            path: "/api/distributors".into(),
+            access: Access::Read,
+            operation_id: "listDistributors".into(),
+            summary: "List site agents, with `online` and `lastSeen`".into(),
+            tag: "distributors",
+            params: LIST_PARAMS.to_vec(),
+            request: None,
+            status: 200,
+            response: Body::Json("DistributorPage"),
+            handler: routing::get(
+                move |State(s): State<AppState>, Trace(t): Trace, RawQuery(q): RawQuery| async move {
+                    let params = list_params(q.as_deref())?;
+                    let list: proto::DistributorList =
+                        s.bus.request(&t, &subjects::subject(service, Op::List), &params.to_proto()).await?;
+                    HttpResult::Ok(Json(DistributorPage {
+                        rows: list.rows.into_iter().map(DistributorRow::from).collect(),
+                        total: list.total,
+                        page: params.page,
+                        page_size: params.page_size,
+                        total_pages: params.total_pages(list.total),
+                    }))
+                },
+            ),
+        },
+        RouteDef {
+            method: Method::GET,
+            path: "/api/distributors/{id}".into(),
+            access: Access::Read,
+            operation_id: "getDistributor".into(),
+            summary: "One site agent".into(),
+            tag: "distributors",
+            params: vec![ID],
+            request: None,
+            status: 200,
+            response: Body::Json("DistributorRow"),
+            handler: routing::get(
+                move |State(s): State<AppState>, Trace(t): Trace, Path(id): Path<String>| async move {
+                    let req = proto::IdRequest { id: path_id(&id)? };
+                    let row: proto::Distributor = s.bus.request(&t, &subjects::subject(service, Op::Get), &req).await?;
+                    HttpResult::Ok(Json(DistributorRow::from(row)))
+                },
+            ),
+        },
+        RouteDef {
+            method: Method::PUT,
+            path: "/api/distributors/{id}".into(),
+            access: Access::Write,
+            operation_id: "configureDistributor".into(),
+            summary: "Push boot files and interface to a site agent: not implemented yet (501); it needs the artifact builders. Configure the agent with its flags meanwhile".into(),
+            tag: "distributors",
+            params: vec![ID],
+            request: None,
+            status: 501,
+            response: Body::AnyJson,
+            handler: routing::put(move |Path(id): Path<String>| async move {
+                path_id(&id)?;
+                HttpResult::<()>::Err(HttpError(ApiError::new(
+                    bootfleet_api::ErrorCode::NotImplemented,
+                    "pushing boot files to a distributor needs the artifact builders, which are not built yet; \
+                     start bootfleet-distributor with --interface and the boot file flags meanwhile",
+                )))
+            }),
+        },
+        RouteDef {
+            method: Method::PUT,
+            path: "/api/distributors/{id}/status".into(),
+            access: Access::Write,
+            operation_id: "setDistributorStatus".into(),
+            summary: "Start (`on: true`) or stop answering PXE clients; pushed to the agent at once".into(),
+            tag: "distributors",
+            params: vec![ID],
+            request: Some("DistributorStatusInput"),
+            status: 200,
+            response: Body::Json("DistributorRow"),
+            handler: routing::put(
+                move |State(s): State<AppState>, Trace(t): Trace, Path(id): Path<String>, JsonBody(body): JsonBody<DistributorStatusInput>| async move {
+                    let artifact_id = body.artifact_id.unwrap_or_default();
+                    if !artifact_id.is_empty() {
+                        validate::artifact_id("artifactId", &artifact_id)?;
+                    }
+                    let req = proto::SetDistributorStatus { id: path_id(&id)?, on: body.on, artifact_id };
+                    let row: proto::Distributor = s.bus.request(&t, &subjects::distributor_set_status(), &req).await?;
+                    HttpResult::Ok(Json(DistributorRow::from(row)))
+                },
+            ),
+        },
+    ]
+}
+
 fn system_routes() -> Vec<RouteDef> {
     vec![
         RouteDef {
@@ -558,5 +652,6 @@ pub fn routes() -> Vec<RouteDef> {
         all.extend(script_routes(kind));
     }
     all.extend(sshkey_routes());
+    all.extend(distributor_routes());
     all
 }

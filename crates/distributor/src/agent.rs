@@ -1,0 +1,203 @@
+//! The distributor's link to the system: it connects **out** to NATS, registers and heartbeats,
+//! applies the operator's on/off (pushed at once, and returned by every heartbeat so it
+//! converges), and publishes boot events. Serving never waits for NATS: the LAN keeps booting
+//! while the bus is away, and the link comes back by itself.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bootfleet_api::{proto, subjects};
+use bootfleet_bus::{Bus, BusConfig, TraceParent};
+use futures_util::StreamExt;
+use prost::Message;
+use tokio::sync::mpsc;
+
+/// How many boot events may wait for the bus; more are dropped (and counted), never blocking
+/// the DHCP and TFTP loops.
+const EVENT_BUFFER: usize = 4096;
+
+/// Where the DHCP and TFTP loops report what they did.
+#[derive(Clone, Debug)]
+pub struct Events {
+    artifact_id: String,
+    tx: Option<mpsc::Sender<proto::BootEvent>>,
+    pub dropped: Arc<AtomicU64>,
+}
+
+impl Events {
+    /// Events that go nowhere but the log (no NATS configured).
+    pub fn log_only() -> Events {
+        Events {
+            artifact_id: String::new(),
+            tx: None,
+            dropped: Arc::default(),
+        }
+    }
+
+    pub fn emit(&self, mut event: proto::BootEvent) {
+        let Some(tx) = &self.tx else { return };
+        event.artifact_id = self.artifact_id.clone();
+        event.at_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| i64::try_from(d.as_millis()).unwrap_or(0))
+            .unwrap_or(0);
+        if tx.try_send(event).is_err() {
+            self.dropped.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+/// Counters the heartbeat reports.
+#[derive(Debug, Default)]
+pub struct Counters {
+    pub dhcp_answered: AtomicU64,
+    pub tftp_completed: AtomicU64,
+}
+
+/// Whether to answer PXE clients (the operator's switch). Starts on.
+#[derive(Clone, Debug)]
+pub struct Switch(Arc<AtomicBool>);
+
+impl Default for Switch {
+    fn default() -> Self {
+        Switch(Arc::new(AtomicBool::new(true)))
+    }
+}
+
+impl Switch {
+    pub fn is_on(&self) -> bool {
+        self.0.load(Ordering::Relaxed)
+    }
+
+    fn set(&self, on: bool) {
+        if self.0.swap(on, Ordering::Relaxed) != on {
+            tracing::info!(on, "operator switched the distributor");
+        }
+    }
+}
+
+/// Interface names of this process's network namespace. (`/sys/class/net` would show the
+/// namespace that mounted sysfs, which is not always ours.)
+fn interfaces() -> Vec<String> {
+    let dev = std::fs::read_to_string("/proc/self/net/dev").unwrap_or_default();
+    let mut names: Vec<String> = dev
+        .lines()
+        .skip(2)
+        .filter_map(|line| line.split(':').next())
+        .map(|name| name.trim().to_owned())
+        .filter(|name| !name.is_empty() && name != "lo")
+        .collect();
+    names.sort();
+    names.truncate(64);
+    names
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().chars().take(255).collect())
+        .unwrap_or_default()
+}
+
+pub struct Agent {
+    pub events: Events,
+    rx: mpsc::Receiver<proto::BootEvent>,
+    artifact_id: String,
+    bus_config: BusConfig,
+    heartbeat: Duration,
+}
+
+impl std::fmt::Debug for Agent {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Agent")
+            .field("artifact_id", &self.artifact_id)
+            .finish()
+    }
+}
+
+impl Agent {
+    pub fn new(bus_config: BusConfig, artifact_id: String, heartbeat: Duration) -> Agent {
+        let (tx, rx) = mpsc::channel(EVENT_BUFFER);
+        Agent {
+            events: Events {
+                artifact_id: artifact_id.clone(),
+                tx: Some(tx),
+                dropped: Arc::default(),
+            },
+            rx,
+            artifact_id,
+            bus_config,
+            heartbeat,
+        }
+    }
+
+    /// Connects (retrying until it can), then heartbeats, listens for pushes and publishes
+    /// events until `shutdown`.
+    pub async fn run(
+        mut self,
+        switch: Switch,
+        counters: Arc<Counters>,
+        serving: bool,
+        mut shutdown: tokio::sync::watch::Receiver<bool>,
+    ) {
+        let bus = loop {
+            match Bus::connect(&self.bus_config).await {
+                Ok(bus) => break bus,
+                Err(e) => {
+                    tracing::warn!(error = %e, "nats unreachable; serving goes on, retrying in 2 s");
+                    tokio::select! {
+                        _ = tokio::time::sleep(Duration::from_secs(2)) => {}
+                        _ = shutdown.changed() => return,
+                    }
+                }
+            }
+        };
+        let bus = bus.with_timeout(Duration::from_secs(2), 1);
+        let mut control = match bus
+            .client()
+            .subscribe(subjects::distributor_control(&self.artifact_id))
+            .await
+        {
+            Ok(s) => Some(s),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot subscribe to pushes; heartbeats still converge");
+                None
+            }
+        };
+        let mut ticker = tokio::time::interval(self.heartbeat);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let events_subject = subjects::boot_events(&self.artifact_id);
+        loop {
+            tokio::select! {
+                _ = ticker.tick() => {
+                    let hb = proto::DistributorHeartbeat {
+                        artifact_id: self.artifact_id.clone(),
+                        hostname: hostname(),
+                        version: env!("CARGO_PKG_VERSION").to_owned(),
+                        interfaces: interfaces(),
+                        serving: serving && switch.is_on(),
+                        dhcp_answered: counters.dhcp_answered.load(Ordering::Relaxed),
+                        tftp_completed: counters.tftp_completed.load(Ordering::Relaxed),
+                    };
+                    match bus.request::<_, proto::Distributor>(&TraceParent::new_root(), &subjects::distributor_heartbeat(), &hb).await {
+                        Ok(row) => switch.set(row.on),
+                        Err(e) => tracing::debug!(error = %e, "heartbeat not answered"),
+                    }
+                }
+                Some(msg) = async { match control.as_mut() { Some(s) => s.next().await, None => None } } => {
+                    match proto::Distributor::decode(msg.payload) {
+                        Ok(row) if row.artifact_id == self.artifact_id => switch.set(row.on),
+                        Ok(_) => {}
+                        Err(e) => tracing::warn!(error = %e, "undecodable control message"),
+                    }
+                }
+                Some(event) = self.rx.recv() => {
+                    if let Err(e) = bus.client().publish(events_subject.clone(), event.encode_to_vec().into()).await {
+                        tracing::debug!(error = %e, "cannot publish a boot event");
+                    }
+                }
+                _ = shutdown.changed() => return,
+            }
+        }
+    }
+}

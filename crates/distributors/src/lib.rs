@@ -1,0 +1,313 @@
+//! The `distributors` service: the registry of site agents. A distributor registers itself with
+//! its first heartbeat (upsert by artifact id) and keeps its row fresh; a missed heartbeat only
+//! turns `online` false, it never removes the row. The operator's on/off is stored here, pushed
+//! to the distributor at once, and returned with every heartbeat so the agent converges.
+
+mod migrations;
+
+use bootfleet_api::subjects::{self, Op};
+use bootfleet_api::{proto, validate, ApiError, ListParams};
+use bootfleet_bus::{Bus, BusError, RunningService, ServiceBuilder};
+use bootfleet_store::sea_orm::sea_query::{Alias, Expr, OnConflict, Query};
+use bootfleet_store::sea_orm::{ConnectionTrait, DatabaseConnection, FromQueryResult};
+use bootfleet_store::{db_error, now_ms, StoreError, TableSpec};
+use prost::Message;
+
+pub use migrations::DistributorsMigrator;
+
+pub const SERVICE: &str = subjects::DISTRIBUTORS;
+/// Three missed heartbeats (sent every 5 s) and a distributor counts as offline.
+pub const ONLINE_WINDOW_MS: i64 = 15_000;
+const MAX_INTERFACES: usize = 64;
+const MAX_TEXT: usize = 255;
+
+static SPEC: TableSpec = TableSpec {
+    table: "distributors",
+    fields: &[
+        ("id", "id"),
+        ("artifactId", "artifact_id"),
+        ("hostname", "hostname"),
+        ("version", "version"),
+        ("interfaces", "interfaces"),
+        ("on", "switched_on"),
+        ("serving", "serving"),
+        ("lastSeen", "last_seen"),
+        ("dhcpAnswered", "dhcp_answered"),
+        ("tftpCompleted", "tftp_completed"),
+        ("createdAt", "created_at"),
+        ("updatedAt", "updated_at"),
+    ],
+    sortable: &[
+        "id",
+        "artifactId",
+        "hostname",
+        "lastSeen",
+        "createdAt",
+        "updatedAt",
+    ],
+    searchable: &["artifactId", "hostname", "interfaces", "id"],
+    default_sort: "createdAt",
+};
+
+#[derive(Debug, FromQueryResult)]
+struct Record {
+    id: String,
+    artifact_id: String,
+    hostname: String,
+    version: String,
+    interfaces: String,
+    switched_on: bool,
+    serving: bool,
+    last_seen: i64,
+    dhcp_answered: i64,
+    tftp_completed: i64,
+    created_at: i64,
+    updated_at: i64,
+}
+
+impl Record {
+    fn into_proto(self, now: i64) -> proto::Distributor {
+        proto::Distributor {
+            online: self.last_seen > 0 && now - self.last_seen <= ONLINE_WINDOW_MS,
+            id: self.id,
+            artifact_id: self.artifact_id,
+            hostname: self.hostname,
+            version: self.version,
+            interfaces: self
+                .interfaces
+                .split(',')
+                .filter(|s| !s.is_empty())
+                .map(str::to_owned)
+                .collect(),
+            on: self.switched_on,
+            serving: self.serving,
+            last_seen_ms: self.last_seen,
+            dhcp_answered: u64::try_from(self.dhcp_answered).unwrap_or(0),
+            tftp_completed: u64::try_from(self.tftp_completed).unwrap_or(0),
+            created_at_ms: self.created_at,
+            updated_at_ms: self.updated_at,
+        }
+    }
+}
+
+/// Interface names: shorter than IFNAMSIZ (16), of the characters real names use. Linux allows
+/// more, but nothing a device name needs, and these never need quoting anywhere.
+fn interface_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() < 16
+        && name != "."
+        && name != ".."
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'@' | b':'))
+}
+
+fn bounded(field: &str, value: &str) -> Result<(), ApiError> {
+    if value.len() > MAX_TEXT || value.chars().any(char::is_control) {
+        return Err(ApiError::invalid(
+            field,
+            format!("must be at most {MAX_TEXT} printable bytes"),
+        ));
+    }
+    Ok(())
+}
+
+#[derive(Clone, Debug)]
+pub struct Distributors {
+    db: DatabaseConnection,
+    bus: Bus,
+}
+
+impl Distributors {
+    pub fn new(db: DatabaseConnection, bus: Bus) -> Self {
+        Distributors { db, bus }
+    }
+
+    async fn find(&self, column: &str, value: &str) -> Result<Option<Record>, ApiError> {
+        let mut select = SPEC.select();
+        select.and_where(Expr::col(Alias::new(column)).eq(value));
+        Record::find_by_statement(self.db.get_database_backend().build(&select))
+            .one(&self.db)
+            .await
+            .map_err(db_error)
+    }
+
+    /// Registers or refreshes the distributor; answers with its row (and so the wanted status).
+    pub async fn heartbeat(
+        &self,
+        hb: proto::DistributorHeartbeat,
+    ) -> Result<proto::Distributor, ApiError> {
+        validate::artifact_id("artifactId", &hb.artifact_id)?;
+        bounded("hostname", &hb.hostname)?;
+        bounded("version", &hb.version)?;
+        if hb.interfaces.len() > MAX_INTERFACES || !hb.interfaces.iter().all(|i| interface_name(i))
+        {
+            return Err(ApiError::invalid(
+                "interfaces",
+                "must be at most 64 interface names",
+            ));
+        }
+        let now = now_ms();
+        let clamp = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
+        let mut insert = Query::insert();
+        insert
+            .into_table(Alias::new(SPEC.table))
+            .columns(SPEC.fields.iter().map(|(_, c)| Alias::new(*c)))
+            .values_panic([
+                uuid::Uuid::new_v4().to_string().into(),
+                hb.artifact_id.clone().into(),
+                hb.hostname.into(),
+                hb.version.into(),
+                hb.interfaces.join(",").into(),
+                // A new distributor serves as it was started to; the operator can switch it off.
+                true.into(),
+                hb.serving.into(),
+                now.into(),
+                clamp(hb.dhcp_answered).into(),
+                clamp(hb.tftp_completed).into(),
+                now.into(),
+                now.into(),
+            ])
+            .on_conflict(
+                OnConflict::column(Alias::new("artifact_id"))
+                    .update_columns(
+                        [
+                            "hostname",
+                            "version",
+                            "interfaces",
+                            "serving",
+                            "last_seen",
+                            "dhcp_answered",
+                            "tftp_completed",
+                            "updated_at",
+                        ]
+                        .map(Alias::new),
+                    )
+                    .to_owned(),
+            );
+        self.db
+            .execute(self.db.get_database_backend().build(&insert))
+            .await
+            .map_err(db_error)?;
+        self.find("artifact_id", &hb.artifact_id)
+            .await?
+            .map(|r| r.into_proto(now_ms()))
+            .ok_or_else(|| ApiError::internal("registered distributor vanished"))
+    }
+
+    pub async fn get(&self, req: proto::IdRequest) -> Result<proto::Distributor, ApiError> {
+        let id = validate::id("id", &req.id)?;
+        self.find("id", &id)
+            .await?
+            .map(|r| r.into_proto(now_ms()))
+            .ok_or_else(|| ApiError::not_found(format!("distributor {id}")))
+    }
+
+    pub async fn list(&self, req: proto::ListRequest) -> Result<proto::DistributorList, ApiError> {
+        let params = ListParams::from_proto(&req)?;
+        let (rows, total) = bootfleet_store::list::<Record>(&self.db, &SPEC, &params).await?;
+        let now = now_ms();
+        Ok(proto::DistributorList {
+            rows: rows.into_iter().map(|r| r.into_proto(now)).collect(),
+            total,
+        })
+    }
+
+    /// Stores the operator's on/off and pushes the row to the distributor.
+    pub async fn set_status(
+        &self,
+        req: proto::SetDistributorStatus,
+    ) -> Result<proto::Distributor, ApiError> {
+        let current = self.get(proto::IdRequest { id: req.id.clone() }).await?;
+        if !req.artifact_id.is_empty() && req.artifact_id != current.artifact_id {
+            return Err(ApiError::invalid(
+                "artifactId",
+                format!(
+                    "does not match distributor {} ({})",
+                    current.id, current.artifact_id
+                ),
+            ));
+        }
+        let mut update = Query::update();
+        update
+            .table(Alias::new(SPEC.table))
+            .values([
+                (Alias::new("switched_on"), req.on.into()),
+                (Alias::new("updated_at"), now_ms().into()),
+            ])
+            .and_where(Expr::col(Alias::new("id")).eq(current.id.as_str()));
+        self.db
+            .execute(self.db.get_database_backend().build(&update))
+            .await
+            .map_err(db_error)?;
+        let row = self.get(proto::IdRequest { id: current.id }).await?;
+        // Best effort: an offline distributor learns it from its next heartbeat.
+        let subject = subjects::distributor_control(&row.artifact_id);
+        if let Err(e) = self
+            .bus
+            .client()
+            .publish(subject, row.encode_to_vec().into())
+            .await
+        {
+            tracing::warn!(artifact_id = %row.artifact_id, error = %e, "cannot push the status; the next heartbeat carries it");
+        }
+        Ok(row)
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Bus(#[from] BusError),
+}
+
+/// Migrates and starts the `distributors` service.
+pub async fn start(bus: Bus, db: DatabaseConnection) -> Result<RunningService, StartError> {
+    bootfleet_store::migrate::<DistributorsMigrator>(&db).await?;
+    let d = Distributors::new(db, bus.clone());
+    let (d1, d2, d3, d4) = (d.clone(), d.clone(), d.clone(), d);
+    Ok(ServiceBuilder::new(bus, SERVICE)
+        .route(subjects::distributor_heartbeat(), move |_, req| {
+            let d = d1.clone();
+            async move { d.heartbeat(req).await }
+        })
+        .route(subjects::subject(SERVICE, Op::Get), move |_, req| {
+            let d = d2.clone();
+            async move { d.get(req).await }
+        })
+        .route(subjects::subject(SERVICE, Op::List), move |_, req| {
+            let d = d3.clone();
+            async move { d.list(req).await }
+        })
+        .route(subjects::distributor_set_status(), move |_, req| {
+            let d = d4.clone();
+            async move { d.set_status(req).await }
+        })
+        .start()
+        .await?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::interface_name;
+
+    #[test]
+    fn interface_names() {
+        for good in ["eth0", "enp3s0", "br-lan", "wlan0.100", "i0"] {
+            assert!(interface_name(good), "{good}");
+        }
+        for bad in [
+            "",
+            "a/b",
+            "eth 0",
+            "x,y",
+            "sixteen-chars-xx",
+            "..",
+            "eth0;reboot",
+        ] {
+            assert!(!interface_name(bad), "{bad}");
+        }
+    }
+}
