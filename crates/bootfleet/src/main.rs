@@ -73,18 +73,29 @@ fn init_logging() {
     }
 }
 
-async fn shutdown_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
-    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-        Ok(s) => s,
-        Err(_) => {
-            let _ = ctrl_c.await;
-            return;
+/// SIGINT/SIGTERM, listened for from the start: a signal that arrives while the system is still
+/// starting is kept and honoured as soon as it is up (a clean stop, never a kill mid-start).
+struct Shutdown {
+    int: tokio::signal::unix::Signal,
+    term: tokio::signal::unix::Signal,
+}
+
+impl Shutdown {
+    fn install() -> Result<Shutdown, String> {
+        use tokio::signal::unix::{signal, SignalKind};
+        let install =
+            |kind| signal(kind).map_err(|e| format!("cannot install signal handlers: {e}"));
+        Ok(Shutdown {
+            int: install(SignalKind::interrupt())?,
+            term: install(SignalKind::terminate())?,
+        })
+    }
+
+    async fn wait(mut self) {
+        tokio::select! {
+            _ = self.int.recv() => {},
+            _ = self.term.recv() => {},
         }
-    };
-    tokio::select! {
-        _ = ctrl_c => {},
-        _ = term.recv() => {},
     }
 }
 
@@ -97,7 +108,7 @@ fn require_nats_url() -> Result<String, String> {
         .ok_or_else(|| "set NATS_URL (or TRANSPORTER) to the NATS server".to_owned())
 }
 
-async fn up(listen: SocketAddr, nats_port: u16) -> Result<(), String> {
+async fn up(listen: SocketAddr, nats_port: u16, shutdown: Shutdown) -> Result<(), String> {
     let data_dir = config::data_dir();
     std::fs::create_dir_all(&data_dir).map_err(|e| {
         format!(
@@ -162,7 +173,7 @@ async fn up(listen: SocketAddr, nats_port: u16) -> Result<(), String> {
     println!("export BOOTFLEET_URL={base}");
     println!("export BOOTFLEET_TOKEN={admin}");
     println!("Press Ctrl-C to stop.");
-    shutdown_signal().await;
+    shutdown.wait().await;
     tracing::info!("stopping");
     system.stop().await;
     if let Some(child) = nats_child {
@@ -173,8 +184,9 @@ async fn up(listen: SocketAddr, nats_port: u16) -> Result<(), String> {
 }
 
 async fn run(cli: Cli) -> Result<(), String> {
+    let shutdown = Shutdown::install()?;
     match cli.command {
-        Command::Up { listen, nats_port } => up(listen, nats_port).await,
+        Command::Up { listen, nats_port } => up(listen, nats_port, shutdown).await,
         Command::Gateway { listen } => {
             let data_dir = config::data_dir();
             let gateway = config::gateway_config(config::jwt_secret(&data_dir, false)?)?;
@@ -184,7 +196,7 @@ async fn run(cli: Cli) -> Result<(), String> {
             let listener = tokio::net::TcpListener::bind(listen)
                 .await
                 .map_err(|e| format!("cannot listen on {listen}: {e}"))?;
-            bootfleet_gateway::serve(listener, bus, gateway, shutdown_signal())
+            bootfleet_gateway::serve(listener, bus, gateway, shutdown.wait())
                 .await
                 .map_err(|e| e.to_string())
         }
@@ -196,7 +208,7 @@ async fn run(cli: Cli) -> Result<(), String> {
             let services = bootfleet::start_services(&bus, &database_url, &[name])
                 .await
                 .map_err(|e| e.to_string())?;
-            shutdown_signal().await;
+            shutdown.wait().await;
             for service in services {
                 service.stop().await;
             }

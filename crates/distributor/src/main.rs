@@ -35,26 +35,28 @@ fn init_logging() {
     }
 }
 
-async fn shutdown_signal() {
-    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-        Ok(s) => s,
-        Err(_) => {
-            let _ = tokio::signal::ctrl_c().await;
-            return;
+/// SIGINT/SIGTERM, listened for before anything starts, so a signal during startup is honoured.
+fn shutdown_signal() -> std::io::Result<impl std::future::Future<Output = ()>> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut int = signal(SignalKind::interrupt())?;
+    let mut term = signal(SignalKind::terminate())?;
+    Ok(async move {
+        tokio::select! {
+            _ = int.recv() => {},
+            _ = term.recv() => {},
         }
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {},
-        _ = term.recv() => {},
-    }
+    })
 }
 
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging();
-    let result = match cli.command {
-        Command::Serve(args) => bootfleet_distributor::serve(args, shutdown_signal()).await,
+    let result = match shutdown_signal() {
+        Err(e) => Err(format!("cannot install signal handlers: {e}")),
+        Ok(shutdown) => match cli.command {
+            Command::Serve(args) => bootfleet_distributor::serve(args, shutdown).await,
+        },
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
