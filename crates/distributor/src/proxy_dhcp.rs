@@ -10,7 +10,7 @@ use tokio::net::UdpSocket;
 use tokio::sync::watch;
 
 use crate::agent::{Counters, Events, Switch};
-use crate::sockets;
+use crate::sockets::{self, Sharing};
 
 /// What the proxyDHCP loops did, for logs and tests.
 #[derive(Debug, Default)]
@@ -48,8 +48,18 @@ impl ProxyDhcp {
     pub fn bind(device: &str, config: ProxyConfig) -> std::io::Result<ProxyDhcp> {
         let any = |port| SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, port);
         Ok(ProxyDhcp {
-            dhcp: sockets::udp(any(dhcp::DHCP_SERVER_PORT), Some(device), true)?,
-            binl: sockets::udp(any(dhcp::PXE_BOOT_SERVER_PORT), Some(device), true)?,
+            dhcp: sockets::udp(
+                any(dhcp::DHCP_SERVER_PORT),
+                Some(device),
+                true,
+                Sharing::SharedWithSiteDhcp,
+            )?,
+            binl: sockets::udp(
+                any(dhcp::PXE_BOOT_SERVER_PORT),
+                Some(device),
+                true,
+                Sharing::Exclusive,
+            )?,
             config: Arc::new(config),
             stats: Arc::default(),
         })

@@ -17,7 +17,7 @@ use tokio::sync::watch;
 
 use crate::cache::{Cache, OpenError};
 use crate::proxy_dhcp::Reporting;
-use crate::sockets;
+use crate::sockets::{self, Sharing};
 
 pub const TFTP_PORT: u16 = 69;
 
@@ -62,6 +62,7 @@ impl TftpServer {
                 SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, TFTP_PORT),
                 Some(device),
                 false,
+                Sharing::Exclusive,
             )?,
             server_ip,
             device: device.to_owned(),
@@ -159,6 +160,7 @@ impl TftpServer {
             SocketAddrV4::new(self.server_ip, 0),
             Some(&self.device),
             false,
+            Sharing::Exclusive,
         ) {
             Ok(s) => s,
             Err(e) => {

@@ -206,7 +206,7 @@ mod refusals {
     use std::net::{Ipv4Addr, SocketAddrV4};
     use std::time::{Duration, Instant};
 
-    use bootfleet_distributor::sockets;
+    use bootfleet_distributor::sockets::{self, Sharing};
     use bootfleet_netboot::dhcp::{self, MessageType, Op, Packet};
     use bootfleet_netboot::tftp::{self, ErrorCode};
     use bootfleet_testkit::ChildGuard;
@@ -285,6 +285,7 @@ mod refusals {
                     SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 68),
                     Some("c0"),
                     true,
+                    Sharing::Exclusive,
                 )
                 .expect("bind :68");
                 for attempt in 0..attempts {
@@ -363,6 +364,7 @@ mod refusals {
                     SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 68),
                     Some("c0"),
                     true,
+                    Sharing::Exclusive,
                 )
                 .expect("bind :68");
                 let broadcast = SocketAddrV4::new(Ipv4Addr::BROADCAST, 67);
@@ -410,6 +412,7 @@ mod refusals {
                     SocketAddrV4::new(Ipv4Addr::new(10, 77, 0, 50), 0),
                     Some("c0"),
                     false,
+                    Sharing::Exclusive,
                 )
                 .expect("bind");
                 for (name, code) in [
