@@ -1,0 +1,289 @@
+//! Collects the rounds and prints them: progress lines on stderr, a markdown table on stdout.
+
+use std::fmt::Write;
+
+use crate::measure::{Latency, Storm, Throughput};
+use crate::servers::ServerKind;
+
+/// One server, one repeat.
+#[derive(Debug, Default)]
+pub struct Round {
+    pub latency: Option<Latency>,
+    pub lockstep: Option<Result<Throughput, String>>,
+    pub windowed: Option<Result<Throughput, String>>,
+    pub storms: Vec<Storm>,
+    pub unclaimed_replies: u64,
+    /// Other processes' user CPU during the round, in cores.
+    pub foreign_cores: f64,
+    /// The server's CPU time (user + system) over the whole round, seconds.
+    pub server_cpu_s: f64,
+    pub notes: Vec<String>,
+}
+
+#[derive(Debug)]
+pub struct Rounds {
+    servers: Vec<ServerKind>,
+    rounds: Vec<(ServerKind, Vec<Round>)>,
+}
+
+impl Rounds {
+    pub fn new(servers: Vec<ServerKind>) -> Rounds {
+        let rounds = servers.iter().map(|&k| (k, Vec::new())).collect();
+        Rounds { servers, rounds }
+    }
+
+    pub fn push(&mut self, kind: ServerKind, round: Round) {
+        if let Some((_, list)) = self.rounds.iter_mut().find(|(k, _)| *k == kind) {
+            list.push(round);
+        }
+    }
+
+    fn of(&self, kind: ServerKind) -> &[Round] {
+        self.rounds
+            .iter()
+            .find(|(k, _)| *k == kind)
+            .map(|(_, r)| r.as_slice())
+            .unwrap_or_default()
+    }
+}
+
+#[derive(Debug)]
+pub struct Params {
+    pub latency_requests: u32,
+    pub throughput_mib: u64,
+    pub windowsize: u16,
+    pub blksize: u16,
+    pub boot_file_kib: u64,
+    pub spread_ms: u64,
+    pub repeats: u32,
+    pub storms: Vec<u32>,
+}
+
+/// Nearest-rank percentile of unsorted values.
+pub fn percentile(values: &[f64], q: f64) -> Option<f64> {
+    if values.is_empty() {
+        return None;
+    }
+    let mut v = values.to_vec();
+    v.sort_by(f64::total_cmp);
+    let rank = ((q * v.len() as f64).ceil() as usize).clamp(1, v.len());
+    v.get(rank - 1).copied()
+}
+
+pub fn median(values: &[f64]) -> Option<f64> {
+    if values.is_empty() {
+        return None;
+    }
+    let mut v = values.to_vec();
+    v.sort_by(f64::total_cmp);
+    let mid = v.len() / 2;
+    if v.len() % 2 == 1 {
+        v.get(mid).copied()
+    } else {
+        Some((v.get(mid - 1)? + v.get(mid)?) / 2.0)
+    }
+}
+
+fn spread(values: &[f64], digits: usize) -> String {
+    let Some(m) = median(values) else {
+        return "n/a".into();
+    };
+    if values.len() < 2 {
+        return format!("{m:.digits$}");
+    }
+    let lo = values.iter().copied().fold(f64::INFINITY, f64::min);
+    let hi = values.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    format!("{m:.digits$} ({lo:.digits$}–{hi:.digits$})")
+}
+
+pub fn progress(kind: ServerKind, rep: u32, round: &Round) {
+    let mut line = format!("labbench: {} rep{rep}:", kind.name());
+    if let Some(l) = &round.latency {
+        let _ = write!(
+            line,
+            " offer p50 {:.0} µs p99 {:.0} µs, boot file p50 {:.0} µs, lost {};",
+            percentile(&l.offer_us, 0.5).unwrap_or(f64::NAN),
+            percentile(&l.offer_us, 0.99).unwrap_or(f64::NAN),
+            percentile(&l.boot_file_us, 0.5).unwrap_or(f64::NAN),
+            l.lost
+        );
+    }
+    for (label, t) in [("lock-step", &round.lockstep), ("windowed", &round.windowed)] {
+        match t {
+            Some(Ok(t)) => {
+                let _ = write!(
+                    line,
+                    " {label} {:.1} MB/s (oack {}, blksize {}, window {}, timeouts {}, unexpected blocks {});",
+                    t.mb_per_s, t.oack, t.blksize, t.windowsize, t.timeouts, t.unexpected_blocks
+                );
+            }
+            Some(Err(e)) => {
+                let _ = write!(line, " {label} FAILED: {e};");
+            }
+            None => {}
+        }
+    }
+    for s in &round.storms {
+        let _ = write!(
+            line,
+            " storm {}: {:.2} s, {} ok, {} failed {:?}, p99 client {:.0} ms, discover resends {}, tftp timeouts {};",
+            s.clients,
+            s.total.as_secs_f64(),
+            s.ok,
+            s.failed(),
+            s.failures,
+            percentile(&s.per_client_ms, 0.99).unwrap_or(f64::NAN),
+            s.discover_retransmits,
+            s.tftp_timeouts
+        );
+    }
+    let _ = write!(
+        line,
+        " unclaimed dhcp replies {}; other processes {:.2} cores; server cpu {:.2} s",
+        round.unclaimed_replies, round.foreign_cores, round.server_cpu_s
+    );
+    eprintln!("{line}");
+    for note in &round.notes {
+        eprintln!("labbench: {} rep{rep}: NOTE {note}", kind.name());
+    }
+}
+
+fn row(out: &mut String, label: &str, cells: &[String]) {
+    let _ = writeln!(out, "| {label} | {} |", cells.join(" | "));
+}
+
+pub fn markdown(rounds: &Rounds, p: &Params) -> String {
+    let servers = &rounds.servers;
+    let mut out = String::new();
+    let header: Vec<String> = servers.iter().map(|k| format!("`{}`", k.name())).collect();
+    row(&mut out, "measurement", &header);
+    let _ = writeln!(out, "|---|{}", "---|".repeat(servers.len()));
+    let cells = |f: &dyn Fn(&[Round]) -> String| -> Vec<String> {
+        servers.iter().map(|&k| f(rounds.of(k))).collect()
+    };
+
+    if p.latency_requests > 0 {
+        let lat = |rs: &[Round], pick: fn(&Latency) -> &Vec<f64>, q: f64| -> String {
+            let per: Vec<f64> = rs
+                .iter()
+                .filter_map(|r| r.latency.as_ref())
+                .filter_map(|l| percentile(pick(l), q))
+                .collect();
+            spread(&per, 0)
+        };
+        let n = p.latency_requests;
+        row(&mut out, &format!("proxyDHCP DISCOVER→OFFER p50, µs ({n} sequential)"), &cells(&|rs| lat(rs, |l| &l.offer_us, 0.5)));
+        row(&mut out, "proxyDHCP DISCOVER→OFFER p99, µs", &cells(&|rs| lat(rs, |l| &l.offer_us, 0.99)));
+        row(&mut out, "DISCOVER→boot file known p50, µs (incl. udp/4011 round if needed)", &cells(&|rs| lat(rs, |l| &l.boot_file_us, 0.5)));
+        row(&mut out, "DISCOVER→boot file known p99, µs", &cells(&|rs| lat(rs, |l| &l.boot_file_us, 0.99)));
+        row(&mut out, "udp/4011 boot-server round trips needed", &cells(&|rs| {
+            let used: u32 = rs.iter().filter_map(|r| r.latency.as_ref()).map(|l| l.boot_server_rounds).sum();
+            let done: usize = rs.iter().filter_map(|r| r.latency.as_ref()).map(|l| l.offer_us.len()).sum();
+            format!("{used} / {done}")
+        }));
+        row(&mut out, "DISCOVERs unanswered within 1 s", &cells(&|rs| {
+            let lost: u32 = rs.iter().filter_map(|r| r.latency.as_ref()).map(|l| l.lost).sum();
+            format!("{lost} / {}", u64::from(n) * rs.len() as u64)
+        }));
+    }
+
+    if p.throughput_mib > 0 {
+        let tput = |rs: &[Round], pick: fn(&Round) -> &Option<Result<Throughput, String>>| -> String {
+            let ok: Vec<&Throughput> = rs.iter().filter_map(|r| pick(r).as_ref()?.as_ref().ok()).collect();
+            let failed = rs.iter().filter(|r| matches!(pick(r), Some(Err(_)))).count();
+            let values: Vec<f64> = ok.iter().map(|t| t.mb_per_s).collect();
+            let mut cell = spread(&values, 1);
+            if let Some(t) = ok.first() {
+                if t.windowsize <= 1 {
+                    let _ = write!(cell, " [window 1]");
+                } else {
+                    let _ = write!(cell, " [window {}]", t.windowsize);
+                }
+            }
+            if failed > 0 {
+                let _ = write!(cell, " ({failed} failed)");
+            }
+            cell
+        };
+        let mib = p.throughput_mib;
+        row(&mut out, &format!("TFTP {mib} MiB lock-step, blksize {}, MB/s", p.blksize), &cells(&|rs| tput(rs, |r| &r.lockstep)));
+        row(&mut out, &format!("TFTP {mib} MiB asking windowsize {}, MB/s", p.windowsize), &cells(&|rs| tput(rs, |r| &r.windowed)));
+    }
+
+    for (i, &n) in p.storms.iter().enumerate() {
+        let pick = |rs: &[Round]| -> Vec<Storm> { rs.iter().filter_map(|r| r.storms.get(i).cloned()).collect() };
+        let kib = p.boot_file_kib;
+        row(&mut out, &format!("storm {n} clients (DHCP + {kib} KiB TFTP), all done in, s"), &cells(&|rs| {
+            let totals: Vec<f64> = pick(rs).iter().map(|s| s.total.as_secs_f64()).collect();
+            spread(&totals, 2)
+        }));
+        row(&mut out, &format!("storm {n}: failed clients (all repeats)"), &cells(&|rs| {
+            let storms = pick(rs);
+            let failed: u32 = storms.iter().map(Storm::failed).sum();
+            let total: u32 = storms.iter().map(|s| s.clients).sum();
+            format!("{failed} / {total}")
+        }));
+        row(&mut out, &format!("storm {n}: per-client p50 / p99, ms"), &cells(&|rs| {
+            let storms = pick(rs);
+            let p50: Vec<f64> = storms.iter().filter_map(|s| percentile(&s.per_client_ms, 0.5)).collect();
+            let p99: Vec<f64> = storms.iter().filter_map(|s| percentile(&s.per_client_ms, 0.99)).collect();
+            format!("{:.0} / {:.0}", median(&p50).unwrap_or(f64::NAN), median(&p99).unwrap_or(f64::NAN))
+        }));
+        row(&mut out, &format!("storm {n}: client resends (DISCOVER + TFTP timeouts)"), &cells(&|rs| {
+            let storms = pick(rs);
+            let d: u32 = storms.iter().map(|s| s.discover_retransmits).sum();
+            let t: u32 = storms.iter().map(|s| s.tftp_timeouts).sum();
+            format!("{d} + {t}")
+        }));
+    }
+    row(&mut out, "server CPU time (user + sys) per round, s", &cells(&|rs| {
+        let v: Vec<f64> = rs.iter().map(|r| r.server_cpu_s).collect();
+        spread(&v, 2)
+    }));
+    row(&mut out, "other processes' CPU during the rounds, cores (max)", &cells(&|rs| {
+        let max = rs.iter().map(|r| r.foreign_cores).fold(0.0, f64::max);
+        format!("{max:.2}")
+    }));
+    let _ = writeln!(
+        out,
+        "\nMedians of {} repeats, (min–max) where shown; MB/s = 10^6 bytes/s; storm clients start evenly within {} ms.",
+        p.repeats, p.spread_ms
+    );
+    let mut notes = String::new();
+    for &k in servers {
+        for (rep, r) in rounds.of(k).iter().enumerate() {
+            for n in &r.notes {
+                let _ = writeln!(notes, "- {} rep{rep}: {n}", k.name());
+            }
+            for s in &r.storms {
+                if !s.failures.is_empty() {
+                    let _ = writeln!(notes, "- {} rep{rep} storm {}: failures {:?}", k.name(), s.clients, s.failures);
+                }
+            }
+            for (label, t) in [("lock-step", &r.lockstep), ("windowed", &r.windowed)] {
+                if let Some(Err(e)) = t {
+                    let _ = writeln!(notes, "- {} rep{rep} {label}: {e}", k.name());
+                }
+            }
+        }
+    }
+    if !notes.is_empty() {
+        let _ = write!(out, "\nNotes:\n{notes}");
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn percentiles_are_nearest_rank() {
+        let v: Vec<f64> = (1..=100).map(f64::from).collect();
+        assert_eq!(percentile(&v, 0.5), Some(50.0));
+        assert_eq!(percentile(&v, 0.99), Some(99.0));
+        assert_eq!(percentile(&[3.0], 0.99), Some(3.0));
+        assert_eq!(median(&[3.0, 1.0, 2.0]), Some(2.0));
+        assert_eq!(median(&[4.0, 1.0]), Some(2.5));
+    }
+}

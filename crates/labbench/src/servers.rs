@@ -1,0 +1,127 @@
+//! The two servers under test, each started alone in the server namespace with the same files,
+//! and stopped (by the pid we started) before the other one starts.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Stdio};
+
+use bootfleet_testkit::netlab::NetLab;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ServerKind {
+    Distributor,
+    Dnsmasq,
+}
+
+impl ServerKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            ServerKind::Distributor => "bootfleet-distributor",
+            ServerKind::Dnsmasq => "dnsmasq",
+        }
+    }
+}
+
+/// Where the servers run and what they serve.
+#[derive(Debug, Clone)]
+pub struct ServerSetup {
+    pub namespace: String,
+    pub interface: String,
+    pub server_ip: String,
+    /// The network for dnsmasq's `--dhcp-range=NET,proxy`.
+    pub network: String,
+    pub root: PathBuf,
+    pub boot_file: String,
+    pub distributor_bin: PathBuf,
+    pub dnsmasq_bin: PathBuf,
+    pub dnsmasq_tftp_max: u32,
+    pub work: PathBuf,
+}
+
+/// A running server; killed (SIGKILL to the pid we spawned) and reaped on drop.
+#[derive(Debug)]
+pub struct Running {
+    child: Child,
+    pub log: PathBuf,
+}
+
+impl Running {
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// `Some(status)` if it has already exited (a bad flag, a port in use).
+    pub fn exited(&mut self) -> Option<std::process::ExitStatus> {
+        self.child.try_wait().ok().flatten()
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// dnsmasq's arguments: proxyDHCP for BIOS PXE (`pxe-service`, since a proxy with only
+/// `dhcp-boot` stays silent, LAB-NOTES) and TFTP from the same root, nothing else.
+pub fn dnsmasq_args(setup: &ServerSetup) -> Vec<String> {
+    let dir = &setup.work;
+    vec![
+        "--keep-in-foreground".into(),
+        "--conf-file=/dev/null".into(),
+        "--no-resolv".into(),
+        "--no-hosts".into(),
+        "--port=0".into(),
+        "--bind-interfaces".into(),
+        format!("--interface={}", setup.interface),
+        "--user=root".into(),
+        "--log-facility=-".into(),
+        "--quiet-dhcp".into(),
+        "--quiet-tftp".into(),
+        format!("--dhcp-range={},proxy", setup.network),
+        format!("--pxe-service=x86PC,boot,{}", setup.boot_file),
+        "--enable-tftp".into(),
+        format!("--tftp-root={}", setup.root.display()),
+        format!("--tftp-max={}", setup.dnsmasq_tftp_max),
+        format!("--dhcp-leasefile={}", dir.join("dnsmasq.leases").display()),
+        format!("--pid-file={}", dir.join("dnsmasq.pid").display()),
+    ]
+}
+
+pub fn distributor_args(setup: &ServerSetup) -> Vec<String> {
+    vec![
+        "serve".into(),
+        "--interface".into(),
+        setup.interface.clone(),
+        "--server-ip".into(),
+        setup.server_ip.clone(),
+        "--cache-dir".into(),
+        setup.root.display().to_string(),
+        "--bios-file".into(),
+        setup.boot_file.clone(),
+    ]
+}
+
+pub fn start(lab: &NetLab, setup: &ServerSetup, kind: ServerKind, tag: &str) -> Running {
+    let log = setup.work.join(format!("{}-{tag}.log", kind.name()));
+    let (program, args): (&Path, Vec<String>) = match kind {
+        ServerKind::Distributor => (&setup.distributor_bin, distributor_args(setup)),
+        ServerKind::Dnsmasq => (&setup.dnsmasq_bin, dnsmasq_args(setup)),
+    };
+    let stderr = std::fs::File::create(&log).expect("server log file");
+    let child = lab
+        .command(&setup.namespace, program)
+        .args(&args)
+        // Logging stays out of the measurement: warnings only.
+        .env("BOOTFLEET_LOG", "warn")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(stderr)
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start {}: {e}", program.display()));
+    Running { child, log }
+}
