@@ -68,6 +68,51 @@ async fn create(http: &reqwest::Client, admin: &str, kind: &str, text: &str) -> 
     row["id"].as_str().expect("id").to_owned()
 }
 
+/// The system as it runs in the lab's infra namespace: nats-server, every service, the gateway
+/// on 10.77.0.2:8080, and a cache holding Debian's iPXE. Call on a thread inside that namespace.
+struct Infra {
+    nats: NatsServer,
+    system: System,
+    secret: Secret,
+    dir: tempfile::TempDir,
+}
+
+impl Infra {
+    async fn start() -> Infra {
+        let nats = NatsServer::start();
+        let dir = tempfile::tempdir().expect("tempdir");
+        let secret = Secret::new(SECRET.to_vec()).expect("secret");
+        let system = System::start(SystemConfig {
+            nats: BusConfig::new(nats.url(), "lab"),
+            database_url: bootfleet_store_url(dir.path()),
+            listen: "10.77.0.2:8080".parse().expect("addr"),
+            gateway: GatewayConfig {
+                verifier: Verifier::new(secret.clone()),
+                open_node_reads: false,
+                body_limit: DEFAULT_BODY_LIMIT,
+            },
+        })
+        .await
+        .expect("system");
+        std::fs::create_dir_all(dir.path().join("cache")).expect("cache dir");
+        cache_with_debian_ipxe(&dir.path().join("cache"));
+        Infra {
+            nats,
+            system,
+            secret,
+            dir,
+        }
+    }
+
+    fn cache(&self) -> std::path::PathBuf {
+        self.dir.path().join("cache")
+    }
+
+    fn token(&self, role: Role) -> String {
+        auth::mint(&self.secret, role, "lab", 1).expect("mint")
+    }
+}
+
 /// Boots one guest and waits for the subscript's marker on its console; checks the
 /// distributor registered itself and reported the boot (DHCP answer, files served) on NATS.
 fn boot_to_subscript(firmware: Firmware, served: &[&str]) {
@@ -80,23 +125,10 @@ fn boot_to_subscript(firmware: Firmware, served: &[&str]) {
             .build()
             .expect("runtime");
         rt.block_on(async {
-            let nats = NatsServer::start();
-            let dir = tempfile::tempdir().expect("tempdir");
-            let secret = Secret::new(SECRET.to_vec()).expect("secret");
-            let system = System::start(SystemConfig {
-                nats: BusConfig::new(nats.url(), "lab"),
-                database_url: bootfleet_store_url(dir.path()),
-                listen: "10.77.0.2:8080".parse().expect("addr"),
-                gateway: GatewayConfig {
-                    verifier: Verifier::new(secret.clone()),
-                    open_node_reads: false,
-                    body_limit: DEFAULT_BODY_LIMIT,
-                },
-            })
-            .await
-            .expect("system");
-            let admin = auth::mint(&secret, Role::Admin, "lab", 1).expect("mint");
-            let node = auth::mint(&secret, Role::Node, "lab-node", 1).expect("mint");
+            let infra = Infra::start().await;
+            let (nats, system, dir) = (&infra.nats, &infra.system, infra.dir.path());
+            let admin = infra.token(Role::Admin);
+            let node = infra.token(Role::Node);
             let http = reqwest::Client::new();
             let sub = create(&http, &admin, "subscripts", "#!ipxe\necho bootfleet-subscript-ok\n").await;
             let main = create(
@@ -107,9 +139,7 @@ fn boot_to_subscript(firmware: Firmware, served: &[&str]) {
             )
             .await;
 
-            let cache = dir.path().join("cache");
-            std::fs::create_dir_all(&cache).expect("cache dir");
-            cache_with_debian_ipxe(&cache);
+            let cache = infra.cache();
             let mut events = system
                 .bus
                 .client()
@@ -128,7 +158,7 @@ fn boot_to_subscript(firmware: Firmware, served: &[&str]) {
                     .arg(format!("{GATEWAY}/api/mainscripts/{main}?token={node}"))
                     .env("BOOTFLEET_LOG", "debug")
                     .stdout(Stdio::null())
-                    .stderr(std::fs::File::create(dir.path().join("distributor.log")).expect("log"))
+                    .stderr(std::fs::File::create(dir.join("distributor.log")).expect("log"))
                     .spawn()
                     .expect("start the distributor"),
             );
@@ -137,7 +167,7 @@ fn boot_to_subscript(firmware: Firmware, served: &[&str]) {
             let booted = tokio::task::block_in_place(|| {
                 guest.wait_for_serial("bootfleet-subscript-ok", Duration::from_secs(120))
             });
-            let distributor_log = std::fs::read_to_string(dir.path().join("distributor.log")).unwrap_or_default();
+            let distributor_log = std::fs::read_to_string(dir.join("distributor.log")).unwrap_or_default();
             assert!(
                 booted,
                 "guest did not reach the subscript.\nserial:\n{}\ndistributor:\n{distributor_log}",
@@ -180,7 +210,7 @@ fn boot_to_subscript(firmware: Firmware, served: &[&str]) {
             assert_eq!(row["online"], true);
             assert_eq!(row["on"], true);
             assert!(row["interfaces"].as_array().is_some_and(|i| i.contains(&json!("i0"))), "{row}");
-            system.stop().await;
+            infra.system.stop().await;
         });
     });
 }
@@ -462,25 +492,10 @@ fn operator_switches_a_distributor_off_and_on() {
             .build()
             .expect("runtime");
         rt.block_on(async {
-            let nats = NatsServer::start();
-            let dir = tempfile::tempdir().expect("tempdir");
-            let secret = Secret::new(SECRET.to_vec()).expect("secret");
-            let system = System::start(SystemConfig {
-                nats: BusConfig::new(nats.url(), "lab"),
-                database_url: bootfleet_store_url(dir.path()),
-                listen: "10.77.0.2:8080".parse().expect("addr"),
-                gateway: GatewayConfig {
-                    verifier: Verifier::new(secret.clone()),
-                    open_node_reads: false,
-                    body_limit: DEFAULT_BODY_LIMIT,
-                },
-            })
-            .await
-            .expect("system");
-            let admin = auth::mint(&secret, Role::Admin, "lab", 1).expect("mint");
-            let cache = dir.path().join("cache");
-            std::fs::create_dir_all(&cache).expect("cache dir");
-            cache_with_debian_ipxe(&cache);
+            let infra = Infra::start().await;
+            let nats = &infra.nats;
+            let admin = infra.token(Role::Admin);
+            let cache = infra.cache();
             let _distributor = ChildGuard(
                 std::process::Command::new(env!("CARGO_BIN_EXE_bootfleet-distributor"))
                     .env("NATS_URL", nats.url())
@@ -595,7 +610,7 @@ fn operator_switches_a_distributor_off_and_on() {
             .await;
             assert_eq!(status, 501, "{body}");
             assert_eq!(body["error"]["code"], "not_implemented");
-            system.stop().await;
+            infra.system.stop().await;
         });
     });
 }
