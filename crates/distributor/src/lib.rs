@@ -6,6 +6,7 @@
 pub mod agent;
 pub mod cache;
 pub mod config;
+pub mod http_boot;
 pub mod proxy_dhcp;
 pub mod sockets;
 pub mod tftp_server;
@@ -107,6 +108,23 @@ pub async fn serve(
         switch,
         counters,
     };
+    if let Some(port) = args.http_port {
+        // Bound to the LAN address only: HTTP boot is for the site's clients.
+        let listener = tokio::net::TcpListener::bind((args.server_ip, port))
+            .await
+            .map_err(|e| {
+                format!(
+                    "cannot listen for HTTP boot on {}:{port}: {e}",
+                    args.server_ip
+                )
+            })?;
+        tasks.spawn(http_boot::run(
+            listener,
+            cache.clone(),
+            reporting.clone(),
+            stop_rx.clone(),
+        ));
+    }
     if !args.no_dhcp {
         let config = ProxyConfig {
             server_ip: args.server_ip,

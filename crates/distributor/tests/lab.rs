@@ -376,7 +376,7 @@ mod refusals {
                 ])
                 .arg("--cache-dir")
                 .arg(cache.path())
-                .args(["--bios-file", "undionly.kpxe"])
+                .args(["--bios-file", "undionly.kpxe", "--http-port", "8081"])
                 .stdout(std::process::Stdio::null())
                 .stderr(std::process::Stdio::null())
                 .spawn()
@@ -472,6 +472,31 @@ mod refusals {
                         assert_eq!(data, &kpxe[..512]);
                     }
                     other => panic!("expected DATA 1, got {other:?}"),
+                }
+
+                // HTTP boot serves the same cache under the same rules.
+                let http = |request: &'static str| async move {
+                    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+                    let mut stream = tokio::net::TcpStream::connect((INFRA_IP, 8081)).await.expect("connect");
+                    stream.write_all(request.as_bytes()).await.expect("write");
+                    let mut answer = Vec::new();
+                    stream.read_to_end(&mut answer).await.expect("read");
+                    answer
+                };
+                let status = |answer: &[u8]| String::from_utf8_lossy(answer).lines().next().unwrap_or_default().to_owned();
+                let ok = http("GET /undionly.kpxe HTTP/1.1\r\nHost: d\r\nConnection: close\r\n\r\n").await;
+                assert!(status(&ok).contains(" 200 "), "{}", status(&ok));
+                assert!(ok.ends_with(&kpxe), "the body is the file, byte for byte");
+                for (request, code) in [
+                    ("GET /../../etc/passwd HTTP/1.1\r\nHost: d\r\nConnection: close\r\n\r\n", " 403 "),
+                    ("GET /escape HTTP/1.1\r\nHost: d\r\nConnection: close\r\n\r\n", " 403 "),
+                    ("GET /.hidden HTTP/1.1\r\nHost: d\r\nConnection: close\r\n\r\n", " 403 "),
+                    ("GET /missing.efi HTTP/1.1\r\nHost: d\r\nConnection: close\r\n\r\n", " 404 "),
+                    ("POST /undionly.kpxe HTTP/1.1\r\nHost: d\r\nContent-Length: 0\r\nConnection: close\r\n\r\n", " 405 "),
+                ] {
+                    let answer = http(request).await;
+                    assert!(status(&answer).contains(code), "{request:?}: {}", status(&answer));
+                    assert!(!String::from_utf8_lossy(&answer).contains("not for tftp"));
                 }
             });
         });
