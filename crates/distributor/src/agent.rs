@@ -48,11 +48,19 @@ impl Events {
     }
 }
 
-/// Counters the heartbeat reports.
+/// What the DHCP and TFTP loops did; the heartbeat reports the answered/completed counts.
 #[derive(Debug, Default)]
 pub struct Counters {
     pub dhcp_answered: AtomicU64,
+    pub dhcp_ignored: AtomicU64,
+    pub dhcp_malformed: AtomicU64,
     pub tftp_completed: AtomicU64,
+    /// Ended by the client after option negotiation (EDK2's size probe).
+    pub tftp_declined: AtomicU64,
+    pub tftp_failed: AtomicU64,
+    pub tftp_refused: AtomicU64,
+    pub tftp_malformed: AtomicU64,
+    pub tftp_bytes: AtomicU64,
 }
 
 /// Whether to answer PXE clients (the operator's switch). Starts on.

@@ -2,7 +2,7 @@
 //! bytes out. Malformed packets are counted and dropped; nothing here can panic on input.
 
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use bootfleet_netboot::dhcp::{self, Decision, Packet, Port, ProxyConfig};
@@ -12,19 +12,10 @@ use tokio::sync::watch;
 use crate::agent::{Counters, Events, Switch};
 use crate::sockets::{self, Sharing};
 
-/// What the proxyDHCP loops did, for logs and tests.
-#[derive(Debug, Default)]
-pub struct DhcpStats {
-    pub answered: AtomicU64,
-    pub ignored: AtomicU64,
-    pub malformed: AtomicU64,
-}
-
 pub struct ProxyDhcp {
     dhcp: UdpSocket,
     binl: UdpSocket,
     config: Arc<ProxyConfig>,
-    pub stats: Arc<DhcpStats>,
 }
 
 /// What the loops share besides the sockets.
@@ -61,27 +52,20 @@ impl ProxyDhcp {
                 Sharing::Exclusive,
             )?,
             config: Arc::new(config),
-            stats: Arc::default(),
         })
     }
 
     pub async fn run(self, reporting: Reporting, shutdown: watch::Receiver<bool>) {
-        let ProxyDhcp {
-            dhcp,
-            binl,
-            config,
-            stats,
-        } = self;
+        let ProxyDhcp { dhcp, binl, config } = self;
         tokio::join!(
             serve(
                 dhcp,
                 Port::Dhcp,
                 config.clone(),
-                stats.clone(),
                 reporting.clone(),
                 shutdown.clone()
             ),
-            serve(binl, Port::Binl, config, stats, reporting, shutdown),
+            serve(binl, Port::Binl, config, reporting, shutdown),
         );
     }
 }
@@ -90,7 +74,6 @@ async fn serve(
     socket: UdpSocket,
     port: Port,
     config: Arc<ProxyConfig>,
-    stats: Arc<DhcpStats>,
     reporting: Reporting,
     mut shutdown: watch::Receiver<bool>,
 ) {
@@ -114,27 +97,35 @@ async fn serve(
             continue;
         };
         if !reporting.switch.is_on() {
-            stats.ignored.fetch_add(1, Ordering::Relaxed);
+            reporting
+                .counters
+                .dhcp_ignored
+                .fetch_add(1, Ordering::Relaxed);
             continue;
         }
         let request = match Packet::parse(datagram) {
             Ok(p) => p,
             Err(e) => {
-                stats.malformed.fetch_add(1, Ordering::Relaxed);
+                reporting
+                    .counters
+                    .dhcp_malformed
+                    .fetch_add(1, Ordering::Relaxed);
                 tracing::debug!(port = port.number(), %source, error = %e, "malformed dhcp packet dropped");
                 continue;
             }
         };
         match dhcp::decide(&request, port, source, &config) {
             Decision::Ignore(reason) => {
-                stats.ignored.fetch_add(1, Ordering::Relaxed);
+                reporting
+                    .counters
+                    .dhcp_ignored
+                    .fetch_add(1, Ordering::Relaxed);
                 tracing::debug!(port = port.number(), %source, %reason, "dhcp request ignored");
             }
             Decision::Reply { packet, to, client } => {
                 let bytes = packet.encode();
                 match socket.send_to(&bytes, to.socket_addr()).await {
                     Ok(_) => {
-                        stats.answered.fetch_add(1, Ordering::Relaxed);
                         reporting
                             .counters
                             .dhcp_answered

@@ -5,7 +5,7 @@
 use std::collections::HashSet;
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::os::unix::fs::FileExt;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -20,16 +20,6 @@ use crate::proxy_dhcp::Reporting;
 use crate::sockets::{self, Sharing};
 
 pub const TFTP_PORT: u16 = 69;
-
-#[derive(Debug, Default)]
-pub struct TftpStats {
-    pub completed: AtomicU64,
-    pub declined: AtomicU64,
-    pub failed: AtomicU64,
-    pub refused: AtomicU64,
-    pub malformed: AtomicU64,
-    pub bytes: AtomicU64,
-}
 
 struct FileSource(std::fs::File);
 
@@ -47,7 +37,6 @@ pub struct TftpServer {
     device: String,
     cache: Cache,
     limits: Limits,
-    pub stats: Arc<TftpStats>,
 }
 
 impl TftpServer {
@@ -68,7 +57,6 @@ impl TftpServer {
             device: device.to_owned(),
             cache,
             limits,
-            stats: Arc::default(),
         })
     }
 
@@ -100,7 +88,10 @@ impl TftpServer {
                         .await
                 }
                 Ok(Packet::Wrq(_)) => {
-                    self.stats.refused.fetch_add(1, Ordering::Relaxed);
+                    reporting
+                        .counters
+                        .tftp_refused
+                        .fetch_add(1, Ordering::Relaxed);
                     let _ = self
                         .socket
                         .send_to(&tftp::write_refused_datagram(), peer)
@@ -109,15 +100,27 @@ impl TftpServer {
                 // A stray ACK/DATA/ERROR on udp/69 belongs to no transfer; stay silent.
                 Ok(_) => {}
                 Err(e) => {
-                    self.stats.malformed.fetch_add(1, Ordering::Relaxed);
+                    reporting
+                        .counters
+                        .tftp_malformed
+                        .fetch_add(1, Ordering::Relaxed);
                     tracing::debug!(%peer, error = %e, "malformed tftp request dropped");
                 }
             }
         }
     }
 
-    async fn refuse(&self, peer: SocketAddrV4, code: ErrorCode, message: &str) {
-        self.stats.refused.fetch_add(1, Ordering::Relaxed);
+    async fn refuse(
+        &self,
+        reporting: &Reporting,
+        peer: SocketAddrV4,
+        code: ErrorCode,
+        message: &str,
+    ) {
+        reporting
+            .counters
+            .tftp_refused
+            .fetch_add(1, Ordering::Relaxed);
         let _ = self
             .socket
             .send_to(&tftp::error_datagram(code, message), peer)
@@ -140,7 +143,12 @@ impl TftpServer {
             Err(e) => {
                 tracing::info!(%peer, file = %request.filename.escape_debug(), error = %e, "tftp request refused");
                 return self
-                    .refuse(peer, ErrorCode::AccessViolation, "file name not allowed")
+                    .refuse(
+                        reporting,
+                        peer,
+                        ErrorCode::AccessViolation,
+                        "file name not allowed",
+                    )
                     .await;
             }
         };
@@ -153,7 +161,7 @@ impl TftpServer {
                     OpenError::Escape => ErrorCode::AccessViolation,
                     OpenError::Io(_) => ErrorCode::NotDefined,
                 };
-                return self.refuse(peer, code, "file not found").await;
+                return self.refuse(reporting, peer, code, "file not found").await;
             }
         };
         let socket = match sockets::udp(
@@ -166,7 +174,7 @@ impl TftpServer {
             Err(e) => {
                 tracing::warn!(error = %e, "cannot open a tftp transfer socket");
                 return self
-                    .refuse(peer, ErrorCode::NotDefined, "server busy")
+                    .refuse(reporting, peer, ErrorCode::NotDefined, "server busy")
                     .await;
             }
         };
@@ -175,7 +183,6 @@ impl TftpServer {
         }
         let transfer = ReadTransfer::start(&request, size, &self.limits);
         let live = live.clone();
-        let stats = self.stats.clone();
         let file_name = path.as_str().to_owned();
         let reporting = reporting.clone();
         tokio::spawn(async move {
@@ -193,9 +200,13 @@ impl TftpServer {
             };
             match &outcome {
                 Some(Outcome::Completed(s)) => {
-                    stats.completed.fetch_add(1, Ordering::Relaxed);
-                    stats
-                        .bytes
+                    reporting
+                        .counters
+                        .tftp_completed
+                        .fetch_add(1, Ordering::Relaxed);
+                    reporting
+                        .counters
+                        .tftp_bytes
                         .fetch_add(s.bytes_acknowledged, Ordering::Relaxed);
                     reporting
                         .counters
@@ -210,7 +221,10 @@ impl TftpServer {
                 }
                 Some(Outcome::Declined { code, message }) => {
                     // EDK2 asks for the size first and ends that transfer on purpose.
-                    stats.declined.fetch_add(1, Ordering::Relaxed);
+                    reporting
+                        .counters
+                        .tftp_declined
+                        .fetch_add(1, Ordering::Relaxed);
                     tracing::debug!(%peer, file = %file_name, ?code, message = %message, "client ended after option negotiation");
                 }
                 Some(Outcome::AbortedByClient {
@@ -218,7 +232,10 @@ impl TftpServer {
                     message,
                     stats: s,
                 }) => {
-                    stats.failed.fetch_add(1, Ordering::Relaxed);
+                    reporting
+                        .counters
+                        .tftp_failed
+                        .fetch_add(1, Ordering::Relaxed);
                     reporting.events.emit(event(
                         "tftp_failed",
                         s.bytes_acknowledged,
@@ -227,7 +244,10 @@ impl TftpServer {
                     tracing::info!(%peer, file = %file_name, ?code, message = %message, bytes = s.bytes_acknowledged, "client aborted the transfer");
                 }
                 Some(Outcome::Failed { reason, stats: s }) => {
-                    stats.failed.fetch_add(1, Ordering::Relaxed);
+                    reporting
+                        .counters
+                        .tftp_failed
+                        .fetch_add(1, Ordering::Relaxed);
                     reporting.events.emit(event(
                         "tftp_failed",
                         s.bytes_acknowledged,

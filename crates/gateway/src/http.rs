@@ -58,7 +58,12 @@ impl<T: DeserializeOwned> FromRequest<crate::AppState> for JsonBody<T> {
             .get(header::CONTENT_TYPE)
             .and_then(|v| v.to_str().ok())
             .map(|v| {
-                let mime = v.split(';').next().unwrap_or_default().trim().to_ascii_lowercase();
+                let mime = v
+                    .split(';')
+                    .next()
+                    .unwrap_or_default()
+                    .trim()
+                    .to_ascii_lowercase();
                 mime == "application/json" || mime.ends_with("+json")
             })
             .unwrap_or(false);
@@ -87,7 +92,9 @@ impl<T: DeserializeOwned> FromRequest<crate::AppState> for JsonBody<T> {
         let mut bytes = Vec::new();
         let mut total = 0usize;
         while let Some(chunk) = stream.next().await {
-            let chunk = chunk.map_err(|_| HttpError(ApiError::invalid("body", "cannot read the request body")))?;
+            let chunk = chunk.map_err(|_| {
+                HttpError(ApiError::invalid("body", "cannot read the request body"))
+            })?;
             total = total.saturating_add(chunk.len());
             if total > DRAIN_CAP {
                 break;

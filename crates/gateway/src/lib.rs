@@ -10,7 +10,7 @@ pub mod routes;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::extract::{Request, State};
 use axum::http::header;
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -21,7 +21,8 @@ use bootfleet_bus::Bus;
 use crate::auth::{Access, Verifier};
 use crate::http::HttpError;
 
-/// Bodies above this are refused with 413 (scripts themselves are bounded at 256 KiB).
+/// Bodies above this are refused with 413 (scripts themselves are bounded at 256 KiB). The
+/// limit is enforced by the JSON body extractor, the only one that reads bodies.
 pub const DEFAULT_BODY_LIMIT: usize = 1024 * 1024;
 
 #[derive(Clone, Debug)]
@@ -84,7 +85,6 @@ pub fn router(bus: Bus, config: GatewayConfig) -> Router {
     let openapi = openapi::document(&routes)
         .to_pretty_json()
         .unwrap_or_else(|e| format!("{{\"error\": \"{e}\"}}"));
-    let body_limit = config.body_limit;
     let state = AppState {
         bus,
         config: Arc::new(config),
@@ -111,7 +111,6 @@ pub fn router(bus: Bus, config: GatewayConfig) -> Router {
                 format!("{} is not allowed on {}", req.method(), req.uri().path()),
             ))
         })
-        .layer(DefaultBodyLimit::max(body_limit))
         .layer(middleware::from_fn(http::observe))
         .with_state(state)
 }
