@@ -11,7 +11,9 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
+pub mod http_recorder;
 pub mod netlab;
+pub mod node_image;
 pub mod qemu;
 
 /// A free TCP port on 127.0.0.1 (the kernel picks it; the listener is closed again).

@@ -2,7 +2,7 @@
 //! serial console captured to a file. TCG only (no KVM on these machines). Killed on drop.
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::netlab::NetLab;
@@ -25,25 +25,31 @@ pub struct Qemu {
 const OVMF_CODE: &str = "/usr/share/OVMF/OVMF_CODE_4M.fd";
 const OVMF_VARS: &str = "/usr/share/OVMF/OVMF_VARS_4M.fd";
 
+/// What a [`Qemu::local`] guest boots from.
+#[derive(Clone, Debug)]
+pub enum LocalBoot {
+    /// An ISO attached as a CD-ROM (IDE on SeaBIOS, AHCI on OVMF).
+    Cdrom(PathBuf),
+    /// An image attached as a (read-only snapshot) hard disk: how a USB stick or a `dd`-ed disk looks.
+    Disk(PathBuf),
+    /// QEMU loads the kernel and initrd itself (no firmware boot path), with this command line.
+    Kernel {
+        kernel: PathBuf,
+        initrd: PathBuf,
+        append: String,
+    },
+}
+
+/// The address inside a [`Qemu::local`] guest's network at which the host's forwarded loopback
+/// port answers (`http://10.0.2.100/...` reaches `127.0.0.1:<port>`).
+pub const GUEST_FORWARD_ADDR: &str = "10.0.2.100";
+
 impl Qemu {
     /// Boots from the network through tap `tap` (already on the lab's bridge) with `mac`.
     pub fn netboot(lab: &NetLab, tap: &str, mac: &str, firmware: Firmware) -> Qemu {
         let dir = tempfile::tempdir().expect("tempdir");
-        let serial = dir.path().join("serial.log");
         let mut cmd = lab.command(&lab.ns("lan"), "qemu-system-x86_64");
         cmd.args([
-            "-accel",
-            "tcg",
-            "-m",
-            "256",
-            "-nographic",
-            "-monitor",
-            "none",
-            "-no-reboot",
-        ])
-        .arg("-serial")
-        .arg(format!("file:{}", serial.display()))
-        .args([
             "-netdev",
             &format!("tap,id=n0,ifname={tap},script=no,downscript=no"),
         ]);
@@ -57,21 +63,82 @@ impl Qemu {
                 ]);
             }
             Firmware::Uefi => {
-                let vars = dir.path().join("OVMF_VARS.fd");
-                std::fs::copy(OVMF_VARS, &vars).expect("copy OVMF vars (apt-get install ovmf)");
                 cmd.args([
-                    "-drive",
-                    &format!("if=pflash,format=raw,readonly=on,file={OVMF_CODE}"),
-                ])
-                .args([
-                    "-drive",
-                    &format!("if=pflash,format=raw,file={}", vars.display()),
-                ])
-                .args([
                     "-device",
                     &format!("virtio-net-pci,netdev=n0,mac={mac},romfile="),
                 ]);
             }
+        }
+        Self::spawn(cmd, dir, firmware)
+    }
+
+    /// Boots `boot` on this host with QEMU's user network in `restrict=on` mode: the guest gets an
+    /// address from QEMU's internal DHCP, cannot reach anything, except that TCP to
+    /// [`GUEST_FORWARD_ADDR`]:80 is forwarded to `127.0.0.1:forward_port` (one `socat` per
+    /// connection: a `tcp:` chardev would carry only one connection). Nothing touches a real
+    /// interface. The NIC is an e1000 with no option ROM on OVMF (so the firmware boots the disk).
+    pub fn local(boot: &LocalBoot, firmware: Firmware, forward_port: u16) -> Qemu {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut cmd = Command::new("qemu-system-x86_64");
+        cmd.args([
+            "-netdev",
+            &format!(
+                "user,id=n0,restrict=on,guestfwd=tcp:{GUEST_FORWARD_ADDR}:80-cmd:socat - TCP:127.0.0.1:{forward_port}"
+            ),
+            "-device",
+            "e1000,netdev=n0",
+        ]);
+        match boot {
+            LocalBoot::Cdrom(iso) => {
+                cmd.arg("-drive").arg(format!(
+                    "file={},media=cdrom,readonly=on,format=raw",
+                    iso.display()
+                ));
+                cmd.args(["-boot", "d"]);
+            }
+            LocalBoot::Disk(image) => {
+                cmd.arg("-drive").arg(format!(
+                    "file={},if=ide,format=raw,snapshot=on",
+                    image.display()
+                ));
+                cmd.args(["-boot", "c"]);
+            }
+            LocalBoot::Kernel {
+                kernel,
+                initrd,
+                append,
+            } => {
+                cmd.arg("-kernel").arg(kernel);
+                cmd.arg("-initrd").arg(initrd);
+                cmd.arg("-append").arg(append);
+            }
+        }
+        Self::spawn(cmd, dir, firmware)
+    }
+
+    fn spawn(mut cmd: Command, dir: tempfile::TempDir, firmware: Firmware) -> Qemu {
+        let serial = dir.path().join("serial.log");
+        cmd.args([
+            "-accel",
+            "tcg",
+            "-m",
+            "256",
+            "-nographic",
+            "-monitor",
+            "none",
+            "-no-reboot",
+        ])
+        .arg("-serial")
+        .arg(format!("file:{}", serial.display()));
+        if firmware == Firmware::Uefi {
+            let vars = dir.path().join("OVMF_VARS.fd");
+            std::fs::copy(OVMF_VARS, &vars).expect("copy OVMF vars (apt-get install ovmf)");
+            cmd.args([
+                "-drive",
+                &format!("if=pflash,format=raw,readonly=on,file={OVMF_CODE}"),
+            ])
+            .arg("-drive")
+            .arg(format!("if=pflash,format=raw,file={}", vars.display()));
         }
         let log = std::fs::File::create(dir.path().join("qemu.log")).expect("log");
         let child = cmd

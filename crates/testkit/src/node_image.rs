@@ -1,0 +1,1 @@
+//! (being written) Debian's kernel and a busybox initramfs that registers itself.
