@@ -76,7 +76,7 @@ impl Qemu {
     /// address from QEMU's internal DHCP, cannot reach anything, except that TCP to
     /// [`GUEST_FORWARD_ADDR`]:80 is forwarded to `127.0.0.1:forward_port` (one `socat` per
     /// connection: a `tcp:` chardev would carry only one connection). Nothing touches a real
-    /// interface. The NIC is an e1000 with no option ROM on OVMF (so the firmware boots the disk).
+    /// interface. The NIC is an e1000 without option ROM (so the firmware boots the medium).
     pub fn local(boot: &LocalBoot, firmware: Firmware, forward_port: u16) -> Qemu {
         let dir = tempfile::tempdir().expect("tempdir");
         let mut cmd = Command::new("qemu-system-x86_64");
@@ -85,8 +85,10 @@ impl Qemu {
             &format!(
                 "user,id=n0,restrict=on,guestfwd=tcp:{GUEST_FORWARD_ADDR}:80-cmd:socat - TCP:127.0.0.1:{forward_port}"
             ),
+            // No option ROM: the firmware must boot the medium, not try PXE; the iPXE on the medium
+            // and Linux both drive an e1000 natively.
             "-device",
-            "e1000,netdev=n0",
+            "e1000,netdev=n0,romfile=",
         ]);
         match boot {
             LocalBoot::Cdrom(iso) => {
