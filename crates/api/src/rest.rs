@@ -213,3 +213,65 @@ pub struct DistributorStatusInput {
     #[serde(default)]
     pub artifact_id: Option<String>,
 }
+
+/// `POST /api/localnodes`: a node registers itself (or an operator registers it). The same
+/// fields may come as a query string instead (`?ip=..&artifactId=..&pingable=true`), as the
+/// original tutorial's nodes send them.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct LocalNodeInput {
+    /// The node's IPv4 or IPv6 address.
+    pub ip: String,
+    /// The site (distributor) the node booted at.
+    pub artifact_id: String,
+    #[serde(default)]
+    pub mac: Option<String>,
+    #[serde(default)]
+    pub hostname: Option<String>,
+    /// What the node says of itself; the site's reachability probes overwrite it.
+    #[serde(default)]
+    pub pingable: Option<bool>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct LocalNodeRow {
+    pub id: String,
+    pub ip: String,
+    pub artifact_id: String,
+    /// Empty when not reported.
+    pub mac: String,
+    /// Empty when not reported.
+    pub hostname: String,
+    pub pingable: bool,
+    /// RFC 3339, UTC: the last registration or successful probe.
+    pub last_seen: String,
+    pub created_at: String,
+    pub updated_at: String,
+}
+
+impl From<proto::LocalNode> for LocalNodeRow {
+    fn from(n: proto::LocalNode) -> Self {
+        LocalNodeRow {
+            id: n.id,
+            ip: n.ip,
+            artifact_id: n.artifact_id,
+            mac: n.mac,
+            hostname: n.hostname,
+            pingable: n.pingable,
+            last_seen: format_timestamp(n.last_seen_ms),
+            created_at: format_timestamp(n.created_at_ms),
+            updated_at: format_timestamp(n.updated_at_ms),
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct LocalNodePage {
+    pub rows: Vec<LocalNodeRow>,
+    pub total: u64,
+    pub page: u32,
+    pub page_size: u32,
+    pub total_pages: u64,
+}

@@ -37,7 +37,13 @@ pub fn ping(service: &str) -> String {
 }
 
 /// The services of the system, by the name they register on the bus (also their queue group).
-pub const SERVICES: [&str; 4] = ["mainscripts", "kickstarts", "sshkeys", "distributors"];
+pub const SERVICES: [&str; 5] = [
+    "mainscripts",
+    "kickstarts",
+    "sshkeys",
+    "distributors",
+    "localnodes",
+];
 
 /// The text registries and the service that owns each.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -91,6 +97,7 @@ impl ScriptKind {
 
 pub const SSHKEYS: &str = "sshkeys";
 pub const DISTRIBUTORS: &str = "distributors";
+pub const LOCALNODES: &str = "localnodes";
 
 /// Distributors report here; the `distributors` service answers with the row.
 pub fn distributor_heartbeat() -> String {

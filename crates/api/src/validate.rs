@@ -49,6 +49,50 @@ pub fn id(field: &str, value: &str) -> Result<String, ApiError> {
         .map_err(|_| ApiError::invalid(field, "must be a UUID"))
 }
 
+/// An IP address (v4 or v6), returned in canonical form.
+pub fn ip(field: &str, value: &str) -> Result<String, ApiError> {
+    value
+        .parse::<std::net::IpAddr>()
+        .map(|ip| ip.to_string())
+        .map_err(|_| ApiError::invalid(field, "must be an IPv4 or IPv6 address"))
+}
+
+/// An Ethernet MAC address (`:` or `-` separated), returned lowercase with `:`.
+pub fn mac(field: &str, value: &str) -> Result<String, ApiError> {
+    let parts: Vec<&str> = value.split([':', '-']).collect();
+    let ok = parts.len() == 6
+        && parts
+            .iter()
+            .all(|p| p.len() == 2 && p.bytes().all(|b| b.is_ascii_hexdigit()));
+    if ok {
+        Ok(parts.join(":").to_ascii_lowercase())
+    } else {
+        Err(ApiError::invalid(
+            field,
+            "must be a MAC address like 52:54:00:12:34:56",
+        ))
+    }
+}
+
+/// A host name (RFC 1123): dot-separated labels of letters, digits and `-`, at most 253 bytes.
+pub fn hostname(field: &str, value: &str) -> Result<(), ApiError> {
+    let label_ok = |l: &str| {
+        !l.is_empty()
+            && l.len() <= 63
+            && !l.starts_with('-')
+            && !l.ends_with('-')
+            && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+    };
+    if value.len() <= 253 && value.split('.').all(label_ok) {
+        Ok(())
+    } else {
+        Err(ApiError::invalid(
+            field,
+            "must be a host name: labels of letters, digits and '-' separated by '.'",
+        ))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -93,5 +137,34 @@ mod tests {
         let u = "6A3C2F0E-0D2F-4C7E-9F3E-1A2B3C4D5E6F";
         assert_eq!(id("id", u).ok().as_deref(), Some(&*u.to_lowercase()));
         assert!(id("id", "../etc/passwd").is_err());
+    }
+
+    #[test]
+    fn node_fields() {
+        assert_eq!(ip("ip", "10.0.2.15").as_deref(), Ok("10.0.2.15"));
+        assert_eq!(ip("ip", "FD00::1").as_deref(), Ok("fd00::1"));
+        for bad in [
+            "",
+            "10.0.2",
+            "10.0.2.15;reboot",
+            "$(id)",
+            "10.0.2.256",
+            " 10.0.2.15",
+        ] {
+            assert!(ip("ip", bad).is_err(), "{bad}");
+        }
+        assert_eq!(
+            mac("mac", "52-54-00-AB-cd-01").as_deref(),
+            Ok("52:54:00:ab:cd:01")
+        );
+        for bad in ["", "52:54:00:ab:cd", "52:54:00:ab:cd:0g", "5254.00ab.cd01"] {
+            assert!(mac("mac", bad).is_err(), "{bad}");
+        }
+        for good in ["node1", "node-1.lab.example", "a"] {
+            assert!(hostname("hostname", good).is_ok(), "{good}");
+        }
+        for bad in ["", "-a", "a..b", "a b", "a;b", &"a".repeat(64)] {
+            assert!(hostname("hostname", bad).is_err(), "{bad}");
+        }
     }
 }

@@ -16,14 +16,16 @@ pub enum Service {
     Kickstarts,
     Sshkeys,
     Distributors,
+    Localnodes,
 }
 
 impl Service {
-    pub const ALL: [Service; 4] = [
+    pub const ALL: [Service; 5] = [
         Service::Mainscripts,
         Service::Kickstarts,
         Service::Sshkeys,
         Service::Distributors,
+        Service::Localnodes,
     ];
 
     pub fn name(self) -> &'static str {
@@ -32,6 +34,7 @@ impl Service {
             Service::Kickstarts => "kickstarts",
             Service::Sshkeys => "sshkeys",
             Service::Distributors => "distributors",
+            Service::Localnodes => "localnodes",
         }
     }
 }
@@ -74,6 +77,9 @@ pub async fn start_services(
                 .await
                 .map_err(|e| e.to_string()),
             Service::Distributors => bootfleet_distributors::start(bus.clone(), db.clone())
+                .await
+                .map_err(|e| e.to_string()),
+            Service::Localnodes => bootfleet_localnodes::start(bus.clone(), db.clone())
                 .await
                 .map_err(|e| e.to_string()),
         };

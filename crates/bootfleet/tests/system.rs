@@ -160,7 +160,145 @@ on_both_backends!(
     sshkeys_register_list_update_delete,
     bad_input_is_refused_with_the_field_named_and_nothing_written,
     auth_roles_and_node_tokens,
+    localnodes_register_by_query_or_json_and_refuse_bad_input,
 );
+
+async fn localnodes_register_by_query_or_json_and_refuse_bad_input(backend: Backend) {
+    let lab = lab(backend).await;
+    // The original tutorial's form: a query string and no body, with the node's token.
+    let path = "/api/localnodes?ip=10.0.2.15&artifactId=site-1&pingable=true";
+    let first = lab.call(Method::POST, path, Some(&lab.node), None).await;
+    assert_eq!(first.status, 201, "{}", first.text);
+    let row = first.json();
+    let id = row["id"].as_str().expect("id").to_owned();
+    assert_eq!(row["ip"], "10.0.2.15");
+    assert_eq!(row["artifactId"], "site-1");
+    assert_eq!(row["pingable"], true);
+    assert_eq!(
+        first.headers["location"].to_str().expect("location"),
+        format!("/api/localnodes/{id}")
+    );
+    // Again: the same row, updated (200), never a 500 or a duplicate.
+    let again = lab
+        .call(
+            Method::POST,
+            "/api/localnodes",
+            Some(&lab.node),
+            Some(json!({"ip": "10.0.2.15", "artifactId": "site-1", "mac": "52:54:00:12:34:56", "hostname": "node1"})),
+        )
+        .await;
+    assert_eq!(again.status, 200, "{}", again.text);
+    assert_eq!(again.json()["id"], id.as_str());
+    assert_eq!(again.json()["mac"], "52:54:00:12:34:56");
+    assert_eq!(lab.total("/api/localnodes").await, 1);
+    // An operator may register one too; a user may only read.
+    let admin = lab
+        .call(
+            Method::POST,
+            "/api/localnodes?ip=fd00::7&artifactId=site-2",
+            Some(&lab.admin),
+            None,
+        )
+        .await;
+    assert_eq!(admin.status, 201, "{}", admin.text);
+    lab.call(
+        Method::POST,
+        "/api/localnodes?ip=10.0.2.16&artifactId=site-1",
+        Some(&lab.user),
+        None,
+    )
+    .await
+    .expect_error(403, None);
+    lab.call(
+        Method::POST,
+        "/api/localnodes?ip=10.0.2.16&artifactId=site-1",
+        None,
+        None,
+    )
+    .await
+    .expect_error(401, None);
+    // A node token in the query string is not accepted for writes.
+    lab.call(
+        Method::POST,
+        &format!(
+            "/api/localnodes?ip=10.0.2.16&artifactId=site-1&token={}",
+            lab.node
+        ),
+        None,
+        None,
+    )
+    .await
+    .expect_error(401, None);
+
+    for (query, field) in [
+        ("ip=10.0.2.300&artifactId=site-1", "ip"),
+        ("ip=10.0.2.15%3Breboot&artifactId=site-1", "ip"),
+        ("ip=%24(id)&artifactId=site-1", "ip"),
+        ("artifactId=site-1", "ip"),
+        ("ip=10.0.2.15&artifactId=site%201", "artifactId"),
+        ("ip=10.0.2.15&artifactId=%60id%60", "artifactId"),
+        ("ip=10.0.2.15", "artifactId"),
+        ("ip=10.0.2.15&artifactId=s&pingable=yes", "pingable"),
+        ("ip=10.0.2.15&artifactId=s&mac=1", "mac"),
+        ("ip=10.0.2.15&artifactId=s&role=admin", "role"),
+    ] {
+        lab.call(
+            Method::POST,
+            &format!("/api/localnodes?{query}"),
+            Some(&lab.node),
+            None,
+        )
+        .await
+        .expect_error(400, Some(field));
+    }
+    lab.call(
+        Method::POST,
+        "/api/localnodes",
+        Some(&lab.node),
+        Some(json!({"ip": "10.0.2.15", "artifactId": "site-1", "extra": 1})),
+    )
+    .await
+    .expect_error(400, Some("extra"));
+    lab.call(
+        Method::POST,
+        "/api/localnodes?ip=10.0.2.15&artifactId=site-1",
+        Some(&lab.node),
+        Some(json!({"ip": "10.0.2.15", "artifactId": "site-1"})),
+    )
+    .await
+    .expect_error(400, Some("body"));
+    assert_eq!(lab.total("/api/localnodes").await, 2, "nothing written");
+
+    // Read, search, delete.
+    let node = lab
+        .call(
+            Method::GET,
+            &format!("/api/localnodes/{id}"),
+            Some(&lab.user),
+            None,
+        )
+        .await;
+    assert_eq!(node.status, 200);
+    assert_eq!(node.json()["hostname"], "node1");
+    let found = lab
+        .admin(Method::GET, "/api/localnodes?search=site-2", None)
+        .await;
+    assert_eq!(found.json()["total"], 1);
+    lab.call(
+        Method::DELETE,
+        &format!("/api/localnodes/{id}"),
+        Some(&lab.node),
+        None,
+    )
+    .await
+    .expect_error(403, None);
+    let deleted = lab
+        .admin(Method::DELETE, &format!("/api/localnodes/{id}"), None)
+        .await;
+    assert_eq!(deleted.status, 200);
+    assert_eq!(lab.total("/api/localnodes").await, 1);
+    lab.stop().await;
+}
 
 async fn text_registries_crud_list_search_and_page(backend: Backend) {
     let lab = lab(backend).await;

@@ -2,7 +2,7 @@
 //!
 //! Tokens are signed with an HS256 shared secret (minted by `bootfleet token`), or by a key the
 //! operator configures (RS256/ES256/EdDSA public key in PEM). Roles: `admin` may do anything,
-//! `user` may only read, `node` may only read what a booting node needs (and, later, register).
+//! `user` may only read, `node` may only read what a booting node needs and register itself.
 
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
@@ -65,6 +65,9 @@ pub enum Access {
     /// What a booting node fetches: `admin`, `user` or `node`; the token may come in `?token=`
     /// because iPXE and a kernel command line cannot send headers.
     NodeRead,
+    /// What a node reports about itself (registration): `admin` or `node`. The token must come
+    /// in the Authorization header.
+    NodeWrite,
 }
 
 impl Access {
@@ -74,6 +77,7 @@ impl Access {
             Access::Read => matches!(role, Role::Admin | Role::User),
             Access::Write => role == Role::Admin,
             Access::NodeRead => true,
+            Access::NodeWrite => matches!(role, Role::Admin | Role::Node),
         }
     }
 

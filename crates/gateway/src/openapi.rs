@@ -4,8 +4,8 @@ use std::collections::BTreeMap;
 
 use bootfleet_api::rest::{
     DistributorPage, DistributorRow, DistributorStatusInput, ErrorBody, ErrorEnvelope,
-    GeneratedKeyPair, Readiness, ScriptInput, ScriptPage, ScriptRow, ServiceReadiness, SshKeyInput,
-    SshKeyPage, SshKeyRow,
+    GeneratedKeyPair, LocalNodeInput, LocalNodePage, LocalNodeRow, Readiness, ScriptInput,
+    ScriptPage, ScriptRow, ServiceReadiness, SshKeyInput, SshKeyPage, SshKeyRow,
 };
 use bootfleet_api::ErrorCode;
 use utoipa::openapi::path::{
@@ -194,6 +194,9 @@ pub fn document(routes: &[RouteDef]) -> OpenApi {
         .schema_from::<DistributorRow>()
         .schema_from::<DistributorPage>()
         .schema_from::<DistributorStatusInput>()
+        .schema_from::<LocalNodeInput>()
+        .schema_from::<LocalNodeRow>()
+        .schema_from::<LocalNodePage>()
         .schema_from::<Readiness>()
         .schema_from::<ServiceReadiness>()
         .security_scheme(

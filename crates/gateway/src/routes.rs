@@ -17,6 +17,8 @@ use crate::auth::Access;
 use crate::http::{HttpError, HttpResult, JsonBody, Trace};
 use crate::AppState;
 
+mod localnodes;
+
 /// A parameter's type, for the OpenAPI document.
 #[derive(Clone, Copy, Debug)]
 pub enum ParamType {
@@ -653,5 +655,6 @@ pub fn routes() -> Vec<RouteDef> {
     }
     all.extend(sshkey_routes());
     all.extend(distributor_routes());
+    all.extend(localnodes::routes());
     all
 }

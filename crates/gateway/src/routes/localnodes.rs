@@ -1,0 +1,226 @@
+//! `/api/localnodes`: hosts that came up. A node registers itself with its `node` token (the
+//! original tutorial's nodes send the fields as a query string; a JSON body works too).
+
+use axum::extract::{FromRequest, Path, RawQuery, Request, State};
+use axum::http::{header, Method, StatusCode};
+use axum::response::IntoResponse;
+use axum::routing;
+use axum::Json;
+use bootfleet_api::rest::{LocalNodeInput, LocalNodePage, LocalNodeRow};
+use bootfleet_api::subjects::{self, Op};
+use bootfleet_api::{proto, validate, ApiError};
+
+use super::{created, list_params, path_id, query_pairs, Body, RouteDef, ID, LIST_PARAMS};
+use crate::auth::Access;
+use crate::http::{HttpResult, JsonBody, Trace};
+use crate::AppState;
+
+const SERVICE: &str = subjects::LOCALNODES;
+
+fn query_param(name: &'static str, description: &'static str, required: bool) -> super::Param {
+    super::Param {
+        name,
+        in_path: false,
+        required,
+        ty: super::ParamType::String,
+        description,
+    }
+}
+
+/// The registration from the query string, or `None` when the query names no field.
+fn from_query(raw: Option<&str>) -> Result<Option<LocalNodeInput>, ApiError> {
+    let pairs = query_pairs(raw)?;
+    if pairs.is_empty() {
+        return Ok(None);
+    }
+    let mut input = LocalNodeInput {
+        ip: String::new(),
+        artifact_id: String::new(),
+        mac: None,
+        hostname: None,
+        pingable: None,
+    };
+    for (key, value) in pairs {
+        match key.as_str() {
+            "ip" => input.ip = value,
+            "artifactId" => input.artifact_id = value,
+            "mac" => input.mac = Some(value),
+            "hostname" => input.hostname = Some(value),
+            "pingable" => {
+                input.pingable = Some(match value.as_str() {
+                    "true" | "1" => true,
+                    "false" | "0" => false,
+                    _ => return Err(ApiError::invalid("pingable", "must be true or false")),
+                })
+            }
+            other => {
+                return Err(ApiError::invalid(
+                    other,
+                    "unknown parameter (ip, artifactId, mac, hostname, pingable)",
+                ))
+            }
+        }
+    }
+    Ok(Some(input))
+}
+
+fn to_proto(input: LocalNodeInput) -> Result<proto::RegisterLocalNode, ApiError> {
+    if input.ip.is_empty() {
+        return Err(ApiError::invalid("ip", "is required"));
+    }
+    if input.artifact_id.is_empty() {
+        return Err(ApiError::invalid("artifactId", "is required"));
+    }
+    // Early, field-named errors; the service validates again.
+    check_fields(&input)?;
+    Ok(proto::RegisterLocalNode {
+        ip: input.ip,
+        artifact_id: input.artifact_id,
+        mac: input.mac.unwrap_or_default(),
+        hostname: input.hostname.unwrap_or_default(),
+        pingable: input.pingable.unwrap_or(false),
+    })
+}
+
+fn check_fields(input: &LocalNodeInput) -> Result<(), ApiError> {
+    validate::ip("ip", &input.ip)?;
+    validate::artifact_id("artifactId", &input.artifact_id)?;
+    if let Some(mac) = input.mac.as_deref().filter(|m| !m.is_empty()) {
+        validate::mac("mac", mac)?;
+    }
+    if let Some(host) = input.hostname.as_deref().filter(|h| !h.is_empty()) {
+        validate::hostname("hostname", host)?;
+    }
+    Ok(())
+}
+
+async fn register(
+    State(s): State<AppState>,
+    Trace(t): Trace,
+    req: Request,
+) -> HttpResult<axum::response::Response> {
+    let query = from_query(req.uri().query())?;
+    let has_body = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v != "0")
+        || req.headers().contains_key(header::TRANSFER_ENCODING);
+    let input = match (query, has_body) {
+        (Some(_), true) => {
+            return Err(ApiError::invalid(
+                "body",
+                "give the fields in the query string or in a JSON body, not both",
+            )
+            .into())
+        }
+        (Some(q), false) => q,
+        (None, _) => {
+            let JsonBody(body) = JsonBody::<LocalNodeInput>::from_request(req, &s).await?;
+            body
+        }
+    };
+    let req = to_proto(input)?;
+    let registered: proto::RegisteredLocalNode = s
+        .bus
+        .request(&t, &subjects::subject(SERVICE, Op::Create), &req)
+        .await?;
+    let node = registered
+        .node
+        .ok_or_else(|| ApiError::internal("the localnodes service answered without a node"))?;
+    let location = format!("/api/localnodes/{}", node.id);
+    let row = LocalNodeRow::from(node);
+    Ok(if registered.created {
+        created(location, row)
+    } else {
+        (StatusCode::OK, Json(row)).into_response()
+    })
+}
+
+pub(super) fn routes() -> Vec<RouteDef> {
+    vec![
+        RouteDef {
+            method: Method::POST,
+            path: "/api/localnodes".into(),
+            access: Access::NodeWrite,
+            operation_id: "registerLocalNode".into(),
+            summary: "A node registers itself (node or admin token, in the Authorization header). Fields as a query string or a JSON body; registering the same ip at the same site again updates the row (200) instead of creating one (201)".into(),
+            tag: "localnodes",
+            params: vec![
+                query_param("ip", "The node's IPv4 or IPv6 address (or in the JSON body).", false),
+                query_param("artifactId", "The site the node booted at (or in the JSON body).", false),
+                query_param("mac", "Optional MAC address.", false),
+                query_param("hostname", "Optional host name.", false),
+                query_param("pingable", "Optional, `true` or `false`.", false),
+            ],
+            request: Some("LocalNodeInput"),
+            status: 201,
+            response: Body::Json("LocalNodeRow"),
+            handler: routing::post(register),
+        },
+        RouteDef {
+            method: Method::GET,
+            path: "/api/localnodes".into(),
+            access: Access::Read,
+            operation_id: "listLocalNodes".into(),
+            summary: "List registered nodes, with `pingable` and `lastSeen`".into(),
+            tag: "localnodes",
+            params: LIST_PARAMS.to_vec(),
+            request: None,
+            status: 200,
+            response: Body::Json("LocalNodePage"),
+            handler: routing::get(
+                |State(s): State<AppState>, Trace(t): Trace, RawQuery(q): RawQuery| async move {
+                    let params = list_params(q.as_deref())?;
+                    let list: proto::LocalNodeList =
+                        s.bus.request(&t, &subjects::subject(SERVICE, Op::List), &params.to_proto()).await?;
+                    HttpResult::Ok(Json(LocalNodePage {
+                        rows: list.rows.into_iter().map(LocalNodeRow::from).collect(),
+                        total: list.total,
+                        page: params.page,
+                        page_size: params.page_size,
+                        total_pages: params.total_pages(list.total),
+                    }))
+                },
+            ),
+        },
+        RouteDef {
+            method: Method::GET,
+            path: "/api/localnodes/{id}".into(),
+            access: Access::Read,
+            operation_id: "getLocalNode".into(),
+            summary: "One registered node".into(),
+            tag: "localnodes",
+            params: vec![ID],
+            request: None,
+            status: 200,
+            response: Body::Json("LocalNodeRow"),
+            handler: routing::get(
+                |State(s): State<AppState>, Trace(t): Trace, Path(id): Path<String>| async move {
+                    let req = proto::IdRequest { id: path_id(&id)? };
+                    let node: proto::LocalNode = s.bus.request(&t, &subjects::subject(SERVICE, Op::Get), &req).await?;
+                    HttpResult::Ok(Json(LocalNodeRow::from(node)))
+                },
+            ),
+        },
+        RouteDef {
+            method: Method::DELETE,
+            path: "/api/localnodes/{id}".into(),
+            access: Access::Write,
+            operation_id: "deleteLocalNode".into(),
+            summary: "Forget a node (it registers again when it next boots); answers with the deleted row".into(),
+            tag: "localnodes",
+            params: vec![ID],
+            request: None,
+            status: 200,
+            response: Body::Json("LocalNodeRow"),
+            handler: routing::delete(
+                |State(s): State<AppState>, Trace(t): Trace, Path(id): Path<String>| async move {
+                    let req = proto::IdRequest { id: path_id(&id)? };
+                    let node: proto::LocalNode = s.bus.request(&t, &subjects::subject(SERVICE, Op::Delete), &req).await?;
+                    HttpResult::Ok(Json(LocalNodeRow::from(node)))
+                },
+            ),
+        },
+    ]
+}
