@@ -37,12 +37,14 @@ pub fn ping(service: &str) -> String {
 }
 
 /// The services of the system, by the name they register on the bus (also their queue group).
-pub const SERVICES: [&str; 5] = [
+pub const SERVICES: [&str; 7] = [
     "mainscripts",
     "kickstarts",
     "sshkeys",
     "distributors",
     "localnodes",
+    "artifacts",
+    "builders",
 ];
 
 /// The text registries and the service that owns each.
@@ -98,6 +100,21 @@ impl ScriptKind {
 pub const SSHKEYS: &str = "sshkeys";
 pub const DISTRIBUTORS: &str = "distributors";
 pub const LOCALNODES: &str = "localnodes";
+/// The artifact registry (all four kinds); its rows are built by the `builders`.
+pub const ARTIFACTS: &str = "artifacts";
+/// Build workers: they consume the build queue and answer only `ping`.
+pub const BUILDERS: &str = "builders";
+/// The JetStream work-queue stream the builders consume, and its subjects.
+pub const BUILD_STREAM: &str = "BOOTFLEET_BUILDS";
+pub const BUILD_SUBJECTS: &str = "bootfleet.v1.builds.*";
+
+/// A build job for one kind of artifact.
+pub fn build_job(kind: &str) -> String {
+    format!("{PREFIX}.builds.{kind}")
+}
+
+/// The JetStream object store bucket that holds built artifacts, by content address.
+pub const ARTIFACT_BUCKET: &str = "bootfleet-artifacts";
 
 /// Distributors report here; the `distributors` service answers with the row.
 pub fn distributor_heartbeat() -> String {

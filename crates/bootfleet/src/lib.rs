@@ -17,15 +17,21 @@ pub enum Service {
     Sshkeys,
     Distributors,
     Localnodes,
+    /// The artifact registry.
+    Artifacts,
+    /// A build worker (consumes the build queue).
+    Builders,
 }
 
 impl Service {
-    pub const ALL: [Service; 5] = [
+    pub const ALL: [Service; 7] = [
         Service::Mainscripts,
         Service::Kickstarts,
         Service::Sshkeys,
         Service::Distributors,
         Service::Localnodes,
+        Service::Artifacts,
+        Service::Builders,
     ];
 
     pub fn name(self) -> &'static str {
@@ -35,6 +41,8 @@ impl Service {
             Service::Sshkeys => "sshkeys",
             Service::Distributors => "distributors",
             Service::Localnodes => "localnodes",
+            Service::Artifacts => "artifacts",
+            Service::Builders => "builders",
         }
     }
 }
@@ -80,6 +88,12 @@ pub async fn start_services(
                 .await
                 .map_err(|e| e.to_string()),
             Service::Localnodes => bootfleet_localnodes::start(bus.clone(), db.clone())
+                .await
+                .map_err(|e| e.to_string()),
+            Service::Artifacts => bootfleet_artifacts::start(bus.clone(), db.clone())
+                .await
+                .map_err(|e| e.to_string()),
+            Service::Builders => bootfleet_artifacts::worker::start(bus.clone(), db.clone())
                 .await
                 .map_err(|e| e.to_string()),
         };

@@ -1311,3 +1311,289 @@ async fn up_runs_the_system_and_stops_cleanly() {
         "the nats-server bootfleet started is gone"
     );
 }
+
+/// Polls an artifact row over REST until it is `done` or `failed`.
+async fn finished_row(lab: &Lab, path: &str) -> Value {
+    for _ in 0..600 {
+        let r = lab.admin(Method::GET, path, None).await;
+        assert_eq!(r.status, 200, "{}", r.text);
+        let row = r.json();
+        if row["status"] == "done" || row["status"] == "failed" {
+            return row;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("{path} did not finish within 60 s");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn artifacts_over_rest_build_download_and_refuse_bad_input() {
+    let lab = lab(Backend::Sqlite).await;
+    let created = lab
+        .admin(
+            Method::POST,
+            "/api/syslinuxs",
+            Some(json!({"fragment": "isolinux.bin"})),
+        )
+        .await;
+    assert_eq!(created.status, 201, "{}", created.text);
+    let id = created.json()["id"].as_str().expect("id").to_owned();
+    let row = finished_row(&lab, &format!("/api/syslinuxs/{id}")).await;
+    assert_eq!(row["status"], "done", "{row}");
+    assert_eq!(row["fragment"], "isolinux.bin");
+    let url = row["url"].as_str().expect("url").to_owned();
+    assert_eq!(url, format!("/syslinuxs/{id}/isolinux.bin"));
+    let original = std::fs::read("/usr/lib/ISOLINUX/isolinux.bin").expect("isolinux package");
+    assert_eq!(row["size"], original.len() as u64);
+
+    // Download: the bytes, their length and a strong ETag; a node token works, in the query too.
+    let get = |headers: Vec<(&'static str, String)>| {
+        let mut req = lab
+            .http
+            .get(format!("{}{url}?token={}", lab.base, lab.node));
+        for (k, v) in headers {
+            req = req.header(k, v);
+        }
+        req.send()
+    };
+    let full = get(vec![]).await.expect("download");
+    assert_eq!(full.status(), 200);
+    let etag = full.headers()["etag"].to_str().expect("etag").to_owned();
+    assert_eq!(
+        full.headers()["content-length"],
+        original.len().to_string().as_str()
+    );
+    assert_eq!(
+        full.bytes().await.expect("bytes").as_ref(),
+        original.as_slice()
+    );
+    let part = get(vec![("range", "bytes=100-199".into())])
+        .await
+        .expect("range");
+    assert_eq!(part.status(), 206);
+    assert_eq!(
+        part.headers()["content-range"],
+        format!("bytes 100-199/{}", original.len()).as_str()
+    );
+    assert_eq!(
+        part.bytes().await.expect("bytes").as_ref(),
+        &original[100..200]
+    );
+    let cached = get(vec![("if-none-match", etag.clone())])
+        .await
+        .expect("304");
+    assert_eq!(cached.status(), 304);
+    let past = get(vec![("range", format!("bytes={}-", original.len() + 10))])
+        .await
+        .expect("416");
+    assert_eq!(past.status(), 416);
+    let anonymous = lab
+        .http
+        .get(format!("{}{url}", lab.base))
+        .send()
+        .await
+        .expect("anon");
+    assert_eq!(anonymous.status(), 401);
+    lab.call(
+        Method::GET,
+        &format!("/syslinuxs/{id}/ldlinux.c32"),
+        Some(&lab.admin),
+        None,
+    )
+    .await
+    .expect_error(404, None);
+
+    // The original system's bad inputs, refused by name; nothing is stored.
+    for (path, body, field) in [
+        (
+            "/api/syslinuxs",
+            json!({"fragment": "../../../etc/shadow"}),
+            "fragment",
+        ),
+        (
+            "/api/grubs",
+            json!({"label": "X;reboot", "platform": "efi", "architecture": "x64", "extension": "efi", "fragment": "img"}),
+            "label",
+        ),
+        (
+            "/api/grubs",
+            json!({"label": "X", "platform": "efi", "architecture": "x64", "extension": "efi", "fragment": "../img"}),
+            "fragment",
+        ),
+        (
+            "/api/ipxes",
+            json!({"script": "#!ipxe", "platform": "bin-x86_64-efi && reboot", "driver": "ipxe", "extension": "efi"}),
+            "platform",
+        ),
+        (
+            "/api/ipxes",
+            json!({"script": format!("#!ipxe\n{}", "x".repeat(300 * 1024)), "platform": "bin-x86_64-efi", "driver": "ipxe", "extension": "efi"}),
+            "script",
+        ),
+        (
+            "/api/ipxes",
+            json!({"script": "#!ipxe", "platform": "bin-x86_64-efi", "driver": "ipxe"}),
+            "extension",
+        ),
+        (
+            "/api/isos",
+            json!({"label": "X", "ipxeUefiUrl": format!("http://evil.example/ipxes/{id}/ipxe.efi"), "ipxeBiosUrl": id, "grubImgUrl": id, "grubEfiX64Url": id, "grubEfiX86Url": id, "ldLinuxUrl": id, "isolinuxBinUrl": id, "isohdpfxBinUrl": id}),
+            "ipxeUefiUrl",
+        ),
+    ] {
+        lab.admin(Method::POST, path, Some(body))
+            .await
+            .expect_error(400, Some(field));
+    }
+    for collection in ["/api/ipxes", "/api/grubs", "/api/isos"] {
+        assert_eq!(lab.total(collection).await, 0, "{collection}");
+    }
+    // The gateway's own address is this system: a URL on it resolves (then fails on the kind).
+    let own = format!("{}/syslinuxs/{id}/isolinux.bin", lab.base);
+    lab.admin(
+        Method::POST,
+        "/api/isos",
+        Some(json!({"label": "X", "ipxeUefiUrl": own, "ipxeBiosUrl": id, "grubImgUrl": id, "grubEfiX64Url": id, "grubEfiX86Url": id, "ldLinuxUrl": id, "isolinuxBinUrl": id, "isohdpfxBinUrl": id})),
+    )
+    .await
+    .expect_error(400, Some("ipxeUefiUrl"));
+
+    let deleted = lab
+        .admin(Method::DELETE, &format!("/api/syslinuxs/{id}"), None)
+        .await;
+    assert_eq!(deleted.status, 200);
+    lab.call(Method::GET, &url, Some(&lab.admin), None)
+        .await
+        .expect_error(404, None);
+    lab.stop().await;
+}
+
+/// A worker SIGKILLed mid-build: JetStream hands the job to another after the ack wait, and the
+/// build ends `done` once, with one set of files.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_builder_killed_mid_build_leaves_the_job_to_another() {
+    let nats = NatsServer::start();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db_url = database_url(Backend::Sqlite, dir.path());
+    // A stand-in iPXE tree (no iPXE source on these machines): real GNU make, a slow "compile"
+    // that embeds the script, so there is time to kill the builder in the middle.
+    let src = dir.path().join("ipxe/src");
+    std::fs::create_dir_all(&src).expect("mkdir");
+    std::fs::write(
+        src.join("Makefile"),
+        "%:\n\tsleep 4\n\tmkdir -p $(@D)\n\tcp $(EMBED) $@\n",
+    )
+    .expect("makefile");
+    let bus = Bus::connect(&BusConfig::new(nats.url(), "kill-test"))
+        .await
+        .expect("bus");
+    let db = bootfleet_store::connect(&db_url).await.expect("db");
+    let service = bootfleet_artifacts::start(bus.clone(), db)
+        .await
+        .expect("artifacts service");
+    let spawn = || {
+        ChildGuard(
+            bootfleet_bin()
+                .args(["service", "builders"])
+                .env("NATS_URL", nats.url())
+                .env("DATABASE_URL", &db_url)
+                .env("BOOTFLEET_DATA_DIR", dir.path())
+                .env("BOOTFLEET_IPXE_SOURCE", dir.path().join("ipxe"))
+                .env("BOOTFLEET_BUILD_ACK_WAIT_SECS", "3")
+                .stdout(std::process::Stdio::null())
+                .spawn()
+                .expect("spawn builder"),
+        )
+    };
+    let wait_for_builder = || async {
+        for _ in 0..200 {
+            if bus.ping("builders").await.is_ok() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("no builder answered");
+    };
+    let get = |id: String| {
+        let bus = bus.clone();
+        async move {
+            bus.request::<_, proto::Artifact>(
+                &TraceParent::new_root(),
+                &bootfleet_api::subjects::subject("artifacts", Op::Get),
+                &proto::ArtifactRef {
+                    kind: "ipxes".into(),
+                    id,
+                },
+            )
+            .await
+            .expect("get")
+        }
+    };
+    let mut first = spawn();
+    wait_for_builder().await;
+    let script = "#!ipxe\necho compiled in\n";
+    let req = proto::CreateArtifact {
+        kind: "ipxes".into(),
+        id: uuid_for(7),
+        inputs_json: json!({"script": script, "platform": "bin-x86_64-efi", "driver": "ipxe", "extension": "efi"}).to_string(),
+    };
+    let row: proto::Artifact = bus
+        .with_timeout(Duration::from_secs(30), 1)
+        .request(
+            &TraceParent::new_root(),
+            &bootfleet_api::subjects::subject("artifacts", Op::Create),
+            &req,
+        )
+        .await
+        .expect("create");
+    let mut working = false;
+    for _ in 0..100 {
+        if get(row.id.clone()).await.status == "working" {
+            working = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(working, "the first builder never started");
+    first.0.kill().expect("SIGKILL the builder");
+    first.0.wait().expect("reap");
+    assert_eq!(get(row.id.clone()).await.status, "working");
+
+    let _second = spawn();
+    let mut done = None;
+    for _ in 0..300 {
+        let r = get(row.id.clone()).await;
+        if r.status == "done" || r.status == "failed" {
+            done = Some(r);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let done = done.expect("the build did not finish within 30 s of the second builder");
+    assert_eq!(done.status, "done", "{}", done.error);
+    assert_eq!(done.embedded, Some(true), "compiled in");
+    let names: Vec<&str> = done.files.iter().map(|f| f.name.as_str()).collect();
+    assert_eq!(names, ["ipxe.efi"]);
+    // One set of bytes under the content address: the stand-in "binary" is the script itself.
+    let js = async_nats::jetstream::new(bus.client().clone());
+    let store = js
+        .get_object_store(bootfleet_api::subjects::ARTIFACT_BUCKET)
+        .await
+        .expect("bucket");
+    let mut names = Vec::new();
+    let mut list = store.list().await.expect("list objects");
+    while let Some(info) = futures_util::StreamExt::next(&mut list).await {
+        let info = info.expect("object info");
+        if !info.deleted {
+            names.push(info.name);
+        }
+    }
+    assert_eq!(names, [format!("{}/ipxe.efi", done.key)]);
+    let mut object = store.get(names[0].as_str()).await.expect("object");
+    let mut bytes = Vec::new();
+    tokio::io::AsyncReadExt::read_to_end(&mut object, &mut bytes)
+        .await
+        .expect("read");
+    assert_eq!(bytes, script.as_bytes());
+    service.stop().await;
+}

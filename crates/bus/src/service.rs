@@ -27,12 +27,14 @@ pub struct RequestCtx {
 
 type BoxFuture = Pin<Box<dyn Future<Output = Result<Bytes, ApiError>> + Send>>;
 type Handler = Arc<dyn Fn(RequestCtx, Bytes) -> BoxFuture + Send + Sync>;
+type Background = Box<dyn FnOnce(watch::Receiver<bool>) -> Pin<Box<dyn Future<Output = ()> + Send>> + Send>;
 
 pub struct ServiceBuilder {
     bus: Bus,
     service: &'static str,
     instance: String,
     routes: Vec<(String, Handler)>,
+    background: Vec<Background>,
 }
 
 impl std::fmt::Debug for ServiceBuilder {
@@ -58,6 +60,7 @@ impl ServiceBuilder {
             service,
             instance,
             routes: Vec::new(),
+            background: Vec::new(),
         }
         .route(subjects::ping(service), move |_ctx, _req: proto::Empty| {
             let pong = proto::Pong {
@@ -93,6 +96,18 @@ impl ServiceBuilder {
         self
     }
 
+    /// A task that runs beside the routes (a queue consumer, say) until the receiver reports
+    /// `true`; [`RunningService::stop`] signals it and waits for it to return.
+    pub fn background<F, Fut>(mut self, task: F) -> Self
+    where
+        F: FnOnce(watch::Receiver<bool>) -> Fut + Send + 'static,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        self.background
+            .push(Box::new(move |stop| Box::pin(task(stop))));
+        self
+    }
+
     /// Subscribes every route and starts answering. Returns once the NATS server has the
     /// subscriptions, so a request sent after this returns reaches this instance.
     pub async fn start(self) -> Result<RunningService, BusError> {
@@ -117,6 +132,9 @@ impl ServiceBuilder {
                 permits.clone(),
                 stop_rx.clone(),
             ));
+        }
+        for task in self.background {
+            loops.spawn(task(stop_rx.clone()));
         }
         // The flush round-trip guarantees the server has processed our SUBs.
         if let Err(e) = self.bus.client.flush().await {

@@ -38,6 +38,17 @@ pub struct AppState {
     pub bus: Bus,
     config: Arc<GatewayConfig>,
     openapi: Arc<str>,
+    /// The artifact bucket, opened on the first download.
+    artifacts: Arc<ArtifactStore>,
+}
+
+#[derive(Default)]
+struct ArtifactStore(tokio::sync::OnceCell<async_nats::jetstream::object_store::ObjectStore>);
+
+impl std::fmt::Debug for ArtifactStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ArtifactStore")
+    }
 }
 
 async fn require(
@@ -89,6 +100,7 @@ pub fn router(bus: Bus, config: GatewayConfig) -> Router {
         bus,
         config: Arc::new(config),
         openapi: openapi.into(),
+        artifacts: Arc::default(),
     };
     let mut router = Router::new();
     for route in routes {
@@ -118,6 +130,23 @@ pub fn router(bus: Bus, config: GatewayConfig) -> Router {
 impl AppState {
     pub fn body_limit(&self) -> usize {
         self.config.body_limit
+    }
+
+    /// The JetStream object store the builders put artifacts in.
+    pub async fn artifact_store(
+        &self,
+    ) -> Result<&async_nats::jetstream::object_store::ObjectStore, ApiError> {
+        self.artifacts
+            .0
+            .get_or_try_init(|| async {
+                async_nats::jetstream::new(self.bus.client().clone())
+                    .get_object_store(bootfleet_api::subjects::ARTIFACT_BUCKET)
+                    .await
+                    .map_err(|e| {
+                        ApiError::unavailable(format!("the artifact store is not reachable: {e}"))
+                    })
+            })
+            .await
     }
 }
 

@@ -2,6 +2,10 @@
 
 use std::collections::BTreeMap;
 
+use bootfleet_api::artifacts::{
+    ArtifactFileRow, BuildState, GrubInput, GrubPage, GrubRow, IpxeInput, IpxePage, IpxeRow,
+    IsoInput, IsoPage, IsoRow, SyslinuxInput, SyslinuxPage, SyslinuxRow,
+};
 use bootfleet_api::rest::{
     DistributorPage, DistributorRow, DistributorStatusInput, ErrorBody, ErrorEnvelope,
     GeneratedKeyPair, LocalNodeInput, LocalNodePage, LocalNodeRow, Readiness, ScriptInput,
@@ -12,7 +16,7 @@ use utoipa::openapi::path::{
     HttpMethod, OperationBuilder, ParameterBuilder, ParameterIn, PathItemBuilder,
 };
 use utoipa::openapi::request_body::RequestBodyBuilder;
-use utoipa::openapi::schema::{ObjectBuilder, SchemaFormat, Type};
+use utoipa::openapi::schema::{KnownFormat, ObjectBuilder, SchemaFormat, Type};
 use utoipa::openapi::security::{
     ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityRequirement, SecurityScheme,
 };
@@ -111,6 +115,19 @@ fn operation(route: &RouteDef) -> utoipa::openapi::path::Operation {
                 .schema(Some(ObjectBuilder::new().schema_type(Type::String).build()))
                 .build(),
         ),
+        Body::Binary => ResponseBuilder::new()
+            .description("the file's bytes (206 for a Range, 304 when the ETag matches)")
+            .content(
+                "application/octet-stream",
+                ContentBuilder::new()
+                    .schema(Some(
+                        ObjectBuilder::new()
+                            .schema_type(Type::String)
+                            .format(Some(SchemaFormat::KnownFormat(KnownFormat::Binary)))
+                            .build(),
+                    ))
+                    .build(),
+            ),
     };
     op = op.response(route.status.to_string(), ok.build());
     let on_bus = route.tag != "system";
@@ -197,6 +214,20 @@ pub fn document(routes: &[RouteDef]) -> OpenApi {
         .schema_from::<LocalNodeInput>()
         .schema_from::<LocalNodeRow>()
         .schema_from::<LocalNodePage>()
+        .schema_from::<IpxeInput>()
+        .schema_from::<IpxeRow>()
+        .schema_from::<IpxePage>()
+        .schema_from::<GrubInput>()
+        .schema_from::<GrubRow>()
+        .schema_from::<GrubPage>()
+        .schema_from::<SyslinuxInput>()
+        .schema_from::<SyslinuxRow>()
+        .schema_from::<SyslinuxPage>()
+        .schema_from::<IsoInput>()
+        .schema_from::<IsoRow>()
+        .schema_from::<IsoPage>()
+        .schema_from::<BuildState>()
+        .schema_from::<ArtifactFileRow>()
         .schema_from::<Readiness>()
         .schema_from::<ServiceReadiness>()
         .security_scheme(

@@ -17,6 +17,7 @@ use crate::auth::Access;
 use crate::http::{HttpError, HttpResult, JsonBody, Trace};
 use crate::AppState;
 
+mod artifacts;
 mod localnodes;
 
 /// A parameter's type, for the OpenAPI document.
@@ -44,6 +45,8 @@ pub enum Body {
     /// A JSON document with no schema of ours (the OpenAPI document itself).
     AnyJson,
     Text,
+    /// Bytes (`application/octet-stream`).
+    Binary,
 }
 
 pub struct RouteDef {
@@ -656,5 +659,6 @@ pub fn routes() -> Vec<RouteDef> {
     all.extend(sshkey_routes());
     all.extend(distributor_routes());
     all.extend(localnodes::routes());
+    all.extend(artifacts::routes());
     all
 }

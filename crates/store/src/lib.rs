@@ -149,8 +149,18 @@ pub async fn list<T: FromQueryResult>(
     spec: &TableSpec,
     params: &ListParams,
 ) -> Result<(Vec<T>, u64), ApiError> {
+    list_where(db, spec, params, Condition::all()).await
+}
+
+/// [`list`] within the rows that meet `scope` (one kind of several in a table, say).
+pub async fn list_where<T: FromQueryResult>(
+    db: &DatabaseConnection,
+    spec: &TableSpec,
+    params: &ListParams,
+    scope: Condition,
+) -> Result<(Vec<T>, u64), ApiError> {
     params.check_fields(spec.sortable, spec.searchable)?;
-    let mut condition = Condition::all();
+    let mut condition = scope;
     if let Some(search) = &params.search {
         let fields: Vec<&str> = if params.search_fields.is_empty() {
             spec.searchable.to_vec()

@@ -44,6 +44,22 @@ pub enum LocalBoot {
 /// port answers (`http://10.0.2.100/...` reaches `127.0.0.1:<port>`).
 pub const GUEST_FORWARD_ADDR: &str = "10.0.2.100";
 
+/// The NIC model of a [`Qemu::local_with_nic`] guest (always without option ROM).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LocalNic {
+    E1000,
+    VirtioNet,
+}
+
+impl LocalNic {
+    fn device(self) -> &'static str {
+        match self {
+            LocalNic::E1000 => "e1000,netdev=n0,romfile=",
+            LocalNic::VirtioNet => "virtio-net-pci,netdev=n0,romfile=",
+        }
+    }
+}
+
 impl Qemu {
     /// Boots from the network through tap `tap` (already on the lab's bridge) with `mac`.
     pub fn netboot(lab: &NetLab, tap: &str, mac: &str, firmware: Firmware) -> Qemu {
@@ -78,6 +94,16 @@ impl Qemu {
     /// connection: a `tcp:` chardev would carry only one connection). Nothing touches a real
     /// interface. The NIC is an e1000 without option ROM (so the firmware boots the medium).
     pub fn local(boot: &LocalBoot, firmware: Firmware, forward_port: u16) -> Qemu {
+        Self::local_with_nic(boot, firmware, forward_port, LocalNic::E1000)
+    }
+
+    /// [`Qemu::local`] with the given NIC model instead of the e1000.
+    pub fn local_with_nic(
+        boot: &LocalBoot,
+        firmware: Firmware,
+        forward_port: u16,
+        nic: LocalNic,
+    ) -> Qemu {
         let dir = tempfile::tempdir().expect("tempdir");
         let mut cmd = Command::new("qemu-system-x86_64");
         cmd.args([
@@ -88,7 +114,7 @@ impl Qemu {
             // No option ROM: the firmware must boot the medium, not try PXE; the iPXE on the medium
             // and Linux both drive an e1000 natively.
             "-device",
-            "e1000,netdev=n0,romfile=",
+            nic.device(),
         ]);
         match boot {
             LocalBoot::Cdrom(iso) => {

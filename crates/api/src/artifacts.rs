@@ -1,0 +1,229 @@
+//! Boot artifacts: what each kind takes as input (REST and, as JSON, on the bus) and the rows the
+//! API returns. The builders validate inputs; these types only give them a shape.
+
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use crate::format_timestamp;
+use crate::proto;
+
+/// The kinds of artifact, by their REST collection name (`/api/<name>`, `/<name>/<id>/<file>`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ArtifactKind {
+    Ipxes,
+    Grubs,
+    Syslinuxs,
+    Isos,
+}
+
+impl ArtifactKind {
+    pub const ALL: [ArtifactKind; 4] = [
+        ArtifactKind::Ipxes,
+        ArtifactKind::Grubs,
+        ArtifactKind::Syslinuxs,
+        ArtifactKind::Isos,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            ArtifactKind::Ipxes => "ipxes",
+            ArtifactKind::Grubs => "grubs",
+            ArtifactKind::Syslinuxs => "syslinuxs",
+            ArtifactKind::Isos => "isos",
+        }
+    }
+
+    /// For messages and operation ids.
+    pub fn singular(self) -> &'static str {
+        match self {
+            ArtifactKind::Ipxes => "ipxe",
+            ArtifactKind::Grubs => "grub",
+            ArtifactKind::Syslinuxs => "syslinux",
+            ArtifactKind::Isos => "iso",
+        }
+    }
+
+    pub fn parse(name: &str) -> Option<ArtifactKind> {
+        Self::ALL.into_iter().find(|k| k.name() == name)
+    }
+}
+
+/// The object store name of one built file: content address, then file name. Rows with equal
+/// content share the bytes.
+pub fn object_name(content_key: &str, file: &str) -> String {
+    format!("{content_key}/{file}")
+}
+
+/// `POST /api/ipxes`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct IpxeInput {
+    /// The iPXE script (`#!ipxe` …), at most 256 KiB.
+    pub script: String,
+    /// `bin-x86_64-efi`, `bin-x86_64-pcbios`, `bin`, `bin-arm64-efi`.
+    pub platform: String,
+    /// `ipxe`, `snponly`, `undionly`.
+    pub driver: String,
+    /// `efi`, `kpxe`, `lkrn`.
+    pub extension: String,
+}
+
+/// `POST /api/grubs`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct GrubInput {
+    /// The medium's label: GRUB finds its medium by a marker named after it.
+    pub label: String,
+    /// `efi`.
+    pub platform: String,
+    /// `x64` (BOOTX64.EFI) or `x86` (BOOTIA32.EFI).
+    pub architecture: String,
+    /// `efi`.
+    pub extension: String,
+    /// `img` (a FAT image for El Torito) or `efi` (a zip of `EFI/BOOT/`).
+    pub fragment: String,
+}
+
+/// `POST /api/syslinuxs`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SyslinuxInput {
+    /// `ldlinux.c32`, `isolinux.bin` or `isohdpfx.bin`.
+    pub fragment: String,
+}
+
+/// `POST /api/isos`. Every `…Url` names an artifact of this system: `/<kind>/<id>/<file>`, the
+/// same as an absolute URL on this gateway, or the artifact's bare id. Nothing is fetched from
+/// anywhere else.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct IsoInput {
+    pub label: String,
+    pub ipxe_uefi_url: String,
+    pub ipxe_bios_url: String,
+    pub grub_img_url: String,
+    pub grub_efi_x64_url: String,
+    pub grub_efi_x86_url: String,
+    pub ld_linux_url: String,
+    pub isolinux_bin_url: String,
+    pub isohdpfx_bin_url: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ArtifactFileRow {
+    pub name: String,
+    pub size: u64,
+    pub sha256: String,
+    /// Where to download it (`GET`, with Range and ETag).
+    pub url: String,
+}
+
+/// What every artifact row carries besides its inputs.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct BuildState {
+    pub id: String,
+    /// `queued`, `working`, `done` or `failed`.
+    pub status: String,
+    /// 0 to 100, from the build's real steps.
+    pub progress: u32,
+    /// The tool's message when `failed`; empty otherwise.
+    pub error: String,
+    /// The main file's download URL (empty until `done`).
+    pub url: String,
+    /// The main file's size and SHA-256 (0 and empty until `done`).
+    pub size: u64,
+    pub sha256: String,
+    pub files: Vec<ArtifactFileRow>,
+    pub created_at: String,
+    pub updated_at: String,
+}
+
+impl BuildState {
+    /// The row's state; the first file is the main one (`url`, `size`, `sha256`).
+    pub fn from_proto(a: &proto::Artifact) -> BuildState {
+        let file_url = |name: &str| format!("/{}/{}/{name}", a.kind, a.id);
+        let files: Vec<ArtifactFileRow> = a
+            .files
+            .iter()
+            .map(|f| ArtifactFileRow {
+                name: f.name.clone(),
+                size: f.size,
+                sha256: f.sha256.clone(),
+                url: file_url(&f.name),
+            })
+            .collect();
+        let main = files.first();
+        BuildState {
+            id: a.id.clone(),
+            status: a.status.clone(),
+            progress: a.progress,
+            error: a.error.clone(),
+            url: main.map(|f| f.url.clone()).unwrap_or_default(),
+            size: main.map(|f| f.size).unwrap_or_default(),
+            sha256: main.map(|f| f.sha256.clone()).unwrap_or_default(),
+            created_at: format_timestamp(a.created_at_ms),
+            updated_at: format_timestamp(a.updated_at_ms),
+            files,
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct IpxeRow {
+    #[serde(flatten)]
+    pub build: BuildState,
+    #[serde(flatten)]
+    pub input: IpxeInput,
+    /// True only when the script is compiled into the binary; false when the binary is
+    /// Debian's and the script is delivered beside it (`autoexec.ipxe`).
+    pub embedded: bool,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct GrubRow {
+    #[serde(flatten)]
+    pub build: BuildState,
+    #[serde(flatten)]
+    pub input: GrubInput,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SyslinuxRow {
+    #[serde(flatten)]
+    pub build: BuildState,
+    #[serde(flatten)]
+    pub input: SyslinuxInput,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct IsoRow {
+    #[serde(flatten)]
+    pub build: BuildState,
+    #[serde(flatten)]
+    pub input: IsoInput,
+}
+
+macro_rules! page {
+    ($page:ident, $row:ty) => {
+        #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+        #[serde(rename_all = "camelCase")]
+        pub struct $page {
+            pub rows: Vec<$row>,
+            pub total: u64,
+            pub page: u32,
+            pub page_size: u32,
+            pub total_pages: u64,
+        }
+    };
+}
+
+page!(IpxePage, IpxeRow);
+page!(GrubPage, GrubRow);
+page!(SyslinuxPage, SyslinuxRow);
+page!(IsoPage, IsoRow);

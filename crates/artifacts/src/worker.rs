@@ -1,0 +1,530 @@
+//! The builders: consume the JetStream work queue one job at a time, build in a temporary
+//! directory, store the files, mark the row, then ack.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_nats::jetstream::{self, consumer, stream, AckKind};
+use bootfleet_api::artifacts::{ArtifactKind, GrubInput, IpxeInput, IsoInput, SyslinuxInput};
+use bootfleet_api::subjects;
+use bootfleet_api::{proto, ApiError, ErrorCode};
+use bootfleet_artifact_build::{grub, ipxe, iso, syslinux, BuildError, Built, Cancel, Toolbox};
+use bootfleet_bus::{Bus, RunningService, ServiceBuilder};
+use bootfleet_store::sea_orm::DatabaseConnection;
+use futures_util::StreamExt;
+use prost::Message;
+use tokio::sync::watch;
+
+use crate::inputs::{self, IsoRefs, Request};
+use crate::objects::Objects;
+use crate::{kind_of, Record, Registry, StartError, StoredFile, DONE, FAILED, WORKING};
+
+const CONSUMER: &str = "builders";
+
+/// How the builders use the queue.
+#[derive(Clone, Copy, Debug)]
+pub struct WorkerConfig {
+    /// A job not acked (nor marked in progress) within this is handed to another builder.
+    pub ack_wait: Duration,
+    /// Deliveries before a job that keeps failing for infrastructure reasons is marked failed.
+    pub max_deliver: i64,
+}
+
+impl WorkerConfig {
+    /// `BOOTFLEET_BUILD_ACK_WAIT_SECS` (default 30).
+    pub fn from_env() -> WorkerConfig {
+        let secs = std::env::var("BOOTFLEET_BUILD_ACK_WAIT_SECS")
+            .ok()
+            .and_then(|v| v.parse::<u64>().ok())
+            .filter(|s| *s >= 1)
+            .unwrap_or(30);
+        WorkerConfig {
+            ack_wait: Duration::from_secs(secs),
+            max_deliver: 5,
+        }
+    }
+}
+
+/// The work-queue stream: each job is delivered to one builder and removed once acked.
+pub async fn ensure_stream(js: &jetstream::Context) -> Result<stream::Stream, StartError> {
+    js.get_or_create_stream(stream::Config {
+        name: subjects::BUILD_STREAM.to_owned(),
+        subjects: vec![subjects::BUILD_SUBJECTS.to_owned()],
+        retention: stream::RetentionPolicy::WorkQueue,
+        storage: stream::StorageType::File,
+        duplicate_window: Duration::from_secs(120),
+        ..Default::default()
+    })
+    .await
+    .map_err(|e| StartError::JetStream(format!("cannot create the build queue: {e}")))
+}
+
+/// What an ISO is made of, checked: each part exists, is `done`, and is the right thing.
+pub(crate) async fn resolve_iso_parts(
+    registry: &Registry,
+    label: &str,
+    refs: &IsoRefs,
+) -> Result<Vec<Record>, ApiError> {
+    type Check = fn(&Record, &str) -> Result<(), String>;
+    fn ipxe(r: &Record, platform: &str, extension: &str) -> Result<(), String> {
+        let i: IpxeInput = serde_json::from_str(&r.inputs).map_err(|e| e.to_string())?;
+        if i.platform == platform && i.driver == "ipxe" && i.extension == extension {
+            Ok(())
+        } else {
+            Err(format!("must be a {platform}/ipxe.{extension} ipxe"))
+        }
+    }
+    fn grub(r: &Record, label: &str, arch: &str, fragment: &str) -> Result<(), String> {
+        let g: GrubInput = serde_json::from_str(&r.inputs).map_err(|e| e.to_string())?;
+        if g.architecture != arch || g.fragment != fragment {
+            return Err(format!(
+                "must be a grub of architecture {arch}, fragment {fragment}"
+            ));
+        }
+        if g.label != label {
+            return Err(format!(
+                "was built for label {:?}, the iso's label is {label:?}",
+                g.label
+            ));
+        }
+        Ok(())
+    }
+    fn syslinux(r: &Record, fragment: &str) -> Result<(), String> {
+        let s: SyslinuxInput = serde_json::from_str(&r.inputs).map_err(|e| e.to_string())?;
+        if s.fragment == fragment {
+            Ok(())
+        } else {
+            Err(format!("must be the syslinux fragment {fragment}"))
+        }
+    }
+    let parts: [(&'static str, &str, ArtifactKind, Check); 8] = [
+        (
+            "ipxeUefiUrl",
+            &refs.ipxe_uefi,
+            ArtifactKind::Ipxes,
+            |r, _| {
+                ipxe(r, "bin-x86_64-efi", "efi")?;
+                // On the ISO the script rides on ipxe.efi's command line: it must survive that.
+                let i: IpxeInput = serde_json::from_str(&r.inputs).map_err(|e| e.to_string())?;
+                iso::validate_efi_script(&i.script).map_err(|e| e.to_string())
+            },
+        ),
+        (
+            "ipxeBiosUrl",
+            &refs.ipxe_bios,
+            ArtifactKind::Ipxes,
+            |r, _| ipxe(r, "bin", "lkrn"),
+        ),
+        ("grubImgUrl", &refs.grub_img, ArtifactKind::Grubs, |r, l| {
+            grub(r, l, "x64", "img")
+        }),
+        (
+            "grubEfiX64Url",
+            &refs.grub_efi_x64,
+            ArtifactKind::Grubs,
+            |r, l| grub(r, l, "x64", "efi"),
+        ),
+        (
+            "grubEfiX86Url",
+            &refs.grub_efi_x86,
+            ArtifactKind::Grubs,
+            |r, l| grub(r, l, "x86", "efi"),
+        ),
+        (
+            "ldLinuxUrl",
+            &refs.ldlinux,
+            ArtifactKind::Syslinuxs,
+            |r, _| syslinux(r, "ldlinux.c32"),
+        ),
+        (
+            "isolinuxBinUrl",
+            &refs.isolinux_bin,
+            ArtifactKind::Syslinuxs,
+            |r, _| syslinux(r, "isolinux.bin"),
+        ),
+        (
+            "isohdpfxBinUrl",
+            &refs.isohdpfx_bin,
+            ArtifactKind::Syslinuxs,
+            |r, _| syslinux(r, "isohdpfx.bin"),
+        ),
+    ];
+    let mut records = Vec::with_capacity(parts.len());
+    for (field, id, kind, check) in parts {
+        let record = registry
+            .find(id)
+            .await?
+            .filter(|r| r.kind == kind.name())
+            .ok_or_else(|| {
+                ApiError::invalid(
+                    field,
+                    format!("names no {} of this system", kind.singular()),
+                )
+            })?;
+        check(&record, label).map_err(|m| ApiError::invalid(field, m))?;
+        if record.status != DONE {
+            return Err(ApiError::new(
+                ErrorCode::Conflict,
+                format!(
+                    "{field} names {} {id}, which is {}, not done",
+                    kind.singular(),
+                    record.status
+                ),
+            ));
+        }
+        records.push(record);
+    }
+    Ok(records)
+}
+
+#[derive(Debug)]
+enum JobError {
+    /// The build itself failed: the row ends `failed` with this message.
+    Failed(String),
+    /// Something around the build failed (object store, database): try again later.
+    Retry(String),
+    /// The builder is stopping: leave the job to another one.
+    Cancelled,
+}
+
+impl From<BuildError> for JobError {
+    fn from(e: BuildError) -> Self {
+        match e {
+            BuildError::Cancelled => JobError::Cancelled,
+            BuildError::Io(e) => JobError::Retry(format!("i/o error during the build: {e}")),
+            other => JobError::Failed(other.to_string()),
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+struct Builder {
+    registry: Registry,
+    objects: Objects,
+    toolbox: Arc<Toolbox>,
+    config: WorkerConfig,
+}
+
+/// Starts a builder: the `builders` service (it answers `ping`) and its queue consumer.
+pub async fn start(bus: Bus, db: DatabaseConnection) -> Result<RunningService, StartError> {
+    start_with(bus, db, WorkerConfig::from_env(), Toolbox::from_env()).await
+}
+
+pub async fn start_with(
+    bus: Bus,
+    db: DatabaseConnection,
+    config: WorkerConfig,
+    toolbox: Toolbox,
+) -> Result<RunningService, StartError> {
+    bootfleet_store::migrate::<crate::ArtifactsMigrator>(&db).await?;
+    let js = jetstream::new(bus.client().clone());
+    let stream = ensure_stream(&js).await?;
+    let consumer: consumer::PullConsumer = stream
+        .get_or_create_consumer(
+            CONSUMER,
+            consumer::pull::Config {
+                durable_name: Some(CONSUMER.to_owned()),
+                ack_policy: consumer::AckPolicy::Explicit,
+                ack_wait: config.ack_wait,
+                max_deliver: config.max_deliver,
+                ..Default::default()
+            },
+        )
+        .await
+        .map_err(|e| StartError::JetStream(format!("cannot create the builders' consumer: {e}")))?;
+    let builder = Builder {
+        registry: Registry::new(db),
+        objects: Objects::open(&js).await?,
+        toolbox: Arc::new(toolbox),
+        config,
+    };
+    Ok(ServiceBuilder::new(bus, subjects::BUILDERS)
+        .background(move |stop| builder.consume(consumer, stop))
+        .start()
+        .await?)
+}
+
+impl Builder {
+    async fn consume(self, consumer: consumer::PullConsumer, mut stop: watch::Receiver<bool>) {
+        loop {
+            if *stop.borrow() {
+                break;
+            }
+            // One job at a time: a prefetched job would sit unacked while another one builds.
+            let batch = tokio::select! {
+                batch = consumer.fetch().max_messages(1).expires(Duration::from_secs(5)).messages() => batch,
+                _ = stop.changed() => break,
+            };
+            let mut batch = match batch {
+                Ok(b) => b,
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot fetch from the build queue; retrying");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    continue;
+                }
+            };
+            while let Some(msg) = batch.next().await {
+                match msg {
+                    Ok(msg) => {
+                        if !self.handle(msg, &mut stop).await {
+                            return;
+                        }
+                    }
+                    Err(e) => tracing::warn!(error = %e, "bad message from the build queue"),
+                }
+            }
+        }
+    }
+
+    /// Handles one job; false when the builder is stopping.
+    async fn handle(&self, msg: jetstream::Message, stop: &mut watch::Receiver<bool>) -> bool {
+        let job = match proto::BuildJob::decode(msg.payload.clone()) {
+            Ok(job) => job,
+            Err(e) => {
+                tracing::error!(error = %e, "undecodable build job; dropped");
+                let _ = msg.ack_with(AckKind::Term).await;
+                return true;
+            }
+        };
+        let delivered = msg.info().map(|i| i.delivered).unwrap_or(1);
+        let record = match self.registry.find(&job.id).await {
+            Ok(Some(r)) => r,
+            Ok(None) => {
+                tracing::info!(artifact = %job.id, "job for a deleted artifact; dropped");
+                let _ = msg.ack().await;
+                return true;
+            }
+            Err(e) => {
+                tracing::warn!(artifact = %job.id, error = %e.message, "cannot read the row; retrying later");
+                let _ = msg
+                    .ack_with(AckKind::Nak(Some(Duration::from_secs(2))))
+                    .await;
+                return true;
+            }
+        };
+        if record.status == DONE || record.status == FAILED {
+            // A redelivery after the row was finished (the ack was lost): nothing to do.
+            let _ = msg.ack().await;
+            return true;
+        }
+        tracing::info!(artifact = %job.id, kind = %job.kind, delivered, "build started");
+        if let Err(e) = self
+            .registry
+            .update_state(&job.id, WORKING, 0, "", None)
+            .await
+        {
+            tracing::warn!(artifact = %job.id, error = %e.message, "cannot mark the row working");
+        }
+        // Tell JetStream we are alive so a long build is not handed to another builder.
+        let keepalive = {
+            let every = self.config.ack_wait / 3;
+            let reply = msg.reply.clone();
+            let client = msg.context.client().clone();
+            tokio::spawn(async move {
+                let Some(reply) = reply else { return };
+                loop {
+                    tokio::time::sleep(every).await;
+                    let _ = client.publish(reply.clone(), "+WPI".into()).await;
+                }
+            })
+        };
+        let cancel = Cancel::default();
+        let outcome = {
+            let build = self.build(&record, &cancel);
+            tokio::pin!(build);
+            tokio::select! {
+                outcome = &mut build => outcome,
+                _ = stop.changed() => {
+                    cancel.cancel();
+                    build.await
+                }
+            }
+        };
+        keepalive.abort();
+        match outcome {
+            Ok((files, embedded)) => {
+                match self
+                    .registry
+                    .update_state(&job.id, DONE, 100, "", Some((&files, embedded)))
+                    .await
+                {
+                    Ok(true) => {
+                        tracing::info!(artifact = %job.id, kind = %job.kind, "build done")
+                    }
+                    Ok(false) => {
+                        // Deleted while building: keep no orphaned bytes.
+                        if self.registry.count_by_key(&record.content_key).await.ok() == Some(0) {
+                            let _ = self.objects.delete_all(&record.content_key, &files).await;
+                        }
+                    }
+                    Err(e) => {
+                        tracing::warn!(artifact = %job.id, error = %e.message, "cannot mark the row done; retrying");
+                        let _ = msg
+                            .ack_with(AckKind::Nak(Some(Duration::from_secs(2))))
+                            .await;
+                        return true;
+                    }
+                }
+                if let Err(e) = msg.double_ack().await {
+                    tracing::warn!(artifact = %job.id, error = %e, "ack lost; a redelivery will find the row done");
+                }
+                true
+            }
+            Err(JobError::Failed(message)) => {
+                tracing::info!(artifact = %job.id, error = %message, "build failed");
+                let _ = self
+                    .registry
+                    .update_state(&job.id, FAILED, 0, &message, None)
+                    .await;
+                let _ = msg.ack().await;
+                true
+            }
+            Err(JobError::Retry(message)) => {
+                if delivered >= self.config.max_deliver {
+                    let message = format!("gave up after {delivered} attempts: {message}");
+                    let _ = self
+                        .registry
+                        .update_state(&job.id, FAILED, 0, &message, None)
+                        .await;
+                    let _ = msg.ack().await;
+                } else {
+                    tracing::warn!(artifact = %job.id, error = %message, "build attempt failed; retrying");
+                    let _ = msg
+                        .ack_with(AckKind::Nak(Some(Duration::from_secs(2))))
+                        .await;
+                }
+                true
+            }
+            Err(JobError::Cancelled) => {
+                tracing::info!(artifact = %job.id, "builder stopping; the job goes back to the queue");
+                let _ = msg.ack_with(AckKind::Nak(None)).await;
+                false
+            }
+        }
+    }
+
+    async fn build(
+        &self,
+        record: &Record,
+        cancel: &Cancel,
+    ) -> Result<(Vec<StoredFile>, Option<bool>), JobError> {
+        let kind = kind_of(&record.kind).map_err(|e| JobError::Failed(e.message))?;
+        let request =
+            inputs::parse(kind, &record.inputs).map_err(|e| JobError::Failed(e.message))?;
+        let dir = tempfile::Builder::new()
+            .prefix("bootfleet-build-")
+            .tempdir()
+            .map_err(|e| JobError::Retry(format!("cannot make a build directory: {e}")))?;
+        let out = dir.path().join("out");
+        std::fs::create_dir(&out)
+            .map_err(|e| JobError::Retry(format!("cannot make a build directory: {e}")))?;
+        // Progress from the recipe's steps, 5–90; storing is 90–100.
+        let (progress_tx, mut progress_rx) = watch::channel(0u8);
+        let progress_task = {
+            let registry = self.registry.clone();
+            let id = record.id.clone();
+            tokio::spawn(async move {
+                while progress_rx.changed().await.is_ok() {
+                    let p = *progress_rx.borrow_and_update();
+                    let _ = registry.update_progress(&id, i32::from(p)).await;
+                }
+            })
+        };
+        let iso_inputs = match &request {
+            Request::Iso(input, refs) => Some(self.fetch_iso_parts(input, refs, dir.path()).await?),
+            _ => None,
+        };
+        let toolbox = self.toolbox.clone();
+        let cancel_for_build = cancel.clone();
+        let out_dir = out.clone();
+        let built: Result<Built, BuildError> = tokio::task::spawn_blocking(move || {
+            let report = move |p: u8, step: &str| {
+                tracing::debug!(progress = p, step, "build step");
+                let scaled = 5 + u16::from(p.min(100)) * 85 / 100;
+                let _ = progress_tx.send(u8::try_from(scaled).unwrap_or(90));
+            };
+            let c = &cancel_for_build;
+            match (request, iso_inputs) {
+                (Request::Ipxe(input, target), _) => {
+                    ipxe::build(&toolbox, &target, &input.script, &out_dir, &report, c)
+                }
+                (Request::Grub(_, spec), _) => grub::build(&toolbox, &spec, &out_dir, &report, c),
+                (Request::Syslinux(_, fragment), _) => {
+                    syslinux::build(&toolbox, fragment, &out_dir, &report, c)
+                }
+                (Request::Iso(..), Some(inputs)) => {
+                    iso::build(&toolbox, &inputs, &out_dir, &report, c)
+                }
+                (Request::Iso(..), None) => Err(BuildError::Invalid {
+                    field: "body",
+                    message: "iso parts missing".into(),
+                }),
+            }
+        })
+        .await
+        .map_err(|e| JobError::Failed(format!("the build panicked: {e}")))?;
+        let built = built?;
+        let _ = self.registry.update_progress(&record.id, 90).await;
+        let mut files = Vec::with_capacity(built.files.len());
+        for f in &built.files {
+            files.push(
+                self.objects
+                    .put_file(&record.content_key, &f.name, &f.path)
+                    .await
+                    .map_err(JobError::Retry)?,
+            );
+        }
+        progress_task.abort();
+        Ok((files, built.embedded))
+    }
+
+    /// Copies an ISO's parts out of the object store into the build directory.
+    async fn fetch_iso_parts(
+        &self,
+        input: &IsoInput,
+        refs: &IsoRefs,
+        dir: &Path,
+    ) -> Result<iso::IsoInputs, JobError> {
+        let parts = resolve_iso_parts(&self.registry, &input.label, refs)
+            .await
+            .map_err(|e| JobError::Failed(e.message))?;
+        let parts_dir = dir.join("parts");
+        std::fs::create_dir(&parts_dir).map_err(|e| JobError::Retry(e.to_string()))?;
+        let mut paths: Vec<PathBuf> = Vec::with_capacity(parts.len());
+        for (i, part) in parts.iter().enumerate() {
+            let main =
+                part.files().into_iter().next().ok_or_else(|| {
+                    JobError::Failed(format!("artifact {} has no files", part.id))
+                })?;
+            let bytes = self
+                .objects
+                .read(&part.content_key, &main.name)
+                .await
+                .map_err(JobError::Retry)?;
+            let path = parts_dir.join(format!("{i}-{}", main.name));
+            std::fs::write(&path, bytes).map_err(|e| JobError::Retry(e.to_string()))?;
+            paths.push(path);
+        }
+        let script = |r: &Record| -> Result<String, JobError> {
+            serde_json::from_str::<IpxeInput>(&r.inputs)
+                .map(|i| i.script)
+                .map_err(|e| JobError::Failed(format!("artifact {}: {e}", r.id)))
+        };
+        let mut paths = paths.into_iter();
+        let mut next = || paths.next().unwrap_or_default();
+        Ok(iso::IsoInputs {
+            label: input.label.clone(),
+            ipxe_efi: next(),
+            ipxe_efi_script: script(&parts[0])?,
+            ipxe_lkrn: next(),
+            ipxe_lkrn_script: script(&parts[1])?,
+            grub_img: next(),
+            grub_efi_x64_zip: next(),
+            grub_efi_x86_zip: next(),
+            ldlinux: next(),
+            isolinux_bin: next(),
+            isohdpfx_bin: next(),
+        })
+    }
+}
