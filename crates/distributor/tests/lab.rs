@@ -3,6 +3,7 @@
 //! ```text
 //!  router ns: r0 10.77.0.1  dnsmasq, plain DHCP + IPv6 RA (the site's server; no PXE options)
 //!  infra ns:  i0 10.77.0.2  nats-server, services + gateway (:8080), bootfleet-distributor
+//!                           (proxyDHCP, TFTP, HTTP boot :8081)
 //!  lan ns:    br0 + tap0    QEMU guest (TCG)
 //! ```
 //!
@@ -18,6 +19,7 @@ use bootfleet_bus::BusConfig;
 use bootfleet_gateway::auth::{self, Role, Secret, Verifier};
 use bootfleet_gateway::{GatewayConfig, DEFAULT_BODY_LIMIT};
 use bootfleet_testkit::netlab::{NetLab, SiteDhcp};
+use bootfleet_testkit::node_image::{NodeImage, REGISTERED_MARKER};
 use bootfleet_testkit::qemu::{Firmware, Qemu};
 use bootfleet_testkit::{ChildGuard, NatsServer};
 use futures_util::StreamExt;
@@ -26,6 +28,8 @@ use serde_json::{json, Value};
 
 const INFRA_IP: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 2);
 const GATEWAY: &str = "http://10.77.0.2:8080";
+/// The distributor's HTTP boot (its cache) on the LAN.
+const BOOT_HTTP: &str = "http://10.77.0.2:8081";
 const SECRET: &[u8] = b"lab-secret-0123456789abcdef-0123456789";
 const MAC: &str = "52:54:00:77:00:10";
 
@@ -113,9 +117,13 @@ impl Infra {
     }
 }
 
-/// Boots one guest and waits for the subscript's marker on its console; checks the
-/// distributor registered itself and reported the boot (DHCP answer, files served) on NATS.
-fn boot_to_subscript(firmware: Firmware, served: &[&str]) {
+/// Boots one guest all the way: proxyDHCP → (TFTP) → iPXE → mainscript → subscript → Debian's
+/// kernel and a test initramfs over the distributor's HTTP boot → the node registers itself with
+/// `POST /api/localnodes` using a node token. Checks the registration, and that the distributor
+/// registered itself and reported the boot (DHCP answer, files served) on NATS.
+fn boot_to_registration(firmware: Firmware, served: &[&str]) {
+    // Fetched (apt) before entering the namespaces, which reach nothing outside the lab.
+    let image = NodeImage::get();
     let site = site();
     let lab = &site.lab;
     lab.run_in(&site.infra, || {
@@ -130,7 +138,23 @@ fn boot_to_subscript(firmware: Firmware, served: &[&str]) {
             let admin = infra.token(Role::Admin);
             let node = infra.token(Role::Node);
             let http = reqwest::Client::new();
-            let sub = create(&http, &admin, "subscripts", "#!ipxe\necho bootfleet-subscript-ok\n").await;
+            let cache = infra.cache();
+            for (from, to) in [(&image.kernel, "vmlinuz"), (&image.initrd, "initrd.cpio")] {
+                std::fs::copy(from, cache.join(to)).expect("node image into the cache");
+            }
+            let cmdline = NodeImage::cmdline(&format!("{GATEWAY}/api/localnodes"), "site-lab", &node);
+            let sub = create(
+                &http,
+                &admin,
+                "subscripts",
+                &format!(
+                    "#!ipxe\necho bootfleet-subscript-ok\n\
+                     kernel {BOOT_HTTP}/vmlinuz {cmdline}\n\
+                     initrd {BOOT_HTTP}/initrd.cpio\n\
+                     boot\n"
+                ),
+            )
+            .await;
             let main = create(
                 &http,
                 &admin,
@@ -139,7 +163,6 @@ fn boot_to_subscript(firmware: Firmware, served: &[&str]) {
             )
             .await;
 
-            let cache = infra.cache();
             let mut events = system
                 .bus
                 .client()
@@ -154,6 +177,7 @@ fn boot_to_subscript(firmware: Firmware, served: &[&str]) {
                     .arg("--cache-dir")
                     .arg(&cache)
                     .args(["--bios-file", "undionly.kpxe", "--uefi-x64-file", "ipxe.efi"])
+                    .args(["--http-port", "8081"])
                     .arg("--ipxe-script-url")
                     .arg(format!("{GATEWAY}/api/mainscripts/{main}?token={node}"))
                     .env("BOOTFLEET_LOG", "debug")
@@ -164,17 +188,33 @@ fn boot_to_subscript(firmware: Firmware, served: &[&str]) {
             );
 
             let guest = Qemu::netboot(lab, "tap0", MAC, firmware);
-            let booted = tokio::task::block_in_place(|| {
-                guest.wait_for_serial("bootfleet-subscript-ok", Duration::from_secs(120))
+            let registered = tokio::task::block_in_place(|| {
+                guest.wait_for_serial(REGISTERED_MARKER, Duration::from_secs(240))
             });
             let distributor_log = std::fs::read_to_string(dir.join("distributor.log")).unwrap_or_default();
             assert!(
-                booted,
-                "guest did not reach the subscript.\nserial:\n{}\ndistributor:\n{distributor_log}",
+                registered,
+                "the node did not register.\nserial:\n{}\ndistributor:\n{distributor_log}",
                 guest.serial()
             );
-            assert!(guest.serial().contains("bootfleet-mainscript-ok"));
+            for marker in ["bootfleet-mainscript-ok", "bootfleet-subscript-ok"] {
+                assert!(guest.serial().contains(marker), "{marker} missing");
+            }
             drop(guest);
+
+            // The registration, as the system recorded it: one node of this site, on the LAN.
+            let nodes: Value = http
+                .get(format!("{GATEWAY}/api/localnodes?search=site-lab"))
+                .bearer_auth(&admin)
+                .send()
+                .await
+                .expect("list nodes")
+                .json()
+                .await
+                .expect("json");
+            assert_eq!(nodes["total"], 1, "{nodes}");
+            let ip = nodes["rows"][0]["ip"].as_str().expect("ip");
+            assert!(ip.starts_with("10.77.0.1"), "an address from the site's DHCP range: {ip}");
 
             // The boot, as the distributor reported it on NATS.
             let mut seen = Vec::new();
@@ -192,6 +232,12 @@ fn boot_to_subscript(firmware: Firmware, served: &[&str]) {
                 assert!(
                     seen.iter().any(|e| e.kind == "tftp_served" && e.file == *file && e.bytes > 0),
                     "no tftp_served event for {file}: {seen:?}"
+                );
+            }
+            for file in ["vmlinuz", "initrd.cpio"] {
+                assert!(
+                    seen.iter().any(|e| e.kind == "http_served" && e.file == file && e.bytes > 0),
+                    "no http_served event for {file}: {seen:?}"
                 );
             }
 
@@ -221,15 +267,15 @@ fn bootfleet_store_url(dir: &Path) -> String {
 
 /// SeaBIOS + QEMU's iPXE ROM: the ROM is already iPXE, so proxyDHCP hands it the script URL.
 #[test]
-fn bios_guest_boots_through_our_proxy_dhcp_to_the_scripts() {
-    boot_to_subscript(Firmware::Bios, &["bootfleet.ipxe"]);
+fn bios_guest_boots_through_our_proxy_dhcp_and_registers() {
+    boot_to_registration(Firmware::Bios, &["bootfleet.ipxe"]);
 }
 
 /// OVMF's own UEFI PXE: proxyDHCP names ipxe.efi, TFTP serves it, and that iPXE gets the
 /// script URL on its own DHCP round.
 #[test]
-fn uefi_guest_boots_through_proxy_dhcp_and_tftp_to_the_scripts() {
-    boot_to_subscript(Firmware::Uefi, &["ipxe.efi", "bootfleet.ipxe"]);
+fn uefi_guest_boots_through_proxy_dhcp_and_tftp_and_registers() {
+    boot_to_registration(Firmware::Uefi, &["ipxe.efi", "bootfleet.ipxe"]);
 }
 
 mod refusals {
