@@ -4,6 +4,7 @@
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
+use crate::error::ApiError;
 use crate::format_timestamp;
 use crate::proto;
 
@@ -52,6 +53,44 @@ impl ArtifactKind {
 /// content share the bytes.
 pub fn object_name(content_key: &str, file: &str) -> String {
     format!("{content_key}/{file}")
+}
+
+/// The artifact id named by `value`: `/<kind>/<id>/<file>` (what the gateway makes of a URL on
+/// this system) or a bare id. Anything else, a URL to another host above all, is refused.
+pub fn artifact_id_of(
+    field: &'static str,
+    value: &str,
+    kind: ArtifactKind,
+) -> Result<String, ApiError> {
+    let id = if let Some(path) = value.strip_prefix('/') {
+        let mut parts = path.split('/');
+        let (Some(k), Some(id), Some(file), None) =
+            (parts.next(), parts.next(), parts.next(), parts.next())
+        else {
+            return Err(ApiError::invalid(
+                field,
+                format!("must be /{}/<id>/<file> or an artifact id", kind.name()),
+            ));
+        };
+        if k != kind.name() {
+            return Err(ApiError::invalid(
+                field,
+                format!("must name one of the {} (got /{k}/…)", kind.name()),
+            ));
+        }
+        if file.is_empty() {
+            return Err(ApiError::invalid(field, "names no file"));
+        }
+        id
+    } else if value.contains("://") {
+        return Err(ApiError::invalid(
+            field,
+            "must be an artifact of this system; other hosts are never fetched from",
+        ));
+    } else {
+        value
+    };
+    crate::validate::id(field, id)
 }
 
 /// `POST /api/ipxes`.
@@ -227,3 +266,36 @@ page!(IpxePage, IpxeRow);
 page!(GrubPage, GrubRow);
 page!(SyslinuxPage, SyslinuxRow);
 page!(IsoPage, IsoRow);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn iso_refs_stay_inside_the_system() {
+        let id = "6a3c2f0e-0d2f-4c7e-9f3e-1a2b3c4d5e6f";
+        assert_eq!(
+            artifact_id_of("f", &format!("/ipxes/{id}/ipxe.efi"), ArtifactKind::Ipxes).as_deref(),
+            Ok(id)
+        );
+        assert_eq!(
+            artifact_id_of("f", id, ArtifactKind::Ipxes).as_deref(),
+            Ok(id)
+        );
+        for bad in [
+            format!("http://evil.example/ipxes/{id}/ipxe.efi"),
+            format!("/grubs/{id}/x"),
+            format!("/ipxes/{id}"),
+            format!("/ipxes/{id}/"),
+            format!("/ipxes/../{id}/x"),
+            "/ipxes/x/y".to_owned(),
+            "file:///etc/passwd".to_owned(),
+            String::new(),
+        ] {
+            assert!(
+                artifact_id_of("f", &bad, ArtifactKind::Ipxes).is_err(),
+                "{bad}"
+            );
+        }
+    }
+}

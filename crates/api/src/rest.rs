@@ -170,13 +170,67 @@ pub struct DistributorRow {
     pub last_seen: String,
     pub dhcp_answered: u64,
     pub tftp_completed: u64,
+    /// The interface and range of the operator's configuration (empty until configured).
+    pub device: String,
+    pub range: String,
+    /// What the distributor serves from that configuration, as it reported.
+    pub boot_files: Vec<ServedFileRow>,
     pub created_at: String,
     pub updated_at: String,
 }
 
+/// One boot file a distributor serves from its cache.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ServedFileRow {
+    /// `bios` or `uefi_x64`.
+    pub role: String,
+    /// Its path in the distributor's cache (TFTP and HTTP boot name).
+    pub path: String,
+    pub sha256: String,
+    pub size: u64,
+}
+
+/// `PUT /api/distributors/:id`: hand these ipxes artifacts to the site's PXE clients. Each URL
+/// names an artifact of this system (`/ipxes/<id>/<file>`, a URL on this gateway, or the id).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct DistributorConfigInput {
+    /// An ipxes artifact for x64 UEFI clients (`bin-x86_64-efi`, `.efi`).
+    #[serde(default)]
+    pub ipxe_pxe_uefi_url: Option<String>,
+    /// An ipxes artifact for BIOS clients (`bin-x86_64-pcbios`, `.kpxe`).
+    #[serde(default)]
+    pub ipxe_pxe_bios_url: Option<String>,
+    /// Optional (the seed sends it); when given it must be the row's artifact id.
+    #[serde(default)]
+    pub artifact_id: Option<String>,
+    /// The interface to answer on: one the distributor reported.
+    pub device: String,
+    /// The IPv4 network served (`192.168.1.0/24`); the distributor's address must be in it.
+    pub range: String,
+}
+
 impl From<proto::Distributor> for DistributorRow {
     fn from(d: proto::Distributor) -> Self {
+        let (device, range) = d
+            .config
+            .as_ref()
+            .map(|c| (c.device.clone(), c.range.clone()))
+            .unwrap_or_default();
         DistributorRow {
+            device,
+            range,
+            boot_files: d
+                .boot_files
+                .into_iter()
+                .map(|f| ServedFileRow {
+                    role: f.role,
+                    path: f.path,
+                    sha256: f.sha256,
+                    size: f.size,
+                })
+                .collect(),
             id: d.id,
             artifact_id: d.artifact_id,
             hostname: d.hostname,

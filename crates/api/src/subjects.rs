@@ -131,6 +131,16 @@ pub fn distributor_control(artifact_id: &str) -> String {
     format!("{PREFIX}.distributor.{artifact_id}.control")
 }
 
+/// The operator's configuration (`PUT /api/distributors/:id`).
+pub fn distributor_configure() -> String {
+    format!("{PREFIX}.{DISTRIBUTORS}.configure")
+}
+
+/// Asked of one distributor: apply this configuration and say what you serve.
+pub fn distributor_apply(artifact_id: &str) -> String {
+    format!("{PREFIX}.distributor.{artifact_id}.apply")
+}
+
 /// Boot events of one site.
 pub fn boot_events(artifact_id: &str) -> String {
     format!("{PREFIX}.events.boot.{artifact_id}")

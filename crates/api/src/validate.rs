@@ -93,6 +93,32 @@ pub fn hostname(field: &str, value: &str) -> Result<(), ApiError> {
     }
 }
 
+/// An IPv4 network (`192.168.1.0/24`) or one address (a /32): the `range` a distributor serves.
+pub fn ipv4_range(field: &str, value: &str) -> Result<(std::net::Ipv4Addr, u8), ApiError> {
+    let bad = || {
+        ApiError::invalid(
+            field,
+            "must be an IPv4 network like 192.168.1.0/24, or an IPv4 address",
+        )
+    };
+    let (addr, prefix) = match value.split_once('/') {
+        Some((a, p)) if !p.starts_with('+') => (a, p.parse::<u8>().map_err(|_| bad())?),
+        Some(_) => return Err(bad()),
+        None => (value, 32),
+    };
+    let addr: std::net::Ipv4Addr = addr.parse().map_err(|_| bad())?;
+    if prefix > 32 {
+        return Err(bad());
+    }
+    Ok((addr, prefix))
+}
+
+/// Whether `ip` lies in the network [`ipv4_range`] returned.
+pub fn in_ipv4_range(ip: std::net::Ipv4Addr, (network, prefix): (std::net::Ipv4Addr, u8)) -> bool {
+    let mask = u32::MAX.checked_shl(32 - u32::from(prefix)).unwrap_or(0);
+    u32::from(ip) & mask == u32::from(network) & mask
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -165,6 +191,28 @@ mod tests {
         }
         for bad in ["", "-a", "a..b", "a b", "a;b", &"a".repeat(64)] {
             assert!(hostname("hostname", bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn ranges() {
+        let r = ipv4_range("range", "10.77.0.0/24").expect("network");
+        assert!(in_ipv4_range("10.77.0.2".parse().expect("ip"), r));
+        assert!(!in_ipv4_range("10.77.1.2".parse().expect("ip"), r));
+        let one = ipv4_range("range", "10.77.0.2").expect("address");
+        assert!(in_ipv4_range("10.77.0.2".parse().expect("ip"), one));
+        assert!(!in_ipv4_range("10.77.0.3".parse().expect("ip"), one));
+        let all = ipv4_range("range", "0.0.0.0/0").expect("all");
+        assert!(in_ipv4_range("192.0.2.1".parse().expect("ip"), all));
+        for bad in [
+            "",
+            "10.77.0.0/33",
+            "10.77.0.0/+8",
+            "fd00::/64",
+            "10.77.0/24",
+            "10.77.0.0/24;x",
+        ] {
+            assert!(ipv4_range("range", bad).is_err(), "{bad}");
         }
     }
 }

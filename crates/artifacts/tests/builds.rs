@@ -228,9 +228,7 @@ async fn prebuilt_ipxe_is_built_once_and_a_repeat_is_done_at_once() {
         .get_object_store(subjects::ARTIFACT_BUCKET)
         .await
         .expect("bucket");
-    let info = store
-        .info(object_name(&row.key, "ipxe.efi").as_str())
-        .await;
+    let info = store.info(object_name(&row.key, "ipxe.efi").as_str()).await;
     // The object store answers a deleted object's info with `deleted: true`.
     assert!(
         info.as_ref().map(|i| i.deleted).unwrap_or(true),

@@ -27,7 +27,8 @@ pub struct RequestCtx {
 
 type BoxFuture = Pin<Box<dyn Future<Output = Result<Bytes, ApiError>> + Send>>;
 type Handler = Arc<dyn Fn(RequestCtx, Bytes) -> BoxFuture + Send + Sync>;
-type Background = Box<dyn FnOnce(watch::Receiver<bool>) -> Pin<Box<dyn Future<Output = ()> + Send>> + Send>;
+type Background =
+    Box<dyn FnOnce(watch::Receiver<bool>) -> Pin<Box<dyn Future<Output = ()> + Send>> + Send>;
 
 pub struct ServiceBuilder {
     bus: Bus,

@@ -7,8 +7,10 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use bootfleet_api::{proto, subjects};
-use bootfleet_bus::{Bus, BusConfig, TraceParent};
+use bootfleet_api::{proto, subjects, ApiError};
+use bootfleet_bus::{Bus, BusConfig, ServiceBuilder, TraceParent};
+
+use crate::boot_config::Applier;
 use futures_util::StreamExt;
 use prost::Message;
 use tokio::sync::mpsc;
@@ -145,6 +147,7 @@ impl Agent {
         mut self,
         switch: Switch,
         counters: Arc<Counters>,
+        applier: Arc<Applier>,
         serving: bool,
         mut shutdown: tokio::sync::watch::Receiver<bool>,
     ) {
@@ -172,6 +175,31 @@ impl Agent {
                 None
             }
         };
+        // The operator's configuration, asked of this distributor by the distributors service.
+        let apply_service = {
+            let (applier, client) = (applier.clone(), bus.client().clone());
+            ServiceBuilder::new(bus.clone(), "distributor-agent")
+                .route(
+                    subjects::distributor_apply(&self.artifact_id),
+                    move |_, config: proto::DistributorConfig| {
+                        let (applier, client) = (applier.clone(), client.clone());
+                        async move {
+                            let store = artifact_store(&client).await?;
+                            applier.apply(&store, config).await
+                        }
+                    },
+                )
+                .start()
+                .await
+        };
+        let apply_service = match apply_service {
+            Ok(s) => Some(s),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot take configurations; the heartbeat still converges");
+                None
+            }
+        };
+        let applying = Arc::new(AtomicBool::new(false));
         let mut ticker = tokio::time::interval(self.heartbeat);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let events_subject = subjects::boot_events(&self.artifact_id);
@@ -186,9 +214,28 @@ impl Agent {
                         serving: serving && switch.is_on(),
                         dhcp_answered: counters.dhcp_answered.load(Ordering::Relaxed),
                         tftp_completed: counters.tftp_completed.load(Ordering::Relaxed),
+                        boot_files: applier.served(),
                     };
                     match bus.request::<_, proto::Distributor>(&TraceParent::new_root(), &subjects::distributor_heartbeat(), &hb).await {
-                        Ok(row) => switch.set(row.on),
+                        Ok(row) => {
+                            switch.set(row.on);
+                            // After a restart: apply the configuration the operator gave.
+                            if let Some(config) = row.config.filter(|c| !applier.is_applied(c)) {
+                                if !applying.swap(true, Ordering::SeqCst) {
+                                    let (applier, client, applying) = (applier.clone(), bus.client().clone(), applying.clone());
+                                    tokio::spawn(async move {
+                                        let outcome = match artifact_store(&client).await {
+                                            Ok(store) => applier.apply(&store, config).await.map(|_| ()),
+                                            Err(e) => Err(e),
+                                        };
+                                        if let Err(e) = outcome {
+                                            tracing::warn!(error = %e.message, "cannot apply the stored configuration; retrying with the next heartbeat");
+                                        }
+                                        applying.store(false, Ordering::SeqCst);
+                                    });
+                                }
+                            }
+                        }
                         Err(e) => tracing::debug!(error = %e, "heartbeat not answered"),
                     }
                 }
@@ -204,8 +251,20 @@ impl Agent {
                         tracing::debug!(error = %e, "cannot publish a boot event");
                     }
                 }
-                _ = shutdown.changed() => return,
+                _ = shutdown.changed() => break,
             }
         }
+        if let Some(s) = apply_service {
+            s.stop().await;
+        }
     }
+}
+
+async fn artifact_store(
+    client: &async_nats::Client,
+) -> Result<async_nats::jetstream::object_store::ObjectStore, ApiError> {
+    async_nats::jetstream::new(client.clone())
+        .get_object_store(subjects::ARTIFACT_BUCKET)
+        .await
+        .map_err(|e| ApiError::unavailable(format!("the artifact store is not reachable: {e}")))
 }

@@ -4,6 +4,7 @@
 //! thin socket loops around it.
 
 pub mod agent;
+pub mod boot_config;
 pub mod cache;
 pub mod config;
 pub mod http_boot;
@@ -17,9 +18,10 @@ use bootfleet_netboot::tftp::Limits;
 use std::sync::Arc;
 
 use crate::agent::{Agent, Events, Switch};
+use crate::boot_config::Applier;
 use crate::cache::Cache;
 use crate::config::ServeArgs;
-use crate::proxy_dhcp::{ProxyDhcp, Reporting};
+use crate::proxy_dhcp::{LiveConfig, ProxyDhcp, Reporting};
 use crate::tftp_server::TftpServer;
 
 /// The file iPXE clients are handed instead of the script URL itself.
@@ -65,6 +67,26 @@ pub async fn serve(
     }
     let switch = Switch::default();
     let counters = Arc::new(agent::Counters::default());
+    let live = LiveConfig::new(ProxyConfig {
+        server_ip: args.server_ip,
+        boot: BootFiles {
+            bios: args.bios_file.clone(),
+            uefi_x64: args.uefi_x64_file.clone(),
+            uefi_ia32: args.uefi_ia32_file.clone(),
+            uefi_arm64: args.uefi_arm64_file.clone(),
+            http_x64: args.http_x64_url.clone(),
+            http_arm64: args.http_arm64_url.clone(),
+            ipxe_script: args
+                .ipxe_script_url
+                .as_ref()
+                .map(|_| IPXE_BOOTSTRAP.to_owned()),
+        },
+    });
+    let applier = Arc::new(Applier::new(
+        cache.clone(),
+        live.clone(),
+        args.interface.clone(),
+    ));
     // The seed's variable name is accepted too.
     let artifact_id = args
         .artifact_id
@@ -91,6 +113,7 @@ pub async fn serve(
             tasks.spawn(agent.run(
                 switch.clone(),
                 counters.clone(),
+                applier.clone(),
                 !args.no_dhcp,
                 stop_rx.clone(),
             ));
@@ -126,22 +149,7 @@ pub async fn serve(
         ));
     }
     if !args.no_dhcp {
-        let config = ProxyConfig {
-            server_ip: args.server_ip,
-            boot: BootFiles {
-                bios: args.bios_file.clone(),
-                uefi_x64: args.uefi_x64_file.clone(),
-                uefi_ia32: args.uefi_ia32_file.clone(),
-                uefi_arm64: args.uefi_arm64_file.clone(),
-                http_x64: args.http_x64_url.clone(),
-                http_arm64: args.http_arm64_url.clone(),
-                ipxe_script: args
-                    .ipxe_script_url
-                    .as_ref()
-                    .map(|_| IPXE_BOOTSTRAP.to_owned()),
-            },
-        };
-        let proxy = ProxyDhcp::bind(&args.interface, config).map_err(|e| {
+        let proxy = ProxyDhcp::bind(&args.interface, live.clone()).map_err(|e| {
             format!("cannot bind proxyDHCP (udp/67, udp/4011) on {}: {e} (needs CAP_NET_BIND_SERVICE and CAP_NET_RAW)", args.interface)
         })?;
         tasks.spawn(proxy.run(reporting.clone(), stop_rx.clone()));

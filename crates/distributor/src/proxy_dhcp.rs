@@ -15,7 +15,27 @@ use crate::sockets::{self, Sharing};
 pub struct ProxyDhcp {
     dhcp: UdpSocket,
     binl: UdpSocket,
-    config: Arc<ProxyConfig>,
+    config: LiveConfig,
+}
+
+/// The proxyDHCP configuration as it is now: an operator's configuration replaces the boot
+/// files while the loops run; each packet is decided with the configuration of its moment.
+#[derive(Clone, Debug)]
+pub struct LiveConfig(Arc<std::sync::RwLock<Arc<ProxyConfig>>>);
+
+impl LiveConfig {
+    pub fn new(config: ProxyConfig) -> LiveConfig {
+        LiveConfig(Arc::new(std::sync::RwLock::new(Arc::new(config))))
+    }
+
+    pub fn get(&self) -> Arc<ProxyConfig> {
+        // A poisoned lock only means a writer panicked after swapping an Arc: the value is whole.
+        self.0.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    pub fn set(&self, config: ProxyConfig) {
+        *self.0.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(config);
+    }
 }
 
 /// What the loops share besides the sockets.
@@ -36,7 +56,7 @@ impl std::fmt::Debug for ProxyDhcp {
 
 impl ProxyDhcp {
     /// Binds 0.0.0.0:67 and 0.0.0.0:4011 on `device`.
-    pub fn bind(device: &str, config: ProxyConfig) -> std::io::Result<ProxyDhcp> {
+    pub fn bind(device: &str, config: LiveConfig) -> std::io::Result<ProxyDhcp> {
         let any = |port| SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, port);
         Ok(ProxyDhcp {
             dhcp: sockets::udp(
@@ -51,7 +71,7 @@ impl ProxyDhcp {
                 true,
                 Sharing::Exclusive,
             )?,
-            config: Arc::new(config),
+            config,
         })
     }
 
@@ -73,7 +93,7 @@ impl ProxyDhcp {
 async fn serve(
     socket: UdpSocket,
     port: Port,
-    config: Arc<ProxyConfig>,
+    config: LiveConfig,
     reporting: Reporting,
     mut shutdown: watch::Receiver<bool>,
 ) {
@@ -114,7 +134,7 @@ async fn serve(
                 continue;
             }
         };
-        match dhcp::decide(&request, port, source, &config) {
+        match dhcp::decide(&request, port, source, &config.get()) {
             Decision::Ignore(reason) => {
                 reporting
                     .counters

@@ -550,7 +550,7 @@ mod refusals {
 }
 
 /// The operator's switch: off stops every answer at once (pushed over NATS), on brings them
-/// back; the registry shows what the distributor reports. Config push is not built yet: 501.
+/// back; the registry shows what the distributor reports.
 #[test]
 fn operator_switches_a_distributor_off_and_on() {
     let mut site = site();
@@ -674,13 +674,251 @@ fn operator_switches_a_distributor_off_and_on() {
             .await;
             assert_eq!(status, 400);
             assert_eq!(body["error"]["field"], "artifactId");
-            let (status, body) = put(
-                format!("{GATEWAY}/api/distributors/{id}"),
-                json!({ "device": "i0" }),
-            )
+            infra.system.stop().await;
+        });
+    });
+}
+
+/// `PUT /api/distributors/:id`: the operator hands built ipxes artifacts to a site. The
+/// distributor fetches them over NATS, checks their digests, serves them, and says so; an OVMF
+/// guest then boots the artifact's ipxe.efi over TFTP and runs the artifact's own script. A
+/// restarted distributor puts the files back from its stored configuration.
+#[test]
+fn operator_configures_a_distributor_with_built_artifacts() {
+    let site = site();
+    let lab = &site.lab;
+    lab.run_in(&site.infra, || {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .expect("runtime");
+        rt.block_on(async {
+            let infra = Infra::start().await;
+            let (nats, dir) = (&infra.nats, infra.dir.path());
+            let admin = infra.token(Role::Admin);
+            let cache = dir.join("site-cache");
+            std::fs::create_dir_all(&cache).expect("cache");
+            let start_distributor = || {
+                ChildGuard(
+                    std::process::Command::new(env!("CARGO_BIN_EXE_bootfleet-distributor"))
+                        .env("NATS_URL", nats.url())
+                        .env("DISTRIBUTOR_ARTIFACT_ID", "site-conf")
+                        .args([
+                            "serve",
+                            "--interface",
+                            "i0",
+                            "--server-ip",
+                            &INFRA_IP.to_string(),
+                            "--heartbeat-secs",
+                            "1",
+                        ])
+                        .arg("--cache-dir")
+                        .arg(&cache)
+                        .env("BOOTFLEET_LOG", "debug")
+                        .stdout(Stdio::null())
+                        .stderr(std::fs::File::create(dir.join("distributor.log")).expect("log"))
+                        .spawn()
+                        .expect("start the distributor"),
+                )
+            };
+            let mut distributor = start_distributor();
+            let http = reqwest::Client::new();
+            let call = |method: reqwest::Method, path: String, body: Option<Value>| {
+                let (http, admin) = (http.clone(), admin.clone());
+                async move {
+                    let mut req = http
+                        .request(method, format!("{GATEWAY}{path}"))
+                        .bearer_auth(admin);
+                    if let Some(b) = body {
+                        req = req.json(&b);
+                    }
+                    let r = req.send().await.expect("request");
+                    (
+                        r.status().as_u16(),
+                        r.json::<Value>().await.unwrap_or(Value::Null),
+                    )
+                }
+            };
+            let build = |body: Value| async move {
+                let (status, row) =
+                    call(reqwest::Method::POST, "/api/ipxes".into(), Some(body)).await;
+                assert_eq!(status, 201, "{row}");
+                let id = row["id"].as_str().expect("id").to_owned();
+                for _ in 0..300 {
+                    let (_, row) =
+                        call(reqwest::Method::GET, format!("/api/ipxes/{id}"), None).await;
+                    if row["status"] == "done" {
+                        return row;
+                    }
+                    assert_ne!(row["status"], "failed", "{row}");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                panic!("ipxe {id} not built");
+            };
+            let uefi = build(json!({
+                "script": "#!ipxe\necho bootfleet-artifact-script-ok\n",
+                "platform": "bin-x86_64-efi", "driver": "ipxe", "extension": "efi",
+            }))
             .await;
-            assert_eq!(status, 501, "{body}");
-            assert_eq!(body["error"]["code"], "not_implemented");
+            let bios = build(json!({
+                "script": "#!ipxe\necho bootfleet-bios-artifact-script-ok\n",
+                "platform": "bin-x86_64-pcbios", "driver": "undionly", "extension": "kpxe",
+            }))
+            .await;
+            let mut id = String::new();
+            for _ in 0..100 {
+                let (_, list) = call(
+                    reqwest::Method::GET,
+                    "/api/distributors?search=site-conf".into(),
+                    None,
+                )
+                .await;
+                if let Some(found) = list["rows"][0]["id"].as_str() {
+                    id = found.to_owned();
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            assert!(!id.is_empty(), "the distributor never registered");
+            let config = |device: &str, range: &str, uefi_url: Value, bios_url: Value| {
+                json!({
+                    "ipxePxeUefiUrl": uefi_url, "ipxePxeBiosUrl": bios_url,
+                    "artifactId": "site-conf", "device": device, "range": range,
+                })
+            };
+            let put = |body: Value| {
+                call(
+                    reqwest::Method::PUT,
+                    format!("/api/distributors/{id}"),
+                    Some(body),
+                )
+            };
+
+            // Refused, by name, before anything changes.
+            for (body, status, field) in [
+                (
+                    config(
+                        "eth9",
+                        "10.77.0.0/24",
+                        uefi["url"].clone(),
+                        bios["url"].clone(),
+                    ),
+                    400,
+                    Some("device"),
+                ),
+                (
+                    config(
+                        "i0",
+                        "10.77.0.0/33",
+                        uefi["url"].clone(),
+                        bios["url"].clone(),
+                    ),
+                    400,
+                    Some("range"),
+                ),
+                (
+                    config("i0", "10.77.0.0/24", bios["url"].clone(), Value::Null),
+                    400,
+                    Some("ipxePxeUefiUrl"),
+                ),
+                (
+                    config(
+                        "i0",
+                        "10.77.0.0/24",
+                        json!("http://evil.example/ipxes/x/ipxe.efi"),
+                        Value::Null,
+                    ),
+                    400,
+                    Some("ipxePxeUefiUrl"),
+                ),
+                // The distributor's own address must be in the range it serves.
+                (
+                    config("i0", "10.99.0.0/24", uefi["url"].clone(), Value::Null),
+                    409,
+                    None,
+                ),
+            ] {
+                let (got, answer) = put(body.clone()).await;
+                assert_eq!(got, status, "{body}: {answer}");
+                if let Some(field) = field {
+                    assert_eq!(answer["error"]["field"], field, "{answer}");
+                }
+            }
+
+            let (status, row) = put(config(
+                "i0",
+                "10.77.0.0/24",
+                json!(format!("{GATEWAY}{}", uefi["url"].as_str().expect("url"))),
+                bios["id"].clone(),
+            ))
+            .await;
+            assert_eq!(status, 200, "{row}");
+            assert_eq!(row["device"], "i0");
+            assert_eq!(row["range"], "10.77.0.0/24");
+            let served = row["bootFiles"].as_array().expect("bootFiles").clone();
+            let efi_path = format!("artifacts/{}/ipxe.efi", uefi["id"].as_str().expect("id"));
+            let efi = served
+                .iter()
+                .find(|f| f["path"] == efi_path.as_str())
+                .unwrap_or_else(|| panic!("{efi_path} in {row}"));
+            assert_eq!(efi["sha256"], uefi["sha256"], "served by digest");
+            assert_eq!(efi["role"], "uefi_x64");
+            assert!(
+                served.iter().any(|f| f["role"] == "bios"
+                    && f["path"]
+                        .as_str()
+                        .is_some_and(|p| p.ends_with("/undionly.kpxe"))),
+                "{row}"
+            );
+            assert_eq!(
+                std::fs::read(cache.join(&efi_path)).expect("installed"),
+                std::fs::read("/usr/lib/ipxe/ipxe-amd64.efi").expect("debian")
+            );
+
+            // A UEFI guest boots the artifact's ipxe.efi over TFTP and runs the artifact's script.
+            let guest = Qemu::netboot(lab, "tap0", MAC, Firmware::Uefi);
+            let ran = tokio::task::block_in_place(|| {
+                guest.wait_for_serial("bootfleet-artifact-script-ok", Duration::from_secs(180))
+            });
+            assert!(
+                ran,
+                "the artifact's script did not run.\nserial:\n{}\ndistributor:\n{}",
+                guest.serial(),
+                std::fs::read_to_string(dir.join("distributor.log")).unwrap_or_default()
+            );
+            drop(guest);
+
+            // Restarted with an empty cache: the stored configuration comes back with the first
+            // heartbeat, and the files are fetched and checked again.
+            distributor.0.kill().expect("kill");
+            distributor.0.wait().expect("reap");
+            std::fs::remove_dir_all(cache.join("artifacts")).expect("empty the cache");
+            let _distributor = start_distributor();
+            let mut back = false;
+            for _ in 0..100 {
+                if cache.join(&efi_path).is_file() {
+                    let (_, row) = call(
+                        reqwest::Method::GET,
+                        format!("/api/distributors/{id}"),
+                        None,
+                    )
+                    .await;
+                    if row["bootFiles"]
+                        .as_array()
+                        .is_some_and(|f| f.len() == served.len())
+                    {
+                        back = true;
+                        break;
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            assert!(
+                back,
+                "the restarted distributor did not reinstall its configuration"
+            );
+            drop(distributor);
             infra.system.stop().await;
         });
     });

@@ -6,7 +6,7 @@
 mod migrations;
 
 use bootfleet_api::subjects::{self, Op};
-use bootfleet_api::{proto, validate, ApiError, ListParams};
+use bootfleet_api::{proto, validate, ApiError, ErrorCode, ListParams};
 use bootfleet_bus::{Bus, BusError, RunningService, ServiceBuilder};
 use bootfleet_store::sea_orm::sea_query::{Alias, Expr, OnConflict, Query};
 use bootfleet_store::sea_orm::{ConnectionTrait, DatabaseConnection, FromQueryResult};
@@ -36,6 +36,8 @@ static SPEC: TableSpec = TableSpec {
         ("tftpCompleted", "tftp_completed"),
         ("createdAt", "created_at"),
         ("updatedAt", "updated_at"),
+        ("config", "config"),
+        ("bootFiles", "boot_files"),
     ],
     sortable: &[
         "id",
@@ -63,7 +65,26 @@ struct Record {
     tftp_completed: i64,
     created_at: i64,
     updated_at: i64,
+    config: Vec<u8>,
+    boot_files: Vec<u8>,
 }
+
+/// The columns a heartbeat writes (the configuration columns keep their defaults).
+const HEARTBEAT_COLUMNS: [&str; 13] = [
+    "id",
+    "artifact_id",
+    "hostname",
+    "version",
+    "interfaces",
+    "switched_on",
+    "serving",
+    "last_seen",
+    "dhcp_answered",
+    "tftp_completed",
+    "created_at",
+    "updated_at",
+    "boot_files",
+];
 
 impl Record {
     fn into_proto(self, now: i64) -> proto::Distributor {
@@ -86,6 +107,12 @@ impl Record {
             tftp_completed: u64::try_from(self.tftp_completed).unwrap_or(0),
             created_at_ms: self.created_at,
             updated_at_ms: self.updated_at,
+            config: (!self.config.is_empty())
+                .then(|| proto::DistributorConfig::decode(self.config.as_slice()).ok())
+                .flatten(),
+            boot_files: proto::DistributorConfigApplied::decode(self.boot_files.as_slice())
+                .map(|a| a.files)
+                .unwrap_or_default(),
         }
     }
 }
@@ -152,7 +179,7 @@ impl Distributors {
         let mut insert = Query::insert();
         insert
             .into_table(Alias::new(SPEC.table))
-            .columns(SPEC.fields.iter().map(|(_, c)| Alias::new(*c)))
+            .columns(HEARTBEAT_COLUMNS.map(Alias::new))
             .values_panic([
                 uuid::Uuid::new_v4().to_string().into(),
                 hb.artifact_id.clone().into(),
@@ -167,6 +194,11 @@ impl Distributors {
                 clamp(hb.tftp_completed).into(),
                 now.into(),
                 now.into(),
+                proto::DistributorConfigApplied {
+                    files: hb.boot_files,
+                }
+                .encode_to_vec()
+                .into(),
             ])
             .on_conflict(
                 OnConflict::column(Alias::new("artifact_id"))
@@ -180,6 +212,7 @@ impl Distributors {
                             "dhcp_answered",
                             "tftp_completed",
                             "updated_at",
+                            "boot_files",
                         ]
                         .map(Alias::new),
                     )
@@ -255,6 +288,172 @@ impl Distributors {
     }
 }
 
+/// How long a distributor may take to fetch, verify and install its boot files.
+const APPLY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
+
+impl Distributors {
+    /// Resolves an ipxes artifact for a role and checks it fits (`done`, the right platform).
+    async fn boot_file(
+        &self,
+        field: &'static str,
+        role: &str,
+        value: &str,
+        platforms: &[(&str, &[&str])],
+    ) -> Result<proto::DistributorBootFile, ApiError> {
+        use bootfleet_api::artifacts::{artifact_id_of, ArtifactKind, IpxeInput};
+        let id = artifact_id_of(field, value, ArtifactKind::Ipxes)?;
+        let artifact: proto::Artifact = self
+            .bus
+            .request(
+                &bootfleet_bus::TraceParent::new_root(),
+                &subjects::subject(subjects::ARTIFACTS, Op::Get),
+                &proto::ArtifactRef {
+                    kind: ArtifactKind::Ipxes.name().into(),
+                    id: id.clone(),
+                },
+            )
+            .await
+            .map_err(|e| match e.code {
+                ErrorCode::NotFound => {
+                    ApiError::invalid(field, format!("names no ipxe of this system ({id})"))
+                }
+                _ => e,
+            })?;
+        let input: IpxeInput = serde_json::from_str(&artifact.inputs_json)
+            .map_err(|e| ApiError::internal(format!("ipxe {id} has unreadable inputs: {e}")))?;
+        let fits = platforms
+            .iter()
+            .any(|(p, exts)| input.platform == *p && exts.contains(&input.extension.as_str()));
+        if !fits {
+            let wanted: Vec<String> = platforms
+                .iter()
+                .map(|(p, exts)| format!("{p} ({})", exts.join(", ")))
+                .collect();
+            return Err(ApiError::invalid(
+                field,
+                format!(
+                    "ipxe {id} is {}/{}.{}; {role} clients need {}",
+                    input.platform,
+                    input.driver,
+                    input.extension,
+                    wanted.join(" or ")
+                ),
+            ));
+        }
+        if artifact.status != "done" {
+            return Err(ApiError::new(
+                ErrorCode::Conflict,
+                format!("ipxe {id} is {}, not built yet", artifact.status),
+            ));
+        }
+        Ok(proto::DistributorBootFile {
+            role: role.to_owned(),
+            artifact: id,
+            key: artifact.key,
+            files: artifact.files,
+        })
+    }
+
+    /// Validates the operator's configuration, has the distributor apply it (it fetches and
+    /// verifies the files), and stores it with what the distributor now serves.
+    pub async fn configure(
+        &self,
+        req: proto::ConfigureDistributor,
+    ) -> Result<proto::Distributor, ApiError> {
+        let current = self.get(proto::IdRequest { id: req.id.clone() }).await?;
+        if !req.artifact_id.is_empty() && req.artifact_id != current.artifact_id {
+            return Err(ApiError::invalid(
+                "artifactId",
+                format!(
+                    "does not match distributor {} ({})",
+                    current.id, current.artifact_id
+                ),
+            ));
+        }
+        if !current.interfaces.contains(&req.device) {
+            return Err(ApiError::invalid(
+                "device",
+                format!(
+                    "is not an interface of distributor {} (it reported: {})",
+                    current.artifact_id,
+                    current.interfaces.join(", ")
+                ),
+            ));
+        }
+        validate::ipv4_range("range", &req.range)?;
+        let mut boot = Vec::new();
+        if !req.ipxe_pxe_uefi.is_empty() {
+            boot.push(
+                self.boot_file(
+                    "ipxePxeUefiUrl",
+                    "uefi_x64",
+                    &req.ipxe_pxe_uefi,
+                    &[("bin-x86_64-efi", &["efi"])],
+                )
+                .await?,
+            );
+        }
+        if !req.ipxe_pxe_bios.is_empty() {
+            boot.push(
+                self.boot_file(
+                    "ipxePxeBiosUrl",
+                    "bios",
+                    &req.ipxe_pxe_bios,
+                    &[("bin-x86_64-pcbios", &["kpxe", "kkpxe", "pxe"])],
+                )
+                .await?,
+            );
+        }
+        if boot.is_empty() {
+            return Err(ApiError::invalid(
+                "ipxePxeUefiUrl",
+                "name at least one of ipxePxeUefiUrl and ipxePxeBiosUrl",
+            ));
+        }
+        if !current.online {
+            return Err(ApiError::unavailable(format!(
+                "distributor {} is offline; it must be online to take a configuration",
+                current.artifact_id
+            )));
+        }
+        let config = proto::DistributorConfig {
+            device: req.device,
+            range: req.range,
+            boot,
+        };
+        let applied: proto::DistributorConfigApplied = self
+            .bus
+            .with_timeout(APPLY_TIMEOUT, 1)
+            .request(
+                &bootfleet_bus::TraceParent::new_root(),
+                &subjects::distributor_apply(&current.artifact_id),
+                &config,
+            )
+            .await
+            .map_err(|e| match e.code {
+                ErrorCode::Unavailable | ErrorCode::Timeout => ApiError::unavailable(format!(
+                    "distributor {} did not take the configuration: {}",
+                    current.artifact_id, e.message
+                )),
+                _ => e,
+            })?;
+        let mut update = Query::update();
+        update
+            .table(Alias::new(SPEC.table))
+            .values([
+                (Alias::new("config"), config.encode_to_vec().into()),
+                (Alias::new("boot_files"), applied.encode_to_vec().into()),
+                (Alias::new("updated_at"), now_ms().into()),
+            ])
+            .and_where(Expr::col(Alias::new("id")).eq(current.id.as_str()));
+        self.db
+            .execute(self.db.get_database_backend().build(&update))
+            .await
+            .map_err(db_error)?;
+        self.get(proto::IdRequest { id: current.id }).await
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
     #[error(transparent)]
@@ -267,7 +466,7 @@ pub enum StartError {
 pub async fn start(bus: Bus, db: DatabaseConnection) -> Result<RunningService, StartError> {
     bootfleet_store::migrate::<DistributorsMigrator>(&db).await?;
     let d = Distributors::new(db, bus.clone());
-    let (d1, d2, d3, d4) = (d.clone(), d.clone(), d.clone(), d);
+    let (d1, d2, d3, d4, d5) = (d.clone(), d.clone(), d.clone(), d.clone(), d);
     Ok(ServiceBuilder::new(bus, SERVICE)
         .route(subjects::distributor_heartbeat(), move |_, req| {
             let d = d1.clone();
@@ -284,6 +483,10 @@ pub async fn start(bus: Bus, db: DatabaseConnection) -> Result<RunningService, S
         .route(subjects::distributor_set_status(), move |_, req| {
             let d = d4.clone();
             async move { d.set_status(req).await }
+        })
+        .route(subjects::distributor_configure(), move |_, req| {
+            let d = d5.clone();
+            async move { d.configure(req).await }
         })
         .start()
         .await?)

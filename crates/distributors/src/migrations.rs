@@ -56,13 +56,59 @@ impl MigrationTrait for CreateDistributors {
     }
 }
 
+/// The operator's configuration and what the distributor said it serves, both as protobuf
+/// (`DistributorConfig`, `DistributorConfigApplied`); empty until configured.
+struct AddConfig;
+
+impl MigrationName for AddConfig {
+    fn name(&self) -> &str {
+        "m20261123_000002_add_distributor_config"
+    }
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for AddConfig {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        for column in ["config", "boot_files"] {
+            manager
+                .alter_table(
+                    Table::alter()
+                        .table(Alias::new("distributors"))
+                        .add_column(
+                            ColumnDef::new(Alias::new(column))
+                                .binary()
+                                .not_null()
+                                .default(Vec::<u8>::new()),
+                        )
+                        .to_owned(),
+                )
+                .await?;
+        }
+        Ok(())
+    }
+
+    async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        for column in ["config", "boot_files"] {
+            manager
+                .alter_table(
+                    Table::alter()
+                        .table(Alias::new("distributors"))
+                        .drop_column(Alias::new(column))
+                        .to_owned(),
+                )
+                .await?;
+        }
+        Ok(())
+    }
+}
+
 #[derive(Debug)]
 pub struct DistributorsMigrator;
 
 #[async_trait::async_trait]
 impl MigratorTrait for DistributorsMigrator {
     fn migrations() -> Vec<Box<dyn MigrationTrait>> {
-        vec![Box::new(CreateDistributors)]
+        vec![Box::new(CreateDistributors), Box::new(AddConfig)]
     }
 
     fn migration_table_name() -> DynIden {

@@ -7,9 +7,10 @@ use bootfleet_api::artifacts::{
     IsoInput, IsoPage, IsoRow, SyslinuxInput, SyslinuxPage, SyslinuxRow,
 };
 use bootfleet_api::rest::{
-    DistributorPage, DistributorRow, DistributorStatusInput, ErrorBody, ErrorEnvelope,
-    GeneratedKeyPair, LocalNodeInput, LocalNodePage, LocalNodeRow, Readiness, ScriptInput,
-    ScriptPage, ScriptRow, ServiceReadiness, SshKeyInput, SshKeyPage, SshKeyRow,
+    DistributorConfigInput, DistributorPage, DistributorRow, DistributorStatusInput, ErrorBody,
+    ErrorEnvelope, GeneratedKeyPair, LocalNodeInput, LocalNodePage, LocalNodeRow, Readiness,
+    ScriptInput, ScriptPage, ScriptRow, ServedFileRow, ServiceReadiness, SshKeyInput, SshKeyPage,
+    SshKeyRow,
 };
 use bootfleet_api::ErrorCode;
 use utoipa::openapi::path::{
@@ -211,6 +212,8 @@ pub fn document(routes: &[RouteDef]) -> OpenApi {
         .schema_from::<DistributorRow>()
         .schema_from::<DistributorPage>()
         .schema_from::<DistributorStatusInput>()
+        .schema_from::<DistributorConfigInput>()
+        .schema_from::<ServedFileRow>()
         .schema_from::<LocalNodeInput>()
         .schema_from::<LocalNodeRow>()
         .schema_from::<LocalNodePage>()

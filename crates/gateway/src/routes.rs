@@ -7,8 +7,9 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{self, MethodRouter};
 use axum::Json;
 use bootfleet_api::rest::{
-    DistributorPage, DistributorRow, DistributorStatusInput, GeneratedKeyPair, Readiness,
-    ScriptInput, ScriptPage, ScriptRow, ServiceReadiness, SshKeyInput, SshKeyPage, SshKeyRow,
+    DistributorConfigInput, DistributorPage, DistributorRow, DistributorStatusInput,
+    GeneratedKeyPair, Readiness, ScriptInput, ScriptPage, ScriptRow, ServiceReadiness, SshKeyInput,
+    SshKeyPage, SshKeyRow,
 };
 use bootfleet_api::subjects::{self, Op, ScriptKind};
 use bootfleet_api::{proto, validate, ApiError, ListParams};
@@ -536,20 +537,40 @@ fn distributor_routes() -> Vec<RouteDef> {
             path: "/api/distributors/{id}".into(),
             access: Access::Write,
             operation_id: "configureDistributor".into(),
-            summary: "Push boot files and interface to a site agent: not implemented yet (501); it needs the artifact builders. Configure the agent with its flags meanwhile".into(),
+            summary: "Hand ipxes artifacts to a site's PXE clients: the distributor fetches them from this system, checks their digests, and answers with what it now serves (503 if it is offline)".into(),
             tag: "distributors",
             params: vec![ID],
-            request: None,
-            status: 501,
-            response: Body::AnyJson,
-            handler: routing::put(move |Path(id): Path<String>| async move {
-                path_id(&id)?;
-                HttpResult::<()>::Err(HttpError(ApiError::new(
-                    bootfleet_api::ErrorCode::NotImplemented,
-                    "pushing boot files to a distributor needs the artifact builders, which are not built yet; \
-                     start bootfleet-distributor with --interface and the boot file flags meanwhile",
-                )))
-            }),
+            request: Some("DistributorConfigInput"),
+            status: 200,
+            response: Body::Json("DistributorRow"),
+            handler: routing::put(
+                move |State(s): State<AppState>, Trace(t): Trace, Path(id): Path<String>, headers: HeaderMap, JsonBody(body): JsonBody<DistributorConfigInput>| async move {
+                    let host = headers.get(header::HOST).and_then(|h| h.to_str().ok());
+                    let artifact_id = body.artifact_id.unwrap_or_default();
+                    if !artifact_id.is_empty() {
+                        validate::artifact_id("artifactId", &artifact_id)?;
+                    }
+                    validate::ipv4_range("range", &body.range)?;
+                    let url = |field, value: Option<String>| -> Result<String, ApiError> {
+                        value.filter(|v| !v.is_empty()).map(|v| artifacts::local_path(field, &v, host)).transpose().map(Option::unwrap_or_default)
+                    };
+                    let req = proto::ConfigureDistributor {
+                        id: path_id(&id)?,
+                        artifact_id,
+                        ipxe_pxe_uefi: url("ipxePxeUefiUrl", body.ipxe_pxe_uefi_url)?,
+                        ipxe_pxe_bios: url("ipxePxeBiosUrl", body.ipxe_pxe_bios_url)?,
+                        device: body.device,
+                        range: body.range,
+                    };
+                    // The distributor fetches and checks files: allow it the time to.
+                    let row: proto::Distributor = s
+                        .bus
+                        .with_timeout(std::time::Duration::from_secs(75), 1)
+                        .request(&t, &subjects::distributor_configure(), &req)
+                        .await?;
+                    HttpResult::Ok(Json(DistributorRow::from(row)))
+                },
+            ),
         },
         RouteDef {
             method: Method::PUT,

@@ -252,14 +252,19 @@ async fn receive(socket: Arc<UdpSocket>, waiting: Waiting, unclaimed: Arc<Atomic
             continue;
         };
         let at = Instant::now();
-        let Some(bytes) = buf.get(..len) else { continue };
+        let Some(bytes) = buf.get(..len) else {
+            continue;
+        };
         let Ok(packet) = Packet::parse(bytes) else {
             continue;
         };
         if packet.op != Op::BootReply {
             continue;
         }
-        let tx = waiting.lock().ok().and_then(|w| w.get(&packet.xid).cloned());
+        let tx = waiting
+            .lock()
+            .ok()
+            .and_then(|w| w.get(&packet.xid).cloned());
         match tx {
             Some(tx) => {
                 let _ = tx.send(Reply { packet, at });

@@ -11,7 +11,10 @@ const TICKS_PER_SECOND: f64 = 100.0; // USER_HZ on Linux
 fn machine_user_ticks() -> Option<u64> {
     let stat = std::fs::read_to_string("/proc/stat").ok()?;
     let cpu = stat.lines().next()?;
-    let mut fields = cpu.split_whitespace().skip(1).map(|f| f.parse::<u64>().ok());
+    let mut fields = cpu
+        .split_whitespace()
+        .skip(1)
+        .map(|f| f.parse::<u64>().ok());
     let user = fields.next()??;
     let nice = fields.next()??;
     Some(user + nice)
@@ -43,7 +46,12 @@ pub fn process_cpu_seconds(pid: u32) -> f64 {
         return 0.0;
     };
     let fields: Vec<&str> = after.split_whitespace().collect();
-    let ticks = |i: usize| fields.get(i).and_then(|f| f.parse::<u64>().ok()).unwrap_or(0);
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|f| f.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
     (ticks(11) + ticks(12)) as f64 / TICKS_PER_SECOND
 }
 

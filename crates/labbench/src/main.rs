@@ -56,7 +56,12 @@ struct Args {
     #[arg(long, default_value = "dnsmasq")]
     dnsmasq_bin: PathBuf,
     /// Servers to measure, in order.
-    #[arg(long, value_enum, value_delimiter = ',', default_value = "distributor,dnsmasq")]
+    #[arg(
+        long,
+        value_enum,
+        value_delimiter = ',',
+        default_value = "distributor,dnsmasq"
+    )]
     servers: Vec<ServerKind>,
     /// Repeats of every measurement (medians are reported).
     #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=10))]
@@ -224,7 +229,10 @@ fn run(mut args: Args) -> Result<(), String> {
         }
         for kind in order {
             let tag = format!("rep{rep}");
-            load::wait_quiet(args.max_foreign_cores, Duration::from_secs(args.quiet_wait_s));
+            load::wait_quiet(
+                args.max_foreign_cores,
+                Duration::from_secs(args.quiet_wait_s),
+            );
             eprintln!("labbench: {} {tag}: starting", kind.name());
             let mut server = servers::start(&lab, &setup, kind, &tag);
             let pid = server.pid();
@@ -263,7 +271,9 @@ fn run(mut args: Args) -> Result<(), String> {
                 ));
             }
             if let Some(status) = exited {
-                round.notes.push(format!("server exited during the round: {status}"));
+                round
+                    .notes
+                    .push(format!("server exited during the round: {status}"));
             }
             let noisy: Vec<&str> = log.lines().filter(|l| !l.trim().is_empty()).collect();
             if kind == ServerKind::Distributor && !noisy.is_empty() {
@@ -356,7 +366,10 @@ fn run_round(parts: CtxParts, plan: Plan) -> Result<Round, String> {
             let storm = measure::storm(ctx.clone(), n, plan.spread, plan.storm_limit).await;
             round.storms.push(storm);
         }
-        round.unclaimed_replies = ctx.dhcp.unclaimed.load(std::sync::atomic::Ordering::Relaxed);
+        round.unclaimed_replies = ctx
+            .dhcp
+            .unclaimed
+            .load(std::sync::atomic::Ordering::Relaxed);
         Ok(round)
     })
 }

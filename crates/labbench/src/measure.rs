@@ -138,7 +138,8 @@ pub async fn latency(ctx: &Ctx, n: u32) -> Latency {
         match ctx.dhcp.exchange(&ctx.ids.next(), once).await {
             Ok(ex) => {
                 out.offer_us.push(ex.offer_after.as_secs_f64() * 1e6);
-                out.boot_file_us.push(ex.boot_file_after.as_secs_f64() * 1e6);
+                out.boot_file_us
+                    .push(ex.boot_file_after.as_secs_f64() * 1e6);
                 if ex.used_boot_server {
                     out.boot_server_rounds += 1;
                 }
@@ -294,8 +295,7 @@ pub async fn storm(ctx: Arc<Ctx>, n: u32, spread: Duration, limit: Duration) -> 
             Err(_elapsed) => {
                 let left = u32::try_from(set.len()).unwrap_or(u32::MAX);
                 set.abort_all();
-                *out
-                    .failures
+                *out.failures
                     .entry(format!("storm limit of {} s", limit.as_secs()))
                     .or_default() += left;
                 last_end = tokio::time::Instant::now();

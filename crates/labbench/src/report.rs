@@ -108,7 +108,10 @@ pub fn progress(kind: ServerKind, rep: u32, round: &Round) {
             l.lost
         );
     }
-    for (label, t) in [("lock-step", &round.lockstep), ("windowed", &round.windowed)] {
+    for (label, t) in [
+        ("lock-step", &round.lockstep),
+        ("windowed", &round.windowed),
+    ] {
         match t {
             Some(Ok(t)) => {
                 let _ = write!(
@@ -172,78 +175,165 @@ pub fn markdown(rounds: &Rounds, p: &Params) -> String {
             spread(&per, 0)
         };
         let n = p.latency_requests;
-        row(&mut out, &format!("proxyDHCP DISCOVER→OFFER p50, µs ({n} sequential)"), &cells(&|rs| lat(rs, |l| &l.offer_us, 0.5)));
-        row(&mut out, "proxyDHCP DISCOVER→OFFER p99, µs", &cells(&|rs| lat(rs, |l| &l.offer_us, 0.99)));
-        row(&mut out, "DISCOVER→boot file known p50, µs (incl. udp/4011 round if needed)", &cells(&|rs| lat(rs, |l| &l.boot_file_us, 0.5)));
-        row(&mut out, "DISCOVER→boot file known p99, µs", &cells(&|rs| lat(rs, |l| &l.boot_file_us, 0.99)));
-        row(&mut out, "udp/4011 boot-server round trips needed", &cells(&|rs| {
-            let used: u32 = rs.iter().filter_map(|r| r.latency.as_ref()).map(|l| l.boot_server_rounds).sum();
-            let done: usize = rs.iter().filter_map(|r| r.latency.as_ref()).map(|l| l.offer_us.len()).sum();
-            format!("{used} / {done}")
-        }));
-        row(&mut out, "DISCOVERs unanswered within 1 s", &cells(&|rs| {
-            let lost: u32 = rs.iter().filter_map(|r| r.latency.as_ref()).map(|l| l.lost).sum();
-            format!("{lost} / {}", u64::from(n) * rs.len() as u64)
-        }));
+        row(
+            &mut out,
+            &format!("proxyDHCP DISCOVER→OFFER p50, µs ({n} sequential)"),
+            &cells(&|rs| lat(rs, |l| &l.offer_us, 0.5)),
+        );
+        row(
+            &mut out,
+            "proxyDHCP DISCOVER→OFFER p99, µs",
+            &cells(&|rs| lat(rs, |l| &l.offer_us, 0.99)),
+        );
+        row(
+            &mut out,
+            "DISCOVER→boot file known p50, µs (incl. udp/4011 round if needed)",
+            &cells(&|rs| lat(rs, |l| &l.boot_file_us, 0.5)),
+        );
+        row(
+            &mut out,
+            "DISCOVER→boot file known p99, µs",
+            &cells(&|rs| lat(rs, |l| &l.boot_file_us, 0.99)),
+        );
+        row(
+            &mut out,
+            "udp/4011 boot-server round trips needed",
+            &cells(&|rs| {
+                let used: u32 = rs
+                    .iter()
+                    .filter_map(|r| r.latency.as_ref())
+                    .map(|l| l.boot_server_rounds)
+                    .sum();
+                let done: usize = rs
+                    .iter()
+                    .filter_map(|r| r.latency.as_ref())
+                    .map(|l| l.offer_us.len())
+                    .sum();
+                format!("{used} / {done}")
+            }),
+        );
+        row(
+            &mut out,
+            "DISCOVERs unanswered within 1 s",
+            &cells(&|rs| {
+                let lost: u32 = rs
+                    .iter()
+                    .filter_map(|r| r.latency.as_ref())
+                    .map(|l| l.lost)
+                    .sum();
+                format!("{lost} / {}", u64::from(n) * rs.len() as u64)
+            }),
+        );
     }
 
     if p.throughput_mib > 0 {
-        let tput = |rs: &[Round], pick: fn(&Round) -> &Option<Result<Throughput, String>>| -> String {
-            let ok: Vec<&Throughput> = rs.iter().filter_map(|r| pick(r).as_ref()?.as_ref().ok()).collect();
-            let failed = rs.iter().filter(|r| matches!(pick(r), Some(Err(_)))).count();
-            let values: Vec<f64> = ok.iter().map(|t| t.mb_per_s).collect();
-            let mut cell = spread(&values, 1);
-            if let Some(t) = ok.first() {
-                if t.windowsize <= 1 {
-                    let _ = write!(cell, " [window 1]");
-                } else {
-                    let _ = write!(cell, " [window {}]", t.windowsize);
+        let tput =
+            |rs: &[Round], pick: fn(&Round) -> &Option<Result<Throughput, String>>| -> String {
+                let ok: Vec<&Throughput> = rs
+                    .iter()
+                    .filter_map(|r| pick(r).as_ref()?.as_ref().ok())
+                    .collect();
+                let failed = rs
+                    .iter()
+                    .filter(|r| matches!(pick(r), Some(Err(_))))
+                    .count();
+                let values: Vec<f64> = ok.iter().map(|t| t.mb_per_s).collect();
+                let mut cell = spread(&values, 1);
+                if let Some(t) = ok.first() {
+                    if t.windowsize <= 1 {
+                        let _ = write!(cell, " [window 1]");
+                    } else {
+                        let _ = write!(cell, " [window {}]", t.windowsize);
+                    }
                 }
-            }
-            if failed > 0 {
-                let _ = write!(cell, " ({failed} failed)");
-            }
-            cell
-        };
+                if failed > 0 {
+                    let _ = write!(cell, " ({failed} failed)");
+                }
+                cell
+            };
         let mib = p.throughput_mib;
-        row(&mut out, &format!("TFTP {mib} MiB lock-step, blksize {}, MB/s", p.blksize), &cells(&|rs| tput(rs, |r| &r.lockstep)));
-        row(&mut out, &format!("TFTP {mib} MiB asking windowsize {}, MB/s", p.windowsize), &cells(&|rs| tput(rs, |r| &r.windowed)));
+        row(
+            &mut out,
+            &format!("TFTP {mib} MiB lock-step, blksize {}, MB/s", p.blksize),
+            &cells(&|rs| tput(rs, |r| &r.lockstep)),
+        );
+        row(
+            &mut out,
+            &format!("TFTP {mib} MiB asking windowsize {}, MB/s", p.windowsize),
+            &cells(&|rs| tput(rs, |r| &r.windowed)),
+        );
     }
 
     for (i, &n) in p.storms.iter().enumerate() {
-        let pick = |rs: &[Round]| -> Vec<Storm> { rs.iter().filter_map(|r| r.storms.get(i).cloned()).collect() };
+        let pick = |rs: &[Round]| -> Vec<Storm> {
+            rs.iter().filter_map(|r| r.storms.get(i).cloned()).collect()
+        };
         let kib = p.boot_file_kib;
-        row(&mut out, &format!("storm {n} clients (DHCP + {kib} KiB TFTP), all done in, s"), &cells(&|rs| {
-            let totals: Vec<f64> = pick(rs).iter().map(|s| s.total.as_secs_f64()).collect();
-            spread(&totals, 2)
-        }));
-        row(&mut out, &format!("storm {n}: failed clients (all repeats)"), &cells(&|rs| {
-            let storms = pick(rs);
-            let failed: u32 = storms.iter().map(Storm::failed).sum();
-            let total: u32 = storms.iter().map(|s| s.clients).sum();
-            format!("{failed} / {total}")
-        }));
-        row(&mut out, &format!("storm {n}: per-client p50 / p99, ms"), &cells(&|rs| {
-            let storms = pick(rs);
-            let p50: Vec<f64> = storms.iter().filter_map(|s| percentile(&s.per_client_ms, 0.5)).collect();
-            let p99: Vec<f64> = storms.iter().filter_map(|s| percentile(&s.per_client_ms, 0.99)).collect();
-            format!("{:.0} / {:.0}", median(&p50).unwrap_or(f64::NAN), median(&p99).unwrap_or(f64::NAN))
-        }));
-        row(&mut out, &format!("storm {n}: client resends (DISCOVER + TFTP timeouts)"), &cells(&|rs| {
-            let storms = pick(rs);
-            let d: u32 = storms.iter().map(|s| s.discover_retransmits).sum();
-            let t: u32 = storms.iter().map(|s| s.tftp_timeouts).sum();
-            format!("{d} + {t}")
-        }));
+        row(
+            &mut out,
+            &format!("storm {n} clients (DHCP + {kib} KiB TFTP), all done in, s"),
+            &cells(&|rs| {
+                let totals: Vec<f64> = pick(rs).iter().map(|s| s.total.as_secs_f64()).collect();
+                spread(&totals, 2)
+            }),
+        );
+        row(
+            &mut out,
+            &format!("storm {n}: failed clients (all repeats)"),
+            &cells(&|rs| {
+                let storms = pick(rs);
+                let failed: u32 = storms.iter().map(Storm::failed).sum();
+                let total: u32 = storms.iter().map(|s| s.clients).sum();
+                format!("{failed} / {total}")
+            }),
+        );
+        row(
+            &mut out,
+            &format!("storm {n}: per-client p50 / p99, ms"),
+            &cells(&|rs| {
+                let storms = pick(rs);
+                let p50: Vec<f64> = storms
+                    .iter()
+                    .filter_map(|s| percentile(&s.per_client_ms, 0.5))
+                    .collect();
+                let p99: Vec<f64> = storms
+                    .iter()
+                    .filter_map(|s| percentile(&s.per_client_ms, 0.99))
+                    .collect();
+                format!(
+                    "{:.0} / {:.0}",
+                    median(&p50).unwrap_or(f64::NAN),
+                    median(&p99).unwrap_or(f64::NAN)
+                )
+            }),
+        );
+        row(
+            &mut out,
+            &format!("storm {n}: client resends (DISCOVER + TFTP timeouts)"),
+            &cells(&|rs| {
+                let storms = pick(rs);
+                let d: u32 = storms.iter().map(|s| s.discover_retransmits).sum();
+                let t: u32 = storms.iter().map(|s| s.tftp_timeouts).sum();
+                format!("{d} + {t}")
+            }),
+        );
     }
-    row(&mut out, "server CPU time (user + sys) per round, s", &cells(&|rs| {
-        let v: Vec<f64> = rs.iter().map(|r| r.server_cpu_s).collect();
-        spread(&v, 2)
-    }));
-    row(&mut out, "other processes' CPU during the rounds, cores (max)", &cells(&|rs| {
-        let max = rs.iter().map(|r| r.foreign_cores).fold(0.0, f64::max);
-        format!("{max:.2}")
-    }));
+    row(
+        &mut out,
+        "server CPU time (user + sys) per round, s",
+        &cells(&|rs| {
+            let v: Vec<f64> = rs.iter().map(|r| r.server_cpu_s).collect();
+            spread(&v, 2)
+        }),
+    );
+    row(
+        &mut out,
+        "other processes' CPU during the rounds, cores (max)",
+        &cells(&|rs| {
+            let max = rs.iter().map(|r| r.foreign_cores).fold(0.0, f64::max);
+            format!("{max:.2}")
+        }),
+    );
     let _ = writeln!(
         out,
         "\nMedians of {} repeats, (min–max) where shown; MB/s = 10^6 bytes/s; storm clients start evenly within {} ms.",
@@ -257,7 +347,13 @@ pub fn markdown(rounds: &Rounds, p: &Params) -> String {
             }
             for s in &r.storms {
                 if !s.failures.is_empty() {
-                    let _ = writeln!(notes, "- {} rep{rep} storm {}: failures {:?}", k.name(), s.clients, s.failures);
+                    let _ = writeln!(
+                        notes,
+                        "- {} rep{rep} storm {}: failures {:?}",
+                        k.name(),
+                        s.clients,
+                        s.failures
+                    );
                 }
             }
             for (label, t) in [("lock-step", &r.lockstep), ("windowed", &r.windowed)] {

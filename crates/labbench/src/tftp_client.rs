@@ -135,10 +135,7 @@ pub async fn get(
                 retries += 1;
                 timeouts += 1;
                 in_window = 0;
-                socket
-                    .send_to(&last_sent, last_sent_to)
-                    .await
-                    .map_err(io)?;
+                socket.send_to(&last_sent, last_sent_to).await.map_err(io)?;
                 continue;
             }
             Ok(Err(e)) => return Err(io(e)),

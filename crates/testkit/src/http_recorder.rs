@@ -63,7 +63,11 @@ impl HttpRecorder {
     pub fn wait_for(&self, prefix: &str, within: Duration) -> Option<RecordedRequest> {
         let deadline = Instant::now() + within;
         loop {
-            if let Some(r) = self.requests().into_iter().find(|r| r.target.starts_with(prefix)) {
+            if let Some(r) = self
+                .requests()
+                .into_iter()
+                .find(|r| r.target.starts_with(prefix))
+            {
                 return Some(r);
             }
             if Instant::now() >= deadline {

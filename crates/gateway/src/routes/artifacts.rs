@@ -109,7 +109,11 @@ kind!(Isos, ArtifactKind::Isos, IsoInput, IsoRow, IsoPage);
 
 /// An absolute URL on this gateway becomes its path; any other host is refused here, so the
 /// system never fetches from an address a client chose.
-fn local_path(field: &'static str, url: &str, host: Option<&str>) -> Result<String, ApiError> {
+pub(super) fn local_path(
+    field: &'static str,
+    url: &str,
+    host: Option<&str>,
+) -> Result<String, ApiError> {
     let Some((scheme, rest)) = url.split_once("://") else {
         return Ok(url.to_owned());
     };
