@@ -563,7 +563,7 @@ fn operator_switches_a_distributor_off_and_on() {
             .build()
             .expect("runtime");
         rt.block_on(async {
-            let infra = Infra::start().await;
+            let mut infra = Infra::start().await;
             let nats = &infra.nats;
             let admin = infra.token(Role::Admin);
             let cache = infra.cache();
@@ -674,6 +674,26 @@ fn operator_switches_a_distributor_off_and_on() {
             .await;
             assert_eq!(status, 400);
             assert_eq!(body["error"]["field"], "artifactId");
+
+            // NATS crashes and comes back on the same address: the distributor reconnects by
+            // itself and its heartbeats resume; serving never stopped.
+            infra.nats.restart();
+            assert!(probe(10), "serving while nats was away");
+            let since = chrono::Utc::now();
+            let mut resumed = false;
+            for _ in 0..200 {
+                let (status, row) = get(format!("{GATEWAY}/api/distributors/{id}")).await;
+                let fresh = row["lastSeen"]
+                    .as_str()
+                    .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+                    .is_some_and(|t| t >= since);
+                if status == 200 && row["online"] == true && fresh {
+                    resumed = true;
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            assert!(resumed, "heartbeats did not resume after the nats restart");
             infra.system.stop().await;
         });
     });
