@@ -300,6 +300,8 @@ pub struct LocalNodeRow {
     pub pingable: bool,
     /// RFC 3339, UTC: the last registration or successful probe.
     pub last_seen: String,
+    /// The SSH host key recorded at the first script run (empty until then).
+    pub host_key: String,
     pub created_at: String,
     pub updated_at: String,
 }
@@ -314,6 +316,7 @@ impl From<proto::LocalNode> for LocalNodeRow {
             hostname: n.hostname,
             pingable: n.pingable,
             last_seen: format_timestamp(n.last_seen_ms),
+            host_key: n.host_key,
             created_at: format_timestamp(n.created_at_ms),
             updated_at: format_timestamp(n.updated_at_ms),
         }
@@ -328,4 +331,58 @@ pub struct LocalNodePage {
     pub page: u32,
     pub page_size: u32,
     pub total_pages: u64,
+}
+
+/// `PUT /api/localnodes/:id/script`: run a script on the node over SSH, through its site's
+/// distributor. The private key is used in memory for this one run: never stored, never logged.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct LocalNodeScriptInput {
+    /// Run by the user's shell on the node; at most 256 KiB.
+    pub script: String,
+    /// An OpenSSH private key (unencrypted) the node accepts.
+    pub private_key: String,
+    /// Default `root`.
+    #[serde(default)]
+    pub user: Option<String>,
+    /// Default 60, at most 3600: the run is cut and the session closed after this.
+    #[serde(default)]
+    pub timeout_seconds: Option<u32>,
+}
+
+impl std::fmt::Debug for LocalNodeScriptInput {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LocalNodeScriptInput")
+            .field("script_bytes", &self.script.len())
+            .field("private_key", &"***")
+            .field("user", &self.user)
+            .field("timeout_seconds", &self.timeout_seconds)
+            .finish()
+    }
+}
+
+/// What the script did.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct LocalNodeScriptResult {
+    /// Invalid UTF-8 is replaced (U+FFFD).
+    pub stdout: String,
+    pub stderr: String,
+    /// Absent when the script was ended by a signal.
+    pub exit_code: Option<i32>,
+    pub exit_signal: Option<String>,
+    /// Output beyond the cap (1 MiB per stream) was dropped.
+    pub truncated: bool,
+}
+
+impl From<proto::NodeExecResult> for LocalNodeScriptResult {
+    fn from(r: proto::NodeExecResult) -> Self {
+        LocalNodeScriptResult {
+            stdout: String::from_utf8_lossy(&r.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&r.stderr).into_owned(),
+            exit_code: r.exit_code,
+            exit_signal: (!r.exit_signal.is_empty()).then_some(r.exit_signal),
+            truncated: r.truncated,
+        }
+    }
 }

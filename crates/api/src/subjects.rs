@@ -141,6 +141,26 @@ pub fn distributor_apply(artifact_id: &str) -> String {
     format!("{PREFIX}.distributor.{artifact_id}.apply")
 }
 
+/// A distributor asks for the nodes of its site (to probe them).
+pub fn localnodes_of_site() -> String {
+    format!("{PREFIX}.{LOCALNODES}.site")
+}
+
+/// A distributor reports which nodes of its site answered its probes.
+pub fn localnodes_reachability() -> String {
+    format!("{PREFIX}.{LOCALNODES}.reachability")
+}
+
+/// An operator's script for one node.
+pub fn localnodes_run_script() -> String {
+    format!("{PREFIX}.{LOCALNODES}.script")
+}
+
+/// Asked of one site's distributor: run this over SSH on a node of the site.
+pub fn distributor_exec(artifact_id: &str) -> String {
+    format!("{PREFIX}.distributor.{artifact_id}.exec")
+}
+
 /// Boot events of one site.
 pub fn boot_events(artifact_id: &str) -> String {
     format!("{PREFIX}.events.boot.{artifact_id}")

@@ -11,6 +11,8 @@ use bootfleet_api::{proto, ApiError, ErrorCode};
 use bootfleet_artifact_build::Toolbox;
 use bootfleet_artifacts::worker::WorkerConfig;
 use bootfleet_bus::{Bus, BusConfig, RunningService};
+use bootfleet_testkit::http_recorder::HttpRecorder;
+use bootfleet_testkit::qemu::{Firmware, LocalBoot, Qemu};
 use bootfleet_testkit::{database_url, Backend, NatsServer};
 use serde_json::json;
 use tokio::io::AsyncReadExt;
@@ -458,6 +460,24 @@ async fn an_iso_is_built_from_artifacts_of_this_system() {
         .expect("xorriso");
     let text = String::from_utf8_lossy(&report.stdout);
     assert!(text.contains("BIOS") && text.contains("UEFI"), "{text}");
+    // What the queue built boots: SeaBIOS from the CD runs the artifact's script, whose request
+    // reaches a recorder on loopback (the guest's only way out).
+    let recorder = HttpRecorder::start("#!ipxe\necho served\n");
+    let guest = Qemu::local(
+        &LocalBoot::Cdrom(path.clone()),
+        Firmware::Bios,
+        recorder.port(),
+    );
+    let seen =
+        tokio::task::spawn_blocking(move || recorder.wait_for("/booted", Duration::from_secs(60)))
+            .await
+            .expect("wait");
+    assert!(
+        seen.is_some(),
+        "the ISO did not run its script.\nserial:\n{}",
+        guest.serial()
+    );
+    drop(guest);
     // The same parts again: done at once.
     let again = lab.create("isos", inputs.clone()).await.expect("again");
     assert_eq!(again.status, "done");

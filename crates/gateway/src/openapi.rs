@@ -8,9 +8,9 @@ use bootfleet_api::artifacts::{
 };
 use bootfleet_api::rest::{
     DistributorConfigInput, DistributorPage, DistributorRow, DistributorStatusInput, ErrorBody,
-    ErrorEnvelope, GeneratedKeyPair, LocalNodeInput, LocalNodePage, LocalNodeRow, Readiness,
-    ScriptInput, ScriptPage, ScriptRow, ServedFileRow, ServiceReadiness, SshKeyInput, SshKeyPage,
-    SshKeyRow,
+    ErrorEnvelope, GeneratedKeyPair, LocalNodeInput, LocalNodePage, LocalNodeRow,
+    LocalNodeScriptInput, LocalNodeScriptResult, Readiness, ScriptInput, ScriptPage, ScriptRow,
+    ServedFileRow, ServiceReadiness, SshKeyInput, SshKeyPage, SshKeyRow,
 };
 use bootfleet_api::ErrorCode;
 use utoipa::openapi::path::{
@@ -217,6 +217,8 @@ pub fn document(routes: &[RouteDef]) -> OpenApi {
         .schema_from::<LocalNodeInput>()
         .schema_from::<LocalNodeRow>()
         .schema_from::<LocalNodePage>()
+        .schema_from::<LocalNodeScriptInput>()
+        .schema_from::<LocalNodeScriptResult>()
         .schema_from::<IpxeInput>()
         .schema_from::<IpxeRow>()
         .schema_from::<IpxePage>()

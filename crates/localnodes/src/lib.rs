@@ -5,7 +5,7 @@
 mod migrations;
 
 use bootfleet_api::subjects::{self, Op};
-use bootfleet_api::{proto, validate, ApiError, ListParams};
+use bootfleet_api::{proto, validate, ApiError, ErrorCode, ListParams};
 use bootfleet_bus::{Bus, BusError, RunningService, ServiceBuilder};
 use bootfleet_store::sea_orm::sea_query::{Alias, Expr, OnConflict, Query};
 use bootfleet_store::sea_orm::{ConnectionTrait, DatabaseConnection, FromQueryResult};
@@ -27,6 +27,7 @@ static SPEC: TableSpec = TableSpec {
         ("lastSeen", "last_seen"),
         ("createdAt", "created_at"),
         ("updatedAt", "updated_at"),
+        ("hostKey", "host_key"),
     ],
     sortable: &[
         "id",
@@ -52,7 +53,21 @@ struct Record {
     last_seen: i64,
     created_at: i64,
     updated_at: i64,
+    host_key: String,
 }
+
+/// The columns a registration writes (the host key keeps its default until a script runs).
+const REGISTER_COLUMNS: [&str; 9] = [
+    "id",
+    "ip",
+    "artifact_id",
+    "mac",
+    "hostname",
+    "pingable",
+    "last_seen",
+    "created_at",
+    "updated_at",
+];
 
 impl From<Record> for proto::LocalNode {
     fn from(r: Record) -> Self {
@@ -66,6 +81,7 @@ impl From<Record> for proto::LocalNode {
             last_seen_ms: r.last_seen,
             created_at_ms: r.created_at,
             updated_at_ms: r.updated_at,
+            host_key: r.host_key,
         }
     }
 }
@@ -134,7 +150,7 @@ impl Localnodes {
         let mut insert = Query::insert();
         insert
             .into_table(Alias::new(SPEC.table))
-            .columns(SPEC.fields.iter().map(|(_, c)| Alias::new(*c)))
+            .columns(REGISTER_COLUMNS.map(Alias::new))
             .values_panic([
                 uuid::Uuid::new_v4().to_string().into(),
                 req.ip.clone().into(),
@@ -191,25 +207,149 @@ impl Localnodes {
             Err(ApiError::not_found(format!("localnode {}", node.id)))
         }
     }
+}
 
-    /// Records the outcome of a reachability probe (from the site's distributor).
-    pub async fn set_pingable(&self, id: &str, pingable: bool) -> Result<(), ApiError> {
-        let id = validate::id("id", id)?;
-        let now = now_ms();
-        let mut update = Query::update();
-        update
-            .table(Alias::new(SPEC.table))
-            .value(Alias::new("pingable"), pingable)
-            .value(Alias::new("updated_at"), now)
-            .and_where(Expr::col(Alias::new("id")).eq(id.as_str()));
-        if pingable {
-            update.value(Alias::new("last_seen"), now);
-        }
-        self.db
-            .execute(self.db.get_database_backend().build(&update))
+/// At most this many nodes per site are probed (and listed to its distributor).
+pub const MAX_SITE_NODES: u64 = 4096;
+/// Script runs: defaults and bounds.
+pub const DEFAULT_SCRIPT_TIMEOUT_SECS: u32 = 60;
+pub const MAX_SCRIPT_TIMEOUT_SECS: u32 = 3600;
+const MAX_PRIVATE_KEY_BYTES: usize = 16 * 1024;
+
+/// A POSIX user name: what `useradd` accepts by default, nothing a shell would read.
+fn user_name(value: &str) -> bool {
+    let mut bytes = value.bytes();
+    matches!(bytes.next(), Some(b) if b.is_ascii_lowercase() || b == b'_')
+        && value.len() <= 32
+        && bytes.all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'_' | b'-'))
+}
+
+impl Localnodes {
+    /// The nodes of one site, for its distributor to probe.
+    pub async fn site_nodes(
+        &self,
+        req: proto::SiteNodesRequest,
+    ) -> Result<proto::LocalNodeList, ApiError> {
+        validate::artifact_id("artifactId", &req.artifact_id)?;
+        let mut select = SPEC.select();
+        select
+            .and_where(Expr::col(Alias::new("artifact_id")).eq(req.artifact_id.as_str()))
+            .limit(MAX_SITE_NODES);
+        let rows = Record::find_by_statement(self.db.get_database_backend().build(&select))
+            .all(&self.db)
             .await
             .map_err(db_error)?;
-        Ok(())
+        let total = rows.len() as u64;
+        Ok(proto::LocalNodeList {
+            rows: rows.into_iter().map(Into::into).collect(),
+            total,
+        })
+    }
+
+    /// A distributor's probe results; only nodes of its own site are touched.
+    pub async fn reachability(
+        &self,
+        report: proto::ReachabilityReport,
+    ) -> Result<proto::Empty, ApiError> {
+        validate::artifact_id("artifactId", &report.artifact_id)?;
+        let now = now_ms();
+        for node in report.nodes.iter().take(MAX_SITE_NODES as usize) {
+            let Ok(id) = validate::id("id", &node.id) else {
+                continue;
+            };
+            let mut update = Query::update();
+            update
+                .table(Alias::new(SPEC.table))
+                .value(Alias::new("pingable"), node.reachable)
+                .and_where(Expr::col(Alias::new("id")).eq(id.as_str()))
+                .and_where(Expr::col(Alias::new("artifact_id")).eq(report.artifact_id.as_str()));
+            if node.reachable {
+                update.value(Alias::new("last_seen"), now);
+            }
+            self.db
+                .execute(self.db.get_database_backend().build(&update))
+                .await
+                .map_err(db_error)?;
+        }
+        Ok(proto::Empty {})
+    }
+
+    /// Runs an operator's script on a node through its site's distributor. The host key seen
+    /// first is recorded; the distributor refuses a different one later.
+    pub async fn run_script(
+        &self,
+        bus: &Bus,
+        req: proto::RunNodeScript,
+    ) -> Result<proto::NodeExecResult, ApiError> {
+        validate::text("script", &req.script)?;
+        if req.private_key.trim().is_empty() || req.private_key.len() > MAX_PRIVATE_KEY_BYTES {
+            return Err(ApiError::invalid(
+                "privateKey",
+                format!("must be an OpenSSH private key of at most {MAX_PRIVATE_KEY_BYTES} bytes"),
+            ));
+        }
+        let user = if req.user.is_empty() {
+            "root".to_owned()
+        } else {
+            req.user
+        };
+        if !user_name(&user) {
+            return Err(ApiError::invalid(
+                "user",
+                "must be a user name: lowercase letters, digits, '_' or '-', at most 32",
+            ));
+        }
+        let timeout = match req.timeout_seconds {
+            0 => DEFAULT_SCRIPT_TIMEOUT_SECS,
+            t if t <= MAX_SCRIPT_TIMEOUT_SECS => t,
+            _ => {
+                return Err(ApiError::invalid(
+                    "timeoutSeconds",
+                    format!("must be 1 to {MAX_SCRIPT_TIMEOUT_SECS}"),
+                ))
+            }
+        };
+        let node = self.get(proto::IdRequest { id: req.id }).await?;
+        let exec = proto::NodeExec {
+            ip: node.ip.clone(),
+            port: 22,
+            user,
+            private_key: req.private_key,
+            script: req.script,
+            timeout_seconds: timeout,
+            known_host_key: node.host_key.clone(),
+        };
+        // The distributor enforces the timeout; the bus waits a little longer for its answer.
+        let wait = std::time::Duration::from_secs(u64::from(timeout) + 15);
+        let result: proto::NodeExecResult = bus
+            .with_timeout(wait, 1)
+            .request(
+                &bootfleet_bus::TraceParent::new_root(),
+                &subjects::distributor_exec(&node.artifact_id),
+                &exec,
+            )
+            .await
+            .map_err(|e| match e.code {
+                ErrorCode::Unavailable => ApiError::unavailable(format!(
+                    "no distributor of site {} is online to reach node {}",
+                    node.artifact_id, node.ip
+                )),
+                _ => e,
+            })?;
+        if node.host_key.is_empty() && !result.host_key.is_empty() {
+            let mut update = Query::update();
+            update
+                .table(Alias::new(SPEC.table))
+                .value(Alias::new("host_key"), result.host_key.as_str())
+                .and_where(Expr::col(Alias::new("id")).eq(node.id.as_str()))
+                .and_where(Expr::col(Alias::new("host_key")).eq(""));
+            self.db
+                .execute(self.db.get_database_backend().build(&update))
+                .await
+                .map_err(db_error)?;
+            tracing::info!(node = %node.id, "host key recorded on first contact");
+        }
+        Ok(result)
     }
 }
 
@@ -225,7 +365,16 @@ pub enum StartError {
 pub async fn start(bus: Bus, db: DatabaseConnection) -> Result<RunningService, StartError> {
     bootfleet_store::migrate::<LocalnodesMigrator>(&db).await?;
     let n = Localnodes::new(db);
-    let (n1, n2, n3, n4) = (n.clone(), n.clone(), n.clone(), n);
+    let (n1, n2, n3, n4, n5, n6, n7) = (
+        n.clone(),
+        n.clone(),
+        n.clone(),
+        n.clone(),
+        n.clone(),
+        n.clone(),
+        n,
+    );
+    let script_bus = bus.clone();
     Ok(ServiceBuilder::new(bus, SERVICE)
         .route(subjects::subject(SERVICE, Op::Create), move |_, req| {
             let n = n1.clone();
@@ -242,6 +391,18 @@ pub async fn start(bus: Bus, db: DatabaseConnection) -> Result<RunningService, S
         .route(subjects::subject(SERVICE, Op::Delete), move |_, req| {
             let n = n4.clone();
             async move { n.delete(req).await }
+        })
+        .route(subjects::localnodes_of_site(), move |_, req| {
+            let n = n5.clone();
+            async move { n.site_nodes(req).await }
+        })
+        .route(subjects::localnodes_reachability(), move |_, req| {
+            let n = n6.clone();
+            async move { n.reachability(req).await }
+        })
+        .route(subjects::localnodes_run_script(), move |_, req| {
+            let (n, bus) = (n7.clone(), script_bus.clone());
+            async move { n.run_script(&bus, req).await }
         })
         .start()
         .await?)

@@ -61,13 +61,52 @@ impl MigrationTrait for CreateLocalnodes {
     }
 }
 
+/// The node's SSH host key, recorded on first contact (trust on first use) and checked after.
+struct AddHostKey;
+
+impl MigrationName for AddHostKey {
+    fn name(&self) -> &str {
+        "m20261123_000002_add_localnode_host_key"
+    }
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for AddHostKey {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager
+            .alter_table(
+                Table::alter()
+                    .table(Alias::new("localnodes"))
+                    .add_column(
+                        ColumnDef::new(Alias::new("host_key"))
+                            .text()
+                            .not_null()
+                            .default(""),
+                    )
+                    .to_owned(),
+            )
+            .await
+    }
+
+    async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager
+            .alter_table(
+                Table::alter()
+                    .table(Alias::new("localnodes"))
+                    .drop_column(Alias::new("host_key"))
+                    .to_owned(),
+            )
+            .await
+    }
+}
+
 #[derive(Debug)]
 pub struct LocalnodesMigrator;
 
 #[async_trait::async_trait]
 impl MigratorTrait for LocalnodesMigrator {
     fn migrations() -> Vec<Box<dyn MigrationTrait>> {
-        vec![Box::new(CreateLocalnodes)]
+        vec![Box::new(CreateLocalnodes), Box::new(AddHostKey)]
     }
 
     fn migration_table_name() -> DynIden {

@@ -5,6 +5,8 @@ use bootfleet_localnodes::{Localnodes, LocalnodesMigrator};
 use bootfleet_testkit::{database_url, Backend};
 
 async fn registry(backend: Backend, dir: &std::path::Path) -> Localnodes {
+    // A database error's detail goes to the log only: show it with a failing test's output.
+    let _ = tracing_subscriber::fmt().with_test_writer().try_init();
     let db = bootfleet_store::connect(&database_url(backend, dir))
         .await
         .expect("connect");
@@ -69,7 +71,32 @@ async fn register_again_updates(backend: Backend) {
     assert_eq!(list.total, 1);
     assert_eq!(list.rows[0].artifact_id, "site-2");
 
-    r.set_pingable(&node.id, true).await.expect("probe result");
+    // A probe report from the site's distributor; one from another site touches nothing.
+    r.reachability(proto::ReachabilityReport {
+        artifact_id: "site-2".into(),
+        nodes: vec![proto::NodeReachability {
+            id: node.id.clone(),
+            reachable: false,
+        }],
+    })
+    .await
+    .expect("other site's report");
+    r.reachability(proto::ReachabilityReport {
+        artifact_id: "site-1".into(),
+        nodes: vec![proto::NodeReachability {
+            id: node.id.clone(),
+            reachable: true,
+        }],
+    })
+    .await
+    .expect("probe result");
+    let site = r
+        .site_nodes(proto::SiteNodesRequest {
+            artifact_id: "site-1".into(),
+        })
+        .await
+        .expect("site nodes");
+    assert_eq!(site.rows.len(), 1);
     let probed = r
         .get(proto::IdRequest {
             id: node.id.clone(),

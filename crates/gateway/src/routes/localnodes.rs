@@ -6,7 +6,9 @@ use axum::http::{header, Method, StatusCode};
 use axum::response::IntoResponse;
 use axum::routing;
 use axum::Json;
-use bootfleet_api::rest::{LocalNodeInput, LocalNodePage, LocalNodeRow};
+use bootfleet_api::rest::{
+    LocalNodeInput, LocalNodePage, LocalNodeRow, LocalNodeScriptInput, LocalNodeScriptResult,
+};
 use bootfleet_api::subjects::{self, Op};
 use bootfleet_api::{proto, validate, ApiError};
 
@@ -200,6 +202,39 @@ pub(super) fn routes() -> Vec<RouteDef> {
                     let req = proto::IdRequest { id: path_id(&id)? };
                     let node: proto::LocalNode = s.bus.request(&t, &subjects::subject(SERVICE, Op::Get), &req).await?;
                     HttpResult::Ok(Json(LocalNodeRow::from(node)))
+                },
+            ),
+        },
+        RouteDef {
+            method: Method::PUT,
+            path: "/api/localnodes/{id}/script".into(),
+            access: Access::Write,
+            operation_id: "runLocalNodeScript".into(),
+            summary: "Run a script on the node over SSH through its site's distributor; answers with stdout, stderr and the exit code. The private key is used for this run only (never stored or logged); the node's host key is recorded on first contact and must match afterwards (409). 503 when no distributor of the site is online, 504 when the script outlives timeoutSeconds".into(),
+            tag: "localnodes",
+            params: vec![ID],
+            request: Some("LocalNodeScriptInput"),
+            status: 200,
+            response: Body::Json("LocalNodeScriptResult"),
+            handler: routing::put(
+                |State(s): State<AppState>, Trace(t): Trace, Path(id): Path<String>, JsonBody(body): JsonBody<LocalNodeScriptInput>| async move {
+                    validate::text("script", &body.script)?;
+                    let req = proto::RunNodeScript {
+                        id: path_id(&id)?,
+                        script: body.script,
+                        private_key: body.private_key,
+                        user: body.user.unwrap_or_default(),
+                        timeout_seconds: body.timeout_seconds.unwrap_or(0),
+                    };
+                    let wait = std::time::Duration::from_secs(u64::from(req.timeout_seconds.max(60)) + 30);
+                    let result: proto::NodeExecResult = s
+                        .bus
+                        .with_timeout(wait, 1)
+                        .request(&t, &subjects::localnodes_run_script(), &req)
+                        .await?;
+                    let mut response = Json(LocalNodeScriptResult::from(result)).into_response();
+                    response.headers_mut().insert(header::CACHE_CONTROL, axum::http::HeaderValue::from_static("no-store"));
+                    HttpResult::Ok(response)
                 },
             ),
         },
