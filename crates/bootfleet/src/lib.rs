@@ -47,6 +47,27 @@ impl Service {
     }
 }
 
+impl Service {
+    async fn migrate(
+        self,
+        db: &bootfleet_store::sea_orm::DatabaseConnection,
+    ) -> Result<(), bootfleet_store::StoreError> {
+        use bootfleet_store::migrate;
+        match self {
+            Service::Mainscripts => migrate::<bootfleet_scripts::MainscriptsMigrator>(db).await,
+            Service::Kickstarts => migrate::<bootfleet_scripts::KickstartsMigrator>(db).await,
+            Service::Sshkeys => migrate::<bootfleet_sshkeys::SshkeysMigrator>(db).await,
+            Service::Distributors => {
+                migrate::<bootfleet_distributors::DistributorsMigrator>(db).await
+            }
+            Service::Localnodes => migrate::<bootfleet_localnodes::LocalnodesMigrator>(db).await,
+            Service::Artifacts | Service::Builders => {
+                migrate::<bootfleet_artifacts::ArtifactsMigrator>(db).await
+            }
+        }
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
     #[error(transparent)]
@@ -72,6 +93,11 @@ pub async fn start_services(
     services: &[Service],
 ) -> Result<Vec<RunningService>, StartError> {
     let db = bootfleet_store::connect(database_url).await?;
+    // Every schema change first, then serving: no connection serves on a schema it read before
+    // another service's migration (see `bootfleet_store::migrate`).
+    for &service in services {
+        service.migrate(&db).await?;
+    }
     let mut running = Vec::new();
     for &service in services {
         let started = match service {

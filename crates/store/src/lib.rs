@@ -68,28 +68,45 @@ pub async fn connect(url: &str) -> Result<DatabaseConnection, StoreError> {
     options
         .max_connections(16)
         .sqlx_logging(false)
-        .connect_timeout(std::time::Duration::from_secs(10));
+        .connect_timeout(std::time::Duration::from_secs(10))
+        // WAL lets several processes (two instances of a service) share one file. Set on every
+        // connection as it opens: a PRAGMA run through `execute` afterwards returns a row that is
+        // never stepped to its end, and the statement's open read transaction pinned that
+        // connection to an old snapshot (it then missed tables and columns migrations added).
+        .map_sqlx_sqlite_opts(|o| {
+            o.journal_mode(sea_orm::sqlx::sqlite::SqliteJournalMode::Wal)
+                .busy_timeout(std::time::Duration::from_secs(10))
+        });
     let db = sea_orm::Database::connect(options)
         .await
         .map_err(|source| StoreError::Connect {
             url: redact_url(url),
             source,
         })?;
-    if db.get_database_backend() == sea_orm::DatabaseBackend::Sqlite {
-        // WAL lets several processes (two instances of a service) share one file.
-        db.execute_unprepared("PRAGMA journal_mode=WAL")
-            .await
-            .map_err(|source| StoreError::Connect {
-                url: redact_url(url),
-                source,
-            })?;
-    }
     Ok(db)
 }
 
 /// Applies the migrations of one service (each service has its own migration table).
+///
+/// On SQLite they run on a pool of their own, closed afterwards. A connection caches the schema
+/// it first read; one that a migration's own queries opened mid-migration kept the old schema,
+/// and SQLite does not notice that for every statement (an upsert's conflict target, say), so
+/// no connection that saw a half-migrated schema may go on serving. Run every migration before
+/// serving from `db` (see `bootfleet::start_services`).
 pub async fn migrate<M: MigratorTrait>(db: &DatabaseConnection) -> Result<(), StoreError> {
-    M::up(db, None).await.map_err(StoreError::Migrate)
+    if db.get_database_backend() != sea_orm::DatabaseBackend::Sqlite {
+        return M::up(db, None).await.map_err(StoreError::Migrate);
+    }
+    let options = db.get_sqlite_connection_pool().connect_options();
+    let pool = sea_orm::sqlx::sqlite::SqlitePoolOptions::new()
+        .max_connections(4)
+        .connect_with((*options).clone())
+        .await
+        .map_err(|e| StoreError::Migrate(DbErr::Conn(sea_orm::RuntimeErr::SqlxError(e))))?;
+    let migrations = sea_orm::SqlxSqliteConnector::from_sqlx_sqlite_pool(pool);
+    let outcome = M::up(&migrations, None).await.map_err(StoreError::Migrate);
+    let _ = migrations.close().await;
+    outcome
 }
 
 /// Turns a database failure into the error the client sees: the detail goes to the log, the
