@@ -86,12 +86,33 @@ pub enum StartError {
     },
 }
 
+/// Started services and the database pool they share.
+#[derive(Debug)]
+pub struct Services {
+    running: Vec<RunningService>,
+    db: bootfleet_store::sea_orm::DatabaseConnection,
+}
+
+impl Services {
+    /// Stops every service (requests under way finish), then closes the database pool while the
+    /// runtime still runs: a pool dropped during runtime teardown closes its connections on a
+    /// runtime that is gone.
+    pub async fn stop(self) {
+        for service in self.running {
+            service.stop().await;
+        }
+        if let Err(e) = self.db.close().await {
+            tracing::warn!(error = %e, "closing the database pool failed");
+        }
+    }
+}
+
 /// Connects to the database, migrates and starts the given services on the bus.
 pub async fn start_services(
     bus: &Bus,
     database_url: &str,
     services: &[Service],
-) -> Result<Vec<RunningService>, StartError> {
+) -> Result<Services, StartError> {
     let db = bootfleet_store::connect(database_url).await?;
     // Every schema change first, then serving: no connection serves on a schema it read before
     // another service's migration (see `bootfleet_store::migrate`).
@@ -128,7 +149,7 @@ pub async fn start_services(
             message,
         })?);
     }
-    Ok(running)
+    Ok(Services { running, db })
 }
 
 /// A running gateway and services: the whole system minus NATS (and the database server).
@@ -136,7 +157,7 @@ pub async fn start_services(
 pub struct System {
     pub addr: SocketAddr,
     pub bus: Bus,
-    services: Vec<RunningService>,
+    services: Option<Services>,
     stop_gateway: Option<tokio::sync::oneshot::Sender<()>>,
     gateway: tokio::task::JoinHandle<std::io::Result<()>>,
 }
@@ -175,7 +196,7 @@ impl System {
         Ok(System {
             addr,
             bus,
-            services,
+            services: Some(services),
             stop_gateway: Some(stop_tx),
             gateway,
         })
@@ -193,8 +214,8 @@ impl System {
         if let Err(e) = (&mut self.gateway).await {
             tracing::warn!(error = %e, "gateway task ended badly");
         }
-        for service in self.services.drain(..) {
-            service.stop().await;
+        if let Some(services) = self.services.take() {
+            services.stop().await;
         }
     }
 }

@@ -209,9 +209,7 @@ async fn run(cli: Cli) -> Result<(), String> {
                 .await
                 .map_err(|e| e.to_string())?;
             shutdown.wait().await;
-            for service in services {
-                service.stop().await;
-            }
+            services.stop().await;
             Ok(())
         }
         Command::Token {

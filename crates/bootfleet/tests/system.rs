@@ -1244,7 +1244,7 @@ async fn up_runs_the_system_and_stops_cleanly() {
             .env("BOOTFLEET_DATA_DIR", dir.path())
             .env_remove("BOOTFLEET_JWT_SECRET")
             .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::null())
+            .stderr(std::fs::File::create(dir.path().join("up.log")).expect("log"))
             .spawn()
             .expect("spawn up"),
     );
@@ -1305,7 +1305,11 @@ async fn up_runs_the_system_and_stops_cleanly() {
     .await
     .expect("join")
     .expect("bootfleet up stops within 30 s of SIGINT");
-    assert!(exit.success(), "{exit}");
+    assert!(
+        exit.success(),
+        "{exit}\n{}",
+        std::fs::read_to_string(dir.path().join("up.log")).unwrap_or_default()
+    );
     assert!(
         std::net::TcpStream::connect(("127.0.0.1", nats_port)).is_err(),
         "the nats-server bootfleet started is gone"
