@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use bootfleet_api::{proto, subjects, ApiError};
+use bootfleet_api::{proto, subjects, ApiError, ErrorCode};
 use bootfleet_bus::{Bus, BusConfig, ServiceBuilder, TraceParent};
 
 use crate::boot_config::Applier;
@@ -115,6 +115,8 @@ pub struct Agent {
     artifact_id: String,
     bus_config: BusConfig,
     heartbeat: Duration,
+    /// How often to probe the site's nodes; `None`: never.
+    pub probe_every: Option<Duration>,
 }
 
 impl std::fmt::Debug for Agent {
@@ -138,6 +140,7 @@ impl Agent {
             artifact_id,
             bus_config,
             heartbeat,
+            probe_every: None,
         }
     }
 
@@ -175,10 +178,11 @@ impl Agent {
                 None
             }
         };
-        // The operator's configuration, asked of this distributor by the distributors service.
+        // What the system asks of this distributor: apply the operator's configuration, run a
+        // script on a node of the site; and, beside, the nodes' reachability probes.
         let apply_service = {
             let (applier, client) = (applier.clone(), bus.client().clone());
-            ServiceBuilder::new(bus.clone(), "distributor-agent")
+            let mut service = ServiceBuilder::new(bus.clone(), "distributor-agent")
                 .route(
                     subjects::distributor_apply(&self.artifact_id),
                     move |_, config: proto::DistributorConfig| {
@@ -189,8 +193,16 @@ impl Agent {
                         }
                     },
                 )
-                .start()
-                .await
+                .route(
+                    subjects::distributor_exec(&self.artifact_id),
+                    |_, exec: proto::NodeExec| run_on_node(exec),
+                );
+            if let Some(every) = self.probe_every {
+                let (bus, artifact_id) = (bus.clone(), self.artifact_id.clone());
+                service =
+                    service.background(move |stop| probe_nodes(bus, artifact_id, every, stop));
+            }
+            service.start().await
         };
         let apply_service = match apply_service {
             Ok(s) => Some(s),
@@ -256,6 +268,133 @@ impl Agent {
         }
         if let Some(s) = apply_service {
             s.stop().await;
+        }
+    }
+}
+
+/// Runs an operator's script on a node of this site over SSH. The key is in this request's
+/// memory only; nothing here logs it.
+async fn run_on_node(exec: proto::NodeExec) -> Result<proto::NodeExecResult, ApiError> {
+    use crate::ssh_exec::{self, ExecError, ExecRequest};
+    let ip: std::net::IpAddr = exec
+        .ip
+        .parse()
+        .map_err(|_| ApiError::invalid("ip", "must be an IP address"))?;
+    let port = u16::try_from(exec.port)
+        .ok()
+        .filter(|p| *p > 0)
+        .unwrap_or(22);
+    let addr = std::net::SocketAddr::new(ip, port);
+    let timeout = Duration::from_secs(u64::from(exec.timeout_seconds.clamp(1, 3600)));
+    let request = ExecRequest {
+        addr,
+        user: &exec.user,
+        private_key: &exec.private_key,
+        script: &exec.script,
+        timeout,
+        known_host_key: (!exec.known_host_key.is_empty()).then_some(exec.known_host_key.as_str()),
+        max_output: 1 << 20,
+    };
+    tracing::info!(node = %addr, user = %exec.user, "running an operator's script");
+    match ssh_exec::run(&request).await {
+        Ok(out) => Ok(proto::NodeExecResult {
+            stdout: out.stdout,
+            stderr: out.stderr,
+            exit_code: out.exit_code,
+            exit_signal: out.exit_signal.unwrap_or_default(),
+            truncated: out.truncated,
+            host_key: out.host_key,
+        }),
+        Err(e) => {
+            tracing::info!(node = %addr, error = %e, "script not run to completion");
+            Err(match e {
+                ExecError::InvalidKey(m) => ApiError::invalid("privateKey", m),
+                ExecError::AuthFailed(m) => ApiError::invalid(
+                    "privateKey",
+                    format!("the node refused it for {}@{ip}: {m}", exec.user),
+                ),
+                ExecError::HostKeyChanged { expected, got } => ApiError::new(
+                    ErrorCode::Conflict,
+                    format!(
+                        "node {ip} presented a different host key ({got}) than the one recorded ({expected}); refusing to run. If the node was reinstalled, delete it and let it register again"
+                    ),
+                ),
+                ExecError::Timeout(after) => ApiError::new(
+                    ErrorCode::Timeout,
+                    format!("the script did not finish within {} s; the session was closed", after.as_secs()),
+                ),
+                ExecError::Connect(m) => ApiError::unavailable(format!("cannot reach node {addr}: {m}")),
+                ExecError::Protocol(m) => ApiError::unavailable(format!("ssh with node {addr} failed: {m}")),
+            })
+        }
+    }
+}
+
+/// Probes the site's registered nodes every `every` and reports to the localnodes service.
+/// Listing nodes never waits for this: it only updates rows.
+async fn probe_nodes(
+    bus: Bus,
+    artifact_id: String,
+    every: Duration,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    let mut ticker = tokio::time::interval(every);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = ticker.tick() => {}
+            _ = stop.changed() => return,
+        }
+        let request = proto::SiteNodesRequest {
+            artifact_id: artifact_id.clone(),
+        };
+        let nodes: proto::LocalNodeList = match bus
+            .request(
+                &TraceParent::new_root(),
+                &subjects::localnodes_of_site(),
+                &request,
+            )
+            .await
+        {
+            Ok(list) => list,
+            Err(e) => {
+                tracing::debug!(error = %e, "cannot list the site's nodes");
+                continue;
+            }
+        };
+        let targets: Vec<(String, std::net::SocketAddr)> = nodes
+            .rows
+            .into_iter()
+            .filter_map(|n| {
+                let ip: std::net::IpAddr = n.ip.parse().ok()?;
+                Some((n.id, std::net::SocketAddr::new(ip, 22)))
+            })
+            .collect();
+        if targets.is_empty() {
+            continue;
+        }
+        let addrs: Vec<std::net::SocketAddr> = targets.iter().map(|(_, a)| *a).collect();
+        let results = crate::reachability::probe_all(&addrs, Duration::from_secs(2)).await;
+        let report = proto::ReachabilityReport {
+            artifact_id: artifact_id.clone(),
+            nodes: targets
+                .iter()
+                .zip(results)
+                .map(|((id, _), (_, reachable))| proto::NodeReachability {
+                    id: id.clone(),
+                    reachable,
+                })
+                .collect(),
+        };
+        if let Err(e) = bus
+            .request::<_, proto::Empty>(
+                &TraceParent::new_root(),
+                &subjects::localnodes_reachability(),
+                &report,
+            )
+            .await
+        {
+            tracing::debug!(error = %e, "cannot report reachability");
         }
     }
 }

@@ -46,6 +46,10 @@ pub struct ServeArgs {
     /// Seconds between heartbeats to the `distributors` service.
     #[arg(long, env = "DISTRIBUTOR_HEARTBEAT_SECS", default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..=300))]
     pub heartbeat_secs: u64,
+    /// Seconds between reachability probes of the site's registered nodes (TCP to port 22);
+    /// 0 turns probing off.
+    #[arg(long, env = "DISTRIBUTOR_PROBE_SECS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(0..=3600))]
+    pub probe_secs: u64,
     /// Also serve the cache over HTTP on this port (for UEFI HTTP boot and iPXE); off by default.
     #[arg(long, env = "DISTRIBUTOR_HTTP_PORT")]
     pub http_port: Option<u16>,

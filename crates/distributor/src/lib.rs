@@ -9,7 +9,9 @@ pub mod cache;
 pub mod config;
 pub mod http_boot;
 pub mod proxy_dhcp;
+pub mod reachability;
 pub mod sockets;
+pub mod ssh_exec;
 pub mod tftp_server;
 
 use bootfleet_netboot::dhcp::{BootFiles, ProxyConfig};
@@ -104,11 +106,13 @@ pub async fn serve(
                 url,
                 format!("bootfleet-distributor-{artifact_id}"),
             );
-            let agent = Agent::new(
+            let mut agent = Agent::new(
                 bus,
                 artifact_id,
                 std::time::Duration::from_secs(args.heartbeat_secs),
             );
+            agent.probe_every =
+                (args.probe_secs > 0).then(|| std::time::Duration::from_secs(args.probe_secs));
             let events = agent.events.clone();
             tasks.spawn(agent.run(
                 switch.clone(),

@@ -21,6 +21,7 @@ use bootfleet_gateway::{GatewayConfig, DEFAULT_BODY_LIMIT};
 use bootfleet_testkit::netlab::{NetLab, SiteDhcp};
 use bootfleet_testkit::node_image::{NodeImage, REGISTERED_MARKER};
 use bootfleet_testkit::qemu::{Firmware, Qemu};
+use bootfleet_testkit::sshd::Sshd;
 use bootfleet_testkit::{ChildGuard, NatsServer};
 use futures_util::StreamExt;
 use prost::Message;
@@ -939,6 +940,253 @@ fn operator_configures_a_distributor_with_built_artifacts() {
                 "the restarted distributor did not reinstall its configuration"
             );
             drop(distributor);
+            infra.system.stop().await;
+        });
+    });
+}
+
+/// Scripts on a node through its site's distributor: a real sshd in the node's namespace, the
+/// distributor in the infra namespace reaching it over the LAN. Register → the distributor's
+/// probe makes it `pingable` → a script's exact output comes back; a wrong key, a changed host
+/// key and a script past its timeout are refused clearly; with no distributor online, 503. The
+/// private key never reaches the distributor's disk or its log.
+#[test]
+fn operator_runs_scripts_on_a_node_through_its_distributor() {
+    let mut site = site();
+    let node_ns = site.lab.host("node", "n0", "10.77.0.60/24", None);
+    let lab = &site.lab;
+    lab.run_in(&site.infra, || {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .expect("runtime");
+        rt.block_on(async {
+            let infra = Infra::start().await;
+            let (nats, dir) = (&infra.nats, infra.dir.path());
+            let admin = infra.token(Role::Admin);
+            let node_token = infra.token(Role::Node);
+            let http = reqwest::Client::new();
+            let call = |method: reqwest::Method, path: String, token: &str, body: Option<Value>| {
+                let (http, token) = (http.clone(), token.to_owned());
+                async move {
+                    let mut req = http
+                        .request(method, format!("{GATEWAY}{path}"))
+                        .bearer_auth(token);
+                    if let Some(b) = body {
+                        req = req.json(&b);
+                    }
+                    let r = req.send().await.expect("request");
+                    (
+                        r.status().as_u16(),
+                        r.json::<Value>().await.unwrap_or(Value::Null),
+                    )
+                }
+            };
+            // Key pairs from the system's own generator; the node trusts the first.
+            let keypair = || async {
+                let (status, pair) = call(
+                    reqwest::Method::GET,
+                    "/api/sshkey?algorithm=ed25519".into(),
+                    &admin,
+                    None,
+                )
+                .await;
+                assert_eq!(status, 200, "{pair}");
+                pair
+            };
+            let good = keypair().await;
+            let wrong = keypair().await;
+            let private_key = good["privateKey"].as_str().expect("private key").to_owned();
+            let key_body: String = private_key
+                .lines()
+                .filter(|l| !l.starts_with("-----"))
+                .collect();
+            let mut sshd = Sshd::start_in(
+                lab,
+                &node_ns,
+                "10.77.0.60:22".parse().expect("addr"),
+                good["publicKey"].as_str().expect("public key"),
+            );
+
+            let distributor_log = dir.join("distributor.log");
+            let distributor_cache = dir.join("ssh-cache");
+            std::fs::create_dir_all(&distributor_cache).expect("cache");
+            let distributor = ChildGuard(
+                std::process::Command::new(env!("CARGO_BIN_EXE_bootfleet-distributor"))
+                    .env("NATS_URL", nats.url())
+                    .env("DISTRIBUTOR_ARTIFACT_ID", "site-ssh")
+                    .args([
+                        "serve",
+                        "--interface",
+                        "i0",
+                        "--server-ip",
+                        &INFRA_IP.to_string(),
+                    ])
+                    .args([
+                        "--heartbeat-secs",
+                        "1",
+                        "--probe-secs",
+                        "1",
+                        "--no-dhcp",
+                        "--no-tftp",
+                    ])
+                    .arg("--cache-dir")
+                    .arg(&distributor_cache)
+                    .env("BOOTFLEET_LOG", "debug")
+                    .stdout(Stdio::null())
+                    .stderr(std::fs::File::create(&distributor_log).expect("log"))
+                    .spawn()
+                    .expect("start the distributor"),
+            );
+
+            // The node registers (not pingable yet, by its own word); the probe finds sshd.
+            let (status, row) = call(
+                reqwest::Method::POST,
+                "/api/localnodes?ip=10.77.0.60&artifactId=site-ssh&pingable=false".into(),
+                &node_token,
+                None,
+            )
+            .await;
+            assert_eq!(status, 201, "{row}");
+            let id = row["id"].as_str().expect("id").to_owned();
+            let mut pingable = false;
+            for _ in 0..150 {
+                let (_, row) = call(
+                    reqwest::Method::GET,
+                    format!("/api/localnodes/{id}"),
+                    &admin,
+                    None,
+                )
+                .await;
+                if row["pingable"] == true {
+                    pingable = true;
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            assert!(pingable, "the distributor's probe never reached the node");
+
+            let run = |body: Value| {
+                call(
+                    reqwest::Method::PUT,
+                    format!("/api/localnodes/{id}/script"),
+                    &admin,
+                    Some(body),
+                )
+            };
+            let (status, out) = run(json!({
+                "script": "echo out; echo err >&2; printf '%s\\n' \"$(id -un)\"; exit 3",
+                "privateKey": private_key,
+            }))
+            .await;
+            assert_eq!(status, 200, "{out}");
+            assert_eq!(out["stdout"], "out\nroot\n");
+            assert_eq!(out["stderr"], "err\n");
+            assert_eq!(out["exitCode"], 3);
+            let (_, row) = call(
+                reqwest::Method::GET,
+                format!("/api/localnodes/{id}"),
+                &admin,
+                None,
+            )
+            .await;
+            assert_eq!(
+                row["hostKey"].as_str(),
+                Some(sshd.host_public_key().trim()),
+                "host key recorded on first contact"
+            );
+
+            // The wrong key: a clear refusal naming the key.
+            let (status, err) =
+                run(json!({"script": "true", "privateKey": wrong["privateKey"]})).await;
+            assert_eq!(status, 400, "{err}");
+            assert_eq!(err["error"]["field"], "privateKey");
+
+            // Past its timeout: 504, and the SSH session is closed (sshd has no session left).
+            let (status, err) =
+                run(json!({"script": "sleep 37", "privateKey": private_key, "timeoutSeconds": 2}))
+                    .await;
+            assert_eq!(status, 504, "{err}");
+            assert_eq!(err["error"]["code"], "timeout");
+            let mut closed = false;
+            for _ in 0..50 {
+                if sshd.session_pids().is_empty() {
+                    closed = true;
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            assert!(
+                closed,
+                "an ssh session is still open after the timeout:\n{}",
+                sshd.log()
+            );
+            // OpenSSH signals only the session's direct child: a command the user's shell did not
+            // exec may outlive the session. This test started it, so it ends it.
+            let leftover = std::process::Command::new("pgrep")
+                .args(["-xf", "sleep 37"])
+                .output()
+                .expect("pgrep");
+            for pid in String::from_utf8_lossy(&leftover.stdout).split_whitespace() {
+                let _ = std::process::Command::new("kill")
+                    .args(["-KILL", pid])
+                    .status();
+            }
+
+            // The node's host key changes (a reinstall, or someone in between): refused.
+            sshd.regenerate_host_key();
+            let (status, err) = run(
+                json!({"script": "touch /tmp/bootfleet-must-not-exist", "privateKey": private_key}),
+            )
+            .await;
+            assert_eq!(status, 409, "{err}");
+            assert!(
+                err["error"]["message"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .contains("host key"),
+                "{err}"
+            );
+            assert!(!std::path::Path::new("/tmp/bootfleet-must-not-exist").exists());
+
+            // No distributor of the site online: 503 saying so.
+            drop(distributor);
+            let (status, err) = run(json!({"script": "true", "privateKey": private_key})).await;
+            assert_eq!(status, 503, "{err}");
+            assert!(
+                err["error"]["message"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .contains("site-ssh"),
+                "{err}"
+            );
+
+            // The private key reached neither the distributor's disk nor its log.
+            let log = std::fs::read_to_string(&distributor_log).expect("log");
+            assert!(
+                log.contains("running an operator's script"),
+                "the log is the real one"
+            );
+            assert!(
+                !log.contains(&key_body),
+                "the private key is in the distributor's log"
+            );
+            let mut stack = vec![distributor_cache.clone()];
+            while let Some(path) = stack.pop() {
+                for entry in std::fs::read_dir(&path).expect("read dir").flatten() {
+                    let p = entry.path();
+                    if p.is_dir() {
+                        stack.push(p);
+                    } else if let Ok(text) = std::fs::read_to_string(&p) {
+                        assert!(
+                            !text.contains(&key_body),
+                            "the private key is in {}",
+                            p.display()
+                        );
+                    }
+                }
+            }
             infra.system.stop().await;
         });
     });
