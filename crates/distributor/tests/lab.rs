@@ -128,11 +128,7 @@ fn boot_to_registration(firmware: Firmware, served: &[&str]) {
     let site = site();
     let lab = &site.lab;
     lab.run_in(&site.infra, || {
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .expect("runtime");
+        let rt = runtime();
         rt.block_on(async {
             let infra = Infra::start().await;
             let (nats, system, dir) = (&infra.nats, &infra.system, infra.dir.path());
@@ -260,6 +256,41 @@ fn boot_to_registration(firmware: Firmware, served: &[&str]) {
             infra.system.stop().await;
         });
     });
+}
+
+/// A runtime for one lab test, on a thread already inside the infra namespace.
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime")
+}
+
+/// One gateway request with `token`: its status and JSON body (`null` if none). `target` is a
+/// path on the lab's gateway or a full URL.
+async fn api(
+    method: reqwest::Method,
+    target: String,
+    token: String,
+    body: Option<Value>,
+) -> (u16, Value) {
+    let url = if target.starts_with('/') {
+        format!("{GATEWAY}{target}")
+    } else {
+        target
+    };
+    let mut req = reqwest::Client::new()
+        .request(method, url)
+        .bearer_auth(token);
+    if let Some(b) = body {
+        req = req.json(&b);
+    }
+    let r = req.send().await.expect("request");
+    (
+        r.status().as_u16(),
+        r.json::<Value>().await.unwrap_or(Value::Null),
+    )
 }
 
 fn bootfleet_store_url(dir: &Path) -> String {
@@ -558,11 +589,7 @@ fn operator_switches_a_distributor_off_and_on() {
     let client = site.lab.host("client", "c0", "10.77.0.50/24", None);
     let lab = &site.lab;
     lab.run_in(&site.infra, || {
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .expect("runtime");
+        let rt = runtime();
         rt.block_on(async {
             let mut infra = Infra::start().await;
             let nats = &infra.nats;
@@ -589,32 +616,9 @@ fn operator_switches_a_distributor_off_and_on() {
                     .spawn()
                     .expect("start the distributor"),
             );
-            let http = reqwest::Client::new();
-            let get = |url: String| {
-                let (http, admin) = (http.clone(), admin.clone());
-                async move {
-                    let r = http.get(url).bearer_auth(admin).send().await.expect("get");
-                    (
-                        r.status().as_u16(),
-                        r.json::<Value>().await.unwrap_or(Value::Null),
-                    )
-                }
-            };
+            let get = |url: String| api(reqwest::Method::GET, url, admin.clone(), None);
             let put = |url: String, body: Value| {
-                let (http, admin) = (http.clone(), admin.clone());
-                async move {
-                    let r = http
-                        .put(url)
-                        .bearer_auth(admin)
-                        .json(&body)
-                        .send()
-                        .await
-                        .expect("put");
-                    (
-                        r.status().as_u16(),
-                        r.json::<Value>().await.unwrap_or(Value::Null),
-                    )
-                }
+                api(reqwest::Method::PUT, url, admin.clone(), Some(body))
             };
             // Registered by its first heartbeat (the seed's variable name works too).
             let mut id = String::new();
@@ -709,11 +713,7 @@ fn operator_configures_a_distributor_with_built_artifacts() {
     let site = site();
     let lab = &site.lab;
     lab.run_in(&site.infra, || {
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .expect("runtime");
+        let rt = runtime();
         rt.block_on(async {
             let infra = Infra::start().await;
             let (nats, dir) = (&infra.nats, infra.dir.path());
@@ -744,22 +744,8 @@ fn operator_configures_a_distributor_with_built_artifacts() {
                 )
             };
             let mut distributor = start_distributor();
-            let http = reqwest::Client::new();
             let call = |method: reqwest::Method, path: String, body: Option<Value>| {
-                let (http, admin) = (http.clone(), admin.clone());
-                async move {
-                    let mut req = http
-                        .request(method, format!("{GATEWAY}{path}"))
-                        .bearer_auth(admin);
-                    if let Some(b) = body {
-                        req = req.json(&b);
-                    }
-                    let r = req.send().await.expect("request");
-                    (
-                        r.status().as_u16(),
-                        r.json::<Value>().await.unwrap_or(Value::Null),
-                    )
-                }
+                api(method, path, admin.clone(), body)
             };
             let build = |body: Value| async move {
                 let (status, row) =
@@ -956,32 +942,14 @@ fn operator_runs_scripts_on_a_node_through_its_distributor() {
     let node_ns = site.lab.host("node", "n0", "10.77.0.60/24", None);
     let lab = &site.lab;
     lab.run_in(&site.infra, || {
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .expect("runtime");
+        let rt = runtime();
         rt.block_on(async {
             let infra = Infra::start().await;
             let (nats, dir) = (&infra.nats, infra.dir.path());
             let admin = infra.token(Role::Admin);
             let node_token = infra.token(Role::Node);
-            let http = reqwest::Client::new();
             let call = |method: reqwest::Method, path: String, token: &str, body: Option<Value>| {
-                let (http, token) = (http.clone(), token.to_owned());
-                async move {
-                    let mut req = http
-                        .request(method, format!("{GATEWAY}{path}"))
-                        .bearer_auth(token);
-                    if let Some(b) = body {
-                        req = req.json(&b);
-                    }
-                    let r = req.send().await.expect("request");
-                    (
-                        r.status().as_u16(),
-                        r.json::<Value>().await.unwrap_or(Value::Null),
-                    )
-                }
+                api(method, path, token.to_owned(), body)
             };
             // Key pairs from the system's own generator; the node trusts the first.
             let keypair = || async {
