@@ -263,6 +263,11 @@ impl Registry {
     }
 }
 
+/// How long a kind's tool versions are reused. Finding them runs the tools and hashes package
+/// files (a whole iPXE tree with the compile backend): too much for every create. After a
+/// package upgrade, creates within this window may still reuse an artifact built before it.
+const VERSIONS_TTL: std::time::Duration = std::time::Duration::from_secs(60);
+
 /// The `artifacts` service: validates, deduplicates by content, queues.
 #[derive(Clone, Debug)]
 pub struct Artifacts {
@@ -270,6 +275,9 @@ pub struct Artifacts {
     js: jetstream::Context,
     objects: objects::Objects,
     toolbox: Arc<Toolbox>,
+    versions: Arc<
+        std::sync::Mutex<std::collections::HashMap<ArtifactKind, (std::time::Instant, String)>>,
+    >,
 }
 
 impl Artifacts {
@@ -317,16 +325,7 @@ impl Artifacts {
             ));
         }
         let canonical = self.canonical_inputs(&request).await?;
-        let toolbox = self.toolbox.clone();
-        let versions = tokio::task::spawn_blocking(move || toolbox.versions(tool_kind(kind)))
-            .await
-            .map_err(|e| ApiError::internal(format!("tool version check panicked: {e}")))?
-            .map_err(|e| {
-                ApiError::new(
-                    ErrorCode::Unavailable,
-                    format!("the build tools are not usable here: {e}"),
-                )
-            })?;
+        let versions = self.tool_versions(kind).await?;
         let key = content_key(kind, &canonical, &versions);
         let now = now_ms();
         let mut record = Record {
@@ -389,6 +388,31 @@ impl Artifacts {
         Ok(record.into_proto())
     }
 
+    async fn tool_versions(&self, kind: ArtifactKind) -> Result<String, ApiError> {
+        let cached = self.versions.lock().ok().and_then(|m| {
+            m.get(&kind)
+                .filter(|(at, _)| at.elapsed() < VERSIONS_TTL)
+                .map(|(_, v)| v.clone())
+        });
+        if let Some(versions) = cached {
+            return Ok(versions);
+        }
+        let toolbox = self.toolbox.clone();
+        let versions = tokio::task::spawn_blocking(move || toolbox.versions(tool_kind(kind)))
+            .await
+            .map_err(|e| ApiError::internal(format!("tool version check panicked: {e}")))?
+            .map_err(|e| {
+                ApiError::new(
+                    ErrorCode::Unavailable,
+                    format!("the build tools are not usable here: {e}"),
+                )
+            })?;
+        if let Ok(mut m) = self.versions.lock() {
+            m.insert(kind, (std::time::Instant::now(), versions.clone()));
+        }
+        Ok(versions)
+    }
+
     async fn get_of_kind(&self, req: &proto::ArtifactRef) -> Result<Record, ApiError> {
         let kind = kind_of(&req.kind)?;
         let id = validate::id("id", &req.id)?;
@@ -422,7 +446,7 @@ impl Artifacts {
         if self.registry.count_by_key(&record.content_key).await? == 0 {
             self.objects
                 .delete_all(&record.content_key, &record.files())
-                .await?;
+                .await;
         }
         Ok(record.into_proto())
     }
@@ -458,6 +482,7 @@ pub async fn start_with(
         js,
         objects,
         toolbox: Arc::new(toolbox),
+        versions: Arc::default(),
     };
     let (a1, a2, a3, a4) = (a.clone(), a.clone(), a.clone(), a);
     Ok(ServiceBuilder::new(bus, SERVICE)

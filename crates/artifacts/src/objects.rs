@@ -5,7 +5,7 @@ use std::path::Path;
 
 use async_nats::jetstream::{self, object_store};
 use bootfleet_api::artifacts::object_name;
-use bootfleet_api::{subjects, ApiError};
+use bootfleet_api::subjects;
 use sha2::{Digest, Sha256};
 use tokio::io::AsyncReadExt;
 
@@ -85,13 +85,13 @@ impl Objects {
         true
     }
 
-    pub(crate) async fn delete_all(&self, key: &str, files: &[StoredFile]) -> Result<(), ApiError> {
+    /// Best effort: bytes left behind are only unused space, never a wrong answer.
+    pub(crate) async fn delete_all(&self, key: &str, files: &[StoredFile]) {
         for f in files {
             if let Err(e) = self.store.delete(object_name(key, &f.name).as_str()).await {
                 tracing::warn!(key, file = %f.name, error = %e, "cannot delete an artifact's bytes");
             }
         }
-        Ok(())
     }
 
     /// Reads a whole stored file into memory (ISO parts: a few MiB at most).
@@ -107,13 +107,5 @@ impl Objects {
             .await
             .map_err(|e| format!("cannot read {name} from the object store: {e}"))?;
         Ok(bytes)
-    }
-
-    /// A stored file as a stream (downloads).
-    pub async fn open_file(&self, key: &str, name: &str) -> Result<object_store::Object, String> {
-        self.store
-            .get(object_name(key, name).as_str())
-            .await
-            .map_err(|e| format!("cannot read {name} from the object store: {e}"))
     }
 }

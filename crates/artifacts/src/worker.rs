@@ -355,7 +355,7 @@ impl Builder {
                     Ok(false) => {
                         // Deleted while building: keep no orphaned bytes.
                         if self.registry.count_by_key(&record.content_key).await.ok() == Some(0) {
-                            let _ = self.objects.delete_all(&record.content_key, &files).await;
+                            self.objects.delete_all(&record.content_key, &files).await;
                         }
                     }
                     Err(e) => {

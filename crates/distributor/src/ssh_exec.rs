@@ -161,11 +161,6 @@ impl SecretKey {
         }
         Ok(SecretKey(Arc::new(key)))
     }
-
-    /// The public half, as an OpenSSH line (for logs and checks: public, safe to show).
-    pub fn public_key_line(&self) -> String {
-        openssh_line(self.0.public_key())
-    }
 }
 
 fn unparsable() -> ExecError {
