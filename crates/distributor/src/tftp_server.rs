@@ -208,10 +208,6 @@ impl TftpServer {
                         .counters
                         .tftp_bytes
                         .fetch_add(s.bytes_acknowledged, Ordering::Relaxed);
-                    reporting
-                        .counters
-                        .tftp_completed
-                        .fetch_add(1, Ordering::Relaxed);
                     reporting.events.emit(event(
                         "tftp_served",
                         s.bytes_acknowledged,
@@ -265,6 +261,11 @@ impl TftpServer {
 }
 
 /// Runs one transfer to its end (or until shutdown, then `None`).
+///
+/// The retransmission deadline moves with every datagram sent, but the timer is not re-armed
+/// per block: registering and dropping a timer per block was a large part of the per-block
+/// cost under a boot storm (every transfer contends for the runtime's timer wheel). The sleep
+/// fires at the deadline it was armed with; if we sent since, it is simply armed again.
 async fn drive(
     mut transfer: ReadTransfer,
     socket: &UdpSocket,
@@ -275,6 +276,10 @@ async fn drive(
     let mut tx = Vec::with_capacity(transfer.max_datagram_len());
     let mut rx = vec![0u8; 65_536];
     let mut deadline = tokio::time::Instant::now();
+    let timer = tokio::time::sleep_until(deadline);
+    tokio::pin!(timer);
+    let stopping = shutdown.changed();
+    tokio::pin!(stopping);
     loop {
         let mut sent = false;
         while let Some(datagram) = transfer.poll_transmit(source, &mut tx) {
@@ -289,24 +294,34 @@ async fn drive(
         if sent {
             // The timer restarts only when we send, never when a packet arrives.
             deadline = tokio::time::Instant::now() + transfer.timeout();
+            if timer.is_elapsed() {
+                timer.as_mut().reset(deadline);
+            }
         }
         tokio::select! {
-            r = tokio::time::timeout_at(deadline, socket.recv_from(&mut rx)) => match r {
-                Err(_elapsed) => transfer.on_timeout(),
-                Ok(Ok((len, SocketAddr::V4(from)))) if from == peer => {
+            biased;
+            r = socket.recv_from(&mut rx) => match r {
+                Ok((len, SocketAddr::V4(from))) if from == peer => {
                     if let Some(datagram) = rx.get(..len) {
                         transfer.on_packet(datagram);
                     }
                 }
-                Ok(Ok((_, from))) => {
+                Ok((_, from)) => {
                     let _ = socket.send_to(&tftp::unknown_transfer_id_datagram(), from).await;
                 }
-                Ok(Err(e)) => {
+                Err(e) => {
                     tracing::debug!(%peer, error = %e, "tftp receive failed");
                     transfer.on_timeout();
                 }
             },
-            _ = shutdown.changed() => return None,
+            () = &mut timer => {
+                if tokio::time::Instant::now() >= deadline {
+                    transfer.on_timeout();
+                } else {
+                    timer.as_mut().reset(deadline);
+                }
+            }
+            _ = &mut stopping => return None,
         }
     }
 }

@@ -414,6 +414,19 @@ mod refusals {
         })
     }
 
+    /// The next DATA datagram on `socket`, with its source (the transfer's port).
+    async fn next_data(socket: &tokio::net::UdpSocket) -> (std::net::SocketAddr, u16, Vec<u8>) {
+        let mut buf = vec![0u8; 65536];
+        let (len, from) = tokio::time::timeout(Duration::from_secs(5), socket.recv_from(&mut buf))
+            .await
+            .expect("a datagram within 5 s")
+            .expect("recv");
+        match tftp::Packet::parse(&buf[..len]) {
+            Ok(tftp::Packet::Data { block, data }) => (from, block, data.to_vec()),
+            other => panic!("expected DATA, got {other:?}"),
+        }
+    }
+
     fn rrq(name: &str) -> Vec<u8> {
         tftp::Packet::Rrq(tftp::Request {
             filename: name.into(),
@@ -551,6 +564,19 @@ mod refusals {
                     }
                     other => panic!("expected DATA 1, got {other:?}"),
                 }
+                // Unacknowledged blocks are resent by the transfer's timer (default 1 s), also
+                // after ACKs have moved the transfer on.
+                let (transfer, block, data) = next_data(&tftp).await;
+                assert_eq!((block, data.as_slice()), (1, &kpxe[..512]), "block 1 resent");
+                for block in 1u16..=2 {
+                    let ack = tftp::Packet::Ack { block }.encode();
+                    tftp.send_to(&ack, transfer).await.expect("send ack");
+                    let (from, next, data) = next_data(&tftp).await;
+                    let at = usize::from(block) * 512;
+                    assert_eq!((from, next, data.as_slice()), (transfer, block + 1, &kpxe[at..at + 512]));
+                }
+                let (from, block, _) = next_data(&tftp).await;
+                assert_eq!((from, block), (transfer, 3), "block 3 resent after the ACKs stop");
 
                 // HTTP boot serves the same cache under the same rules.
                 let http = |request: &'static str| async move {
