@@ -3,8 +3,7 @@
 //! NATS (it connects out only), checks its SHA-256, installs it in the cache under
 //! `artifacts/<artifact>/`, and switches proxyDHCP to it. Nothing is served that failed its check.
 
-use std::net::Ipv4Addr;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use async_nats::jetstream::object_store::ObjectStore;
 use bootfleet_api::artifacts::object_name;
@@ -15,6 +14,7 @@ use sha2::{Digest, Sha256};
 use tokio::io::AsyncReadExt;
 
 use crate::cache::Cache;
+use crate::lan::{self, Lan};
 use crate::proxy_dhcp::LiveConfig;
 
 /// The script iPXE clients get once boot files came from artifacts: it runs the artifact's own
@@ -29,7 +29,8 @@ pub struct Applier {
     live: LiveConfig,
     /// What the distributor was started with: the configuration replaces only what it names.
     base: ProxyConfig,
-    interface: String,
+    /// The listeners; a configuration naming another interface moves them there.
+    lan: Arc<Lan>,
     /// The encoded configuration applied last, and what it serves.
     applied: Mutex<(Vec<u8>, Vec<proto::ServedFile>)>,
     /// One application at a time.
@@ -55,13 +56,13 @@ fn plain_name(name: &str) -> bool {
 }
 
 impl Applier {
-    pub fn new(cache: Cache, live: LiveConfig, interface: String) -> Applier {
+    pub fn new(cache: Cache, live: LiveConfig, lan: Arc<Lan>) -> Applier {
         let base = (*live.get()).clone();
         Applier {
             cache,
             live,
             base,
-            interface,
+            lan,
             applied: Mutex::new((Vec::new(), Vec::new())),
             busy: tokio::sync::Mutex::new(()),
         }
@@ -80,30 +81,34 @@ impl Applier {
             .unwrap_or(false)
     }
 
-    fn server_ip(&self) -> Ipv4Addr {
-        self.base.server_ip
-    }
-
     pub async fn apply(
         &self,
         store: &ObjectStore,
         config: proto::DistributorConfig,
     ) -> Result<proto::DistributorConfigApplied, ApiError> {
         let _one_at_a_time = self.busy.lock().await;
-        if config.device != self.interface {
-            return Err(conflict(format!(
-                "this distributor answers on {}; restart it with --interface {} to serve there",
-                self.interface, config.device
-            )));
-        }
         let range = bootfleet_api::validate::ipv4_range("range", &config.range)?;
-        if !bootfleet_api::validate::in_ipv4_range(self.server_ip(), range) {
-            return Err(conflict(format!(
-                "this distributor's address {} is not in range {}",
-                self.server_ip(),
-                config.range
-            )));
-        }
+        let current = self.lan.current();
+        let server_ip = lan::choose_address(
+            current.as_ref().map(|(device, ip)| (device.as_str(), *ip)),
+            &config.device,
+            &config.range,
+            |ip| bootfleet_api::validate::in_ipv4_range(ip, range),
+            || lan::ipv4_addresses(&config.device),
+        )
+        .map_err(conflict)?;
+        // Bound before anything changes: if the new interface cannot be served, nothing moves.
+        let moving = current.as_ref() != Some(&(config.device.clone(), server_ip));
+        let bound = if moving {
+            Some(
+                self.lan
+                    .bind(&config.device, server_ip)
+                    .await
+                    .map_err(conflict)?,
+            )
+        } else {
+            None
+        };
         let mut boot = self.base.boot.clone();
         let mut served = Vec::new();
         let mut scripts: Vec<(String, String)> = Vec::new();
@@ -148,9 +153,12 @@ impl Applier {
             boot.ipxe_script = Some(ARTIFACT_BOOTSTRAP.to_owned());
         }
         self.live.set(ProxyConfig {
-            server_ip: self.base.server_ip,
+            server_ip,
             boot: BootFiles { ..boot },
         });
+        if let Some(bound) = bound {
+            self.lan.serve(bound);
+        }
         if let Ok(mut applied) = self.applied.lock() {
             *applied = (config.encode_to_vec(), served.clone());
         }

@@ -8,6 +8,7 @@ pub mod boot_config;
 pub mod cache;
 pub mod config;
 pub mod http_boot;
+pub mod lan;
 pub mod proxy_dhcp;
 pub mod reachability;
 pub mod sockets;
@@ -15,7 +16,6 @@ pub mod ssh_exec;
 pub mod tftp_server;
 
 use bootfleet_netboot::dhcp::{BootFiles, ProxyConfig};
-use bootfleet_netboot::tftp::Limits;
 
 use std::sync::Arc;
 
@@ -23,8 +23,8 @@ use crate::agent::{Agent, Events, Switch};
 use crate::boot_config::Applier;
 use crate::cache::Cache;
 use crate::config::ServeArgs;
-use crate::proxy_dhcp::{LiveConfig, ProxyDhcp, Reporting};
-use crate::tftp_server::TftpServer;
+use crate::lan::{Lan, Listeners};
+use crate::proxy_dhcp::{LiveConfig, Reporting};
 
 /// The file iPXE clients are handed instead of the script URL itself.
 pub const IPXE_BOOTSTRAP: &str = "bootfleet.ipxe";
@@ -84,18 +84,13 @@ pub async fn serve(
                 .map(|_| IPXE_BOOTSTRAP.to_owned()),
         },
     });
-    let applier = Arc::new(Applier::new(
-        cache.clone(),
-        live.clone(),
-        args.interface.clone(),
-    ));
     // The seed's variable name is accepted too.
     let artifact_id = args
         .artifact_id
         .clone()
         .or_else(|| std::env::var("CLUSTERPLATFORM_DISTRIBUTOR_ARTIFACTID").ok())
         .filter(|s| !s.is_empty());
-    let events = match bootfleet_bus::BusConfig::url_from_env() {
+    let agent = match bootfleet_bus::BusConfig::url_from_env() {
         Some(url) => {
             let artifact_id = artifact_id.ok_or(
                 "NATS_URL is set: set DISTRIBUTOR_ARTIFACT_ID (or --artifact-id) to this site's tag",
@@ -113,59 +108,41 @@ pub async fn serve(
             );
             agent.probe_every =
                 (args.probe_secs > 0).then(|| std::time::Duration::from_secs(args.probe_secs));
-            let events = agent.events.clone();
-            tasks.spawn(agent.run(
-                switch.clone(),
-                counters.clone(),
-                applier.clone(),
-                !args.no_dhcp,
-                stop_rx.clone(),
-            ));
-            events
+            Some(agent)
         }
         None => {
             tracing::info!(
                 "no NATS_URL: serving on local configuration only, reporting to the log"
             );
-            Events::log_only()
+            None
         }
     };
     let reporting = Reporting {
-        events,
-        switch,
-        counters,
+        events: agent
+            .as_ref()
+            .map_or_else(Events::log_only, |a| a.events.clone()),
+        switch: switch.clone(),
+        counters: counters.clone(),
     };
-    if let Some(port) = args.http_port {
-        // Bound to the LAN address only: HTTP boot is for the site's clients.
-        let listener = tokio::net::TcpListener::bind((args.server_ip, port))
-            .await
-            .map_err(|e| {
-                format!(
-                    "cannot listen for HTTP boot on {}:{port}: {e}",
-                    args.server_ip
-                )
-            })?;
-        tasks.spawn(http_boot::run(
-            listener,
-            cache.clone(),
-            reporting.clone(),
-            stop_rx.clone(),
-        ));
+    let lan = Arc::new(Lan::new(
+        Listeners {
+            dhcp: !args.no_dhcp,
+            tftp: !args.no_tftp,
+            http_port: args.http_port,
+        },
+        cache.clone(),
+        live.clone(),
+        reporting,
+        stop_rx.clone(),
+    ));
+    lan.serve(lan.bind(&args.interface, args.server_ip).await?);
+    let applier = Arc::new(Applier::new(cache, live, lan.clone()));
+    if let Some(agent) = agent {
+        tasks.spawn(agent.run(switch, counters, applier, !args.no_dhcp, stop_rx));
     }
-    if !args.no_dhcp {
-        let proxy = ProxyDhcp::bind(&args.interface, live.clone()).map_err(|e| {
-            format!("cannot bind proxyDHCP (udp/67, udp/4011) on {}: {e} (needs CAP_NET_BIND_SERVICE and CAP_NET_RAW)", args.interface)
-        })?;
-        tasks.spawn(proxy.run(reporting.clone(), stop_rx.clone()));
-    }
-    if !args.no_tftp {
-        let tftp = TftpServer::bind(&args.interface, args.server_ip, cache, Limits::default())
-            .map_err(|e| format!("cannot bind TFTP (udp/69) on {}: {e}", args.interface))?;
-        tasks.spawn(tftp.run(reporting, stop_rx));
-    }
-    tracing::info!(interface = %args.interface, server_ip = %args.server_ip, dhcp = !args.no_dhcp, tftp = !args.no_tftp, "distributor serving");
     shutdown.await;
     let _ = stop_tx.send(true);
+    lan.stop().await;
     while tasks.join_next().await.is_some() {}
     Ok(())
 }

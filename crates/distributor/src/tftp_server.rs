@@ -60,7 +60,14 @@ impl TftpServer {
         })
     }
 
-    pub async fn run(self, reporting: Reporting, mut shutdown: watch::Receiver<bool>) {
+    /// Takes requests until `shutdown`; transfers already under way run on until they end or
+    /// `transfers_stop` (the listener may be retired while its transfers finish).
+    pub async fn run(
+        self,
+        reporting: Reporting,
+        mut shutdown: watch::Receiver<bool>,
+        transfers_stop: watch::Receiver<bool>,
+    ) {
         // Peers with a live transfer: a repeated RRQ (our first answer was lost) must not start
         // a second transfer to the same port.
         let live: Arc<Mutex<HashSet<SocketAddrV4>>> = Arc::default();
@@ -84,7 +91,7 @@ impl TftpServer {
                 // Switched off: as silent as if we were not here.
                 Ok(_) if !reporting.switch.is_on() => {}
                 Ok(Packet::Rrq(request)) => {
-                    self.start_read(request, peer, &live, &reporting, shutdown.clone())
+                    self.start_read(request, peer, &live, &reporting, transfers_stop.clone())
                         .await
                 }
                 Ok(Packet::Wrq(_)) => {

@@ -383,6 +383,17 @@ mod refusals {
         client: &str,
         attempts: u32,
     ) -> bool {
+        pxe_offer_from(lab, client, INFRA_IP, attempts)
+    }
+
+    /// Whether a proxy offer with server identifier `server` answers a PXE DISCOVER from
+    /// namespace `client` within `attempts` tries of 500 ms.
+    pub(super) fn pxe_offer_from(
+        lab: &bootfleet_testkit::netlab::NetLab,
+        client: &str,
+        server: Ipv4Addr,
+        attempts: u32,
+    ) -> bool {
         lab.run_in(client, move || {
             let rt = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
@@ -405,11 +416,39 @@ mod refusals {
                     .await
                     .expect("send");
                     let ours = offers(&dhcp, xid, Duration::from_millis(500)).await;
-                    if ours.iter().any(|(server, _)| *server == Some(INFRA_IP)) {
+                    if ours.iter().any(|(id, _)| *id == Some(server)) {
                         return true;
                     }
                 }
                 false
+            })
+        })
+    }
+
+    /// From namespace `client`, the first block of `file` as TFTP server `server` sends it.
+    pub(super) fn tftp_first_block(
+        lab: &bootfleet_testkit::netlab::NetLab,
+        client: &str,
+        server: Ipv4Addr,
+        file: &str,
+    ) -> Vec<u8> {
+        let request = rrq(file);
+        lab.run_in(client, move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("runtime");
+            rt.block_on(async move {
+                let socket = tokio::net::UdpSocket::bind("0.0.0.0:0")
+                    .await
+                    .expect("bind");
+                socket
+                    .send_to(&request, SocketAddrV4::new(server, 69))
+                    .await
+                    .expect("send rrq");
+                let (from, block, data) = next_data(&socket).await;
+                assert_eq!((from.ip(), block), (std::net::IpAddr::V4(server), 1));
+                data
             })
         })
     }
@@ -736,7 +775,11 @@ fn operator_switches_a_distributor_off_and_on() {
 /// restarted distributor puts the files back from its stored configuration.
 #[test]
 fn operator_configures_a_distributor_with_built_artifacts() {
-    let site = site();
+    let mut site = site();
+    // A second LAN on the same wire: the distributor gets an interface there, and so does a
+    // client, to see the distributor move over.
+    site.lab.host("infra", "i1", "10.78.0.2/24", None);
+    let client = site.lab.host("client", "c0", "10.78.0.50/24", None);
     let lab = &site.lab;
     lab.run_in(&site.infra, || {
         let rt = runtime();
@@ -951,6 +994,44 @@ fn operator_configures_a_distributor_with_built_artifacts() {
                 back,
                 "the restarted distributor did not reinstall its configuration"
             );
+
+            // Moved to another interface while running: proxyDHCP and TFTP answer there, with
+            // that interface's address, and no longer on the first one.
+            let second = Ipv4Addr::new(10, 78, 0, 2);
+            let moved = config("i1", "10.78.0.0/24", uefi["id"].clone(), bios["id"].clone());
+            let (status, row) = put(moved).await;
+            assert_eq!(status, 200, "{row}");
+            assert_eq!(row["device"], "i1");
+            let offered = |server, attempts| {
+                tokio::task::block_in_place(|| {
+                    refusals::pxe_offer_from(lab, &client, server, attempts)
+                })
+            };
+            assert!(offered(second, 10), "no offer from the new interface");
+            assert!(
+                !offered(INFRA_IP, 3),
+                "still answering on the old interface"
+            );
+            let block = tokio::task::block_in_place(|| {
+                refusals::tftp_first_block(lab, &client, second, &efi_path)
+            });
+            let efi_bytes = std::fs::read(cache.join(&efi_path)).expect("installed");
+            assert_eq!(block, efi_bytes[..block.len()]);
+            // An interface without an address in the range: refused, and nothing moves.
+            let (status, err) = put(config(
+                "i0",
+                "10.78.0.0/24",
+                uefi["id"].clone(),
+                bios["id"].clone(),
+            ))
+            .await;
+            assert_eq!(status, 409, "{err}");
+            let message = err["error"]["message"].as_str().unwrap_or_default();
+            assert!(
+                message.contains("i0") && message.contains("10.78.0.0/24"),
+                "{err}"
+            );
+            assert!(offered(second, 10), "a refused move changed nothing");
             drop(distributor);
             infra.system.stop().await;
         });
