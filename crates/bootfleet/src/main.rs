@@ -1,7 +1,9 @@
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use bootfleet::config;
+use bootfleet::nats_auth::{self, NatsAuth};
 use bootfleet::nats_child::NatsChild;
 use bootfleet::{Service, System, SystemConfig};
 use bootfleet_bus::{Bus, BusConfig};
@@ -29,6 +31,27 @@ enum Command {
         /// Port for the nats-server bootfleet starts (another is picked if it is taken).
         #[arg(long, env = "BOOTFLEET_NATS_PORT", default_value_t = 4222)]
         nats_port: u16,
+        /// Address for the nats-server bootfleet starts; 0.0.0.0 lets distributors on the LAN in
+        /// (each with its own login, see --distributor).
+        #[arg(long, env = "BOOTFLEET_NATS_LISTEN", default_value = "127.0.0.1")]
+        nats_listen: IpAddr,
+        /// Add a NATS login for this distributor site (its artifactId), allowed only what a
+        /// distributor does; printed at start. Repeatable. Only with the nats-server bootfleet starts.
+        #[arg(long = "distributor", value_name = "SITE")]
+        distributors: Vec<String>,
+    },
+    /// Print a nats-server `authorization` block: a `services` user and one restricted user per
+    /// distributor site, with random passwords, and how to run each with its login.
+    NatsConfig {
+        /// A distributor site (its artifactId). Repeatable.
+        #[arg(long = "distributor", value_name = "SITE")]
+        distributors: Vec<String>,
+        /// Write the configuration to this file (mode 0600) instead of standard output.
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// The NATS URL distributors reach the server at, for the printed commands.
+        #[arg(long, default_value = "nats://<nats-host>:4222")]
+        nats_url: String,
     },
     /// Run the REST gateway alone (needs NATS_URL).
     Gateway {
@@ -108,7 +131,77 @@ fn require_nats_url() -> Result<String, String> {
         .ok_or_else(|| "set NATS_URL (or TRANSPORTER) to the NATS server".to_owned())
 }
 
-async fn up(listen: SocketAddr, nats_port: u16, shutdown: Shutdown) -> Result<(), String> {
+/// The logins of a generated configuration, and how to use them.
+fn print_logins(auth: &NatsAuth, nats_url: &str, services: bool) {
+    if services {
+        println!(
+            "NATS services login (services, gateway, builders):\n  NATS_URL={nats_url} NATS_USER={} NATS_PASSWORD={}",
+            auth.services.user, auth.services.password
+        );
+    }
+    for d in &auth.distributors {
+        println!(
+            "Distributor {} (may only heartbeat, take its own site's requests, publish its boot events and read artifacts):\n  {}",
+            d.site,
+            nats_auth::distributor_env(nats_url, d)
+        );
+    }
+}
+
+fn nats_config_command(
+    distributors: &[String],
+    out: Option<PathBuf>,
+    nats_url: &str,
+) -> Result<(), String> {
+    let auth = NatsAuth::generate(distributors).map_err(|e| e.to_string())?;
+    let text = auth.render();
+    match out {
+        Some(path) => {
+            nats_auth::write_private(&path, &text)
+                .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+            println!(
+                "wrote {} (mode 0600; passwords in plain text). Include it in the nats-server configuration (`include` or -c).",
+                path.display()
+            );
+            print_logins(&auth, nats_url, true);
+        }
+        None => {
+            // The configuration goes to stdout (to redirect into a file); the logins to stderr.
+            print!("{text}");
+            eprintln!(
+                "# the configuration holds passwords: keep the file private (chmod 600), or use --out"
+            );
+            let mut lines = format!(
+                "# services: NATS_USER={} NATS_PASSWORD={}\n",
+                auth.services.user, auth.services.password
+            );
+            for d in &auth.distributors {
+                lines.push_str(&format!(
+                    "# distributor {}: {}\n",
+                    d.site,
+                    nats_auth::distributor_env(nats_url, d)
+                ));
+            }
+            eprint!("{lines}");
+        }
+    }
+    Ok(())
+}
+
+struct UpArgs {
+    listen: SocketAddr,
+    nats_port: u16,
+    nats_listen: IpAddr,
+    distributors: Vec<String>,
+}
+
+async fn up(args: UpArgs, shutdown: Shutdown) -> Result<(), String> {
+    let UpArgs {
+        listen,
+        nats_port,
+        nats_listen,
+        distributors,
+    } = args;
     let data_dir = config::data_dir();
     std::fs::create_dir_all(&data_dir).map_err(|e| {
         format!(
@@ -124,17 +217,30 @@ async fn up(listen: SocketAddr, nats_port: u16, shutdown: Shutdown) -> Result<()
         auth::DEFAULT_TOKEN_DAYS,
     )?;
     let gateway = config::gateway_config(secret)?;
-    let (nats_child, nats_url) = match BusConfig::url_from_env() {
-        Some(url) => (None, url),
+    let (nats_child, nats_url, nats_auth) = match BusConfig::url_from_env() {
+        Some(_) if !distributors.is_empty() => {
+            return Err("--distributor adds logins to the nats-server bootfleet starts; with NATS_URL set, give your server the users of `bootfleet nats-config`".into());
+        }
+        Some(url) => (None, url, None),
         None => {
-            let child = NatsChild::start(&data_dir, nats_port).await?;
+            // The server is never open without a login: the services connect as `services`.
+            let auth = NatsAuth::generate(&distributors).map_err(|e| e.to_string())?;
+            let conf = data_dir.join("nats-server.conf");
+            nats_auth::write_private(&conf, &auth.render())
+                .map_err(|e| format!("cannot write {}: {e}", conf.display()))?;
+            let child = NatsChild::start(&data_dir, nats_listen, nats_port, &conf).await?;
             let url = child.url.clone();
-            (Some(child), url)
+            (Some(child), url, Some(auth))
         }
     };
+    let mut bus = nats_config(nats_url.clone(), "up");
+    if let Some(auth) = &nats_auth {
+        bus.auth = auth.services_auth();
+        bus.inbox_prefix = None;
+    }
     let database_url = config::database_url(&data_dir);
     let started = System::start(SystemConfig {
-        nats: nats_config(nats_url.clone(), "up"),
+        nats: bus,
         database_url: database_url.clone(),
         listen,
         gateway,
@@ -152,7 +258,8 @@ async fn up(listen: SocketAddr, nats_port: u16, shutdown: Shutdown) -> Result<()
     let base = system.base_url();
     let nats_note = match &nats_child {
         Some(c) => format!(
-            "{nats_url} (started by bootfleet; data in {})",
+            "{nats_url} (started by bootfleet; logins in {}, data in {})",
+            data_dir.join("nats-server.conf").display(),
             c.store_dir.display()
         ),
         None => format!("{nats_url} (from NATS_URL)"),
@@ -172,6 +279,20 @@ async fn up(listen: SocketAddr, nats_port: u16, shutdown: Shutdown) -> Result<()
     );
     println!("export BOOTFLEET_URL={base}");
     println!("export BOOTFLEET_TOKEN={admin}");
+    if let Some(auth) = &nats_auth {
+        if !auth.distributors.is_empty() {
+            // A LAN distributor needs an address it can reach, not loopback.
+            let url = if nats_listen.is_loopback() {
+                nats_url.clone()
+            } else {
+                format!(
+                    "nats://<this-host>:{}",
+                    nats_url.rsplit(':').next().unwrap_or("4222")
+                )
+            };
+            print_logins(auth, &url, false);
+        }
+    }
     println!("Press Ctrl-C to stop.");
     shutdown.wait().await;
     tracing::info!("stopping");
@@ -186,7 +307,28 @@ async fn up(listen: SocketAddr, nats_port: u16, shutdown: Shutdown) -> Result<()
 async fn run(cli: Cli) -> Result<(), String> {
     let shutdown = Shutdown::install()?;
     match cli.command {
-        Command::Up { listen, nats_port } => up(listen, nats_port, shutdown).await,
+        Command::Up {
+            listen,
+            nats_port,
+            nats_listen,
+            distributors,
+        } => {
+            up(
+                UpArgs {
+                    listen,
+                    nats_port,
+                    nats_listen,
+                    distributors,
+                },
+                shutdown,
+            )
+            .await
+        }
+        Command::NatsConfig {
+            distributors,
+            out,
+            nats_url,
+        } => nats_config_command(&distributors, out, &nats_url),
         Command::Gateway { listen } => {
             let data_dir = config::data_dir();
             let gateway = config::gateway_config(config::jwt_secret(&data_dir, false)?)?;

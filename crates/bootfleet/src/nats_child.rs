@@ -1,9 +1,11 @@
-//! The `nats-server` that `bootfleet up` starts when no `NATS_URL` is given: loopback only,
-//! JetStream on, its data under the data directory; stopped when bootfleet stops (and killed by
-//! the kernel if bootfleet dies, through PR_SET_PDEATHSIG).
+//! The `nats-server` that `bootfleet up` starts when no `NATS_URL` is given: loopback by
+//! default, JetStream on, its data under the data directory, never without authentication (a
+//! configuration file with the users of `crate::nats_auth`); stopped when bootfleet stops (and
+//! killed by the kernel if bootfleet dies, through PR_SET_PDEATHSIG).
 
 #![allow(unsafe_code)]
 
+use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -24,21 +26,34 @@ fn find_nats_server() -> Option<PathBuf> {
         .find(|p| p.is_file())
 }
 
-fn port_is_free(port: u16) -> bool {
-    std::net::TcpListener::bind(("127.0.0.1", port)).is_ok()
+fn port_is_free(ip: IpAddr, port: u16) -> bool {
+    std::net::TcpListener::bind((ip, port)).is_ok()
 }
 
 impl NatsChild {
-    /// Starts `nats-server` on 127.0.0.1, on `port` if free, else on a port the kernel picks.
-    /// Must be called from the main thread: the death signal is tied to the spawning thread.
-    pub async fn start(data_dir: &Path, port: u16) -> Result<NatsChild, String> {
+    /// Starts `nats-server` on `listen` (127.0.0.1 unless told otherwise), on `port` if free,
+    /// else on a port the kernel picks, with `config` (the `authorization` block) as its
+    /// configuration file. Must be called from the main thread: the death signal is tied to the
+    /// spawning thread.
+    pub async fn start(
+        data_dir: &Path,
+        listen: IpAddr,
+        port: u16,
+        config: &Path,
+    ) -> Result<NatsChild, String> {
         let bin = find_nats_server().ok_or(
             "nats-server not found in PATH: install it (`apt-get install nats-server`, or run ./scripts/setup) or set NATS_URL",
         )?;
-        let port = if port_is_free(port) {
+        // Where this process reaches it: loopback when it listens on every address.
+        let local: IpAddr = if listen.is_unspecified() {
+            IpAddr::from([127, 0, 0, 1])
+        } else {
+            listen
+        };
+        let port = if port_is_free(listen, port) {
             port
         } else {
-            let picked = std::net::TcpListener::bind("127.0.0.1:0")
+            let picked = std::net::TcpListener::bind((listen, 0))
                 .and_then(|l| l.local_addr())
                 .map_err(|e| format!("no free port for nats-server: {e}"))?
                 .port();
@@ -51,7 +66,16 @@ impl NatsChild {
         let log = std::fs::File::create(data_dir.join("nats-server.log"))
             .map_err(|e| format!("cannot create the nats log: {e}"))?;
         let mut cmd = tokio::process::Command::new(&bin);
-        cmd.args(["-a", "127.0.0.1", "-p", &port.to_string(), "-js", "-sd"])
+        cmd.arg("-c")
+            .arg(config)
+            .args([
+                "-a",
+                &listen.to_string(),
+                "-p",
+                &port.to_string(),
+                "-js",
+                "-sd",
+            ])
             .arg(&store_dir)
             .stdin(std::process::Stdio::null())
             .stdout(std::process::Stdio::null())
@@ -69,10 +93,7 @@ impl NatsChild {
             .map_err(|e| format!("cannot start {}: {e}", bin.display()))?;
         let deadline = Instant::now() + Duration::from_secs(15);
         loop {
-            if tokio::net::TcpStream::connect(("127.0.0.1", port))
-                .await
-                .is_ok()
-            {
+            if tokio::net::TcpStream::connect((local, port)).await.is_ok() {
                 break;
             }
             if let Ok(Some(status)) = child.try_wait() {
@@ -86,9 +107,13 @@ impl NatsChild {
             }
             tokio::time::sleep(Duration::from_millis(25)).await;
         }
+        let host = match local {
+            IpAddr::V6(v6) => format!("[{v6}]"),
+            v4 => v4.to_string(),
+        };
         Ok(NatsChild {
             child,
-            url: format!("nats://127.0.0.1:{port}"),
+            url: format!("nats://{host}:{port}"),
             store_dir,
         })
     }

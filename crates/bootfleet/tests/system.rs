@@ -1240,6 +1240,8 @@ async fn up_runs_the_system_and_stops_cleanly() {
                 &format!("127.0.0.1:{port}"),
                 "--nats-port",
                 &nats_port.to_string(),
+                "--distributor",
+                "lab-1",
             ])
             .env("BOOTFLEET_DATA_DIR", dir.path())
             .env_remove("BOOTFLEET_JWT_SECRET")
@@ -1249,15 +1251,19 @@ async fn up_runs_the_system_and_stops_cleanly() {
             .expect("spawn up"),
     );
     let stdout = child.0.stdout.take().expect("stdout");
-    let token = tokio::task::spawn_blocking(move || {
+    let printed: Vec<String> = tokio::task::spawn_blocking(move || {
         std::io::BufReader::new(stdout)
             .lines()
             .map_while(Result::ok)
-            .find_map(|l| l.strip_prefix("export BOOTFLEET_TOKEN=").map(str::to_owned))
+            .take_while(|l| l != "Press Ctrl-C to stop.")
+            .collect()
     })
     .await
-    .expect("join")
-    .expect("up printed a token");
+    .expect("join");
+    let token = printed
+        .iter()
+        .find_map(|l| l.strip_prefix("export BOOTFLEET_TOKEN=").map(str::to_owned))
+        .expect("up printed a token");
     let http = reqwest::Client::new();
     let base = format!("http://127.0.0.1:{port}");
     let ready: Value = http
@@ -1284,6 +1290,46 @@ async fn up_runs_the_system_and_stops_cleanly() {
             .permissions(),
     );
     assert_eq!(secret_mode & 0o077, 0, "the jwt secret must be private");
+
+    // Its nats-server takes no anonymous client; the distributor login it printed works.
+    let nats_url = format!("nats://127.0.0.1:{nats_port}");
+    let anonymous = async_nats::connect(&nats_url)
+        .await
+        .expect_err("anonymous refused");
+    assert_eq!(
+        anonymous.kind(),
+        async_nats::ConnectErrorKind::AuthorizationViolation
+    );
+    let login = printed
+        .iter()
+        .find(|l| l.contains("NATS_USER=distributor-lab-1"))
+        .unwrap_or_else(|| panic!("no distributor login printed: {printed:?}"));
+    let field = |name: &str| {
+        login
+            .split_whitespace()
+            .find_map(|w| w.strip_prefix(name))
+            .unwrap_or_else(|| panic!("{name} missing in {login}"))
+            .to_owned()
+    };
+    assert_eq!(field("NATS_URL="), nats_url);
+    assert_eq!(field("NATS_INBOX_PREFIX="), "_INBOX_lab-1");
+    assert_eq!(field("DISTRIBUTOR_ARTIFACT_ID="), "lab-1");
+    let distributor = async_nats::ConnectOptions::with_user_and_password(
+        "distributor-lab-1".into(),
+        field("NATS_PASSWORD="),
+    )
+    .custom_inbox_prefix("_INBOX_lab-1")
+    .connect(&nats_url)
+    .await
+    .expect("the printed distributor login is accepted");
+    distributor.flush().await.expect("flush");
+    drop(distributor);
+    let conf_mode = std::os::unix::fs::PermissionsExt::mode(
+        &std::fs::metadata(dir.path().join("nats-server.conf"))
+            .expect("nats config")
+            .permissions(),
+    );
+    assert_eq!(conf_mode & 0o077, 0, "the nats logins must be private");
 
     let status = std::process::Command::new("kill")
         .args(["-INT", &child.0.id().to_string()])
@@ -1600,4 +1646,471 @@ async fn a_builder_killed_mid_build_leaves_the_job_to_another() {
         .expect("read");
     assert_eq!(bytes, script.as_bytes());
     service.stop().await;
+}
+
+// ---- NATS permissions: `bootfleet nats-config` users against a real nats-server ----
+
+mod nats_permissions {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use bootfleet::nats_auth::{NatsAuth, SERVICES_USER};
+    use bootfleet::{System, SystemConfig};
+    use bootfleet_api::{proto, subjects, ErrorCode};
+    use bootfleet_bus::{Auth, Bus, BusConfig, TraceParent};
+    use bootfleet_gateway::auth::{self, Role, Verifier};
+    use bootfleet_gateway::{GatewayConfig, DEFAULT_BODY_LIMIT};
+    use bootfleet_testkit::{database_url, Backend, NatsServer};
+    use futures_util::StreamExt;
+    use prost::Message;
+    use tokio::io::AsyncReadExt;
+    use tokio::sync::mpsc;
+
+    const WAIT: Duration = Duration::from_secs(10);
+
+    /// A raw client logged in as `user`, and the errors the server sends it.
+    async fn connect_as(
+        url: &str,
+        user: &str,
+        password: &str,
+        inbox_prefix: Option<&str>,
+    ) -> (async_nats::Client, mpsc::UnboundedReceiver<String>) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let mut options =
+            async_nats::ConnectOptions::with_user_and_password(user.into(), password.into())
+                .event_callback(move |event| {
+                    let tx = tx.clone();
+                    async move {
+                        if let async_nats::Event::ServerError(e) = event {
+                            let _ = tx.send(e.to_string());
+                        }
+                    }
+                });
+        if let Some(prefix) = inbox_prefix {
+            options = options.custom_inbox_prefix(prefix);
+        }
+        let client = options.connect(url).await.expect("connect");
+        (client, rx)
+    }
+
+    /// Waits (bounded) for the server to report exactly this permission violation.
+    async fn expect_violation(
+        errors: &mut mpsc::UnboundedReceiver<String>,
+        kind: &str,
+        subject: &str,
+    ) {
+        let expected = format!("nats: permissions violation for {kind} to \"{subject}\"");
+        let got = tokio::time::timeout(WAIT, errors.recv())
+            .await
+            .unwrap_or_else(|_| panic!("no permission violation reported for {kind} to {subject}"))
+            .expect("event stream open");
+        assert_eq!(got.to_lowercase(), expected.to_lowercase());
+    }
+
+    fn assert_no_pending_error(errors: &mut mpsc::UnboundedReceiver<String>) {
+        if let Ok(e) = errors.try_recv() {
+            panic!("unexpected server error: {e}");
+        }
+    }
+
+    /// The services and a real distributor agent for site `a`, each logged in with the
+    /// generated credentials: heartbeats register it, the services push a configuration that it
+    /// fetches from the object store, run a script through it, and receive its boot events;
+    /// and the nats-server reports no permission violation for any of it. Then, as `a`, every
+    /// thing a distributor must not do is refused with the server's permission violation.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn distributor_credentials_allow_its_own_work_and_nothing_else() {
+        let creds = NatsAuth::generate(&["a", "b"]).expect("sites");
+        let nats = NatsServer::start_with_config(&creds.render());
+        let url = nats.url();
+        let dir = tempfile::tempdir().expect("tempdir");
+        let secret =
+            auth::Secret::new(b"test-secret-0123456789abcdef-0123456789".to_vec()).expect("secret");
+        let mut services_bus = BusConfig::new(url.clone(), "services");
+        services_bus.auth = creds.services_auth();
+        let system = System::start(SystemConfig {
+            nats: services_bus,
+            database_url: database_url(Backend::Sqlite, dir.path()),
+            listen: "127.0.0.1:0".parse().expect("addr"),
+            gateway: GatewayConfig {
+                verifier: Verifier::new(secret.clone()),
+                open_node_reads: false,
+                body_limit: DEFAULT_BODY_LIMIT,
+            },
+        })
+        .await
+        .expect("the services start with the services user");
+        let services = system.bus.clone();
+
+        // An artifact in the bucket, put there by the services.
+        let content = b"MZ fake ipxe.efi for the permission test".repeat(5000);
+        let sha256: String = sha2::Digest::finalize(sha2::Digest::chain_update(
+            <sha2::Sha256 as sha2::Digest>::new(),
+            &content,
+        ))
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+        let key = "ab12";
+        let js = async_nats::jetstream::new(services.client().clone());
+        let bucket = js
+            .get_object_store(subjects::ARTIFACT_BUCKET)
+            .await
+            .expect("the artifacts service created the bucket");
+        bucket
+            .put(
+                bootfleet_api::artifacts::object_name(key, "ipxe.efi").as_str(),
+                &mut content.as_slice(),
+            )
+            .await
+            .expect("services put an object");
+
+        // The real distributor agent of site `a`, with its generated login.
+        let a = &creds.distributors[0].credentials;
+        let mut a_bus = BusConfig::new(url.clone(), "distributor-a");
+        a_bus.auth = Auth::UserPassword(a.user.clone(), a.password.clone());
+        a_bus.inbox_prefix = a.inbox_prefix.clone();
+        let cache_dir = tempfile::tempdir().expect("cache dir");
+        let cache = bootfleet_distributor::cache::Cache::new(cache_dir.path()).expect("cache");
+        let live = bootfleet_distributor::proxy_dhcp::LiveConfig::new(
+            bootfleet_netboot::dhcp::ProxyConfig {
+                server_ip: "127.0.0.1".parse().expect("ip"),
+                boot: Default::default(),
+            },
+        );
+        let mut agent =
+            bootfleet_distributor::agent::Agent::new(a_bus, "a".into(), Duration::from_millis(200));
+        agent.probe_every = Some(Duration::from_millis(200));
+        let events = agent.events.clone();
+        let (stop_agent, stop_rx) = tokio::sync::watch::channel(false);
+        let switch = bootfleet_distributor::agent::Switch::default();
+        let counters = Arc::new(bootfleet_distributor::agent::Counters::default());
+        // No DHCP, TFTP or HTTP listener: only the distributor's NATS side runs.
+        let lan = Arc::new(bootfleet_distributor::lan::Lan::new(
+            bootfleet_distributor::lan::Listeners {
+                dhcp: false,
+                tftp: false,
+                http_port: None,
+            },
+            cache.clone(),
+            live.clone(),
+            bootfleet_distributor::proxy_dhcp::Reporting {
+                events: events.clone(),
+                switch: switch.clone(),
+                counters: counters.clone(),
+            },
+            stop_rx.clone(),
+        ));
+        lan.serve(
+            lan.bind("lo", "127.0.0.1".parse().expect("ip"))
+                .await
+                .expect("no listener to bind"),
+        );
+        let applier = Arc::new(bootfleet_distributor::boot_config::Applier::new(
+            cache.clone(),
+            live,
+            lan,
+        ));
+        let agent_task = tokio::spawn(agent.run(switch, counters, applier, false, stop_rx));
+
+        // Heartbeats (a request with a reply on its own inbox) register it.
+        let http = reqwest::Client::new();
+        let admin = auth::mint(&secret, Role::Admin, "test", 1).expect("mint");
+        let deadline = std::time::Instant::now() + WAIT;
+        loop {
+            let list: serde_json::Value = http
+                .get(format!("{}/api/distributors?search=a", system.base_url()))
+                .bearer_auth(&admin)
+                .send()
+                .await
+                .expect("list")
+                .json()
+                .await
+                .expect("json");
+            let online = list["rows"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .any(|r| r["artifactId"] == "a" && r["online"] == true);
+            if online {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no heartbeat from a: {list}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+
+        // Apply: the services ask it; it reads the object store and answers.
+        let applied: proto::DistributorConfigApplied = services
+            .with_timeout(Duration::from_secs(20), 1)
+            .request(
+                &TraceParent::new_root(),
+                &subjects::distributor_apply("a"),
+                &proto::DistributorConfig {
+                    device: "lo".into(),
+                    range: "127.0.0.0/8".into(),
+                    boot: vec![proto::DistributorBootFile {
+                        role: "uefi_x64".into(),
+                        artifact: "art1".into(),
+                        key: key.into(),
+                        files: vec![proto::ArtifactFile {
+                            name: "ipxe.efi".into(),
+                            size: content.len() as u64,
+                            sha256: sha256.clone(),
+                        }],
+                    }],
+                },
+            )
+            .await
+            .expect("the distributor applied the configuration");
+        assert_eq!(applied.files.len(), 1);
+        assert_eq!(
+            std::fs::read(cache_dir.path().join("artifacts/art1/ipxe.efi")).expect("installed"),
+            content
+        );
+
+        // Exec: the request reaches it and its answer comes back (the key is refused by the
+        // distributor itself, which proves the round trip without an SSH server).
+        let refused = services
+            .with_timeout(Duration::from_secs(10), 1)
+            .request::<_, proto::NodeExecResult>(
+                &TraceParent::new_root(),
+                &subjects::distributor_exec("a"),
+                &proto::NodeExec {
+                    ip: "127.0.0.1".into(),
+                    port: 22,
+                    user: "root".into(),
+                    private_key: "not a key".into(),
+                    script: "true".into(),
+                    timeout_seconds: 5,
+                    known_host_key: String::new(),
+                },
+            )
+            .await
+            .expect_err("an invalid key is refused by the distributor");
+        assert_eq!(refused.code, ErrorCode::InvalidArgument, "{refused:?}");
+        assert_eq!(refused.field.as_deref(), Some("privateKey"), "{refused:?}");
+
+        // Boot events reach the services.
+        let mut boot_events = services
+            .client()
+            .subscribe(subjects::boot_events("a"))
+            .await
+            .expect("subscribe");
+        services.client().flush().await.expect("flush");
+        events.emit(proto::BootEvent {
+            kind: "dhcp_answered".into(),
+            mac: "52:54:00:12:34:56".into(),
+            ..Default::default()
+        });
+        let event = tokio::time::timeout(WAIT, boot_events.next())
+            .await
+            .expect("a boot event within 10 s")
+            .expect("subscription open");
+        let event = proto::BootEvent::decode(event.payload).expect("decode");
+        assert_eq!(
+            (event.artifact_id.as_str(), event.kind.as_str()),
+            ("a", "dhcp_answered")
+        );
+
+        let _ = stop_agent.send(true);
+        tokio::time::timeout(WAIT, agent_task)
+            .await
+            .expect("the agent stops")
+            .expect("join");
+        let log = nats.log();
+        assert!(
+            !log.contains("Violation"),
+            "the real distributor hit a permission:\n{log}"
+        );
+
+        // The same login, as a raw client: what a distributor does is allowed...
+        let prefix = a.inbox_prefix.as_deref();
+        let (client, mut errors) = connect_as(&url, &a.user, &a.password, prefix).await;
+        let site_nodes = Bus::connect(&{
+            let mut c = BusConfig::new(url.clone(), "distributor-a-raw");
+            c.auth = Auth::UserPassword(a.user.clone(), a.password.clone());
+            c.inbox_prefix = a.inbox_prefix.clone();
+            c
+        })
+        .await
+        .expect("connect");
+        let nodes: proto::LocalNodeList = site_nodes
+            .request(
+                &TraceParent::new_root(),
+                &subjects::localnodes_of_site(),
+                &proto::SiteNodesRequest {
+                    artifact_id: "a".into(),
+                },
+            )
+            .await
+            .expect("localnodes.site answered");
+        assert!(nodes.rows.is_empty());
+        let _: proto::Empty = site_nodes
+            .request(
+                &TraceParent::new_root(),
+                &subjects::localnodes_reachability(),
+                &proto::ReachabilityReport {
+                    artifact_id: "a".into(),
+                    nodes: vec![],
+                },
+            )
+            .await
+            .expect("localnodes.reachability answered");
+
+        // ... and nothing else.
+        let denied_publish = [
+            subjects::ScriptKind::Mainscripts.subject(subjects::Op::Create),
+            subjects::boot_events("b"),
+            subjects::distributor_control("b"),
+        ];
+        for subject in &denied_publish {
+            client
+                .publish(subject.clone(), "x".into())
+                .await
+                .expect("publish");
+            client.flush().await.expect("flush");
+            expect_violation(&mut errors, "publish", subject).await;
+        }
+        // A denied request never reaches the service: it times out (no responder is told).
+        let err = client
+            .send_request(
+                subjects::ScriptKind::Mainscripts.subject(subjects::Op::List),
+                async_nats::Request::new()
+                    .payload(proto::Empty {}.encode_to_vec().into())
+                    .timeout(Some(Duration::from_millis(500))),
+            )
+            .await
+            .expect_err("denied");
+        assert_eq!(err.kind(), async_nats::RequestErrorKind::TimedOut);
+        expect_violation(
+            &mut errors,
+            "publish",
+            &subjects::ScriptKind::Mainscripts.subject(subjects::Op::List),
+        )
+        .await;
+
+        let denied_subscribe = [
+            subjects::distributor_exec("b"),
+            "bootfleet.v1.distributor.*.exec".to_owned(),
+            "bootfleet.v1.distributor.>".to_owned(),
+            "_INBOX.>".to_owned(),
+            "_INBOX_b.>".to_owned(),
+            subjects::ALL_BOOT_EVENTS.to_owned(),
+            ">".to_owned(),
+        ];
+        let mut subs = Vec::new();
+        for subject in &denied_subscribe {
+            subs.push(client.subscribe(subject.clone()).await.expect("subscribe"));
+            client.flush().await.expect("flush");
+            expect_violation(&mut errors, "subscription", subject).await;
+        }
+        // Nobody took site b's exec subject: a request there finds no responder.
+        let no_one = services
+            .client()
+            .send_request(
+                subjects::distributor_exec("b"),
+                async_nats::Request::new().timeout(Some(Duration::from_secs(2))),
+            )
+            .await
+            .expect_err("no responders");
+        assert_eq!(no_one.kind(), async_nats::RequestErrorKind::NoResponders);
+
+        // The bucket: readable, not writable, not deletable; no other stream.
+        let mut a_js = async_nats::jetstream::new(client.clone());
+        a_js.set_timeout(Duration::from_secs(1));
+        let a_bucket = a_js
+            .get_object_store(subjects::ARTIFACT_BUCKET)
+            .await
+            .expect("a reads the bucket");
+        let name = bootfleet_api::artifacts::object_name(key, "ipxe.efi");
+        let mut read = Vec::new();
+        a_bucket
+            .get(name.as_str())
+            .await
+            .expect("get")
+            .read_to_end(&mut read)
+            .await
+            .expect("read");
+        assert_eq!(read, content);
+        assert_no_pending_error(&mut errors);
+
+        let put = a_bucket.put("ab12/evil.efi", &mut b"evil".as_slice()).await;
+        assert!(put.is_err(), "a put must fail");
+        let violation = tokio::time::timeout(WAIT, errors.recv())
+            .await
+            .expect("a violation for the put")
+            .expect("open");
+        assert!(
+            violation.to_lowercase().starts_with(
+                "nats: permissions violation for publish to \"$o.bootfleet-artifacts.c."
+            ),
+            "{violation}"
+        );
+        while errors.try_recv().is_ok() {}
+
+        let delete = a_bucket.delete(name.as_str()).await;
+        assert!(delete.is_err(), "a delete must fail");
+        let violation = tokio::time::timeout(WAIT, errors.recv())
+            .await
+            .expect("a violation for the delete")
+            .expect("open");
+        assert!(
+            violation.to_lowercase().starts_with(
+                "nats: permissions violation for publish to \"$o.bootfleet-artifacts.m."
+            ),
+            "{violation}"
+        );
+        while errors.try_recv().is_ok() {}
+
+        assert!(a_js
+            .delete_object_store(subjects::ARTIFACT_BUCKET)
+            .await
+            .is_err());
+        expect_violation(
+            &mut errors,
+            "publish",
+            "$JS.API.STREAM.DELETE.OBJ_bootfleet-artifacts",
+        )
+        .await;
+        assert!(a_js.get_stream(subjects::BUILD_STREAM).await.is_err());
+        expect_violation(
+            &mut errors,
+            "publish",
+            &format!("$JS.API.STREAM.INFO.{}", subjects::BUILD_STREAM),
+        )
+        .await;
+
+        // The object is still there, whole.
+        let mut again = Vec::new();
+        bucket
+            .get(name.as_str())
+            .await
+            .expect("still there")
+            .read_to_end(&mut again)
+            .await
+            .expect("read");
+        assert_eq!(again, content);
+        drop(subs);
+
+        // A wrong password, and no login at all, are refused.
+        let wrong =
+            async_nats::ConnectOptions::with_user_and_password(a.user.clone(), "wrong".into())
+                .connect(&url)
+                .await
+                .expect_err("wrong password");
+        assert_eq!(
+            wrong.kind(),
+            async_nats::ConnectErrorKind::AuthorizationViolation
+        );
+        let anonymous = async_nats::connect(&url).await.expect_err("anonymous");
+        assert_eq!(
+            anonymous.kind(),
+            async_nats::ConnectErrorKind::AuthorizationViolation
+        );
+        assert_eq!(creds.services.user, SERVICES_USER);
+        system.stop().await;
+    }
 }

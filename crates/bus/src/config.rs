@@ -1,7 +1,9 @@
 //! How to reach NATS. Read from the environment by the binaries:
 //! `NATS_URL` (or the seed's `TRANSPORTER`, with or without its `nats://` scheme),
 //! `NATS_USER`/`NATS_PASSWORD`, `NATS_TOKEN`, `NATS_CREDS` (a credentials file) or
-//! `NATS_NKEY_SEED`, and `BOOTFLEET_BUS_TIMEOUT_MS` / `BOOTFLEET_BUS_ATTEMPTS`.
+//! `NATS_NKEY_SEED`, `NATS_INBOX_PREFIX` (where replies to this client's requests go; a
+//! distributor's NATS user may subscribe to its own prefix only), and
+//! `BOOTFLEET_BUS_TIMEOUT_MS` / `BOOTFLEET_BUS_ATTEMPTS`.
 
 use std::time::Duration;
 
@@ -17,6 +19,10 @@ pub struct BusConfig {
     /// Attempts per request when no instance answers (service restarting, instance killed).
     pub attempts: u32,
     pub auth: Auth,
+    /// Replaces `_INBOX` as the prefix of this client's reply subjects (`NATS_INBOX_PREFIX`).
+    /// A restricted NATS user may subscribe only to its own prefix, so it never sees replies
+    /// meant for other clients.
+    pub inbox_prefix: Option<String>,
 }
 
 #[derive(Clone, Default)]
@@ -50,6 +56,7 @@ impl std::fmt::Debug for BusConfig {
             .field("request_timeout", &self.request_timeout)
             .field("attempts", &self.attempts)
             .field("auth", &self.auth)
+            .field("inbox_prefix", &self.inbox_prefix)
             .finish()
     }
 }
@@ -65,6 +72,7 @@ impl BusConfig {
             request_timeout: DEFAULT_TIMEOUT,
             attempts: DEFAULT_ATTEMPTS,
             auth: Auth::None,
+            inbox_prefix: None,
         }
     }
 
@@ -105,6 +113,7 @@ impl BusConfig {
         } else {
             Auth::None
         };
+        config.inbox_prefix = var("NATS_INBOX_PREFIX");
         config
     }
 
@@ -120,6 +129,9 @@ impl BusConfig {
                 .map_err(BusError::Credentials)?,
             Auth::NkeySeed(seed) => async_nats::ConnectOptions::with_nkey(seed.clone()),
         };
+        if let Some(prefix) = &self.inbox_prefix {
+            options = options.custom_inbox_prefix(prefix);
+        }
         options = options
             .name(self.name.clone())
             .max_reconnects(None)

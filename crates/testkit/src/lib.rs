@@ -50,10 +50,24 @@ pub struct NatsServer {
     port: u16,
     dir: tempfile::TempDir,
     bin: PathBuf,
+    /// A configuration file (`-c`), for servers started with [`NatsServer::start_with_config`].
+    config: Option<PathBuf>,
 }
 
 impl NatsServer {
     pub fn start() -> NatsServer {
+        NatsServer::start_inner(None)
+    }
+
+    /// Like [`NatsServer::start`], with `config` (nats-server configuration syntax, e.g. an
+    /// `authorization` block) as its configuration file. Address, port, JetStream and its store
+    /// still come from the command line, which overrides the file. The server's log goes to a
+    /// file; [`NatsServer::log`] reads it.
+    pub fn start_with_config(config: &str) -> NatsServer {
+        NatsServer::start_inner(Some(config))
+    }
+
+    fn start_inner(config: Option<&str>) -> NatsServer {
         let bin = std::env::var_os("NATS_SERVER_BIN")
             .map(PathBuf::from)
             .or_else(|| find_in_path("nats-server"))
@@ -62,18 +76,37 @@ impl NatsServer {
             .prefix("bootfleet-nats-")
             .tempdir()
             .expect("create a temporary directory");
+        let config = config.map(|text| {
+            let path = dir.path().join("nats-server.conf");
+            std::fs::write(&path, text).expect("write the nats-server configuration");
+            path
+        });
         let mut server = NatsServer {
             child: None,
             port: free_port(),
             dir,
             bin,
+            config,
         };
         server.spawn();
         server
     }
 
     fn spawn(&mut self) {
-        let child = Command::new(&self.bin)
+        let mut cmd = Command::new(&self.bin);
+        let stderr = match &self.config {
+            Some(config) => {
+                cmd.arg("-c").arg(config);
+                let log = std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(self.log_path())
+                    .expect("create the nats-server log");
+                Stdio::from(log)
+            }
+            None => Stdio::null(),
+        };
+        let mut child = cmd
             .args([
                 "-a",
                 "127.0.0.1",
@@ -85,15 +118,30 @@ impl NatsServer {
             .arg(self.dir.path())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(stderr)
             .spawn()
             .expect("start nats-server");
+        let listening = wait_for_port(self.port, Duration::from_secs(10));
+        if !listening {
+            // A configuration the server refuses ends it at once; say why.
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!(
+                "nats-server did not listen on port {} within 10 s\n{}",
+                self.port,
+                self.log()
+            );
+        }
         self.child = Some(child);
-        assert!(
-            wait_for_port(self.port, Duration::from_secs(10)),
-            "nats-server did not listen on port {} within 10 s",
-            self.port
-        );
+    }
+
+    fn log_path(&self) -> PathBuf {
+        self.dir.path().join("nats-server.log")
+    }
+
+    /// What the server logged so far (servers started with a configuration only; else empty).
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.log_path()).unwrap_or_default()
     }
 
     pub fn url(&self) -> String {

@@ -1,0 +1,441 @@
+//! NATS users and subject permissions: one `services` user that may do anything, and one user
+//! per distributor site that may do only what a distributor does, for its own site.
+//!
+//! Rendered as a nats-server `authorization { users = [...] }` block. Passwords are random and
+//! stored in plain text (no bcrypt implementation is in the dependency tree), so the file is
+//! written with mode 0600 and the passwords are printed once.
+//!
+//! Why each distributor permission exists (see `bootfleet_distributor::agent`):
+//! - publish `bootfleet.v1.distributors.heartbeat`, `bootfleet.v1.localnodes.site`,
+//!   `bootfleet.v1.localnodes.reachability`: its requests to the services;
+//! - publish `bootfleet.v1.events.boot.<site>`: its boot events;
+//! - subscribe `bootfleet.v1.distributor.<site>.{control,apply,exec}`: what the services ask of
+//!   it. Exact subjects, not `<site>.>`: an artifact id may contain dots, and site `a` with
+//!   `bootfleet.v1.distributor.a.>` would receive the exec requests (with SSH private keys) of
+//!   site `a.b`;
+//! - subscribe `bootfleet.v1.distributor-agent.ping`: the agent's service answers the ping every
+//!   bus service answers; nothing of value is sent there;
+//! - subscribe `<inbox prefix>.>`: replies to its requests and its object store deliveries. The
+//!   prefix is per site (`NATS_INBOX_PREFIX`), so it never sees replies meant for others (the
+//!   gateway's `_INBOX` carries generated SSH private keys);
+//! - publish the JetStream API subjects that read the artifact bucket's stream, and nothing that
+//!   writes it (objects are written by publishing to `$O.<bucket>.>`, which is not allowed);
+//! - `allow_responses`: it answers apply and exec requests, and JetStream flow control, on the
+//!   reply subject it was given, once, within the longest exec the localnodes service allows.
+
+use std::fmt::Write as _;
+
+use bootfleet_api::subjects;
+use rand_core::{OsRng, RngCore};
+
+/// The user the services, the gateway and the builders connect as.
+pub const SERVICES_USER: &str = "services";
+
+/// How long a distributor may take to answer a request it received: the longest script run
+/// (`bootfleet_localnodes::MAX_SCRIPT_TIMEOUT_SECS`, an hour) and the bus's slack, with margin.
+pub const RESPONSE_EXPIRES: &str = "1h5m";
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum NatsAuthError {
+    #[error("distributor site {site:?}: {message}")]
+    InvalidSite { site: String, message: String },
+    #[error("distributor site {0:?} is given twice")]
+    Duplicate(String),
+}
+
+/// One NATS user's login.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Credentials {
+    pub user: String,
+    pub password: String,
+    /// For distributor users: the inbox prefix they must connect with (`NATS_INBOX_PREFIX`).
+    pub inbox_prefix: Option<String>,
+}
+
+// The password stays out of logs and panics.
+impl std::fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Credentials")
+            .field("user", &self.user)
+            .field("inbox_prefix", &self.inbox_prefix)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What a user may publish and subscribe to.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Permissions {
+    pub publish: Vec<String>,
+    pub subscribe: Vec<String>,
+    /// May answer requests it received (publish once to their reply subject).
+    pub allow_responses: bool,
+}
+
+/// A distributor site and its login.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Distributor {
+    pub site: String,
+    pub credentials: Credentials,
+}
+
+/// Every user of one NATS server.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NatsAuth {
+    pub services: Credentials,
+    pub distributors: Vec<Distributor>,
+}
+
+/// The NATS user name of a site's distributor.
+pub fn distributor_user(site: &str) -> String {
+    format!("distributor-{site}")
+}
+
+/// The inbox prefix of a site's distributor: one subject token, distinct for every site. Dots
+/// (allowed in artifact ids) would split it into tokens and let `_INBOX_a.>` cover site `a.b`;
+/// so `_` is escaped as `__` and `.` as `_d`, which keeps the mapping one-to-one.
+pub fn inbox_prefix(site: &str) -> String {
+    let mut token = String::with_capacity(site.len() + 8);
+    token.push_str("_INBOX_");
+    for c in site.chars() {
+        match c {
+            '_' => token.push_str("__"),
+            '.' => token.push_str("_d"),
+            c => token.push(c),
+        }
+    }
+    token
+}
+
+/// The JetStream API subjects that read the artifact bucket, found by running the
+/// distributor's read path (`get_object_store`, `get`, reading the object) against a
+/// nats-server with only these allowed (see the `nats_permissions` tests).
+fn artifact_read_subjects() -> Vec<String> {
+    let stream = format!("OBJ_{}", subjects::ARTIFACT_BUCKET);
+    vec![
+        // get_object_store: the stream's info.
+        format!("$JS.API.STREAM.INFO.{stream}"),
+        // ObjectStore::info: the object's metadata, the last message on `$O.<bucket>.M.<name>`
+        // (direct get when the stream allows it, else the stream's message get).
+        format!("$JS.API.DIRECT.GET.{stream}.>"),
+        format!("$JS.API.STREAM.MSG.GET.{stream}"),
+        // Reading the chunks: an ordered push consumer on the stream, delivering to the inbox.
+        // (Only the unnamed form: async-nats creates ordered consumers without a name.) The
+        // request names the delivery subject and nats-server 2.9 does not check it against the
+        // creator's permissions: see docs/nats-permissions.md, "Known limits".
+        format!("$JS.API.CONSUMER.CREATE.{stream}"),
+    ]
+}
+
+/// What the distributor of `site` may do. `site` must be a valid artifact id.
+pub fn distributor_permissions(site: &str) -> Permissions {
+    let mut publish = vec![
+        subjects::distributor_heartbeat(),
+        subjects::localnodes_of_site(),
+        subjects::localnodes_reachability(),
+        subjects::boot_events(site),
+    ];
+    publish.extend(artifact_read_subjects());
+    Permissions {
+        publish,
+        subscribe: vec![
+            subjects::distributor_control(site),
+            subjects::distributor_apply(site),
+            subjects::distributor_exec(site),
+            subjects::ping(DISTRIBUTOR_AGENT_SERVICE),
+            format!("{}.>", inbox_prefix(site)),
+        ],
+        allow_responses: true,
+    }
+}
+
+/// The bus service name the distributor's agent registers (`ServiceBuilder::new` in
+/// `bootfleet_distributor::agent`); it subscribes `bootfleet.v1.<name>.ping`.
+const DISTRIBUTOR_AGENT_SERVICE: &str = "distributor-agent";
+
+/// A random password: 32 hex digits (128 bits from the OS), nothing to quote.
+pub fn random_password() -> String {
+    let mut bytes = [0u8; 16];
+    OsRng.fill_bytes(&mut bytes);
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+impl NatsAuth {
+    /// Users for the services and each site, with random passwords.
+    pub fn generate<S: AsRef<str>>(sites: &[S]) -> Result<NatsAuth, NatsAuthError> {
+        NatsAuth::with_passwords(sites, random_password)
+    }
+
+    /// Like [`NatsAuth::generate`] with passwords from `password` (services first, then each
+    /// site in order): for reproducible tests.
+    pub fn with_passwords<S: AsRef<str>>(
+        sites: &[S],
+        mut password: impl FnMut() -> String,
+    ) -> Result<NatsAuth, NatsAuthError> {
+        let mut seen = std::collections::HashSet::new();
+        for site in sites.iter().map(AsRef::as_ref) {
+            bootfleet_api::validate::artifact_id("site", site).map_err(|e| {
+                NatsAuthError::InvalidSite {
+                    site: site.to_owned(),
+                    message: e.message.trim_start_matches("site: ").to_owned(),
+                }
+            })?;
+            if !seen.insert(site) {
+                return Err(NatsAuthError::Duplicate(site.to_owned()));
+            }
+        }
+        let services = Credentials {
+            user: SERVICES_USER.to_owned(),
+            password: password(),
+            inbox_prefix: None,
+        };
+        let distributors = sites
+            .iter()
+            .map(|site| {
+                let site = site.as_ref();
+                Distributor {
+                    site: site.to_owned(),
+                    credentials: Credentials {
+                        user: distributor_user(site),
+                        password: password(),
+                        inbox_prefix: Some(inbox_prefix(site)),
+                    },
+                }
+            })
+            .collect();
+        Ok(NatsAuth {
+            services,
+            distributors,
+        })
+    }
+
+    /// The nats-server configuration: an `authorization` block with every user. Anyone
+    /// without a login is refused (no `no_auth_user`).
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        out.push_str("# Generated by `bootfleet nats-config`. Contains passwords: keep it private (mode 0600).\n");
+        out.push_str("authorization {\n  users = [\n");
+        // The services may do anything: they own every subject and the JetStream API.
+        render_user(&mut out, &self.services, None);
+        for d in &self.distributors {
+            render_user(
+                &mut out,
+                &d.credentials,
+                Some(&distributor_permissions(&d.site)),
+            );
+        }
+        out.push_str("  ]\n}\n");
+        out
+    }
+
+    /// The `services` login for `bootfleet_bus::BusConfig`.
+    pub fn services_auth(&self) -> bootfleet_bus::Auth {
+        bootfleet_bus::Auth::UserPassword(
+            self.services.user.clone(),
+            self.services.password.clone(),
+        )
+    }
+}
+
+/// A config string in double quotes. Subjects (`$JS...`) must be quoted: unquoted, `$name` is a
+/// variable reference. Everything rendered is a validated site, a fixed subject or hex, so
+/// escaping is only a safeguard.
+fn quoted(s: &str) -> String {
+    let mut q = String::with_capacity(s.len() + 2);
+    q.push('"');
+    for c in s.chars() {
+        if matches!(c, '"' | '\\') {
+            q.push('\\');
+        }
+        q.push(c);
+    }
+    q.push('"');
+    q
+}
+
+fn list(items: &[String]) -> String {
+    let items: Vec<String> = items.iter().map(|s| quoted(s)).collect();
+    format!("[{}]", items.join(", "))
+}
+
+fn render_user(out: &mut String, creds: &Credentials, perms: Option<&Permissions>) {
+    let _ = write!(
+        out,
+        "    {{\n      user: {}\n      password: {}\n",
+        quoted(&creds.user),
+        quoted(&creds.password)
+    );
+    match perms {
+        None => {
+            out.push_str("      permissions: { publish: \">\", subscribe: \">\" }\n");
+        }
+        Some(p) => {
+            out.push_str("      permissions: {\n");
+            let _ = writeln!(out, "        publish: {{ allow: {} }}", list(&p.publish));
+            let _ = writeln!(
+                out,
+                "        subscribe: {{ allow: {} }}",
+                list(&p.subscribe)
+            );
+            if p.allow_responses {
+                let _ = writeln!(
+                    out,
+                    "        allow_responses: {{ max: 1, expires: {} }}",
+                    quoted(RESPONSE_EXPIRES)
+                );
+            }
+            out.push_str("      }\n");
+        }
+    }
+    out.push_str("    }\n");
+}
+
+/// Shell lines that run a site's distributor with its login.
+pub fn distributor_env(nats_url: &str, distributor: &Distributor) -> String {
+    let c = &distributor.credentials;
+    let mut s = format!(
+        "NATS_URL={nats_url} NATS_USER={} NATS_PASSWORD={}",
+        c.user, c.password
+    );
+    if let Some(prefix) = &c.inbox_prefix {
+        let _ = write!(s, " NATS_INBOX_PREFIX={prefix}");
+    }
+    let _ = write!(
+        s,
+        " DISTRIBUTOR_ARTIFACT_ID={} bootfleet-distributor serve --interface <lan-if> --server-ip <lan-ip>",
+        distributor.site
+    );
+    s
+}
+
+/// Writes `text` to `path` readable by its owner only (it holds passwords), replacing the file.
+pub fn write_private(path: &std::path::Path, text: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)?;
+    // An existing file keeps its mode on open; make it private too.
+    file.set_permissions(std::fs::Permissions::from_mode(0o600))?;
+    file.write_all(text.as_bytes())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fixed() -> NatsAuth {
+        let mut n = 0;
+        NatsAuth::with_passwords(&["site-1", "lab.b"], || {
+            n += 1;
+            format!("pw{n}")
+        })
+        .expect("valid sites")
+    }
+
+    #[test]
+    fn renders_the_services_user_and_one_restricted_user_per_site() {
+        let expected = r#"# Generated by `bootfleet nats-config`. Contains passwords: keep it private (mode 0600).
+authorization {
+  users = [
+    {
+      user: "services"
+      password: "pw1"
+      permissions: { publish: ">", subscribe: ">" }
+    }
+    {
+      user: "distributor-site-1"
+      password: "pw2"
+      permissions: {
+        publish: { allow: ["bootfleet.v1.distributors.heartbeat", "bootfleet.v1.localnodes.site", "bootfleet.v1.localnodes.reachability", "bootfleet.v1.events.boot.site-1", "$JS.API.STREAM.INFO.OBJ_bootfleet-artifacts", "$JS.API.DIRECT.GET.OBJ_bootfleet-artifacts.>", "$JS.API.STREAM.MSG.GET.OBJ_bootfleet-artifacts", "$JS.API.CONSUMER.CREATE.OBJ_bootfleet-artifacts"] }
+        subscribe: { allow: ["bootfleet.v1.distributor.site-1.control", "bootfleet.v1.distributor.site-1.apply", "bootfleet.v1.distributor.site-1.exec", "bootfleet.v1.distributor-agent.ping", "_INBOX_site-1.>"] }
+        allow_responses: { max: 1, expires: "1h5m" }
+      }
+    }
+    {
+      user: "distributor-lab.b"
+      password: "pw3"
+      permissions: {
+        publish: { allow: ["bootfleet.v1.distributors.heartbeat", "bootfleet.v1.localnodes.site", "bootfleet.v1.localnodes.reachability", "bootfleet.v1.events.boot.lab.b", "$JS.API.STREAM.INFO.OBJ_bootfleet-artifacts", "$JS.API.DIRECT.GET.OBJ_bootfleet-artifacts.>", "$JS.API.STREAM.MSG.GET.OBJ_bootfleet-artifacts", "$JS.API.CONSUMER.CREATE.OBJ_bootfleet-artifacts"] }
+        subscribe: { allow: ["bootfleet.v1.distributor.lab.b.control", "bootfleet.v1.distributor.lab.b.apply", "bootfleet.v1.distributor.lab.b.exec", "bootfleet.v1.distributor-agent.ping", "_INBOX_lab_db.>"] }
+        allow_responses: { max: 1, expires: "1h5m" }
+      }
+    }
+  ]
+}
+"#;
+        assert_eq!(fixed().render(), expected);
+    }
+
+    #[test]
+    fn refuses_invalid_and_duplicate_sites() {
+        for bad in [
+            "",
+            "a b",
+            "../x",
+            "a>",
+            "a*",
+            ".a",
+            "-a",
+            "a\nb",
+            &"x".repeat(200),
+        ] {
+            let err = NatsAuth::generate(&[bad]).expect_err(bad);
+            assert!(
+                matches!(&err, NatsAuthError::InvalidSite { site, .. } if site == bad),
+                "{bad:?}: {err}"
+            );
+            assert!(err.to_string().contains("letters, digits"), "{err}");
+        }
+        assert_eq!(
+            NatsAuth::generate(&["a", "a"]),
+            Err(NatsAuthError::Duplicate("a".into()))
+        );
+    }
+
+    #[test]
+    fn inbox_prefixes_are_one_token_and_distinct() {
+        let sites = ["a", "a.b", "a_b", "a_db", "a.d", "a__b", "a_.b"];
+        let prefixes: std::collections::HashSet<String> =
+            sites.iter().map(|s| inbox_prefix(s)).collect();
+        assert_eq!(prefixes.len(), sites.len(), "{prefixes:?}");
+        assert!(prefixes.iter().all(|p| !p.contains('.')), "{prefixes:?}");
+        assert_eq!(inbox_prefix("site-1"), "_INBOX_site-1");
+    }
+
+    #[test]
+    fn no_distributor_subject_covers_another_sites() {
+        // A site's subscriptions are exact subjects (plus its own inbox), never wildcards that
+        // reach into another site's subjects, dots in ids included.
+        let perms = distributor_permissions("a");
+        for subject in &perms.subscribe {
+            if subject.ends_with(".>") {
+                assert!(subject.starts_with("_INBOX_a."), "{subject}");
+            } else {
+                assert!(
+                    !subject.contains('*') && !subject.contains('>'),
+                    "{subject}"
+                );
+            }
+        }
+        assert!(!perms.subscribe.contains(&subjects::distributor_exec("a.b")));
+        assert!(!perms.publish.iter().any(|s| s.starts_with("$O.")));
+    }
+
+    #[test]
+    fn random_passwords_differ_and_are_long() {
+        let auth = NatsAuth::generate(&["a", "b"]).expect("valid");
+        let mut all = vec![auth.services.password.clone()];
+        all.extend(
+            auth.distributors
+                .iter()
+                .map(|d| d.credentials.password.clone()),
+        );
+        assert!(all.iter().all(|p| p.len() == 32));
+        let distinct: std::collections::HashSet<_> = all.iter().collect();
+        assert_eq!(distinct.len(), 3);
+        assert!(!format!("{auth:?}").contains(&auth.services.password));
+    }
+}
