@@ -118,11 +118,10 @@ fn artifact_read_subjects() -> Vec<String> {
         // (direct get when the stream allows it, else the stream's message get).
         format!("$JS.API.DIRECT.GET.{stream}.>"),
         format!("$JS.API.STREAM.MSG.GET.{stream}"),
-        // Reading the chunks: an ordered push consumer on the stream, delivering to the inbox.
-        // (Only the unnamed form: async-nats creates ordered consumers without a name.) The
-        // request names the delivery subject and nats-server 2.9 does not check it against the
-        // creator's permissions: see docs/nats-permissions.md, "Known limits".
-        format!("$JS.API.CONSUMER.CREATE.{stream}"),
+        // Reading the chunks: direct get of the next message on `$O.<bucket>.C.<nuid>` (the
+        // subject goes in the request body). No consumer: its delivery subject would be the
+        // creator's choice, which these permissions could not bound.
+        format!("$JS.API.DIRECT.GET.{stream}"),
     ]
 }
 
@@ -349,7 +348,7 @@ authorization {
       user: "distributor-site-1"
       password: "pw2"
       permissions: {
-        publish: { allow: ["bootfleet.v1.distributors.heartbeat", "bootfleet.v1.localnodes.site", "bootfleet.v1.localnodes.reachability", "bootfleet.v1.events.boot.site-1", "$JS.API.STREAM.INFO.OBJ_bootfleet-artifacts", "$JS.API.DIRECT.GET.OBJ_bootfleet-artifacts.>", "$JS.API.STREAM.MSG.GET.OBJ_bootfleet-artifacts", "$JS.API.CONSUMER.CREATE.OBJ_bootfleet-artifacts"] }
+        publish: { allow: ["bootfleet.v1.distributors.heartbeat", "bootfleet.v1.localnodes.site", "bootfleet.v1.localnodes.reachability", "bootfleet.v1.events.boot.site-1", "$JS.API.STREAM.INFO.OBJ_bootfleet-artifacts", "$JS.API.DIRECT.GET.OBJ_bootfleet-artifacts.>", "$JS.API.STREAM.MSG.GET.OBJ_bootfleet-artifacts", "$JS.API.DIRECT.GET.OBJ_bootfleet-artifacts"] }
         subscribe: { allow: ["bootfleet.v1.distributor.site-1.control", "bootfleet.v1.distributor.site-1.apply", "bootfleet.v1.distributor.site-1.exec", "bootfleet.v1.distributor-agent.ping", "_INBOX_site-1.>"] }
         allow_responses: { max: 1, expires: "1h5m" }
       }
@@ -358,7 +357,7 @@ authorization {
       user: "distributor-lab.b"
       password: "pw3"
       permissions: {
-        publish: { allow: ["bootfleet.v1.distributors.heartbeat", "bootfleet.v1.localnodes.site", "bootfleet.v1.localnodes.reachability", "bootfleet.v1.events.boot.lab.b", "$JS.API.STREAM.INFO.OBJ_bootfleet-artifacts", "$JS.API.DIRECT.GET.OBJ_bootfleet-artifacts.>", "$JS.API.STREAM.MSG.GET.OBJ_bootfleet-artifacts", "$JS.API.CONSUMER.CREATE.OBJ_bootfleet-artifacts"] }
+        publish: { allow: ["bootfleet.v1.distributors.heartbeat", "bootfleet.v1.localnodes.site", "bootfleet.v1.localnodes.reachability", "bootfleet.v1.events.boot.lab.b", "$JS.API.STREAM.INFO.OBJ_bootfleet-artifacts", "$JS.API.DIRECT.GET.OBJ_bootfleet-artifacts.>", "$JS.API.STREAM.MSG.GET.OBJ_bootfleet-artifacts", "$JS.API.DIRECT.GET.OBJ_bootfleet-artifacts"] }
         subscribe: { allow: ["bootfleet.v1.distributor.lab.b.control", "bootfleet.v1.distributor.lab.b.apply", "bootfleet.v1.distributor.lab.b.exec", "bootfleet.v1.distributor-agent.ping", "_INBOX_lab_db.>"] }
         allow_responses: { max: 1, expires: "1h5m" }
       }

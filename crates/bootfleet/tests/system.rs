@@ -2026,16 +2026,35 @@ mod nats_permissions {
             .await
             .expect("a reads the bucket");
         let name = bootfleet_api::artifacts::object_name(key, "ipxe.efi");
-        let mut read = Vec::new();
-        a_bucket
-            .get(name.as_str())
+        // The distributor's way: direct gets only.
+        let reader = bootfleet_distributor::boot_config::ArtifactReader::open(&client)
             .await
-            .expect("get")
-            .read_to_end(&mut read)
+            .expect("a opens the bucket");
+        let read = reader
+            .read(&name, 1 << 20)
             .await
-            .expect("read");
+            .expect("a reads the object");
         assert_eq!(read, content);
         assert_no_pending_error(&mut errors);
+        // A consumer (the object store's own `get`) is refused: its delivery subject would be
+        // a's to choose.
+        let mut sink = Vec::new();
+        let got = match a_bucket.get(name.as_str()).await {
+            Ok(mut object) => object
+                .read_to_end(&mut sink)
+                .await
+                .map(|_| ())
+                .map_err(|e| e.to_string()),
+            Err(e) => Err(e.to_string()),
+        };
+        assert!(got.is_err(), "a consumer read must fail");
+        expect_violation(
+            &mut errors,
+            "publish",
+            "$JS.API.CONSUMER.CREATE.OBJ_bootfleet-artifacts",
+        )
+        .await;
+        while errors.try_recv().is_ok() {}
 
         let put = a_bucket.put("ab12/evil.efi", &mut b"evil".as_slice()).await;
         assert!(put.is_err(), "a put must fail");

@@ -10,7 +10,7 @@ use std::time::Duration;
 use bootfleet_api::{proto, subjects, ApiError, ErrorCode};
 use bootfleet_bus::{Bus, BusConfig, ServiceBuilder, TraceParent};
 
-use crate::boot_config::Applier;
+use crate::boot_config::{Applier, ArtifactReader};
 use futures_util::StreamExt;
 use prost::Message;
 use tokio::sync::mpsc;
@@ -188,7 +188,7 @@ impl Agent {
                     move |_, config: proto::DistributorConfig| {
                         let (applier, client) = (applier.clone(), client.clone());
                         async move {
-                            let store = artifact_store(&client).await?;
+                            let store = ArtifactReader::open(&client).await?;
                             applier.apply(&store, config).await
                         }
                     },
@@ -236,7 +236,7 @@ impl Agent {
                                 if !applying.swap(true, Ordering::SeqCst) {
                                     let (applier, client, applying) = (applier.clone(), bus.client().clone(), applying.clone());
                                     tokio::spawn(async move {
-                                        let outcome = match artifact_store(&client).await {
+                                        let outcome = match ArtifactReader::open(&client).await {
                                             Ok(store) => applier.apply(&store, config).await.map(|_| ()),
                                             Err(e) => Err(e),
                                         };
@@ -397,13 +397,4 @@ async fn probe_nodes(
             tracing::debug!(error = %e, "cannot report reachability");
         }
     }
-}
-
-async fn artifact_store(
-    client: &async_nats::Client,
-) -> Result<async_nats::jetstream::object_store::ObjectStore, ApiError> {
-    async_nats::jetstream::new(client.clone())
-        .get_object_store(subjects::ARTIFACT_BUCKET)
-        .await
-        .map_err(|e| ApiError::unavailable(format!("the artifact store is not reachable: {e}")))
 }
