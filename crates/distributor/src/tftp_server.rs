@@ -270,9 +270,9 @@ impl TftpServer {
 /// Runs one transfer to its end (or until shutdown, then `None`).
 ///
 /// The retransmission deadline moves with every datagram sent, but the timer is not re-armed
-/// per block: registering and dropping a timer per block was a large part of the per-block
-/// cost under a boot storm (every transfer contends for the runtime's timer wheel). The sleep
-/// fires at the deadline it was armed with; if we sent since, it is simply armed again.
+/// per block (each registration takes the runtime's timer-wheel lock, which every transfer of a
+/// boot storm shares): the sleep fires at the deadline it was armed with, and if we sent since,
+/// it is armed again for the new one.
 async fn drive(
     mut transfer: ReadTransfer,
     socket: &UdpSocket,
