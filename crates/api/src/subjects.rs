@@ -116,9 +116,15 @@ pub fn build_job(kind: &str) -> String {
 /// The JetStream object store bucket that holds built artifacts, by content address.
 pub const ARTIFACT_BUCKET: &str = "bootfleet-artifacts";
 
-/// Distributors report here; the `distributors` service answers with the row.
-pub fn distributor_heartbeat() -> String {
-    format!("{PREFIX}.{DISTRIBUTORS}.heartbeat")
+/// Distributors report here, each under its own site (so a site's NATS login can be allowed
+/// exactly its own subject); the `distributors` service answers with the row.
+pub fn distributor_heartbeat(artifact_id: &str) -> String {
+    format!("{PREFIX}.{DISTRIBUTORS}.heartbeat.{artifact_id}")
+}
+
+/// What the `distributors` service subscribes for heartbeats (site ids may contain dots).
+pub fn distributor_heartbeats() -> String {
+    format!("{PREFIX}.{DISTRIBUTORS}.heartbeat.>")
 }
 
 /// Setting a distributor's status (on/off).
@@ -142,13 +148,37 @@ pub fn distributor_apply(artifact_id: &str) -> String {
 }
 
 /// A distributor asks for the nodes of its site (to probe them).
-pub fn localnodes_of_site() -> String {
-    format!("{PREFIX}.{LOCALNODES}.site")
+pub fn localnodes_of_site(artifact_id: &str) -> String {
+    format!("{PREFIX}.{LOCALNODES}.site.{artifact_id}")
+}
+
+/// What the `localnodes` service subscribes for site listings.
+pub fn localnodes_of_sites() -> String {
+    format!("{PREFIX}.{LOCALNODES}.site.>")
 }
 
 /// A distributor reports which nodes of its site answered its probes.
-pub fn localnodes_reachability() -> String {
-    format!("{PREFIX}.{LOCALNODES}.reachability")
+pub fn localnodes_reachability(artifact_id: &str) -> String {
+    format!("{PREFIX}.{LOCALNODES}.reachability.{artifact_id}")
+}
+
+/// What the `localnodes` service subscribes for reachability reports.
+pub fn localnodes_reachabilities() -> String {
+    format!("{PREFIX}.{LOCALNODES}.reachability.>")
+}
+
+/// Checks that a distributor's message names the site of the subject it came on: the subject
+/// is what a site's NATS login is allowed, the message is only what it says. `pattern` is the
+/// subscription (ending in `.>`).
+pub fn check_site(pattern: &str, subject: &str, artifact_id: &str) -> Result<(), String> {
+    let prefix = pattern.strip_suffix('>').unwrap_or(pattern);
+    match subject.strip_prefix(prefix) {
+        Some(site) if site == artifact_id => Ok(()),
+        Some(site) => Err(format!(
+            "a message for site {artifact_id:?} came on the subject of site {site:?}"
+        )),
+        None => Err(format!("unexpected subject {subject:?}")),
+    }
 }
 
 /// An operator's script for one node.
@@ -168,3 +198,24 @@ pub fn boot_events(artifact_id: &str) -> String {
 
 /// Boot events of every site (a subscription wildcard).
 pub const ALL_BOOT_EVENTS: &str = "bootfleet.v1.events.boot.*";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_site_message_must_come_on_its_own_subject() {
+        let pattern = distributor_heartbeats();
+        assert_eq!(
+            check_site(&pattern, &distributor_heartbeat("lab.b"), "lab.b"),
+            Ok(())
+        );
+        assert_eq!(
+            check_site(&pattern, &distributor_heartbeat("a"), "b"),
+            Err("a message for site \"b\" came on the subject of site \"a\"".into())
+        );
+        // A dotted site is not a prefix match of another.
+        assert!(check_site(&pattern, &distributor_heartbeat("a.b"), "a").is_err());
+        assert!(check_site(&pattern, "bootfleet.v1.other.a", "a").is_err());
+    }
+}

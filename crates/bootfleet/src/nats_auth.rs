@@ -6,8 +6,9 @@
 //! written with mode 0600 and the passwords are printed once.
 //!
 //! Why each distributor permission exists (see `bootfleet_distributor::agent`):
-//! - publish `bootfleet.v1.distributors.heartbeat`, `bootfleet.v1.localnodes.site`,
-//!   `bootfleet.v1.localnodes.reachability`: its requests to the services;
+//! - publish `bootfleet.v1.distributors.heartbeat.<site>`, `bootfleet.v1.localnodes.site.<site>`,
+//!   `bootfleet.v1.localnodes.reachability.<site>`: its requests to the services, which accept
+//!   them only for the site their subject names;
 //! - publish `bootfleet.v1.events.boot.<site>`: its boot events;
 //! - subscribe `bootfleet.v1.distributor.<site>.{control,apply,exec}`: what the services ask of
 //!   it. Exact subjects, not `<site>.>`: an artifact id may contain dots, and site `a` with
@@ -128,9 +129,9 @@ fn artifact_read_subjects() -> Vec<String> {
 /// What the distributor of `site` may do. `site` must be a valid artifact id.
 pub fn distributor_permissions(site: &str) -> Permissions {
     let mut publish = vec![
-        subjects::distributor_heartbeat(),
-        subjects::localnodes_of_site(),
-        subjects::localnodes_reachability(),
+        subjects::distributor_heartbeat(site),
+        subjects::localnodes_of_site(site),
+        subjects::localnodes_reachability(site),
         subjects::boot_events(site),
     ];
     publish.extend(artifact_read_subjects());
@@ -348,7 +349,7 @@ authorization {
       user: "distributor-site-1"
       password: "pw2"
       permissions: {
-        publish: { allow: ["bootfleet.v1.distributors.heartbeat", "bootfleet.v1.localnodes.site", "bootfleet.v1.localnodes.reachability", "bootfleet.v1.events.boot.site-1", "$JS.API.STREAM.INFO.OBJ_bootfleet-artifacts", "$JS.API.DIRECT.GET.OBJ_bootfleet-artifacts.>", "$JS.API.STREAM.MSG.GET.OBJ_bootfleet-artifacts", "$JS.API.DIRECT.GET.OBJ_bootfleet-artifacts"] }
+        publish: { allow: ["bootfleet.v1.distributors.heartbeat.site-1", "bootfleet.v1.localnodes.site.site-1", "bootfleet.v1.localnodes.reachability.site-1", "bootfleet.v1.events.boot.site-1", "$JS.API.STREAM.INFO.OBJ_bootfleet-artifacts", "$JS.API.DIRECT.GET.OBJ_bootfleet-artifacts.>", "$JS.API.STREAM.MSG.GET.OBJ_bootfleet-artifacts", "$JS.API.DIRECT.GET.OBJ_bootfleet-artifacts"] }
         subscribe: { allow: ["bootfleet.v1.distributor.site-1.control", "bootfleet.v1.distributor.site-1.apply", "bootfleet.v1.distributor.site-1.exec", "bootfleet.v1.distributor-agent.ping", "_INBOX_site-1.>"] }
         allow_responses: { max: 1, expires: "1h5m" }
       }
@@ -357,7 +358,7 @@ authorization {
       user: "distributor-lab.b"
       password: "pw3"
       permissions: {
-        publish: { allow: ["bootfleet.v1.distributors.heartbeat", "bootfleet.v1.localnodes.site", "bootfleet.v1.localnodes.reachability", "bootfleet.v1.events.boot.lab.b", "$JS.API.STREAM.INFO.OBJ_bootfleet-artifacts", "$JS.API.DIRECT.GET.OBJ_bootfleet-artifacts.>", "$JS.API.STREAM.MSG.GET.OBJ_bootfleet-artifacts", "$JS.API.DIRECT.GET.OBJ_bootfleet-artifacts"] }
+        publish: { allow: ["bootfleet.v1.distributors.heartbeat.lab.b", "bootfleet.v1.localnodes.site.lab.b", "bootfleet.v1.localnodes.reachability.lab.b", "bootfleet.v1.events.boot.lab.b", "$JS.API.STREAM.INFO.OBJ_bootfleet-artifacts", "$JS.API.DIRECT.GET.OBJ_bootfleet-artifacts.>", "$JS.API.STREAM.MSG.GET.OBJ_bootfleet-artifacts", "$JS.API.DIRECT.GET.OBJ_bootfleet-artifacts"] }
         subscribe: { allow: ["bootfleet.v1.distributor.lab.b.control", "bootfleet.v1.distributor.lab.b.apply", "bootfleet.v1.distributor.lab.b.exec", "bootfleet.v1.distributor-agent.ping", "_INBOX_lab_db.>"] }
         allow_responses: { max: 1, expires: "1h5m" }
       }

@@ -1940,7 +1940,7 @@ mod nats_permissions {
         let nodes: proto::LocalNodeList = site_nodes
             .request(
                 &TraceParent::new_root(),
-                &subjects::localnodes_of_site(),
+                &subjects::localnodes_of_site("a"),
                 &proto::SiteNodesRequest {
                     artifact_id: "a".into(),
                 },
@@ -1948,10 +1948,43 @@ mod nats_permissions {
             .await
             .expect("localnodes.site answered");
         assert!(nodes.rows.is_empty());
+        // On its own subject, naming another site: the service refuses it.
+        let other = site_nodes
+            .request::<_, proto::LocalNodeList>(
+                &TraceParent::new_root(),
+                &subjects::localnodes_of_site("a"),
+                &proto::SiteNodesRequest {
+                    artifact_id: "b".into(),
+                },
+            )
+            .await
+            .expect_err("another site's nodes");
+        assert_eq!(
+            other.code,
+            bootfleet_api::ErrorCode::PermissionDenied,
+            "{other:?}"
+        );
+        assert!(other.message.contains("\"b\""), "{other:?}");
+        let other = site_nodes
+            .request::<_, proto::Distributor>(
+                &TraceParent::new_root(),
+                &subjects::distributor_heartbeat("a"),
+                &proto::DistributorHeartbeat {
+                    artifact_id: "b".into(),
+                    ..Default::default()
+                },
+            )
+            .await
+            .expect_err("a heartbeat for another site");
+        assert_eq!(
+            other.code,
+            bootfleet_api::ErrorCode::PermissionDenied,
+            "{other:?}"
+        );
         let _: proto::Empty = site_nodes
             .request(
                 &TraceParent::new_root(),
-                &subjects::localnodes_reachability(),
+                &subjects::localnodes_reachability("a"),
                 &proto::ReachabilityReport {
                     artifact_id: "a".into(),
                     nodes: vec![],
@@ -1965,6 +1998,9 @@ mod nats_permissions {
             subjects::ScriptKind::Mainscripts.subject(subjects::Op::Create),
             subjects::boot_events("b"),
             subjects::distributor_control("b"),
+            subjects::distributor_heartbeat("b"),
+            subjects::localnodes_of_site("b"),
+            subjects::localnodes_reachability("b"),
         ];
         for subject in &denied_publish {
             client

@@ -228,7 +228,7 @@ impl Agent {
                         tftp_completed: counters.tftp_completed.load(Ordering::Relaxed),
                         boot_files: applier.served(),
                     };
-                    match bus.request::<_, proto::Distributor>(&TraceParent::new_root(), &subjects::distributor_heartbeat(), &hb).await {
+                    match bus.request::<_, proto::Distributor>(&TraceParent::new_root(), &subjects::distributor_heartbeat(&self.artifact_id), &hb).await {
                         Ok(row) => {
                             switch.set(row.on);
                             // After a restart: apply the configuration the operator gave.
@@ -351,7 +351,7 @@ async fn probe_nodes(
         let nodes: proto::LocalNodeList = match bus
             .request(
                 &TraceParent::new_root(),
-                &subjects::localnodes_of_site(),
+                &subjects::localnodes_of_site(&artifact_id),
                 &request,
             )
             .await
@@ -389,7 +389,7 @@ async fn probe_nodes(
         if let Err(e) = bus
             .request::<_, proto::Empty>(
                 &TraceParent::new_root(),
-                &subjects::localnodes_reachability(),
+                &subjects::localnodes_reachability(&artifact_id),
                 &report,
             )
             .await

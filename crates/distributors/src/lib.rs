@@ -462,15 +462,29 @@ pub enum StartError {
     Bus(#[from] BusError),
 }
 
+/// A heartbeat counts only for the site whose subject it came on (what that site's NATS login
+/// may publish), never for another site it names.
+fn site_of_subject(
+    ctx: &bootfleet_bus::RequestCtx,
+    pattern: &str,
+    hb: &proto::DistributorHeartbeat,
+) -> Result<(), ApiError> {
+    subjects::check_site(pattern, &ctx.subject, &hb.artifact_id)
+        .map_err(|e| ApiError::new(ErrorCode::PermissionDenied, e))
+}
+
 /// Migrates and starts the `distributors` service.
 pub async fn start(bus: Bus, db: DatabaseConnection) -> Result<RunningService, StartError> {
     bootfleet_store::migrate::<DistributorsMigrator>(&db).await?;
     let d = Distributors::new(db, bus.clone());
     let (d1, d2, d3, d4, d5) = (d.clone(), d.clone(), d.clone(), d.clone(), d);
     Ok(ServiceBuilder::new(bus, SERVICE)
-        .route(subjects::distributor_heartbeat(), move |_, req| {
+        .route(subjects::distributor_heartbeats(), move |ctx, req| {
             let d = d1.clone();
-            async move { d.heartbeat(req).await }
+            async move {
+                site_of_subject(&ctx, &subjects::distributor_heartbeats(), &req)?;
+                d.heartbeat(req).await
+            }
         })
         .route(subjects::subject(SERVICE, Op::Get), move |_, req| {
             let d = d2.clone();

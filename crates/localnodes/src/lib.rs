@@ -392,14 +392,38 @@ pub async fn start(bus: Bus, db: DatabaseConnection) -> Result<RunningService, S
             let n = n4.clone();
             async move { n.delete(req).await }
         })
-        .route(subjects::localnodes_of_site(), move |_, req| {
-            let n = n5.clone();
-            async move { n.site_nodes(req).await }
-        })
-        .route(subjects::localnodes_reachability(), move |_, req| {
-            let n = n6.clone();
-            async move { n.reachability(req).await }
-        })
+        // A distributor's requests count only for the site whose subject they came on (what
+        // that site's NATS login may publish), never for another site they name.
+        .route(
+            subjects::localnodes_of_sites(),
+            move |ctx, req: proto::SiteNodesRequest| {
+                let n = n5.clone();
+                async move {
+                    subjects::check_site(
+                        &subjects::localnodes_of_sites(),
+                        &ctx.subject,
+                        &req.artifact_id,
+                    )
+                    .map_err(|e| ApiError::new(ErrorCode::PermissionDenied, e))?;
+                    n.site_nodes(req).await
+                }
+            },
+        )
+        .route(
+            subjects::localnodes_reachabilities(),
+            move |ctx, req: proto::ReachabilityReport| {
+                let n = n6.clone();
+                async move {
+                    subjects::check_site(
+                        &subjects::localnodes_reachabilities(),
+                        &ctx.subject,
+                        &req.artifact_id,
+                    )
+                    .map_err(|e| ApiError::new(ErrorCode::PermissionDenied, e))?;
+                    n.reachability(req).await
+                }
+            },
+        )
         .route(subjects::localnodes_run_script(), move |_, req| {
             let (n, bus) = (n7.clone(), script_bus.clone());
             async move { n.run_script(&bus, req).await }
