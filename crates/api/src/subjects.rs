@@ -196,8 +196,8 @@ pub fn boot_events(artifact_id: &str) -> String {
     format!("{PREFIX}.events.boot.{artifact_id}")
 }
 
-/// Boot events of every site (a subscription wildcard).
-pub const ALL_BOOT_EVENTS: &str = "bootfleet.v1.events.boot.*";
+/// Boot events of every site (a subscription wildcard; `>` because site ids may contain dots).
+pub const ALL_BOOT_EVENTS: &str = "bootfleet.v1.events.boot.>";
 
 #[cfg(test)]
 mod tests {
