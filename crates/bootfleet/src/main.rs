@@ -36,7 +36,8 @@ enum Command {
         #[arg(long, env = "BOOTFLEET_NATS_LISTEN", default_value = "127.0.0.1")]
         nats_listen: IpAddr,
         /// Add a NATS login for this distributor site (its artifactId), allowed only what a
-        /// distributor does; printed at start. Repeatable. Only with the nats-server bootfleet starts.
+        /// distributor does. Kept in <data dir>/nats-logins across starts; every start prints
+        /// them all. Repeatable. Only with the nats-server bootfleet starts.
         #[arg(long = "distributor", value_name = "SITE")]
         distributors: Vec<String>,
     },
@@ -224,7 +225,17 @@ async fn up(args: UpArgs, shutdown: Shutdown) -> Result<(), String> {
         Some(url) => (None, url, None),
         None => {
             // The server is never open without a login: the services connect as `services`.
-            let auth = NatsAuth::generate(&distributors).map_err(|e| e.to_string())?;
+            // Distributor logins are kept between starts, so sites keep their passwords.
+            let logins = data_dir.join("nats-logins");
+            let saved = match std::fs::read_to_string(&logins) {
+                Ok(text) => nats_auth::parse_saved_logins(&text)
+                    .map_err(|e| format!("{}: {e}", logins.display()))?,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+                Err(e) => return Err(format!("cannot read {}: {e}", logins.display())),
+            };
+            let auth = NatsAuth::keeping(&saved, &distributors).map_err(|e| e.to_string())?;
+            nats_auth::write_private(&logins, &nats_auth::render_saved_logins(&auth))
+                .map_err(|e| format!("cannot write {}: {e}", logins.display()))?;
             let conf = data_dir.join("nats-server.conf");
             nats_auth::write_private(&conf, &auth.render())
                 .map_err(|e| format!("cannot write {}: {e}", conf.display()))?;

@@ -322,6 +322,67 @@ pub fn write_private(path: &std::path::Path, text: &str) -> std::io::Result<()> 
     file.write_all(text.as_bytes())
 }
 
+/// The distributor logins `bootfleet up` keeps between starts, one `<site> <password>` per line:
+/// a distributor's login must survive a restart of `up`, or every site would need its new
+/// password after each one. Sites stay until their line is removed.
+pub fn parse_saved_logins(text: &str) -> Result<Vec<(String, String)>, String> {
+    let mut saved = Vec::new();
+    for (n, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let mut words = line.split_whitespace();
+        match (words.next(), words.next(), words.next()) {
+            (Some(site), Some(password), None) => {
+                bootfleet_api::validate::artifact_id("site", site)
+                    .map_err(|e| format!("line {}: {}", n + 1, e.message))?;
+                saved.push((site.to_owned(), password.to_owned()));
+            }
+            _ => return Err(format!("line {}: expected `<site> <password>`", n + 1)),
+        }
+    }
+    Ok(saved)
+}
+
+/// The text [`parse_saved_logins`] reads back: every distributor of `auth`.
+pub fn render_saved_logins(auth: &NatsAuth) -> String {
+    let mut out = String::from(
+        "# Distributor NATS logins kept by `bootfleet up` between starts: <site> <password>.\n\
+         # Remove a line to drop that site's login at the next start.\n",
+    );
+    for d in &auth.distributors {
+        let _ = writeln!(out, "{} {}", d.site, d.credentials.password);
+    }
+    out
+}
+
+impl NatsAuth {
+    /// The saved sites with their passwords, plus `new_sites` with fresh ones; the services'
+    /// password is new each time (only this process uses it).
+    pub fn keeping<S: AsRef<str>>(
+        saved: &[(String, String)],
+        new_sites: &[S],
+    ) -> Result<NatsAuth, NatsAuthError> {
+        let mut sites: Vec<&str> = saved.iter().map(|(site, _)| site.as_str()).collect();
+        for site in new_sites.iter().map(AsRef::as_ref) {
+            if !sites.contains(&site) {
+                sites.push(site);
+            }
+        }
+        let mut passwords = std::iter::once(random_password())
+            .chain(sites.iter().map(|site| {
+                saved
+                    .iter()
+                    .find(|(s, _)| s == site)
+                    .map_or_else(random_password, |(_, p)| p.clone())
+            }))
+            .collect::<Vec<_>>()
+            .into_iter();
+        NatsAuth::with_passwords(&sites, || passwords.next().unwrap_or_else(random_password))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -437,5 +498,45 @@ authorization {
         let distinct: std::collections::HashSet<_> = all.iter().collect();
         assert_eq!(distinct.len(), 3);
         assert!(!format!("{auth:?}").contains(&auth.services.password));
+    }
+
+    #[test]
+    fn saved_logins_survive_a_restart_and_new_sites_are_added() {
+        let first = NatsAuth::keeping(&[], &["site-1"]).expect("first start");
+        let text = render_saved_logins(&first);
+        let saved = parse_saved_logins(&text).expect("parse");
+        assert_eq!(
+            saved,
+            [(
+                "site-1".to_owned(),
+                first.distributors[0].credentials.password.clone()
+            )]
+        );
+        let second = NatsAuth::keeping(&saved, &["site-2", "site-1"]).expect("second start");
+        let sites: Vec<&str> = second
+            .distributors
+            .iter()
+            .map(|d| d.site.as_str())
+            .collect();
+        assert_eq!(sites, ["site-1", "site-2"]);
+        assert_eq!(
+            second.distributors[0].credentials,
+            first.distributors[0].credentials
+        );
+        assert_ne!(second.services.password, first.services.password);
+        assert_ne!(
+            second.distributors[1].credentials.password,
+            first.distributors[0].credentials.password
+        );
+    }
+
+    #[test]
+    fn malformed_saved_logins_name_the_line() {
+        assert_eq!(
+            parse_saved_logins("# comment\nsite-1 pw\n\nsite-2\n"),
+            Err("line 4: expected `<site> <password>`".into())
+        );
+        let err = parse_saved_logins("bad$site pw\n").expect_err("bad site");
+        assert!(err.starts_with("line 1: "), "{err}");
     }
 }

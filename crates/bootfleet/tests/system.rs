@@ -1330,6 +1330,19 @@ async fn up_runs_the_system_and_stops_cleanly() {
             .permissions(),
     );
     assert_eq!(conf_mode & 0o077, 0, "the nats logins must be private");
+    // Kept for the next start: the site keeps its password.
+    let logins_file = dir.path().join("nats-logins");
+    let saved = std::fs::read_to_string(&logins_file).expect("nats-logins");
+    assert!(
+        saved
+            .lines()
+            .any(|l| l == format!("lab-1 {}", field("NATS_PASSWORD="))),
+        "{saved}"
+    );
+    let mode = std::os::unix::fs::PermissionsExt::mode(
+        &std::fs::metadata(&logins_file).expect("stat").permissions(),
+    );
+    assert_eq!(mode & 0o077, 0, "the saved logins must be private");
 
     let status = std::process::Command::new("kill")
         .args(["-INT", &child.0.id().to_string()])
