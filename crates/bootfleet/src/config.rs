@@ -4,6 +4,7 @@
 use std::path::{Path, PathBuf};
 
 use bootfleet_gateway::auth::{Secret, Verifier};
+use bootfleet_gateway::server::ServeLimits;
 use bootfleet_gateway::{GatewayConfig, DEFAULT_BODY_LIMIT};
 use rand_core::{OsRng, RngCore};
 
@@ -105,9 +106,41 @@ pub fn gateway_config(secret: Secret) -> Result<GatewayConfig, String> {
             .map_err(|_| format!("BOOTFLEET_BODY_LIMIT must be a number of bytes, not {v:?}"))?,
         None => DEFAULT_BODY_LIMIT,
     };
+    let defaults = ServeLimits::default();
+    let secs = |name: &str, default: std::time::Duration| match env(name) {
+        Some(v) => match v.parse::<u64>() {
+            Ok(n) if n > 0 => Ok(std::time::Duration::from_secs(n)),
+            _ => Err(format!(
+                "{name} must be a positive number of seconds, not {v:?}"
+            )),
+        },
+        None => Ok(default),
+    };
+    let limits = ServeLimits {
+        header_read_timeout: secs(
+            "BOOTFLEET_HTTP_HEADER_TIMEOUT_SECS",
+            defaults.header_read_timeout,
+        )?,
+        body_read_timeout: secs(
+            "BOOTFLEET_HTTP_BODY_TIMEOUT_SECS",
+            defaults.body_read_timeout,
+        )?,
+        max_connections: match env("BOOTFLEET_HTTP_MAX_CONNECTIONS") {
+            Some(v) => match v.parse::<usize>() {
+                Ok(n) if n > 0 => n,
+                _ => {
+                    return Err(format!(
+                        "BOOTFLEET_HTTP_MAX_CONNECTIONS must be a positive number, not {v:?}"
+                    ))
+                }
+            },
+            None => defaults.max_connections,
+        },
+    };
     Ok(GatewayConfig {
         verifier,
         open_node_reads,
         body_limit,
+        limits,
     })
 }

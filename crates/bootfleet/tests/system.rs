@@ -62,6 +62,14 @@ impl Resp {
 }
 
 async fn lab_with(backend: Backend, open_node_reads: bool) -> Lab {
+    lab_with_limits(backend, open_node_reads, Default::default()).await
+}
+
+async fn lab_with_limits(
+    backend: Backend,
+    open_node_reads: bool,
+    limits: bootfleet_gateway::server::ServeLimits,
+) -> Lab {
     let nats = NatsServer::start();
     let dir = tempfile::tempdir().expect("tempdir");
     let database_url = database_url(backend, dir.path());
@@ -73,6 +81,7 @@ async fn lab_with(backend: Backend, open_node_reads: bool) -> Lab {
             verifier: Verifier::new(secret()),
             open_node_reads,
             body_limit: DEFAULT_BODY_LIMIT,
+            limits,
         },
     })
     .await
@@ -1017,6 +1026,46 @@ async fn auth_roles_and_node_tokens(backend: Backend) {
     open.stop().await;
 }
 
+/// A client that sends its head but trickles its body gets 408 with the error envelope once
+/// the body deadline passes, and nothing is written.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_body_that_does_not_arrive_in_time_is_refused_with_408() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let lab = lab_with_limits(
+        Backend::Sqlite,
+        false,
+        bootfleet_gateway::server::ServeLimits {
+            body_read_timeout: Duration::from_millis(500),
+            ..Default::default()
+        },
+    )
+    .await;
+    let addr = lab.base.trim_start_matches("http://").to_owned();
+    let mut stream = tokio::net::TcpStream::connect(&addr)
+        .await
+        .expect("connect");
+    let head = format!(
+        "POST /api/mainscripts HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer {}\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{{\"text\": ",
+        lab.admin
+    );
+    stream.write_all(head.as_bytes()).await.expect("write");
+    let mut answer = Vec::new();
+    tokio::time::timeout(Duration::from_secs(20), stream.read_to_end(&mut answer))
+        .await
+        .expect("answered and closed")
+        .expect("read");
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(answer.contains("\"code\":\"request_timeout\""), "{answer}");
+    let list = lab.admin(Method::GET, "/api/mainscripts", None).await;
+    assert_eq!(
+        list.json()["rows"].as_array().map(Vec::len),
+        Some(0),
+        "{}",
+        list.text
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn readyz_reports_a_missing_service() {
     let nats = NatsServer::start();
@@ -1031,6 +1080,7 @@ async fn readyz_reports_a_missing_service() {
         verifier: Verifier::new(secret()),
         open_node_reads: false,
         body_limit: DEFAULT_BODY_LIMIT,
+        limits: Default::default(),
     };
     let server = tokio::spawn(bootfleet_gateway::serve(
         listener,
@@ -1749,6 +1799,7 @@ mod nats_permissions {
                 verifier: Verifier::new(secret.clone()),
                 open_node_reads: false,
                 body_limit: DEFAULT_BODY_LIMIT,
+                limits: Default::default(),
             },
         })
         .await

@@ -95,6 +95,7 @@ impl Infra {
                 verifier: Verifier::new(secret.clone()),
                 open_node_reads: false,
                 body_limit: DEFAULT_BODY_LIMIT,
+                limits: Default::default(),
             },
         })
         .await

@@ -91,16 +91,34 @@ impl<T: DeserializeOwned> FromRequest<crate::AppState> for JsonBody<T> {
         let mut stream = req.into_body().into_data_stream();
         let mut bytes = Vec::new();
         let mut total = 0usize;
-        while let Some(chunk) = stream.next().await {
-            let chunk = chunk.map_err(|_| {
-                HttpError(ApiError::invalid("body", "cannot read the request body"))
-            })?;
-            total = total.saturating_add(chunk.len());
-            if total > DRAIN_CAP {
-                break;
+        // A client trickling its body would otherwise hold the connection and this task.
+        let deadline = state.body_read_timeout();
+        let read = tokio::time::timeout(deadline, async {
+            while let Some(chunk) = stream.next().await {
+                let chunk = chunk.map_err(|_| {
+                    HttpError(ApiError::invalid("body", "cannot read the request body"))
+                })?;
+                total = total.saturating_add(chunk.len());
+                if total > DRAIN_CAP {
+                    break;
+                }
+                if total <= limit {
+                    bytes.extend_from_slice(&chunk);
+                }
             }
-            if total <= limit {
-                bytes.extend_from_slice(&chunk);
+            Ok::<(), HttpError>(())
+        })
+        .await;
+        match read {
+            Ok(result) => result?,
+            Err(_) => {
+                return Err(HttpError(ApiError::new(
+                    ErrorCode::RequestTimeout,
+                    format!(
+                        "the request body did not arrive within {} s",
+                        deadline.as_secs_f64()
+                    ),
+                )))
             }
         }
         if total > limit {

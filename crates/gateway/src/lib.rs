@@ -6,6 +6,7 @@ pub mod http;
 pub mod insomnia;
 pub mod openapi;
 pub mod routes;
+pub mod server;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -31,6 +32,8 @@ pub struct GatewayConfig {
     /// Lets node-facing reads (raw scripts) through without a token. For a closed lab only.
     pub open_node_reads: bool,
     pub body_limit: usize,
+    /// Timeouts and the connection bound (see [`server`]).
+    pub limits: server::ServeLimits,
 }
 
 #[derive(Clone, Debug)]
@@ -132,6 +135,10 @@ impl AppState {
         self.config.body_limit
     }
 
+    pub fn body_read_timeout(&self) -> std::time::Duration {
+        self.config.limits.body_read_timeout
+    }
+
     /// The JetStream object store the builders put artifacts in.
     pub async fn artifact_store(
         &self,
@@ -159,7 +166,6 @@ pub async fn serve(
 ) -> std::io::Result<()> {
     let addr: Option<SocketAddr> = listener.local_addr().ok();
     tracing::info!(addr = ?addr, "gateway listening");
-    axum::serve(listener, router(bus, config))
-        .with_graceful_shutdown(shutdown)
-        .await
+    let limits = config.limits;
+    server::serve_router(listener, router(bus, config), limits, shutdown).await
 }

@@ -1,0 +1,302 @@
+//! Serving connections: what `axum::serve` does, plus the bounds an API on a LAN needs. A
+//! client gets `header_read_timeout` to send a request's head (this also closes keep-alive
+//! connections left idle that long: hyper starts the same timer while waiting for the next
+//! request), and no more than `max_connections` are served at once: beyond that the listener
+//! is not accepted from until one closes, so the kernel's backlog holds the rest instead of
+//! the gateway spending a task and buffers on each. Request bodies have their own deadline
+//! (see [`crate::http::JsonBody`]).
+
+use std::pin::pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::service::TowerToHyperService;
+use tokio::sync::{watch, Semaphore};
+
+/// Bounds on what a client may hold of the gateway.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ServeLimits {
+    /// Time to send a request's head; also how long a keep-alive connection may sit idle.
+    pub header_read_timeout: Duration,
+    /// Time to send a request's body once its head arrived.
+    pub body_read_timeout: Duration,
+    /// Connections served at once.
+    pub max_connections: usize,
+}
+
+impl Default for ServeLimits {
+    fn default() -> ServeLimits {
+        ServeLimits {
+            header_read_timeout: Duration::from_secs(20),
+            body_read_timeout: Duration::from_secs(30),
+            max_connections: 1024,
+        }
+    }
+}
+
+/// Serves `app` on `listener` until `shutdown` resolves; then stops accepting, lets requests
+/// in flight finish, and returns when every connection has closed.
+pub async fn serve_router(
+    listener: tokio::net::TcpListener,
+    app: Router,
+    limits: ServeLimits,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let slots = Arc::new(Semaphore::new(limits.max_connections.max(1)));
+    // Every connection task holds a receiver; `closed()` on the sender says they are all gone.
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let mut shutdown = pin!(shutdown);
+    let mut at_limit = false;
+    loop {
+        let slot = match slots.clone().try_acquire_owned() {
+            Ok(slot) => {
+                at_limit = false;
+                slot
+            }
+            Err(_) => {
+                if !at_limit {
+                    at_limit = true;
+                    tracing::warn!(
+                        max_connections = limits.max_connections,
+                        "connection limit reached; new connections wait in the backlog"
+                    );
+                }
+                tokio::select! {
+                    slot = slots.clone().acquire_owned() => match slot {
+                        Ok(slot) => slot,
+                        Err(_) => break,
+                    },
+                    () = &mut shutdown => break,
+                }
+            }
+        };
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(e) => {
+                    // Out of descriptors and the like: wait rather than spin.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        let _ = stream.set_nodelay(true);
+        // The router takes hyper's body type as it is.
+        let service = TowerToHyperService::new(app.clone());
+        let mut stop = stop_rx.clone();
+        tokio::spawn(async move {
+            let _slot = slot;
+            let mut builder = hyper::server::conn::http1::Builder::new();
+            builder
+                .timer(TokioTimer::new())
+                .header_read_timeout(limits.header_read_timeout);
+            let mut conn = pin!(builder.serve_connection(TokioIo::new(stream), service));
+            let mut stopping = false;
+            loop {
+                tokio::select! {
+                    served = conn.as_mut() => {
+                        if let Err(e) = served {
+                            tracing::debug!(%peer, error = %e, "connection ended");
+                        }
+                        break;
+                    }
+                    changed = stop.changed(), if !stopping => {
+                        stopping = true;
+                        if changed.is_ok() {
+                            conn.as_mut().graceful_shutdown();
+                        }
+                    }
+                }
+            }
+            drop(stop);
+        });
+    }
+    drop(listener);
+    let _ = stop_tx.send(true);
+    drop(stop_rx);
+    stop_tx.closed().await;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::routing::get;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpStream;
+
+    /// Generous: only there so a broken server fails the test instead of hanging it.
+    const WAIT: Duration = Duration::from_secs(10);
+
+    struct Running {
+        addr: std::net::SocketAddr,
+        stop: Option<tokio::sync::oneshot::Sender<()>>,
+        task: tokio::task::JoinHandle<std::io::Result<()>>,
+    }
+
+    impl Running {
+        async fn stop(mut self) {
+            if let Some(stop) = self.stop.take() {
+                let _ = stop.send(());
+            }
+            tokio::time::timeout(WAIT, self.task)
+                .await
+                .expect("serve returns after shutdown")
+                .expect("join")
+                .expect("serve");
+        }
+    }
+
+    async fn start(limits: ServeLimits) -> Running {
+        start_with(limits, Arc::new(tokio::sync::Notify::new())).await
+    }
+
+    /// `/slow` notifies `entered` when it starts, then answers after 300 ms.
+    async fn start_with(limits: ServeLimits, entered: Arc<tokio::sync::Notify>) -> Running {
+        let app = Router::new().route("/", get(|| async { "ok" })).route(
+            "/slow",
+            get(move || async move {
+                entered.notify_one();
+                tokio::time::sleep(Duration::from_millis(300)).await;
+                "slow ok"
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(serve_router(listener, app, limits, async move {
+            let _ = stopped.await;
+        }));
+        Running {
+            addr,
+            stop: Some(stop),
+            task,
+        }
+    }
+
+    fn limits(header_ms: u64, max_connections: usize) -> ServeLimits {
+        ServeLimits {
+            header_read_timeout: Duration::from_millis(header_ms),
+            max_connections,
+            ..ServeLimits::default()
+        }
+    }
+
+    /// Sends one GET on `stream` and reads its response (Content-Length framed).
+    async fn get_on(stream: &mut TcpStream, path: &str) -> String {
+        stream
+            .write_all(format!("GET {path} HTTP/1.1\r\nHost: t\r\n\r\n").as_bytes())
+            .await
+            .expect("write");
+        let mut answer = Vec::new();
+        let mut buf = [0u8; 1024];
+        loop {
+            let n = tokio::time::timeout(WAIT, stream.read(&mut buf))
+                .await
+                .expect("an answer")
+                .expect("read");
+            assert!(n > 0, "closed before the answer: {answer:?}");
+            answer.extend_from_slice(&buf[..n]);
+            let text = String::from_utf8_lossy(&answer).into_owned();
+            if let Some((head, body)) = text.split_once("\r\n\r\n") {
+                let len: usize = head
+                    .lines()
+                    .find_map(|l| l.strip_prefix("content-length: "))
+                    .and_then(|v| v.trim().parse().ok())
+                    .expect("content-length");
+                if body.len() >= len {
+                    return text;
+                }
+            }
+        }
+    }
+
+    /// Whether the server closes `stream` (EOF or reset) before `within`.
+    async fn closed_within(stream: &mut TcpStream, within: Duration) -> bool {
+        let mut buf = [0u8; 256];
+        matches!(
+            tokio::time::timeout(within, stream.read(&mut buf)).await,
+            Ok(Ok(0) | Err(_))
+        )
+    }
+
+    #[tokio::test]
+    async fn a_client_that_never_finishes_its_head_is_disconnected() {
+        let server = start(limits(300, 16)).await;
+        let mut slow = TcpStream::connect(server.addr).await.expect("connect");
+        slow.write_all(b"GET / HT").await.expect("write");
+        assert!(closed_within(&mut slow, WAIT).await, "still open");
+        // An idle keep-alive connection is closed the same way.
+        let mut idle = TcpStream::connect(server.addr).await.expect("connect");
+        assert!(get_on(&mut idle, "/").await.ends_with("ok"));
+        assert!(closed_within(&mut idle, WAIT).await, "idle still open");
+        server.stop().await;
+    }
+
+    #[tokio::test]
+    async fn keep_alive_serves_several_requests_on_one_connection() {
+        let server = start(limits(5_000, 16)).await;
+        let mut stream = TcpStream::connect(server.addr).await.expect("connect");
+        for _ in 0..3 {
+            let answer = get_on(&mut stream, "/").await;
+            assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+        }
+        drop(stream);
+        server.stop().await;
+    }
+
+    #[tokio::test]
+    async fn beyond_the_connection_limit_clients_wait_until_one_closes() {
+        let server = start(limits(10_000, 2)).await;
+        let mut first = TcpStream::connect(server.addr).await.expect("connect");
+        let mut second = TcpStream::connect(server.addr).await.expect("connect");
+        assert!(get_on(&mut first, "/").await.ends_with("ok"));
+        assert!(get_on(&mut second, "/").await.ends_with("ok"));
+        // The third is in the kernel's backlog: its request is not answered while two are open.
+        let mut third = TcpStream::connect(server.addr).await.expect("connect");
+        third
+            .write_all(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n")
+            .await
+            .expect("write");
+        let mut buf = [0u8; 256];
+        let early = tokio::time::timeout(Duration::from_millis(500), third.read(&mut buf)).await;
+        assert!(early.is_err(), "answered beyond the limit: {early:?}");
+        drop(first);
+        let n = tokio::time::timeout(WAIT, third.read(&mut buf))
+            .await
+            .expect("answered once a slot is free")
+            .expect("read");
+        assert!(
+            String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"),
+            "{:?}",
+            String::from_utf8_lossy(&buf[..n])
+        );
+        drop((second, third));
+        server.stop().await;
+    }
+
+    #[tokio::test]
+    async fn shutdown_lets_a_request_in_flight_finish() {
+        let entered = Arc::new(tokio::sync::Notify::new());
+        let server = start_with(limits(5_000, 16), entered.clone()).await;
+        let mut stream = TcpStream::connect(server.addr).await.expect("connect");
+        let addr = server.addr;
+        let in_flight = tokio::spawn(async move { get_on(&mut stream, "/slow").await });
+        tokio::time::timeout(WAIT, entered.notified())
+            .await
+            .expect("the request reached its handler");
+        server.stop().await;
+        let answer = tokio::time::timeout(WAIT, in_flight)
+            .await
+            .expect("answered")
+            .expect("join");
+        assert!(answer.ends_with("slow ok"), "{answer}");
+        assert!(TcpStream::connect(addr).await.is_err(), "still listening");
+    }
+}
