@@ -74,6 +74,9 @@ enum Command {
         /// Who the token is for (the `sub` claim).
         #[arg(long, default_value = "operator")]
         subject: String,
+        /// Scope a node token to one site (artifactId): it then registers that site's nodes only.
+        #[arg(long)]
+        site: Option<String>,
     },
 }
 
@@ -369,9 +372,13 @@ async fn run(cli: Cli) -> Result<(), String> {
             role,
             days,
             subject,
+            site,
         } => {
             let secret = config::jwt_secret(&config::data_dir(), false)?;
-            println!("{}", auth::mint(&secret, role, &subject, days)?);
+            println!(
+                "{}",
+                auth::mint_for_site(&secret, role, &subject, days, site.as_deref())?
+            );
             Ok(())
         }
     }

@@ -200,6 +200,22 @@ async fn localnodes_register_by_query_or_json_and_refuse_bad_input(backend: Back
     assert_eq!(again.json()["id"], id.as_str());
     assert_eq!(again.json()["mac"], "52:54:00:12:34:56");
     assert_eq!(lab.total("/api/localnodes").await, 1);
+    // A node token scoped to a site registers that site's nodes, and no other site's.
+    let scoped =
+        auth::mint_for_site(&secret(), Role::Node, "rack", 1, Some("site-1")).expect("mint");
+    let own = lab.call(Method::POST, path, Some(&scoped), None).await;
+    assert_eq!(own.status, 200, "{}", own.text);
+    let other = lab
+        .call(
+            Method::POST,
+            "/api/localnodes?ip=10.0.2.99&artifactId=site-2",
+            Some(&scoped),
+            None,
+        )
+        .await;
+    let message = other.expect_error(403, None);
+    assert!(message.contains("\"site-1\""), "{message}");
+    assert_eq!(lab.total("/api/localnodes").await, 1);
     // An operator may register one too; a user may only read.
     let admin = lab
         .call(
@@ -1251,6 +1267,37 @@ async fn token_command_mints_tokens_the_gateway_accepts() {
     let claims = Verifier::new(secret()).verify(&token).expect("valid token");
     assert_eq!(claims.role, Role::User);
     assert_eq!(claims.exp - claims.iat, 2 * 86_400);
+
+    let run = |args: &[&str]| {
+        bootfleet_bin()
+            .args(args)
+            .env(
+                "BOOTFLEET_JWT_SECRET",
+                std::str::from_utf8(SECRET).expect("utf8"),
+            )
+            .output()
+            .expect("run bootfleet token")
+    };
+    let scoped = run(&["token", "--role", "node", "--site", "site-a"]);
+    assert!(
+        scoped.status.success(),
+        "{}",
+        String::from_utf8_lossy(&scoped.stderr)
+    );
+    let token = String::from_utf8(scoped.stdout).expect("utf8");
+    let claims = Verifier::new(secret())
+        .verify(token.trim())
+        .expect("valid token");
+    assert_eq!(
+        (claims.role, claims.site.as_deref()),
+        (Role::Node, Some("site-a"))
+    );
+    let admin_scoped = run(&["token", "--role", "admin", "--site", "site-a"]);
+    assert!(!admin_scoped.status.success());
+    assert!(String::from_utf8_lossy(&admin_scoped.stderr).contains("node tokens only"));
+    let bad_site = run(&["token", "--role", "node", "--site", "a;b"]);
+    assert!(!bad_site.status.success());
+    assert!(String::from_utf8_lossy(&bad_site.stderr).contains("site"));
 
     let bad = bootfleet_bin()
         .args(["token", "--role", "root"])

@@ -51,6 +51,9 @@ pub struct Claims {
     pub iss: String,
     pub iat: u64,
     pub exp: u64,
+    /// A `node` token scoped to one site (artifactId): it registers nodes of that site only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub site: Option<String>,
 }
 
 /// What a route requires of the caller.
@@ -191,6 +194,23 @@ fn now_secs() -> u64 {
 
 /// Mints an HS256 token valid for `days` days.
 pub fn mint(secret: &Secret, role: Role, subject: &str, days: u32) -> Result<String, String> {
+    mint_for_site(secret, role, subject, days, None)
+}
+
+/// Like [`mint`]; `site` scopes a `node` token to one site (artifactId).
+pub fn mint_for_site(
+    secret: &Secret,
+    role: Role,
+    subject: &str,
+    days: u32,
+    site: Option<&str>,
+) -> Result<String, String> {
+    if let Some(site) = site {
+        if role != Role::Node {
+            return Err("--site scopes node tokens only".into());
+        }
+        bootfleet_api::validate::artifact_id("site", site).map_err(|e| e.message)?;
+    }
     let iat = now_secs();
     let claims = Claims {
         sub: subject.to_owned(),
@@ -198,6 +218,7 @@ pub fn mint(secret: &Secret, role: Role, subject: &str, days: u32) -> Result<Str
         iss: ISSUER.to_owned(),
         iat,
         exp: iat + u64::from(days) * 86_400,
+        site: site.map(str::to_owned),
     };
     jsonwebtoken::encode(
         &Header::new(Algorithm::HS256),
@@ -298,6 +319,7 @@ mod tests {
             iss: ISSUER.into(),
             iat: now_secs(),
             exp: now_secs() + 60,
+            site: None,
         };
         let key = EncodingKey::from_ed_pem(ED_PRIVATE.as_bytes()).expect("private key");
         let token =
@@ -337,6 +359,7 @@ mod tests {
                 iss: ISSUER.into(),
                 iat: 1,
                 exp: 2,
+                site: None,
             },
             &EncodingKey::from_secret(&[7u8; 32]),
         )
@@ -348,5 +371,21 @@ mod tests {
             .expect("valid");
         assert_eq!((ok.role, ok.sub.as_str()), (Role::User, "me"));
         assert!(ok.exp - ok.iat == 30 * 86_400);
+    }
+
+    #[test]
+    fn site_scoped_node_tokens() {
+        let token =
+            mint_for_site(&secret(), Role::Node, "rack-1", 1, Some("site-a")).expect("mint");
+        let claims = Verifier::new(secret()).verify(&token).expect("valid");
+        assert_eq!(claims.site.as_deref(), Some("site-a"));
+        // Tokens without a site still verify, and carry none.
+        let plain = mint(&secret(), Role::Node, "n", 1).expect("mint");
+        assert_eq!(
+            Verifier::new(secret()).verify(&plain).expect("valid").site,
+            None
+        );
+        assert!(mint_for_site(&secret(), Role::Admin, "x", 1, Some("site-a")).is_err());
+        assert!(mint_for_site(&secret(), Role::Node, "x", 1, Some("bad site")).is_err());
     }
 }

@@ -10,7 +10,7 @@ use bootfleet_api::rest::{
     LocalNodeInput, LocalNodePage, LocalNodeRow, LocalNodeScriptInput, LocalNodeScriptResult,
 };
 use bootfleet_api::subjects::{self, Op};
-use bootfleet_api::{proto, validate, ApiError};
+use bootfleet_api::{proto, validate, ApiError, ErrorCode};
 
 use super::{created, list_params, path_id, query_pairs, Body, RouteDef, ID, LIST_PARAMS};
 use crate::auth::Access;
@@ -101,6 +101,10 @@ async fn register(
     Trace(t): Trace,
     req: Request,
 ) -> HttpResult<axum::response::Response> {
+    let scope = req
+        .extensions()
+        .get::<crate::auth::Claims>()
+        .and_then(|c| c.site.clone());
     let query = from_query(req.uri().query())?;
     let has_body = req
         .headers()
@@ -123,6 +127,17 @@ async fn register(
         }
     };
     let req = to_proto(input)?;
+    // A node token scoped to a site registers nodes of that site only.
+    if let Some(site) = scope.filter(|site| *site != req.artifact_id) {
+        return Err(ApiError::new(
+            ErrorCode::PermissionDenied,
+            format!(
+                "artifactId: this node token is for site {site:?}, not {:?}",
+                req.artifact_id
+            ),
+        )
+        .into());
+    }
     let registered: proto::RegisteredLocalNode = s
         .bus
         .request(&t, &subjects::subject(SERVICE, Op::Create), &req)
@@ -146,7 +161,7 @@ pub(super) fn routes() -> Vec<RouteDef> {
             path: "/api/localnodes".into(),
             access: Access::NodeWrite,
             operation_id: "registerLocalNode".into(),
-            summary: "A node registers itself (node or admin token, in the Authorization header). Fields as a query string or a JSON body; registering the same ip at the same site again updates the row (200) instead of creating one (201)".into(),
+            summary: "A node registers itself (node or admin token, in the Authorization header; a node token scoped to a site registers that site's nodes only, 403 otherwise). Fields as a query string or a JSON body; registering the same ip at the same site again updates the row (200) instead of creating one (201)".into(),
             tag: "localnodes",
             params: vec![
                 query_param("ip", "The node's IPv4 or IPv6 address (or in the JSON body).", false),
