@@ -228,7 +228,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_client_that_never_finishes_its_head_is_disconnected() {
-        let server = start(limits(300, 16)).await;
+        let server = start(limits(1_000, 16)).await;
         let mut slow = TcpStream::connect(server.addr).await.expect("connect");
         slow.write_all(b"GET / HT").await.expect("write");
         assert!(closed_within(&mut slow, WAIT).await, "still open");
