@@ -105,7 +105,7 @@ impl Lan {
             None => None,
         };
         let dhcp = if self.listeners.dhcp {
-            Some(ProxyDhcp::bind(device, self.live.clone()).map_err(|e| {
+            Some(ProxyDhcp::bind(device, server_ip, self.live.clone()).map_err(|e| {
                 format!("cannot bind proxyDHCP (udp/67, udp/4011) on {device}: {e} (needs CAP_NET_BIND_SERVICE and CAP_NET_RAW)")
             })?)
         } else {

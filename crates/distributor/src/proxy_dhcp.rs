@@ -15,6 +15,8 @@ use crate::sockets::{self, Sharing};
 pub struct ProxyDhcp {
     dhcp: UdpSocket,
     binl: UdpSocket,
+    /// The address these sockets serve for: the next-server in every answer.
+    server_ip: Ipv4Addr,
     config: LiveConfig,
 }
 
@@ -55,8 +57,12 @@ impl std::fmt::Debug for ProxyDhcp {
 }
 
 impl ProxyDhcp {
-    /// Binds 0.0.0.0:67 and 0.0.0.0:4011 on `device`.
-    pub fn bind(device: &str, config: LiveConfig) -> std::io::Result<ProxyDhcp> {
+    /// Binds 0.0.0.0:67 and 0.0.0.0:4011 on `device`, answering for `server_ip`.
+    pub fn bind(
+        device: &str,
+        server_ip: Ipv4Addr,
+        config: LiveConfig,
+    ) -> std::io::Result<ProxyDhcp> {
         let any = |port| SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, port);
         Ok(ProxyDhcp {
             dhcp: sockets::udp(
@@ -71,21 +77,28 @@ impl ProxyDhcp {
                 true,
                 Sharing::Exclusive,
             )?,
+            server_ip,
             config,
         })
     }
 
     pub async fn run(self, reporting: Reporting, shutdown: watch::Receiver<bool>) {
-        let ProxyDhcp { dhcp, binl, config } = self;
+        let ProxyDhcp {
+            dhcp,
+            binl,
+            server_ip,
+            config,
+        } = self;
         tokio::join!(
             serve(
                 dhcp,
                 Port::Dhcp,
+                server_ip,
                 config.clone(),
                 reporting.clone(),
                 shutdown.clone()
             ),
-            serve(binl, Port::Binl, config, reporting, shutdown),
+            serve(binl, Port::Binl, server_ip, config, reporting, shutdown),
         );
     }
 }
@@ -93,6 +106,7 @@ impl ProxyDhcp {
 async fn serve(
     socket: UdpSocket,
     port: Port,
+    server_ip: Ipv4Addr,
     config: LiveConfig,
     reporting: Reporting,
     mut shutdown: watch::Receiver<bool>,
@@ -134,7 +148,14 @@ async fn serve(
                 continue;
             }
         };
-        match dhcp::decide(&request, port, source, &config.get()) {
+        let config = config.get();
+        if config.server_ip != server_ip {
+            // Mid-move to another interface: the configuration names the other listeners'
+            // address. Silence for that instant is safe (the client repeats); a wrong
+            // next-server is not.
+            continue;
+        }
+        match dhcp::decide(&request, port, source, &config) {
             Decision::Ignore(reason) => {
                 reporting
                     .counters
