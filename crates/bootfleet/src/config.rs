@@ -136,6 +136,10 @@ pub fn gateway_config(secret: Secret) -> Result<GatewayConfig, String> {
             },
             None => defaults.max_connections,
         },
+        request_timeout: secs(
+            "BOOTFLEET_HTTP_REQUEST_TIMEOUT_SECS",
+            defaults.request_timeout,
+        )?,
     };
     Ok(GatewayConfig {
         verifier,

@@ -1,9 +1,13 @@
 //! The HTTP side of errors and bodies: the JSON error envelope, the JSON body extractor that
-//! names the offending field, request tracing.
+//! names the offending field, request tracing, the request deadline.
 
-use std::time::Instant;
+use std::pin::{pin, Pin};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
 
-use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::extract::{FromRequest, FromRequestParts, Request, State};
 use axum::http::{header, request::Parts, HeaderValue, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
@@ -216,6 +220,136 @@ pub async fn observe(mut req: Request, next: Next) -> Response {
         response.headers_mut().insert("x-trace-id", v);
     }
     response
+}
+
+/// Added to a handler's own wait on a dependency so that its error (naming what timed out)
+/// is the answer rather than the gateway's generic one.
+const DEADLINE_SLACK: Duration = Duration::from_secs(5);
+
+/// When the response head of the request being handled is due. Handlers that wait on a
+/// dependency longer than the gateway's request timeout on purpose (key generation, a script
+/// run on a node) extend it with [`Deadline::allow`].
+#[derive(Clone, Debug)]
+pub struct Deadline {
+    start: tokio::time::Instant,
+    /// Milliseconds from `start`; shared with the middleware that waits for it.
+    due_ms: Arc<AtomicU64>,
+}
+
+impl Deadline {
+    fn new(timeout: Duration) -> Deadline {
+        Deadline {
+            start: tokio::time::Instant::now(),
+            due_ms: Arc::new(AtomicU64::new(millis(timeout))),
+        }
+    }
+
+    /// Lets the request run until `wait` (plus a little) from now, if that is later than due.
+    pub fn allow(&self, wait: Duration) {
+        let due = self
+            .start
+            .elapsed()
+            .saturating_add(wait)
+            .saturating_add(DEADLINE_SLACK);
+        self.due_ms.fetch_max(millis(due), Ordering::Relaxed);
+    }
+
+    fn due(&self) -> tokio::time::Instant {
+        self.start + Duration::from_millis(self.due_ms.load(Ordering::Relaxed))
+    }
+}
+
+/// Capped at a year, so that adding it to an instant cannot overflow (no wait is that long).
+fn millis(d: Duration) -> u64 {
+    const YEAR_MS: u64 = 365 * 24 * 3600 * 1000;
+    u64::try_from(d.as_millis())
+        .unwrap_or(u64::MAX)
+        .min(YEAR_MS)
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for Deadline {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        // Without the middleware (a router in a test), extending changes nothing.
+        Ok(parts
+            .extensions
+            .get::<Deadline>()
+            .cloned()
+            .unwrap_or_else(|| Deadline::new(Duration::MAX)))
+    }
+}
+
+/// A request body that records whether its reader is waiting for the client, so that a
+/// deadline passing while the body trickles in is the client's 408, not our 504.
+struct Watched {
+    inner: axum::body::Body,
+    waiting: Arc<AtomicBool>,
+}
+
+impl hyper::body::Body for Watched {
+    type Data = bytes::Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<hyper::body::Frame<Self::Data>, Self::Error>>> {
+        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        self.waiting.store(polled.is_pending(), Ordering::Relaxed);
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// Bounds the time until a request's response head is ready, the request timeout (state)
+/// unless a handler extended its [`Deadline`]. A response that is ready is not held to it:
+/// a download streams its body for as long as it takes. On expiry the handler is dropped and
+/// the answer is 504 `timeout`, or 408 `request_timeout` when the handler was waiting for
+/// the client's body.
+pub async fn deadline(State(timeout): State<Duration>, req: Request, next: Next) -> Response {
+    let deadline = Deadline::new(timeout);
+    let waiting = Arc::new(AtomicBool::new(false));
+    let (mut parts, body) = req.into_parts();
+    parts.extensions.insert(deadline.clone());
+    let body = axum::body::Body::new(Watched {
+        inner: body,
+        waiting: waiting.clone(),
+    });
+    let mut handled = pin!(next.run(Request::from_parts(parts, body)));
+    loop {
+        let due = deadline.due();
+        match tokio::time::timeout_at(due, handled.as_mut()).await {
+            Ok(response) => return response,
+            // A handler extended it meanwhile.
+            Err(_) if deadline.due() > due => continue,
+            Err(_) => break,
+        }
+    }
+    let allowed = (deadline.due() - deadline.start).as_secs_f64();
+    if waiting.load(Ordering::Relaxed) {
+        return HttpError(ApiError::new(
+            ErrorCode::RequestTimeout,
+            format!("the request body did not arrive within {allowed} s"),
+        ))
+        .into_response();
+    }
+    tracing::warn!(
+        allowed_secs = allowed,
+        "no response within the request deadline"
+    );
+    HttpError(ApiError::new(
+        ErrorCode::Timeout,
+        format!("no response could be made within {allowed} s"),
+    ))
+    .into_response()
 }
 
 #[cfg(test)]

@@ -99,6 +99,7 @@ pub fn router(bus: Bus, config: GatewayConfig) -> Router {
     let openapi = openapi::document(&routes)
         .to_pretty_json()
         .unwrap_or_else(|e| format!("{{\"error\": \"{e}\"}}"));
+    let limits = config.limits;
     let state = AppState {
         bus,
         config: Arc::new(config),
@@ -126,6 +127,10 @@ pub fn router(bus: Bus, config: GatewayConfig) -> Router {
                 format!("{} is not allowed on {}", req.method(), req.uri().path()),
             ))
         })
+        .layer(middleware::from_fn_with_state(
+            limits.request_timeout,
+            http::deadline,
+        ))
         .layer(middleware::from_fn(http::observe))
         .with_state(state)
 }

@@ -15,7 +15,7 @@ use bootfleet_api::subjects::{self, Op, ScriptKind};
 use bootfleet_api::{proto, validate, ApiError, ListParams};
 
 use crate::auth::Access;
-use crate::http::{HttpError, HttpResult, JsonBody, Trace};
+use crate::http::{Deadline, HttpError, HttpResult, JsonBody, Trace};
 use crate::AppState;
 
 mod artifacts;
@@ -462,7 +462,7 @@ fn sshkey_routes() -> Vec<RouteDef> {
             status: 200,
             response: Body::Json("GeneratedKeyPair"),
             handler: routing::get(
-                move |State(s): State<AppState>, Trace(t): Trace, RawQuery(q): RawQuery| async move {
+                move |State(s): State<AppState>, Trace(t): Trace, deadline: Deadline, RawQuery(q): RawQuery| async move {
                     let mut algorithm = String::new();
                     for (k, v) in query_pairs(q.as_deref())? {
                         match k.as_str() {
@@ -473,6 +473,7 @@ fn sshkey_routes() -> Vec<RouteDef> {
                     let req = proto::GenerateSshKey { algorithm };
                     // RSA-4096 can take seconds; a retry would only pile up more work.
                     let bus = s.bus.with_timeout(KEYGEN_TIMEOUT, 1);
+                    deadline.allow(KEYGEN_TIMEOUT);
                     let pair: proto::GeneratedSshKey = bus.request(&t, &subject(Op::Generate), &req).await?;
                     let mut response = Json(GeneratedKeyPair::from(pair)).into_response();
                     // A private key must not linger in caches.
@@ -544,7 +545,7 @@ fn distributor_routes() -> Vec<RouteDef> {
             status: 200,
             response: Body::Json("DistributorRow"),
             handler: routing::put(
-                move |State(s): State<AppState>, Trace(t): Trace, Path(id): Path<String>, headers: HeaderMap, JsonBody(body): JsonBody<DistributorConfigInput>| async move {
+                move |State(s): State<AppState>, Trace(t): Trace, deadline: Deadline, Path(id): Path<String>, headers: HeaderMap, JsonBody(body): JsonBody<DistributorConfigInput>| async move {
                     let host = headers.get(header::HOST).and_then(|h| h.to_str().ok());
                     let artifact_id = body.artifact_id.unwrap_or_default();
                     if !artifact_id.is_empty() {
@@ -563,9 +564,11 @@ fn distributor_routes() -> Vec<RouteDef> {
                         range: body.range,
                     };
                     // The distributor fetches and checks files: allow it the time to.
+                    let wait = std::time::Duration::from_secs(75);
+                    deadline.allow(wait);
                     let row: proto::Distributor = s
                         .bus
-                        .with_timeout(std::time::Duration::from_secs(75), 1)
+                        .with_timeout(wait, 1)
                         .request(&t, &subjects::distributor_configure(), &req)
                         .await?;
                     HttpResult::Ok(Json(DistributorRow::from(row)))

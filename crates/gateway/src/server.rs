@@ -4,7 +4,8 @@
 //! request), and no more than `max_connections` are served at once: beyond that the listener
 //! is not accepted from until one closes, so the kernel's backlog holds the rest instead of
 //! the gateway spending a task and buffers on each. Request bodies have their own deadline
-//! (see [`crate::http::JsonBody`]).
+//! (see [`crate::http::JsonBody`]), and so does producing a response's head (see
+//! [`crate::http::deadline`]).
 
 use std::pin::pin;
 use std::sync::Arc;
@@ -24,6 +25,8 @@ pub struct ServeLimits {
     pub body_read_timeout: Duration,
     /// Connections served at once.
     pub max_connections: usize,
+    /// Time from a request's head to its response's head (the body may stream for longer).
+    pub request_timeout: Duration,
 }
 
 impl Default for ServeLimits {
@@ -32,6 +35,7 @@ impl Default for ServeLimits {
             header_read_timeout: Duration::from_secs(20),
             body_read_timeout: Duration::from_secs(30),
             max_connections: 1024,
+            request_timeout: Duration::from_secs(30),
         }
     }
 }
@@ -165,6 +169,10 @@ mod tests {
                 "slow ok"
             }),
         );
+        start_app(app, limits).await
+    }
+
+    async fn start_app(app: Router, limits: ServeLimits) -> Running {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind");
@@ -278,6 +286,116 @@ mod tests {
             String::from_utf8_lossy(&buf[..n])
         );
         drop((second, third));
+        server.stop().await;
+    }
+
+    /// Routes behind the request deadline middleware the gateway's router uses, with a 500 ms
+    /// request timeout: `/stall` never answers, `/stream` sends its head at once and its body
+    /// over 1.2 s, `/extended` takes 1 s after extending its deadline, `/echo` reads the
+    /// request body.
+    async fn start_deadline() -> Running {
+        use axum::body::{Body, Bytes};
+        use axum::routing::post;
+        let app = Router::new()
+            .route("/stall", get(std::future::pending::<&'static str>))
+            .route(
+                "/stream",
+                get(|| async {
+                    let chunks = futures_util::stream::unfold(0u8, |i| async move {
+                        if i > 0 {
+                            tokio::time::sleep(Duration::from_millis(400)).await;
+                        }
+                        (i < 4).then(|| (Ok::<_, std::io::Error>(format!("part{i};")), i + 1))
+                    });
+                    Body::from_stream(chunks)
+                }),
+            )
+            .route(
+                "/extended",
+                get(|deadline: crate::http::Deadline| async move {
+                    deadline.allow(Duration::from_secs(1));
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    "extended ok"
+                }),
+            )
+            .route("/echo", post(|body: Bytes| async move { body }))
+            .layer(axum::middleware::from_fn_with_state(
+                Duration::from_millis(500),
+                crate::http::deadline,
+            ));
+        start_app(app, limits(5_000, 16)).await
+    }
+
+    /// The JSON error envelope's code in a Content-Length framed answer.
+    fn error_code(answer: &str) -> String {
+        let body = answer
+            .split_once("\r\n\r\n")
+            .map(|(_, b)| b)
+            .unwrap_or_default();
+        let json: serde_json::Value = serde_json::from_str(body).expect(answer);
+        json["error"]["code"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned()
+    }
+
+    #[tokio::test]
+    async fn a_handler_that_stalls_is_answered_with_the_json_timeout_error() {
+        let server = start_deadline().await;
+        let mut stream = TcpStream::connect(server.addr).await.expect("connect");
+        let answer = get_on(&mut stream, "/stall").await;
+        assert!(answer.starts_with("HTTP/1.1 504"), "{answer}");
+        assert!(
+            answer.contains("content-type: application/json"),
+            "{answer}"
+        );
+        assert_eq!(error_code(&answer), "timeout", "{answer}");
+        // The connection still serves the next request.
+        let answer = get_on(&mut stream, "/extended").await;
+        assert!(answer.ends_with("extended ok"), "{answer}");
+        drop(stream);
+        server.stop().await;
+    }
+
+    #[tokio::test]
+    async fn a_body_streaming_after_its_head_is_not_cut_by_the_deadline() {
+        let server = start_deadline().await;
+        let mut stream = TcpStream::connect(server.addr).await.expect("connect");
+        stream
+            .write_all(b"GET /stream HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+            .await
+            .expect("write");
+        let mut answer = Vec::new();
+        tokio::time::timeout(WAIT, stream.read_to_end(&mut answer))
+            .await
+            .expect("the whole body")
+            .expect("read");
+        let answer = String::from_utf8_lossy(&answer);
+        assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+        for part in ["part0;", "part1;", "part2;", "part3;"] {
+            assert!(answer.contains(part), "{part} missing: {answer}");
+        }
+        // The chunked body ended properly rather than being cut.
+        assert!(answer.ends_with("0\r\n\r\n"), "{answer}");
+        server.stop().await;
+    }
+
+    #[tokio::test]
+    async fn a_body_still_awaited_at_the_deadline_is_the_clients_408() {
+        let server = start_deadline().await;
+        let mut stream = TcpStream::connect(server.addr).await.expect("connect");
+        stream
+            .write_all(b"POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 100\r\n\r\nabc")
+            .await
+            .expect("write");
+        let mut answer = Vec::new();
+        tokio::time::timeout(WAIT, stream.read_to_end(&mut answer))
+            .await
+            .expect("answered and closed")
+            .expect("read");
+        let answer = String::from_utf8_lossy(&answer);
+        assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+        assert_eq!(error_code(&answer), "request_timeout", "{answer}");
         server.stop().await;
     }
 

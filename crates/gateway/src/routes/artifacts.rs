@@ -324,7 +324,7 @@ async fn download(
     let Some(range) = answer.body else {
         return Ok(response);
     };
-    let mut object = s
+    let object = s
         .artifact_store()
         .await?
         .get(object_name(&row.key, &entry.name).as_str())
@@ -332,25 +332,27 @@ async fn download(
         .map_err(|e| {
             ApiError::unavailable(format!("cannot read {file} from the artifact store: {e}"))
         })?;
-    // The object store has no seek: skip to the range's start, then send exactly its length.
-    if range.start > 0 {
-        let mut skip = (&mut object).take(range.start);
-        tokio::io::copy(&mut skip, &mut tokio::io::sink())
-            .await
-            .map_err(|e| {
-                ApiError::unavailable(format!("cannot read {file} from the artifact store: {e}"))
-            })?;
-    }
-    let limited = object.take(range.end - range.start);
-    let body = futures_util::stream::unfold(limited, |mut reader| async move {
-        let mut buf = vec![0u8; CHUNK];
+    // The object store has no seek: the range's start is skipped inside the body, once the
+    // head is out, so resuming a large file far in is not held to the request deadline.
+    let state = (object, range.start, range.end - range.start);
+    let body = futures_util::stream::unfold(state, |(mut reader, skip, left)| async move {
+        if skip > 0 {
+            let mut skipped = (&mut reader).take(skip);
+            if let Err(e) = tokio::io::copy(&mut skipped, &mut tokio::io::sink()).await {
+                return Some((Err(e), (reader, 0, 0)));
+            }
+        }
+        if left == 0 {
+            return None;
+        }
+        let mut buf = vec![0u8; CHUNK.min(usize::try_from(left).unwrap_or(CHUNK))];
         match reader.read(&mut buf).await {
             Ok(0) => None,
             Ok(n) => {
                 buf.truncate(n);
-                Some((Ok::<_, std::io::Error>(buf), reader))
+                Some((Ok::<_, std::io::Error>(buf), (reader, 0, left - n as u64)))
             }
-            Err(e) => Some((Err(e), reader)),
+            Err(e) => Some((Err(e), (reader, 0, 0))),
         }
     });
     *response.body_mut() = HttpBody::from_stream(body);

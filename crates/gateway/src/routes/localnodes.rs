@@ -14,7 +14,7 @@ use bootfleet_api::{proto, validate, ApiError, ErrorCode};
 
 use super::{created, list_params, path_id, query_pairs, Body, RouteDef, ID, LIST_PARAMS};
 use crate::auth::Access;
-use crate::http::{HttpResult, JsonBody, Trace};
+use crate::http::{Deadline, HttpResult, JsonBody, Trace};
 use crate::AppState;
 
 const SERVICE: &str = subjects::LOCALNODES;
@@ -232,7 +232,7 @@ pub(super) fn routes() -> Vec<RouteDef> {
             status: 200,
             response: Body::Json("LocalNodeScriptResult"),
             handler: routing::put(
-                |State(s): State<AppState>, Trace(t): Trace, Path(id): Path<String>, JsonBody(body): JsonBody<LocalNodeScriptInput>| async move {
+                |State(s): State<AppState>, Trace(t): Trace, deadline: Deadline, Path(id): Path<String>, JsonBody(body): JsonBody<LocalNodeScriptInput>| async move {
                     validate::text("script", &body.script)?;
                     let req = proto::RunNodeScript {
                         id: path_id(&id)?,
@@ -242,6 +242,7 @@ pub(super) fn routes() -> Vec<RouteDef> {
                         timeout_seconds: body.timeout_seconds.unwrap_or(0),
                     };
                     let wait = std::time::Duration::from_secs(u64::from(req.timeout_seconds.max(60)) + 30);
+                    deadline.allow(wait);
                     let result: proto::NodeExecResult = s
                         .bus
                         .with_timeout(wait, 1)
