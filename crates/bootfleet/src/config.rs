@@ -140,6 +140,7 @@ pub fn gateway_config(secret: Secret) -> Result<GatewayConfig, String> {
             "BOOTFLEET_HTTP_REQUEST_TIMEOUT_SECS",
             defaults.request_timeout,
         )?,
+        write_timeout: secs("BOOTFLEET_HTTP_WRITE_TIMEOUT_SECS", defaults.write_timeout)?,
     };
     Ok(GatewayConfig {
         verifier,

@@ -5,15 +5,20 @@
 //! is not accepted from until one closes, so the kernel's backlog holds the rest instead of
 //! the gateway spending a task and buffers on each. Request bodies have their own deadline
 //! (see [`crate::http::JsonBody`]), and so does producing a response's head (see
-//! [`crate::http::deadline`]).
+//! [`crate::http::deadline`]). A client that stops reading its response is disconnected once
+//! the gateway's writes have made no progress for `write_timeout`: otherwise it would hold its
+//! connection slot (and a graceful shutdown) for as long as it likes.
 
-use std::pin::pin;
+use std::future::Future;
+use std::pin::{pin, Pin};
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use axum::Router;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::sync::{watch, Semaphore};
 
 /// Bounds on what a client may hold of the gateway.
@@ -27,6 +32,9 @@ pub struct ServeLimits {
     pub max_connections: usize,
     /// Time from a request's head to its response's head (the body may stream for longer).
     pub request_timeout: Duration,
+    /// How long a write to the client may make no progress (the client reads nothing) before
+    /// the connection is closed.
+    pub write_timeout: Duration,
 }
 
 impl Default for ServeLimits {
@@ -36,6 +44,7 @@ impl Default for ServeLimits {
             body_read_timeout: Duration::from_secs(30),
             max_connections: 1024,
             request_timeout: Duration::from_secs(30),
+            write_timeout: Duration::from_secs(30),
         }
     }
 }
@@ -98,7 +107,8 @@ pub async fn serve_router(
             builder
                 .timer(TokioTimer::new())
                 .header_read_timeout(limits.header_read_timeout);
-            let mut conn = pin!(builder.serve_connection(TokioIo::new(stream), service));
+            let io = TokioIo::new(StalledWrites::new(stream, limits.write_timeout));
+            let mut conn = pin!(builder.serve_connection(io, service));
             let mut stopping = false;
             loop {
                 tokio::select! {
@@ -124,6 +134,94 @@ pub async fn serve_router(
     drop(stop_rx);
     stop_tx.closed().await;
     Ok(())
+}
+
+/// A connection whose writes fail with `TimedOut` once they have been waiting for the client
+/// to read for `timeout` without any progress. Reads pass through untouched.
+struct StalledWrites<S> {
+    inner: S,
+    timeout: Duration,
+    /// Armed when a write first has to wait, disarmed as soon as one goes through.
+    stalled: Option<Pin<Box<tokio::time::Sleep>>>,
+}
+
+impl<S> StalledWrites<S> {
+    fn new(inner: S, timeout: Duration) -> StalledWrites<S> {
+        StalledWrites {
+            inner,
+            timeout,
+            stalled: None,
+        }
+    }
+
+    fn bounded<T>(
+        &mut self,
+        cx: &mut Context<'_>,
+        polled: Poll<std::io::Result<T>>,
+    ) -> Poll<std::io::Result<T>> {
+        if polled.is_ready() {
+            self.stalled = None;
+            return polled;
+        }
+        let timeout = self.timeout;
+        let stalled = self
+            .stalled
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep(timeout)));
+        match stalled.as_mut().poll(cx) {
+            Poll::Ready(()) => Poll::Ready(Err(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                format!(
+                    "the client read nothing of the response for {} s",
+                    timeout.as_secs_f64()
+                ),
+            ))),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for StalledWrites<S> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for StalledWrites<S> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        let polled = Pin::new(&mut self.inner).poll_write(cx, buf);
+        self.bounded(cx, polled)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        let polled = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
+        self.bounded(cx, polled)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        let polled = Pin::new(&mut self.inner).poll_flush(cx);
+        self.bounded(cx, polled)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        let polled = Pin::new(&mut self.inner).poll_shutdown(cx);
+        self.bounded(cx, polled)
+    }
 }
 
 #[cfg(test)]
@@ -396,6 +494,86 @@ mod tests {
         let answer = String::from_utf8_lossy(&answer);
         assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
         assert_eq!(error_code(&answer), "request_timeout", "{answer}");
+        server.stop().await;
+    }
+
+    /// `/big?mib=N` streams N MiB in 64 KiB chunks; `/` answers "ok". One connection at a
+    /// time, writes allowed to stall for 1 s.
+    async fn start_big() -> Running {
+        use axum::body::Body;
+        use axum::extract::RawQuery;
+        let app = Router::new().route("/", get(|| async { "ok" })).route(
+            "/big",
+            get(|RawQuery(q): RawQuery| async move {
+                let mib: usize = q
+                    .as_deref()
+                    .and_then(|q| q.strip_prefix("mib="))
+                    .and_then(|n| n.parse().ok())
+                    .unwrap_or(1);
+                let chunks = futures_util::stream::iter(
+                    (0..mib * 16).map(|_| Ok::<_, std::io::Error>(vec![b'x'; 64 * 1024])),
+                );
+                Body::from_stream(chunks)
+            }),
+        );
+        let limits = ServeLimits {
+            max_connections: 1,
+            write_timeout: Duration::from_secs(1),
+            ..ServeLimits::default()
+        };
+        start_app(app, limits).await
+    }
+
+    #[tokio::test]
+    async fn a_client_that_stops_reading_loses_its_connection_and_its_slot() {
+        let server = start_big().await;
+        // 256 MiB is far more than the socket buffers on both ends hold, so the gateway's
+        // writes stall once they are full; this client then reads nothing.
+        let mut stalled = TcpStream::connect(server.addr).await.expect("connect");
+        stalled
+            .write_all(b"GET /big?mib=256 HTTP/1.1\r\nHost: t\r\n\r\n")
+            .await
+            .expect("write");
+        // The only slot is the stalled client's until its writes time out; then this one is
+        // accepted from the backlog and served.
+        let mut next = TcpStream::connect(server.addr).await.expect("connect");
+        let answer = get_on(&mut next, "/").await;
+        assert!(answer.ends_with("ok"), "{answer}");
+        // The stalled connection was closed: reading it now drains what the buffers held and
+        // then ends, short of the whole body.
+        let mut received = 0usize;
+        let mut buf = vec![0u8; 1 << 20];
+        loop {
+            match tokio::time::timeout(WAIT, stalled.read(&mut buf)).await {
+                Ok(Ok(0) | Err(_)) => break,
+                Ok(Ok(n)) => received += n,
+                Err(_) => panic!("the stalled connection is still open after {received} bytes"),
+            }
+        }
+        assert!(received < 256 << 20, "got the whole body: {received} bytes");
+        drop((next, stalled));
+        server.stop().await;
+    }
+
+    #[tokio::test]
+    async fn a_slow_reader_that_keeps_reading_gets_the_whole_body() {
+        let server = start_big().await;
+        let mut slow = TcpStream::connect(server.addr).await.expect("connect");
+        slow.write_all(b"GET /big?mib=16 HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+            .await
+            .expect("write");
+        let mut received = 0usize;
+        let mut buf = vec![0u8; 1 << 20];
+        loop {
+            // Well inside the 1 s the gateway allows a write to make no progress.
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            match tokio::time::timeout(WAIT, slow.read(&mut buf)).await {
+                Ok(Ok(0)) => break,
+                Ok(Ok(n)) => received += n,
+                other => panic!("read failed after {received} bytes: {other:?}"),
+            }
+        }
+        assert!(received > 16 << 20, "cut short at {received} bytes");
         server.stop().await;
     }
 
