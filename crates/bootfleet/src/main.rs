@@ -158,13 +158,13 @@ fn nats_config_command(
     nats_url: &str,
 ) -> Result<(), String> {
     let auth = NatsAuth::generate(distributors).map_err(|e| e.to_string())?;
-    let text = auth.render();
+    let text = auth.render().map_err(|e| e.to_string())?;
     match out {
         Some(path) => {
             nats_auth::write_private(&path, &text)
                 .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
             println!(
-                "wrote {} (mode 0600; passwords in plain text). Include it in the nats-server configuration (`include` or -c).",
+                "wrote {} (mode 0600; password hashes, the passwords are below and nowhere else). Include it in the nats-server configuration (`include` or -c).",
                 path.display()
             );
             print_logins(&auth, nats_url, true);
@@ -240,7 +240,8 @@ async fn up(args: UpArgs, shutdown: Shutdown) -> Result<(), String> {
             nats_auth::write_private(&logins, &nats_auth::render_saved_logins(&auth))
                 .map_err(|e| format!("cannot write {}: {e}", logins.display()))?;
             let conf = data_dir.join("nats-server.conf");
-            nats_auth::write_private(&conf, &auth.render())
+            let text = auth.render().map_err(|e| e.to_string())?;
+            nats_auth::write_private(&conf, &text)
                 .map_err(|e| format!("cannot write {}: {e}", conf.display()))?;
             let child = NatsChild::start(&data_dir, nats_listen, nats_port, &conf).await?;
             let url = child.url.clone();
@@ -272,7 +273,7 @@ async fn up(args: UpArgs, shutdown: Shutdown) -> Result<(), String> {
     let base = system.base_url();
     let nats_note = match &nats_child {
         Some(c) => format!(
-            "{nats_url} (started by bootfleet; logins in {}, data in {})",
+            "{nats_url} (started by bootfleet; users and password hashes in {}, data in {})",
             data_dir.join("nats-server.conf").display(),
             c.store_dir.display()
         ),

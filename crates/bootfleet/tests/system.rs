@@ -1831,7 +1831,7 @@ mod nats_permissions {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn distributor_credentials_allow_its_own_work_and_nothing_else() {
         let creds = NatsAuth::generate(&["a", "b"]).expect("sites");
-        let nats = NatsServer::start_with_config(&creds.render());
+        let nats = NatsServer::start_with_config(&creds.render().expect("render"));
         let url = nats.url();
         let dir = tempfile::tempdir().expect("tempdir");
         let secret =
