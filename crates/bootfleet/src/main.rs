@@ -243,6 +243,12 @@ async fn up(args: UpArgs, shutdown: Shutdown) -> Result<(), String> {
             let text = auth.render().map_err(|e| e.to_string())?;
             nats_auth::write_private(&conf, &text)
                 .map_err(|e| format!("cannot write {}: {e}", conf.display()))?;
+            if !nats_listen.is_loopback() {
+                tracing::warn!(
+                    %nats_listen,
+                    "this nats-server speaks plain text: distributor logins and artifacts cross the LAN readable; for production run nats-server with TLS (docs/nats-permissions.md)"
+                );
+            }
             let child = NatsChild::start(&data_dir, nats_listen, nats_port, &conf).await?;
             let url = child.url.clone();
             (Some(child), url, Some(auth))

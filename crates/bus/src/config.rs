@@ -2,10 +2,14 @@
 //! `NATS_URL` (or the seed's `TRANSPORTER`, with or without its `nats://` scheme),
 //! `NATS_USER`/`NATS_PASSWORD`, `NATS_TOKEN`, `NATS_CREDS` (a credentials file) or
 //! `NATS_NKEY_SEED`, `NATS_INBOX_PREFIX` (where replies to this client's requests go; a
-//! distributor's NATS user may subscribe to its own prefix only), and
-//! `BOOTFLEET_BUS_TIMEOUT_MS` / `BOOTFLEET_BUS_ATTEMPTS`.
+//! distributor's NATS user may subscribe to its own prefix only), `NATS_TLS_CA`,
+//! `NATS_TLS_CERT`/`NATS_TLS_KEY` (TLS to a server with a private CA, and a client certificate
+//! for one that verifies clients), and `BOOTFLEET_BUS_TIMEOUT_MS` / `BOOTFLEET_BUS_ATTEMPTS`.
 
+use std::path::PathBuf;
 use std::time::Duration;
+
+use async_nats::ConnectOptions;
 
 use crate::BusError;
 
@@ -23,6 +27,54 @@ pub struct BusConfig {
     /// A restricted NATS user may subscribe only to its own prefix, so it never sees replies
     /// meant for other clients.
     pub inbox_prefix: Option<String>,
+    /// TLS to nats-server. Without it, TLS is still used when the URL is `tls://` or the
+    /// server demands it, trusting only the built-in roots.
+    pub tls: Option<Tls>,
+}
+
+/// TLS settings for the connection to nats-server (`NATS_TLS_CA`, `NATS_TLS_CERT`,
+/// `NATS_TLS_KEY`). Given at all, TLS is required: the client never falls back to plain text.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Tls {
+    /// PEM certificates of the CA that signed the server's certificate (a site's own CA).
+    pub ca_file: Option<PathBuf>,
+    /// This client's PEM certificate and key, for a server that verifies clients
+    /// (`verify: true`). Both or neither.
+    pub client_cert: Option<PathBuf>,
+    pub client_key: Option<PathBuf>,
+}
+
+impl Tls {
+    fn apply(&self, mut options: ConnectOptions) -> Result<ConnectOptions, BusError> {
+        let readable = |var: &str, path: &PathBuf| {
+            if path.is_file() {
+                Ok(())
+            } else {
+                Err(BusError::Tls(format!(
+                    "{var}: {} is not a readable file",
+                    path.display()
+                )))
+            }
+        };
+        if let Some(ca) = &self.ca_file {
+            readable("NATS_TLS_CA", ca)?;
+            options = options.add_root_certificates(ca.clone());
+        }
+        match (&self.client_cert, &self.client_key) {
+            (Some(cert), Some(key)) => {
+                readable("NATS_TLS_CERT", cert)?;
+                readable("NATS_TLS_KEY", key)?;
+                options = options.add_client_certificate(cert.clone(), key.clone());
+            }
+            (None, None) => {}
+            _ => {
+                return Err(BusError::Tls(
+                    "NATS_TLS_CERT and NATS_TLS_KEY go together: set both for a client certificate, or neither".into(),
+                ))
+            }
+        }
+        Ok(options.require_tls(true))
+    }
 }
 
 #[derive(Clone, Default)]
@@ -57,6 +109,7 @@ impl std::fmt::Debug for BusConfig {
             .field("attempts", &self.attempts)
             .field("auth", &self.auth)
             .field("inbox_prefix", &self.inbox_prefix)
+            .field("tls", &self.tls)
             .finish()
     }
 }
@@ -73,6 +126,7 @@ impl BusConfig {
             attempts: DEFAULT_ATTEMPTS,
             auth: Auth::None,
             inbox_prefix: None,
+            tls: None,
         }
     }
 
@@ -114,6 +168,12 @@ impl BusConfig {
             Auth::None
         };
         config.inbox_prefix = var("NATS_INBOX_PREFIX");
+        let tls = Tls {
+            ca_file: var("NATS_TLS_CA").map(PathBuf::from),
+            client_cert: var("NATS_TLS_CERT").map(PathBuf::from),
+            client_key: var("NATS_TLS_KEY").map(PathBuf::from),
+        };
+        config.tls = (tls != Tls::default()).then_some(tls);
         config
     }
 
@@ -131,6 +191,9 @@ impl BusConfig {
         };
         if let Some(prefix) = &self.inbox_prefix {
             options = options.custom_inbox_prefix(prefix);
+        }
+        if let Some(tls) = &self.tls {
+            options = tls.apply(options)?;
         }
         options = options
             .name(self.name.clone())

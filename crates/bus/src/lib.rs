@@ -17,7 +17,7 @@ use async_nats::header::HeaderMap;
 use bootfleet_api::{proto, ApiError, ErrorCode};
 use prost::Message;
 
-pub use config::{Auth, BusConfig};
+pub use config::{Auth, BusConfig, Tls};
 pub use service::{RequestCtx, RunningService, ServiceBuilder};
 pub use trace::TraceParent;
 
@@ -39,6 +39,8 @@ pub enum BusError {
     },
     #[error("cannot read nats credentials: {0}")]
     Credentials(std::io::Error),
+    #[error("nats tls: {0}")]
+    Tls(String),
 }
 
 /// A connection to the bus. Cheap to clone.

@@ -193,3 +193,137 @@ async fn instances_in_a_queue_group_share_requests() {
     }
     b.stop().await;
 }
+
+// ---- TLS to nats-server, with certificates from a throwaway CA ----
+
+mod tls {
+    use std::time::Duration;
+
+    use bootfleet_bus::{Bus, BusConfig, BusError, Tls, TraceParent};
+    use bootfleet_testkit::test_pki::TestPki;
+    use bootfleet_testkit::NatsServer;
+
+    use super::{echo, start_test_service, ECHO};
+
+    /// Only there so a hanging connect fails the test instead of stalling it.
+    const WAIT: Duration = Duration::from_secs(20);
+
+    /// A nats-server that speaks TLS only, with the test CA's server certificate; with
+    /// `verify_clients`, it also demands a client certificate signed by that CA.
+    fn tls_server(pki: &TestPki, verify_clients: bool) -> NatsServer {
+        let mut conf = format!(
+            "tls {{\n  cert_file: {:?}\n  key_file: {:?}\n",
+            pki.server_cert, pki.server_key
+        );
+        if verify_clients {
+            conf.push_str(&format!("  ca_file: {:?}\n  verify: true\n", pki.ca));
+        }
+        conf.push_str("}\n");
+        NatsServer::start_with_config(&conf)
+    }
+
+    fn config(nats: &NatsServer, tls: Option<Tls>) -> BusConfig {
+        let mut config = BusConfig::new(nats.url(), "bus-tls-test");
+        config.tls = tls;
+        config
+    }
+
+    async fn connect(config: &BusConfig) -> Result<Bus, BusError> {
+        tokio::time::timeout(WAIT, Bus::connect(config))
+            .await
+            .expect("connect answers in time")
+    }
+
+    async fn round_trip(bus: Bus) {
+        let service = start_test_service(bus.clone()).await;
+        let reply: bootfleet_api::proto::Script = bus
+            .request(&TraceParent::new_root(), ECHO, &echo("over tls"))
+            .await
+            .expect("echo over tls");
+        assert_eq!(reply.text, "over tls");
+        service.stop().await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn tls_needs_the_sites_ca_and_never_falls_back_to_plain_text() {
+        let pki = TestPki::generate();
+        let nats = tls_server(&pki, false);
+        let with_ca = Tls {
+            ca_file: Some(pki.ca.clone()),
+            ..Tls::default()
+        };
+        let bus = connect(&config(&nats, Some(with_ca.clone())))
+            .await
+            .expect("trusting the site's CA");
+        round_trip(bus).await;
+
+        // Without the CA the server's certificate is not trusted, although the server asks
+        // for TLS and the client goes along.
+        let err = connect(&config(&nats, None))
+            .await
+            .expect_err("an unknown CA");
+        assert!(matches!(err, BusError::Connect { .. }), "{err}");
+        // rustls: `invalid peer certificate: UnknownIssuer`.
+        assert!(err.to_string().contains("certificate"), "{err}");
+
+        // A client configured for TLS refuses a server that does not offer it.
+        let plain = NatsServer::start();
+        let err = connect(&config(&plain, Some(with_ca)))
+            .await
+            .expect_err("a plain-text server");
+        assert!(matches!(err, BusError::Connect { .. }), "{err}");
+
+        // A CA file that is not there is named, before any connection is tried.
+        let missing = Tls {
+            ca_file: Some("/nonexistent/ca.pem".into()),
+            ..Tls::default()
+        };
+        let err = connect(&config(&nats, Some(missing)))
+            .await
+            .expect_err("no such file");
+        assert!(
+            err.to_string().contains("NATS_TLS_CA: /nonexistent/ca.pem"),
+            "{err}"
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_server_that_verifies_clients_takes_only_a_certificate_of_its_ca() {
+        let pki = TestPki::generate();
+        let nats = tls_server(&pki, true);
+        let ca_only = Tls {
+            ca_file: Some(pki.ca.clone()),
+            ..Tls::default()
+        };
+        let err = connect(&config(&nats, Some(ca_only.clone())))
+            .await
+            .expect_err("no client certificate");
+        // The server's alert: rustls says `BadCertificate`.
+        assert!(
+            err.to_string().to_lowercase().contains("certificate"),
+            "{err}"
+        );
+        let with_cert = Tls {
+            client_cert: Some(pki.client_cert.clone()),
+            client_key: Some(pki.client_key.clone()),
+            ..ca_only.clone()
+        };
+        let bus = connect(&config(&nats, Some(with_cert)))
+            .await
+            .expect("with the client certificate");
+        round_trip(bus).await;
+
+        let half = Tls {
+            client_cert: Some(pki.client_cert.clone()),
+            ..ca_only
+        };
+        let err = connect(&config(&nats, Some(half)))
+            .await
+            .expect_err("a certificate without its key");
+        assert!(
+            err.to_string()
+                .contains("NATS_TLS_CERT and NATS_TLS_KEY go together"),
+            "{err}"
+        );
+    }
+}

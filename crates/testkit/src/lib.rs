@@ -16,6 +16,7 @@ pub mod netlab;
 pub mod node_image;
 pub mod qemu;
 pub mod sshd;
+pub mod test_pki;
 
 /// A free TCP port on 127.0.0.1 (the kernel picks it; the listener is closed again).
 pub fn free_port() -> u16 {
