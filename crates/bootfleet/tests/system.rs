@@ -1247,18 +1247,14 @@ fn uuid_for(i: usize) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn token_command_mints_tokens_the_gateway_accepts() {
-    let out = bootfleet_bin()
-        .args(["token", "--role", "user", "--days", "2"])
-        .env(
-            "BOOTFLEET_JWT_SECRET",
-            std::str::from_utf8(SECRET).expect("utf8"),
-        )
-        .output()
-        .expect("run bootfleet token");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let out = bootfleet_testkit::run_ok(
+        bootfleet_bin()
+            .args(["token", "--role", "user", "--days", "2"])
+            .env(
+                "BOOTFLEET_JWT_SECRET",
+                std::str::from_utf8(SECRET).expect("utf8"),
+            ),
+        "bootfleet token",
     );
     let token = String::from_utf8(out.stdout)
         .expect("utf8")

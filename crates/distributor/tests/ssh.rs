@@ -5,7 +5,7 @@
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -26,17 +26,12 @@ struct Keypair {
 fn keygen(args: &[&str]) -> Keypair {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("key");
-    let out = Command::new("ssh-keygen")
-        .args(["-q", "-C", "test-key", "-f"])
-        .arg(&path)
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .expect("run ssh-keygen (Debian's openssh-client)");
-    assert!(
-        out.status.success(),
-        "ssh-keygen: {}",
-        String::from_utf8_lossy(&out.stderr)
+    bootfleet_testkit::run_ok(
+        Command::new("ssh-keygen")
+            .args(["-q", "-C", "test-key", "-f"])
+            .arg(&path)
+            .args(args),
+        "ssh-keygen (Debian's openssh-client)",
     );
     let pair = Keypair {
         private: std::fs::read_to_string(&path).expect("private key"),

@@ -107,16 +107,11 @@ impl Sshd {
                 Err(e) => panic!("remove {}: {e}", path.display()),
             }
         }
-        let out = Command::new("ssh-keygen")
-            .args(["-q", "-t", "ed25519", "-N", "", "-C", "", "-f"])
-            .arg(&key)
-            .stdin(Stdio::null())
-            .output()
-            .expect("run ssh-keygen (Debian's openssh-client)");
-        assert!(
-            out.status.success(),
-            "ssh-keygen failed: {}",
-            String::from_utf8_lossy(&out.stderr)
+        crate::run_ok(
+            Command::new("ssh-keygen")
+                .args(["-q", "-t", "ed25519", "-N", "", "-C", "", "-f"])
+                .arg(&key),
+            "ssh-keygen (Debian's openssh-client)",
         );
     }
 
