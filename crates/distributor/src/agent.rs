@@ -115,6 +115,8 @@ pub struct Agent {
     artifact_id: String,
     bus_config: BusConfig,
     heartbeat: Duration,
+    /// How long a heartbeat waits for the services' answer.
+    pub heartbeat_timeout: Duration,
     /// How often to probe the site's nodes; `None`: never.
     pub probe_every: Option<Duration>,
 }
@@ -140,6 +142,7 @@ impl Agent {
             artifact_id,
             bus_config,
             heartbeat,
+            heartbeat_timeout: Duration::from_secs(2),
             probe_every: None,
         }
     }
@@ -211,46 +214,23 @@ impl Agent {
                 None
             }
         };
-        let applying = Arc::new(AtomicBool::new(false));
-        let mut ticker = tokio::time::interval(self.heartbeat);
-        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // The heartbeat waits on a round trip to the services (up to the bus timeout): in its
+        // own task, so that boot events and the operator's on/off pushes never wait behind it.
+        let heartbeat = tokio::spawn(
+            Heartbeat {
+                bus: bus.with_timeout(self.heartbeat_timeout, 1),
+                artifact_id: self.artifact_id.clone(),
+                every: self.heartbeat,
+                serving,
+                switch: switch.clone(),
+                counters,
+                applier,
+            }
+            .run(shutdown.clone()),
+        );
         let events_subject = subjects::boot_events(&self.artifact_id);
         loop {
             tokio::select! {
-                _ = ticker.tick() => {
-                    let hb = proto::DistributorHeartbeat {
-                        artifact_id: self.artifact_id.clone(),
-                        hostname: hostname(),
-                        version: env!("CARGO_PKG_VERSION").to_owned(),
-                        interfaces: interfaces(),
-                        serving: serving && switch.is_on(),
-                        dhcp_answered: counters.dhcp_answered.load(Ordering::Relaxed),
-                        tftp_completed: counters.tftp_completed.load(Ordering::Relaxed),
-                        boot_files: applier.served(),
-                    };
-                    match bus.request::<_, proto::Distributor>(&TraceParent::new_root(), &subjects::distributor_heartbeat(&self.artifact_id), &hb).await {
-                        Ok(row) => {
-                            switch.set(row.on);
-                            // After a restart: apply the configuration the operator gave.
-                            if let Some(config) = row.config.filter(|c| !applier.is_applied(c)) {
-                                if !applying.swap(true, Ordering::SeqCst) {
-                                    let (applier, client, applying) = (applier.clone(), bus.client().clone(), applying.clone());
-                                    tokio::spawn(async move {
-                                        let outcome = match ArtifactReader::open(&client).await {
-                                            Ok(store) => applier.apply(&store, config).await.map(|_| ()),
-                                            Err(e) => Err(e),
-                                        };
-                                        if let Err(e) = outcome {
-                                            tracing::warn!(error = %e.message, "cannot apply the stored configuration; retrying with the next heartbeat");
-                                        }
-                                        applying.store(false, Ordering::SeqCst);
-                                    });
-                                }
-                            }
-                        }
-                        Err(e) => tracing::debug!(error = %e, "heartbeat not answered"),
-                    }
-                }
                 Some(msg) = async { match control.as_mut() { Some(s) => s.next().await, None => None } } => {
                     match proto::Distributor::decode(msg.payload) {
                         Ok(row) if row.artifact_id == self.artifact_id => switch.set(row.on),
@@ -266,8 +246,85 @@ impl Agent {
                 _ = shutdown.changed() => break,
             }
         }
+        if let Err(e) = heartbeat.await {
+            tracing::warn!(error = %e, "the heartbeat task ended abnormally");
+        }
         if let Some(s) = apply_service {
             s.stop().await;
+        }
+    }
+}
+
+/// What the heartbeat reports and acts on.
+struct Heartbeat {
+    bus: Bus,
+    artifact_id: String,
+    every: Duration,
+    serving: bool,
+    switch: Switch,
+    counters: Arc<Counters>,
+    applier: Arc<Applier>,
+}
+
+impl Heartbeat {
+    /// Reports to the services every `every` until `shutdown`; follows the operator's switch
+    /// in the answer, and applies the stored configuration when it is not the one served
+    /// (after a restart).
+    async fn run(self, mut shutdown: tokio::sync::watch::Receiver<bool>) {
+        let applying = Arc::new(AtomicBool::new(false));
+        let mut ticker = tokio::time::interval(self.every);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = ticker.tick() => {}
+                _ = shutdown.changed() => return,
+            }
+            let hb = proto::DistributorHeartbeat {
+                artifact_id: self.artifact_id.clone(),
+                hostname: hostname(),
+                version: env!("CARGO_PKG_VERSION").to_owned(),
+                interfaces: interfaces(),
+                serving: self.serving && self.switch.is_on(),
+                dhcp_answered: self.counters.dhcp_answered.load(Ordering::Relaxed),
+                tftp_completed: self.counters.tftp_completed.load(Ordering::Relaxed),
+                boot_files: self.applier.served(),
+            };
+            let subject = subjects::distributor_heartbeat(&self.artifact_id);
+            let trace = TraceParent::new_root();
+            let answered = tokio::select! {
+                answered = self.bus.request::<_, proto::Distributor>(&trace, &subject, &hb) => answered,
+                _ = shutdown.changed() => return,
+            };
+            let row = match answered {
+                Ok(row) => row,
+                Err(e) => {
+                    tracing::debug!(error = %e, "heartbeat not answered");
+                    continue;
+                }
+            };
+            self.switch.set(row.on);
+            // After a restart: apply the configuration the operator gave.
+            let Some(config) = row.config.filter(|c| !self.applier.is_applied(c)) else {
+                continue;
+            };
+            if applying.swap(true, Ordering::SeqCst) {
+                continue;
+            }
+            let (applier, client, applying) = (
+                self.applier.clone(),
+                self.bus.client().clone(),
+                applying.clone(),
+            );
+            tokio::spawn(async move {
+                let outcome = match ArtifactReader::open(&client).await {
+                    Ok(store) => applier.apply(&store, config).await.map(|_| ()),
+                    Err(e) => Err(e),
+                };
+                if let Err(e) = outcome {
+                    tracing::warn!(error = %e.message, "cannot apply the stored configuration; retrying with the next heartbeat");
+                }
+                applying.store(false, Ordering::SeqCst);
+            });
         }
     }
 }
@@ -396,5 +453,112 @@ async fn probe_nodes(
         {
             tracing::debug!(error = %e, "cannot report reachability");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cache::Cache;
+    use crate::lan::{Lan, Listeners};
+    use crate::proxy_dhcp::{LiveConfig, Reporting};
+
+    /// Only there so a broken agent fails the test instead of hanging it.
+    const WAIT: Duration = Duration::from_secs(10);
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn events_and_pushes_do_not_wait_for_an_unanswered_heartbeat() {
+        let nats = bootfleet_testkit::NatsServer::start();
+        let client = async_nats::connect(nats.url()).await.expect("connect");
+        // A services side that takes heartbeats and never answers them.
+        let mut heartbeats = client
+            .subscribe(subjects::distributor_heartbeat("a"))
+            .await
+            .expect("subscribe");
+        let mut boot_events = client
+            .subscribe(subjects::boot_events("a"))
+            .await
+            .expect("subscribe");
+        client.flush().await.expect("flush");
+
+        let mut agent = Agent::new(
+            BusConfig::new(nats.url(), "agent-test"),
+            "a".into(),
+            Duration::from_millis(100),
+        );
+        // Far longer than the test waits for anything: with the heartbeat in the loop that
+        // publishes events and takes pushes, both would wait this long.
+        agent.heartbeat_timeout = Duration::from_secs(60);
+        let events = agent.events.clone();
+        let switch = Switch::default();
+        let counters = Arc::new(Counters::default());
+        let (stop, stop_rx) = tokio::sync::watch::channel(false);
+        let cache_dir = tempfile::tempdir().expect("tempdir");
+        let cache = Cache::new(cache_dir.path()).expect("cache");
+        let live = LiveConfig::new(bootfleet_netboot::dhcp::ProxyConfig {
+            server_ip: "127.0.0.1".parse().expect("ip"),
+            boot: Default::default(),
+        });
+        let lan = Arc::new(Lan::new(
+            Listeners {
+                dhcp: false,
+                tftp: false,
+                http_port: None,
+            },
+            cache.clone(),
+            live.clone(),
+            Reporting {
+                events: events.clone(),
+                switch: switch.clone(),
+                counters: counters.clone(),
+            },
+            stop_rx.clone(),
+        ));
+        let applier = Arc::new(Applier::new(cache, live, lan));
+        let task = tokio::spawn(agent.run(switch.clone(), counters, applier, false, stop_rx));
+
+        // A heartbeat is now waiting for its answer.
+        tokio::time::timeout(WAIT, heartbeats.next())
+            .await
+            .expect("a heartbeat")
+            .expect("subscription open");
+
+        events.emit(proto::BootEvent {
+            kind: "dhcp_answered".into(),
+            ..Default::default()
+        });
+        let event = tokio::time::timeout(WAIT, boot_events.next())
+            .await
+            .expect("the boot event, while the heartbeat is unanswered")
+            .expect("subscription open");
+        let event = proto::BootEvent::decode(event.payload).expect("decode");
+        assert_eq!(event.kind, "dhcp_answered");
+
+        let off = proto::Distributor {
+            artifact_id: "a".into(),
+            on: false,
+            ..Default::default()
+        };
+        client
+            .publish(
+                subjects::distributor_control("a"),
+                off.encode_to_vec().into(),
+            )
+            .await
+            .expect("publish");
+        tokio::time::timeout(WAIT, async {
+            while switch.is_on() {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+        .await
+        .expect("switched off by the push, while the heartbeat is unanswered");
+
+        // Shutdown does not wait for the heartbeat's answer either.
+        let _ = stop.send(true);
+        tokio::time::timeout(WAIT, task)
+            .await
+            .expect("the agent stops")
+            .expect("join");
     }
 }
