@@ -11,6 +11,8 @@
 //!   `bootfleet.v1.localnodes.reachability.<site>`: its requests to the services, which accept
 //!   them only for the site their subject names;
 //! - publish `bootfleet.v1.events.boot.<site>`: its boot events;
+//! - publish `<inbox prefix>.>`: subjects only it subscribes to; `bootfleet_bus::sync` sends a
+//!   request there to learn that the server has its subscriptions;
 //! - subscribe `bootfleet.v1.distributor.<site>.{control,apply,exec}`: what the services ask of
 //!   it. Exact subjects, not `<site>.>`: an artifact id may contain dots, and site `a` with
 //!   `bootfleet.v1.distributor.a.>` would receive the exec requests (with SSH private keys) of
@@ -141,6 +143,8 @@ pub fn distributor_permissions(site: &str) -> Permissions {
         subjects::localnodes_of_site(site),
         subjects::localnodes_reachability(site),
         subjects::boot_events(site),
+        // Its own inbox space, where only it listens: `bootfleet_bus::sync`'s round trip.
+        format!("{}.>", inbox_prefix(site)),
     ];
     publish.extend(artifact_read_subjects());
     Permissions {
@@ -440,7 +444,7 @@ authorization {
       user: "distributor-site-1"
       password: "hash(pw2)"
       permissions: {
-        publish: { allow: ["bootfleet.v1.distributors.heartbeat.site-1", "bootfleet.v1.localnodes.site.site-1", "bootfleet.v1.localnodes.reachability.site-1", "bootfleet.v1.events.boot.site-1", "$JS.API.STREAM.INFO.OBJ_bootfleet-artifacts", "$JS.API.DIRECT.GET.OBJ_bootfleet-artifacts.>", "$JS.API.STREAM.MSG.GET.OBJ_bootfleet-artifacts", "$JS.API.DIRECT.GET.OBJ_bootfleet-artifacts"] }
+        publish: { allow: ["bootfleet.v1.distributors.heartbeat.site-1", "bootfleet.v1.localnodes.site.site-1", "bootfleet.v1.localnodes.reachability.site-1", "bootfleet.v1.events.boot.site-1", "_INBOX_site-1.>", "$JS.API.STREAM.INFO.OBJ_bootfleet-artifacts", "$JS.API.DIRECT.GET.OBJ_bootfleet-artifacts.>", "$JS.API.STREAM.MSG.GET.OBJ_bootfleet-artifacts", "$JS.API.DIRECT.GET.OBJ_bootfleet-artifacts"] }
         subscribe: { allow: ["bootfleet.v1.distributor.site-1.control", "bootfleet.v1.distributor.site-1.apply", "bootfleet.v1.distributor.site-1.exec", "bootfleet.v1.distributor-agent.ping", "_INBOX_site-1.>"] }
         allow_responses: { max: 1, expires: "1h5m" }
       }
@@ -449,7 +453,7 @@ authorization {
       user: "distributor-lab.b"
       password: "hash(pw3)"
       permissions: {
-        publish: { allow: ["bootfleet.v1.distributors.heartbeat.lab.b", "bootfleet.v1.localnodes.site.lab.b", "bootfleet.v1.localnodes.reachability.lab.b", "bootfleet.v1.events.boot.lab.b", "$JS.API.STREAM.INFO.OBJ_bootfleet-artifacts", "$JS.API.DIRECT.GET.OBJ_bootfleet-artifacts.>", "$JS.API.STREAM.MSG.GET.OBJ_bootfleet-artifacts", "$JS.API.DIRECT.GET.OBJ_bootfleet-artifacts"] }
+        publish: { allow: ["bootfleet.v1.distributors.heartbeat.lab.b", "bootfleet.v1.localnodes.site.lab.b", "bootfleet.v1.localnodes.reachability.lab.b", "bootfleet.v1.events.boot.lab.b", "_INBOX_lab_db.>", "$JS.API.STREAM.INFO.OBJ_bootfleet-artifacts", "$JS.API.DIRECT.GET.OBJ_bootfleet-artifacts.>", "$JS.API.STREAM.MSG.GET.OBJ_bootfleet-artifacts", "$JS.API.DIRECT.GET.OBJ_bootfleet-artifacts"] }
         subscribe: { allow: ["bootfleet.v1.distributor.lab.b.control", "bootfleet.v1.distributor.lab.b.apply", "bootfleet.v1.distributor.lab.b.exec", "bootfleet.v1.distributor-agent.ping", "_INBOX_lab_db.>"] }
         allow_responses: { max: 1, expires: "1h5m" }
       }
@@ -539,6 +543,17 @@ authorization {
         }
         assert!(!perms.subscribe.contains(&subjects::distributor_exec("a.b")));
         assert!(!perms.publish.iter().any(|s| s.starts_with("$O.")));
+        // Its publish wildcards: its own inbox space and direct reads of the artifact bucket.
+        for subject in perms
+            .publish
+            .iter()
+            .filter(|s| s.contains('>') || s.contains('*'))
+        {
+            assert!(
+                subject == "_INBOX_a.>" || subject.starts_with("$JS.API.DIRECT.GET."),
+                "{subject}"
+            );
+        }
     }
 
     #[test]

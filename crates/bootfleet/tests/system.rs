@@ -2006,7 +2006,8 @@ mod nats_permissions {
             .subscribe(subjects::boot_events("a"))
             .await
             .expect("subscribe");
-        services.client().flush().await.expect("flush");
+        // The server has the subscription before the agent publishes.
+        services.sync().await.expect("sync");
         events.emit(proto::BootEvent {
             kind: "dhcp_answered".into(),
             mac: "52:54:00:12:34:56".into(),
@@ -2101,6 +2102,10 @@ mod nats_permissions {
             .expect("localnodes.reachability answered");
 
         // ... and nothing else.
+        // Its own inbox space is open to it: the round trip that confirms its subscriptions.
+        bootfleet_bus::sync(&client, WAIT)
+            .await
+            .expect("a distributor syncs in its own inbox");
         let denied_publish = [
             subjects::ScriptKind::Mainscripts.subject(subjects::Op::Create),
             subjects::boot_events("b"),
@@ -2108,6 +2113,9 @@ mod nats_permissions {
             subjects::distributor_heartbeat("b"),
             subjects::localnodes_of_site("b"),
             subjects::localnodes_reachability("b"),
+            // Other clients' inboxes: only its own is open to it.
+            "_INBOX_b.x".to_owned(),
+            "_INBOX.x".to_owned(),
         ];
         for subject in &denied_publish {
             client

@@ -41,6 +41,24 @@ pub enum BusError {
     Credentials(std::io::Error),
     #[error("nats tls: {0}")]
     Tls(String),
+    #[error("nats-server did not confirm what this client sent: {0}")]
+    Sync(String),
+}
+
+/// Returns once nats-server has processed everything `client` sent before, subscriptions
+/// included, so that a message another connection publishes afterwards reaches them.
+/// `async_nats::Client::flush` is not enough: it only writes the local buffer to the socket.
+///
+/// The round trip is a request to a fresh subject in the client's own inbox space, where nobody
+/// listens: the server answers "no responders" itself, after the ops sent before it. Every user
+/// Bootfleet generates may publish there (a distributor only under its own inbox prefix).
+pub async fn sync(client: &async_nats::Client, timeout: Duration) -> Result<(), BusError> {
+    let request = async_nats::Request::new().timeout(Some(timeout));
+    match client.send_request(client.new_inbox(), request).await {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == async_nats::RequestErrorKind::NoResponders => Ok(()),
+        Err(e) => Err(BusError::Sync(e.to_string())),
+    }
 }
 
 /// A connection to the bus. Cheap to clone.
@@ -80,6 +98,11 @@ impl Bus {
 
     pub fn client(&self) -> &async_nats::Client {
         &self.client
+    }
+
+    /// See [`sync`]; waits up to this bus's request timeout.
+    pub async fn sync(&self) -> Result<(), BusError> {
+        sync(&self.client, self.timeout).await
     }
 
     /// Asks one instance of `service` whether it is there (for readiness), once, briefly.

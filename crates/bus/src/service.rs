@@ -137,9 +137,9 @@ impl ServiceBuilder {
         for task in self.background {
             loops.spawn(task(stop_rx.clone()));
         }
-        // The flush round-trip guarantees the server has processed our SUBs.
-        if let Err(e) = self.bus.client.flush().await {
-            tracing::warn!(error = %e, "flush after subscribing failed; nats will replay on reconnect");
+        // A round trip: the server has our subscriptions before anyone is told we started.
+        if let Err(e) = self.bus.sync().await {
+            tracing::warn!(error = %e, "subscriptions not confirmed; nats will replay them on reconnect");
         }
         tracing::info!(service = self.service, instance = %self.instance, "service started");
         Ok(RunningService {

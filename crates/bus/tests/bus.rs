@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 use bootfleet_api::{proto, ApiError, ErrorCode};
 use bootfleet_bus::{Bus, BusConfig, ServiceBuilder, TraceParent};
 use bootfleet_testkit::NatsServer;
+use futures_util::StreamExt;
 
 const ECHO: &str = "bootfleet.v1.test.echo";
 const SLOW: &str = "bootfleet.v1.test.slow";
@@ -160,6 +161,35 @@ async fn clients_and_services_reconnect_after_a_nats_restart() {
     }
     assert!(client.is_connected());
     service.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_sync_the_server_has_the_subscriptions_sent_before() {
+    let nats = NatsServer::start();
+    let listener = async_nats::connect(nats.url()).await.expect("connect");
+    let publisher = async_nats::connect(nats.url()).await.expect("connect");
+    // Each round subscribes, syncs, and only then has another connection publish: the
+    // message must be there, every time.
+    for round in 0..50 {
+        let subject = format!("bootfleet.v1.test.sync.{round}");
+        let mut sub = listener
+            .subscribe(subject.clone())
+            .await
+            .expect("subscribe");
+        bootfleet_bus::sync(&listener, Duration::from_secs(10))
+            .await
+            .expect("sync");
+        publisher
+            .publish(subject, "here".into())
+            .await
+            .expect("publish");
+        publisher.flush().await.expect("flush");
+        let msg = tokio::time::timeout(Duration::from_secs(10), sub.next())
+            .await
+            .expect("delivered")
+            .expect("subscription open");
+        assert_eq!(&msg.payload[..], b"here", "round {round}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

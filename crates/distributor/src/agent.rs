@@ -479,7 +479,7 @@ mod tests {
             .subscribe(subjects::boot_events("a"))
             .await
             .expect("subscribe");
-        client.flush().await.expect("flush");
+        bootfleet_bus::sync(&client, WAIT).await.expect("sync");
 
         let mut agent = Agent::new(
             BusConfig::new(nats.url(), "agent-test"),
