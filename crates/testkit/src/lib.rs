@@ -60,6 +60,16 @@ fn wait_for_port(port: u16, within: Duration) -> bool {
     false
 }
 
+/// The client port in a nats-server ports file: `{"nats":["nats://127.0.0.1:4222"]}`
+/// (`tls://` when the server has a `tls` block).
+fn client_port(ports_file: &str) -> Option<u16> {
+    ports_file
+        .split('"')
+        .find(|s| s.starts_with("nats://") || s.starts_with("tls://"))
+        .and_then(|url| url.rsplit_once(':'))
+        .and_then(|(_, port)| port.parse().ok())
+}
+
 /// A `nats-server` child with JetStream, listening on 127.0.0.1 only. Killed on drop.
 #[derive(Debug)]
 pub struct NatsServer {
@@ -100,7 +110,7 @@ impl NatsServer {
         });
         let mut server = NatsServer {
             child: None,
-            port: free_port(),
+            port: 0,
             dir,
             bin,
             config,
@@ -109,54 +119,84 @@ impl NatsServer {
         server
     }
 
+    /// Starts the server and waits until it listens. The port is the server's own choice at
+    /// first (`-p -1`), then kept for restarts. Readiness is the ports file nats-server writes
+    /// once its listener is up, named after its pid: a port that merely answers might be
+    /// another test's server, if a port picked here were taken meanwhile.
     fn spawn(&mut self) {
-        let mut cmd = Command::new(&self.bin);
-        let stderr = match &self.config {
-            Some(config) => {
-                cmd.arg("-c").arg(config);
-                let log = std::fs::OpenOptions::new()
-                    .create(true)
-                    .append(true)
-                    .open(self.log_path())
-                    .expect("create the nats-server log");
-                Stdio::from(log)
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            match self.try_spawn(deadline) {
+                Ok(()) => return,
+                // A restart's port may briefly be another connection's ephemeral port.
+                Err(_) if self.port != 0 && Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(200));
+                }
+                Err(why) => panic!("nats-server did not start: {why}\n{}", self.log()),
             }
-            None => Stdio::null(),
+        }
+    }
+
+    fn try_spawn(&mut self, deadline: Instant) -> Result<(), String> {
+        let ports_dir = self.dir.path().join("ports");
+        // A killed server leaves its ports file behind.
+        let _ = std::fs::remove_dir_all(&ports_dir);
+        std::fs::create_dir_all(&ports_dir).expect("create the ports file directory");
+        let mut cmd = Command::new(&self.bin);
+        if let Some(config) = &self.config {
+            cmd.arg("-c").arg(config);
+        }
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.log_path())
+            .expect("create the nats-server log");
+        let port = match self.port {
+            0 => "-1".to_owned(),
+            port => port.to_string(),
         };
         let mut child = cmd
-            .args([
-                "-a",
-                "127.0.0.1",
-                "-p",
-                &self.port.to_string(),
-                "-js",
-                "-sd",
-            ])
+            .args(["-a", "127.0.0.1", "-p", &port, "--ports_file_dir"])
+            .arg(&ports_dir)
+            .args(["-js", "-sd"])
             .arg(self.dir.path())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(stderr)
+            .stderr(Stdio::from(log))
             .spawn()
             .expect("start nats-server");
-        let listening = wait_for_port(self.port, Duration::from_secs(10));
-        if !listening {
-            // A configuration the server refuses ends it at once; say why.
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!(
-                "nats-server did not listen on port {} within 10 s\n{}",
-                self.port,
-                self.log()
-            );
+        let suffix = format!("_{}.ports", child.id());
+        loop {
+            let listening = std::fs::read_dir(&ports_dir)
+                .into_iter()
+                .flatten()
+                .flatten()
+                .find(|e| e.file_name().to_string_lossy().ends_with(&suffix))
+                .and_then(|e| std::fs::read_to_string(e.path()).ok())
+                .and_then(|text| client_port(&text));
+            if let Some(port) = listening {
+                self.port = port;
+                self.child = Some(child);
+                return Ok(());
+            }
+            if let Ok(Some(status)) = child.try_wait() {
+                // A configuration it refuses, or a port in use: the log says which.
+                return Err(format!("it exited ({status})"));
+            }
+            if Instant::now() >= deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err("it did not listen within 10 s".into());
+            }
+            std::thread::sleep(Duration::from_millis(20));
         }
-        self.child = Some(child);
     }
 
     fn log_path(&self) -> PathBuf {
         self.dir.path().join("nats-server.log")
     }
 
-    /// What the server logged so far (servers started with a configuration only; else empty).
+    /// What the server logged so far.
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.log_path()).unwrap_or_default()
     }
@@ -427,5 +467,23 @@ impl Drop for ChildGuard {
     fn drop(&mut self) {
         let _ = self.0.kill();
         let _ = self.0.wait();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn reads_the_client_port_of_plain_and_tls_servers() {
+        assert_eq!(
+            super::client_port(r#"{"nats":["nats://127.0.0.1:34657"]}"#),
+            Some(34657)
+        );
+        assert_eq!(
+            super::client_port(r#"{"nats":["tls://127.0.0.1:32941"]}"#),
+            Some(32941)
+        );
+        // Read while nats-server is still writing it.
+        assert_eq!(super::client_port(""), None);
+        assert_eq!(super::client_port(r#"{"nats":["nats://127.0.0.1:"#), None);
     }
 }
