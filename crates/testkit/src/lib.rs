@@ -5,7 +5,7 @@
 // Stopping the shared PostgreSQL at process exit needs `atexit`, which is `unsafe` to register.
 #![allow(unsafe_code)]
 
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Mutex, OnceLock};
@@ -49,17 +49,6 @@ fn find_in_path(name: &str) -> Option<PathBuf> {
         .find(|p| p.is_file())
 }
 
-fn wait_for_port(port: u16, within: Duration) -> bool {
-    let deadline = Instant::now() + within;
-    while Instant::now() < deadline {
-        if TcpStream::connect(("127.0.0.1", port)).is_ok() {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    false
-}
-
 /// The client port in a nats-server ports file: `{"nats":["nats://127.0.0.1:4222"]}`
 /// (`tls://` when the server has a `tls` block).
 fn client_port(ports_file: &str) -> Option<u16> {
@@ -68,6 +57,16 @@ fn client_port(ports_file: &str) -> Option<u16> {
         .find(|s| s.starts_with("nats://") || s.starts_with("tls://"))
         .and_then(|url| url.rsplit_once(':'))
         .and_then(|(_, port)| port.parse().ok())
+}
+
+/// Whether a `postmaster.pid` says that server `pid` accepts connections on `port`: its lines
+/// are pid, data directory, start time, port, socket directory, listen address, shared memory
+/// key, status.
+fn postmaster_ready(pid_file: &str, pid: u32, port: u16) -> bool {
+    let lines: Vec<&str> = pid_file.lines().map(str::trim).collect();
+    lines.first() == Some(&pid.to_string().as_str())
+        && lines.get(3) == Some(&port.to_string().as_str())
+        && lines.get(7) == Some(&"ready")
 }
 
 /// A `nats-server` child with JetStream, listening on 127.0.0.1 only. Killed on drop.
@@ -364,12 +363,41 @@ impl Postgres {
         if let Some((u, g)) = uid {
             let _ = std::os::unix::fs::chown(pg.dir.join("postgres.log"), Some(u), Some(g));
         }
-        let child = pg
+        let mut pg = pg;
+        let mut attempts = 0;
+        let child = loop {
+            attempts += 1;
+            match pg.start_server(&data, log.try_clone().expect("clone the log handle")) {
+                Ok(child) => break child,
+                // The port picked was taken before postgres bound it: pick another.
+                Err(why) if attempts < 3 => {
+                    eprintln!("postgres did not start ({why}); trying another port");
+                    pg.port = free_port();
+                }
+                Err(why) => panic!(
+                    "postgres did not start: {why}; see {}",
+                    pg.dir.join("postgres.log").display()
+                ),
+            }
+        };
+        *POSTGRES_CHILD.lock().expect("postgres child lock") = Some(child);
+        // SAFETY: registering a plain `extern "C" fn` with no arguments is what atexit expects.
+        unsafe {
+            libc::atexit(stop_postgres_at_exit);
+        }
+        pg
+    }
+
+    /// Starts the server on `self.port` and waits until it is ready. Readiness is the status
+    /// line of `postmaster.pid` in its own data directory: a port that merely answers might
+    /// belong to someone else.
+    fn start_server(&self, data: &Path, log: std::fs::File) -> Result<Child, String> {
+        let mut child = self
             .command("postgres")
             .arg("-D")
-            .arg(&data)
-            .args(["-p", &pg.port.to_string(), "-k"])
-            .arg(&pg.socket_dir)
+            .arg(data)
+            .args(["-p", &self.port.to_string(), "-k"])
+            .arg(&self.socket_dir)
             .args([
                 "-c",
                 "listen_addresses=127.0.0.1",
@@ -386,17 +414,24 @@ impl Postgres {
             .stderr(log)
             .spawn()
             .expect("start postgres");
-        *POSTGRES_CHILD.lock().expect("postgres child lock") = Some(child);
-        // SAFETY: registering a plain `extern "C" fn` with no arguments is what atexit expects.
-        unsafe {
-            libc::atexit(stop_postgres_at_exit);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let ready = std::fs::read_to_string(data.join("postmaster.pid"))
+                .map(|pid_file| postmaster_ready(&pid_file, child.id(), self.port))
+                .unwrap_or(false);
+            if ready {
+                return Ok(child);
+            }
+            if let Ok(Some(status)) = child.try_wait() {
+                return Err(format!("it exited ({status})"));
+            }
+            if Instant::now() >= deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err("it was not ready within 30 s".into());
+            }
+            std::thread::sleep(Duration::from_millis(20));
         }
-        assert!(
-            wait_for_port(pg.port, Duration::from_secs(30)),
-            "postgres did not listen within 30 s; see {}",
-            pg.dir.join("postgres.log").display()
-        );
-        pg
     }
 
     /// Creates a new, empty database and returns its `postgres://` URL.
@@ -485,5 +520,23 @@ mod tests {
         // Read while nats-server is still writing it.
         assert_eq!(super::client_port(""), None);
         assert_eq!(super::client_port(r#"{"nats":["nats://127.0.0.1:"#), None);
+    }
+
+    #[test]
+    fn a_postmaster_is_ready_only_with_its_pid_its_port_and_the_ready_status() {
+        let file = |status: &str| {
+            format!("4242\n/tmp/pg/data\n1796227649\n5433\n/tmp/pg/socket\n127.0.0.1\n  1234 5678\n{status}\n")
+        };
+        assert!(super::postmaster_ready(&file("ready   "), 4242, 5433));
+        assert!(!super::postmaster_ready(&file("starting"), 4242, 5433));
+        assert!(
+            !super::postmaster_ready(&file("ready"), 4243, 5433),
+            "another server"
+        );
+        assert!(
+            !super::postmaster_ready(&file("ready"), 4242, 5434),
+            "another port"
+        );
+        assert!(!super::postmaster_ready("4242\n", 4242, 5433));
     }
 }
