@@ -224,6 +224,21 @@ impl SiteDhcp {
     pub fn log(&self) -> String {
         std::fs::read_to_string(self._dir.path().join("dnsmasq.log")).unwrap_or_default()
     }
+
+    /// Whether `needle` shows in the log within `within`: dnsmasq may write a line after the
+    /// client already acted on the packet it describes.
+    pub fn wait_for_log(&self, needle: &str, within: std::time::Duration) -> bool {
+        let deadline = std::time::Instant::now() + within;
+        loop {
+            if self.log().contains(needle) {
+                return true;
+            }
+            if std::time::Instant::now() >= deadline {
+                return false;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+    }
 }
 
 impl Drop for SiteDhcp {

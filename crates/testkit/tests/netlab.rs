@@ -21,7 +21,11 @@ fn a_bios_guest_gets_an_address_from_the_site_dhcp_server() {
         guest.serial(),
         dhcp.log()
     );
-    assert!(dhcp.log().contains("DHCPACK(r0)"), "{}", dhcp.log());
+    assert!(
+        dhcp.wait_for_log("DHCPACK(r0) 10.77.0.", Duration::from_secs(10)),
+        "{}",
+        dhcp.log()
+    );
     // The site server's RA spares iPXE its ~13 s IPv6 wait. iPXE prints the IPv6 address after
     // the IPv4 one, so it is waited for too (bounded well below that 13 s).
     assert!(
