@@ -216,6 +216,8 @@ impl Agent {
         };
         // The heartbeat waits on a round trip to the services (up to the bus timeout): in its
         // own task, so that boot events and the operator's on/off pushes never wait behind it.
+        // Pushes are counted, so that a heartbeat answer made before a push cannot undo it.
+        let pushes = Arc::new(AtomicU64::new(0));
         let heartbeat = tokio::spawn(
             Heartbeat {
                 bus: bus.with_timeout(self.heartbeat_timeout, 1),
@@ -223,6 +225,7 @@ impl Agent {
                 every: self.heartbeat,
                 serving,
                 switch: switch.clone(),
+                pushes: pushes.clone(),
                 counters,
                 applier,
             }
@@ -233,7 +236,10 @@ impl Agent {
             tokio::select! {
                 Some(msg) = async { match control.as_mut() { Some(s) => s.next().await, None => None } } => {
                     match proto::Distributor::decode(msg.payload) {
-                        Ok(row) if row.artifact_id == self.artifact_id => switch.set(row.on),
+                        Ok(row) if row.artifact_id == self.artifact_id => {
+                            pushes.fetch_add(1, Ordering::SeqCst);
+                            switch.set(row.on);
+                        }
                         Ok(_) => {}
                         Err(e) => tracing::warn!(error = %e, "undecodable control message"),
                     }
@@ -262,6 +268,8 @@ struct Heartbeat {
     every: Duration,
     serving: bool,
     switch: Switch,
+    /// On/off pushes taken so far (by the agent's loop).
+    pushes: Arc<AtomicU64>,
     counters: Arc<Counters>,
     applier: Arc<Applier>,
 }
@@ -291,6 +299,7 @@ impl Heartbeat {
             };
             let subject = subjects::distributor_heartbeat(&self.artifact_id);
             let trace = TraceParent::new_root();
+            let pushes_before = self.pushes.load(Ordering::SeqCst);
             let answered = tokio::select! {
                 answered = self.bus.request::<_, proto::Distributor>(&trace, &subject, &hb) => answered,
                 _ = shutdown.changed() => return,
@@ -302,7 +311,10 @@ impl Heartbeat {
                     continue;
                 }
             };
-            self.switch.set(row.on);
+            // A push taken meanwhile is newer than what this answer says.
+            if self.pushes.load(Ordering::SeqCst) == pushes_before {
+                self.switch.set(row.on);
+            }
             // After a restart: apply the configuration the operator gave.
             let Some(config) = row.config.filter(|c| !self.applier.is_applied(c)) else {
                 continue;
@@ -518,7 +530,7 @@ mod tests {
         let task = tokio::spawn(agent.run(switch.clone(), counters, applier, false, stop_rx));
 
         // A heartbeat is now waiting for its answer.
-        tokio::time::timeout(WAIT, heartbeats.next())
+        let held = tokio::time::timeout(WAIT, heartbeats.next())
             .await
             .expect("a heartbeat")
             .expect("subscription open");
@@ -553,6 +565,29 @@ mod tests {
         })
         .await
         .expect("switched off by the push, while the heartbeat is unanswered");
+
+        // The held heartbeat's answer, made before the push, still says on: it must not undo
+        // the push. The next heartbeat shows the answer was taken.
+        let mut headers = async_nats::HeaderMap::new();
+        headers.insert(bootfleet_bus::STATUS_HEADER, "ok");
+        let stale = proto::Distributor {
+            artifact_id: "a".into(),
+            on: true,
+            ..Default::default()
+        };
+        client
+            .publish_with_headers(
+                held.reply.expect("a request has a reply subject"),
+                headers,
+                stale.encode_to_vec().into(),
+            )
+            .await
+            .expect("answer the held heartbeat");
+        tokio::time::timeout(WAIT, heartbeats.next())
+            .await
+            .expect("the next heartbeat")
+            .expect("subscription open");
+        assert!(!switch.is_on(), "a stale heartbeat answer undid the push");
 
         // Shutdown does not wait for the heartbeat's answer either.
         let _ = stop.send(true);
