@@ -27,7 +27,7 @@ pub fn free_port() -> u16 {
 }
 
 /// Runs `cmd` to its end with no input and returns its output; a command that cannot start or
-/// fails panics with `what` (naming the program, and where to get it) and its stderr.
+/// fails panics with `what` (naming the program, and where to get it) and its output.
 pub fn run_ok(cmd: &mut Command, what: &str) -> std::process::Output {
     let out = cmd
         .stdin(Stdio::null())
@@ -35,11 +35,51 @@ pub fn run_ok(cmd: &mut Command, what: &str) -> std::process::Output {
         .unwrap_or_else(|e| panic!("cannot run {what}: {e}"));
     assert!(
         out.status.success(),
-        "{what} failed ({}): {}",
+        "{what} failed ({}): {}{}",
         out.status,
+        String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
     out
+}
+
+/// Polls `ready` every `every` until it holds, at most `within`; whether it held.
+pub fn wait_until(within: Duration, every: Duration, mut ready: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + within;
+    loop {
+        if ready() {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(every);
+    }
+}
+
+/// Waits until `ready` has a value for the server `child` just started. Its exit first, or
+/// `within` passing (it is then killed), is the error.
+fn wait_for_child<T>(
+    child: &mut Child,
+    within: Duration,
+    mut ready: impl FnMut() -> Option<T>,
+) -> Result<T, String> {
+    let deadline = Instant::now() + within;
+    loop {
+        if let Some(value) = ready() {
+            return Ok(value);
+        }
+        if let Ok(Some(status)) = child.try_wait() {
+            // A configuration it refuses, or a port in use: its log says which.
+            return Err(format!("it exited ({status})"));
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(format!("it was not ready within {within:?}"));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }
 
 fn find_in_path(name: &str) -> Option<PathBuf> {
@@ -165,30 +205,18 @@ impl NatsServer {
             .spawn()
             .expect("start nats-server");
         let suffix = format!("_{}.ports", child.id());
-        loop {
-            let listening = std::fs::read_dir(&ports_dir)
+        let within = deadline.saturating_duration_since(Instant::now());
+        self.port = wait_for_child(&mut child, within, || {
+            std::fs::read_dir(&ports_dir)
                 .into_iter()
                 .flatten()
                 .flatten()
                 .find(|e| e.file_name().to_string_lossy().ends_with(&suffix))
                 .and_then(|e| std::fs::read_to_string(e.path()).ok())
-                .and_then(|text| client_port(&text));
-            if let Some(port) = listening {
-                self.port = port;
-                self.child = Some(child);
-                return Ok(());
-            }
-            if let Ok(Some(status)) = child.try_wait() {
-                // A configuration it refuses, or a port in use: the log says which.
-                return Err(format!("it exited ({status})"));
-            }
-            if Instant::now() >= deadline {
-                let _ = child.kill();
-                let _ = child.wait();
-                return Err("it did not listen within 10 s".into());
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
+                .and_then(|text| client_port(&text))
+        })?;
+        self.child = Some(child);
+        Ok(())
     }
 
     fn log_path(&self) -> PathBuf {
@@ -414,24 +442,13 @@ impl Postgres {
             .stderr(log)
             .spawn()
             .expect("start postgres");
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            let ready = std::fs::read_to_string(data.join("postmaster.pid"))
-                .map(|pid_file| postmaster_ready(&pid_file, child.id(), self.port))
-                .unwrap_or(false);
-            if ready {
-                return Ok(child);
-            }
-            if let Ok(Some(status)) = child.try_wait() {
-                return Err(format!("it exited ({status})"));
-            }
-            if Instant::now() >= deadline {
-                let _ = child.kill();
-                let _ = child.wait();
-                return Err("it was not ready within 30 s".into());
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        let pid = child.id();
+        wait_for_child(&mut child, Duration::from_secs(30), || {
+            std::fs::read_to_string(data.join("postmaster.pid"))
+                .is_ok_and(|pid_file| postmaster_ready(&pid_file, pid, self.port))
+                .then_some(())
+        })?;
+        Ok(child)
     }
 
     /// Creates a new, empty database and returns its `postgres://` URL.

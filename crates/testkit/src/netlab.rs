@@ -10,16 +10,8 @@ static LABS: AtomicU32 = AtomicU32::new(0);
 
 /// Runs a command and panics with its output if it fails (setup steps must not fail quietly).
 pub fn run(cmd: &mut Command) {
-    let out = cmd
-        .stdin(Stdio::null())
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
-    assert!(
-        out.status.success(),
-        "{cmd:?} failed: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let what = format!("{cmd:?}");
+    crate::run_ok(cmd, &what);
 }
 
 fn ip() -> Command {
@@ -228,16 +220,9 @@ impl SiteDhcp {
     /// Whether `needle` shows in the log within `within`: dnsmasq may write a line after the
     /// client already acted on the packet it describes.
     pub fn wait_for_log(&self, needle: &str, within: std::time::Duration) -> bool {
-        let deadline = std::time::Instant::now() + within;
-        loop {
-            if self.log().contains(needle) {
-                return true;
-            }
-            if std::time::Instant::now() >= deadline {
-                return false;
-            }
-            std::thread::sleep(std::time::Duration::from_millis(50));
-        }
+        crate::wait_until(within, std::time::Duration::from_millis(50), || {
+            self.log().contains(needle)
+        })
     }
 }
 

@@ -3,7 +3,7 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::netlab::NetLab;
 
@@ -185,14 +185,9 @@ impl Qemu {
 
     /// Waits until the serial console shows `needle`, at most `within`.
     pub fn wait_for_serial(&self, needle: &str, within: Duration) -> bool {
-        let deadline = Instant::now() + within;
-        while Instant::now() < deadline {
-            if self.serial().contains(needle) {
-                return true;
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        false
+        crate::wait_until(within, Duration::from_millis(100), || {
+            self.serial().contains(needle)
+        })
     }
 
     pub fn dir(&self) -> &Path {
