@@ -37,14 +37,17 @@ pub fn ping(service: &str) -> String {
 }
 
 /// The services of the system, by the name they register on the bus (also their queue group).
-pub const SERVICES: [&str; 7] = [
+pub const SERVICES: [&str; 10] = [
     "mainscripts",
     "kickstarts",
     "sshkeys",
     "distributors",
     "localnodes",
     "artifacts",
-    "builders",
+    "ipxes",
+    "grubs",
+    "syslinuxs",
+    "isos",
 ];
 
 /// The text registries and the service that owns each.
@@ -85,9 +88,9 @@ impl ScriptKind {
 
     pub fn service(self) -> &'static str {
         match self {
-            ScriptKind::Mainscripts | ScriptKind::Subscripts => "mainscripts",
+            ScriptKind::Mainscripts | ScriptKind::Subscripts => MAINSCRIPTS,
             ScriptKind::Kickstarts | ScriptKind::Prebootscripts | ScriptKind::Postbootscripts => {
-                "kickstarts"
+                KICKSTARTS
             }
         }
     }
@@ -97,13 +100,17 @@ impl ScriptKind {
     }
 }
 
+// The services' names on the bus. The `bootfleet` crate's one list of services says which run.
+/// Mainscripts and subscripts.
+pub const MAINSCRIPTS: &str = "mainscripts";
+/// Kickstarts, prebootscripts and postbootscripts.
+pub const KICKSTARTS: &str = "kickstarts";
 pub const SSHKEYS: &str = "sshkeys";
 pub const DISTRIBUTORS: &str = "distributors";
 pub const LOCALNODES: &str = "localnodes";
-/// The artifact registry (all four kinds); its rows are built by the `builders`.
+/// The artifact registry (all four kinds). Its rows are built by a builder service per kind,
+/// named after the kind (`ArtifactKind::name`: `ipxes`, `grubs`, ...); builders answer only `ping`.
 pub const ARTIFACTS: &str = "artifacts";
-/// Build workers: they consume the build queue and answer only `ping`.
-pub const BUILDERS: &str = "builders";
 /// The JetStream work-queue stream the builders consume, and its subjects.
 pub const BUILD_STREAM: &str = "BOOTFLEET_BUILDS";
 pub const BUILD_SUBJECTS: &str = "bootfleet.v1.builds.*";

@@ -93,7 +93,7 @@ async fn main() {
     let service = bootfleet_artifacts::start_with(bus.clone(), db.clone(), toolbox.clone())
         .await
         .expect("service");
-    let builder = bootfleet_artifacts::worker::start_with(
+    let builders = bootfleet_artifacts::worker::start_with(
         bus.clone(),
         db,
         WorkerConfig {
@@ -103,7 +103,7 @@ async fn main() {
         toolbox,
     )
     .await
-    .expect("builder");
+    .expect("builders");
 
     let mut new = Vec::new();
     for i in 0..NEW_IPXE {
@@ -157,6 +157,8 @@ async fn main() {
     }
     report("new iso (parts built)", isos);
 
-    builder.stop().await;
+    for builder in builders {
+        builder.stop().await;
+    }
     service.stop().await;
 }

@@ -19,17 +19,20 @@ use bootfleet_api::artifacts::ArtifactKind;
 use bootfleet_api::subjects::{self, Op};
 use bootfleet_api::{proto, validate, ApiError, ErrorCode, ListParams};
 use bootfleet_artifact_build::{Kind, Toolbox};
-use bootfleet_bus::{Bus, BusError, RunningService, ServiceBuilder};
+use bootfleet_bus::{Bus, RunningService, ServiceBuilder};
+use bootfleet_service_kit::{async_trait, Context, Schema, Service};
 use bootfleet_store::sea_orm::sea_query::{Alias, Condition, Expr, Query};
 use bootfleet_store::sea_orm::{ConnectionTrait, DatabaseConnection, FromQueryResult};
-use bootfleet_store::{db_error, now_ms, StoreError, TableSpec};
+use bootfleet_store::{db_error, now_ms, TableSpec};
 use prost::Message;
 use serde::{Deserialize, Serialize};
 
 pub use inputs::{content_key, IsoRefs, Request};
 pub use migrations::ArtifactsMigrator;
 
-pub const SERVICE: &str = subjects::ARTIFACTS;
+pub use bootfleet_service_kit::StartError;
+
+const SERVICE: &str = subjects::ARTIFACTS;
 
 pub const QUEUED: &str = "queued";
 pub const WORKING: &str = "working";
@@ -452,56 +455,82 @@ impl Artifacts {
     }
 }
 
-#[derive(Debug, thiserror::Error)]
-pub enum StartError {
-    #[error(transparent)]
-    Store(#[from] StoreError),
-    #[error(transparent)]
-    Bus(#[from] BusError),
-    #[error("jetstream: {0}")]
-    JetStream(String),
+/// The `artifacts` service: the registry, and the producer of build jobs.
+#[derive(Debug)]
+pub struct ArtifactsService {
+    toolbox: Arc<Toolbox>,
 }
 
-/// Migrates, makes sure the queue and the bucket exist, and starts the `artifacts` service.
-pub async fn start(bus: Bus, db: DatabaseConnection) -> Result<RunningService, StartError> {
-    start_with(bus, db, Toolbox::from_env()).await
+impl ArtifactsService {
+    /// With these tools (their versions are part of every content address).
+    pub fn new(toolbox: Toolbox) -> Self {
+        ArtifactsService {
+            toolbox: Arc::new(toolbox),
+        }
+    }
+
+    /// With the tools the environment names (see [`Toolbox::from_env`]).
+    pub fn from_env() -> Self {
+        Self::new(Toolbox::from_env())
+    }
 }
 
-/// [`start`] with these tools (their versions are part of every content address).
+/// The artifacts' rows. The builders, a worker role of this service, share it.
+pub(crate) static SCHEMA: Schema = Schema::new::<ArtifactsMigrator>(&["artifacts"]);
+
+#[async_trait]
+impl Service for ArtifactsService {
+    fn name(&self) -> &'static str {
+        SERVICE
+    }
+
+    fn schema(&self) -> Option<&'static Schema> {
+        Some(&SCHEMA)
+    }
+
+    /// Makes sure the queue and the bucket exist, then answers.
+    async fn routes(
+        &self,
+        service: ServiceBuilder,
+        ctx: &Context,
+    ) -> Result<ServiceBuilder, StartError> {
+        let js = jetstream::new(ctx.bus.client().clone());
+        worker::ensure_stream(&js).await?;
+        let objects = objects::Objects::open(&js).await?;
+        let artifacts = Artifacts {
+            registry: Registry::new(ctx.db.clone()),
+            js,
+            objects,
+            toolbox: self.toolbox.clone(),
+            versions: Arc::default(),
+        };
+        Ok(service
+            .with_state(artifacts)
+            .route(
+                subjects::subject(SERVICE, Op::Create),
+                |a: Artifacts, _, req| async move { a.create(req).await },
+            )
+            .route(
+                subjects::subject(SERVICE, Op::Get),
+                |a: Artifacts, _, req| async move { a.get(req).await },
+            )
+            .route(
+                subjects::subject(SERVICE, Op::List),
+                |a: Artifacts, _, req| async move { a.list(req).await },
+            )
+            .route(
+                subjects::subject(SERVICE, Op::Delete),
+                |a: Artifacts, _, req| async move { a.delete(req).await },
+            )
+            .builder())
+    }
+}
+
+/// Migrates and starts the `artifacts` service with these tools, alone (tests, benchmarks).
 pub async fn start_with(
     bus: Bus,
     db: DatabaseConnection,
     toolbox: Toolbox,
 ) -> Result<RunningService, StartError> {
-    bootfleet_store::migrate::<ArtifactsMigrator>(&db).await?;
-    let js = jetstream::new(bus.client().clone());
-    worker::ensure_stream(&js).await?;
-    let objects = objects::Objects::open(&js).await?;
-    let a = Artifacts {
-        registry: Registry::new(db),
-        js,
-        objects,
-        toolbox: Arc::new(toolbox),
-        versions: Arc::default(),
-    };
-    let (a1, a2, a3, a4) = (a.clone(), a.clone(), a.clone(), a);
-    Ok(ServiceBuilder::new(bus, SERVICE)
-        .route(subjects::subject(SERVICE, Op::Create), move |_, req| {
-            let a = a1.clone();
-            async move { a.create(req).await }
-        })
-        .route(subjects::subject(SERVICE, Op::Get), move |_, req| {
-            let a = a2.clone();
-            async move { a.get(req).await }
-        })
-        .route(subjects::subject(SERVICE, Op::List), move |_, req| {
-            let a = a3.clone();
-            async move { a.list(req).await }
-        })
-        .route(subjects::subject(SERVICE, Op::Delete), move |_, req| {
-            let a = a4.clone();
-            async move { a.delete(req).await }
-        })
-        .start()
-        .await?)
+    bootfleet_service_kit::start_one(&Context { bus, db }, &ArtifactsService::new(toolbox)).await
 }

@@ -29,17 +29,16 @@ impl Objects {
     pub async fn open(js: &jetstream::Context) -> Result<Objects, StartError> {
         let store = match js.get_object_store(subjects::ARTIFACT_BUCKET).await {
             Ok(store) => store,
-            Err(_) => js
-                .create_object_store(object_store::Config {
+            Err(_) => {
+                js.create_object_store(object_store::Config {
                     bucket: subjects::ARTIFACT_BUCKET.to_owned(),
                     description: Some("bootfleet boot artifacts by content address".into()),
                     storage: jetstream::stream::StorageType::File,
                     ..Default::default()
                 })
                 .await
-                .map_err(|e| {
-                    StartError::JetStream(format!("cannot create the artifact bucket: {e}"))
-                })?,
+                .map_err(|e| StartError::Setup(format!("cannot create the artifact bucket: {e}")))?
+            }
         };
         Ok(Objects { store })
     }

@@ -11,6 +11,7 @@ use bootfleet_api::subjects;
 use bootfleet_api::{proto, ApiError, ErrorCode};
 use bootfleet_artifact_build::{grub, ipxe, iso, syslinux, BuildError, Built, Cancel, Toolbox};
 use bootfleet_bus::{Bus, RunningService, ServiceBuilder};
+use bootfleet_service_kit::{async_trait, Context, Schema, Service};
 use bootfleet_store::sea_orm::DatabaseConnection;
 use futures_util::StreamExt;
 use prost::Message;
@@ -19,8 +20,6 @@ use tokio::sync::watch;
 use crate::inputs::{self, IsoRefs, Request};
 use crate::objects::Objects;
 use crate::{kind_of, Record, Registry, StartError, StoredFile, DONE, FAILED, WORKING};
-
-const CONSUMER: &str = "builders";
 
 /// How the builders use the queue.
 #[derive(Clone, Copy, Debug)]
@@ -57,7 +56,7 @@ pub async fn ensure_stream(js: &jetstream::Context) -> Result<stream::Stream, St
         ..Default::default()
     })
     .await
-    .map_err(|e| StartError::JetStream(format!("cannot create the build queue: {e}")))
+    .map_err(|e| StartError::Setup(format!("cannot create the build queue: {e}")))
 }
 
 /// What an ISO is made of, checked: each part exists, is `done`, and is the right thing.
@@ -206,43 +205,119 @@ struct Builder {
     config: WorkerConfig,
 }
 
-/// Starts a builder: the `builders` service (it answers `ping`) and its queue consumer.
-pub async fn start(bus: Bus, db: DatabaseConnection) -> Result<RunningService, StartError> {
-    start_with(bus, db, WorkerConfig::from_env(), Toolbox::from_env()).await
+/// A builder of one kind of artifact: the service named after its kind (`ipxes`, `grubs`,
+/// `syslinuxs`, `isos`; it answers `ping`) and a consumer of that kind's jobs only, so each kind
+/// is deployed and scaled alone with only its tools. Builders are worker roles of `artifacts`
+/// and share its tables. `bootfleet service builders` runs all four in one process.
+#[derive(Debug)]
+pub struct BuilderService {
+    kind: ArtifactKind,
+    config: WorkerConfig,
+    toolbox: Arc<Toolbox>,
 }
 
+impl BuilderService {
+    pub fn new(kind: ArtifactKind, config: WorkerConfig, toolbox: Arc<Toolbox>) -> Self {
+        BuilderService {
+            kind,
+            config,
+            toolbox,
+        }
+    }
+
+    /// A builder for `kind`, configured from the environment (see [`WorkerConfig::from_env`]
+    /// and [`Toolbox::from_env`]).
+    pub fn from_env(kind: ArtifactKind) -> Self {
+        Self::new(
+            kind,
+            WorkerConfig::from_env(),
+            Arc::new(Toolbox::from_env()),
+        )
+    }
+
+    /// One builder per kind.
+    pub fn every_kind(config: WorkerConfig, toolbox: Toolbox) -> Vec<BuilderService> {
+        let toolbox = Arc::new(toolbox);
+        ArtifactKind::ALL
+            .into_iter()
+            .map(|kind| Self::new(kind, config, toolbox.clone()))
+            .collect()
+    }
+}
+
+/// The durable consumer of one kind's jobs. Filters of consumers on a work-queue stream must
+/// not overlap, so there is one per kind and a builder of several kinds pulls from each.
+fn consumer_name(kind: ArtifactKind) -> String {
+    format!("builders-{}", kind.name())
+}
+
+/// Before builders were per kind, one unfiltered consumer took every job; while it exists no
+/// filtered consumer may be made. Its unacked jobs stay in the stream for the new consumers.
+const LEGACY_CONSUMER: &str = "builders";
+
+#[async_trait]
+impl Service for BuilderService {
+    fn name(&self) -> &'static str {
+        self.kind.name()
+    }
+
+    fn schema(&self) -> Option<&'static Schema> {
+        Some(&crate::SCHEMA)
+    }
+
+    async fn routes(
+        &self,
+        service: ServiceBuilder,
+        ctx: &Context,
+    ) -> Result<ServiceBuilder, StartError> {
+        let js = jetstream::new(ctx.bus.client().clone());
+        let stream = ensure_stream(&js).await?;
+        if stream.consumer_info(LEGACY_CONSUMER).await.is_ok() {
+            match stream.delete_consumer(LEGACY_CONSUMER).await {
+                Ok(_) => tracing::info!(
+                    consumer = LEGACY_CONSUMER,
+                    "removed the all-kinds build consumer; builders now take jobs per kind"
+                ),
+                // Another builder starting at the same time removed it first.
+                Err(e) => tracing::debug!(error = %e, "legacy build consumer not removed"),
+            }
+        }
+        let config = self.config;
+        let name = consumer_name(self.kind);
+        let consumer: consumer::PullConsumer = stream
+            .get_or_create_consumer(
+                &name,
+                consumer::pull::Config {
+                    durable_name: Some(name.clone()),
+                    filter_subject: subjects::build_job(self.kind.name()),
+                    ack_policy: consumer::AckPolicy::Explicit,
+                    ack_wait: config.ack_wait,
+                    max_deliver: config.max_deliver,
+                    ..Default::default()
+                },
+            )
+            .await
+            .map_err(|e| StartError::Setup(format!("cannot create the consumer {name}: {e}")))?;
+        let builder = Builder {
+            registry: Registry::new(ctx.db.clone()),
+            objects: Objects::open(&js).await?,
+            toolbox: self.toolbox.clone(),
+            config,
+        };
+        Ok(service.background(move |stop| builder.consume(consumer, stop)))
+    }
+}
+
+/// Migrates and starts a builder of every kind with this configuration (tests, benchmarks).
 pub async fn start_with(
     bus: Bus,
     db: DatabaseConnection,
     config: WorkerConfig,
     toolbox: Toolbox,
-) -> Result<RunningService, StartError> {
-    bootfleet_store::migrate::<crate::ArtifactsMigrator>(&db).await?;
-    let js = jetstream::new(bus.client().clone());
-    let stream = ensure_stream(&js).await?;
-    let consumer: consumer::PullConsumer = stream
-        .get_or_create_consumer(
-            CONSUMER,
-            consumer::pull::Config {
-                durable_name: Some(CONSUMER.to_owned()),
-                ack_policy: consumer::AckPolicy::Explicit,
-                ack_wait: config.ack_wait,
-                max_deliver: config.max_deliver,
-                ..Default::default()
-            },
-        )
-        .await
-        .map_err(|e| StartError::JetStream(format!("cannot create the builders' consumer: {e}")))?;
-    let builder = Builder {
-        registry: Registry::new(db),
-        objects: Objects::open(&js).await?,
-        toolbox: Arc::new(toolbox),
-        config,
-    };
-    Ok(ServiceBuilder::new(bus, subjects::BUILDERS)
-        .background(move |stop| builder.consume(consumer, stop))
-        .start()
-        .await?)
+) -> Result<Vec<RunningService>, StartError> {
+    let builders = BuilderService::every_kind(config, toolbox);
+    let builders: Vec<&dyn Service> = builders.iter().map(|b| b as &dyn Service).collect();
+    bootfleet_service_kit::start(&Context { bus, db }, &builders).await
 }
 
 impl Builder {

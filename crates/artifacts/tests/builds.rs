@@ -2,15 +2,18 @@
 //! and object store), SQLite, and Debian's real tools.
 
 use std::path::Path;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_nats::jetstream;
-use bootfleet_api::artifacts::object_name;
+use bootfleet_api::artifacts::{object_name, ArtifactKind};
 use bootfleet_api::subjects::{self, Op};
 use bootfleet_api::{proto, ApiError, ErrorCode};
 use bootfleet_artifact_build::Toolbox;
-use bootfleet_artifacts::worker::WorkerConfig;
+use bootfleet_artifacts::worker::{BuilderService, WorkerConfig};
 use bootfleet_bus::{Bus, BusConfig, RunningService};
+use bootfleet_service_kit::Context;
+use bootfleet_store::sea_orm::DatabaseConnection;
 use bootfleet_testkit::http_recorder::HttpRecorder;
 use bootfleet_testkit::qemu::{Firmware, LocalBoot, Qemu};
 use bootfleet_testkit::{database_url, Backend, NatsServer};
@@ -21,11 +24,23 @@ struct Lab {
     _nats: NatsServer,
     _dir: tempfile::TempDir,
     bus: Bus,
+    db: DatabaseConnection,
+    toolbox: Toolbox,
     services: Vec<RunningService>,
 }
 
+const WORKER: WorkerConfig = WorkerConfig {
+    ack_wait: Duration::from_secs(10),
+    max_deliver: 3,
+};
+
 impl Lab {
+    /// The artifacts service and a builder of every kind.
     async fn start(toolbox: Toolbox) -> Lab {
+        Self::start_with_builders(toolbox, &ArtifactKind::ALL).await
+    }
+
+    async fn start_with_builders(toolbox: Toolbox, kinds: &[ArtifactKind]) -> Lab {
         let nats = NatsServer::start();
         let dir = tempfile::tempdir().expect("tempdir");
         let bus = Bus::connect(&BusConfig::new(nats.url(), "artifacts-test"))
@@ -34,28 +49,37 @@ impl Lab {
         let db = bootfleet_store::connect(&database_url(Backend::Sqlite, dir.path()))
             .await
             .expect("db");
-        let services = vec![
-            bootfleet_artifacts::start_with(bus.clone(), db.clone(), toolbox.clone())
-                .await
-                .expect("artifacts service"),
-            bootfleet_artifacts::worker::start_with(
-                bus.clone(),
-                db,
-                WorkerConfig {
-                    ack_wait: Duration::from_secs(10),
-                    max_deliver: 3,
-                },
-                toolbox,
-            )
-            .await
-            .expect("builder"),
-        ];
-        Lab {
+        let services =
+            vec![
+                bootfleet_artifacts::start_with(bus.clone(), db.clone(), toolbox.clone())
+                    .await
+                    .expect("artifacts service"),
+            ];
+        let mut lab = Lab {
             _nats: nats,
             _dir: dir,
             bus,
+            db,
+            toolbox,
             services,
+        };
+        for &kind in kinds {
+            lab.start_builder(kind).await;
         }
+        lab
+    }
+
+    async fn start_builder(&mut self, kind: ArtifactKind) {
+        let builder = BuilderService::new(kind, WORKER, Arc::new(self.toolbox.clone()));
+        let ctx = Context {
+            bus: self.bus.clone(),
+            db: self.db.clone(),
+        };
+        self.services.push(
+            bootfleet_service_kit::start_one(&ctx, &builder)
+                .await
+                .expect("builder"),
+        );
     }
 
     async fn create(
@@ -494,5 +518,32 @@ async fn an_iso_is_built_from_artifacts_of_this_system() {
     relabelled["label"] = json!("OTHER");
     let err = lab.create("isos", relabelled).await.expect_err("label");
     assert_eq!(err.field.as_deref(), Some("grubImgUrl"), "{}", err.message);
+    lab.stop().await;
+}
+
+/// Each kind has its own builders: a job waits while no builder of its kind runs (builders of
+/// other kinds go on with theirs), and is built once one starts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_waits_for_a_builder_of_its_kind() {
+    let mut lab = Lab::start_with_builders(Toolbox::debian(), &[ArtifactKind::Syslinuxs]).await;
+    let waiting = lab
+        .create(
+            "ipxes",
+            efi_ipxe("#!ipxe\necho waits for an ipxes builder\n"),
+        )
+        .await
+        .expect("create");
+    assert_eq!(waiting.status, "queued");
+    // A job of a kind that has a builder is built meanwhile: the queue moves, only not for ipxes.
+    lab.build("syslinuxs", json!({"fragment": "ldlinux.c32"}))
+        .await;
+    let still = lab.get("ipxes", &waiting.id).await;
+    assert_eq!(still.status, "queued", "built with no ipxes builder");
+
+    lab.start_builder(ArtifactKind::Ipxes).await;
+    let (row, _) = lab
+        .finished("ipxes", &waiting.id, Duration::from_secs(60))
+        .await;
+    assert_eq!(row.status, "done", "{}", row.error);
     lab.stop().await;
 }

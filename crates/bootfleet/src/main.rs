@@ -5,7 +5,7 @@ use std::process::ExitCode;
 use bootfleet::config;
 use bootfleet::nats_auth::{self, NatsAuth};
 use bootfleet::nats_child::NatsChild;
-use bootfleet::{Service, System, SystemConfig};
+use bootfleet::{System, SystemConfig};
 use bootfleet_bus::{Bus, BusConfig};
 use bootfleet_gateway::auth::{self, Role};
 use clap::{Parser, Subcommand};
@@ -60,9 +60,11 @@ enum Command {
         listen: SocketAddr,
     },
     /// Run one service alone (needs NATS_URL; DATABASE_URL or SQLite in the data directory).
+    /// A builder kind (ipxes, grubs, syslinuxs, isos) takes only that kind's build jobs;
+    /// `builders` runs a builder of every kind.
     Service {
-        #[arg(value_enum)]
-        name: Service,
+        #[arg(value_parser = service_name_parser())]
+        name: String,
     },
     /// Mint a token for the REST API (signed with the same secret the gateway uses).
     Token {
@@ -124,6 +126,12 @@ impl Shutdown {
             _ = self.term.recv() => {},
         }
     }
+}
+
+fn service_name_parser() -> clap::builder::PossibleValuesParser {
+    let mut names = bootfleet::service_names();
+    names.push(bootfleet::BUILDERS);
+    clap::builder::PossibleValuesParser::new(names)
 }
 
 fn nats_config(url: String, name: &str) -> BusConfig {
@@ -364,11 +372,14 @@ async fn run(cli: Cli) -> Result<(), String> {
                 .map_err(|e| e.to_string())
         }
         Command::Service { name } => {
-            let bus = Bus::connect(&nats_config(require_nats_url()?, name.name()))
+            let selected = bootfleet::services_named(&name);
+            let selected: Vec<&dyn bootfleet_service_kit::Service> =
+                selected.iter().map(AsRef::as_ref).collect();
+            let bus = Bus::connect(&nats_config(require_nats_url()?, &name))
                 .await
                 .map_err(|e| e.to_string())?;
             let database_url = config::database_url(&config::data_dir());
-            let services = bootfleet::start_services(&bus, &database_url, &[name])
+            let services = bootfleet_service_kit::Services::start(&bus, &database_url, &selected)
                 .await
                 .map_err(|e| e.to_string())?;
             shutdown.wait().await;

@@ -1644,9 +1644,14 @@ async fn a_builder_killed_mid_build_leaves_the_job_to_another() {
         .await
         .expect("bus");
     let db = bootfleet_store::connect(&db_url).await.expect("db");
-    let service = bootfleet_artifacts::start(bus.clone(), db)
-        .await
-        .expect("artifacts service");
+    let ctx = bootfleet_service_kit::Context {
+        bus: bus.clone(),
+        db,
+    };
+    let service =
+        bootfleet_service_kit::start_one(&ctx, &bootfleet_artifacts::ArtifactsService::from_env())
+            .await
+            .expect("artifacts service");
     let spawn = || {
         ChildGuard(
             bootfleet_bin()
@@ -1663,7 +1668,8 @@ async fn a_builder_killed_mid_build_leaves_the_job_to_another() {
     };
     let wait_for_builder = || async {
         for _ in 0..200 {
-            if bus.ping("builders").await.is_ok() {
+            // `service builders` runs a builder per kind; this test builds ipxes.
+            if bus.ping("ipxes").await.is_ok() {
                 return;
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
@@ -2283,4 +2289,119 @@ mod nats_permissions {
         assert_eq!(creds.services.user, SERVICES_USER);
         system.stop().await;
     }
+}
+
+/// The one list of services: names, subjects and tables are each claimed by one service only,
+/// and every schema creates exactly the tables it declares. A new service that reuses another's
+/// subject or table fails here, before two services answer the same request.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn services_claim_distinct_names_subjects_and_tables() {
+    use bootfleet_service_kit::{Context, Service};
+    use bootfleet_store::sea_orm::{ConnectionTrait, Statement};
+
+    let nats = NatsServer::start();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let bus = Bus::connect(&BusConfig::new(nats.url(), "service-list"))
+        .await
+        .expect("bus");
+    let services = bootfleet::services();
+    let list: Vec<&dyn Service> = services.iter().map(AsRef::as_ref).collect();
+    assert!(list.len() >= 7, "{list:?}");
+
+    let mut names = HashSet::new();
+    let mut subject_owner: HashMap<String, &str> = HashMap::new();
+    let db = bootfleet_store::connect(&database_url(Backend::Sqlite, dir.path()))
+        .await
+        .expect("db");
+    bootfleet_service_kit::migrate(&db, &list)
+        .await
+        .expect("migrate");
+    let ctx = Context { bus, db };
+    let mut answers_requests = HashMap::new();
+    for service in &list {
+        assert!(names.insert(service.name()), "{} twice", service.name());
+        let builder = bootfleet_service_kit::build(*service, &ctx)
+            .await
+            .expect("build");
+        assert_eq!(builder.service(), service.name());
+        let subjects: Vec<String> = builder.subjects().map(str::to_owned).collect();
+        let ping = bootfleet_api::subjects::ping(service.name());
+        assert!(
+            subjects.contains(&ping),
+            "{} answers no ping",
+            service.name()
+        );
+        for subject in &subjects {
+            if let Some(other) = subject_owner.insert(subject.clone(), service.name()) {
+                panic!("{subject} answered by both {other} and {}", service.name());
+            }
+            // A subject outside the service's own stem must still be one of the system's.
+            assert!(
+                subject.starts_with(bootfleet_api::subjects::PREFIX),
+                "{subject}"
+            );
+        }
+        answers_requests.insert(service.name(), subjects.len() > 1);
+    }
+
+    // Each schema, migrated alone on an empty database, creates exactly the tables it declares.
+    let mut schemas: HashMap<String, (Vec<&str>, &'static [&'static str])> = HashMap::new();
+    for service in &list {
+        if let Some(schema) = service.schema() {
+            schemas
+                .entry(schema.migration_table())
+                .or_insert_with(|| (Vec::new(), schema.tables()))
+                .0
+                .push(service.name());
+        }
+    }
+    let mut table_owner: HashMap<&str, String> = HashMap::new();
+    for (migration_table, (owners, declared)) in &schemas {
+        // Two services on one schema: one owns it, the others are its workers (they answer
+        // nothing but ping).
+        let answering = owners.iter().filter(|n| answers_requests[*n]).count();
+        assert!(
+            answering <= 1,
+            "{owners:?} all answer requests on the tables of {migration_table}"
+        );
+        let schema = list
+            .iter()
+            .find_map(|s| {
+                s.schema()
+                    .filter(|s| &s.migration_table() == migration_table)
+            })
+            .expect("schema");
+        let fresh = tempfile::tempdir().expect("tempdir");
+        let db = bootfleet_store::connect(&database_url(Backend::Sqlite, fresh.path()))
+            .await
+            .expect("db");
+        schema.migrate(&db).await.expect("migrate");
+        let rows = db
+            .query_all(Statement::from_string(
+                db.get_database_backend(),
+                "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'",
+            ))
+            .await
+            .expect("tables");
+        let mut created: Vec<String> = rows
+            .iter()
+            .map(|r| r.try_get_by_index::<String>(0).expect("name"))
+            .filter(|t| t != migration_table)
+            .collect();
+        created.sort();
+        let mut expected: Vec<String> = declared.iter().map(|t| t.to_string()).collect();
+        expected.sort();
+        assert_eq!(created, expected, "tables of {migration_table}");
+        for table in *declared {
+            if let Some(other) = table_owner.insert(table, migration_table.clone()) {
+                panic!("table {table} in both {other} and {migration_table}");
+            }
+        }
+        db.close().await.expect("close");
+    }
+    assert!(
+        !table_owner.keys().any(|t| schemas.contains_key(*t)),
+        "a migration table doubles as a service table"
+    );
+    ctx.db.close().await.expect("close");
 }

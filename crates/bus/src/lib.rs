@@ -18,7 +18,7 @@ use bootfleet_api::{proto, ApiError, ErrorCode};
 use prost::Message;
 
 pub use config::{Auth, BusConfig, Tls};
-pub use service::{RequestCtx, RunningService, ServiceBuilder};
+pub use service::{RequestCtx, RunningService, ServiceBuilder, StatefulRoutes};
 pub use trace::TraceParent;
 
 pub const STATUS_HEADER: &str = "Bf-Status";

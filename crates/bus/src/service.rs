@@ -25,6 +25,16 @@ pub struct RequestCtx {
     pub subject: String,
 }
 
+impl RequestCtx {
+    /// A distributor's request counts only for the site whose subject it came on (what that
+    /// site's NATS login may publish), never for another site it names: `permission_denied`
+    /// unless the subject, matched against `pattern` (`...*...`), names `artifact_id`.
+    pub fn check_site(&self, pattern: &str, artifact_id: &str) -> Result<(), ApiError> {
+        subjects::check_site(pattern, &self.subject, artifact_id)
+            .map_err(|e| ApiError::new(ErrorCode::PermissionDenied, e))
+    }
+}
+
 type BoxFuture = Pin<Box<dyn Future<Output = Result<Bytes, ApiError>> + Send>>;
 type Handler = Arc<dyn Fn(RequestCtx, Bytes) -> BoxFuture + Send + Sync>;
 type Background =
@@ -97,6 +107,28 @@ impl ServiceBuilder {
         self
     }
 
+    /// Routes that share `state` (a registry, say): each handler gets its own clone of it, so a
+    /// service lists its routes without cloning the state once per route.
+    pub fn with_state<S>(self, state: S) -> StatefulRoutes<S>
+    where
+        S: Clone + Send + Sync + 'static,
+    {
+        StatefulRoutes {
+            builder: self,
+            state,
+        }
+    }
+
+    /// The service's name on the bus (also its queue group).
+    pub fn service(&self) -> &'static str {
+        self.service
+    }
+
+    /// Every subject this service will answer once started, `ping` included.
+    pub fn subjects(&self) -> impl Iterator<Item = &str> {
+        self.routes.iter().map(|(subject, _)| subject.as_str())
+    }
+
     /// A task that runs beside the routes (a queue consumer, say) until the receiver reports
     /// `true`; [`RunningService::stop`] signals it and waits for it to return.
     pub fn background<F, Fut>(mut self, task: F) -> Self
@@ -148,6 +180,38 @@ impl ServiceBuilder {
             stop: stop_tx,
             loops,
         })
+    }
+}
+
+/// A [`ServiceBuilder`] whose next routes share one state; see [`ServiceBuilder::with_state`].
+#[derive(Debug)]
+pub struct StatefulRoutes<S> {
+    builder: ServiceBuilder,
+    state: S,
+}
+
+impl<S> StatefulRoutes<S>
+where
+    S: Clone + Send + Sync + 'static,
+{
+    /// Answers `subject` with `handler(state, ctx, request)`.
+    pub fn route<Req, Resp, F, Fut>(mut self, subject: String, handler: F) -> Self
+    where
+        Req: Message + Default + 'static,
+        Resp: Message + 'static,
+        F: Fn(S, RequestCtx, Req) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<Resp, ApiError>> + Send + 'static,
+    {
+        let state = self.state.clone();
+        self.builder = self
+            .builder
+            .route(subject, move |ctx, req| handler(state.clone(), ctx, req));
+        self
+    }
+
+    /// Back to the builder, for routes with another state or none.
+    pub fn builder(self) -> ServiceBuilder {
+        self.builder
     }
 }
 

@@ -7,15 +7,16 @@ mod migrations;
 
 use bootfleet_api::subjects::{self, Op};
 use bootfleet_api::{proto, validate, ApiError, ErrorCode, ListParams};
-use bootfleet_bus::{Bus, BusError, RunningService, ServiceBuilder};
+use bootfleet_bus::{Bus, ServiceBuilder};
+use bootfleet_service_kit::{async_trait, Context, Schema, Service, StartError};
 use bootfleet_store::sea_orm::sea_query::{Alias, Expr, OnConflict, Query};
 use bootfleet_store::sea_orm::{ConnectionTrait, DatabaseConnection, FromQueryResult};
-use bootfleet_store::{db_error, now_ms, StoreError, TableSpec};
+use bootfleet_store::{db_error, now_ms, TableSpec};
 use prost::Message;
 
 pub use migrations::DistributorsMigrator;
 
-pub const SERVICE: &str = subjects::DISTRIBUTORS;
+const SERVICE: &str = subjects::DISTRIBUTORS;
 /// Three missed heartbeats (sent every 5 s) and a distributor counts as offline.
 pub const ONLINE_WINDOW_MS: i64 = 15_000;
 const MAX_INTERFACES: usize = 64;
@@ -454,56 +455,54 @@ impl Distributors {
     }
 }
 
-#[derive(Debug, thiserror::Error)]
-pub enum StartError {
-    #[error(transparent)]
-    Store(#[from] StoreError),
-    #[error(transparent)]
-    Bus(#[from] BusError),
-}
+/// The `distributors` service.
+#[derive(Debug)]
+pub struct DistributorsService;
 
-/// A heartbeat counts only for the site whose subject it came on (what that site's NATS login
-/// may publish), never for another site it names.
-fn site_of_subject(
-    ctx: &bootfleet_bus::RequestCtx,
-    pattern: &str,
-    hb: &proto::DistributorHeartbeat,
-) -> Result<(), ApiError> {
-    subjects::check_site(pattern, &ctx.subject, &hb.artifact_id)
-        .map_err(|e| ApiError::new(ErrorCode::PermissionDenied, e))
-}
+static SCHEMA: Schema = Schema::new::<DistributorsMigrator>(&["distributors"]);
 
-/// Migrates and starts the `distributors` service.
-pub async fn start(bus: Bus, db: DatabaseConnection) -> Result<RunningService, StartError> {
-    bootfleet_store::migrate::<DistributorsMigrator>(&db).await?;
-    let d = Distributors::new(db, bus.clone());
-    let (d1, d2, d3, d4, d5) = (d.clone(), d.clone(), d.clone(), d.clone(), d);
-    Ok(ServiceBuilder::new(bus, SERVICE)
-        .route(subjects::distributor_heartbeats(), move |ctx, req| {
-            let d = d1.clone();
-            async move {
-                site_of_subject(&ctx, &subjects::distributor_heartbeats(), &req)?;
-                d.heartbeat(req).await
-            }
-        })
-        .route(subjects::subject(SERVICE, Op::Get), move |_, req| {
-            let d = d2.clone();
-            async move { d.get(req).await }
-        })
-        .route(subjects::subject(SERVICE, Op::List), move |_, req| {
-            let d = d3.clone();
-            async move { d.list(req).await }
-        })
-        .route(subjects::distributor_set_status(), move |_, req| {
-            let d = d4.clone();
-            async move { d.set_status(req).await }
-        })
-        .route(subjects::distributor_configure(), move |_, req| {
-            let d = d5.clone();
-            async move { d.configure(req).await }
-        })
-        .start()
-        .await?)
+#[async_trait]
+impl Service for DistributorsService {
+    fn name(&self) -> &'static str {
+        SERVICE
+    }
+
+    fn schema(&self) -> Option<&'static Schema> {
+        Some(&SCHEMA)
+    }
+
+    async fn routes(
+        &self,
+        service: ServiceBuilder,
+        ctx: &Context,
+    ) -> Result<ServiceBuilder, StartError> {
+        Ok(service
+            .with_state(Distributors::new(ctx.db.clone(), ctx.bus.clone()))
+            .route(
+                subjects::distributor_heartbeats(),
+                |d: Distributors, ctx, req: proto::DistributorHeartbeat| async move {
+                    ctx.check_site(&subjects::distributor_heartbeats(), &req.artifact_id)?;
+                    d.heartbeat(req).await
+                },
+            )
+            .route(
+                subjects::subject(SERVICE, Op::Get),
+                |d: Distributors, _, req| async move { d.get(req).await },
+            )
+            .route(
+                subjects::subject(SERVICE, Op::List),
+                |d: Distributors, _, req| async move { d.list(req).await },
+            )
+            .route(
+                subjects::distributor_set_status(),
+                |d: Distributors, _, req| async move { d.set_status(req).await },
+            )
+            .route(
+                subjects::distributor_configure(),
+                |d: Distributors, _, req| async move { d.configure(req).await },
+            )
+            .builder())
+    }
 }
 
 #[cfg(test)]

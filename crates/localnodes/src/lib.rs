@@ -6,14 +6,15 @@ mod migrations;
 
 use bootfleet_api::subjects::{self, Op};
 use bootfleet_api::{proto, validate, ApiError, ErrorCode, ListParams};
-use bootfleet_bus::{Bus, BusError, RunningService, ServiceBuilder};
+use bootfleet_bus::{Bus, ServiceBuilder};
+use bootfleet_service_kit::{async_trait, Context, Schema, Service, StartError};
 use bootfleet_store::sea_orm::sea_query::{Alias, Expr, OnConflict, Query};
 use bootfleet_store::sea_orm::{ConnectionTrait, DatabaseConnection, FromQueryResult};
-use bootfleet_store::{db_error, now_ms, StoreError, TableSpec};
+use bootfleet_store::{db_error, now_ms, TableSpec};
 
 pub use migrations::LocalnodesMigrator;
 
-pub const SERVICE: &str = subjects::LOCALNODES;
+const SERVICE: &str = subjects::LOCALNODES;
 
 static SPEC: TableSpec = TableSpec {
     table: "localnodes",
@@ -353,81 +354,67 @@ impl Localnodes {
     }
 }
 
-#[derive(Debug, thiserror::Error)]
-pub enum StartError {
-    #[error(transparent)]
-    Store(#[from] StoreError),
-    #[error(transparent)]
-    Bus(#[from] BusError),
-}
+/// The `localnodes` service.
+#[derive(Debug)]
+pub struct LocalnodesService;
 
-/// Migrates and starts the `localnodes` service.
-pub async fn start(bus: Bus, db: DatabaseConnection) -> Result<RunningService, StartError> {
-    bootfleet_store::migrate::<LocalnodesMigrator>(&db).await?;
-    let n = Localnodes::new(db);
-    let (n1, n2, n3, n4, n5, n6, n7) = (
-        n.clone(),
-        n.clone(),
-        n.clone(),
-        n.clone(),
-        n.clone(),
-        n.clone(),
-        n,
-    );
-    let script_bus = bus.clone();
-    Ok(ServiceBuilder::new(bus, SERVICE)
-        .route(subjects::subject(SERVICE, Op::Create), move |_, req| {
-            let n = n1.clone();
-            async move { n.register(req).await }
-        })
-        .route(subjects::subject(SERVICE, Op::Get), move |_, req| {
-            let n = n2.clone();
-            async move { n.get(req).await }
-        })
-        .route(subjects::subject(SERVICE, Op::List), move |_, req| {
-            let n = n3.clone();
-            async move { n.list(req).await }
-        })
-        .route(subjects::subject(SERVICE, Op::Delete), move |_, req| {
-            let n = n4.clone();
-            async move { n.delete(req).await }
-        })
-        // A distributor's requests count only for the site whose subject they came on (what
-        // that site's NATS login may publish), never for another site they name.
-        .route(
-            subjects::localnodes_of_sites(),
-            move |ctx, req: proto::SiteNodesRequest| {
-                let n = n5.clone();
-                async move {
-                    subjects::check_site(
-                        &subjects::localnodes_of_sites(),
-                        &ctx.subject,
-                        &req.artifact_id,
-                    )
-                    .map_err(|e| ApiError::new(ErrorCode::PermissionDenied, e))?;
+static SCHEMA: Schema = Schema::new::<LocalnodesMigrator>(&["localnodes"]);
+
+#[async_trait]
+impl Service for LocalnodesService {
+    fn name(&self) -> &'static str {
+        SERVICE
+    }
+
+    fn schema(&self) -> Option<&'static Schema> {
+        Some(&SCHEMA)
+    }
+
+    async fn routes(
+        &self,
+        service: ServiceBuilder,
+        ctx: &Context,
+    ) -> Result<ServiceBuilder, StartError> {
+        let script_bus = ctx.bus.clone();
+        Ok(service
+            .with_state(Localnodes::new(ctx.db.clone()))
+            .route(
+                subjects::subject(SERVICE, Op::Create),
+                |n: Localnodes, _, req| async move { n.register(req).await },
+            )
+            .route(
+                subjects::subject(SERVICE, Op::Get),
+                |n: Localnodes, _, req| async move { n.get(req).await },
+            )
+            .route(
+                subjects::subject(SERVICE, Op::List),
+                |n: Localnodes, _, req| async move { n.list(req).await },
+            )
+            .route(
+                subjects::subject(SERVICE, Op::Delete),
+                |n: Localnodes, _, req| async move { n.delete(req).await },
+            )
+            .route(
+                subjects::localnodes_of_sites(),
+                |n: Localnodes, ctx, req: proto::SiteNodesRequest| async move {
+                    ctx.check_site(&subjects::localnodes_of_sites(), &req.artifact_id)?;
                     n.site_nodes(req).await
-                }
-            },
-        )
-        .route(
-            subjects::localnodes_reachabilities(),
-            move |ctx, req: proto::ReachabilityReport| {
-                let n = n6.clone();
-                async move {
-                    subjects::check_site(
-                        &subjects::localnodes_reachabilities(),
-                        &ctx.subject,
-                        &req.artifact_id,
-                    )
-                    .map_err(|e| ApiError::new(ErrorCode::PermissionDenied, e))?;
+                },
+            )
+            .route(
+                subjects::localnodes_reachabilities(),
+                |n: Localnodes, ctx, req: proto::ReachabilityReport| async move {
+                    ctx.check_site(&subjects::localnodes_reachabilities(), &req.artifact_id)?;
                     n.reachability(req).await
-                }
-            },
-        )
-        .route(subjects::localnodes_run_script(), move |_, req| {
-            let (n, bus) = (n7.clone(), script_bus.clone());
-            async move { n.run_script(&bus, req).await }
-        })
-        .start()
-        .await?)
+                },
+            )
+            .route(
+                subjects::localnodes_run_script(),
+                move |n: Localnodes, _, req| {
+                    let bus = script_bus.clone();
+                    async move { n.run_script(&bus, req).await }
+                },
+            )
+            .builder())
+    }
 }

@@ -8,12 +8,13 @@
 
 mod migrations;
 
-use bootfleet_api::subjects::{Op, ScriptKind};
+use bootfleet_api::subjects::{self, Op, ScriptKind};
 use bootfleet_api::{proto, validate, ApiError, ErrorCode, ListParams};
-use bootfleet_bus::{Bus, BusError, RunningService, ServiceBuilder};
+use bootfleet_bus::ServiceBuilder;
+use bootfleet_service_kit::{async_trait, Context, Schema, Service, StartError};
 use bootfleet_store::sea_orm::sea_query::{Alias, Expr, OnConflict, Query};
 use bootfleet_store::sea_orm::{ConnectionTrait, DatabaseConnection, FromQueryResult};
-use bootfleet_store::{db_error, now_ms, StoreError, TableSpec};
+use bootfleet_store::{db_error, now_ms, TableSpec};
 
 pub use migrations::{KickstartsMigrator, MainscriptsMigrator};
 
@@ -172,72 +173,94 @@ impl TextRegistry {
     }
 }
 
-fn register(mut builder: ServiceBuilder, registry: TextRegistry) -> ServiceBuilder {
+/// Adds the five routes of one registry.
+fn register(builder: ServiceBuilder, registry: TextRegistry) -> ServiceBuilder {
     let kind = registry.kind;
-    let r = registry.clone();
-    builder = builder.route(kind.subject(Op::Create), move |_, req| {
-        let r = r.clone();
-        async move { r.create(req).await }
-    });
-    let r = registry.clone();
-    builder = builder.route(kind.subject(Op::Get), move |_, req| {
-        let r = r.clone();
-        async move { r.get(req).await }
-    });
-    let r = registry.clone();
-    builder = builder.route(kind.subject(Op::Update), move |_, req| {
-        let r = r.clone();
-        async move { r.update(req).await }
-    });
-    let r = registry.clone();
-    builder = builder.route(kind.subject(Op::Delete), move |_, req| {
-        let r = r.clone();
-        async move { r.delete(req).await }
-    });
-    let r = registry;
-    builder.route(kind.subject(Op::List), move |_, req| {
-        let r = r.clone();
-        async move { r.list(req).await }
-    })
+    builder
+        .with_state(registry)
+        .route(
+            kind.subject(Op::Create),
+            |r: TextRegistry, _, req| async move { r.create(req).await },
+        )
+        .route(
+            kind.subject(Op::Get),
+            |r: TextRegistry, _, req| async move { r.get(req).await },
+        )
+        .route(
+            kind.subject(Op::Update),
+            |r: TextRegistry, _, req| async move { r.update(req).await },
+        )
+        .route(
+            kind.subject(Op::Delete),
+            |r: TextRegistry, _, req| async move { r.delete(req).await },
+        )
+        .route(
+            kind.subject(Op::List),
+            |r: TextRegistry, _, req| async move { r.list(req).await },
+        )
+        .builder()
 }
 
-#[derive(Debug, thiserror::Error)]
-pub enum StartError {
-    #[error(transparent)]
-    Store(#[from] StoreError),
-    #[error(transparent)]
-    Bus(#[from] BusError),
-}
-
-async fn start(
-    bus: Bus,
-    db: DatabaseConnection,
-    service: &'static str,
-) -> Result<RunningService, StartError> {
-    let mut builder = ServiceBuilder::new(bus, service);
+/// Adds the registries `service` owns.
+fn register_all(mut builder: ServiceBuilder, db: &DatabaseConnection) -> ServiceBuilder {
+    let service = builder.service();
     for kind in ScriptKind::ALL
         .into_iter()
         .filter(|k| k.service() == service)
     {
         builder = register(builder, TextRegistry::new(kind, db.clone()));
     }
-    Ok(builder.start().await?)
+    builder
 }
 
-/// Migrates and starts the `mainscripts` service (mainscripts and subscripts).
-pub async fn start_mainscripts(
-    bus: Bus,
-    db: DatabaseConnection,
-) -> Result<RunningService, StartError> {
-    bootfleet_store::migrate::<MainscriptsMigrator>(&db).await?;
-    start(bus, db, "mainscripts").await
+/// The `mainscripts` service: mainscripts and subscripts.
+#[derive(Debug)]
+pub struct MainscriptsService;
+
+static MAINSCRIPTS_SCHEMA: Schema =
+    Schema::new::<MainscriptsMigrator>(&["mainscripts", "subscripts"]);
+
+#[async_trait]
+impl Service for MainscriptsService {
+    fn name(&self) -> &'static str {
+        subjects::MAINSCRIPTS
+    }
+
+    fn schema(&self) -> Option<&'static Schema> {
+        Some(&MAINSCRIPTS_SCHEMA)
+    }
+
+    async fn routes(
+        &self,
+        service: ServiceBuilder,
+        ctx: &Context,
+    ) -> Result<ServiceBuilder, StartError> {
+        Ok(register_all(service, &ctx.db))
+    }
 }
 
-/// Migrates and starts the `kickstarts` service (kickstarts, prebootscripts, postbootscripts).
-pub async fn start_kickstarts(
-    bus: Bus,
-    db: DatabaseConnection,
-) -> Result<RunningService, StartError> {
-    bootfleet_store::migrate::<KickstartsMigrator>(&db).await?;
-    start(bus, db, "kickstarts").await
+/// The `kickstarts` service: kickstarts, prebootscripts and postbootscripts.
+#[derive(Debug)]
+pub struct KickstartsService;
+
+static KICKSTARTS_SCHEMA: Schema =
+    Schema::new::<KickstartsMigrator>(&["kickstarts", "prebootscripts", "postbootscripts"]);
+
+#[async_trait]
+impl Service for KickstartsService {
+    fn name(&self) -> &'static str {
+        subjects::KICKSTARTS
+    }
+
+    fn schema(&self) -> Option<&'static Schema> {
+        Some(&KICKSTARTS_SCHEMA)
+    }
+
+    async fn routes(
+        &self,
+        service: ServiceBuilder,
+        ctx: &Context,
+    ) -> Result<ServiceBuilder, StartError> {
+        Ok(register_all(service, &ctx.db))
+    }
 }

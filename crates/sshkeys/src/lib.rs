@@ -6,16 +6,15 @@ mod migrations;
 
 use bootfleet_api::subjects::{self, Op};
 use bootfleet_api::{proto, validate, ApiError, ErrorCode, ListParams};
-use bootfleet_bus::{Bus, BusError, RunningService, ServiceBuilder};
+use bootfleet_bus::ServiceBuilder;
+use bootfleet_service_kit::{async_trait, Context, Schema, Service, StartError};
 use bootfleet_store::sea_orm::sea_query::{Alias, Expr, OnConflict, Query};
 use bootfleet_store::sea_orm::{
     ConnectionTrait, DatabaseConnection, DbErr, FromQueryResult, SqlErr,
 };
-use bootfleet_store::{db_error, now_ms, StoreError, TableSpec};
+use bootfleet_store::{db_error, now_ms, TableSpec};
 
 pub use migrations::SshkeysMigrator;
-
-pub const SERVICE: &str = subjects::SSHKEYS;
 
 static SPEC: TableSpec = TableSpec {
     table: "sshkeys",
@@ -204,43 +203,46 @@ pub async fn generate(req: proto::GenerateSshKey) -> Result<proto::GeneratedSshK
         .map_err(|e| ApiError::internal(format!("key generation task failed: {e}")))?
 }
 
-#[derive(Debug, thiserror::Error)]
-pub enum StartError {
-    #[error(transparent)]
-    Store(#[from] StoreError),
-    #[error(transparent)]
-    Bus(#[from] BusError),
-}
+/// The `sshkeys` service.
+#[derive(Debug)]
+pub struct SshkeysService;
 
-/// Migrates and starts the `sshkeys` service.
-pub async fn start(bus: Bus, db: DatabaseConnection) -> Result<RunningService, StartError> {
-    bootfleet_store::migrate::<SshkeysMigrator>(&db).await?;
-    let keys = SshKeys::new(db);
-    let subject = |op| subjects::subject(SERVICE, op);
-    let (k1, k2, k3, k4, k5) = (keys.clone(), keys.clone(), keys.clone(), keys.clone(), keys);
-    let service = ServiceBuilder::new(bus, SERVICE)
-        .route(subject(Op::Create), move |_, req| {
-            let k = k1.clone();
-            async move { k.create(req).await }
-        })
-        .route(subject(Op::Get), move |_, req| {
-            let k = k2.clone();
-            async move { k.get(req).await }
-        })
-        .route(subject(Op::Update), move |_, req| {
-            let k = k3.clone();
-            async move { k.update(req).await }
-        })
-        .route(subject(Op::Delete), move |_, req| {
-            let k = k4.clone();
-            async move { k.delete(req).await }
-        })
-        .route(subject(Op::List), move |_, req| {
-            let k = k5.clone();
-            async move { k.list(req).await }
-        })
-        .route(subject(Op::Generate), |_, req| generate(req))
-        .start()
-        .await?;
-    Ok(service)
+static SCHEMA: Schema = Schema::new::<SshkeysMigrator>(&["sshkeys"]);
+
+#[async_trait]
+impl Service for SshkeysService {
+    fn name(&self) -> &'static str {
+        subjects::SSHKEYS
+    }
+
+    fn schema(&self) -> Option<&'static Schema> {
+        Some(&SCHEMA)
+    }
+
+    async fn routes(
+        &self,
+        service: ServiceBuilder,
+        ctx: &Context,
+    ) -> Result<ServiceBuilder, StartError> {
+        let subject = |op| subjects::subject(subjects::SSHKEYS, op);
+        Ok(service
+            .route(subject(Op::Generate), |_, req| generate(req))
+            .with_state(SshKeys::new(ctx.db.clone()))
+            .route(subject(Op::Create), |k: SshKeys, _, req| async move {
+                k.create(req).await
+            })
+            .route(subject(Op::Get), |k: SshKeys, _, req| async move {
+                k.get(req).await
+            })
+            .route(subject(Op::Update), |k: SshKeys, _, req| async move {
+                k.update(req).await
+            })
+            .route(subject(Op::Delete), |k: SshKeys, _, req| async move {
+                k.delete(req).await
+            })
+            .route(subject(Op::List), |k: SshKeys, _, req| async move {
+                k.list(req).await
+            })
+            .builder())
+    }
 }

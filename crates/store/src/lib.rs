@@ -12,6 +12,8 @@ use sea_orm_migration::MigratorTrait;
 pub use sea_orm;
 pub use sea_orm_migration;
 
+pub mod schema;
+
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("cannot open database {url}: {source}")]
@@ -92,7 +94,7 @@ pub async fn connect(url: &str) -> Result<DatabaseConnection, StoreError> {
 /// it first read; one that a migration's own queries opened mid-migration kept the old schema,
 /// and SQLite does not notice that for every statement (an upsert's conflict target, say), so
 /// no connection that saw a half-migrated schema may go on serving. Run every migration before
-/// serving from `db` (see `bootfleet::start_services`).
+/// serving from `db` (see `bootfleet_service_kit::migrate`).
 pub async fn migrate<M: MigratorTrait>(db: &DatabaseConnection) -> Result<(), StoreError> {
     if db.get_database_backend() != sea_orm::DatabaseBackend::Sqlite {
         return M::up(db, None).await.map_err(StoreError::Migrate);

@@ -1,0 +1,189 @@
+//! Building blocks for the services' migrations. Every registry table has the same key and
+//! timestamps, and a migration that creates tables or adds columns is data rather than a new
+//! type with its own `up` and `down`.
+
+use sea_orm_migration::prelude::*;
+
+/// The columns every registry table has, around its own.
+#[derive(Debug, DeriveIden)]
+pub enum RegistryColumn {
+    /// A UUID as text, chosen by the gateway (so a retried create finds the row it made).
+    Id,
+    /// Unix milliseconds.
+    CreatedAt,
+    /// Unix milliseconds.
+    UpdatedAt,
+}
+
+/// A registry table: `id` first, its own columns, then `created_at` and `updated_at`.
+#[derive(Debug)]
+pub struct RegistryTable {
+    name: DynIden,
+    columns: Vec<ColumnDef>,
+    indexes: Vec<IndexCreateStatement>,
+}
+
+impl RegistryTable {
+    pub fn new(name: impl IntoIden) -> Self {
+        RegistryTable {
+            name: name.into_iden(),
+            columns: Vec::new(),
+            indexes: Vec::new(),
+        }
+    }
+
+    pub fn col(mut self, column: &mut ColumnDef) -> Self {
+        self.columns.push(column.to_owned());
+        self
+    }
+
+    /// An index over `columns`. Index names are part of the schema of databases already made,
+    /// so each is spelled out rather than derived.
+    pub fn index<C: IntoIden>(
+        mut self,
+        name: &str,
+        unique: bool,
+        columns: impl IntoIterator<Item = C>,
+    ) -> Self {
+        let mut index = Index::create();
+        index.if_not_exists().name(name).table(self.name.clone());
+        if unique {
+            index.unique();
+        }
+        for column in columns {
+            index.col(column.into_iden());
+        }
+        self.indexes.push(index);
+        self
+    }
+
+    fn create(&self) -> TableCreateStatement {
+        let mut table = Table::create();
+        table.table(self.name.clone()).if_not_exists().col(
+            ColumnDef::new(RegistryColumn::Id)
+                .string_len(36)
+                .not_null()
+                .primary_key(),
+        );
+        for column in &self.columns {
+            table.col(column.clone());
+        }
+        table
+            .col(
+                ColumnDef::new(RegistryColumn::CreatedAt)
+                    .big_integer()
+                    .not_null(),
+            )
+            .col(
+                ColumnDef::new(RegistryColumn::UpdatedAt)
+                    .big_integer()
+                    .not_null(),
+            )
+            .to_owned()
+    }
+}
+
+/// A migration that creates registry tables and their indexes, and drops them on the way down.
+#[derive(Debug)]
+pub struct CreateTables {
+    name: &'static str,
+    tables: Vec<RegistryTable>,
+}
+
+/// See [`CreateTables`].
+pub fn create_tables(name: &'static str, tables: Vec<RegistryTable>) -> Box<dyn MigrationTrait> {
+    Box::new(CreateTables { name, tables })
+}
+
+impl MigrationName for CreateTables {
+    fn name(&self) -> &str {
+        self.name
+    }
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for CreateTables {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        for table in &self.tables {
+            manager.create_table(table.create()).await?;
+            for index in &table.indexes {
+                manager.create_index(index.clone()).await?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        for table in self.tables.iter().rev() {
+            manager
+                .drop_table(
+                    Table::drop()
+                        .table(table.name.clone())
+                        .if_exists()
+                        .to_owned(),
+                )
+                .await?;
+        }
+        Ok(())
+    }
+}
+
+/// A migration that adds columns to a table, and drops them on the way down. Each column needs
+/// a default, for the rows already there.
+#[derive(Debug)]
+pub struct AddColumns {
+    name: &'static str,
+    table: DynIden,
+    columns: Vec<ColumnDef>,
+}
+
+/// See [`AddColumns`].
+pub fn add_columns(
+    name: &'static str,
+    table: impl IntoIden,
+    columns: Vec<&mut ColumnDef>,
+) -> Box<dyn MigrationTrait> {
+    Box::new(AddColumns {
+        name,
+        table: table.into_iden(),
+        columns: columns.into_iter().map(|c| c.to_owned()).collect(),
+    })
+}
+
+impl MigrationName for AddColumns {
+    fn name(&self) -> &str {
+        self.name
+    }
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for AddColumns {
+    // One statement per column: SQLite adds one column per ALTER TABLE.
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        for column in &self.columns {
+            manager
+                .alter_table(
+                    Table::alter()
+                        .table(self.table.clone())
+                        .add_column(column.clone())
+                        .to_owned(),
+                )
+                .await?;
+        }
+        Ok(())
+    }
+
+    async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        for column in &self.columns {
+            manager
+                .alter_table(
+                    Table::alter()
+                        .table(self.table.clone())
+                        .drop_column(Alias::new(column.get_column_name()))
+                        .to_owned(),
+                )
+                .await?;
+        }
+        Ok(())
+    }
+}
