@@ -1890,8 +1890,8 @@ mod nats_permissions {
         agent.probe_every = Some(Duration::from_millis(200));
         let events = agent.events.clone();
         let (stop_agent, stop_rx) = tokio::sync::watch::channel(false);
-        let switch = bootfleet_distributor::agent::Switch::default();
-        let counters = Arc::new(bootfleet_distributor::agent::Counters::default());
+        let switch = bootfleet_distributor::reporting::Switch::default();
+        let counters = Arc::new(bootfleet_distributor::reporting::Counters::default());
         // No DHCP, TFTP or HTTP listener: only the distributor's NATS side runs.
         let lan = Arc::new(bootfleet_distributor::lan::Lan::new(
             bootfleet_distributor::lan::Listeners {
@@ -1901,7 +1901,7 @@ mod nats_permissions {
             },
             cache.clone(),
             live.clone(),
-            bootfleet_distributor::proxy_dhcp::Reporting {
+            bootfleet_distributor::reporting::Reporting {
                 events: events.clone(),
                 switch: switch.clone(),
                 counters: counters.clone(),
