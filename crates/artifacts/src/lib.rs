@@ -476,7 +476,7 @@ pub async fn start_with(
     bootfleet_store::migrate::<ArtifactsMigrator>(&db).await?;
     let js = jetstream::new(bus.client().clone());
     worker::ensure_stream(&js).await?;
-    let objects = objects::Objects::open(&js).await?;
+    let objects = objects::Objects::open(&bus).await?;
     let a = Artifacts {
         registry: Registry::new(db),
         js,

@@ -235,7 +235,7 @@ pub async fn start_with(
         .map_err(|e| StartError::JetStream(format!("cannot create the builders' consumer: {e}")))?;
     let builder = Builder {
         registry: Registry::new(db),
-        objects: Objects::open(&js).await?,
+        objects: Objects::open(&bus).await?,
         toolbox: Arc::new(toolbox),
         config,
     };

@@ -2101,6 +2101,32 @@ mod nats_permissions {
             .await
             .expect("localnodes.reachability answered");
 
+        // The distributor's way to the bucket (the bus crate's artifact store): direct gets
+        // only, the whole object and a range across its first chunk's end.
+        let name = bootfleet_api::artifacts::object_name(key, "ipxe.efi");
+        let store = bootfleet_bus::ArtifactStore::open(&site_nodes)
+            .await
+            .expect("a opens the bucket");
+        let read = store
+            .read(&name, 1 << 20)
+            .await
+            .expect("a reads the object");
+        assert_eq!(read, content);
+        let mut range = Vec::new();
+        let mut chunks = store
+            .chunks(&name, 131_000..131_200)
+            .await
+            .expect("a reads a range");
+        while let Some(chunk) = chunks.next().await {
+            range.extend_from_slice(&chunk.expect("a chunk"));
+        }
+        assert_eq!(range, content[131_000..131_200]);
+        let log = nats.log();
+        assert!(
+            !log.contains("Violation"),
+            "reading the bucket hit a permission:\n{log}"
+        );
+
         // ... and nothing else.
         // Its own inbox space is open to it: the round trip that confirms its subscriptions.
         bootfleet_bus::sync(&client, WAIT)
@@ -2176,16 +2202,6 @@ mod nats_permissions {
             .get_object_store(subjects::ARTIFACT_BUCKET)
             .await
             .expect("a reads the bucket");
-        let name = bootfleet_api::artifacts::object_name(key, "ipxe.efi");
-        // The distributor's way: direct gets only.
-        let reader = bootfleet_distributor::boot_config::ArtifactReader::open(&client)
-            .await
-            .expect("a opens the bucket");
-        let read = reader
-            .read(&name, 1 << 20)
-            .await
-            .expect("a reads the object");
-        assert_eq!(read, content);
         assert_no_pending_error(&mut errors);
         // A consumer (the object store's own `get`) is refused: its delivery subject would be
         // a's to choose.

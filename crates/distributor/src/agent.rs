@@ -8,9 +8,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bootfleet_api::{proto, subjects, ApiError, ErrorCode};
-use bootfleet_bus::{Bus, BusConfig, ServiceBuilder, TraceParent};
+use bootfleet_bus::{ArtifactStore, Bus, BusConfig, ServiceBuilder, TraceParent};
 
-use crate::boot_config::{Applier, ArtifactReader};
+use crate::boot_config::Applier;
 use crate::reporting::{Counters, Events, Switch};
 use futures_util::StreamExt;
 use prost::Message;
@@ -109,14 +109,14 @@ impl Agent {
         // What the system asks of this distributor: apply the operator's configuration, run a
         // script on a node of the site; and, beside, the nodes' reachability probes.
         let apply_service = {
-            let (applier, client) = (applier.clone(), bus.client().clone());
+            let (applier, store_bus) = (applier.clone(), bus.clone());
             let mut service = ServiceBuilder::new(bus.clone(), "distributor-agent")
                 .route(
                     subjects::distributor_apply(&self.artifact_id),
                     move |_, config: proto::DistributorConfig| {
-                        let (applier, client) = (applier.clone(), client.clone());
+                        let (applier, store_bus) = (applier.clone(), store_bus.clone());
                         async move {
-                            let store = ArtifactReader::open(&client).await?;
+                            let store = ArtifactStore::open(&store_bus).await?;
                             applier.apply(&store, config).await
                         }
                     },
@@ -247,15 +247,12 @@ impl Heartbeat {
             if applying.swap(true, Ordering::SeqCst) {
                 continue;
             }
-            let (applier, client, applying) = (
-                self.applier.clone(),
-                self.bus.client().clone(),
-                applying.clone(),
-            );
+            let (applier, bus, applying) =
+                (self.applier.clone(), self.bus.clone(), applying.clone());
             tokio::spawn(async move {
-                let outcome = match ArtifactReader::open(&client).await {
+                let outcome = match ArtifactStore::open(&bus).await {
                     Ok(store) => applier.apply(&store, config).await.map(|_| ()),
-                    Err(e) => Err(e),
+                    Err(e) => Err(ApiError::from(e)),
                 };
                 if let Err(e) = outcome {
                     tracing::warn!(error = %e.message, "cannot apply the stored configuration; retrying with the next heartbeat");
