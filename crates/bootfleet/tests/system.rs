@@ -1896,8 +1896,8 @@ mod nats_permissions {
         agent.probe_every = Some(Duration::from_millis(200));
         let events = agent.events.clone();
         let (stop_agent, stop_rx) = tokio::sync::watch::channel(false);
-        let switch = bootfleet_distributor::agent::Switch::default();
-        let counters = Arc::new(bootfleet_distributor::agent::Counters::default());
+        let switch = bootfleet_distributor::reporting::Switch::default();
+        let counters = Arc::new(bootfleet_distributor::reporting::Counters::default());
         // No DHCP, TFTP or HTTP listener: only the distributor's NATS side runs.
         let lan = Arc::new(bootfleet_distributor::lan::Lan::new(
             bootfleet_distributor::lan::Listeners {
@@ -1907,7 +1907,7 @@ mod nats_permissions {
             },
             cache.clone(),
             live.clone(),
-            bootfleet_distributor::proxy_dhcp::Reporting {
+            bootfleet_distributor::reporting::Reporting {
                 events: events.clone(),
                 switch: switch.clone(),
                 counters: counters.clone(),
@@ -2107,6 +2107,32 @@ mod nats_permissions {
             .await
             .expect("localnodes.reachability answered");
 
+        // The distributor's way to the bucket (the bus crate's artifact store): direct gets
+        // only, the whole object and a range across its first chunk's end.
+        let name = bootfleet_api::artifacts::object_name(key, "ipxe.efi");
+        let store = bootfleet_bus::ArtifactStore::open(&site_nodes)
+            .await
+            .expect("a opens the bucket");
+        let read = store
+            .read(&name, 1 << 20)
+            .await
+            .expect("a reads the object");
+        assert_eq!(read, content);
+        let mut range = Vec::new();
+        let mut chunks = store
+            .chunks(&name, 131_000..131_200)
+            .await
+            .expect("a reads a range");
+        while let Some(chunk) = chunks.next().await {
+            range.extend_from_slice(&chunk.expect("a chunk"));
+        }
+        assert_eq!(range, content[131_000..131_200]);
+        let log = nats.log();
+        assert!(
+            !log.contains("Violation"),
+            "reading the bucket hit a permission:\n{log}"
+        );
+
         // ... and nothing else.
         // Its own inbox space is open to it: the round trip that confirms its subscriptions.
         bootfleet_bus::sync(&client, WAIT)
@@ -2182,16 +2208,6 @@ mod nats_permissions {
             .get_object_store(subjects::ARTIFACT_BUCKET)
             .await
             .expect("a reads the bucket");
-        let name = bootfleet_api::artifacts::object_name(key, "ipxe.efi");
-        // The distributor's way: direct gets only.
-        let reader = bootfleet_distributor::boot_config::ArtifactReader::open(&client)
-            .await
-            .expect("a opens the bucket");
-        let read = reader
-            .read(&name, 1 << 20)
-            .await
-            .expect("a reads the object");
-        assert_eq!(read, content);
         assert_no_pending_error(&mut errors);
         // A consumer (the object store's own `get`) is refused: its delivery subject would be
         // a's to choose.

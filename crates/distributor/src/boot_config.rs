@@ -5,10 +5,9 @@
 
 use std::sync::{Arc, Mutex};
 
-use async_nats::jetstream::object_store::ObjectStore;
-use async_nats::jetstream::stream::Stream;
 use bootfleet_api::artifacts::object_name;
-use bootfleet_api::{proto, subjects, ApiError, ErrorCode};
+use bootfleet_api::{proto, ApiError, ErrorCode};
+use bootfleet_bus::ArtifactStore;
 use bootfleet_netboot::dhcp::{BootFiles, ProxyConfig};
 use prost::Message;
 use sha2::{Digest, Sha256};
@@ -21,62 +20,7 @@ use crate::proxy_dhcp::LiveConfig;
 /// script for the client's platform.
 pub const ARTIFACT_BOOTSTRAP: &str = "bootfleet-artifacts.ipxe";
 /// Boot programs are a few MiB; this bounds what a bad row could make us download.
-const MAX_FILE_BYTES: usize = 64 * 1024 * 1024;
-
-/// Reads objects of the artifact bucket by JetStream direct get only. No consumer is created,
-/// so a distributor's NATS login needs no right to create one: a consumer's delivery subject
-/// is its creator's choice, which subject permissions cannot bound.
-pub struct ArtifactReader {
-    store: ObjectStore,
-    stream: Stream<()>,
-}
-
-impl std::fmt::Debug for ArtifactReader {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ArtifactReader").finish_non_exhaustive()
-    }
-}
-
-impl ArtifactReader {
-    pub async fn open(client: &async_nats::Client) -> Result<ArtifactReader, ApiError> {
-        let unreachable =
-            |e: String| ApiError::unavailable(format!("the artifact store is not reachable: {e}"));
-        let jetstream = async_nats::jetstream::new(client.clone());
-        let store = jetstream
-            .get_object_store(subjects::ARTIFACT_BUCKET)
-            .await
-            .map_err(|e| unreachable(e.to_string()))?;
-        let stream = jetstream
-            .get_stream_no_info(format!("OBJ_{}", subjects::ARTIFACT_BUCKET))
-            .await
-            .map_err(|e| unreachable(e.to_string()))?;
-        Ok(ArtifactReader { store, stream })
-    }
-
-    /// The object's bytes, refused when its metadata says it is larger than `limit`.
-    pub async fn read(&self, name: &str, limit: usize) -> Result<Vec<u8>, String> {
-        let info = self.store.info(name).await.map_err(|e| e.to_string())?;
-        if info.size > limit {
-            return Err(format!("{} bytes, more than {limit}", info.size));
-        }
-        let chunks = format!("$O.{}.C.{}", subjects::ARTIFACT_BUCKET, info.nuid);
-        let mut bytes = Vec::with_capacity(info.size);
-        let mut from = None;
-        for _ in 0..info.chunks {
-            let chunk = self
-                .stream
-                .direct_get_next_for_subject(chunks.as_str(), from)
-                .await
-                .map_err(|e| e.to_string())?;
-            bytes.extend_from_slice(&chunk.payload);
-            if bytes.len() > info.size {
-                break;
-            }
-            from = Some(chunk.sequence + 1);
-        }
-        Ok(bytes)
-    }
-}
+const MAX_FILE_BYTES: u64 = 64 * 1024 * 1024;
 
 #[derive(Debug)]
 pub struct Applier {
@@ -138,7 +82,7 @@ impl Applier {
 
     pub async fn apply(
         &self,
-        store: &ArtifactReader,
+        store: &ArtifactStore,
         config: proto::DistributorConfig,
     ) -> Result<proto::DistributorConfigApplied, ApiError> {
         let _one_at_a_time = self.busy.lock().await;
@@ -224,19 +168,23 @@ impl Applier {
     /// Fetches one file, checks its digest, and renames it into place.
     async fn install(
         &self,
-        store: &ArtifactReader,
+        store: &ArtifactStore,
         key: &str,
         file: &proto::ArtifactFile,
         path: &str,
     ) -> Result<(), ApiError> {
-        let unavailable =
-            |e: String| ApiError::unavailable(format!("cannot fetch {}: {e}", file.name));
+        let unavailable = |e: bootfleet_bus::ArtifactStoreError| {
+            ApiError::unavailable(format!("cannot fetch {}: {e}", file.name))
+        };
+        // Read by direct get only: a distributor's login may not create a consumer.
         let bytes = store
             .read(&object_name(key, &file.name), MAX_FILE_BYTES)
             .await
             .map_err(unavailable)?;
         let digest = hex(&Sha256::digest(&bytes));
-        if bytes.len() > MAX_FILE_BYTES || digest != file.sha256 || bytes.len() as u64 != file.size
+        if bytes.len() as u64 > MAX_FILE_BYTES
+            || digest != file.sha256
+            || bytes.len() as u64 != file.size
         {
             return Err(conflict(format!(
                 "{} failed its check (sha256 {digest}, {} bytes; expected {}, {} bytes): not installed",

@@ -22,7 +22,7 @@ use bootfleet_netboot::tftp;
 use tokio::io::AsyncReadExt;
 
 use crate::cache::{Cache, OpenError};
-use crate::proxy_dhcp::Reporting;
+use crate::reporting::Reporting;
 
 const CHUNK: usize = 64 * 1024;
 
@@ -243,7 +243,7 @@ mod tests {
     use std::sync::atomic::{AtomicU64, Ordering};
     use std::sync::Arc;
 
-    use crate::agent::{Events, Switch};
+    use crate::reporting::{Events, Switch};
 
     struct Server {
         url: String,

@@ -16,7 +16,7 @@ use tokio::net::UdpSocket;
 use tokio::sync::watch;
 
 use crate::cache::{Cache, OpenError};
-use crate::proxy_dhcp::Reporting;
+use crate::reporting::Reporting;
 use crate::sockets::{self, Sharing};
 
 pub const TFTP_PORT: u16 = 69;

@@ -16,7 +16,6 @@ use bootfleet_api::{proto, ApiError, ErrorCode};
 use bootfleet_http_range::{decide, ETag, Representation};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
-use tokio::io::AsyncReadExt;
 
 use super::{created, list_params, path_id, Body, Param, ParamType, RouteDef, ID, LIST_PARAMS};
 use crate::auth::Access;
@@ -24,7 +23,6 @@ use crate::http::{HttpError, HttpResult, JsonBody, Trace};
 use crate::AppState;
 
 const SERVICE: &str = subjects::ARTIFACTS;
-const CHUNK: usize = 64 * 1024;
 
 /// What differs between the kinds: their types and schema names.
 trait Kind: Send + Sync + 'static {
@@ -324,37 +322,14 @@ async fn download(
     let Some(range) = answer.body else {
         return Ok(response);
     };
-    let object = s
+    // The head goes out before the bytes are read, so resuming a large file far in is not
+    // held to the request deadline while the store skips to the range's start.
+    let body = s
         .artifact_store()
         .await?
-        .get(object_name(&row.key, &entry.name).as_str())
+        .chunks(&object_name(&row.key, &entry.name), range)
         .await
-        .map_err(|e| {
-            ApiError::unavailable(format!("cannot read {file} from the artifact store: {e}"))
-        })?;
-    // The object store has no seek: the range's start is skipped inside the body, once the
-    // head is out, so resuming a large file far in is not held to the request deadline.
-    let state = (object, range.start, range.end - range.start);
-    let body = futures_util::stream::unfold(state, |(mut reader, skip, left)| async move {
-        if skip > 0 {
-            let mut skipped = (&mut reader).take(skip);
-            if let Err(e) = tokio::io::copy(&mut skipped, &mut tokio::io::sink()).await {
-                return Some((Err(e), (reader, 0, 0)));
-            }
-        }
-        if left == 0 {
-            return None;
-        }
-        let mut buf = vec![0u8; CHUNK.min(usize::try_from(left).unwrap_or(CHUNK))];
-        match reader.read(&mut buf).await {
-            Ok(0) => None,
-            Ok(n) => {
-                buf.truncate(n);
-                Some((Ok::<_, std::io::Error>(buf), (reader, 0, left - n as u64)))
-            }
-            Err(e) => Some((Err(e), (reader, 0, 0))),
-        }
-    });
+        .map_err(ApiError::from)?;
     *response.body_mut() = HttpBody::from_stream(body);
     Ok(response)
 }
