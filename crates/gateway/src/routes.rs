@@ -207,36 +207,30 @@ const NODE_TOKEN: Param = Param {
 
 /// The rows and total of a bus list answer.
 trait ListReply: prost::Message + Default {
-    type Item;
+    /// A row as the service sends it.
+    type Item: prost::Message + Default;
     fn into_parts(self) -> (Vec<Self::Item>, u64);
 }
 
+/// `list_reply!(proto::ThingList => proto::Thing)`: every list answer has `rows` and `total`.
 macro_rules! list_reply {
-    ($($list:ty => $item:ty),* $(,)?) => {
-        $(impl ListReply for $list {
+    ($list:ty => $item:ty) => {
+        impl super::ListReply for $list {
             type Item = $item;
             fn into_parts(self) -> (Vec<$item>, u64) {
                 (self.rows, self.total)
             }
-        })*
+        }
     };
 }
-
-list_reply!(
-    proto::ScriptList => proto::Script,
-    proto::SshKeyList => proto::SshKey,
-    proto::DistributorList => proto::Distributor,
-    proto::LocalNodeList => proto::LocalNode,
-    proto::ArtifactList => proto::Artifact,
-);
+use list_reply;
 
 /// A REST collection, `/api/<name>`, whose rows a service keeps: what the routes every
 /// collection has in the same form ([`list_route`], [`get_route`], [`delete_route`]) ask on the
 /// bus, and how the answers become REST rows.
 trait Collection: Clone + Send + Sync + 'static {
-    /// A row as the service sends it.
-    type Item: prost::Message + Default;
-    type List: ListReply<Item = Self::Item>;
+    /// The service's list answer.
+    type List: ListReply;
     /// A row as the REST API shows it.
     type Row: Serialize + ToSchema + Send;
 
@@ -245,7 +239,7 @@ trait Collection: Clone + Send + Sync + 'static {
 
     fn subject(&self, op: Op) -> String;
 
-    fn row(&self, item: Self::Item) -> Result<Self::Row, ApiError>;
+    fn row(&self, item: Item<Self>) -> Result<Self::Row, ApiError>;
 
     /// The list request; the bare one unless the service needs more.
     fn list_request(&self, list: proto::ListRequest) -> impl prost::Message {
@@ -257,6 +251,9 @@ trait Collection: Clone + Send + Sync + 'static {
         proto::IdRequest { id }
     }
 }
+
+/// A row of `C` as the service sends it.
+type Item<C> = <<C as Collection>::List as ListReply>::Item;
 
 async fn list<C: Collection>(
     State(s): State<AppState>,
@@ -290,7 +287,7 @@ async fn by_id<C: Collection>(
     Path(id): Path<String>,
 ) -> HttpResult<Json<C::Row>> {
     let req = collection.id_request(path_id(&id)?);
-    let item: C::Item = s.bus.request(&t, &collection.subject(op), &req).await?;
+    let item: Item<C> = s.bus.request(&t, &collection.subject(op), &req).await?;
     Ok(Json(collection.row(item)?))
 }
 

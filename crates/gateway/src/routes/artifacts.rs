@@ -19,8 +19,8 @@ use tokio::io::AsyncReadExt;
 use utoipa::ToSchema;
 
 use super::{
-    capitalized, created, delete_route, get_route, list_route, path_id, Body, BodySchema,
-    Collection, Param, ParamType, RouteDef, ID, NODE_TOKEN,
+    capitalized, created, delete_route, get_route, list_reply, list_route, path_id, Body,
+    BodySchema, Collection, Param, ParamType, RouteDef, ID, NODE_TOKEN,
 };
 use crate::auth::Access;
 use crate::http::{HttpResult, JsonBody, Trace};
@@ -98,9 +98,10 @@ kind!(
 );
 kind!(Isos, ArtifactKind::Isos, IsoInput, IsoRow);
 
+list_reply!(proto::ArtifactList => proto::Artifact);
+
 /// One artifacts service keeps all kinds: its requests name the kind.
 impl<K: Kind> Collection for K {
-    type Item = proto::Artifact;
     type List = proto::ArtifactList;
     type Row = K::Row;
 

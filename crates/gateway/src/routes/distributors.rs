@@ -10,7 +10,9 @@ use bootfleet_api::subjects::{self, Op};
 use bootfleet_api::{proto, validate, ApiError};
 
 use super::artifacts::local_path;
-use super::{get_route, list_route, path_id, Body, BodySchema, Collection, RouteDef, ID};
+use super::{
+    get_route, list_reply, list_route, path_id, Body, BodySchema, Collection, RouteDef, ID,
+};
 use crate::auth::Access;
 use crate::http::{Deadline, HttpResult, JsonBody, Trace};
 use crate::AppState;
@@ -23,8 +25,9 @@ const CONFIGURE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(75
 #[derive(Clone, Copy, Debug)]
 struct Distributors;
 
+list_reply!(proto::DistributorList => proto::Distributor);
+
 impl Collection for Distributors {
-    type Item = proto::Distributor;
     type List = proto::DistributorList;
     type Row = DistributorRow;
 

@@ -13,8 +13,8 @@ use bootfleet_api::subjects::{self, Op};
 use bootfleet_api::{proto, validate, ApiError, ErrorCode};
 
 use super::{
-    created, delete_route, get_route, list_route, path_id, query_pairs, uncached, Body, BodySchema,
-    Collection, Param, ParamType, RouteDef, ID,
+    created, delete_route, get_route, list_reply, list_route, path_id, query_pairs, uncached, Body,
+    BodySchema, Collection, Param, ParamType, RouteDef, ID,
 };
 use crate::auth::Access;
 use crate::http::{Deadline, HttpResult, JsonBody, Trace};
@@ -25,8 +25,9 @@ const SERVICE: &str = subjects::LOCALNODES;
 #[derive(Clone, Copy, Debug)]
 struct LocalNodes;
 
+list_reply!(proto::LocalNodeList => proto::LocalNode);
+
 impl Collection for LocalNodes {
-    type Item = proto::LocalNode;
     type List = proto::LocalNodeList;
     type Row = LocalNodeRow;
 

@@ -11,15 +11,16 @@ use bootfleet_api::subjects::{Op, ScriptKind};
 use bootfleet_api::{proto, validate, ApiError};
 
 use super::{
-    capitalized, created, delete_route, list_route, path_id, raw_text, wants_json, Body,
-    BodySchema, Collection, RouteDef, ID, NODE_TOKEN,
+    capitalized, created, delete_route, list_reply, list_route, path_id, raw_text, wants_json,
+    Body, BodySchema, Collection, RouteDef, ID, NODE_TOKEN,
 };
 use crate::auth::Access;
 use crate::http::{HttpResult, JsonBody, Trace};
 use crate::AppState;
 
+list_reply!(proto::ScriptList => proto::Script);
+
 impl Collection for ScriptKind {
-    type Item = proto::Script;
     type List = proto::ScriptList;
     type Row = ScriptRow;
 

@@ -11,8 +11,8 @@ use bootfleet_api::subjects::{self, Op};
 use bootfleet_api::{proto, validate, ApiError};
 
 use super::{
-    created, delete_route, list_route, path_id, query_pairs, raw_text, uncached, wants_json, Body,
-    BodySchema, Collection, Param, ParamType, RouteDef, ID, NODE_TOKEN,
+    created, delete_route, list_reply, list_route, path_id, query_pairs, raw_text, uncached,
+    wants_json, Body, BodySchema, Collection, Param, ParamType, RouteDef, ID, NODE_TOKEN,
 };
 use crate::auth::Access;
 use crate::http::{Deadline, HttpError, HttpResult, JsonBody, Trace};
@@ -27,8 +27,9 @@ fn subject(op: Op) -> String {
 #[derive(Clone, Copy, Debug)]
 struct SshKeys;
 
+list_reply!(proto::SshKeyList => proto::SshKey);
+
 impl Collection for SshKeys {
-    type Item = proto::SshKey;
     type List = proto::SshKeyList;
     type Row = SshKeyRow;
 
