@@ -147,5 +147,6 @@ pub fn gateway_config(secret: Secret) -> Result<GatewayConfig, String> {
         open_node_reads,
         body_limit,
         limits,
+        services: crate::service_names(),
     })
 }

@@ -78,6 +78,7 @@ async fn lab_with_limits(
         database_url,
         listen: "127.0.0.1:0".parse().expect("addr"),
         gateway: GatewayConfig {
+            services: bootfleet::service_names(),
             verifier: Verifier::new(secret()),
             open_node_reads,
             body_limit: DEFAULT_BODY_LIMIT,
@@ -1093,6 +1094,7 @@ async fn readyz_reports_a_missing_service() {
         .expect("bind");
     let addr = listener.local_addr().expect("addr");
     let config = GatewayConfig {
+        services: bootfleet::service_names(),
         verifier: Verifier::new(secret()),
         open_node_reads: false,
         body_limit: DEFAULT_BODY_LIMIT,
@@ -1845,6 +1847,7 @@ mod nats_permissions {
             database_url: database_url(Backend::Sqlite, dir.path()),
             listen: "127.0.0.1:0".parse().expect("addr"),
             gateway: GatewayConfig {
+                services: bootfleet::service_names(),
                 verifier: Verifier::new(secret.clone()),
                 open_node_reads: false,
                 body_limit: DEFAULT_BODY_LIMIT,

@@ -92,6 +92,7 @@ impl Infra {
             database_url: bootfleet_store_url(dir.path()),
             listen: "10.77.0.2:8080".parse().expect("addr"),
             gateway: GatewayConfig {
+                services: bootfleet::service_names(),
                 verifier: Verifier::new(secret.clone()),
                 open_node_reads: false,
                 body_limit: DEFAULT_BODY_LIMIT,

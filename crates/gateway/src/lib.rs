@@ -34,6 +34,8 @@ pub struct GatewayConfig {
     pub body_limit: usize,
     /// Timeouts and the connection bound (see [`server`]).
     pub limits: server::ServeLimits,
+    /// The services `/readyz` asks, by their bus names (`bootfleet::service_names()`).
+    pub services: Vec<&'static str>,
 }
 
 #[derive(Clone, Debug)]

@@ -6,7 +6,6 @@ use axum::response::{IntoResponse, Response};
 use axum::routing;
 use axum::Json;
 use bootfleet_api::rest::{Readiness, ServiceReadiness};
-use bootfleet_api::subjects;
 
 use super::{raw_text, Body, RouteDef};
 use crate::auth::Access;
@@ -19,7 +18,7 @@ async fn healthz() -> Response {
 async fn readyz(State(s): State<AppState>) -> (StatusCode, Json<Readiness>) {
     let nats = s.bus.is_connected();
     let mut services = Vec::new();
-    for service in subjects::SERVICES {
+    for &service in &s.config.services {
         let ready = nats && s.bus.ping(service).await.is_ok();
         services.push(ServiceReadiness {
             service: service.to_owned(),
