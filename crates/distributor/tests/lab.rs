@@ -259,6 +259,17 @@ fn boot_to_registration(firmware: Firmware, served: &[&str]) {
     });
 }
 
+/// The boot events that arrive until none has for 2 s.
+async fn boot_events_until_quiet(
+    events: &mut async_nats::Subscriber,
+) -> Vec<bootfleet_api::proto::BootEvent> {
+    let mut seen = Vec::new();
+    while let Ok(Some(msg)) = tokio::time::timeout(Duration::from_secs(2), events.next()).await {
+        seen.push(bootfleet_api::proto::BootEvent::decode(msg.payload).expect("boot event"));
+    }
+    seen
+}
+
 /// A runtime for one lab test, on a thread already inside the infra namespace.
 fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread()
@@ -954,10 +965,23 @@ fn operator_configures_a_distributor_with_built_artifacts() {
             );
 
             // A UEFI guest boots the artifact's ipxe.efi over TFTP and runs the artifact's script.
+            let mut events = infra
+                .system
+                .bus
+                .client()
+                .subscribe(bootfleet_api::subjects::boot_events("site-conf"))
+                .await
+                .expect("subscribe to boot events");
+            infra.system.bus.sync().await.expect("sync");
+            let started = std::time::Instant::now();
             let guest = Qemu::netboot(lab, "tap0", MAC, Firmware::Uefi);
             let ran = tokio::task::block_in_place(|| {
                 guest.wait_for_serial("bootfleet-artifact-script-ok", Duration::from_secs(180))
             });
+            eprintln!(
+                "lab timing: OVMF guest ran the artifact's script {:.1} s after QEMU started",
+                started.elapsed().as_secs_f64()
+            );
             assert!(
                 ran,
                 "the artifact's script did not run.\nserial:\n{}\ndistributor:\n{}",
@@ -965,6 +989,18 @@ fn operator_configures_a_distributor_with_built_artifacts() {
                 std::fs::read_to_string(dir.join("distributor.log")).unwrap_or_default()
             );
             drop(guest);
+            // The script came as the autoexec.ipxe that iPXE asks for beside itself: no TFTP
+            // refusal, and no DHCP round of iPXE's own to reach the bootstrap.
+            let seen = boot_events_until_quiet(&mut events).await;
+            assert!(
+                seen.iter()
+                    .any(|e| e.kind == "tftp_served" && e.file == "autoexec.ipxe" && e.mac == MAC),
+                "autoexec.ipxe not served to the guest: {seen:?}"
+            );
+            assert!(
+                !seen.iter().any(|e| e.kind == "dhcp_answered" && e.ipxe),
+                "iPXE needed a DHCP round of its own: {seen:?}"
+            );
 
             // Restarted with an empty cache: the stored configuration comes back with the first
             // heartbeat, and the files are fetched and checked again.
