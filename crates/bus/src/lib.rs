@@ -7,6 +7,7 @@
 //! instance answered (no responders, or an instance died mid-request): every operation is made
 //! idempotent by its caller (creates carry the new row's id), so a retry never duplicates.
 
+mod boot_events;
 mod config;
 mod service;
 mod trace;
@@ -17,6 +18,7 @@ use async_nats::header::HeaderMap;
 use bootfleet_api::{proto, ApiError, ErrorCode};
 use prost::Message;
 
+pub use boot_events::{BootEventItem, BootEvents};
 pub use config::{Auth, BusConfig, Tls};
 pub use service::{RequestCtx, RunningService, ServiceBuilder};
 pub use trace::TraceParent;
