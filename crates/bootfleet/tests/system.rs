@@ -1042,6 +1042,237 @@ async fn auth_roles_and_node_tokens(backend: Backend) {
     open.stop().await;
 }
 
+/// A server-sent event stream as a client reads it: blocks separated by a blank line.
+struct EventStream {
+    response: reqwest::Response,
+    buffer: String,
+}
+
+impl EventStream {
+    /// Opens `url` with `token`; panics unless the answer is an event stream.
+    async fn open(url: &str, token: &str) -> EventStream {
+        let response = reqwest::Client::new()
+            .get(url)
+            .bearer_auth(token)
+            .send()
+            .await
+            .expect("open the stream");
+        assert_eq!(response.status(), 200, "{url}");
+        assert_eq!(
+            response.headers()["content-type"].to_str().ok(),
+            Some("text/event-stream"),
+        );
+        EventStream {
+            response,
+            buffer: String::new(),
+        }
+    }
+
+    /// The next block (event or comment), or `None` when the stream ended; at most 10 s.
+    async fn next_block(&mut self) -> Option<String> {
+        loop {
+            if let Some(end) = self.buffer.find("\n\n") {
+                let block = self.buffer[..end].to_owned();
+                self.buffer.drain(..end + 2);
+                return Some(block);
+            }
+            let chunk = tokio::time::timeout(Duration::from_secs(10), self.response.chunk())
+                .await
+                .expect("the stream said something within 10 s")
+                .expect("read the stream")?;
+            self.buffer.push_str(&String::from_utf8_lossy(&chunk));
+        }
+    }
+
+    /// The next event (comments skipped): its name and its JSON data.
+    async fn next_event(&mut self) -> (String, Value) {
+        loop {
+            let block = self.next_block().await.expect("the stream is open");
+            let field = |name: &str| {
+                block
+                    .lines()
+                    .find_map(|l| l.strip_prefix(name))
+                    .map(|v| v.trim_start().to_owned())
+            };
+            if let (Some(event), Some(data)) = (field("event:"), field("data:")) {
+                let data = serde_json::from_str(&data).unwrap_or_else(|e| panic!("{e}: {block}"));
+                return (event, data);
+            }
+        }
+    }
+}
+
+/// A distributor of `site` registered by one heartbeat; its row id.
+async fn registered_distributor(bus: &Bus, base: &str, admin: &str, site: &str) -> String {
+    let row: proto::Distributor = bus
+        .request(
+            &TraceParent::new_root(),
+            &bootfleet_api::subjects::distributor_heartbeat(site),
+            &proto::DistributorHeartbeat {
+                artifact_id: site.into(),
+                ..Default::default()
+            },
+        )
+        .await
+        .expect("heartbeat answered");
+    let listed: Value = reqwest::Client::new()
+        .get(format!("{base}/api/distributors/{}", row.id))
+        .bearer_auth(admin)
+        .send()
+        .await
+        .expect("get")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(listed["artifactId"], site, "{listed}");
+    row.id
+}
+
+/// `GET /api/distributors/:id/events`: the site's boot events as server-sent events, for
+/// admin and user tokens, of one MAC if asked; odd kinds cannot forge fields; a comment keeps
+/// the stream alive; a client that goes away is unsubscribed; stopping the gateway ends it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn boot_events_stream_to_operators_as_server_sent_events() {
+    let mut lab = lab_with_limits(
+        Backend::Sqlite,
+        false,
+        bootfleet_gateway::server::ServeLimits {
+            event_keep_alive: Duration::from_millis(200),
+            ..Default::default()
+        },
+    )
+    .await;
+    let bus = lab.system.as_ref().expect("running").bus.clone();
+    let id = registered_distributor(&bus, &lab.base, &lab.admin, "site-sse").await;
+    let path = format!("/api/distributors/{id}/events");
+    lab.call(Method::GET, &path, None, None)
+        .await
+        .expect_error(401, None);
+    lab.call(Method::GET, &path, Some(&lab.node), None)
+        .await
+        .expect_error(403, None);
+    lab.admin(Method::GET, &format!("{path}?mac=52:54:00"), None)
+        .await
+        .expect_error(400, Some("mac"));
+    lab.admin(Method::GET, &format!("{path}?site=other"), None)
+        .await
+        .expect_error(400, Some("site"));
+    lab.admin(
+        Method::GET,
+        &format!("/api/distributors/{}/events", uuid_for(9)),
+        None,
+    )
+    .await
+    .expect_error(404, None);
+
+    let publish = |kind: &str, mac: &str| {
+        let event = proto::BootEvent {
+            artifact_id: "site-sse".into(),
+            kind: kind.into(),
+            mac: mac.into(),
+            file: "ipxe.efi".into(),
+            at_ms: 1_700_000_000_000,
+            ..Default::default()
+        };
+        let client = bus.client().clone();
+        async move {
+            client
+                .publish(
+                    bootfleet_api::subjects::boot_events("site-sse"),
+                    prost::Message::encode_to_vec(&event).into(),
+                )
+                .await
+                .expect("publish");
+            client.flush().await.expect("flush");
+        }
+    };
+    let mac = "52:54:00:12:34:56";
+    let mut all = EventStream::open(&format!("{}{path}", lab.base), &lab.user).await;
+    let mut one = EventStream::open(
+        &format!("{}{path}?mac=52-54-00-12-34-56", lab.base),
+        &lab.admin,
+    )
+    .await;
+    let (name, ready) = all.next_event().await;
+    assert_eq!(
+        (name.as_str(), &ready["artifactId"]),
+        ("ready", &json!("site-sse"))
+    );
+    let (name, ready) = one.next_event().await;
+    assert_eq!((name.as_str(), &ready["mac"]), ("ready", &json!(mac)));
+
+    publish("dhcp_answered", "52:54:00:00:00:01").await;
+    publish("dhcp_answered", mac).await;
+    publish("tftp_served", mac).await;
+    // A kind is the distributor's word: one that would end the field is not a name.
+    publish("x\ndata: forged", mac).await;
+    let mut seen = Vec::new();
+    for _ in 0..3 {
+        let (name, data) = one.next_event().await;
+        assert_eq!(data["mac"], mac, "{data}");
+        assert_eq!(data["artifactId"], "site-sse", "{data}");
+        seen.push(name);
+    }
+    assert_eq!(seen, ["dhcp_answered", "tftp_served", "boot"]);
+    let (name, data) = all.next_event().await;
+    assert_eq!(
+        (name.as_str(), &data["mac"]),
+        ("dhcp_answered", &json!("52:54:00:00:00:01"))
+    );
+    assert_eq!(data["file"], "ipxe.efi");
+    assert_eq!(data["at"], "2023-11-14T22:13:20.000Z");
+    // Nothing more to say: a comment keeps the stream alive.
+    let mut comment = None;
+    for _ in 0..10 {
+        let block = one.next_block().await.expect("open");
+        if block.starts_with(':') {
+            comment = Some(block);
+            break;
+        }
+    }
+    assert_eq!(comment.as_deref(), Some(": keep-alive"));
+
+    // The clients go away: the next keep-alive fails, and the gateway drops the subscription
+    // (a request on the site's subject then finds nobody).
+    drop(all);
+    drop(one);
+    let mut unsubscribed = false;
+    for _ in 0..100 {
+        let probe = bus
+            .client()
+            .send_request(
+                bootfleet_api::subjects::boot_events("site-sse"),
+                async_nats::Request::new().timeout(Some(Duration::from_millis(200))),
+            )
+            .await
+            .expect_err("nobody answers");
+        if probe.kind() == async_nats::RequestErrorKind::NoResponders {
+            unsubscribed = true;
+            break;
+        }
+    }
+    assert!(
+        unsubscribed,
+        "the gateway still follows the events of clients that left"
+    );
+
+    // Stopping the gateway ends an open stream rather than waiting for it.
+    let mut open = EventStream::open(&format!("{}{path}", lab.base), &lab.admin).await;
+    assert_eq!(open.next_event().await.0, "ready");
+    let system = lab.system.take().expect("running");
+    tokio::time::timeout(Duration::from_secs(20), system.stop())
+        .await
+        .expect("the system stops with a stream open");
+    let mut ended = false;
+    for _ in 0..100 {
+        if open.next_block().await.is_none() {
+            ended = true;
+            break;
+        }
+    }
+    assert!(ended, "the stream did not end when the gateway stopped");
+}
+
 /// A client that sends its head but trickles its body gets 408 with the error envelope once
 /// the body deadline passes, and nothing is written.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1416,6 +1647,38 @@ async fn up_runs_the_system_and_stops_cleanly() {
     .await
     .expect("the printed distributor login is accepted");
     distributor.flush().await.expect("flush");
+
+    // An operator watches the site's boot events through the gateway: up's services login
+    // may subscribe to them (a distributor's may only publish its own).
+    let mut site = BusConfig::new(nats_url.clone(), "distributor-lab-1");
+    site.auth =
+        bootfleet_bus::Auth::UserPassword("distributor-lab-1".into(), field("NATS_PASSWORD="));
+    site.inbox_prefix = Some("_INBOX_lab-1".into());
+    let site = Bus::connect(&site).await.expect("the distributor's bus");
+    let id = registered_distributor(&site, &base, &token, "lab-1").await;
+    let mut watching =
+        EventStream::open(&format!("{base}/api/distributors/{id}/events"), &token).await;
+    assert_eq!(watching.next_event().await.0, "ready");
+    let event = proto::BootEvent {
+        kind: "dhcp_answered".into(),
+        mac: "52:54:00:12:34:56".into(),
+        ..Default::default()
+    };
+    distributor
+        .publish(
+            bootfleet_api::subjects::boot_events("lab-1"),
+            prost::Message::encode_to_vec(&event).into(),
+        )
+        .await
+        .expect("publish");
+    distributor.flush().await.expect("flush");
+    let (name, data) = watching.next_event().await;
+    assert_eq!(name, "dhcp_answered");
+    assert_eq!(
+        (&data["artifactId"], &data["mac"]),
+        (&json!("lab-1"), &json!("52:54:00:12:34:56"))
+    );
+    drop(site);
     drop(distributor);
     let conf_mode = std::os::unix::fs::PermissionsExt::mode(
         &std::fs::metadata(dir.path().join("nats-server.conf"))
@@ -1466,6 +1729,8 @@ async fn up_runs_the_system_and_stops_cleanly() {
         std::net::TcpStream::connect(("127.0.0.1", nats_port)).is_err(),
         "the nats-server bootfleet started is gone"
     );
+    // The stream open during the stop ended with it.
+    assert_eq!(watching.next_block().await, None);
 }
 
 /// Polls an artifact row over REST until it is `done` or `failed`.
@@ -1924,7 +2189,7 @@ mod nats_permissions {
         let http = reqwest::Client::new();
         let admin = auth::mint(&secret, Role::Admin, "test", 1).expect("mint");
         let deadline = std::time::Instant::now() + WAIT;
-        loop {
+        let a_id = loop {
             let list: serde_json::Value = http
                 .get(format!("{}/api/distributors?search=a", system.base_url()))
                 .bearer_auth(&admin)
@@ -1938,16 +2203,17 @@ mod nats_permissions {
                 .as_array()
                 .into_iter()
                 .flatten()
-                .any(|r| r["artifactId"] == "a" && r["online"] == true);
-            if online {
-                break;
+                .find(|r| r["artifactId"] == "a" && r["online"] == true)
+                .and_then(|r| r["id"].as_str());
+            if let Some(id) = online {
+                break id.to_owned();
             }
             assert!(
                 std::time::Instant::now() < deadline,
                 "no heartbeat from a: {list}"
             );
             tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        };
 
         // Apply: the services ask it; it reads the object store and answers.
         let applied: proto::DistributorConfigApplied = services
@@ -2022,6 +2288,25 @@ mod nats_permissions {
             (event.artifact_id.as_str(), event.kind.as_str()),
             ("a", "dhcp_answered")
         );
+        // And an operator sees them through the gateway, which subscribes with the services'
+        // login (as it does when the services run apart).
+        let mut watching = super::EventStream::open(
+            &format!("{}/api/distributors/{a_id}/events", system.base_url()),
+            &admin,
+        )
+        .await;
+        assert_eq!(watching.next_event().await.0, "ready");
+        events.emit(proto::BootEvent {
+            kind: "tftp_served".into(),
+            mac: "52:54:00:12:34:56".into(),
+            ..Default::default()
+        });
+        let (name, data) = watching.next_event().await;
+        assert_eq!(
+            (name.as_str(), &data["artifactId"]),
+            ("tftp_served", &serde_json::json!("a"))
+        );
+        drop(watching);
 
         let _ = stop_agent.send(true);
         tokio::time::timeout(WAIT, agent_task)

@@ -7,8 +7,8 @@ use bootfleet_api::artifacts::{
     IsoInput, IsoPage, IsoRow, SyslinuxInput, SyslinuxPage, SyslinuxRow,
 };
 use bootfleet_api::rest::{
-    DistributorConfigInput, DistributorPage, DistributorRow, DistributorStatusInput, ErrorBody,
-    ErrorEnvelope, GeneratedKeyPair, LocalNodeInput, LocalNodePage, LocalNodeRow,
+    BootEventRow, DistributorConfigInput, DistributorPage, DistributorRow, DistributorStatusInput,
+    ErrorBody, ErrorEnvelope, GeneratedKeyPair, LocalNodeInput, LocalNodePage, LocalNodeRow,
     LocalNodeScriptInput, LocalNodeScriptResult, Readiness, ScriptInput, ScriptPage, ScriptRow,
     ServedFileRow, ServiceReadiness, SshKeyInput, SshKeyPage, SshKeyRow,
 };
@@ -116,6 +116,19 @@ fn operation(route: &RouteDef) -> utoipa::openapi::path::Operation {
                 .schema(Some(ObjectBuilder::new().schema_type(Type::String).build()))
                 .build(),
         ),
+        Body::EventStream(schema) => ResponseBuilder::new()
+            .description(format!(
+                "server-sent events until the client or the server goes away: `ready` once \
+                 subscribed, one event named after each {schema}'s `kind` with the {schema} as \
+                 JSON `data`, `gap` with `{{\"missed\": n}}` when a slow reader lost n events, \
+                 and a comment line as keep-alive"
+            ))
+            .content(
+                "text/event-stream",
+                ContentBuilder::new()
+                    .schema(Some(ObjectBuilder::new().schema_type(Type::String).build()))
+                    .build(),
+            ),
         Body::Binary => ResponseBuilder::new()
             .description("the file's bytes (206 for a Range, 304 when the ETag matches)")
             .content(
@@ -214,6 +227,7 @@ pub fn document(routes: &[RouteDef]) -> OpenApi {
         .schema_from::<DistributorStatusInput>()
         .schema_from::<DistributorConfigInput>()
         .schema_from::<ServedFileRow>()
+        .schema_from::<BootEventRow>()
         .schema_from::<LocalNodeInput>()
         .schema_from::<LocalNodeRow>()
         .schema_from::<LocalNodePage>()

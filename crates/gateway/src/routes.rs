@@ -19,6 +19,7 @@ use crate::http::{Deadline, HttpError, HttpResult, JsonBody, Trace};
 use crate::AppState;
 
 mod artifacts;
+mod boot_events;
 mod localnodes;
 
 /// A parameter's type, for the OpenAPI document.
@@ -48,6 +49,8 @@ pub enum Body {
     Text,
     /// Bytes (`application/octet-stream`).
     Binary,
+    /// Server-sent events (`text/event-stream`) whose `data` is JSON of the named schema.
+    EventStream(&'static str),
 }
 
 pub struct RouteDef {
@@ -684,5 +687,6 @@ pub fn routes() -> Vec<RouteDef> {
     all.extend(distributor_routes());
     all.extend(localnodes::routes());
     all.extend(artifacts::routes());
+    all.extend(boot_events::routes());
     all
 }
