@@ -10,6 +10,7 @@ use bootfleet_api::subjects::{Op, ScriptKind};
 use bootfleet_bus::{Bus, BusConfig, TraceParent};
 use bootfleet_gateway::auth::{self, Role, Secret, Verifier};
 use bootfleet_gateway::{GatewayConfig, DEFAULT_BODY_LIMIT};
+use bootfleet_testkit::sse::EventStream;
 use bootfleet_testkit::{database_url, Backend, ChildGuard, NatsServer};
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
@@ -1042,64 +1043,26 @@ async fn auth_roles_and_node_tokens(backend: Backend) {
     open.stop().await;
 }
 
-/// A server-sent event stream as a client reads it: blocks separated by a blank line.
-struct EventStream {
-    response: reqwest::Response,
-    buffer: String,
+/// An event stream from the gateway at `base` (`http://host:port`). Its reads block: these
+/// helpers run them with `block_in_place`, so tests using them run on a multi-thread runtime.
+fn watch(base: &str, path: &str, token: &str) -> EventStream {
+    let addr = base
+        .trim_start_matches("http://")
+        .parse()
+        .expect("gateway address");
+    tokio::task::block_in_place(|| EventStream::open(addr, path, token))
 }
 
-impl EventStream {
-    /// Opens `url` with `token`; panics unless the answer is an event stream.
-    async fn open(url: &str, token: &str) -> EventStream {
-        let response = reqwest::Client::new()
-            .get(url)
-            .bearer_auth(token)
-            .send()
-            .await
-            .expect("open the stream");
-        assert_eq!(response.status(), 200, "{url}");
-        assert_eq!(
-            response.headers()["content-type"].to_str().ok(),
-            Some("text/event-stream"),
-        );
-        EventStream {
-            response,
-            buffer: String::new(),
-        }
-    }
+/// The next event of `stream`: its name and its JSON data.
+fn next_event(stream: &mut EventStream) -> (String, Value) {
+    let (name, data) = tokio::task::block_in_place(|| stream.next_event(Duration::from_secs(10)));
+    let data = serde_json::from_str(&data).unwrap_or_else(|e| panic!("{e}: {data}"));
+    (name, data)
+}
 
-    /// The next block (event or comment), or `None` when the stream ended; at most 10 s.
-    async fn next_block(&mut self) -> Option<String> {
-        loop {
-            if let Some(end) = self.buffer.find("\n\n") {
-                let block = self.buffer[..end].to_owned();
-                self.buffer.drain(..end + 2);
-                return Some(block);
-            }
-            let chunk = tokio::time::timeout(Duration::from_secs(10), self.response.chunk())
-                .await
-                .expect("the stream said something within 10 s")
-                .expect("read the stream")?;
-            self.buffer.push_str(&String::from_utf8_lossy(&chunk));
-        }
-    }
-
-    /// The next event (comments skipped): its name and its JSON data.
-    async fn next_event(&mut self) -> (String, Value) {
-        loop {
-            let block = self.next_block().await.expect("the stream is open");
-            let field = |name: &str| {
-                block
-                    .lines()
-                    .find_map(|l| l.strip_prefix(name))
-                    .map(|v| v.trim_start().to_owned())
-            };
-            if let (Some(event), Some(data)) = (field("event:"), field("data:")) {
-                let data = serde_json::from_str(&data).unwrap_or_else(|e| panic!("{e}: {block}"));
-                return (event, data);
-            }
-        }
-    }
+/// The next block (event or comment) of `stream`; `None` once it ended.
+fn next_block(stream: &mut EventStream) -> Option<String> {
+    tokio::task::block_in_place(|| stream.next_block(Duration::from_secs(10)))
 }
 
 /// A distributor of `site` registered by one heartbeat; its row id.
@@ -1187,18 +1150,18 @@ async fn boot_events_stream_to_operators_as_server_sent_events() {
         }
     };
     let mac = "52:54:00:12:34:56";
-    let mut all = EventStream::open(&format!("{}{path}", lab.base), &lab.user).await;
-    let mut one = EventStream::open(
-        &format!("{}{path}?mac=52-54-00-12-34-56", lab.base),
+    let mut all = watch(&lab.base, &path, &lab.user);
+    let mut one = watch(
+        &lab.base,
+        &format!("{path}?mac=52-54-00-12-34-56"),
         &lab.admin,
-    )
-    .await;
-    let (name, ready) = all.next_event().await;
+    );
+    let (name, ready) = next_event(&mut all);
     assert_eq!(
         (name.as_str(), &ready["artifactId"]),
         ("ready", &json!("site-sse"))
     );
-    let (name, ready) = one.next_event().await;
+    let (name, ready) = next_event(&mut one);
     assert_eq!((name.as_str(), &ready["mac"]), ("ready", &json!(mac)));
 
     publish("dhcp_answered", "52:54:00:00:00:01").await;
@@ -1208,13 +1171,13 @@ async fn boot_events_stream_to_operators_as_server_sent_events() {
     publish("x\ndata: forged", mac).await;
     let mut seen = Vec::new();
     for _ in 0..3 {
-        let (name, data) = one.next_event().await;
+        let (name, data) = next_event(&mut one);
         assert_eq!(data["mac"], mac, "{data}");
         assert_eq!(data["artifactId"], "site-sse", "{data}");
         seen.push(name);
     }
     assert_eq!(seen, ["dhcp_answered", "tftp_served", "boot"]);
-    let (name, data) = all.next_event().await;
+    let (name, data) = next_event(&mut all);
     assert_eq!(
         (name.as_str(), &data["mac"]),
         ("dhcp_answered", &json!("52:54:00:00:00:01"))
@@ -1224,7 +1187,7 @@ async fn boot_events_stream_to_operators_as_server_sent_events() {
     // Nothing more to say: a comment keeps the stream alive.
     let mut comment = None;
     for _ in 0..10 {
-        let block = one.next_block().await.expect("open");
+        let block = next_block(&mut one).expect("open");
         if block.starts_with(':') {
             comment = Some(block);
             break;
@@ -1257,15 +1220,15 @@ async fn boot_events_stream_to_operators_as_server_sent_events() {
     );
 
     // Stopping the gateway ends an open stream rather than waiting for it.
-    let mut open = EventStream::open(&format!("{}{path}", lab.base), &lab.admin).await;
-    assert_eq!(open.next_event().await.0, "ready");
+    let mut open = watch(&lab.base, &path, &lab.admin);
+    assert_eq!(next_event(&mut open).0, "ready");
     let system = lab.system.take().expect("running");
     tokio::time::timeout(Duration::from_secs(20), system.stop())
         .await
         .expect("the system stops with a stream open");
     let mut ended = false;
     for _ in 0..100 {
-        if open.next_block().await.is_none() {
+        if next_block(&mut open).is_none() {
             ended = true;
             break;
         }
@@ -1656,9 +1619,8 @@ async fn up_runs_the_system_and_stops_cleanly() {
     site.inbox_prefix = Some("_INBOX_lab-1".into());
     let site = Bus::connect(&site).await.expect("the distributor's bus");
     let id = registered_distributor(&site, &base, &token, "lab-1").await;
-    let mut watching =
-        EventStream::open(&format!("{base}/api/distributors/{id}/events"), &token).await;
-    assert_eq!(watching.next_event().await.0, "ready");
+    let mut watching = watch(&base, &format!("/api/distributors/{id}/events"), &token);
+    assert_eq!(next_event(&mut watching).0, "ready");
     let event = proto::BootEvent {
         kind: "dhcp_answered".into(),
         mac: "52:54:00:12:34:56".into(),
@@ -1672,7 +1634,7 @@ async fn up_runs_the_system_and_stops_cleanly() {
         .await
         .expect("publish");
     distributor.flush().await.expect("flush");
-    let (name, data) = watching.next_event().await;
+    let (name, data) = next_event(&mut watching);
     assert_eq!(name, "dhcp_answered");
     assert_eq!(
         (&data["artifactId"], &data["mac"]),
@@ -1730,7 +1692,7 @@ async fn up_runs_the_system_and_stops_cleanly() {
         "the nats-server bootfleet started is gone"
     );
     // The stream open during the stop ended with it.
-    assert_eq!(watching.next_block().await, None);
+    assert_eq!(next_block(&mut watching), None);
 }
 
 /// Polls an artifact row over REST until it is `done` or `failed`.
@@ -2290,18 +2252,18 @@ mod nats_permissions {
         );
         // And an operator sees them through the gateway, which subscribes with the services'
         // login (as it does when the services run apart).
-        let mut watching = super::EventStream::open(
-            &format!("{}/api/distributors/{a_id}/events", system.base_url()),
+        let mut watching = super::watch(
+            &system.base_url(),
+            &format!("/api/distributors/{a_id}/events"),
             &admin,
-        )
-        .await;
-        assert_eq!(watching.next_event().await.0, "ready");
+        );
+        assert_eq!(super::next_event(&mut watching).0, "ready");
         events.emit(proto::BootEvent {
             kind: "tftp_served".into(),
             mac: "52:54:00:12:34:56".into(),
             ..Default::default()
         });
-        let (name, data) = watching.next_event().await;
+        let (name, data) = super::next_event(&mut watching);
         assert_eq!(
             (name.as_str(), &data["artifactId"]),
             ("tftp_served", &serde_json::json!("a"))
