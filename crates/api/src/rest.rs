@@ -206,6 +206,50 @@ pub struct ServedFileRow {
     pub size: u64,
 }
 
+/// One boot event of a site, as `GET /api/distributors/:id/events` streams it (the `data` of a
+/// server-sent event named after its `kind`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct BootEventRow {
+    /// The site (the distributor's artifactId).
+    pub artifact_id: String,
+    /// `dhcp_answered`, `tftp_served`, `tftp_failed`, `http_served`.
+    pub kind: String,
+    /// The client's MAC, lowercase; empty when the distributor could not tell.
+    pub mac: String,
+    /// The client's architecture (DHCP answers).
+    pub arch: String,
+    /// The boot file offered or served.
+    pub file: String,
+    pub bytes: u64,
+    pub duration_ms: u64,
+    /// Where the answer went, or the client's address and port.
+    pub peer: String,
+    /// The client already ran iPXE (DHCP answers).
+    pub ipxe: bool,
+    pub detail: String,
+    /// RFC 3339, UTC, as the distributor saw it.
+    pub at: String,
+}
+
+impl From<proto::BootEvent> for BootEventRow {
+    fn from(e: proto::BootEvent) -> Self {
+        BootEventRow {
+            artifact_id: e.artifact_id,
+            kind: e.kind,
+            mac: e.mac,
+            arch: e.arch,
+            file: e.file,
+            bytes: e.bytes,
+            duration_ms: e.duration_ms,
+            peer: e.peer,
+            ipxe: e.ipxe,
+            detail: e.detail,
+            at: format_timestamp(e.at_ms),
+        }
+    }
+}
+
 /// `PUT /api/distributors/:id`: hand these ipxes artifacts to the site's PXE clients. Each URL
 /// names an artifact of this system (`/ipxes/<id>/<file>`, a URL on this gateway, or the id).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]

@@ -141,6 +141,10 @@ pub fn gateway_config(secret: Secret) -> Result<GatewayConfig, String> {
             defaults.request_timeout,
         )?,
         write_timeout: secs("BOOTFLEET_HTTP_WRITE_TIMEOUT_SECS", defaults.write_timeout)?,
+        event_keep_alive: secs(
+            "BOOTFLEET_HTTP_EVENT_KEEPALIVE_SECS",
+            defaults.event_keep_alive,
+        )?,
     };
     Ok(GatewayConfig {
         verifier,

@@ -8,6 +8,7 @@
 //! idempotent by its caller (creates carry the new row's id), so a retry never duplicates.
 
 mod artifact_store;
+mod boot_events;
 mod config;
 mod service;
 mod trace;
@@ -19,6 +20,7 @@ use bootfleet_api::{proto, ApiError, ErrorCode};
 use prost::Message;
 
 pub use artifact_store::{ArtifactStore, ArtifactStoreError, ObjectChunks, StoredObject};
+pub use boot_events::{BootEventItem, BootEvents};
 pub use config::{Auth, BusConfig, Tls};
 pub use service::{RequestCtx, RunningService, ServiceBuilder, StatefulRoutes};
 pub use trace::TraceParent;

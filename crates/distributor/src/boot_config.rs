@@ -19,6 +19,8 @@ use crate::proxy_dhcp::LiveConfig;
 /// The script iPXE clients get once boot files came from artifacts: it runs the artifact's own
 /// script for the client's platform.
 pub const ARTIFACT_BOOTSTRAP: &str = "bootfleet-artifacts.ipxe";
+/// The script iPXE for UEFI runs at start when it finds one (`efi_autoexec.c`).
+const EFI_AUTOEXEC: &str = "autoexec.ipxe";
 /// Boot programs are a few MiB; this bounds what a bad row could make us download.
 const MAX_FILE_BYTES: u64 = 64 * 1024 * 1024;
 
@@ -132,7 +134,7 @@ impl Applier {
                     sha256: file.sha256.clone(),
                     size: file.size,
                 });
-                if file.name == "autoexec.ipxe" {
+                if file.name == EFI_AUTOEXEC {
                     scripts.push((entry.role.clone(), path));
                 } else if main.is_none() {
                     main = Some(path);
@@ -151,6 +153,13 @@ impl Applier {
             self.write_bootstrap(&scripts, boot.ipxe_script.as_deref())?;
             boot.ipxe_script = Some(ARTIFACT_BOOTSTRAP.to_owned());
         }
+        // iPXE for UEFI loaded over PXE asks TFTP for `autoexec.ipxe` before anything else:
+        // Debian 13's at the root, newer ones beside themselves first. Found, its script runs
+        // at once; refused, iPXE does a DHCP round of its own to get the bootstrap.
+        let uefi_script = scripts.iter().find(|(role, _)| role == "uefi_x64");
+        self.cache
+            .set_link(EFI_AUTOEXEC, uefi_script.map(|(_, path)| path.as_str()))
+            .map_err(|e| ApiError::internal(format!("cannot link {EFI_AUTOEXEC}: {e}")))?;
         self.live.set(ProxyConfig {
             server_ip,
             boot: BootFiles { ..boot },

@@ -9,6 +9,7 @@ pub mod cache;
 pub mod config;
 pub mod http_boot;
 pub mod lan;
+pub mod neighbours;
 pub mod proxy_dhcp;
 pub mod reachability;
 pub mod reporting;

@@ -34,7 +34,7 @@ pub fn schemas(routes: &[RouteDef]) -> (BTreeMap<String, RefOr<Schema>>, Vec<Str
         if let Some(request) = route.request {
             request.collect(&mut found);
         }
-        if let Body::Json(response) = route.response {
+        if let Body::Json(response) | Body::EventStream(response) = route.response {
             response.collect(&mut found);
         }
     }
@@ -141,6 +141,22 @@ fn operation(route: &RouteDef) -> utoipa::openapi::path::Operation {
                 .schema(Some(ObjectBuilder::new().schema_type(Type::String).build()))
                 .build(),
         ),
+        Body::EventStream(schema) => {
+            let schema = schema.name();
+            ResponseBuilder::new()
+                .description(format!(
+                    "server-sent events until the client or the server goes away: `ready` once \
+                 subscribed, one event named after each {schema}'s `kind` with the {schema} as \
+                 JSON `data`, `gap` with `{{\"missed\": n}}` when a slow reader lost n events, \
+                 and a comment line as keep-alive"
+                ))
+                .content(
+                    "text/event-stream",
+                    ContentBuilder::new()
+                        .schema(Some(ObjectBuilder::new().schema_type(Type::String).build()))
+                        .build(),
+                )
+        }
         Body::Binary => ResponseBuilder::new()
             .description("the file's bytes (206 for a Range, 304 when the ETag matches)")
             .content(
@@ -280,10 +296,19 @@ mod tests {
         }
     }
 
-    /// The schemas come from the routes' types: each one referred to is there, and nothing else.
+    /// The schemas come from the routes' types: each one referred to is there, and nothing else
+    /// (an event stream's data schema is named in its description: SSE bodies are text).
     #[test]
     fn every_schema_referred_to_is_registered_and_every_registered_one_is_used() {
-        let doc = serde_json::to_value(document(&routes())).expect("json");
+        let routes = routes();
+        let doc = serde_json::to_value(document(&routes)).expect("json");
+        let event_data: Vec<String> = routes
+            .iter()
+            .filter_map(|r| match r.response {
+                Body::EventStream(schema) => Some(schema.name()),
+                _ => None,
+            })
+            .collect();
         let registered: Vec<&str> = doc["components"]["schemas"]
             .as_object()
             .expect("schemas")
@@ -295,6 +320,7 @@ mod tests {
         let mut referred: Vec<&str> = referred
             .into_iter()
             .map(|r| r.strip_prefix("#/components/schemas/").expect(r))
+            .chain(event_data.iter().map(String::as_str))
             .collect();
         referred.sort_unstable();
         referred.dedup();

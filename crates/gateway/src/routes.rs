@@ -19,6 +19,7 @@ use crate::http::{HttpError, HttpResult, Trace};
 use crate::AppState;
 
 mod artifacts;
+mod boot_events;
 mod distributors;
 mod localnodes;
 mod scripts;
@@ -32,6 +33,7 @@ pub fn routes() -> Vec<RouteDef> {
         scripts::routes(),
         sshkeys::routes(),
         distributors::routes(),
+        boot_events::routes(),
         localnodes::routes(),
         artifacts::routes(),
     ]
@@ -115,11 +117,17 @@ pub enum Body {
     Text,
     /// Bytes (`application/octet-stream`).
     Binary,
+    /// Server-sent events (`text/event-stream`) whose `data` is JSON of this schema.
+    EventStream(BodySchema),
 }
 
 impl Body {
     pub fn json<T: ToSchema>() -> Body {
         Body::Json(BodySchema::of::<T>())
+    }
+
+    pub fn event_stream<T: ToSchema>() -> Body {
+        Body::EventStream(BodySchema::of::<T>())
     }
 }
 
