@@ -18,7 +18,7 @@ COPY . .
 RUN apt-get update \
  && apt-get install -y --no-install-recommends libcap2-bin \
  && rm -rf /var/lib/apt/lists/* \
- && cargo build --release --locked -p bootfleet-distributor \
+ && cargo build --release --locked -p bootfleet-site-agent \
  && strip target/release/bootfleet-distributor \
  && setcap cap_net_bind_service,cap_net_raw+ep target/release/bootfleet-distributor
 

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Benchmark: bootfleet-distributor versus dnsmasq as proxyDHCP + TFTP server, measured side by
-# side by crates/labbench inside a LAN made of network namespaces (created and removed by the
+# side by crates/testing/labbench inside a LAN made of network namespaces (created and removed by the
 # bench; nothing touches the root namespace's interfaces). Each server runs alone in turn with
 # the same files; simulated BIOS PXE clients live in their own namespace.
 #
@@ -25,8 +25,8 @@ DNSMASQ="$(command -v dnsmasq || true)"
 if [ -z "$DNSMASQ" ] && [ -x /usr/sbin/dnsmasq ]; then DNSMASQ=/usr/sbin/dnsmasq; fi
 [ -n "$DNSMASQ" ] || die "dnsmasq is needed: apt-get install dnsmasq-base"
 
-log "cargo build --release -p bootfleet-distributor -p bootfleet-labbench (a no-op when up to date)"
-(cd "$ROOT" && cargo build --release -p bootfleet-distributor -p bootfleet-labbench >&2)
+log "cargo build --release -p bootfleet-site-agent -p bootfleet-labbench (a no-op when up to date)"
+(cd "$ROOT" && cargo build --release -p bootfleet-site-agent -p bootfleet-labbench >&2)
 BENCH="$ROOT/target/release/bootfleet-labbench"
 
 # 500 concurrent transfers need ~1000 descriptors on each side.

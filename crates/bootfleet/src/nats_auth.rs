@@ -6,7 +6,7 @@
 //! a file an operator mails around) gives nobody a login; the clients get the passwords
 //! (printed once, and kept by `bootfleet up` in a 0600 file). The file is still written 0600.
 //!
-//! Why each distributor permission exists (see `bootfleet_distributor::agent`):
+//! Why each distributor permission exists (see `bootfleet_site_agent::agent`):
 //! - publish `bootfleet.v1.distributors.heartbeat.<site>`, `bootfleet.v1.localnodes.site.<site>`,
 //!   `bootfleet.v1.localnodes.reachability.<site>`: its requests to the services, which accept
 //!   them only for the site their subject names;
@@ -161,7 +161,7 @@ pub fn distributor_permissions(site: &str) -> Permissions {
 }
 
 /// The bus service name the distributor's agent registers (`ServiceBuilder::new` in
-/// `bootfleet_distributor::agent`); it subscribes `bootfleet.v1.<name>.ping`.
+/// `bootfleet_site_agent::agent`); it subscribes `bootfleet.v1.<name>.ping`.
 const DISTRIBUTOR_AGENT_SERVICE: &str = "distributor-agent";
 
 /// A random password: 32 hex digits (128 bits from the OS), nothing to quote.

@@ -2114,30 +2114,30 @@ mod nats_permissions {
         a_bus.auth = Auth::UserPassword(a.user.clone(), a.password.clone());
         a_bus.inbox_prefix = a.inbox_prefix.clone();
         let cache_dir = tempfile::tempdir().expect("cache dir");
-        let cache = bootfleet_distributor::cache::Cache::new(cache_dir.path()).expect("cache");
-        let live = bootfleet_distributor::proxy_dhcp::LiveConfig::new(
+        let cache = bootfleet_site_agent::cache::Cache::new(cache_dir.path()).expect("cache");
+        let live = bootfleet_site_agent::proxy_dhcp::LiveConfig::new(
             bootfleet_netboot::dhcp::ProxyConfig {
                 server_ip: "127.0.0.1".parse().expect("ip"),
                 boot: Default::default(),
             },
         );
         let mut agent =
-            bootfleet_distributor::agent::Agent::new(a_bus, "a".into(), Duration::from_millis(200));
+            bootfleet_site_agent::agent::Agent::new(a_bus, "a".into(), Duration::from_millis(200));
         agent.probe_every = Some(Duration::from_millis(200));
         let events = agent.events.clone();
         let (stop_agent, stop_rx) = tokio::sync::watch::channel(false);
-        let switch = bootfleet_distributor::reporting::Switch::default();
-        let counters = Arc::new(bootfleet_distributor::reporting::Counters::default());
+        let switch = bootfleet_site_agent::reporting::Switch::default();
+        let counters = Arc::new(bootfleet_site_agent::reporting::Counters::default());
         // No DHCP, TFTP or HTTP listener: only the distributor's NATS side runs.
-        let lan = Arc::new(bootfleet_distributor::lan::Lan::new(
-            bootfleet_distributor::lan::Listeners {
+        let lan = Arc::new(bootfleet_site_agent::lan::Lan::new(
+            bootfleet_site_agent::lan::Listeners {
                 dhcp: false,
                 tftp: false,
                 http_port: None,
             },
             cache.clone(),
             live.clone(),
-            bootfleet_distributor::reporting::Reporting {
+            bootfleet_site_agent::reporting::Reporting {
                 events: events.clone(),
                 switch: switch.clone(),
                 counters: counters.clone(),
@@ -2149,7 +2149,7 @@ mod nats_permissions {
                 .await
                 .expect("no listener to bind"),
         );
-        let applier = Arc::new(bootfleet_distributor::boot_config::Applier::new(
+        let applier = Arc::new(bootfleet_site_agent::boot_config::Applier::new(
             cache.clone(),
             live,
             lan,

@@ -7,12 +7,12 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use bootfleet_artifact_build::grub::{self, GrubSpec};
-use bootfleet_artifact_build::ipxe::{self, IpxeTarget};
-use bootfleet_artifact_build::iso::{self, IsoInputs};
-use bootfleet_artifact_build::syslinux::{self, SyslinuxFragment};
-use bootfleet_artifact_build::tool::Command;
-use bootfleet_artifact_build::{
+use bootfleet_boot_media::grub::{self, GrubSpec};
+use bootfleet_boot_media::ipxe::{self, IpxeTarget};
+use bootfleet_boot_media::iso::{self, IsoInputs};
+use bootfleet_boot_media::syslinux::{self, SyslinuxFragment};
+use bootfleet_boot_media::tool::Command;
+use bootfleet_boot_media::{
     pe_machine, BuildError, Built, Cancel, Kind, Toolbox, PE_I386, PE_X86_64,
 };
 use bootfleet_testkit::http_recorder::HttpRecorder;

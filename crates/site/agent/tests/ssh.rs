@@ -9,8 +9,8 @@ use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
-use bootfleet_distributor::reachability::{probe, probe_all};
-use bootfleet_distributor::ssh_exec::{run, ExecError, ExecRequest, SecretKey};
+use bootfleet_site_agent::reachability::{probe, probe_all};
+use bootfleet_site_agent::ssh_exec::{run, ExecError, ExecRequest, SecretKey};
 use bootfleet_testkit::netlab::{run as must, NetLab};
 use bootfleet_testkit::{free_port, sshd::Sshd};
 

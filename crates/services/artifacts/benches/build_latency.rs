@@ -9,8 +9,8 @@ use std::time::{Duration, Instant};
 
 use bootfleet_api::proto;
 use bootfleet_api::subjects::{self, Op};
-use bootfleet_artifact_build::Toolbox;
 use bootfleet_artifacts::worker::WorkerConfig;
+use bootfleet_boot_media::Toolbox;
 use bootfleet_bus::{Bus, BusConfig, TraceParent};
 use bootfleet_testkit::{database_url, Backend, NatsServer};
 use serde_json::json;

@@ -1,6 +1,6 @@
 use std::process::ExitCode;
 
-use bootfleet_distributor::config::ServeArgs;
+use bootfleet_site_agent::config::ServeArgs;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser, Debug)]
@@ -55,7 +55,7 @@ async fn main() -> ExitCode {
     let result = match shutdown_signal() {
         Err(e) => Err(format!("cannot install signal handlers: {e}")),
         Ok(shutdown) => match cli.command {
-            Command::Serve(args) => bootfleet_distributor::serve(args, shutdown).await,
+            Command::Serve(args) => bootfleet_site_agent::serve(args, shutdown).await,
         },
     };
     match result {

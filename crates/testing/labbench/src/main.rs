@@ -172,7 +172,7 @@ fn run(mut args: Args) -> Result<(), String> {
     };
     if args.servers.contains(&ServerKind::Distributor) && !distributor_bin.is_file() {
         return Err(format!(
-            "no distributor at {} (cargo build --release -p bootfleet-distributor)",
+            "no distributor at {} (cargo build --release -p bootfleet-site-agent)",
             distributor_bin.display()
         ));
     }

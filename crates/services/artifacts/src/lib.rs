@@ -18,7 +18,7 @@ use async_nats::jetstream;
 use bootfleet_api::artifacts::ArtifactKind;
 use bootfleet_api::subjects::{self, Op};
 use bootfleet_api::{proto, validate, ApiError, ErrorCode, ListParams};
-use bootfleet_artifact_build::{Kind, Toolbox};
+use bootfleet_boot_media::{Kind, Toolbox};
 use bootfleet_bus::{Bus, RunningService, ServiceBuilder};
 use bootfleet_service_kit::{async_trait, Context, Schema, Service};
 use bootfleet_store::sea_orm::sea_query::{Alias, Condition, Expr, Query};

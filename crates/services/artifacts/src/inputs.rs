@@ -4,7 +4,7 @@ use bootfleet_api::artifacts::{
     artifact_id_of, ArtifactKind, GrubInput, IpxeInput, IsoInput, SyslinuxInput,
 };
 use bootfleet_api::{validate, ApiError};
-use bootfleet_artifact_build::{grub, ipxe, syslinux, BuildError};
+use bootfleet_boot_media::{grub, ipxe, syslinux, BuildError};
 use serde::de::DeserializeOwned;
 use sha2::{Digest, Sha256};
 
@@ -73,7 +73,7 @@ pub fn parse(kind: ArtifactKind, json: &str) -> Result<Request, ApiError> {
         }
         ArtifactKind::Isos => {
             let input: IsoInput = from_json(json)?;
-            bootfleet_artifact_build::validate_label(&input.label).map_err(invalid)?;
+            bootfleet_boot_media::validate_label(&input.label).map_err(invalid)?;
             let refs = IsoRefs {
                 ipxe_uefi: artifact_id_of(
                     "ipxeUefiUrl",

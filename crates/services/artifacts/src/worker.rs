@@ -9,7 +9,7 @@ use async_nats::jetstream::{self, consumer, stream, AckKind};
 use bootfleet_api::artifacts::{ArtifactKind, GrubInput, IpxeInput, IsoInput, SyslinuxInput};
 use bootfleet_api::subjects;
 use bootfleet_api::{proto, ApiError, ErrorCode};
-use bootfleet_artifact_build::{grub, ipxe, iso, syslinux, BuildError, Built, Cancel, Toolbox};
+use bootfleet_boot_media::{grub, ipxe, iso, syslinux, BuildError, Built, Cancel, Toolbox};
 use bootfleet_bus::{Bus, RunningService, ServiceBuilder};
 use bootfleet_service_kit::{async_trait, Context, Schema, Service};
 use bootfleet_store::sea_orm::DatabaseConnection;

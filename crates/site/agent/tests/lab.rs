@@ -442,9 +442,9 @@ mod refusals {
     use std::net::{Ipv4Addr, SocketAddrV4};
     use std::time::{Duration, Instant};
 
-    use bootfleet_distributor::sockets::{self, Sharing};
     use bootfleet_netboot::dhcp::{self, MessageType, Op, Packet};
     use bootfleet_netboot::tftp::{self, ErrorCode};
+    use bootfleet_site_agent::sockets::{self, Sharing};
     use bootfleet_testkit::ChildGuard;
 
     use super::{site, INFRA_IP};
