@@ -139,9 +139,9 @@ impl ApiError {
         ApiError::new(ErrorCode::Unavailable, message.to_string())
     }
 
-    pub fn envelope(&self) -> crate::rest::ErrorEnvelope {
-        crate::rest::ErrorEnvelope {
-            error: crate::rest::ErrorBody {
+    pub fn envelope(&self) -> ErrorEnvelope {
+        ErrorEnvelope {
+            error: ErrorBody {
                 code: self.code,
                 message: self.message.clone(),
                 field: self.field.clone(),
@@ -174,6 +174,22 @@ impl std::fmt::Display for ApiError {
 }
 
 impl std::error::Error for ApiError {}
+
+/// The one error envelope every non-2xx response carries.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct ErrorEnvelope {
+    pub error: ErrorBody,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct ErrorBody {
+    pub code: ErrorCode,
+    /// Lowercase, starting with the field's name when the error is about one.
+    pub message: String,
+    /// The request field (body, query or path) the error is about.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub field: Option<String>,
+}
 
 #[cfg(test)]
 mod tests {

@@ -3,26 +3,11 @@
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use crate::error::ErrorCode;
 use crate::format_timestamp;
 use crate::list::ListParams;
 use crate::proto;
 
-/// The one error envelope every non-2xx response carries.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-pub struct ErrorEnvelope {
-    pub error: ErrorBody,
-}
-
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-pub struct ErrorBody {
-    pub code: ErrorCode,
-    /// Lowercase, starting with the field's name when the error is about one.
-    pub message: String,
-    /// The request field (body, query or path) the error is about.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub field: Option<String>,
-}
+pub use crate::error::{ErrorBody, ErrorEnvelope};
 
 // One page of a list (`GET /api/<collection>?page=&pageSize=`), whatever its rows. Its schema
 // is per row type (`rows` refers to `T`'s schema), but utoipa names it `Page` whatever `T` is:
