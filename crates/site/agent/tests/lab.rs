@@ -201,18 +201,13 @@ fn boot_to_registration(layout: Layout, guests: &[Guest]) {
                 .await
                 .expect("subscribe to boot events");
             let _distributor = ChildGuard(
-                std::process::Command::new(env!("CARGO_BIN_EXE_bootfleet-distributor"))
-                    .env("NATS_URL", nats.url())
+                distributor(nats.url(), &cache)
                     .env("DISTRIBUTOR_ARTIFACT_ID", "site-lab")
-                    .args(["serve", "--interface", "i0", "--server-ip", &INFRA_IP.to_string()])
-                    .arg("--cache-dir")
-                    .arg(&cache)
                     .args(["--bios-file", "undionly.kpxe", "--uefi-x64-file", "ipxe.efi"])
                     .args(["--http-port", "8081"])
                     .arg("--ipxe-script-url")
                     .arg(format!("{GATEWAY}/api/mainscripts/{main}?token={node}"))
                     .env("BOOTFLEET_LOG", "debug")
-                    .stdout(Stdio::null())
                     .stderr(std::fs::File::create(dir.join("distributor.log")).expect("log"))
                     .spawn()
                     .expect("start the distributor"),
@@ -352,6 +347,26 @@ async fn distributor_id(admin: &str, site: &str) -> String {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     panic!("the distributor of {site} never registered");
+}
+
+/// The distributor binary, serving the lab LAN (`i0`, the infra address) from `cache`, talking to
+/// NATS at `nats_url`, its output discarded; callers add its site and options.
+fn distributor(nats_url: String, cache: &Path) -> std::process::Command {
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_bootfleet-distributor"));
+    command
+        .env("NATS_URL", nats_url)
+        .args([
+            "serve",
+            "--interface",
+            "i0",
+            "--server-ip",
+            &INFRA_IP.to_string(),
+        ])
+        .arg("--cache-dir")
+        .arg(cache)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    command
 }
 
 /// The boot events that arrive until none has for 2 s.
@@ -789,23 +804,10 @@ fn operator_switches_a_distributor_off_and_on() {
             let admin = infra.token(Role::Admin);
             let cache = infra.cache();
             let _distributor = ChildGuard(
-                std::process::Command::new(env!("CARGO_BIN_EXE_bootfleet-distributor"))
-                    .env("NATS_URL", nats.url())
+                distributor(nats.url(), &cache)
                     .env("CLUSTERPLATFORM_DISTRIBUTOR_ARTIFACTID", "site-switch")
-                    .args([
-                        "serve",
-                        "--interface",
-                        "i0",
-                        "--server-ip",
-                        &INFRA_IP.to_string(),
-                        "--heartbeat-secs",
-                        "1",
-                    ])
-                    .arg("--cache-dir")
-                    .arg(&cache)
+                    .args(["--heartbeat-secs", "1"])
                     .args(["--bios-file", "undionly.kpxe"])
-                    .stdout(Stdio::null())
-                    .stderr(Stdio::null())
                     .spawn()
                     .expect("start the distributor"),
             );
@@ -919,22 +921,10 @@ fn operator_configures_a_distributor_with_built_artifacts() {
             std::fs::create_dir_all(&cache).expect("cache");
             let start_distributor = || {
                 ChildGuard(
-                    std::process::Command::new(env!("CARGO_BIN_EXE_bootfleet-distributor"))
-                        .env("NATS_URL", nats.url())
+                    distributor(nats.url(), &cache)
                         .env("DISTRIBUTOR_ARTIFACT_ID", "site-conf")
-                        .args([
-                            "serve",
-                            "--interface",
-                            "i0",
-                            "--server-ip",
-                            &INFRA_IP.to_string(),
-                            "--heartbeat-secs",
-                            "1",
-                        ])
-                        .arg("--cache-dir")
-                        .arg(&cache)
+                        .args(["--heartbeat-secs", "1"])
                         .env("BOOTFLEET_LOG", "debug")
-                        .stdout(Stdio::null())
                         .stderr(std::fs::File::create(dir.join("distributor.log")).expect("log"))
                         .spawn()
                         .expect("start the distributor"),
@@ -1241,16 +1231,8 @@ fn operator_runs_scripts_on_a_node_through_its_distributor() {
             let distributor_cache = dir.join("ssh-cache");
             std::fs::create_dir_all(&distributor_cache).expect("cache");
             let distributor = ChildGuard(
-                std::process::Command::new(env!("CARGO_BIN_EXE_bootfleet-distributor"))
-                    .env("NATS_URL", nats.url())
+                distributor(nats.url(), &distributor_cache)
                     .env("DISTRIBUTOR_ARTIFACT_ID", "site-ssh")
-                    .args([
-                        "serve",
-                        "--interface",
-                        "i0",
-                        "--server-ip",
-                        &INFRA_IP.to_string(),
-                    ])
                     .args([
                         "--heartbeat-secs",
                         "1",
@@ -1259,10 +1241,7 @@ fn operator_runs_scripts_on_a_node_through_its_distributor() {
                         "--no-dhcp",
                         "--no-tftp",
                     ])
-                    .arg("--cache-dir")
-                    .arg(&distributor_cache)
                     .env("BOOTFLEET_LOG", "debug")
-                    .stdout(Stdio::null())
                     .stderr(std::fs::File::create(&distributor_log).expect("log"))
                     .spawn()
                     .expect("start the distributor"),
