@@ -140,6 +140,19 @@ pub fn distributor_apply(artifact_id: &str) -> String {
     format!("{PREFIX}.distributor.{artifact_id}.apply")
 }
 
+/// Per-MAC machine records, their states, profiles, inventory and boot timelines.
+pub const MACHINES: &str = "machines";
+
+/// A distributor asks what a PXE client of its site gets (`BootDecisionRequest`).
+pub fn machines_boot(artifact_id: &str) -> String {
+    format!("{PREFIX}.{MACHINES}.boot.{artifact_id}")
+}
+
+/// What the `machines` service subscribes for boot decisions.
+pub fn machines_boots() -> String {
+    format!("{PREFIX}.{MACHINES}.boot.>")
+}
+
 /// A distributor asks for the nodes of its site (to probe them).
 pub fn localnodes_of_site(artifact_id: &str) -> String {
     format!("{PREFIX}.{LOCALNODES}.site.{artifact_id}")
