@@ -111,9 +111,11 @@ pub struct IpxeInput {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct GrubInput {
-    /// The medium's label: GRUB finds its medium by a marker named after it.
+    /// The medium's label, 1–32 letters, digits, `-`, `_`, `.` and single spaces: GRUB finds its
+    /// medium by a marker named after it (spaces and dots become `_`).
     pub label: String,
-    /// `efi`.
+    /// `efi` (GRUB's own names `x86_64-efi` and `i386-efi` are taken as `efi`: the architecture
+    /// decides what is built).
     pub platform: String,
     /// `x64` (BOOTX64.EFI) or `x86` (BOOTIA32.EFI).
     pub architecture: String,
@@ -137,6 +139,7 @@ pub struct SyslinuxInput {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct IsoInput {
+    /// The volume id, as written (see `GrubInput`'s `label`); the GRUB images must be built for it.
     pub label: String,
     pub ipxe_uefi_url: String,
     pub ipxe_bios_url: String,

@@ -5,8 +5,8 @@
 use std::path::Path;
 
 use crate::{
-    check_token, invalid, scratch, tool, validate_label, Budget, BuildError, Built, BuiltFile,
-    Cancel, Progress, Toolbox,
+    check_token, invalid, label_marker, scratch, tool, validate_label, Budget, BuildError, Built,
+    BuiltFile, Cancel, Progress, Toolbox,
 };
 
 /// Modules built into every image: partition tables and filesystems of hybrid media (`iso9660`:
@@ -93,8 +93,10 @@ pub struct GrubSpec {
 }
 
 impl GrubSpec {
-    /// `platform` must be `efi`, `architecture` `x64` or `x86`, `extension` `efi`, `fragment`
-    /// `img` or `efi`; `label` 1–32 characters of `[A-Za-z0-9_-]`.
+    /// `platform` must be `efi` (or GRUB's own name of an EFI platform, `x86_64-efi` or
+    /// `i386-efi`, as the original tutorial sends it: the architecture decides what is built),
+    /// `architecture` `x64` or `x86`, `extension` `efi`, `fragment` `img` or `efi`; `label` as
+    /// [`validate_label`] says.
     pub fn parse(
         label: &str,
         platform: &str,
@@ -107,8 +109,11 @@ impl GrubSpec {
         check_token("architecture", architecture, 16)?;
         check_token("extension", extension, 16)?;
         check_token("fragment", fragment, 16)?;
-        if platform != "efi" {
-            return Err(invalid("platform", "must be efi (the only platform)"));
+        if !matches!(platform, "efi" | "x86_64-efi" | "i386-efi") {
+            return Err(invalid(
+                "platform",
+                "must be efi (x86_64-efi and i386-efi are taken as efi)",
+            ));
         }
         let arch = match architecture {
             "x64" => GrubArch::X64,
@@ -141,6 +146,7 @@ impl GrubSpec {
 /// filesystem it came with by searching all disks for the marker file, then reads the config there.
 /// Only simple commands: this runs before the normal-mode parser is up.
 pub fn embedded_config(label: &str) -> String {
+    let label = label_marker(label);
     format!(
         "search --no-floppy --set=root --file /.bootfleet/{label}\n\
          set prefix=($root)/grub\n\
@@ -149,8 +155,8 @@ pub fn embedded_config(label: &str) -> String {
     )
 }
 
-/// The label a GRUB image built here searches for (read back from its embedded config), or
-/// `None` if `efi` is not such an image.
+/// The marker a GRUB image built here searches for (read back from its embedded config; see
+/// [`label_marker`]), or `None` if `efi` is not such an image.
 pub fn marker_label(efi: &[u8]) -> Option<String> {
     const NEEDLE: &[u8] = b"--file /.bootfleet/";
     let at = efi.windows(NEEDLE.len()).position(|w| w == NEEDLE)? + NEEDLE.len();
@@ -160,7 +166,7 @@ pub fn marker_label(efi: &[u8]) -> Option<String> {
         .take_while(|b| b.is_ascii_alphanumeric() || **b == b'-' || **b == b'_')
         .map(|b| char::from(*b))
         .collect();
-    validate_label(&label).ok().map(|()| label)
+    (label_marker(&label) == label && validate_label(&label).is_ok()).then_some(label)
 }
 
 /// Builds the GRUB image for `spec` into `out_dir` (`grub.img` or `grub.zip`).
@@ -304,12 +310,40 @@ mod tests {
         assert_eq!((s.arch, s.fragment), (GrubArch::X86, GrubFragment::Efi));
     }
 
+    /// The original tutorial's three GRUB requests, as written.
+    #[test]
+    fn the_tutorials_requests_parse_and_name_a_plain_marker() {
+        let label = "Cluster Platform Provisioner ISO";
+        for (arch, fragment, want) in [
+            ("x64", "img", GrubArch::X64),
+            ("x64", "efi", GrubArch::X64),
+            ("x86", "efi", GrubArch::X86),
+        ] {
+            let s = GrubSpec::parse(label, "x86_64-efi", arch, "efi", fragment).expect("tutorial");
+            assert_eq!(s.arch, want);
+        }
+        assert_eq!(label_marker(label), "Cluster_Platform_Provisioner_ISO");
+        assert_eq!(label_marker(".."), "__");
+        let config = embedded_config(label);
+        assert!(
+            config.contains("--file /.bootfleet/Cluster_Platform_Provisioner_ISO\n"),
+            "{config}"
+        );
+        assert_eq!(
+            marker_label(config.as_bytes()).as_deref(),
+            Some("Cluster_Platform_Provisioner_ISO")
+        );
+    }
+
     #[test]
     fn parse_names_the_bad_field() {
         let cases = [
             (("", "efi", "x64", "efi", "img"), "label"),
             (("../x", "efi", "x64", "efi", "img"), "label"),
-            (("a b", "efi", "x64", "efi", "img"), "label"),
+            (("a  b", "efi", "x64", "efi", "img"), "label"),
+            ((" ab", "efi", "x64", "efi", "img"), "label"),
+            (("ab ", "efi", "x64", "efi", "img"), "label"),
+            (("a/b", "efi", "x64", "efi", "img"), "label"),
             (("a;b", "efi", "x64", "efi", "img"), "label"),
             (("$(id)", "efi", "x64", "efi", "img"), "label"),
             (("`id`", "efi", "x64", "efi", "img"), "label"),

@@ -6,8 +6,8 @@ use std::path::{Path, PathBuf};
 
 use crate::grub::{marker_label, GrubArch};
 use crate::{
-    invalid, ipxe, pe_machine, scratch, tool, validate_label, Budget, BuildError, Built, BuiltFile,
-    Cancel, Progress, Toolbox, PE_I386, PE_X86_64,
+    invalid, ipxe, label_marker, pe_machine, scratch, tool, validate_label, Budget, BuildError,
+    Built, BuiltFile, Cancel, Progress, Toolbox, PE_I386, PE_X86_64,
 };
 
 /// Inputs are files of artifacts already built (resolved by the caller from their URLs) and the
@@ -186,7 +186,7 @@ pub fn build(
     }
 
     progress(15, "reading grub images");
-    let mut labels = BTreeSet::from([inputs.label.clone()]);
+    let mut labels = BTreeSet::from([label_marker(&inputs.label)]);
     // The FAT image must carry an x64 GRUB: it is what UEFI firmware starts from the CD or the ESP.
     let from_img = extract.join("img-BOOTX64.EFI");
     let cmd = tool::Command::new("mcopy")
@@ -231,8 +231,8 @@ pub fn build(
     }
 
     progress(40, "staging files");
-    // GRUB images built for another label search for that one: mark the medium for each, so any
-    // GRUB artifact of this system finds it.
+    // GRUB images built for another label search for that one's marker: mark the medium for
+    // each, so any GRUB artifact of this system finds it.
     for label in &labels {
         std::fs::write(
             root.join(".bootfleet").join(label),

@@ -359,10 +359,51 @@ pub(crate) fn check_token(field: &'static str, value: &str, max: usize) -> Resul
     Ok(())
 }
 
-/// A medium label: 1–32 characters of `[A-Za-z0-9_-]` (an ISO 9660 volume id holds 32; the
-/// label also names the marker file `/.bootfleet/<label>`).
+/// A medium label: 1–32 characters (an ISO 9660 volume id holds 32) of letters, digits, `-`,
+/// `_`, `.` and single spaces inside (`Cluster Platform Provisioner ISO`, as the original
+/// tutorial names its medium). It becomes the volume id as written; the marker file GRUB searches
+/// for is named by [`label_marker`], which has no spaces or dots.
 pub fn validate_label(label: &str) -> Result<(), BuildError> {
-    check_token("label", label, 32)
+    if label.is_empty() {
+        return Err(invalid("label", "must not be empty"));
+    }
+    if label.len() > 32 {
+        return Err(invalid("label", "must be at most 32 characters"));
+    }
+    if let Some(c) = label
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | ' ')))
+    {
+        return Err(invalid(
+            "label",
+            format!(
+                "must use only letters, digits, '-', '_', '.' and spaces ({c:?} is not allowed)"
+            ),
+        ));
+    }
+    if label.starts_with(' ') || label.ends_with(' ') || label.contains("  ") {
+        return Err(invalid(
+            "label",
+            "must not start or end with a space, nor hold two in a row",
+        ));
+    }
+    Ok(())
+}
+
+/// The name of the marker file `/.bootfleet/<marker>` for a valid `label`: each character other
+/// than a letter, a digit, `-` or `_` becomes `_`, so it is one plain word in GRUB's embedded
+/// config and one path component (`..` cannot come out of it).
+pub fn label_marker(label: &str) -> String {
+    label
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
 }
 
 /// The whole build's time budget: each tool gets what is left of [`Toolbox::timeout`].

@@ -18,7 +18,9 @@ use bootfleet_boot_media::{
 use bootfleet_testkit::http_recorder::HttpRecorder;
 use bootfleet_testkit::qemu::{Firmware, LocalBoot, Qemu};
 
-const LABEL: &str = "BOOTFLEET_TEST";
+/// The original tutorial's label: the volume id as written, `/.bootfleet/<MARKER>` for GRUB.
+const LABEL: &str = "Cluster Platform Provisioner ISO";
+const MARKER: &str = "Cluster_Platform_Provisioner_ISO";
 
 fn quiet(_: u8, _: &str) {}
 
@@ -63,7 +65,8 @@ fn pieces(dir: &Path) -> Pieces {
         ipxe::build(&tb, &lkrn, script, o, &quiet, &c)
     });
     let grub_built = |arch: &str, fragment: &str| {
-        let spec = GrubSpec::parse(LABEL, "efi", arch, "efi", fragment).expect("spec");
+        // The platform as the original tutorial sends it.
+        let spec = GrubSpec::parse(LABEL, "x86_64-efi", arch, "efi", fragment).expect("spec");
         build_into(&dir, &format!("grub-{arch}-{fragment}"), |o| {
             grub::build(&tb, &spec, o, &quiet, &c)
         })
@@ -243,6 +246,20 @@ fn iso_has_bios_and_uefi_el_torito_entries_and_its_files() {
     assert!(entries.iter().any(|l| l.contains(" BIOS ")), "{report}");
     assert!(entries.iter().any(|l| l.contains(" UEFI ")), "{report}");
 
+    // The label as written is the volume id (spaces and all).
+    let pvd = Command::new("xorriso")
+        .args(["-indev"])
+        .arg(iso)
+        .args(["-pvd_info"])
+        .run(&Cancel::default())
+        .expect("xorriso pvd_info")
+        .output;
+    assert!(
+        pvd.lines()
+            .any(|l| l.starts_with("Volume Id") && l.ends_with(&format!(": {LABEL}"))),
+        "{pvd}"
+    );
+
     let listing = Command::new("xorriso")
         .args(["-indev"])
         .arg(iso)
@@ -251,7 +268,7 @@ fn iso_has_bios_and_uefi_el_torito_entries_and_its_files() {
         .expect("xorriso find")
         .output;
     for file in [
-        "/.bootfleet/BOOTFLEET_TEST",
+        &format!("/.bootfleet/{MARKER}"),
         "/grub/grub.cfg",
         "/ipxe.efi",
         "/ipxe.lkrn",
@@ -292,7 +309,7 @@ fn iso_marks_the_medium_for_the_grub_label_too() {
         .output;
     assert!(listing.contains("'/.bootfleet/other-label'"), "{listing}");
     assert!(
-        listing.contains("'/.bootfleet/BOOTFLEET_TEST'"),
+        listing.contains(&format!("'/.bootfleet/{MARKER}'")),
         "{listing}"
     );
 }
@@ -333,7 +350,7 @@ fn iso_refuses_wrong_inputs_naming_the_field() {
         ),
         (
             IsoInputs {
-                label: "a b".into(),
+                label: "a  b".into(),
                 ..ok()
             },
             "label",
@@ -787,7 +804,7 @@ fn grub_refuses_bad_labels_and_fields() {
         ("x;reboot", "efi", "x64", "efi", "img", "label"),
         ("$(id)", "efi", "x64", "efi", "img", "label"),
         ("`id`", "efi", "x64", "efi", "img", "label"),
-        ("two words", "efi", "x64", "efi", "img", "label"),
+        ("two  spaces", "efi", "x64", "efi", "img", "label"),
         ("ok", "../efi", "x64", "efi", "img", "platform"),
         ("ok", "efi;", "x64", "efi", "img", "platform"),
         ("ok", "efi", "$(x)", "efi", "img", "architecture"),

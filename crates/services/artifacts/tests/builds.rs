@@ -446,7 +446,9 @@ async fn an_iso_is_built_from_artifacts_of_this_system() {
             json!({"script": script, "platform": "bin", "driver": "ipxe", "extension": "lkrn"}),
         )
         .await;
-    let grub = |arch: &str, fragment: &str| json!({"label": "BOOTFLEET", "platform": "efi", "architecture": arch, "extension": "efi", "fragment": fragment});
+    // The label and platform as the original tutorial sends them.
+    const LABEL: &str = "Cluster Platform Provisioner ISO";
+    let grub = |arch: &str, fragment: &str| json!({"label": LABEL, "platform": "x86_64-efi", "architecture": arch, "extension": "efi", "fragment": fragment});
     let grub_img = lab.build("grubs", grub("x64", "img")).await;
     let grub_x64 = lab.build("grubs", grub("x64", "efi")).await;
     let grub_x86 = lab.build("grubs", grub("x86", "efi")).await;
@@ -461,7 +463,7 @@ async fn an_iso_is_built_from_artifacts_of_this_system() {
         .await;
     let url = |kind: &str, a: &proto::Artifact| format!("/{kind}/{}/{}", a.id, a.files[0].name);
     let inputs = json!({
-        "label": "BOOTFLEET",
+        "label": LABEL,
         "ipxeUefiUrl": url("ipxes", &uefi),
         "ipxeBiosUrl": bios.id,
         "grubImgUrl": url("grubs", &grub_img),
