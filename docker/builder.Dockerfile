@@ -3,7 +3,9 @@
 # KIND: ipxes (Debian's iPXE binaries), grubs (grub-mkimage and GRUB's EFI modules, mtools, zip),
 # syslinuxs (SYSLINUX/ISOLINUX files), isos (xorriso, mtools, unzip), or builders (all of them:
 # one worker that takes every kind, as `bootfleet up` runs it).
-# The container runs `bootfleet service $KIND` and nothing else; it needs NATS_URL and DATABASE_URL.
+# The container runs `bootfleet service $KIND`; it needs NATS_URL and DATABASE_URL. The
+# `artifacts` registry runs in the all-kinds image too: it checks the tools' versions of a kind
+# (part of a build's content address) before it queues a job.
 ARG BASE=debian:trixie-slim
 FROM ${BASE}
 ARG KIND=builders
@@ -31,5 +33,6 @@ ENV BOOTFLEET_DATA_DIR=/var/lib/bootfleet \
 USER 10001:10001
 WORKDIR /var/lib/bootfleet
 HEALTHCHECK --interval=15s --timeout=5s --start-period=20s --retries=3 CMD ["bootfleet", "healthcheck"]
-# The image has one job; a shell is needed only to read the kind it was built for.
-ENTRYPOINT ["/bin/sh", "-c", "exec bootfleet service \"$BOOTFLEET_BUILDER_KIND\""]
+# Without arguments the image runs the builder of its kind (a shell reads the kind it was built
+# for); with arguments it runs `bootfleet <arguments>` (`service artifacts`, `healthcheck`).
+ENTRYPOINT ["/bin/sh", "-c", "[ $# -gt 0 ] || set -- service \"$BOOTFLEET_BUILDER_KIND\"; exec bootfleet \"$@\"", "bootfleet"]

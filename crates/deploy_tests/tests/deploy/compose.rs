@@ -226,16 +226,36 @@ fn compose_stack_serves_scripts_and_builds_through_per_kind_builders() {
         "{distributor_env}"
     );
 
-    // The distributor is only in the `site` profile (it takes the host's network).
-    let services = stdout(&stack.run(&["config", "--services"]));
-    assert!(!services.lines().any(|s| s == "distributor"), "{services}");
-    let with_site = stdout(&stack.run(&["--profile", "site", "config", "--services"]));
-    assert!(with_site.lines().any(|s| s == "distributor"), "{with_site}");
+    // The distributor: only in the `site` profile, on the host's network, two capabilities.
+    let config = support::yaml_documents(&stdout(&stack.run(&["config"])));
+    let distributor = &config[0]["services"]["distributor"];
+    assert_eq!(distributor["profiles"], json!(["site"]), "{distributor}");
+    assert_eq!(distributor["network_mode"], "host");
+    assert_eq!(distributor["cap_drop"], json!(["ALL"]));
+    assert_eq!(
+        distributor["cap_add"],
+        json!(["NET_BIND_SERVICE", "NET_RAW"])
+    );
 
     let started = std::time::Instant::now();
     stack.run(&["up", "-d"]);
     let postgres = stack.container("postgres");
     assert_eq!(inspect(&postgres, "{{.State.Health.Status}}"), "healthy");
+    // Off by default: `up` started no distributor (this test must not touch the host's LAN).
+    let distributor = support::run(Command::new("docker").args([
+        "ps",
+        "-a",
+        "-q",
+        "--filter",
+        &format!("label=com.docker.compose.project={}", stack.project),
+        "--filter",
+        "label=com.docker.compose.service=distributor",
+    ]));
+    assert_eq!(
+        stdout(&distributor).trim(),
+        "",
+        "a distributor container was started"
+    );
     let port = stdout(&stack.run(&["port", "gateway", "8080"]));
     let base = format!("http://{}", port.trim());
 

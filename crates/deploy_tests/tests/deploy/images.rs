@@ -157,20 +157,23 @@ fn every_image_builds_runs_unprivileged_and_carries_only_its_tools() {
         Vec::<String>::new()
     );
 
-    // The binaries (built on this machine) run on the image's Debian 13.
-    let version = support::run(Command::new("docker").args([
-        "run",
-        "--rm",
-        "--network",
-        "none",
-        &images.image("bootfleet"),
-        "--version",
-    ]));
-    assert!(
-        stdout(&version).starts_with("bootfleet "),
-        "{}",
-        stdout(&version)
-    );
+    // The binaries (built on this machine) run on the image's Debian 13; a builder image given
+    // arguments runs `bootfleet <arguments>` instead of its builder.
+    for name in ["bootfleet", "bootfleet-builders"] {
+        let version = support::run(Command::new("docker").args([
+            "run",
+            "--rm",
+            "--network",
+            "none",
+            &images.image(name),
+            "--version",
+        ]));
+        assert!(
+            stdout(&version).starts_with("bootfleet "),
+            "{name}: {}",
+            stdout(&version)
+        );
+    }
     // The health check finds the role of the process beside it; alone, it finds none and fails.
     let alone = Command::new("docker")
         .args([

@@ -158,7 +158,13 @@ fn the_chart_lints_and_renders_manifests_valid_for_kubernetes() {
             assert_eq!(image, format!("bootfleet-builder-{name}:latest"));
             assert!(c["args"].is_null(), "{name}: {c}");
         } else {
-            assert_eq!(image, "bootfleet:latest");
+            // The registry runs where every kind's tools are (it checks their versions).
+            let expected = if *name == "artifacts" {
+                "bootfleet-builders"
+            } else {
+                "bootfleet"
+            };
+            assert_eq!(image, format!("{expected}:latest"));
             assert_eq!(c["args"], serde_json::json!(["service", name]));
         }
     }
@@ -292,9 +298,14 @@ fn skaffold_builds_what_the_chart_deploys() {
                 "{profile}/{image}: {}",
                 dockerfile.display()
             );
-            // A KIND build argument is one the builder Dockerfile accepts, matching the name.
+            // A KIND build argument is one the builder Dockerfile accepts, matching the name
+            // (`builders`: every kind).
             if let Some(kind) = a["docker"]["buildArgs"]["KIND"].as_str() {
-                assert_eq!(image, format!("bootfleet-builder-{kind}"));
+                let expected = match kind {
+                    "builders" => "bootfleet-builders".to_owned(),
+                    kind => format!("bootfleet-builder-{kind}"),
+                };
+                assert_eq!(image, expected);
                 let text = std::fs::read_to_string(&dockerfile).expect("read");
                 assert!(
                     text.contains(&format!("{kind})")),
