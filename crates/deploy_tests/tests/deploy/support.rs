@@ -199,43 +199,62 @@ impl Images {
 pub fn images() -> &'static Images {
     static IMAGES: OnceLock<Result<Images, String>> = OnceLock::new();
     let images = IMAGES.get_or_init(|| {
-        release_binary("bootfleet");
-        remove_stale_test_tags();
-        let started = Instant::now();
-        let base = command("scripts/docker-base")
-            .output()
-            .map_err(|e| format!("scripts/docker-base: {e}"))?;
-        if !base.status.success() {
-            return Err(format!(
-                "scripts/docker-base failed: {}",
-                String::from_utf8_lossy(&base.stderr)
-            ));
-        }
-        eprintln!("base image ready in {:?}", started.elapsed());
         let tag = format!("{TAG_PREFIX}{}", std::process::id());
+        // The base and the images that need no binaries wait on downloads, the release build
+        // on the CPU: side by side.
+        let without_binaries = std::thread::spawn({
+            let tag = tag.clone();
+            move || {
+                let started = Instant::now();
+                script(&["scripts/docker-base"])?;
+                script(&[
+                    "scripts/docker-images",
+                    "--tag",
+                    &tag,
+                    "--only",
+                    "bootfleet-nats",
+                    "--only",
+                    "bootfleet-postgres",
+                ])?;
+                eprintln!(
+                    "base, NATS and PostgreSQL images ready in {:?}",
+                    started.elapsed()
+                );
+                Ok::<(), String>(())
+            }
+        });
+        release_binary("bootfleet");
+        without_binaries
+            .join()
+            .map_err(|_| "the base image thread panicked".to_owned())??;
         let started = Instant::now();
-        let out = command("scripts/docker-images")
-            .args(["--tag", &tag])
-            .output()
-            .map_err(|e| format!("scripts/docker-images: {e}"))?;
-        if !out.status.success() {
-            return Err(format!(
-                "scripts/docker-images failed:\n{}{}",
-                String::from_utf8_lossy(&out.stdout),
-                String::from_utf8_lossy(&out.stderr)
-            ));
-        }
-        eprintln!(
-            "images built in {:?}:\n{}",
-            started.elapsed(),
-            String::from_utf8_lossy(&out.stdout)
-        );
+        let sizes = script(&["scripts/docker-images", "--tag", &tag])?;
+        eprintln!("images built in {:?}:\n{sizes}", started.elapsed());
+        // After the build, so that the layers of the last run's images serve as its cache.
+        remove_stale_test_tags();
         Ok(Images { tag })
     });
     match images {
         Ok(images) => images,
         Err(e) => panic!("{e}"),
     }
+}
+
+/// Runs a project script from the workspace root; its standard output, or why it failed.
+fn script(args: &[&str]) -> Result<String, String> {
+    let out = command(args[0])
+        .args(&args[1..])
+        .output()
+        .map_err(|e| format!("{}: {e}", args[0]))?;
+    if !out.status.success() {
+        return Err(format!(
+            "{} failed:\n{}{}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ));
+    }
+    Ok(stdout(&out))
 }
 
 /// Images are tagged `deploytest-<pid>` per run; a run's tags outlive it (statics are never
