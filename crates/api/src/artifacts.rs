@@ -248,25 +248,6 @@ pub struct IsoRow {
     pub input: IsoInput,
 }
 
-macro_rules! page {
-    ($page:ident, $row:ty) => {
-        #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-        #[serde(rename_all = "camelCase")]
-        pub struct $page {
-            pub rows: Vec<$row>,
-            pub total: u64,
-            pub page: u32,
-            pub page_size: u32,
-            pub total_pages: u64,
-        }
-    };
-}
-
-page!(IpxePage, IpxeRow);
-page!(GrubPage, GrubRow);
-page!(SyslinuxPage, SyslinuxRow);
-page!(IsoPage, IsoRow);
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -5,6 +5,7 @@ use utoipa::ToSchema;
 
 use crate::error::ErrorCode;
 use crate::format_timestamp;
+use crate::list::ListParams;
 use crate::proto;
 
 /// The one error envelope every non-2xx response carries.
@@ -21,6 +22,40 @@ pub struct ErrorBody {
     /// The request field (body, query or path) the error is about.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub field: Option<String>,
+}
+
+// One page of a list (`GET /api/<collection>?page=&pageSize=`), whatever its rows. Its schema
+// is per row type (`rows` refers to `T`'s schema), but utoipa names it `Page` whatever `T` is:
+// the document registers it under `Page::schema_name`. (Plain comments: a doc comment would
+// become the schema's description.)
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Page<T> {
+    pub rows: Vec<T>,
+    pub total: u64,
+    pub page: u32,
+    pub page_size: u32,
+    pub total_pages: u64,
+}
+
+impl<T> Page<T> {
+    /// The page `params` asked for, of a list of `total` rows.
+    pub fn new(rows: Vec<T>, total: u64, params: &ListParams) -> Page<T> {
+        Page {
+            rows,
+            total,
+            page: params.page,
+            page_size: params.page_size,
+            total_pages: params.total_pages(total),
+        }
+    }
+}
+
+impl<T: ToSchema> Page<T> {
+    /// The name of this page's schema in the OpenAPI document: `Page_ScriptRow`, ...
+    pub fn schema_name() -> String {
+        format!("{}_{}", <Self as ToSchema>::name(), T::name())
+    }
 }
 
 /// `POST`/`PUT` body of the text registries (mainscripts, subscripts, kickstarts,
@@ -51,16 +86,6 @@ impl From<proto::Script> for ScriptRow {
             updated_at: format_timestamp(s.updated_at_ms),
         }
     }
-}
-
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct ScriptPage {
-    pub rows: Vec<ScriptRow>,
-    pub total: u64,
-    pub page: u32,
-    pub page_size: u32,
-    pub total_pages: u64,
 }
 
 /// `POST`/`PUT` body of `/api/sshkeys`.
@@ -101,16 +126,6 @@ impl From<proto::SshKey> for SshKeyRow {
             updated_at: format_timestamp(k.updated_at_ms),
         }
     }
-}
-
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct SshKeyPage {
-    pub rows: Vec<SshKeyRow>,
-    pub total: u64,
-    pub page: u32,
-    pub page_size: u32,
-    pub total_pages: u64,
 }
 
 /// `GET /api/sshkey?algorithm=`: a fresh key pair; nothing is stored.
@@ -191,6 +206,50 @@ pub struct ServedFileRow {
     pub size: u64,
 }
 
+/// One boot event of a site, as `GET /api/distributors/:id/events` streams it (the `data` of a
+/// server-sent event named after its `kind`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct BootEventRow {
+    /// The site (the distributor's artifactId).
+    pub artifact_id: String,
+    /// `dhcp_answered`, `tftp_served`, `tftp_failed`, `http_served`.
+    pub kind: String,
+    /// The client's MAC, lowercase; empty when the distributor could not tell.
+    pub mac: String,
+    /// The client's architecture (DHCP answers).
+    pub arch: String,
+    /// The boot file offered or served.
+    pub file: String,
+    pub bytes: u64,
+    pub duration_ms: u64,
+    /// Where the answer went, or the client's address and port.
+    pub peer: String,
+    /// The client already ran iPXE (DHCP answers).
+    pub ipxe: bool,
+    pub detail: String,
+    /// RFC 3339, UTC, as the distributor saw it.
+    pub at: String,
+}
+
+impl From<proto::BootEvent> for BootEventRow {
+    fn from(e: proto::BootEvent) -> Self {
+        BootEventRow {
+            artifact_id: e.artifact_id,
+            kind: e.kind,
+            mac: e.mac,
+            arch: e.arch,
+            file: e.file,
+            bytes: e.bytes,
+            duration_ms: e.duration_ms,
+            peer: e.peer,
+            ipxe: e.ipxe,
+            detail: e.detail,
+            at: format_timestamp(e.at_ms),
+        }
+    }
+}
+
 /// `PUT /api/distributors/:id`: hand these ipxes artifacts to the site's PXE clients. Each URL
 /// names an artifact of this system (`/ipxes/<id>/<file>`, a URL on this gateway, or the id).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
@@ -246,16 +305,6 @@ impl From<proto::Distributor> for DistributorRow {
             updated_at: format_timestamp(d.updated_at_ms),
         }
     }
-}
-
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct DistributorPage {
-    pub rows: Vec<DistributorRow>,
-    pub total: u64,
-    pub page: u32,
-    pub page_size: u32,
-    pub total_pages: u64,
 }
 
 /// `PUT /api/distributors/:id/status`: start or stop answering PXE clients.
@@ -323,16 +372,6 @@ impl From<proto::LocalNode> for LocalNodeRow {
     }
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct LocalNodePage {
-    pub rows: Vec<LocalNodeRow>,
-    pub total: u64,
-    pub page: u32,
-    pub page_size: u32,
-    pub total_pages: u64,
-}
-
 /// `PUT /api/localnodes/:id/script`: run a script on the node over SSH, through its site's
 /// distributor. The private key is used in memory for this one run: never stored, never logged.
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
@@ -384,5 +423,62 @@ impl From<proto::NodeExecResult> for LocalNodeScriptResult {
             exit_signal: (!r.exit_signal.is_empty()).then_some(r.exit_signal),
             truncated: r.truncated,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use utoipa::PartialSchema;
+
+    #[test]
+    fn a_page_is_camel_case_and_its_schema_is_per_row_type() {
+        let params = ListParams {
+            page: 2,
+            page_size: 10,
+            ..ListParams::default()
+        };
+        let page = Page::new(
+            vec![ServiceReadiness {
+                service: "x".into(),
+                ready: true,
+            }],
+            11,
+            &params,
+        );
+        let json = serde_json::to_value(&page).expect("json");
+        assert_eq!(
+            json,
+            serde_json::json!({
+                "rows": [{"service": "x", "ready": true}],
+                "total": 11,
+                "page": 2,
+                "pageSize": 10,
+                "totalPages": 2
+            })
+        );
+        // The schema documents exactly the fields serde writes, and its rows are the row type's.
+        let schema = serde_json::to_value(Page::<ScriptRow>::schema()).expect("schema");
+        let mut documented: Vec<&str> = schema["properties"]
+            .as_object()
+            .expect("properties")
+            .keys()
+            .map(String::as_str)
+            .collect();
+        let mut written: Vec<&str> = json
+            .as_object()
+            .expect("object")
+            .keys()
+            .map(String::as_str)
+            .collect();
+        documented.sort_unstable();
+        written.sort_unstable();
+        assert_eq!(documented, written);
+        assert_eq!(
+            schema["properties"]["rows"]["items"]["$ref"],
+            "#/components/schemas/ScriptRow"
+        );
+        assert_eq!(Page::<ScriptRow>::schema_name(), "Page_ScriptRow");
+        assert_eq!(Page::<SshKeyRow>::schema_name(), "Page_SshKeyRow");
     }
 }

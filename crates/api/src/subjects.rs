@@ -36,20 +36,6 @@ pub fn ping(service: &str) -> String {
     subject(service, Op::Ping)
 }
 
-/// The services of the system, by the name they register on the bus (also their queue group).
-pub const SERVICES: [&str; 10] = [
-    "mainscripts",
-    "kickstarts",
-    "sshkeys",
-    "distributors",
-    "localnodes",
-    "artifacts",
-    "ipxes",
-    "grubs",
-    "syslinuxs",
-    "isos",
-];
-
 /// The text registries and the service that owns each.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum ScriptKind {

@@ -496,7 +496,7 @@ impl Service for ArtifactsService {
     ) -> Result<ServiceBuilder, StartError> {
         let js = jetstream::new(ctx.bus.client().clone());
         worker::ensure_stream(&js).await?;
-        let objects = objects::Objects::open(&js).await?;
+        let objects = objects::Objects::open(&ctx.bus).await?;
         let artifacts = Artifacts {
             registry: Registry::new(ctx.db.clone()),
             js,

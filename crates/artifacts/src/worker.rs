@@ -300,7 +300,7 @@ impl Service for BuilderService {
             .map_err(|e| StartError::Setup(format!("cannot create the consumer {name}: {e}")))?;
         let builder = Builder {
             registry: Registry::new(ctx.db.clone()),
-            objects: Objects::open(&js).await?,
+            objects: Objects::open(&ctx.bus).await?,
             toolbox: self.toolbox.clone(),
             config,
         };

@@ -141,11 +141,16 @@ pub fn gateway_config(secret: Secret) -> Result<GatewayConfig, String> {
             defaults.request_timeout,
         )?,
         write_timeout: secs("BOOTFLEET_HTTP_WRITE_TIMEOUT_SECS", defaults.write_timeout)?,
+        event_keep_alive: secs(
+            "BOOTFLEET_HTTP_EVENT_KEEPALIVE_SECS",
+            defaults.event_keep_alive,
+        )?,
     };
     Ok(GatewayConfig {
         verifier,
         open_node_reads,
         body_limit,
         limits,
+        services: crate::service_names(),
     })
 }

@@ -4,7 +4,7 @@ use std::process::ExitCode;
 
 use bootfleet::config;
 use bootfleet::nats_auth::{self, NatsAuth};
-use bootfleet::nats_child::NatsChild;
+use bootfleet::nats_child::{self, NatsChild};
 use bootfleet::{System, SystemConfig};
 use bootfleet_bus::{Bus, BusConfig};
 use bootfleet_gateway::auth::{self, Role};
@@ -317,18 +317,19 @@ async fn up(args: UpArgs, shutdown: Shutdown) -> Result<(), String> {
     );
     println!("export BOOTFLEET_URL={base}");
     println!("export BOOTFLEET_TOKEN={admin}");
-    if let Some(auth) = &nats_auth {
+    if let (Some(auth), Some(child)) = (&nats_auth, &nats_child) {
         if !auth.distributors.is_empty() {
-            // A LAN distributor needs an address it can reach, not loopback.
-            let url = if nats_listen.is_loopback() {
-                nats_url.clone()
-            } else {
-                format!(
-                    "nats://<this-host>:{}",
-                    nats_url.rsplit(':').next().unwrap_or("4222")
-                )
-            };
-            print_logins(auth, &url, false);
+            print_logins(
+                auth,
+                &nats_child::url_for_distributors(nats_listen, child.port),
+                false,
+            );
+            if nats_listen.is_unspecified() {
+                println!(
+                    "  (nats-server listens on every address: replace {} with this host's address on the distributors' LAN)",
+                    nats_child::THIS_HOST
+                );
+            }
         }
     }
     println!("Press Ctrl-C to stop.");

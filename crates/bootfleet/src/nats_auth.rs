@@ -118,7 +118,7 @@ pub fn inbox_prefix(site: &str) -> String {
 }
 
 /// The JetStream API subjects that read the artifact bucket, found by running the
-/// distributor's read path (`get_object_store`, `get`, reading the object) against a
+/// distributor's read path (`bootfleet_bus::ArtifactStore`: open, info, chunks) against a
 /// nats-server with only these allowed (see the `nats_permissions` tests).
 fn artifact_read_subjects() -> Vec<String> {
     let stream = format!("OBJ_{}", subjects::ARTIFACT_BUCKET);

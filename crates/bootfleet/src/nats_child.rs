@@ -12,8 +12,26 @@ use std::time::{Duration, Instant};
 #[derive(Debug)]
 pub struct NatsChild {
     child: tokio::process::Child,
+    /// Where this process reaches it.
     pub url: String,
+    /// The port it listens on (`start`'s, or another when that one was taken).
+    pub port: u16,
     pub store_dir: PathBuf,
+}
+
+/// What stands for this host in a URL when the server listens on every address.
+pub const THIS_HOST: &str = "<this-host>";
+
+/// The URL a distributor on the LAN reaches the server at, for its login line: the address the
+/// server listens on. Listening on every address (0.0.0.0, ::), it has no one address to name,
+/// so the host is [`THIS_HOST`], for the operator to replace.
+pub fn url_for_distributors(listen: IpAddr, port: u16) -> String {
+    let host = match listen {
+        _ if listen.is_unspecified() => THIS_HOST.to_owned(),
+        IpAddr::V6(v6) => format!("[{v6}]"),
+        IpAddr::V4(v4) => v4.to_string(),
+    };
+    format!("nats://{host}:{port}")
 }
 
 fn find_nats_server() -> Option<PathBuf> {
@@ -114,6 +132,7 @@ impl NatsChild {
         Ok(NatsChild {
             child,
             url: format!("nats://{host}:{port}"),
+            port,
             store_dir,
         })
     }
@@ -132,5 +151,21 @@ impl NatsChild {
         {
             let _ = self.child.kill().await;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn distributors_are_given_the_address_the_server_listens_on() {
+        let url = |listen: &str| url_for_distributors(listen.parse().expect("ip"), 4222);
+        assert_eq!(url("10.99.0.1"), "nats://10.99.0.1:4222");
+        assert_eq!(url("127.0.0.1"), "nats://127.0.0.1:4222");
+        assert_eq!(url("fd00::1"), "nats://[fd00::1]:4222");
+        // Only every address at once has no name to give.
+        assert_eq!(url("0.0.0.0"), "nats://<this-host>:4222");
+        assert_eq!(url("::"), "nats://<this-host>:4222");
     }
 }

@@ -10,6 +10,7 @@ use bootfleet_api::subjects::{Op, ScriptKind};
 use bootfleet_bus::{Bus, BusConfig, TraceParent};
 use bootfleet_gateway::auth::{self, Role, Secret, Verifier};
 use bootfleet_gateway::{GatewayConfig, DEFAULT_BODY_LIMIT};
+use bootfleet_testkit::sse::EventStream;
 use bootfleet_testkit::{database_url, Backend, ChildGuard, NatsServer};
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
@@ -78,6 +79,7 @@ async fn lab_with_limits(
         database_url,
         listen: "127.0.0.1:0".parse().expect("addr"),
         gateway: GatewayConfig {
+            services: bootfleet::service_names(),
             verifier: Verifier::new(secret()),
             open_node_reads,
             body_limit: DEFAULT_BODY_LIMIT,
@@ -1042,6 +1044,199 @@ async fn auth_roles_and_node_tokens(backend: Backend) {
     open.stop().await;
 }
 
+/// An event stream from the gateway at `base` (`http://host:port`). Its reads block: these
+/// helpers run them with `block_in_place`, so tests using them run on a multi-thread runtime.
+fn watch(base: &str, path: &str, token: &str) -> EventStream {
+    let addr = base
+        .trim_start_matches("http://")
+        .parse()
+        .expect("gateway address");
+    tokio::task::block_in_place(|| EventStream::open(addr, path, token))
+}
+
+/// The next event of `stream`: its name and its JSON data.
+fn next_event(stream: &mut EventStream) -> (String, Value) {
+    let (name, data) = tokio::task::block_in_place(|| stream.next_event(Duration::from_secs(10)));
+    let data = serde_json::from_str(&data).unwrap_or_else(|e| panic!("{e}: {data}"));
+    (name, data)
+}
+
+/// The next block (event or comment) of `stream`; `None` once it ended.
+fn next_block(stream: &mut EventStream) -> Option<String> {
+    tokio::task::block_in_place(|| stream.next_block(Duration::from_secs(10)))
+}
+
+/// A distributor of `site` registered by one heartbeat; its row id.
+async fn registered_distributor(bus: &Bus, base: &str, admin: &str, site: &str) -> String {
+    let row: proto::Distributor = bus
+        .request(
+            &TraceParent::new_root(),
+            &bootfleet_api::subjects::distributor_heartbeat(site),
+            &proto::DistributorHeartbeat {
+                artifact_id: site.into(),
+                ..Default::default()
+            },
+        )
+        .await
+        .expect("heartbeat answered");
+    let listed: Value = reqwest::Client::new()
+        .get(format!("{base}/api/distributors/{}", row.id))
+        .bearer_auth(admin)
+        .send()
+        .await
+        .expect("get")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(listed["artifactId"], site, "{listed}");
+    row.id
+}
+
+/// `GET /api/distributors/:id/events`: the site's boot events as server-sent events, for
+/// admin and user tokens, of one MAC if asked; odd kinds cannot forge fields; a comment keeps
+/// the stream alive; a client that goes away is unsubscribed; stopping the gateway ends it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn boot_events_stream_to_operators_as_server_sent_events() {
+    let mut lab = lab_with_limits(
+        Backend::Sqlite,
+        false,
+        bootfleet_gateway::server::ServeLimits {
+            event_keep_alive: Duration::from_millis(200),
+            ..Default::default()
+        },
+    )
+    .await;
+    let bus = lab.system.as_ref().expect("running").bus.clone();
+    let id = registered_distributor(&bus, &lab.base, &lab.admin, "site-sse").await;
+    let path = format!("/api/distributors/{id}/events");
+    lab.call(Method::GET, &path, None, None)
+        .await
+        .expect_error(401, None);
+    lab.call(Method::GET, &path, Some(&lab.node), None)
+        .await
+        .expect_error(403, None);
+    lab.admin(Method::GET, &format!("{path}?mac=52:54:00"), None)
+        .await
+        .expect_error(400, Some("mac"));
+    lab.admin(Method::GET, &format!("{path}?site=other"), None)
+        .await
+        .expect_error(400, Some("site"));
+    lab.admin(
+        Method::GET,
+        &format!("/api/distributors/{}/events", uuid_for(9)),
+        None,
+    )
+    .await
+    .expect_error(404, None);
+
+    let publish = |kind: &str, mac: &str| {
+        let event = proto::BootEvent {
+            artifact_id: "site-sse".into(),
+            kind: kind.into(),
+            mac: mac.into(),
+            file: "ipxe.efi".into(),
+            at_ms: 1_700_000_000_000,
+            ..Default::default()
+        };
+        let client = bus.client().clone();
+        async move {
+            client
+                .publish(
+                    bootfleet_api::subjects::boot_events("site-sse"),
+                    prost::Message::encode_to_vec(&event).into(),
+                )
+                .await
+                .expect("publish");
+            client.flush().await.expect("flush");
+        }
+    };
+    let mac = "52:54:00:12:34:56";
+    let mut all = watch(&lab.base, &path, &lab.user);
+    let mut one = watch(
+        &lab.base,
+        &format!("{path}?mac=52-54-00-12-34-56"),
+        &lab.admin,
+    );
+    let (name, ready) = next_event(&mut all);
+    assert_eq!(
+        (name.as_str(), &ready["artifactId"]),
+        ("ready", &json!("site-sse"))
+    );
+    let (name, ready) = next_event(&mut one);
+    assert_eq!((name.as_str(), &ready["mac"]), ("ready", &json!(mac)));
+
+    publish("dhcp_answered", "52:54:00:00:00:01").await;
+    publish("dhcp_answered", mac).await;
+    publish("tftp_served", mac).await;
+    // A kind is the distributor's word: one that would end the field is not a name.
+    publish("x\ndata: forged", mac).await;
+    let mut seen = Vec::new();
+    for _ in 0..3 {
+        let (name, data) = next_event(&mut one);
+        assert_eq!(data["mac"], mac, "{data}");
+        assert_eq!(data["artifactId"], "site-sse", "{data}");
+        seen.push(name);
+    }
+    assert_eq!(seen, ["dhcp_answered", "tftp_served", "boot"]);
+    let (name, data) = next_event(&mut all);
+    assert_eq!(
+        (name.as_str(), &data["mac"]),
+        ("dhcp_answered", &json!("52:54:00:00:00:01"))
+    );
+    assert_eq!(data["file"], "ipxe.efi");
+    assert_eq!(data["at"], "2023-11-14T22:13:20.000Z");
+    // Nothing more to say: a comment keeps the stream alive.
+    let mut comment = None;
+    for _ in 0..10 {
+        let block = next_block(&mut one).expect("open");
+        if block.starts_with(':') {
+            comment = Some(block);
+            break;
+        }
+    }
+    assert_eq!(comment.as_deref(), Some(": keep-alive"));
+
+    // The clients go away: the next keep-alive fails, and the gateway drops the subscription
+    // (a request on the site's subject then finds nobody).
+    drop(all);
+    drop(one);
+    let mut unsubscribed = false;
+    for _ in 0..100 {
+        let probe = bus
+            .client()
+            .send_request(
+                bootfleet_api::subjects::boot_events("site-sse"),
+                async_nats::Request::new().timeout(Some(Duration::from_millis(200))),
+            )
+            .await
+            .expect_err("nobody answers");
+        if probe.kind() == async_nats::RequestErrorKind::NoResponders {
+            unsubscribed = true;
+            break;
+        }
+    }
+    assert!(
+        unsubscribed,
+        "the gateway still follows the events of clients that left"
+    );
+
+    // Stopping the gateway ends an open stream rather than waiting for it.
+    let mut open = watch(&lab.base, &path, &lab.admin);
+    assert_eq!(next_event(&mut open).0, "ready");
+    let system = lab.system.take().expect("running");
+    tokio::time::timeout(Duration::from_secs(20), system.stop())
+        .await
+        .expect("the system stops with a stream open");
+    let mut ended = false;
+    for _ in 0..100 {
+        if next_block(&mut open).is_none() {
+            ended = true;
+            break;
+        }
+    }
+    assert!(ended, "the stream did not end when the gateway stopped");
+}
+
 /// A client that sends its head but trickles its body gets 408 with the error envelope once
 /// the body deadline passes, and nothing is written.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1093,6 +1288,7 @@ async fn readyz_reports_a_missing_service() {
         .expect("bind");
     let addr = listener.local_addr().expect("addr");
     let config = GatewayConfig {
+        services: bootfleet::service_names(),
         verifier: Verifier::new(secret()),
         open_node_reads: false,
         body_limit: DEFAULT_BODY_LIMIT,
@@ -1416,6 +1612,37 @@ async fn up_runs_the_system_and_stops_cleanly() {
     .await
     .expect("the printed distributor login is accepted");
     distributor.flush().await.expect("flush");
+
+    // An operator watches the site's boot events through the gateway: up's services login
+    // may subscribe to them (a distributor's may only publish its own).
+    let mut site = BusConfig::new(nats_url.clone(), "distributor-lab-1");
+    site.auth =
+        bootfleet_bus::Auth::UserPassword("distributor-lab-1".into(), field("NATS_PASSWORD="));
+    site.inbox_prefix = Some("_INBOX_lab-1".into());
+    let site = Bus::connect(&site).await.expect("the distributor's bus");
+    let id = registered_distributor(&site, &base, &token, "lab-1").await;
+    let mut watching = watch(&base, &format!("/api/distributors/{id}/events"), &token);
+    assert_eq!(next_event(&mut watching).0, "ready");
+    let event = proto::BootEvent {
+        kind: "dhcp_answered".into(),
+        mac: "52:54:00:12:34:56".into(),
+        ..Default::default()
+    };
+    distributor
+        .publish(
+            bootfleet_api::subjects::boot_events("lab-1"),
+            prost::Message::encode_to_vec(&event).into(),
+        )
+        .await
+        .expect("publish");
+    distributor.flush().await.expect("flush");
+    let (name, data) = next_event(&mut watching);
+    assert_eq!(name, "dhcp_answered");
+    assert_eq!(
+        (&data["artifactId"], &data["mac"]),
+        (&json!("lab-1"), &json!("52:54:00:12:34:56"))
+    );
+    drop(site);
     drop(distributor);
     let conf_mode = std::os::unix::fs::PermissionsExt::mode(
         &std::fs::metadata(dir.path().join("nats-server.conf"))
@@ -1466,6 +1693,8 @@ async fn up_runs_the_system_and_stops_cleanly() {
         std::net::TcpStream::connect(("127.0.0.1", nats_port)).is_err(),
         "the nats-server bootfleet started is gone"
     );
+    // The stream open during the stop ended with it.
+    assert_eq!(next_block(&mut watching), None);
 }
 
 /// Polls an artifact row over REST until it is `done` or `failed`.
@@ -1845,6 +2074,7 @@ mod nats_permissions {
             database_url: database_url(Backend::Sqlite, dir.path()),
             listen: "127.0.0.1:0".parse().expect("addr"),
             gateway: GatewayConfig {
+                services: bootfleet::service_names(),
                 verifier: Verifier::new(secret.clone()),
                 open_node_reads: false,
                 body_limit: DEFAULT_BODY_LIMIT,
@@ -1896,8 +2126,8 @@ mod nats_permissions {
         agent.probe_every = Some(Duration::from_millis(200));
         let events = agent.events.clone();
         let (stop_agent, stop_rx) = tokio::sync::watch::channel(false);
-        let switch = bootfleet_distributor::agent::Switch::default();
-        let counters = Arc::new(bootfleet_distributor::agent::Counters::default());
+        let switch = bootfleet_distributor::reporting::Switch::default();
+        let counters = Arc::new(bootfleet_distributor::reporting::Counters::default());
         // No DHCP, TFTP or HTTP listener: only the distributor's NATS side runs.
         let lan = Arc::new(bootfleet_distributor::lan::Lan::new(
             bootfleet_distributor::lan::Listeners {
@@ -1907,7 +2137,7 @@ mod nats_permissions {
             },
             cache.clone(),
             live.clone(),
-            bootfleet_distributor::proxy_dhcp::Reporting {
+            bootfleet_distributor::reporting::Reporting {
                 events: events.clone(),
                 switch: switch.clone(),
                 counters: counters.clone(),
@@ -1930,7 +2160,7 @@ mod nats_permissions {
         let http = reqwest::Client::new();
         let admin = auth::mint(&secret, Role::Admin, "test", 1).expect("mint");
         let deadline = std::time::Instant::now() + WAIT;
-        loop {
+        let a_id = loop {
             let list: serde_json::Value = http
                 .get(format!("{}/api/distributors?search=a", system.base_url()))
                 .bearer_auth(&admin)
@@ -1944,16 +2174,17 @@ mod nats_permissions {
                 .as_array()
                 .into_iter()
                 .flatten()
-                .any(|r| r["artifactId"] == "a" && r["online"] == true);
-            if online {
-                break;
+                .find(|r| r["artifactId"] == "a" && r["online"] == true)
+                .and_then(|r| r["id"].as_str());
+            if let Some(id) = online {
+                break id.to_owned();
             }
             assert!(
                 std::time::Instant::now() < deadline,
                 "no heartbeat from a: {list}"
             );
             tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        };
 
         // Apply: the services ask it; it reads the object store and answers.
         let applied: proto::DistributorConfigApplied = services
@@ -2028,6 +2259,25 @@ mod nats_permissions {
             (event.artifact_id.as_str(), event.kind.as_str()),
             ("a", "dhcp_answered")
         );
+        // And an operator sees them through the gateway, which subscribes with the services'
+        // login (as it does when the services run apart).
+        let mut watching = super::watch(
+            &system.base_url(),
+            &format!("/api/distributors/{a_id}/events"),
+            &admin,
+        );
+        assert_eq!(super::next_event(&mut watching).0, "ready");
+        events.emit(proto::BootEvent {
+            kind: "tftp_served".into(),
+            mac: "52:54:00:12:34:56".into(),
+            ..Default::default()
+        });
+        let (name, data) = super::next_event(&mut watching);
+        assert_eq!(
+            (name.as_str(), &data["artifactId"]),
+            ("tftp_served", &serde_json::json!("a"))
+        );
+        drop(watching);
 
         let _ = stop_agent.send(true);
         tokio::time::timeout(WAIT, agent_task)
@@ -2107,6 +2357,32 @@ mod nats_permissions {
             .await
             .expect("localnodes.reachability answered");
 
+        // The distributor's way to the bucket (the bus crate's artifact store): direct gets
+        // only, the whole object and a range across its first chunk's end.
+        let name = bootfleet_api::artifacts::object_name(key, "ipxe.efi");
+        let store = bootfleet_bus::ArtifactStore::open(&site_nodes)
+            .await
+            .expect("a opens the bucket");
+        let read = store
+            .read(&name, 1 << 20)
+            .await
+            .expect("a reads the object");
+        assert_eq!(read, content);
+        let mut range = Vec::new();
+        let mut chunks = store
+            .chunks(&name, 131_000..131_200)
+            .await
+            .expect("a reads a range");
+        while let Some(chunk) = chunks.next().await {
+            range.extend_from_slice(&chunk.expect("a chunk"));
+        }
+        assert_eq!(range, content[131_000..131_200]);
+        let log = nats.log();
+        assert!(
+            !log.contains("Violation"),
+            "reading the bucket hit a permission:\n{log}"
+        );
+
         // ... and nothing else.
         // Its own inbox space is open to it: the round trip that confirms its subscriptions.
         bootfleet_bus::sync(&client, WAIT)
@@ -2182,16 +2458,6 @@ mod nats_permissions {
             .get_object_store(subjects::ARTIFACT_BUCKET)
             .await
             .expect("a reads the bucket");
-        let name = bootfleet_api::artifacts::object_name(key, "ipxe.efi");
-        // The distributor's way: direct gets only.
-        let reader = bootfleet_distributor::boot_config::ArtifactReader::open(&client)
-            .await
-            .expect("a opens the bucket");
-        let read = reader
-            .read(&name, 1 << 20)
-            .await
-            .expect("a reads the object");
-        assert_eq!(read, content);
         assert_no_pending_error(&mut errors);
         // A consumer (the object store's own `get`) is refused: its delivery subject would be
         // a's to choose.

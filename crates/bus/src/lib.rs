@@ -7,6 +7,8 @@
 //! instance answered (no responders, or an instance died mid-request): every operation is made
 //! idempotent by its caller (creates carry the new row's id), so a retry never duplicates.
 
+mod artifact_store;
+mod boot_events;
 mod config;
 mod service;
 mod trace;
@@ -17,6 +19,8 @@ use async_nats::header::HeaderMap;
 use bootfleet_api::{proto, ApiError, ErrorCode};
 use prost::Message;
 
+pub use artifact_store::{ArtifactStore, ArtifactStoreError, ObjectChunks, StoredObject};
+pub use boot_events::{BootEventItem, BootEvents};
 pub use config::{Auth, BusConfig, Tls};
 pub use service::{RequestCtx, RunningService, ServiceBuilder, StatefulRoutes};
 pub use trace::TraceParent;

@@ -357,3 +357,86 @@ mod tls {
         );
     }
 }
+
+/// A site's boot events reach a stream of that site (of one MAC, if asked), whatever another
+/// connection publishes elsewhere; dropping the stream unsubscribes it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn boot_event_streams_follow_one_site_and_unsubscribe_when_dropped() {
+    use bootfleet_api::subjects;
+    use bootfleet_bus::BootEventItem;
+    use prost::Message;
+
+    let nats = NatsServer::start();
+    let bus = bus(&nats, 2000, 1).await;
+    let publisher = async_nats::connect(nats.url()).await.expect("connect");
+    let publish = |site: &str, kind: &str, mac: &str| {
+        let event = proto::BootEvent {
+            artifact_id: "whatever the body says".into(),
+            kind: kind.into(),
+            mac: mac.into(),
+            ..Default::default()
+        };
+        publisher.publish(subjects::boot_events(site), event.encode_to_vec().into())
+    };
+    let mut all = bus.boot_events("a", None, 16).await.expect("stream");
+    let mut one = bus
+        .boot_events("a", Some("52:54:00:12:34:56".into()), 16)
+        .await
+        .expect("stream");
+    // Other sites' first, including one whose id starts like ours.
+    for (site, kind, mac) in [
+        ("b", "dhcp_answered", "52:54:00:12:34:56"),
+        ("a.b", "dhcp_answered", "52:54:00:12:34:56"),
+        ("a", "dhcp_answered", "52:54:00:00:00:01"),
+        ("a", "tftp_served", "52:54:00:12:34:56"),
+    ] {
+        publish(site, kind, mac).await.expect("publish");
+    }
+    async fn next(stream: &mut bootfleet_bus::BootEvents) -> (String, String, String) {
+        match tokio::time::timeout(Duration::from_secs(10), stream.next())
+            .await
+            .expect("an event within 10 s")
+        {
+            Some(BootEventItem::Event(e)) => (e.artifact_id, e.kind, e.mac),
+            other => panic!("expected an event, got {other:?}"),
+        }
+    }
+    assert_eq!(
+        next(&mut all).await,
+        (
+            "a".into(),
+            "dhcp_answered".into(),
+            "52:54:00:00:00:01".into()
+        )
+    );
+    assert_eq!(
+        next(&mut all).await,
+        ("a".into(), "tftp_served".into(), "52:54:00:12:34:56".into())
+    );
+    assert_eq!(
+        next(&mut one).await,
+        ("a".into(), "tftp_served".into(), "52:54:00:12:34:56".into())
+    );
+
+    // While a stream is open, a request on the site's subject finds a subscriber (and times
+    // out); once both are dropped, nobody is subscribed there.
+    let probe = || {
+        publisher.send_request(
+            subjects::boot_events("a"),
+            async_nats::Request::new().timeout(Some(Duration::from_millis(300))),
+        )
+    };
+    let err = probe().await.expect_err("nobody answers");
+    assert_eq!(err.kind(), async_nats::RequestErrorKind::TimedOut);
+    drop(all);
+    drop(one);
+    let mut unsubscribed = false;
+    for _ in 0..100 {
+        let err = probe().await.expect_err("nobody answers");
+        if err.kind() == async_nats::RequestErrorKind::NoResponders {
+            unsubscribed = true;
+            break;
+        }
+    }
+    assert!(unsubscribed, "the dropped streams are still subscribed");
+}

@@ -8,84 +8,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bootfleet_api::{proto, subjects, ApiError, ErrorCode};
-use bootfleet_bus::{Bus, BusConfig, ServiceBuilder, TraceParent};
+use bootfleet_bus::{ArtifactStore, Bus, BusConfig, ServiceBuilder, TraceParent};
 
-use crate::boot_config::{Applier, ArtifactReader};
+use crate::boot_config::Applier;
+use crate::reporting::{Counters, Events, Switch};
 use futures_util::StreamExt;
 use prost::Message;
 use tokio::sync::mpsc;
-
-/// How many boot events may wait for the bus; more are dropped (and counted), never blocking
-/// the DHCP and TFTP loops.
-const EVENT_BUFFER: usize = 4096;
-
-/// Where the DHCP and TFTP loops report what they did.
-#[derive(Clone, Debug)]
-pub struct Events {
-    artifact_id: String,
-    tx: Option<mpsc::Sender<proto::BootEvent>>,
-    pub dropped: Arc<AtomicU64>,
-}
-
-impl Events {
-    /// Events that go nowhere but the log (no NATS configured).
-    pub fn log_only() -> Events {
-        Events {
-            artifact_id: String::new(),
-            tx: None,
-            dropped: Arc::default(),
-        }
-    }
-
-    pub fn emit(&self, mut event: proto::BootEvent) {
-        let Some(tx) = &self.tx else { return };
-        event.artifact_id = self.artifact_id.clone();
-        event.at_ms = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| i64::try_from(d.as_millis()).unwrap_or(0))
-            .unwrap_or(0);
-        if tx.try_send(event).is_err() {
-            self.dropped.fetch_add(1, Ordering::Relaxed);
-        }
-    }
-}
-
-/// What the DHCP and TFTP loops did; the heartbeat reports the answered/completed counts.
-#[derive(Debug, Default)]
-pub struct Counters {
-    pub dhcp_answered: AtomicU64,
-    pub dhcp_ignored: AtomicU64,
-    pub dhcp_malformed: AtomicU64,
-    pub tftp_completed: AtomicU64,
-    /// Ended by the client after option negotiation (EDK2's size probe).
-    pub tftp_declined: AtomicU64,
-    pub tftp_failed: AtomicU64,
-    pub tftp_refused: AtomicU64,
-    pub tftp_malformed: AtomicU64,
-    pub tftp_bytes: AtomicU64,
-}
-
-/// Whether to answer PXE clients (the operator's switch). Starts on.
-#[derive(Clone, Debug)]
-pub struct Switch(Arc<AtomicBool>);
-
-impl Default for Switch {
-    fn default() -> Self {
-        Switch(Arc::new(AtomicBool::new(true)))
-    }
-}
-
-impl Switch {
-    pub fn is_on(&self) -> bool {
-        self.0.load(Ordering::Relaxed)
-    }
-
-    fn set(&self, on: bool) {
-        if self.0.swap(on, Ordering::Relaxed) != on {
-            tracing::info!(on, "operator switched the distributor");
-        }
-    }
-}
 
 /// Interface names of this process's network namespace. (`/sys/class/net` would show the
 /// namespace that mounted sysfs, which is not always ours.)
@@ -131,13 +60,9 @@ impl std::fmt::Debug for Agent {
 
 impl Agent {
     pub fn new(bus_config: BusConfig, artifact_id: String, heartbeat: Duration) -> Agent {
-        let (tx, rx) = mpsc::channel(EVENT_BUFFER);
+        let (events, rx) = Events::queued(artifact_id.clone());
         Agent {
-            events: Events {
-                artifact_id: artifact_id.clone(),
-                tx: Some(tx),
-                dropped: Arc::default(),
-            },
+            events,
             rx,
             artifact_id,
             bus_config,
@@ -184,14 +109,14 @@ impl Agent {
         // What the system asks of this distributor: apply the operator's configuration, run a
         // script on a node of the site; and, beside, the nodes' reachability probes.
         let apply_service = {
-            let (applier, client) = (applier.clone(), bus.client().clone());
+            let (applier, store_bus) = (applier.clone(), bus.clone());
             let mut service = ServiceBuilder::new(bus.clone(), "distributor-agent")
                 .route(
                     subjects::distributor_apply(&self.artifact_id),
                     move |_, config: proto::DistributorConfig| {
-                        let (applier, client) = (applier.clone(), client.clone());
+                        let (applier, store_bus) = (applier.clone(), store_bus.clone());
                         async move {
-                            let store = ArtifactReader::open(&client).await?;
+                            let store = ArtifactStore::open(&store_bus).await?;
                             applier.apply(&store, config).await
                         }
                     },
@@ -322,15 +247,12 @@ impl Heartbeat {
             if applying.swap(true, Ordering::SeqCst) {
                 continue;
             }
-            let (applier, client, applying) = (
-                self.applier.clone(),
-                self.bus.client().clone(),
-                applying.clone(),
-            );
+            let (applier, bus, applying) =
+                (self.applier.clone(), self.bus.clone(), applying.clone());
             tokio::spawn(async move {
-                let outcome = match ArtifactReader::open(&client).await {
+                let outcome = match ArtifactStore::open(&bus).await {
                     Ok(store) => applier.apply(&store, config).await.map(|_| ()),
-                    Err(e) => Err(e),
+                    Err(e) => Err(ApiError::from(e)),
                 };
                 if let Err(e) = outcome {
                     tracing::warn!(error = %e.message, "cannot apply the stored configuration; retrying with the next heartbeat");
@@ -473,7 +395,8 @@ mod tests {
     use super::*;
     use crate::cache::Cache;
     use crate::lan::{Lan, Listeners};
-    use crate::proxy_dhcp::{LiveConfig, Reporting};
+    use crate::proxy_dhcp::LiveConfig;
+    use crate::reporting::Reporting;
 
     /// Only there so a broken agent fails the test instead of hanging it.
     const WAIT: Duration = Duration::from_secs(10);

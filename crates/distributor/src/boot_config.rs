@@ -5,10 +5,9 @@
 
 use std::sync::{Arc, Mutex};
 
-use async_nats::jetstream::object_store::ObjectStore;
-use async_nats::jetstream::stream::Stream;
 use bootfleet_api::artifacts::object_name;
-use bootfleet_api::{proto, subjects, ApiError, ErrorCode};
+use bootfleet_api::{proto, ApiError, ErrorCode};
+use bootfleet_bus::ArtifactStore;
 use bootfleet_netboot::dhcp::{BootFiles, ProxyConfig};
 use prost::Message;
 use sha2::{Digest, Sha256};
@@ -20,63 +19,10 @@ use crate::proxy_dhcp::LiveConfig;
 /// The script iPXE clients get once boot files came from artifacts: it runs the artifact's own
 /// script for the client's platform.
 pub const ARTIFACT_BOOTSTRAP: &str = "bootfleet-artifacts.ipxe";
+/// The script iPXE for UEFI runs at start when it finds one (`efi_autoexec.c`).
+const EFI_AUTOEXEC: &str = "autoexec.ipxe";
 /// Boot programs are a few MiB; this bounds what a bad row could make us download.
-const MAX_FILE_BYTES: usize = 64 * 1024 * 1024;
-
-/// Reads objects of the artifact bucket by JetStream direct get only. No consumer is created,
-/// so a distributor's NATS login needs no right to create one: a consumer's delivery subject
-/// is its creator's choice, which subject permissions cannot bound.
-pub struct ArtifactReader {
-    store: ObjectStore,
-    stream: Stream<()>,
-}
-
-impl std::fmt::Debug for ArtifactReader {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ArtifactReader").finish_non_exhaustive()
-    }
-}
-
-impl ArtifactReader {
-    pub async fn open(client: &async_nats::Client) -> Result<ArtifactReader, ApiError> {
-        let unreachable =
-            |e: String| ApiError::unavailable(format!("the artifact store is not reachable: {e}"));
-        let jetstream = async_nats::jetstream::new(client.clone());
-        let store = jetstream
-            .get_object_store(subjects::ARTIFACT_BUCKET)
-            .await
-            .map_err(|e| unreachable(e.to_string()))?;
-        let stream = jetstream
-            .get_stream_no_info(format!("OBJ_{}", subjects::ARTIFACT_BUCKET))
-            .await
-            .map_err(|e| unreachable(e.to_string()))?;
-        Ok(ArtifactReader { store, stream })
-    }
-
-    /// The object's bytes, refused when its metadata says it is larger than `limit`.
-    pub async fn read(&self, name: &str, limit: usize) -> Result<Vec<u8>, String> {
-        let info = self.store.info(name).await.map_err(|e| e.to_string())?;
-        if info.size > limit {
-            return Err(format!("{} bytes, more than {limit}", info.size));
-        }
-        let chunks = format!("$O.{}.C.{}", subjects::ARTIFACT_BUCKET, info.nuid);
-        let mut bytes = Vec::with_capacity(info.size);
-        let mut from = None;
-        for _ in 0..info.chunks {
-            let chunk = self
-                .stream
-                .direct_get_next_for_subject(chunks.as_str(), from)
-                .await
-                .map_err(|e| e.to_string())?;
-            bytes.extend_from_slice(&chunk.payload);
-            if bytes.len() > info.size {
-                break;
-            }
-            from = Some(chunk.sequence + 1);
-        }
-        Ok(bytes)
-    }
-}
+const MAX_FILE_BYTES: u64 = 64 * 1024 * 1024;
 
 #[derive(Debug)]
 pub struct Applier {
@@ -138,7 +84,7 @@ impl Applier {
 
     pub async fn apply(
         &self,
-        store: &ArtifactReader,
+        store: &ArtifactStore,
         config: proto::DistributorConfig,
     ) -> Result<proto::DistributorConfigApplied, ApiError> {
         let _one_at_a_time = self.busy.lock().await;
@@ -188,7 +134,7 @@ impl Applier {
                     sha256: file.sha256.clone(),
                     size: file.size,
                 });
-                if file.name == "autoexec.ipxe" {
+                if file.name == EFI_AUTOEXEC {
                     scripts.push((entry.role.clone(), path));
                 } else if main.is_none() {
                     main = Some(path);
@@ -207,6 +153,13 @@ impl Applier {
             self.write_bootstrap(&scripts, boot.ipxe_script.as_deref())?;
             boot.ipxe_script = Some(ARTIFACT_BOOTSTRAP.to_owned());
         }
+        // iPXE for UEFI loaded over PXE asks TFTP for `autoexec.ipxe` before anything else:
+        // Debian 13's at the root, newer ones beside themselves first. Found, its script runs
+        // at once; refused, iPXE does a DHCP round of its own to get the bootstrap.
+        let uefi_script = scripts.iter().find(|(role, _)| role == "uefi_x64");
+        self.cache
+            .set_link(EFI_AUTOEXEC, uefi_script.map(|(_, path)| path.as_str()))
+            .map_err(|e| ApiError::internal(format!("cannot link {EFI_AUTOEXEC}: {e}")))?;
         self.live.set(ProxyConfig {
             server_ip,
             boot: BootFiles { ..boot },
@@ -224,19 +177,23 @@ impl Applier {
     /// Fetches one file, checks its digest, and renames it into place.
     async fn install(
         &self,
-        store: &ArtifactReader,
+        store: &ArtifactStore,
         key: &str,
         file: &proto::ArtifactFile,
         path: &str,
     ) -> Result<(), ApiError> {
-        let unavailable =
-            |e: String| ApiError::unavailable(format!("cannot fetch {}: {e}", file.name));
+        let unavailable = |e: bootfleet_bus::ArtifactStoreError| {
+            ApiError::unavailable(format!("cannot fetch {}: {e}", file.name))
+        };
+        // Read by direct get only: a distributor's login may not create a consumer.
         let bytes = store
             .read(&object_name(key, &file.name), MAX_FILE_BYTES)
             .await
             .map_err(unavailable)?;
         let digest = hex(&Sha256::digest(&bytes));
-        if bytes.len() > MAX_FILE_BYTES || digest != file.sha256 || bytes.len() as u64 != file.size
+        if bytes.len() as u64 > MAX_FILE_BYTES
+            || digest != file.sha256
+            || bytes.len() as u64 != file.size
         {
             return Err(conflict(format!(
                 "{} failed its check (sha256 {digest}, {} bytes; expected {}, {} bytes): not installed",

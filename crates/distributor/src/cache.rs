@@ -35,6 +35,27 @@ impl Cache {
         &self.root
     }
 
+    /// Makes `name` (at the cache root) a symlink to `target` (relative to the cache), replacing
+    /// it at once; with no target, removes `name` if it is such a link. Only links are ours to
+    /// remove: a file an operator put there stays.
+    pub fn set_link(&self, name: &str, target: Option<&str>) -> std::io::Result<()> {
+        let link = self.root.join(name);
+        match target {
+            Some(target) => {
+                let tmp = self.root.join(format!(".{name}.link-tmp"));
+                let _ = std::fs::remove_file(&tmp);
+                std::os::unix::fs::symlink(target, &tmp)?;
+                std::fs::rename(&tmp, &link)
+            }
+            None => match std::fs::symlink_metadata(&link) {
+                Ok(meta) if meta.file_type().is_symlink() => std::fs::remove_file(&link),
+                Ok(_) => Ok(()),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+                Err(e) => Err(e),
+            },
+        }
+    }
+
     /// Opens a file by its path relative to the cache, read-only, with its length.
     pub fn open(&self, relative: &Path) -> Result<(File, u64), OpenError> {
         if relative.as_os_str().is_empty()
@@ -105,5 +126,41 @@ mod tests {
             cache.open(Path::new("missing")),
             Err(OpenError::NotFound)
         ));
+    }
+
+    #[test]
+    fn links_are_set_replaced_and_removed_but_files_stay() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let cache = Cache::new(dir.path()).expect("cache");
+        std::fs::create_dir_all(dir.path().join("artifacts/a")).expect("mkdir");
+        std::fs::create_dir_all(dir.path().join("artifacts/b")).expect("mkdir");
+        std::fs::write(dir.path().join("artifacts/a/autoexec.ipxe"), b"a").expect("write");
+        std::fs::write(dir.path().join("artifacts/b/autoexec.ipxe"), b"b").expect("write");
+        let read = |cache: &Cache| {
+            let (mut file, _) = cache.open(Path::new("autoexec.ipxe")).expect("open");
+            let mut text = String::new();
+            std::io::Read::read_to_string(&mut file, &mut text).expect("read");
+            text
+        };
+        cache
+            .set_link("autoexec.ipxe", Some("artifacts/a/autoexec.ipxe"))
+            .expect("link");
+        assert_eq!(read(&cache), "a");
+        cache
+            .set_link("autoexec.ipxe", Some("artifacts/b/autoexec.ipxe"))
+            .expect("relink");
+        assert_eq!(read(&cache), "b");
+        cache.set_link("autoexec.ipxe", None).expect("unlink");
+        assert!(matches!(
+            cache.open(Path::new("autoexec.ipxe")),
+            Err(OpenError::NotFound)
+        ));
+        cache
+            .set_link("autoexec.ipxe", None)
+            .expect("nothing to remove");
+        // An operator's own file is not a link of ours.
+        std::fs::write(dir.path().join("autoexec.ipxe"), b"mine").expect("write");
+        cache.set_link("autoexec.ipxe", None).expect("kept");
+        assert_eq!(read(&cache), "mine");
     }
 }

@@ -22,7 +22,7 @@ use bootfleet_netboot::tftp;
 use tokio::io::AsyncReadExt;
 
 use crate::cache::{Cache, OpenError};
-use crate::proxy_dhcp::Reporting;
+use crate::reporting::Reporting;
 
 const CHUNK: usize = 64 * 1024;
 
@@ -93,14 +93,17 @@ async fn serve_file(State(state): State<HttpState>, req: Request) -> Response {
         .and_then(|v| v.to_str().ok())
         .map(|v| format!(" {v}"))
         .unwrap_or_default();
+    let peer = req
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|ConnectInfo(peer)| *peer);
     let event = BootEvent {
         kind: "http_served".into(),
-        file: path.as_str().to_owned(),
-        peer: req
-            .extensions()
-            .get::<ConnectInfo<SocketAddr>>()
-            .map(|ConnectInfo(peer)| peer.to_string())
+        mac: peer
+            .and_then(|p| crate::neighbours::mac_of(p.ip()))
             .unwrap_or_default(),
+        file: path.as_str().to_owned(),
+        peer: peer.map(|p| p.to_string()).unwrap_or_default(),
         detail: format!("{} {}{content_range}", req.method(), answer.status.as_u16()),
         ..Default::default()
     };
@@ -243,7 +246,7 @@ mod tests {
     use std::sync::atomic::{AtomicU64, Ordering};
     use std::sync::Arc;
 
-    use crate::agent::{Events, Switch};
+    use crate::reporting::{Events, Switch};
 
     struct Server {
         url: String,

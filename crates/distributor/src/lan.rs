@@ -12,7 +12,8 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 
 use crate::cache::Cache;
-use crate::proxy_dhcp::{ProxyDhcp, Reporting};
+use crate::proxy_dhcp::ProxyDhcp;
+use crate::reporting::Reporting;
 use crate::tftp_server::TftpServer;
 
 /// Which listeners this distributor runs (from its command line).

@@ -9,8 +9,10 @@ pub mod cache;
 pub mod config;
 pub mod http_boot;
 pub mod lan;
+pub mod neighbours;
 pub mod proxy_dhcp;
 pub mod reachability;
+pub mod reporting;
 pub mod sockets;
 pub mod ssh_exec;
 pub mod tftp_server;
@@ -19,12 +21,13 @@ use bootfleet_netboot::dhcp::{BootFiles, ProxyConfig};
 
 use std::sync::Arc;
 
-use crate::agent::{Agent, Events, Switch};
+use crate::agent::Agent;
 use crate::boot_config::Applier;
 use crate::cache::Cache;
 use crate::config::ServeArgs;
 use crate::lan::{Lan, Listeners};
-use crate::proxy_dhcp::{LiveConfig, Reporting};
+use crate::proxy_dhcp::LiveConfig;
+use crate::reporting::{Counters, Events, Reporting, Switch};
 
 /// The file iPXE clients are handed instead of the script URL itself.
 pub const IPXE_BOOTSTRAP: &str = "bootfleet.ipxe";
@@ -68,7 +71,7 @@ pub async fn serve(
         write_ipxe_bootstrap(&cache, url)?;
     }
     let switch = Switch::default();
-    let counters = Arc::new(agent::Counters::default());
+    let counters = Arc::new(Counters::default());
     let live = LiveConfig::new(ProxyConfig {
         server_ip: args.server_ip,
         boot: BootFiles {

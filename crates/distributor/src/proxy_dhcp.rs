@@ -9,7 +9,7 @@ use bootfleet_netboot::dhcp::{self, Decision, Packet, Port, ProxyConfig};
 use tokio::net::UdpSocket;
 use tokio::sync::watch;
 
-use crate::agent::{Counters, Events, Switch};
+use crate::reporting::Reporting;
 use crate::sockets::{self, Sharing};
 
 pub struct ProxyDhcp {
@@ -38,14 +38,6 @@ impl LiveConfig {
     pub fn set(&self, config: ProxyConfig) {
         *self.0.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(config);
     }
-}
-
-/// What the loops share besides the sockets.
-#[derive(Clone, Debug)]
-pub struct Reporting {
-    pub events: Events,
-    pub switch: Switch,
-    pub counters: Arc<Counters>,
 }
 
 impl std::fmt::Debug for ProxyDhcp {

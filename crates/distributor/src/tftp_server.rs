@@ -16,7 +16,7 @@ use tokio::net::UdpSocket;
 use tokio::sync::watch;
 
 use crate::cache::{Cache, OpenError};
-use crate::proxy_dhcp::Reporting;
+use crate::reporting::Reporting;
 use crate::sockets::{self, Sharing};
 
 pub const TFTP_PORT: u16 = 69;
@@ -196,8 +196,10 @@ impl TftpServer {
             let started = Instant::now();
             let outcome = drive(transfer, &socket, peer, &FileSource(file), shutdown).await;
             let elapsed_ms = started.elapsed().as_secs_f64() * 1000.0;
+            let mac = crate::neighbours::mac_of((*peer.ip()).into()).unwrap_or_default();
             let event = |kind: &str, bytes: u64, detail: String| bootfleet_api::proto::BootEvent {
                 kind: kind.into(),
+                mac: mac.clone(),
                 file: file_name.clone(),
                 bytes,
                 duration_ms: started.elapsed().as_millis().try_into().unwrap_or(u64::MAX),

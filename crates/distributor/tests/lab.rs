@@ -7,6 +7,9 @@
 //!  lan ns:    br0 + tap0    QEMU guest (TCG)
 //! ```
 //!
+//! Or, with the distributor on the DHCP server's host: no router namespace, dnsmasq on i0
+//! (10.77.0.2) beside everything else.
+//!
 //! Every address lives inside these namespaces; they are removed when the test ends.
 
 use std::net::Ipv4Addr;
@@ -21,6 +24,7 @@ use bootfleet_gateway::{GatewayConfig, DEFAULT_BODY_LIMIT};
 use bootfleet_testkit::netlab::{NetLab, SiteDhcp};
 use bootfleet_testkit::node_image::{NodeImage, REGISTERED_MARKER};
 use bootfleet_testkit::qemu::{Firmware, Qemu};
+use bootfleet_testkit::sse::EventStream;
 use bootfleet_testkit::sshd::Sshd;
 use bootfleet_testkit::{ChildGuard, NatsServer};
 use futures_util::StreamExt;
@@ -29,6 +33,7 @@ use serde_json::{json, Value};
 
 const INFRA_IP: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 2);
 const GATEWAY: &str = "http://10.77.0.2:8080";
+const GATEWAY_ADDR: &str = "10.77.0.2:8080";
 /// The distributor's HTTP boot (its cache) on the LAN.
 const BOOT_HTTP: &str = "http://10.77.0.2:8081";
 const SECRET: &[u8] = b"lab-secret-0123456789abcdef-0123456789";
@@ -37,20 +42,38 @@ const MAC: &str = "52:54:00:77:00:10";
 struct Site {
     lab: NetLab,
     infra: String,
-    _dhcp: SiteDhcp,
+    dhcp: SiteDhcp,
+}
+
+/// Where the distributor sits on the site's LAN.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Layout {
+    /// An address of its own (10.77.0.2) next to the router's DHCP server (10.77.0.1).
+    OwnAddress,
+    /// On the DHCP server's host, with its address (10.77.0.2 for both).
+    SharedWithDhcp,
 }
 
 fn site() -> Site {
+    site_with(Layout::OwnAddress)
+}
+
+fn site_with(layout: Layout) -> Site {
     let mut lab = NetLab::new();
-    let router = lab.host("router", "r0", "10.77.0.1/24", Some("fd77::1/64"));
-    let infra = lab.host("infra", "i0", "10.77.0.2/24", None);
+    let (dhcp_host, dhcp_if, infra) = match layout {
+        Layout::OwnAddress => {
+            let router = lab.host("router", "r0", "10.77.0.1/24", Some("fd77::1/64"));
+            let infra = lab.host("infra", "i0", "10.77.0.2/24", None);
+            (router, "r0", infra)
+        }
+        Layout::SharedWithDhcp => {
+            let infra = lab.host("infra", "i0", "10.77.0.2/24", Some("fd77::2/64"));
+            (infra.clone(), "i0", infra)
+        }
+    };
     lab.tap("tap0");
-    let dhcp = SiteDhcp::start(&lab, &router, "r0", "10.77.0.100,10.77.0.199", true);
-    Site {
-        lab,
-        infra,
-        _dhcp: dhcp,
-    }
+    let dhcp = SiteDhcp::start(&lab, &dhcp_host, dhcp_if, "10.77.0.100,10.77.0.199", true);
+    Site { lab, infra, dhcp }
 }
 
 fn cache_with_debian_ipxe(dir: &Path) {
@@ -92,6 +115,7 @@ impl Infra {
             database_url: bootfleet_store_url(dir.path()),
             listen: "10.77.0.2:8080".parse().expect("addr"),
             gateway: GatewayConfig {
+                services: bootfleet::service_names(),
                 verifier: Verifier::new(secret.clone()),
                 open_node_reads: false,
                 body_limit: DEFAULT_BODY_LIMIT,
@@ -119,14 +143,23 @@ impl Infra {
     }
 }
 
-/// Boots one guest all the way: proxyDHCP → (TFTP) → iPXE → mainscript → subscript → Debian's
-/// kernel and a test initramfs over the distributor's HTTP boot → the node registers itself with
-/// `POST /api/localnodes` using a node token. Checks the registration, and that the distributor
-/// registered itself and reported the boot (DHCP answer, files served) on NATS.
-fn boot_to_registration(firmware: Firmware, served: &[&str]) {
+/// One guest to boot: its firmware, its MAC, and the files TFTP must serve it.
+struct Guest {
+    firmware: Firmware,
+    mac: &'static str,
+    served: &'static [&'static str],
+}
+
+/// Boots guests one after the other all the way: proxyDHCP → (TFTP) → iPXE → mainscript →
+/// subscript → Debian's kernel and a test initramfs over the distributor's HTTP boot → the node
+/// registers itself with `POST /api/localnodes` using a node token. Checks each registration;
+/// that an operator watching the site's events for the guest's MAC
+/// (`GET /api/distributors/:id/events`) saw its DHCP answer, then its TFTP transfer; and that
+/// the distributor registered itself and reported every boot on NATS.
+fn boot_to_registration(layout: Layout, guests: &[Guest]) {
     // Fetched (apt) before entering the namespaces, which reach nothing outside the lab.
     let image = NodeImage::get();
-    let site = site();
+    let site = site_with(layout);
     let lab = &site.lab;
     lab.run_in(&site.infra, || {
         let rt = runtime();
@@ -184,79 +217,152 @@ fn boot_to_registration(firmware: Firmware, served: &[&str]) {
                     .spawn()
                     .expect("start the distributor"),
             );
+            let distributor_id = distributor_id(&admin, "site-lab").await;
 
-            let guest = Qemu::netboot(lab, "tap0", MAC, firmware);
-            let registered = tokio::task::block_in_place(|| {
-                guest.wait_for_serial(REGISTERED_MARKER, Duration::from_secs(240))
-            });
-            let distributor_log = std::fs::read_to_string(dir.join("distributor.log")).unwrap_or_default();
-            assert!(
-                registered,
-                "the node did not register.\nserial:\n{}\ndistributor:\n{distributor_log}",
-                guest.serial()
-            );
-            for marker in ["bootfleet-mainscript-ok", "bootfleet-subscript-ok"] {
-                assert!(guest.serial().contains(marker), "{marker} missing");
-            }
-            drop(guest);
+            for (n, guest) in guests.iter().enumerate() {
+                // An operator watches this guest's boot as it happens.
+                let mut watching = tokio::task::block_in_place(|| {
+                    EventStream::open(
+                        GATEWAY_ADDR.parse().expect("addr"),
+                        &format!("/api/distributors/{distributor_id}/events?mac={}", guest.mac),
+                        &admin,
+                    )
+                });
+                let (ready, _) = tokio::task::block_in_place(|| watching.next_event(Duration::from_secs(10)));
+                assert_eq!(ready, "ready");
 
-            // The registration, as the system recorded it: one node of this site, on the LAN.
-            let nodes: Value = http
-                .get(format!("{GATEWAY}/api/localnodes?search=site-lab"))
-                .bearer_auth(&admin)
-                .send()
-                .await
-                .expect("list nodes")
-                .json()
-                .await
-                .expect("json");
-            assert_eq!(nodes["total"], 1, "{nodes}");
-            let ip = nodes["rows"][0]["ip"].as_str().expect("ip");
-            assert!(ip.starts_with("10.77.0.1"), "an address from the site's DHCP range: {ip}");
-
-            // The boot, as the distributor reported it on NATS.
-            let mut seen = Vec::new();
-            while let Ok(Some(msg)) = tokio::time::timeout(Duration::from_secs(2), events.next()).await {
-                let event = bootfleet_api::proto::BootEvent::decode(msg.payload).expect("boot event");
-                assert_eq!(event.artifact_id, "site-lab");
-                assert!(msg.subject.as_str().ends_with(".site-lab"));
-                seen.push(event);
-            }
-            assert!(
-                seen.iter().any(|e| e.kind == "dhcp_answered" && e.mac == MAC),
-                "no dhcp_answered event for the guest: {seen:?}"
-            );
-            for file in served {
+                let started = std::time::Instant::now();
+                let vm = Qemu::netboot(lab, "tap0", guest.mac, guest.firmware);
+                let registered = tokio::task::block_in_place(|| {
+                    vm.wait_for_serial(REGISTERED_MARKER, Duration::from_secs(240))
+                });
+                eprintln!(
+                    "lab timing: {layout:?}, {:?} guest registered {:.1} s after QEMU started",
+                    guest.firmware,
+                    started.elapsed().as_secs_f64()
+                );
+                let distributor_log = std::fs::read_to_string(dir.join("distributor.log")).unwrap_or_default();
                 assert!(
-                    seen.iter().any(|e| e.kind == "tftp_served" && e.file == *file && e.bytes > 0),
-                    "no tftp_served event for {file}: {seen:?}"
+                    registered,
+                    "the {:?} guest did not register.\nserial:\n{}\ndistributor:\n{distributor_log}",
+                    guest.firmware,
+                    vm.serial()
+                );
+                let serial = vm.serial();
+                for marker in ["bootfleet-mainscript-ok", "bootfleet-subscript-ok"] {
+                    assert!(serial.contains(marker), "{marker} missing");
+                }
+                // The firmware took the site server's lease as it was given: no ACK of ours got
+                // in the way (a client that takes an ACK without an address declines it).
+                let dhcp_log = site.dhcp.log();
+                assert!(
+                    !dhcp_log.contains("DHCPDECLINE"),
+                    "the {:?} guest declined a lease:\n{dhcp_log}\nserial:\n{serial}",
+                    guest.firmware
+                );
+                let ip = serial
+                    .split(REGISTERED_MARKER)
+                    .nth(1)
+                    .and_then(|rest| rest.split_whitespace().next())
+                    .expect("the registered address")
+                    .to_owned();
+                drop(vm);
+
+                // The registration, as the system recorded it: a node of this site, on the LAN.
+                let (_, nodes) = api(
+                    reqwest::Method::GET,
+                    "/api/localnodes?search=site-lab".into(),
+                    admin.clone(),
+                    None,
+                )
+                .await;
+                assert_eq!(nodes["total"], n + 1, "{nodes}");
+                assert!(ip.starts_with("10.77.0.1"), "an address from the site's DHCP range: {ip}");
+                assert!(
+                    nodes["rows"].as_array().is_some_and(|rows| rows.iter().any(|r| r["ip"] == ip.as_str())),
+                    "{ip} not registered: {nodes}"
+                );
+
+                // What the operator saw: the guest's DHCP answer, then its first file over TFTP.
+                let mut kinds = Vec::new();
+                while !kinds.contains(&"tftp_served".to_owned()) {
+                    let (kind, data) = tokio::task::block_in_place(|| watching.next_event(Duration::from_secs(30)));
+                    let data: Value = serde_json::from_str(&data).expect("json data");
+                    assert_eq!(data["mac"], guest.mac, "{data}");
+                    assert_eq!(data["artifactId"], "site-lab", "{data}");
+                    kinds.push(kind);
+                }
+                assert_eq!(
+                    kinds.iter().position(|k| k == "dhcp_answered"),
+                    Some(0),
+                    "the DHCP answer first: {kinds:?}"
                 );
             }
-            for file in ["vmlinuz", "initrd.cpio"] {
+
+            // Every boot, as the distributor reported it on NATS.
+            let seen = boot_events_until_quiet(&mut events).await;
+            for guest in guests {
                 assert!(
-                    seen.iter().any(|e| e.kind == "http_served" && e.file == file && e.bytes > 0),
-                    "no http_served event for {file}: {seen:?}"
+                    seen.iter().any(|e| e.kind == "dhcp_answered" && e.mac == guest.mac),
+                    "no dhcp_answered event for {}: {seen:?}",
+                    guest.mac
                 );
+                let served = guest.served.iter().map(|f| ("tftp_served", *f));
+                let over_http = [("http_served", "vmlinuz"), ("http_served", "initrd.cpio")];
+                for (kind, file) in served.chain(over_http) {
+                    assert!(
+                        seen.iter().any(|e| e.kind == kind && e.file == file && e.bytes > 0 && e.mac == guest.mac),
+                        "no {kind} event for {file} to {}: {seen:?}",
+                        guest.mac
+                    );
+                }
             }
+            assert!(seen.iter().all(|e| e.artifact_id == "site-lab"), "{seen:?}");
 
             // The distributor registered itself and is online.
-            let list: Value = http
-                .get(format!("{GATEWAY}/api/distributors?search=site-lab"))
-                .bearer_auth(&admin)
-                .send()
-                .await
-                .expect("list")
-                .json()
-                .await
-                .expect("json");
-            let row = &list["rows"][0];
-            assert_eq!(row["artifactId"], "site-lab", "{list}");
+            let (_, row) = api(
+                reqwest::Method::GET,
+                format!("/api/distributors/{distributor_id}"),
+                admin.clone(),
+                None,
+            )
+            .await;
+            assert_eq!(row["artifactId"], "site-lab", "{row}");
             assert_eq!(row["online"], true);
             assert_eq!(row["on"], true);
             assert!(row["interfaces"].as_array().is_some_and(|i| i.contains(&json!("i0"))), "{row}");
             infra.system.stop().await;
         });
     });
+}
+
+/// The row id of the distributor of `site`, once its first heartbeat registered it.
+async fn distributor_id(admin: &str, site: &str) -> String {
+    for _ in 0..100 {
+        let (_, list) = api(
+            reqwest::Method::GET,
+            format!("/api/distributors?search={site}"),
+            admin.to_owned(),
+            None,
+        )
+        .await;
+        if let Some(id) = list["rows"][0]["id"].as_str() {
+            return id.to_owned();
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("the distributor of {site} never registered");
+}
+
+/// The boot events that arrive until none has for 2 s.
+async fn boot_events_until_quiet(
+    events: &mut async_nats::Subscriber,
+) -> Vec<bootfleet_api::proto::BootEvent> {
+    let mut seen = Vec::new();
+    while let Ok(Some(msg)) = tokio::time::timeout(Duration::from_secs(2), events.next()).await {
+        seen.push(bootfleet_api::proto::BootEvent::decode(msg.payload).expect("boot event"));
+    }
+    seen
 }
 
 /// A runtime for one lab test, on a thread already inside the infra namespace.
@@ -299,16 +405,37 @@ fn bootfleet_store_url(dir: &Path) -> String {
 }
 
 /// SeaBIOS + QEMU's iPXE ROM: the ROM is already iPXE, so proxyDHCP hands it the script URL.
+const BIOS_GUEST: Guest = Guest {
+    firmware: Firmware::Bios,
+    mac: MAC,
+    served: &["bootfleet.ipxe"],
+};
+
+/// OVMF's own UEFI PXE (the NIC's ROM removed): proxyDHCP names ipxe.efi, TFTP serves it,
+/// and that iPXE gets the script URL on its own DHCP round.
+const UEFI_GUEST: Guest = Guest {
+    firmware: Firmware::Uefi,
+    mac: "52:54:00:77:00:11",
+    served: &["ipxe.efi", "bootfleet.ipxe"],
+};
+
 #[test]
 fn bios_guest_boots_through_our_proxy_dhcp_and_registers() {
-    boot_to_registration(Firmware::Bios, &["bootfleet.ipxe"]);
+    boot_to_registration(Layout::OwnAddress, &[BIOS_GUEST]);
 }
 
-/// OVMF's own UEFI PXE: proxyDHCP names ipxe.efi, TFTP serves it, and that iPXE gets the
-/// script URL on its own DHCP round.
 #[test]
 fn uefi_guest_boots_through_proxy_dhcp_and_tftp_and_registers() {
-    boot_to_registration(Firmware::Uefi, &["ipxe.efi", "bootfleet.ipxe"]);
+    boot_to_registration(Layout::OwnAddress, &[UEFI_GUEST]);
+}
+
+/// The distributor on the site DHCP server's host and address: the firmware's DHCPREQUEST for
+/// the server's lease names our address too, and must get only the server's ACK (OVMF took
+/// ours, with no address in it, declined its lease and stopped with PXE-E07). Both guests, one
+/// lab.
+#[test]
+fn guests_boot_through_a_distributor_on_the_dhcp_servers_address() {
+    boot_to_registration(Layout::SharedWithDhcp, &[UEFI_GUEST, BIOS_GUEST]);
 }
 
 mod refusals {
@@ -954,10 +1081,23 @@ fn operator_configures_a_distributor_with_built_artifacts() {
             );
 
             // A UEFI guest boots the artifact's ipxe.efi over TFTP and runs the artifact's script.
+            let mut events = infra
+                .system
+                .bus
+                .client()
+                .subscribe(bootfleet_api::subjects::boot_events("site-conf"))
+                .await
+                .expect("subscribe to boot events");
+            infra.system.bus.sync().await.expect("sync");
+            let started = std::time::Instant::now();
             let guest = Qemu::netboot(lab, "tap0", MAC, Firmware::Uefi);
             let ran = tokio::task::block_in_place(|| {
                 guest.wait_for_serial("bootfleet-artifact-script-ok", Duration::from_secs(180))
             });
+            eprintln!(
+                "lab timing: OVMF guest ran the artifact's script {:.1} s after QEMU started",
+                started.elapsed().as_secs_f64()
+            );
             assert!(
                 ran,
                 "the artifact's script did not run.\nserial:\n{}\ndistributor:\n{}",
@@ -965,6 +1105,18 @@ fn operator_configures_a_distributor_with_built_artifacts() {
                 std::fs::read_to_string(dir.join("distributor.log")).unwrap_or_default()
             );
             drop(guest);
+            // The script came as the autoexec.ipxe that iPXE asks for beside itself: no TFTP
+            // refusal, and no DHCP round of iPXE's own to reach the bootstrap.
+            let seen = boot_events_until_quiet(&mut events).await;
+            assert!(
+                seen.iter()
+                    .any(|e| e.kind == "tftp_served" && e.file == "autoexec.ipxe" && e.mac == MAC),
+                "autoexec.ipxe not served to the guest: {seen:?}"
+            );
+            assert!(
+                !seen.iter().any(|e| e.kind == "dhcp_answered" && e.ipxe),
+                "iPXE needed a DHCP round of its own: {seen:?}"
+            );
 
             // Restarted with an empty cache: the stored configuration comes back with the first
             // heartbeat, and the files are fetched and checked again.

@@ -17,7 +17,7 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::Router;
 use bootfleet_api::{ApiError, ErrorCode};
-use bootfleet_bus::Bus;
+use bootfleet_bus::{ArtifactStore, Bus};
 
 use crate::auth::{Access, Verifier};
 use crate::http::HttpError;
@@ -34,6 +34,8 @@ pub struct GatewayConfig {
     pub body_limit: usize,
     /// Timeouts and the connection bound (see [`server`]).
     pub limits: server::ServeLimits,
+    /// The services `/readyz` asks, by their bus names (`bootfleet::service_names()`).
+    pub services: Vec<&'static str>,
 }
 
 #[derive(Clone, Debug)]
@@ -41,17 +43,9 @@ pub struct AppState {
     pub bus: Bus,
     config: Arc<GatewayConfig>,
     openapi: Arc<str>,
-    /// The artifact bucket, opened on the first download.
-    artifacts: Arc<ArtifactStore>,
-}
-
-#[derive(Default)]
-struct ArtifactStore(tokio::sync::OnceCell<async_nats::jetstream::object_store::ObjectStore>);
-
-impl std::fmt::Debug for ArtifactStore {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("ArtifactStore")
-    }
+    /// The artifact bucket, opened on the first download (the artifacts service may make it
+    /// after the gateway starts).
+    artifacts: Arc<tokio::sync::OnceCell<ArtifactStore>>,
 }
 
 async fn require(
@@ -144,21 +138,12 @@ impl AppState {
         self.config.limits.body_read_timeout
     }
 
-    /// The JetStream object store the builders put artifacts in.
-    pub async fn artifact_store(
-        &self,
-    ) -> Result<&async_nats::jetstream::object_store::ObjectStore, ApiError> {
-        self.artifacts
-            .0
-            .get_or_try_init(|| async {
-                async_nats::jetstream::new(self.bus.client().clone())
-                    .get_object_store(bootfleet_api::subjects::ARTIFACT_BUCKET)
-                    .await
-                    .map_err(|e| {
-                        ApiError::unavailable(format!("the artifact store is not reachable: {e}"))
-                    })
-            })
-            .await
+    /// The bucket the builders put artifacts in.
+    pub async fn artifact_store(&self) -> Result<&ArtifactStore, ApiError> {
+        Ok(self
+            .artifacts
+            .get_or_try_init(|| ArtifactStore::open(&self.bus))
+            .await?)
     }
 }
 

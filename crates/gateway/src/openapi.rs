@@ -2,17 +2,7 @@
 
 use std::collections::BTreeMap;
 
-use bootfleet_api::artifacts::{
-    ArtifactFileRow, BuildState, GrubInput, GrubPage, GrubRow, IpxeInput, IpxePage, IpxeRow,
-    IsoInput, IsoPage, IsoRow, SyslinuxInput, SyslinuxPage, SyslinuxRow,
-};
-use bootfleet_api::rest::{
-    DistributorConfigInput, DistributorPage, DistributorRow, DistributorStatusInput, ErrorBody,
-    ErrorEnvelope, GeneratedKeyPair, LocalNodeInput, LocalNodePage, LocalNodeRow,
-    LocalNodeScriptInput, LocalNodeScriptResult, Readiness, ScriptInput, ScriptPage, ScriptRow,
-    ServedFileRow, ServiceReadiness, SshKeyInput, SshKeyPage, SshKeyRow,
-};
-use bootfleet_api::ErrorCode;
+use bootfleet_api::rest::ErrorEnvelope;
 use utoipa::openapi::path::{
     HttpMethod, OperationBuilder, ParameterBuilder, ParameterIn, PathItemBuilder,
 };
@@ -23,11 +13,46 @@ use utoipa::openapi::security::{
 };
 use utoipa::openapi::{
     ComponentsBuilder, ContentBuilder, InfoBuilder, OpenApi, OpenApiBuilder, PathsBuilder, Ref,
-    Required, ResponseBuilder,
+    RefOr, Required, ResponseBuilder, Schema,
 };
 
 use crate::auth::Access;
-use crate::routes::{Body, ParamType, RouteDef};
+use crate::routes::{Body, BodySchema, ParamType, RouteDef};
+
+/// What every non-2xx response carries.
+fn error_schema() -> BodySchema {
+    BodySchema::of::<ErrorEnvelope>()
+}
+
+/// Every schema the routes' bodies (and the error responses) refer to, by name, with the
+/// schemas those refer to in turn; and the names given to two different schemas (two types of
+/// the same name, or a generic type registered without its argument), which must be none.
+pub fn schemas(routes: &[RouteDef]) -> (BTreeMap<String, RefOr<Schema>>, Vec<String>) {
+    let mut found = Vec::new();
+    error_schema().collect(&mut found);
+    for route in routes {
+        if let Some(request) = route.request {
+            request.collect(&mut found);
+        }
+        if let Body::Json(response) | Body::EventStream(response) = route.response {
+            response.collect(&mut found);
+        }
+    }
+    let mut by_name = BTreeMap::new();
+    let mut clashes = Vec::new();
+    for (name, schema) in found {
+        match by_name.get(&name) {
+            Some(known) if *known != schema => clashes.push(name),
+            Some(_) => {}
+            None => {
+                by_name.insert(name, schema);
+            }
+        }
+    }
+    clashes.sort();
+    clashes.dedup();
+    (by_name, clashes)
+}
 
 fn method(m: &axum::http::Method) -> HttpMethod {
     match *m {
@@ -45,7 +70,7 @@ fn error_response(description: &str) -> utoipa::openapi::Response {
         .content(
             "application/json",
             ContentBuilder::new()
-                .schema(Some(Ref::from_schema_name("ErrorEnvelope")))
+                .schema(Some(Ref::from_schema_name(error_schema().name())))
                 .build(),
         )
         .build()
@@ -90,7 +115,7 @@ fn operation(route: &RouteDef) -> utoipa::openapi::path::Operation {
                 .content(
                     "application/json",
                     ContentBuilder::new()
-                        .schema(Some(Ref::from_schema_name(schema)))
+                        .schema(Some(Ref::from_schema_name(schema.name())))
                         .build(),
                 )
                 .required(Some(Required::True))
@@ -101,7 +126,7 @@ fn operation(route: &RouteDef) -> utoipa::openapi::path::Operation {
         Body::Json(schema) => ResponseBuilder::new().description("success").content(
             "application/json",
             ContentBuilder::new()
-                .schema(Some(Ref::from_schema_name(schema)))
+                .schema(Some(Ref::from_schema_name(schema.name())))
                 .build(),
         ),
         Body::AnyJson => ResponseBuilder::new().description("success").content(
@@ -116,6 +141,22 @@ fn operation(route: &RouteDef) -> utoipa::openapi::path::Operation {
                 .schema(Some(ObjectBuilder::new().schema_type(Type::String).build()))
                 .build(),
         ),
+        Body::EventStream(schema) => {
+            let schema = schema.name();
+            ResponseBuilder::new()
+                .description(format!(
+                    "server-sent events until the client or the server goes away: `ready` once \
+                 subscribed, one event named after each {schema}'s `kind` with the {schema} as \
+                 JSON `data`, `gap` with `{{\"missed\": n}}` when a slow reader lost n events, \
+                 and a comment line as keep-alive"
+                ))
+                .content(
+                    "text/event-stream",
+                    ContentBuilder::new()
+                        .schema(Some(ObjectBuilder::new().schema_type(Type::String).build()))
+                        .build(),
+                )
+        }
         Body::Binary => ResponseBuilder::new()
             .description("the file's bytes (206 for a Range, 304 when the ETag matches)")
             .content(
@@ -198,43 +239,10 @@ pub fn document(routes: &[RouteDef]) -> OpenApi {
     for (path, item) in by_path {
         paths = paths.path(path, item.build());
     }
+    // Clashes are kept out by a test (`two_schemas_under_one_name_are_reported`).
+    let (schemas, _clashes) = schemas(routes);
     let components = ComponentsBuilder::new()
-        .schema_from::<ErrorCode>()
-        .schema_from::<ErrorBody>()
-        .schema_from::<ErrorEnvelope>()
-        .schema_from::<ScriptInput>()
-        .schema_from::<ScriptRow>()
-        .schema_from::<ScriptPage>()
-        .schema_from::<SshKeyInput>()
-        .schema_from::<SshKeyRow>()
-        .schema_from::<SshKeyPage>()
-        .schema_from::<GeneratedKeyPair>()
-        .schema_from::<DistributorRow>()
-        .schema_from::<DistributorPage>()
-        .schema_from::<DistributorStatusInput>()
-        .schema_from::<DistributorConfigInput>()
-        .schema_from::<ServedFileRow>()
-        .schema_from::<LocalNodeInput>()
-        .schema_from::<LocalNodeRow>()
-        .schema_from::<LocalNodePage>()
-        .schema_from::<LocalNodeScriptInput>()
-        .schema_from::<LocalNodeScriptResult>()
-        .schema_from::<IpxeInput>()
-        .schema_from::<IpxeRow>()
-        .schema_from::<IpxePage>()
-        .schema_from::<GrubInput>()
-        .schema_from::<GrubRow>()
-        .schema_from::<GrubPage>()
-        .schema_from::<SyslinuxInput>()
-        .schema_from::<SyslinuxRow>()
-        .schema_from::<SyslinuxPage>()
-        .schema_from::<IsoInput>()
-        .schema_from::<IsoRow>()
-        .schema_from::<IsoPage>()
-        .schema_from::<BuildState>()
-        .schema_from::<ArtifactFileRow>()
-        .schema_from::<Readiness>()
-        .schema_from::<ServiceReadiness>()
+        .schemas_from_iter(schemas)
         .security_scheme(
             "bearer",
             SecurityScheme::Http(
@@ -263,4 +271,94 @@ pub fn document(routes: &[RouteDef]) -> OpenApi {
         .paths(paths.build())
         .components(Some(components))
         .build()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::routes::routes;
+    use axum::http::Method;
+    use bootfleet_api::rest::{Page, ScriptRow, SshKeyRow};
+    use serde_json::Value;
+
+    fn refs<'a>(value: &'a Value, found: &mut Vec<&'a str>) {
+        match value {
+            Value::Object(map) => {
+                for (key, v) in map {
+                    match (key.as_str(), v) {
+                        ("$ref", Value::String(r)) => found.push(r),
+                        _ => refs(v, found),
+                    }
+                }
+            }
+            Value::Array(items) => items.iter().for_each(|v| refs(v, found)),
+            _ => {}
+        }
+    }
+
+    /// The schemas come from the routes' types: each one referred to is there, and nothing else
+    /// (an event stream's data schema is named in its description: SSE bodies are text).
+    #[test]
+    fn every_schema_referred_to_is_registered_and_every_registered_one_is_used() {
+        let routes = routes();
+        let doc = serde_json::to_value(document(&routes)).expect("json");
+        let event_data: Vec<String> = routes
+            .iter()
+            .filter_map(|r| match r.response {
+                Body::EventStream(schema) => Some(schema.name()),
+                _ => None,
+            })
+            .collect();
+        let registered: Vec<&str> = doc["components"]["schemas"]
+            .as_object()
+            .expect("schemas")
+            .keys()
+            .map(String::as_str)
+            .collect();
+        let mut referred = Vec::new();
+        refs(&doc, &mut referred);
+        let mut referred: Vec<&str> = referred
+            .into_iter()
+            .map(|r| r.strip_prefix("#/components/schemas/").expect(r))
+            .chain(event_data.iter().map(String::as_str))
+            .collect();
+        referred.sort_unstable();
+        referred.dedup();
+        assert_eq!(referred, registered);
+        assert!(registered.contains(&"Page_ScriptRow"), "{registered:?}");
+    }
+
+    fn route_answering(path: &str, response: Body) -> RouteDef {
+        RouteDef {
+            method: Method::GET,
+            path: path.into(),
+            access: Access::Read,
+            operation_id: path.into(),
+            summary: String::new(),
+            tag: "test",
+            params: vec![],
+            request: None,
+            status: 200,
+            response,
+            handler: axum::routing::get(|| async { "" }),
+        }
+    }
+
+    #[test]
+    fn two_schemas_under_one_name_are_reported() {
+        assert_eq!(schemas(&routes()).1, Vec::<String>::new());
+        // utoipa names every Page<T> `Page`: registered as a plain type, two pages would clash.
+        let clashing = [
+            route_answering("/a", Body::json::<Page<ScriptRow>>()),
+            route_answering("/b", Body::json::<Page<SshKeyRow>>()),
+        ];
+        assert_eq!(schemas(&clashing).1, ["Page"]);
+        let per_row = [
+            route_answering("/a", Body::Json(BodySchema::page_of::<ScriptRow>())),
+            route_answering("/b", Body::Json(BodySchema::page_of::<SshKeyRow>())),
+        ];
+        let (found, clashes) = schemas(&per_row);
+        assert!(clashes.is_empty(), "{clashes:?}");
+        assert!(found.contains_key("Page_ScriptRow") && found.contains_key("Page_SshKeyRow"));
+    }
 }

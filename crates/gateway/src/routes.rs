@@ -1,25 +1,46 @@
 //! Every route of the gateway, described once: the router and the OpenAPI document are both
-//! built from [`routes`], so they cannot drift apart.
+//! built from [`routes`], so they cannot drift apart. Each resource's routes are in a file of
+//! their own under `routes/`; this file has what they share and the table itself.
 
-use axum::extract::{Path, RawQuery, State};
+use axum::extract::{Extension, Path, RawQuery, State};
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{self, MethodRouter};
 use axum::Json;
-use bootfleet_api::rest::{
-    DistributorConfigInput, DistributorPage, DistributorRow, DistributorStatusInput,
-    GeneratedKeyPair, Readiness, ScriptInput, ScriptPage, ScriptRow, ServiceReadiness, SshKeyInput,
-    SshKeyPage, SshKeyRow,
-};
-use bootfleet_api::subjects::{self, Op, ScriptKind};
+use bootfleet_api::rest::Page;
+use bootfleet_api::subjects::Op;
 use bootfleet_api::{proto, validate, ApiError, ListParams};
+use serde::Serialize;
+use utoipa::openapi::{RefOr, Schema};
+use utoipa::{PartialSchema, ToSchema};
 
 use crate::auth::Access;
-use crate::http::{Deadline, HttpError, HttpResult, JsonBody, Trace};
+use crate::http::{HttpError, HttpResult, Trace};
 use crate::AppState;
 
 mod artifacts;
+mod boot_events;
+mod distributors;
 mod localnodes;
+mod scripts;
+mod sshkeys;
+mod system;
+
+/// Every route of the gateway: one line per resource.
+pub fn routes() -> Vec<RouteDef> {
+    [
+        system::routes(),
+        scripts::routes(),
+        sshkeys::routes(),
+        distributors::routes(),
+        boot_events::routes(),
+        localnodes::routes(),
+        artifacts::routes(),
+    ]
+    .into_iter()
+    .flatten()
+    .collect()
+}
 
 /// A parameter's type, for the OpenAPI document.
 #[derive(Clone, Copy, Debug)]
@@ -38,16 +59,76 @@ pub struct Param {
     pub description: &'static str,
 }
 
+/// The OpenAPI schema of a JSON body, taken from its Rust type: the name operations refer to
+/// and the schemas to register for it (its own and those it refers to). Routes name their
+/// bodies only this way, so every schema the document refers to is in it.
+#[derive(Clone, Copy)]
+pub struct BodySchema {
+    name: fn() -> String,
+    collect: fn(&mut Vec<(String, RefOr<Schema>)>),
+}
+
+impl BodySchema {
+    pub fn of<T: ToSchema>() -> BodySchema {
+        BodySchema {
+            name: || T::name().into_owned(),
+            collect: |schemas| {
+                schemas.push((T::name().into_owned(), T::schema()));
+                T::schemas(schemas);
+            },
+        }
+    }
+
+    /// A [`Page`] of `Row`s, under its name for that row type.
+    pub fn page_of<Row: ToSchema>() -> BodySchema {
+        BodySchema {
+            name: Page::<Row>::schema_name,
+            collect: |schemas| {
+                schemas.push((Page::<Row>::schema_name(), Page::<Row>::schema()));
+                // A generic schema leaves its argument's own schema to the caller.
+                schemas.push((Row::name().into_owned(), Row::schema()));
+                Page::<Row>::schemas(schemas);
+            },
+        }
+    }
+
+    pub fn name(&self) -> String {
+        (self.name)()
+    }
+
+    /// Appends this schema and every schema it refers to, by name.
+    pub fn collect(&self, schemas: &mut Vec<(String, RefOr<Schema>)>) {
+        (self.collect)(schemas)
+    }
+}
+
+impl std::fmt::Debug for BodySchema {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "BodySchema({})", self.name())
+    }
+}
+
 /// What a successful response carries.
 #[derive(Clone, Copy, Debug)]
 pub enum Body {
-    /// A JSON body of the named schema.
-    Json(&'static str),
+    Json(BodySchema),
     /// A JSON document with no schema of ours (the OpenAPI document itself).
     AnyJson,
     Text,
     /// Bytes (`application/octet-stream`).
     Binary,
+    /// Server-sent events (`text/event-stream`) whose `data` is JSON of this schema.
+    EventStream(BodySchema),
+}
+
+impl Body {
+    pub fn json<T: ToSchema>() -> Body {
+        Body::Json(BodySchema::of::<T>())
+    }
+
+    pub fn event_stream<T: ToSchema>() -> Body {
+        Body::EventStream(BodySchema::of::<T>())
+    }
 }
 
 pub struct RouteDef {
@@ -58,8 +139,8 @@ pub struct RouteDef {
     pub summary: String,
     pub tag: &'static str,
     pub params: Vec<Param>,
-    /// Schema name of the JSON request body.
-    pub request: Option<&'static str>,
+    /// The JSON request body.
+    pub request: Option<BodySchema>,
     pub status: u16,
     pub response: Body,
     pub handler: MethodRouter<AppState>,
@@ -70,8 +151,6 @@ impl std::fmt::Debug for RouteDef {
         write!(f, "{} {}", self.method, self.path)
     }
 }
-
-const KEYGEN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
 
 const ID: Param = Param {
     name: "id",
@@ -134,6 +213,170 @@ const NODE_TOKEN: Param = Param {
         "A `node` token, for clients that cannot send headers (iPXE, a kernel command line).",
 };
 
+/// The rows and total of a bus list answer.
+trait ListReply: prost::Message + Default {
+    /// A row as the service sends it.
+    type Item: prost::Message + Default;
+    fn into_parts(self) -> (Vec<Self::Item>, u64);
+}
+
+/// `list_reply!(proto::ThingList => proto::Thing)`: every list answer has `rows` and `total`.
+macro_rules! list_reply {
+    ($list:ty => $item:ty) => {
+        impl super::ListReply for $list {
+            type Item = $item;
+            fn into_parts(self) -> (Vec<$item>, u64) {
+                (self.rows, self.total)
+            }
+        }
+    };
+}
+use list_reply;
+
+/// A REST collection, `/api/<name>`, whose rows a service keeps: what the routes every
+/// collection has in the same form ([`list_route`], [`get_route`], [`delete_route`]) ask on the
+/// bus, and how the answers become REST rows.
+trait Collection: Clone + Send + Sync + 'static {
+    /// The service's list answer.
+    type List: ListReply;
+    /// A row as the REST API shows it.
+    type Row: Serialize + ToSchema + Send;
+
+    /// Its path, `/api/<name>`, and its tag in the document.
+    fn name(&self) -> &'static str;
+
+    fn subject(&self, op: Op) -> String;
+
+    fn row(&self, item: Item<Self>) -> Result<Self::Row, ApiError>;
+
+    /// The list request; the bare one unless the service needs more.
+    fn list_request(&self, list: proto::ListRequest) -> impl prost::Message {
+        list
+    }
+
+    /// How a get or a delete names the row (`id` is checked already).
+    fn id_request(&self, id: String) -> impl prost::Message {
+        proto::IdRequest { id }
+    }
+}
+
+/// A row of `C` as the service sends it.
+type Item<C> = <<C as Collection>::List as ListReply>::Item;
+
+async fn list<C: Collection>(
+    State(s): State<AppState>,
+    Extension(collection): Extension<C>,
+    Trace(t): Trace,
+    RawQuery(q): RawQuery,
+) -> HttpResult<Json<Page<C::Row>>> {
+    let params = list_params(q.as_deref())?;
+    let reply: C::List = s
+        .bus
+        .request(
+            &t,
+            &collection.subject(Op::List),
+            &collection.list_request(params.to_proto()),
+        )
+        .await?;
+    let (items, total) = reply.into_parts();
+    let rows = items
+        .into_iter()
+        .map(|item| collection.row(item))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(Json(Page::new(rows, total, &params)))
+}
+
+/// A get or a delete (the route's `Op`): both name the row by id and answer with it.
+async fn by_id<C: Collection>(
+    State(s): State<AppState>,
+    Extension(collection): Extension<C>,
+    Extension(op): Extension<Op>,
+    Trace(t): Trace,
+    Path(id): Path<String>,
+) -> HttpResult<Json<C::Row>> {
+    let req = collection.id_request(path_id(&id)?);
+    let item: Item<C> = s.bus.request(&t, &collection.subject(op), &req).await?;
+    Ok(Json(collection.row(item)?))
+}
+
+/// `GET /api/<name>` with the list query parameters: a [`Page`] of rows.
+fn list_route<C: Collection>(
+    collection: C,
+    operation_id: impl Into<String>,
+    summary: impl Into<String>,
+) -> RouteDef {
+    RouteDef {
+        method: Method::GET,
+        path: format!("/api/{}", collection.name()),
+        access: Access::Read,
+        operation_id: operation_id.into(),
+        summary: summary.into(),
+        tag: collection.name(),
+        params: LIST_PARAMS.to_vec(),
+        request: None,
+        status: 200,
+        response: Body::Json(BodySchema::page_of::<C::Row>()),
+        handler: routing::get(list::<C>).layer(Extension(collection)),
+    }
+}
+
+/// `GET /api/<name>/{id}`: the row.
+fn get_route<C: Collection>(
+    collection: C,
+    operation_id: impl Into<String>,
+    summary: impl Into<String>,
+) -> RouteDef {
+    let handler = routing::get(by_id::<C>).layer(Extension(Op::Get));
+    by_id_route(
+        collection,
+        Method::GET,
+        Access::Read,
+        handler,
+        operation_id,
+        summary,
+    )
+}
+
+/// `DELETE /api/<name>/{id}`: answers with the deleted row.
+fn delete_route<C: Collection>(
+    collection: C,
+    operation_id: impl Into<String>,
+    summary: impl Into<String>,
+) -> RouteDef {
+    let handler = routing::delete(by_id::<C>).layer(Extension(Op::Delete));
+    by_id_route(
+        collection,
+        Method::DELETE,
+        Access::Write,
+        handler,
+        operation_id,
+        summary,
+    )
+}
+
+fn by_id_route<C: Collection>(
+    collection: C,
+    method: Method,
+    access: Access,
+    handler: MethodRouter<AppState>,
+    operation_id: impl Into<String>,
+    summary: impl Into<String>,
+) -> RouteDef {
+    RouteDef {
+        method,
+        path: format!("/api/{}/{{id}}", collection.name()),
+        access,
+        operation_id: operation_id.into(),
+        summary: summary.into(),
+        tag: collection.name(),
+        params: vec![ID],
+        request: None,
+        status: 200,
+        response: Body::json::<C::Row>(),
+        handler: handler.layer(Extension(collection)),
+    }
+}
+
 fn capitalized(s: &str) -> String {
     let mut c = s.chars();
     c.next()
@@ -175,6 +418,15 @@ fn raw_text(text: String) -> Response {
         .into_response()
 }
 
+/// A JSON answer that must not linger in caches (a private key, a script's output).
+fn uncached<T: Serialize>(body: T) -> Response {
+    let mut response = Json(body).into_response();
+    response
+        .headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    response
+}
+
 fn created<T: serde::Serialize>(location: String, body: T) -> Response {
     let mut response = (StatusCode::CREATED, Json(body)).into_response();
     if let Ok(v) = HeaderValue::from_str(&location) {
@@ -185,504 +437,4 @@ fn created<T: serde::Serialize>(location: String, body: T) -> Response {
 
 fn path_id(id: &str) -> Result<String, HttpError> {
     Ok(validate::id("id", id)?)
-}
-
-fn script_routes(kind: ScriptKind) -> Vec<RouteDef> {
-    let name = kind.name();
-    let one = capitalized(kind.singular());
-    let collection = format!("/api/{name}");
-    let item = format!("/api/{name}/{{id}}");
-    vec![
-        RouteDef {
-            method: Method::POST,
-            path: collection.clone(),
-            access: Access::Write,
-            operation_id: format!("create{one}"),
-            summary: format!("Create a {}", kind.singular()),
-            tag: name,
-            params: vec![],
-            request: Some("ScriptInput"),
-            status: 201,
-            response: Body::Json("ScriptRow"),
-            handler: routing::post(
-                move |State(s): State<AppState>,
-                      Trace(t): Trace,
-                      JsonBody(body): JsonBody<ScriptInput>| async move {
-                    validate::text("text", &body.text)?;
-                    let id = uuid::Uuid::new_v4().to_string();
-                    let req = proto::CreateScript {
-                        id: id.clone(),
-                        text: body.text,
-                    };
-                    let row: proto::Script =
-                        s.bus.request(&t, &kind.subject(Op::Create), &req).await?;
-                    HttpResult::Ok(created(
-                        format!("/api/{}/{id}", kind.name()),
-                        ScriptRow::from(row),
-                    ))
-                },
-            ),
-        },
-        RouteDef {
-            method: Method::GET,
-            path: collection,
-            access: Access::Read,
-            operation_id: format!("list{}", capitalized(name)),
-            summary: format!("List {name}"),
-            tag: name,
-            params: LIST_PARAMS.to_vec(),
-            request: None,
-            status: 200,
-            response: Body::Json("ScriptPage"),
-            handler: routing::get(
-                move |State(s): State<AppState>, Trace(t): Trace, RawQuery(q): RawQuery| async move {
-                    let params = list_params(q.as_deref())?;
-                    let list: proto::ScriptList = s
-                        .bus
-                        .request(&t, &kind.subject(Op::List), &params.to_proto())
-                        .await?;
-                    HttpResult::Ok(Json(ScriptPage {
-                        rows: list.rows.into_iter().map(ScriptRow::from).collect(),
-                        total: list.total,
-                        page: params.page,
-                        page_size: params.page_size,
-                        total_pages: params.total_pages(list.total),
-                    }))
-                },
-            ),
-        },
-        RouteDef {
-            method: Method::GET,
-            path: item.clone(),
-            access: Access::NodeRead,
-            operation_id: format!("get{one}"),
-            summary: format!(
-                "The {} as text/plain (or its row as JSON with `Accept: application/json`)",
-                kind.singular()
-            ),
-            tag: name,
-            params: vec![ID, NODE_TOKEN],
-            request: None,
-            status: 200,
-            response: Body::Text,
-            handler: routing::get(
-                move |State(s): State<AppState>,
-                      Trace(t): Trace,
-                      Path(id): Path<String>,
-                      headers: HeaderMap| async move {
-                    let req = proto::IdRequest { id: path_id(&id)? };
-                    let row: proto::Script =
-                        s.bus.request(&t, &kind.subject(Op::Get), &req).await?;
-                    HttpResult::Ok(if wants_json(&headers) {
-                        Json(ScriptRow::from(row)).into_response()
-                    } else {
-                        raw_text(row.text)
-                    })
-                },
-            ),
-        },
-        RouteDef {
-            method: Method::PUT,
-            path: item.clone(),
-            access: Access::Write,
-            operation_id: format!("update{one}"),
-            summary: format!("Replace a {}'s text", kind.singular()),
-            tag: name,
-            params: vec![ID],
-            request: Some("ScriptInput"),
-            status: 200,
-            response: Body::Json("ScriptRow"),
-            handler: routing::put(
-                move |State(s): State<AppState>,
-                      Trace(t): Trace,
-                      Path(id): Path<String>,
-                      JsonBody(body): JsonBody<ScriptInput>| async move {
-                    let id = path_id(&id)?;
-                    validate::text("text", &body.text)?;
-                    let req = proto::UpdateScript {
-                        id,
-                        text: body.text,
-                    };
-                    let row: proto::Script =
-                        s.bus.request(&t, &kind.subject(Op::Update), &req).await?;
-                    HttpResult::Ok(Json(ScriptRow::from(row)))
-                },
-            ),
-        },
-        RouteDef {
-            method: Method::DELETE,
-            path: item,
-            access: Access::Write,
-            operation_id: format!("delete{one}"),
-            summary: format!("Delete a {}; answers with the deleted row", kind.singular()),
-            tag: name,
-            params: vec![ID],
-            request: None,
-            status: 200,
-            response: Body::Json("ScriptRow"),
-            handler: routing::delete(
-                move |State(s): State<AppState>, Trace(t): Trace, Path(id): Path<String>| async move {
-                    let req = proto::IdRequest { id: path_id(&id)? };
-                    let row: proto::Script =
-                        s.bus.request(&t, &kind.subject(Op::Delete), &req).await?;
-                    HttpResult::Ok(Json(ScriptRow::from(row)))
-                },
-            ),
-        },
-    ]
-}
-
-fn sshkey_routes() -> Vec<RouteDef> {
-    let subject = |op| subjects::subject(subjects::SSHKEYS, op);
-    vec![
-        RouteDef {
-            method: Method::POST,
-            path: "/api/sshkeys".into(),
-            access: Access::Write,
-            operation_id: "createSshkey".into(),
-            summary: "Register an SSH public key for a site".into(),
-            tag: "sshkeys",
-            params: vec![],
-            request: Some("SshKeyInput"),
-            status: 201,
-            response: Body::Json("SshKeyRow"),
-            handler: routing::post(
-                move |State(s): State<AppState>, Trace(t): Trace, JsonBody(body): JsonBody<SshKeyInput>| async move {
-                    validate::artifact_id("artifactId", &body.artifact_id)?;
-                    let id = uuid::Uuid::new_v4().to_string();
-                    let req = proto::CreateSshKey { id: id.clone(), text: body.text, artifact_id: body.artifact_id };
-                    let row: proto::SshKey = s.bus.request(&t, &subject(Op::Create), &req).await?;
-                    HttpResult::Ok(created(format!("/api/sshkeys/{id}"), SshKeyRow::from(row)))
-                },
-            ),
-        },
-        RouteDef {
-            method: Method::GET,
-            path: "/api/sshkeys".into(),
-            access: Access::Read,
-            operation_id: "listSshkeys".into(),
-            summary: "List SSH public keys".into(),
-            tag: "sshkeys",
-            params: LIST_PARAMS.to_vec(),
-            request: None,
-            status: 200,
-            response: Body::Json("SshKeyPage"),
-            handler: routing::get(
-                move |State(s): State<AppState>, Trace(t): Trace, RawQuery(q): RawQuery| async move {
-                    let params = list_params(q.as_deref())?;
-                    let list: proto::SshKeyList = s.bus.request(&t, &subject(Op::List), &params.to_proto()).await?;
-                    HttpResult::Ok(Json(SshKeyPage {
-                        rows: list.rows.into_iter().map(SshKeyRow::from).collect(),
-                        total: list.total,
-                        page: params.page,
-                        page_size: params.page_size,
-                        total_pages: params.total_pages(list.total),
-                    }))
-                },
-            ),
-        },
-        RouteDef {
-            method: Method::GET,
-            path: "/api/sshkeys/{id}".into(),
-            access: Access::NodeRead,
-            operation_id: "getSshkey".into(),
-            summary: "The public key line as text/plain (or its row as JSON with `Accept: application/json`)".into(),
-            tag: "sshkeys",
-            params: vec![ID, NODE_TOKEN],
-            request: None,
-            status: 200,
-            response: Body::Text,
-            handler: routing::get(
-                move |State(s): State<AppState>, Trace(t): Trace, Path(id): Path<String>, headers: HeaderMap| async move {
-                    let req = proto::IdRequest { id: path_id(&id)? };
-                    let row: proto::SshKey = s.bus.request(&t, &subject(Op::Get), &req).await?;
-                    HttpResult::Ok(if wants_json(&headers) {
-                        Json(SshKeyRow::from(row)).into_response()
-                    } else {
-                        raw_text(format!("{}\n", row.text))
-                    })
-                },
-            ),
-        },
-        RouteDef {
-            method: Method::PUT,
-            path: "/api/sshkeys/{id}".into(),
-            access: Access::Write,
-            operation_id: "updateSshkey".into(),
-            summary: "Replace a registered key or move it to another site".into(),
-            tag: "sshkeys",
-            params: vec![ID],
-            request: Some("SshKeyInput"),
-            status: 200,
-            response: Body::Json("SshKeyRow"),
-            handler: routing::put(
-                move |State(s): State<AppState>, Trace(t): Trace, Path(id): Path<String>, JsonBody(body): JsonBody<SshKeyInput>| async move {
-                    let id = path_id(&id)?;
-                    validate::artifact_id("artifactId", &body.artifact_id)?;
-                    let req = proto::UpdateSshKey { id, text: body.text, artifact_id: body.artifact_id };
-                    let row: proto::SshKey = s.bus.request(&t, &subject(Op::Update), &req).await?;
-                    HttpResult::Ok(Json(SshKeyRow::from(row)))
-                },
-            ),
-        },
-        RouteDef {
-            method: Method::DELETE,
-            path: "/api/sshkeys/{id}".into(),
-            access: Access::Write,
-            operation_id: "deleteSshkey".into(),
-            summary: "Delete a registered key; answers with the deleted row".into(),
-            tag: "sshkeys",
-            params: vec![ID],
-            request: None,
-            status: 200,
-            response: Body::Json("SshKeyRow"),
-            handler: routing::delete(
-                move |State(s): State<AppState>, Trace(t): Trace, Path(id): Path<String>| async move {
-                    let req = proto::IdRequest { id: path_id(&id)? };
-                    let row: proto::SshKey = s.bus.request(&t, &subject(Op::Delete), &req).await?;
-                    HttpResult::Ok(Json(SshKeyRow::from(row)))
-                },
-            ),
-        },
-        RouteDef {
-            method: Method::GET,
-            path: "/api/sshkey".into(),
-            access: Access::Read,
-            operation_id: "generateSshkey".into(),
-            summary: "Generate a key pair (ed25519 default; ecdsa-p256, ecdsa-p384, rsa-3072, rsa-4096). Nothing is stored".into(),
-            tag: "sshkeys",
-            params: vec![Param {
-                name: "algorithm",
-                in_path: false,
-                required: false,
-                ty: ParamType::String,
-                description: "ed25519 (default), ecdsa-p256, ecdsa-p384, rsa-3072 (also `rsa`), rsa-4096.",
-            }],
-            request: None,
-            status: 200,
-            response: Body::Json("GeneratedKeyPair"),
-            handler: routing::get(
-                move |State(s): State<AppState>, Trace(t): Trace, deadline: Deadline, RawQuery(q): RawQuery| async move {
-                    let mut algorithm = String::new();
-                    for (k, v) in query_pairs(q.as_deref())? {
-                        match k.as_str() {
-                            "algorithm" => algorithm = v,
-                            other => return Err(HttpError(ApiError::invalid(other, "unknown query parameter (expected algorithm)"))),
-                        }
-                    }
-                    let req = proto::GenerateSshKey { algorithm };
-                    // RSA-4096 can take seconds; a retry would only pile up more work.
-                    let bus = s.bus.with_timeout(KEYGEN_TIMEOUT, 1);
-                    deadline.allow(KEYGEN_TIMEOUT);
-                    let pair: proto::GeneratedSshKey = bus.request(&t, &subject(Op::Generate), &req).await?;
-                    let mut response = Json(GeneratedKeyPair::from(pair)).into_response();
-                    // A private key must not linger in caches.
-                    response.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-                    Ok(response)
-                },
-            ),
-        },
-    ]
-}
-
-fn distributor_routes() -> Vec<RouteDef> {
-    let service = subjects::DISTRIBUTORS;
-    vec![
-        RouteDef {
-            method: Method::GET,
-            path: "/api/distributors".into(),
-            access: Access::Read,
-            operation_id: "listDistributors".into(),
-            summary: "List site agents, with `online` and `lastSeen`".into(),
-            tag: "distributors",
-            params: LIST_PARAMS.to_vec(),
-            request: None,
-            status: 200,
-            response: Body::Json("DistributorPage"),
-            handler: routing::get(
-                move |State(s): State<AppState>, Trace(t): Trace, RawQuery(q): RawQuery| async move {
-                    let params = list_params(q.as_deref())?;
-                    let list: proto::DistributorList =
-                        s.bus.request(&t, &subjects::subject(service, Op::List), &params.to_proto()).await?;
-                    HttpResult::Ok(Json(DistributorPage {
-                        rows: list.rows.into_iter().map(DistributorRow::from).collect(),
-                        total: list.total,
-                        page: params.page,
-                        page_size: params.page_size,
-                        total_pages: params.total_pages(list.total),
-                    }))
-                },
-            ),
-        },
-        RouteDef {
-            method: Method::GET,
-            path: "/api/distributors/{id}".into(),
-            access: Access::Read,
-            operation_id: "getDistributor".into(),
-            summary: "One site agent".into(),
-            tag: "distributors",
-            params: vec![ID],
-            request: None,
-            status: 200,
-            response: Body::Json("DistributorRow"),
-            handler: routing::get(
-                move |State(s): State<AppState>, Trace(t): Trace, Path(id): Path<String>| async move {
-                    let req = proto::IdRequest { id: path_id(&id)? };
-                    let row: proto::Distributor = s.bus.request(&t, &subjects::subject(service, Op::Get), &req).await?;
-                    HttpResult::Ok(Json(DistributorRow::from(row)))
-                },
-            ),
-        },
-        RouteDef {
-            method: Method::PUT,
-            path: "/api/distributors/{id}".into(),
-            access: Access::Write,
-            operation_id: "configureDistributor".into(),
-            summary: "Hand ipxes artifacts to a site's PXE clients: the distributor fetches them from this system, checks their digests, and answers with what it now serves (503 if it is offline)".into(),
-            tag: "distributors",
-            params: vec![ID],
-            request: Some("DistributorConfigInput"),
-            status: 200,
-            response: Body::Json("DistributorRow"),
-            handler: routing::put(
-                move |State(s): State<AppState>, Trace(t): Trace, deadline: Deadline, Path(id): Path<String>, headers: HeaderMap, JsonBody(body): JsonBody<DistributorConfigInput>| async move {
-                    let host = headers.get(header::HOST).and_then(|h| h.to_str().ok());
-                    let artifact_id = body.artifact_id.unwrap_or_default();
-                    if !artifact_id.is_empty() {
-                        validate::artifact_id("artifactId", &artifact_id)?;
-                    }
-                    validate::ipv4_range("range", &body.range)?;
-                    let url = |field, value: Option<String>| -> Result<String, ApiError> {
-                        value.filter(|v| !v.is_empty()).map(|v| artifacts::local_path(field, &v, host)).transpose().map(Option::unwrap_or_default)
-                    };
-                    let req = proto::ConfigureDistributor {
-                        id: path_id(&id)?,
-                        artifact_id,
-                        ipxe_pxe_uefi: url("ipxePxeUefiUrl", body.ipxe_pxe_uefi_url)?,
-                        ipxe_pxe_bios: url("ipxePxeBiosUrl", body.ipxe_pxe_bios_url)?,
-                        device: body.device,
-                        range: body.range,
-                    };
-                    // The distributor fetches and checks files: allow it the time to.
-                    let wait = std::time::Duration::from_secs(75);
-                    deadline.allow(wait);
-                    let row: proto::Distributor = s
-                        .bus
-                        .with_timeout(wait, 1)
-                        .request(&t, &subjects::distributor_configure(), &req)
-                        .await?;
-                    HttpResult::Ok(Json(DistributorRow::from(row)))
-                },
-            ),
-        },
-        RouteDef {
-            method: Method::PUT,
-            path: "/api/distributors/{id}/status".into(),
-            access: Access::Write,
-            operation_id: "setDistributorStatus".into(),
-            summary: "Start (`on: true`) or stop answering PXE clients; pushed to the agent at once".into(),
-            tag: "distributors",
-            params: vec![ID],
-            request: Some("DistributorStatusInput"),
-            status: 200,
-            response: Body::Json("DistributorRow"),
-            handler: routing::put(
-                move |State(s): State<AppState>, Trace(t): Trace, Path(id): Path<String>, JsonBody(body): JsonBody<DistributorStatusInput>| async move {
-                    let artifact_id = body.artifact_id.unwrap_or_default();
-                    if !artifact_id.is_empty() {
-                        validate::artifact_id("artifactId", &artifact_id)?;
-                    }
-                    let req = proto::SetDistributorStatus { id: path_id(&id)?, on: body.on, artifact_id };
-                    let row: proto::Distributor = s.bus.request(&t, &subjects::distributor_set_status(), &req).await?;
-                    HttpResult::Ok(Json(DistributorRow::from(row)))
-                },
-            ),
-        },
-    ]
-}
-
-fn system_routes() -> Vec<RouteDef> {
-    vec![
-        RouteDef {
-            method: Method::GET,
-            path: "/healthz".into(),
-            access: Access::Public,
-            operation_id: "healthz".into(),
-            summary: "The gateway process is alive".into(),
-            tag: "system",
-            params: vec![],
-            request: None,
-            status: 200,
-            response: Body::Text,
-            handler: routing::get(|| async { raw_text("ok\n".into()) }),
-        },
-        RouteDef {
-            method: Method::GET,
-            path: "/readyz".into(),
-            access: Access::Public,
-            operation_id: "readyz".into(),
-            summary: "NATS is connected and every service answers (503 otherwise)".into(),
-            tag: "system",
-            params: vec![],
-            request: None,
-            status: 200,
-            response: Body::Json("Readiness"),
-            handler: routing::get(|State(s): State<AppState>| async move {
-                let nats = s.bus.is_connected();
-                let mut services = Vec::new();
-                for service in subjects::SERVICES {
-                    let ready = nats && s.bus.ping(service).await.is_ok();
-                    services.push(ServiceReadiness {
-                        service: service.to_owned(),
-                        ready,
-                    });
-                }
-                let ready = nats && services.iter().all(|s| s.ready);
-                let status = if ready {
-                    StatusCode::OK
-                } else {
-                    StatusCode::SERVICE_UNAVAILABLE
-                };
-                (
-                    status,
-                    Json(Readiness {
-                        ready,
-                        nats,
-                        services,
-                    }),
-                )
-            }),
-        },
-        RouteDef {
-            method: Method::GET,
-            path: "/api/openapi.json".into(),
-            access: Access::Public,
-            operation_id: "openapi".into(),
-            summary: "This document".into(),
-            tag: "system",
-            params: vec![],
-            request: None,
-            status: 200,
-            response: Body::AnyJson,
-            handler: routing::get(|State(s): State<AppState>| async move {
-                (
-                    [(header::CONTENT_TYPE, "application/json")],
-                    s.openapi.to_string(),
-                )
-            }),
-        },
-    ]
-}
-
-/// Every route of the gateway.
-pub fn routes() -> Vec<RouteDef> {
-    let mut all = system_routes();
-    for kind in ScriptKind::ALL {
-        all.extend(script_routes(kind));
-    }
-    all.extend(sshkey_routes());
-    all.extend(distributor_routes());
-    all.extend(localnodes::routes());
-    all.extend(artifacts::routes());
-    all
 }

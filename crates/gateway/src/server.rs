@@ -35,6 +35,9 @@ pub struct ServeLimits {
     /// How long a write to the client may make no progress (the client reads nothing) before
     /// the connection is closed.
     pub write_timeout: Duration,
+    /// How often an event stream with nothing to say sends a comment: it keeps proxies from
+    /// closing the connection, and a client that went away is noticed when the write fails.
+    pub event_keep_alive: Duration,
 }
 
 impl Default for ServeLimits {
@@ -45,7 +48,21 @@ impl Default for ServeLimits {
             max_connections: 1024,
             request_timeout: Duration::from_secs(30),
             write_timeout: Duration::from_secs(30),
+            event_keep_alive: Duration::from_secs(15),
         }
+    }
+}
+
+/// Set when the server stops: responses that would go on for ever (event streams) end then,
+/// so that a graceful shutdown does not wait on them. Every request carries it as an extension.
+#[derive(Clone, Debug)]
+pub struct Stopping(watch::Receiver<bool>);
+
+impl Stopping {
+    /// Resolves once the server is stopping.
+    pub async fn wait(&mut self) {
+        // An error means the server is gone: stopping too.
+        let _ = self.0.wait_for(|stopping| *stopping).await;
     }
 }
 
@@ -58,6 +75,8 @@ pub async fn serve_router(
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let slots = Arc::new(Semaphore::new(limits.max_connections.max(1)));
+    let (stopping, stopping_rx) = watch::channel(false);
+    let app = app.layer(axum::Extension(Stopping(stopping_rx)));
     // Every connection task holds a receiver; `closed()` on the sender says they are all gone.
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut shutdown = pin!(shutdown);
@@ -130,6 +149,7 @@ pub async fn serve_router(
         });
     }
     drop(listener);
+    let _ = stopping.send(true);
     let _ = stop_tx.send(true);
     drop(stop_rx);
     stop_tx.closed().await;

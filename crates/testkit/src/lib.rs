@@ -15,6 +15,7 @@ pub mod http_recorder;
 pub mod netlab;
 pub mod node_image;
 pub mod qemu;
+pub mod sse;
 pub mod sshd;
 pub mod test_pki;
 

@@ -2,42 +2,38 @@
 //! downloads, `/<kind>/<id>/<file>`, streamed from the object store with ETag and Range.
 
 use axum::body::Body as HttpBody;
-use axum::extract::{Path, RawQuery, Request, State};
+use axum::extract::{Path, Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, Method};
 use axum::response::Response;
 use axum::routing;
-use axum::Json;
 use bootfleet_api::artifacts::{
-    object_name, ArtifactKind, BuildState, GrubInput, GrubPage, GrubRow, IpxeInput, IpxePage,
-    IpxeRow, IsoInput, IsoPage, IsoRow, SyslinuxInput, SyslinuxPage, SyslinuxRow,
+    object_name, ArtifactKind, BuildState, GrubInput, GrubRow, IpxeInput, IpxeRow, IsoInput,
+    IsoRow, SyslinuxInput, SyslinuxRow,
 };
 use bootfleet_api::subjects::{self, Op};
 use bootfleet_api::{proto, ApiError, ErrorCode};
 use bootfleet_http_range::{decide, ETag, Representation};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
-use tokio::io::AsyncReadExt;
+use utoipa::ToSchema;
 
-use super::{created, list_params, path_id, Body, Param, ParamType, RouteDef, ID, LIST_PARAMS};
+use super::{
+    capitalized, created, delete_route, get_route, list_reply, list_route, path_id, Body,
+    BodySchema, Collection, Param, ParamType, RouteDef, ID, NODE_TOKEN,
+};
 use crate::auth::Access;
-use crate::http::{HttpError, HttpResult, JsonBody, Trace};
+use crate::http::{HttpResult, JsonBody, Trace};
 use crate::AppState;
 
 const SERVICE: &str = subjects::ARTIFACTS;
-const CHUNK: usize = 64 * 1024;
 
-/// What differs between the kinds: their types and schema names.
-trait Kind: Send + Sync + 'static {
+/// What differs between the kinds: their types.
+pub(super) trait Kind: Copy + Send + Sync + 'static {
     const KIND: ArtifactKind;
-    const INPUT: &'static str;
-    const ROW: &'static str;
-    const PAGE: &'static str;
-    type Input: DeserializeOwned + Serialize + Send + 'static;
-    type Row: Serialize + Send;
-    type Page: Serialize + Send;
+    type Input: DeserializeOwned + Serialize + ToSchema + Send + 'static;
+    type Row: Serialize + ToSchema + Send;
 
     fn row(a: proto::Artifact) -> Result<Self::Row, ApiError>;
-    fn page(rows: Vec<Self::Row>, total: u64, page: u32, page_size: u32, pages: u64) -> Self::Page;
 
     /// Rewrites what the gateway must resolve (URLs on this host) before the service sees it.
     fn normalize(_input: &mut Self::Input, _host: Option<&str>) -> Result<(), ApiError> {
@@ -51,21 +47,15 @@ fn stored_inputs<T: DeserializeOwned>(a: &proto::Artifact) -> Result<T, ApiError
 }
 
 macro_rules! kind {
-    ($ty:ident, $kind:expr, $input:ident, $row:ident, $page:ident) => {
+    ($ty:ident, $kind:expr, $input:ident, $row:ident) => {
+        #[derive(Clone, Copy, Debug)]
         struct $ty;
         impl Kind for $ty {
             const KIND: ArtifactKind = $kind;
-            const INPUT: &'static str = stringify!($input);
-            const ROW: &'static str = stringify!($row);
-            const PAGE: &'static str = stringify!($page);
             type Input = $input;
             type Row = $row;
-            type Page = $page;
             fn row(a: proto::Artifact) -> Result<$row, ApiError> {
                 kind!(@row $row, a)
-            }
-            fn page(rows: Vec<$row>, total: u64, page: u32, page_size: u32, total_pages: u64) -> $page {
-                $page { rows, total, page, page_size, total_pages }
             }
             kind!(@normalize $input);
         }
@@ -96,16 +86,46 @@ macro_rules! kind {
     (@normalize $input:ident) => {};
 }
 
-kind!(Ipxes, ArtifactKind::Ipxes, IpxeInput, IpxeRow, IpxePage);
-kind!(Grubs, ArtifactKind::Grubs, GrubInput, GrubRow, GrubPage);
+kind!(Ipxes, ArtifactKind::Ipxes, IpxeInput, IpxeRow);
+kind!(Grubs, ArtifactKind::Grubs, GrubInput, GrubRow);
 kind!(
     Syslinuxs,
     ArtifactKind::Syslinuxs,
     SyslinuxInput,
-    SyslinuxRow,
-    SyslinuxPage
+    SyslinuxRow
 );
-kind!(Isos, ArtifactKind::Isos, IsoInput, IsoRow, IsoPage);
+kind!(Isos, ArtifactKind::Isos, IsoInput, IsoRow);
+
+list_reply!(proto::ArtifactList => proto::Artifact);
+
+/// One artifacts service keeps all kinds: its requests name the kind.
+impl<K: Kind> Collection for K {
+    type List = proto::ArtifactList;
+    type Row = K::Row;
+
+    fn name(&self) -> &'static str {
+        K::KIND.name()
+    }
+
+    fn subject(&self, op: Op) -> String {
+        subjects::subject(SERVICE, op)
+    }
+
+    fn row(&self, artifact: proto::Artifact) -> Result<K::Row, ApiError> {
+        K::row(artifact)
+    }
+
+    fn list_request(&self, list: proto::ListRequest) -> impl prost::Message {
+        proto::ListArtifacts {
+            kind: K::KIND.name().to_owned(),
+            list: Some(list),
+        }
+    }
+
+    fn id_request(&self, id: String) -> impl prost::Message {
+        artifact_ref::<K>(id)
+    }
+}
 
 /// An absolute URL on this gateway becomes its path; any other host is refused here, so the
 /// system never fetches from an address a client chose.
@@ -137,13 +157,21 @@ pub(super) fn local_path(
     Ok(path.split(['?', '#']).next().unwrap_or_default().to_owned())
 }
 
+fn artifact_ref<K: Kind>(id: String) -> proto::ArtifactRef {
+    proto::ArtifactRef {
+        kind: K::KIND.name().to_owned(),
+        id,
+    }
+}
+
 async fn create<K: Kind>(
-    s: AppState,
-    t: bootfleet_bus::TraceParent,
-    host: Option<String>,
-    mut input: K::Input,
+    State(s): State<AppState>,
+    Trace(t): Trace,
+    headers: HeaderMap,
+    JsonBody(mut input): JsonBody<K::Input>,
 ) -> HttpResult<Response> {
-    K::normalize(&mut input, host.as_deref())?;
+    let host = headers.get(header::HOST).and_then(|h| h.to_str().ok());
+    K::normalize(&mut input, host)?;
     let id = uuid::Uuid::new_v4().to_string();
     let req = proto::CreateArtifact {
         kind: K::KIND.name().to_owned(),
@@ -161,117 +189,62 @@ async fn create<K: Kind>(
     ))
 }
 
-fn kind_routes<K: Kind>() -> Vec<RouteDef> {
-    let kind = K::KIND;
-    let name = kind.name();
-    let one = super::capitalized(kind.singular());
-    let collection = format!("/api/{name}");
-    let item = format!("/api/{name}/{{id}}");
-    let artifact_ref = move |id: &str| -> Result<proto::ArtifactRef, HttpError> {
-        Ok(proto::ArtifactRef {
-            kind: name.to_owned(),
-            id: path_id(id)?,
-        })
-    };
+async fn download_file<K: Kind>(
+    State(s): State<AppState>,
+    Trace(t): Trace,
+    Path((id, file)): Path<(String, String)>,
+    req: Request,
+) -> HttpResult<Response> {
+    download(s, t, artifact_ref::<K>(path_id(&id)?), file, req).await
+}
+
+fn kind_routes<K: Kind>(kind: K) -> Vec<RouteDef> {
+    let name = K::KIND.name();
+    let singular = K::KIND.singular();
+    let one = capitalized(singular);
     vec![
         RouteDef {
             method: Method::POST,
-            path: collection.clone(),
+            path: format!("/api/{name}"),
             access: Access::Write,
             operation_id: format!("create{one}"),
             summary: format!(
-                "Build a {}: answers at once with the row (`queued`, or `done` when the same content was built before); poll it for `progress` and `status`",
-                kind.singular()
+                "Build a {singular}: answers at once with the row (`queued`, or `done` when the same content was built before); poll it for `progress` and `status`"
             ),
             tag: name,
             params: vec![],
-            request: Some(K::INPUT),
+            request: Some(BodySchema::of::<K::Input>()),
             status: 201,
-            response: Body::Json(K::ROW),
-            handler: routing::post(
-                |State(s): State<AppState>, Trace(t): Trace, headers: HeaderMap, JsonBody(input): JsonBody<K::Input>| async move {
-                    let host = headers.get(header::HOST).and_then(|h| h.to_str().ok()).map(str::to_owned);
-                    create::<K>(s, t, host, input).await
-                },
-            ),
+            response: Body::json::<K::Row>(),
+            handler: routing::post(create::<K>),
         },
-        RouteDef {
-            method: Method::GET,
-            path: collection,
-            access: Access::Read,
-            operation_id: format!("list{}", super::capitalized(name)),
-            summary: format!("List {name}"),
-            tag: name,
-            params: LIST_PARAMS.to_vec(),
-            request: None,
-            status: 200,
-            response: Body::Json(K::PAGE),
-            handler: routing::get(
-                move |State(s): State<AppState>, Trace(t): Trace, RawQuery(q): RawQuery| async move {
-                    let params = list_params(q.as_deref())?;
-                    let req = proto::ListArtifacts { kind: name.to_owned(), list: Some(params.to_proto()) };
-                    let list: proto::ArtifactList = s.bus.request(&t, &subjects::subject(SERVICE, Op::List), &req).await?;
-                    let rows = list.rows.into_iter().map(K::row).collect::<Result<Vec<_>, _>>()?;
-                    HttpResult::Ok(Json(K::page(rows, list.total, params.page, params.page_size, params.total_pages(list.total))))
-                },
-            ),
-        },
-        RouteDef {
-            method: Method::GET,
-            path: item.clone(),
-            access: Access::Read,
-            operation_id: format!("get{one}"),
-            summary: format!("One {} with its build status", kind.singular()),
-            tag: name,
-            params: vec![ID],
-            request: None,
-            status: 200,
-            response: Body::Json(K::ROW),
-            handler: routing::get(
-                move |State(s): State<AppState>, Trace(t): Trace, Path(id): Path<String>| async move {
-                    let row: proto::Artifact = s.bus.request(&t, &subjects::subject(SERVICE, Op::Get), &artifact_ref(&id)?).await?;
-                    HttpResult::Ok(Json(K::row(row)?))
-                },
-            ),
-        },
-        RouteDef {
-            method: Method::DELETE,
-            path: item,
-            access: Access::Write,
-            operation_id: format!("delete{one}"),
-            summary: format!("Delete a {} and, once no other row shares them, its bytes; answers with the deleted row", kind.singular()),
-            tag: name,
-            params: vec![ID],
-            request: None,
-            status: 200,
-            response: Body::Json(K::ROW),
-            handler: routing::delete(
-                move |State(s): State<AppState>, Trace(t): Trace, Path(id): Path<String>| async move {
-                    let row: proto::Artifact = s.bus.request(&t, &subjects::subject(SERVICE, Op::Delete), &artifact_ref(&id)?).await?;
-                    HttpResult::Ok(Json(K::row(row)?))
-                },
-            ),
-        },
+        list_route(kind, format!("list{}", capitalized(name)), format!("List {name}")),
+        get_route(
+            kind,
+            format!("get{one}"),
+            format!("One {singular} with its build status"),
+        ),
+        delete_route(
+            kind,
+            format!("delete{one}"),
+            format!("Delete a {singular} and, once no other row shares them, its bytes; answers with the deleted row"),
+        ),
         RouteDef {
             method: Method::GET,
             path: format!("/{name}/{{id}}/{{file}}"),
             access: Access::NodeRead,
             operation_id: format!("download{one}"),
-            summary: format!("Download a built {}'s file (Range, ETag, If-None-Match)", kind.singular()),
+            summary: format!("Download a built {singular}'s file (Range, ETag, If-None-Match)"),
             tag: name,
             params: vec![
                 ID,
                 Param { name: "file", in_path: true, required: true, ty: ParamType::String, description: "A file of the artifact, as its row's `files` lists them." },
-                super::NODE_TOKEN,
+                NODE_TOKEN,
             ],
             request: None,
             status: 200,
             response: Body::Binary,
-            handler: routing::get(
-                move |State(s): State<AppState>, Trace(t): Trace, Path((id, file)): Path<(String, String)>, req: Request| async move {
-                    download(s, t, artifact_ref(&id)?, file, req).await
-                },
-            ),
+            handler: routing::get(download_file::<K>),
         },
     ]
 }
@@ -324,47 +297,28 @@ async fn download(
     let Some(range) = answer.body else {
         return Ok(response);
     };
-    let object = s
+    // The head goes out before the bytes are read, so resuming a large file far in is not
+    // held to the request deadline while the store skips to the range's start.
+    let body = s
         .artifact_store()
         .await?
-        .get(object_name(&row.key, &entry.name).as_str())
+        .chunks(&object_name(&row.key, &entry.name), range)
         .await
-        .map_err(|e| {
-            ApiError::unavailable(format!("cannot read {file} from the artifact store: {e}"))
-        })?;
-    // The object store has no seek: the range's start is skipped inside the body, once the
-    // head is out, so resuming a large file far in is not held to the request deadline.
-    let state = (object, range.start, range.end - range.start);
-    let body = futures_util::stream::unfold(state, |(mut reader, skip, left)| async move {
-        if skip > 0 {
-            let mut skipped = (&mut reader).take(skip);
-            if let Err(e) = tokio::io::copy(&mut skipped, &mut tokio::io::sink()).await {
-                return Some((Err(e), (reader, 0, 0)));
-            }
-        }
-        if left == 0 {
-            return None;
-        }
-        let mut buf = vec![0u8; CHUNK.min(usize::try_from(left).unwrap_or(CHUNK))];
-        match reader.read(&mut buf).await {
-            Ok(0) => None,
-            Ok(n) => {
-                buf.truncate(n);
-                Some((Ok::<_, std::io::Error>(buf), (reader, 0, left - n as u64)))
-            }
-            Err(e) => Some((Err(e), (reader, 0, 0))),
-        }
-    });
+        .map_err(ApiError::from)?;
     *response.body_mut() = HttpBody::from_stream(body);
     Ok(response)
 }
 
 pub(super) fn routes() -> Vec<RouteDef> {
-    let mut all = kind_routes::<Ipxes>();
-    all.extend(kind_routes::<Grubs>());
-    all.extend(kind_routes::<Syslinuxs>());
-    all.extend(kind_routes::<Isos>());
-    all
+    [
+        kind_routes(Ipxes),
+        kind_routes(Grubs),
+        kind_routes(Syslinuxs),
+        kind_routes(Isos),
+    ]
+    .into_iter()
+    .flatten()
+    .collect()
 }
 
 #[cfg(test)]

@@ -1,30 +1,55 @@
 //! `/api/localnodes`: hosts that came up. A node registers itself with its `node` token (the
 //! original tutorial's nodes send the fields as a query string; a JSON body works too).
 
-use axum::extract::{FromRequest, Path, RawQuery, Request, State};
+use axum::extract::{FromRequest, Path, Request, State};
 use axum::http::{header, Method, StatusCode};
-use axum::response::IntoResponse;
+use axum::response::{IntoResponse, Response};
 use axum::routing;
 use axum::Json;
 use bootfleet_api::rest::{
-    LocalNodeInput, LocalNodePage, LocalNodeRow, LocalNodeScriptInput, LocalNodeScriptResult,
+    LocalNodeInput, LocalNodeRow, LocalNodeScriptInput, LocalNodeScriptResult,
 };
 use bootfleet_api::subjects::{self, Op};
 use bootfleet_api::{proto, validate, ApiError, ErrorCode};
 
-use super::{created, list_params, path_id, query_pairs, Body, RouteDef, ID, LIST_PARAMS};
+use super::{
+    created, delete_route, get_route, list_reply, list_route, path_id, query_pairs, uncached, Body,
+    BodySchema, Collection, Param, ParamType, RouteDef, ID,
+};
 use crate::auth::Access;
 use crate::http::{Deadline, HttpResult, JsonBody, Trace};
 use crate::AppState;
 
 const SERVICE: &str = subjects::LOCALNODES;
 
-fn query_param(name: &'static str, description: &'static str, required: bool) -> super::Param {
-    super::Param {
+#[derive(Clone, Copy, Debug)]
+struct LocalNodes;
+
+list_reply!(proto::LocalNodeList => proto::LocalNode);
+
+impl Collection for LocalNodes {
+    type List = proto::LocalNodeList;
+    type Row = LocalNodeRow;
+
+    fn name(&self) -> &'static str {
+        "localnodes"
+    }
+
+    fn subject(&self, op: Op) -> String {
+        subjects::subject(SERVICE, op)
+    }
+
+    fn row(&self, node: proto::LocalNode) -> Result<LocalNodeRow, ApiError> {
+        Ok(LocalNodeRow::from(node))
+    }
+}
+
+fn query_param(name: &'static str, description: &'static str, required: bool) -> Param {
+    Param {
         name,
         in_path: false,
         required,
-        ty: super::ParamType::String,
+        ty: ParamType::String,
         description,
     }
 }
@@ -100,7 +125,7 @@ async fn register(
     State(s): State<AppState>,
     Trace(t): Trace,
     req: Request,
-) -> HttpResult<axum::response::Response> {
+) -> HttpResult<Response> {
     let scope = req
         .extensions()
         .get::<crate::auth::Claims>()
@@ -154,6 +179,31 @@ async fn register(
     })
 }
 
+async fn run_script(
+    State(s): State<AppState>,
+    Trace(t): Trace,
+    deadline: Deadline,
+    Path(id): Path<String>,
+    JsonBody(body): JsonBody<LocalNodeScriptInput>,
+) -> HttpResult<Response> {
+    validate::text("script", &body.script)?;
+    let req = proto::RunNodeScript {
+        id: path_id(&id)?,
+        script: body.script,
+        private_key: body.private_key,
+        user: body.user.unwrap_or_default(),
+        timeout_seconds: body.timeout_seconds.unwrap_or(0),
+    };
+    let wait = std::time::Duration::from_secs(u64::from(req.timeout_seconds.max(60)) + 30);
+    deadline.allow(wait);
+    let result: proto::NodeExecResult = s
+        .bus
+        .with_timeout(wait, 1)
+        .request(&t, &subjects::localnodes_run_script(), &req)
+        .await?;
+    Ok(uncached(LocalNodeScriptResult::from(result)))
+}
+
 pub(super) fn routes() -> Vec<RouteDef> {
     vec![
         RouteDef {
@@ -170,56 +220,17 @@ pub(super) fn routes() -> Vec<RouteDef> {
                 query_param("hostname", "Optional host name.", false),
                 query_param("pingable", "Optional, `true` or `false`.", false),
             ],
-            request: Some("LocalNodeInput"),
+            request: Some(BodySchema::of::<LocalNodeInput>()),
             status: 201,
-            response: Body::Json("LocalNodeRow"),
+            response: Body::json::<LocalNodeRow>(),
             handler: routing::post(register),
         },
-        RouteDef {
-            method: Method::GET,
-            path: "/api/localnodes".into(),
-            access: Access::Read,
-            operation_id: "listLocalNodes".into(),
-            summary: "List registered nodes, with `pingable` and `lastSeen`".into(),
-            tag: "localnodes",
-            params: LIST_PARAMS.to_vec(),
-            request: None,
-            status: 200,
-            response: Body::Json("LocalNodePage"),
-            handler: routing::get(
-                |State(s): State<AppState>, Trace(t): Trace, RawQuery(q): RawQuery| async move {
-                    let params = list_params(q.as_deref())?;
-                    let list: proto::LocalNodeList =
-                        s.bus.request(&t, &subjects::subject(SERVICE, Op::List), &params.to_proto()).await?;
-                    HttpResult::Ok(Json(LocalNodePage {
-                        rows: list.rows.into_iter().map(LocalNodeRow::from).collect(),
-                        total: list.total,
-                        page: params.page,
-                        page_size: params.page_size,
-                        total_pages: params.total_pages(list.total),
-                    }))
-                },
-            ),
-        },
-        RouteDef {
-            method: Method::GET,
-            path: "/api/localnodes/{id}".into(),
-            access: Access::Read,
-            operation_id: "getLocalNode".into(),
-            summary: "One registered node".into(),
-            tag: "localnodes",
-            params: vec![ID],
-            request: None,
-            status: 200,
-            response: Body::Json("LocalNodeRow"),
-            handler: routing::get(
-                |State(s): State<AppState>, Trace(t): Trace, Path(id): Path<String>| async move {
-                    let req = proto::IdRequest { id: path_id(&id)? };
-                    let node: proto::LocalNode = s.bus.request(&t, &subjects::subject(SERVICE, Op::Get), &req).await?;
-                    HttpResult::Ok(Json(LocalNodeRow::from(node)))
-                },
-            ),
-        },
+        list_route(
+            LocalNodes,
+            "listLocalNodes",
+            "List registered nodes, with `pingable` and `lastSeen`",
+        ),
+        get_route(LocalNodes, "getLocalNode", "One registered node"),
         RouteDef {
             method: Method::PUT,
             path: "/api/localnodes/{id}/script".into(),
@@ -228,50 +239,15 @@ pub(super) fn routes() -> Vec<RouteDef> {
             summary: "Run a script on the node over SSH through its site's distributor; answers with stdout, stderr and the exit code. The private key is used for this run only (never stored or logged); the node's host key is recorded on first contact and must match afterwards (409). 503 when no distributor of the site is online, 504 when the script outlives timeoutSeconds".into(),
             tag: "localnodes",
             params: vec![ID],
-            request: Some("LocalNodeScriptInput"),
+            request: Some(BodySchema::of::<LocalNodeScriptInput>()),
             status: 200,
-            response: Body::Json("LocalNodeScriptResult"),
-            handler: routing::put(
-                |State(s): State<AppState>, Trace(t): Trace, deadline: Deadline, Path(id): Path<String>, JsonBody(body): JsonBody<LocalNodeScriptInput>| async move {
-                    validate::text("script", &body.script)?;
-                    let req = proto::RunNodeScript {
-                        id: path_id(&id)?,
-                        script: body.script,
-                        private_key: body.private_key,
-                        user: body.user.unwrap_or_default(),
-                        timeout_seconds: body.timeout_seconds.unwrap_or(0),
-                    };
-                    let wait = std::time::Duration::from_secs(u64::from(req.timeout_seconds.max(60)) + 30);
-                    deadline.allow(wait);
-                    let result: proto::NodeExecResult = s
-                        .bus
-                        .with_timeout(wait, 1)
-                        .request(&t, &subjects::localnodes_run_script(), &req)
-                        .await?;
-                    let mut response = Json(LocalNodeScriptResult::from(result)).into_response();
-                    response.headers_mut().insert(header::CACHE_CONTROL, axum::http::HeaderValue::from_static("no-store"));
-                    HttpResult::Ok(response)
-                },
-            ),
+            response: Body::json::<LocalNodeScriptResult>(),
+            handler: routing::put(run_script),
         },
-        RouteDef {
-            method: Method::DELETE,
-            path: "/api/localnodes/{id}".into(),
-            access: Access::Write,
-            operation_id: "deleteLocalNode".into(),
-            summary: "Forget a node (it registers again when it next boots); answers with the deleted row".into(),
-            tag: "localnodes",
-            params: vec![ID],
-            request: None,
-            status: 200,
-            response: Body::Json("LocalNodeRow"),
-            handler: routing::delete(
-                |State(s): State<AppState>, Trace(t): Trace, Path(id): Path<String>| async move {
-                    let req = proto::IdRequest { id: path_id(&id)? };
-                    let node: proto::LocalNode = s.bus.request(&t, &subjects::subject(SERVICE, Op::Delete), &req).await?;
-                    HttpResult::Ok(Json(LocalNodeRow::from(node)))
-                },
-            ),
-        },
+        delete_route(
+            LocalNodes,
+            "deleteLocalNode",
+            "Forget a node (it registers again when it next boots); answers with the deleted row",
+        ),
     ]
 }

@@ -15,6 +15,8 @@ pub mod code {
     pub const PAD: u8 = 0;
     /// Vendor-specific information; PXE puts its sub-options here.
     pub const VENDOR_SPECIFIC: u8 = 43;
+    /// Requested IP address: a client asking for a lease (RFC 2131 section 4.3.2).
+    pub const REQUESTED_IP: u8 = 50;
     /// Option overload: more options in `file` and/or `sname` (not followed by the parser).
     pub const OVERLOAD: u8 = 52;
     pub const MESSAGE_TYPE: u8 = 53;

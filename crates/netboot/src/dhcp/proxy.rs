@@ -4,9 +4,9 @@
 //! does that. It answers only network-boot clients, with the boot server (`siaddr`) and the boot
 //! file, on two ports:
 //!
-//! - udp/67, next to the site's DHCP server: DHCPDISCOVER gets a DHCPOFFER; a DHCPREQUEST gets a
-//!   DHCPACK only when it names us in option 54 (otherwise the client is taking the site server's
-//!   offer and we keep out of it).
+//! - udp/67, next to the site's DHCP server: DHCPDISCOVER gets a DHCPOFFER. A DHCPREQUEST there
+//!   almost always belongs to the site server's exchange and gets nothing (see
+//!   [`dhcp_port_request`] for the rule and why).
 //! - udp/4011, the PXE boot-server port: once they have an address, UEFI firmware (EDK2/OVMF,
 //!   which reads a proxy offer without option 43 as "ask the boot server") and iPXE (which
 //!   confirms every proxy offer) come back here with a DHCPREQUEST (or DHCPINFORM). The ACK goes
@@ -224,8 +224,12 @@ pub enum IgnoreReason {
         port: Port,
         message_type: MessageType,
     },
-    /// A DHCPREQUEST on udp/67 for another server (the client takes the site server's offer), or
-    /// for no server at all (renewing or rebooting with the site server).
+    /// A DHCPREQUEST on udp/67 that asks for an address (option 50, or no `ciaddr` yet): the
+    /// client selecting or confirming the site server's lease. Whatever its option 54 says: on
+    /// a host shared with the site's DHCP server, that server's identifier is our address too.
+    RequestForAddress { server_id: Option<Ipv4Addr> },
+    /// A DHCPREQUEST on udp/67 from a client that has its address, naming another server, or
+    /// no server at all (renewing or rebinding with the site server).
     RequestForAnotherServer { server_id: Option<Ipv4Addr> },
     /// A udp/4011 request from 0.0.0.0: there is nowhere to send the answer.
     UnspecifiedSource,
@@ -247,6 +251,12 @@ impl fmt::Display for IgnoreReason {
             IgnoreReason::NotDhcp => f.write_str("no dhcp message type"),
             IgnoreReason::UnhandledMessageType { port, message_type } => {
                 write!(f, "port {} does not answer {message_type}", port.number())
+            }
+            IgnoreReason::RequestForAddress {
+                server_id: Some(server),
+            } => write!(f, "request for an address from {server}"),
+            IgnoreReason::RequestForAddress { server_id: None } => {
+                f.write_str("request for an address")
             }
             IgnoreReason::RequestForAnotherServer {
                 server_id: Some(server),
@@ -322,12 +332,10 @@ fn reply(
     let (reply_type, to) = match port {
         Port::Dhcp => match message_type {
             MessageType::Discover => (MessageType::Offer, dhcp_port_destination(request)),
-            MessageType::Request => match request.server_id() {
-                Some(server) if server == config.server_ip => {
-                    (MessageType::Ack, dhcp_port_destination(request))
-                }
-                server_id => return Err(IgnoreReason::RequestForAnotherServer { server_id }),
-            },
+            MessageType::Request => {
+                dhcp_port_request(request, config.server_ip)?;
+                (MessageType::Ack, dhcp_port_destination(request))
+            }
             _ => return Err(unhandled),
         },
         Port::Binl => match message_type {
@@ -386,6 +394,43 @@ fn reply(
         boot_file: boot_file.to_owned(),
     };
     Ok((packet, to, client))
+}
+
+/// Whether a DHCPREQUEST on udp/67 is ours to answer; `Err` says whose it is.
+///
+/// A proxyDHCP server has no part in the exchange that grants the address. RFC 2131 section
+/// 4.3.2 tells it apart: a client SELECTING an offer or in INIT-REBOOT asks for an address in
+/// option 50 and has no `ciaddr` yet; RENEWING and REBINDING clients have a `ciaddr` and name no
+/// server (option 54 is forbidden there). PXE 2.1 sends the request that follows a proxy offer to
+/// the boot server port, udp/4011, never to udp/67; dnsmasq in proxy mode answers only
+/// DHCPDISCOVER on udp/67 and smee's proxy ACKs every request (which breaks clients the same way).
+/// An ACK from us to the address exchange carries `yiaddr` 0.0.0.0: on a host shared with the
+/// site's DHCP server (one address, so one server identifier for both) EDK2 takes it for the
+/// server's ACK, declines the lease and stops with PXE-E07. So, in this order:
+///
+/// 1. option 50 present, or no `ciaddr`: the address exchange, whatever server it names;
+/// 2. option 54 names another server: that server's;
+/// 3. option 54 names us: a client that holds its address and asks us for its boot file here
+///    rather than on udp/4011. Answered: no lease exchange looks like this;
+/// 4. no option 54: a renewal with the site server, unless option 43 carries a PXE boot item,
+///    which makes it PXE 2.1 boot server discovery by broadcast (EDK2 sends it to udp/67 when a
+///    proxy offer tells it to discover by broadcast). Answered, as on udp/4011.
+fn dhcp_port_request(request: &Packet, server_ip: Ipv4Addr) -> Result<(), IgnoreReason> {
+    let server_id = request.server_id();
+    if request.options.contains(code::REQUESTED_IP) || request.ciaddr.is_unspecified() {
+        return Err(IgnoreReason::RequestForAddress { server_id });
+    }
+    if request.options.contains(code::SERVER_ID) {
+        return match server_id {
+            Some(server) if server == server_ip => Ok(()),
+            server_id => Err(IgnoreReason::RequestForAnotherServer { server_id }),
+        };
+    }
+    if requested_boot_item(request).is_some() {
+        Ok(())
+    } else {
+        Err(IgnoreReason::RequestForAnotherServer { server_id: None })
+    }
 }
 
 /// RFC 2131 section 4.1 for a server that assigns no address: via the relay if there is one,
@@ -471,14 +516,18 @@ fn choose_boot_file(files: &BootFiles, arch: ClientArch, ipxe: bool, http: bool)
 fn pxe_vendor_options(request: &Packet) -> Vec<u8> {
     let mut suboptions = Options::new();
     suboptions.set(PXE_DISCOVERY_CONTROL, [DISCOVERY_USE_BOOT_FILE]);
-    let requested_item = request
-        .vendor_specific()
-        .and_then(|value| Options::parse(value).ok())
-        .and_then(|requested| requested.get(PXE_BOOT_ITEM).map(<[u8]>::to_vec));
-    if let Some(item) = requested_item {
+    if let Some(item) = requested_boot_item(request) {
         suboptions.set(PXE_BOOT_ITEM, item);
     }
     suboptions.encode()
+}
+
+/// The PXE boot item (option 43, sub-option 71) a boot server request names.
+fn requested_boot_item(request: &Packet) -> Option<Vec<u8>> {
+    request
+        .vendor_specific()
+        .and_then(|value| Options::parse(value).ok())
+        .and_then(|requested| requested.get(PXE_BOOT_ITEM).map(<[u8]>::to_vec))
 }
 
 fn reply_size_limit(request: &Packet) -> usize {
@@ -969,35 +1018,138 @@ mod tests {
         }
     }
 
-    #[test]
-    fn request_for_the_site_server_is_left_alone() {
-        // The client took the site server's offer; answering would confuse the exchange.
+    /// A DHCPREQUEST on udp/67 with these options, from a client that holds `ciaddr`.
+    fn port_67_request(ciaddr: [u8; 4], extra: &[(u8, &'static [u8])]) -> Packet {
         let mut options = ovmf_options(3);
-        options.push((54, &[192, 168, 1, 1]));
-        options.push((50, &[192, 168, 1, 77]));
-        let request = wire(FRESH, &options);
+        options.extend_from_slice(extra);
+        parse(&wire(Header { ciaddr, ..FRESH }, &options))
+    }
+
+    const NO_ADDRESS: [u8; 4] = [0; 4];
+    const HELD: [u8; 4] = [192, 168, 1, 77];
+
+    #[test]
+    fn selecting_the_site_servers_offer_is_left_alone() {
+        // The client took the site server's offer; answering would confuse the exchange.
+        let request = port_67_request(NO_ADDRESS, &[(54, &[192, 168, 1, 1]), (50, &HELD)]);
         assert_eq!(
-            expect_ignore(decide_on(&request, Port::Dhcp, from_client())),
+            expect_ignore(decide(&request, Port::Dhcp, from_client(), &config())),
+            IgnoreReason::RequestForAddress {
+                server_id: Some(SITE_DHCP)
+            }
+        );
+    }
+
+    #[test]
+    fn selecting_on_a_host_shared_with_the_site_server_is_left_alone() {
+        // One address for both: the site server's identifier is ours. OVMF took our old ACK
+        // (yiaddr 0.0.0.0) for the server's, declined its lease and stopped with PXE-E07.
+        let mut shared = config();
+        shared.server_ip = SITE_DHCP;
+        let request = port_67_request(NO_ADDRESS, &[(54, &[192, 168, 1, 1]), (50, &HELD)]);
+        assert_eq!(
+            expect_ignore(decide(&request, Port::Dhcp, from_client(), &shared)),
+            IgnoreReason::RequestForAddress {
+                server_id: Some(SITE_DHCP)
+            }
+        );
+        // iPXE's request for the same lease: the same.
+        let mut ipxe = parse(&ipxe_discover(0));
+        ipxe.set_message_type(MessageType::Request);
+        ipxe.set_server_id(SITE_DHCP);
+        ipxe.options.set(code::REQUESTED_IP, HELD);
+        assert!(matches!(
+            expect_ignore(decide(&ipxe, Port::Dhcp, from_client(), &shared)),
+            IgnoreReason::RequestForAddress { .. }
+        ));
+        // A request that asks for an address is never ours, even with a ciaddr, even naming us.
+        let odd = port_67_request(HELD, &[(54, &[192, 168, 1, 1]), (50, &HELD)]);
+        assert!(matches!(
+            expect_ignore(decide(&odd, Port::Dhcp, from_client(), &shared)),
+            IgnoreReason::RequestForAddress { .. }
+        ));
+        let no_ciaddr = port_67_request(NO_ADDRESS, &[(54, &[192, 168, 1, 1])]);
+        assert!(matches!(
+            expect_ignore(decide(&no_ciaddr, Port::Dhcp, from_client(), &shared)),
+            IgnoreReason::RequestForAddress { .. }
+        ));
+    }
+
+    #[test]
+    fn init_reboot_is_left_alone() {
+        // Rebooting with a remembered lease: option 50, no server named, no ciaddr.
+        let request = port_67_request(NO_ADDRESS, &[(50, &HELD)]);
+        assert_eq!(
+            expect_ignore(decide(&request, Port::Dhcp, from_client(), &config())),
+            IgnoreReason::RequestForAddress { server_id: None }
+        );
+    }
+
+    #[test]
+    fn renewing_and_rebinding_are_left_alone() {
+        // RENEWING: unicast from the client's address; REBINDING: the same, broadcast. Neither
+        // names a server nor asks for an address.
+        let source = SocketAddrV4::new(Ipv4Addr::from(HELD), DHCP_CLIENT_PORT);
+        for flags in [0, Packet::FLAG_BROADCAST] {
+            let mut request = port_67_request(HELD, &[]);
+            request.flags = flags;
+            assert_eq!(
+                expect_ignore(decide(&request, Port::Dhcp, source, &config())),
+                IgnoreReason::RequestForAnotherServer { server_id: None }
+            );
+        }
+        // Clients that name their server in a renewal anyway: the site server's.
+        let request = port_67_request(HELD, &[(54, &[192, 168, 1, 1])]);
+        assert_eq!(
+            expect_ignore(decide(&request, Port::Dhcp, source, &config())),
             IgnoreReason::RequestForAnotherServer {
                 server_id: Some(SITE_DHCP)
             }
         );
-        // Renewing or rebooting clients name no server: not for us either.
-        let request = wire(FRESH, &ovmf_options(3));
+        // A malformed option 54 is nobody we know.
+        let request = port_67_request(HELD, &[(54, &[192, 168, 1])]);
         assert_eq!(
-            expect_ignore(decide_on(&request, Port::Dhcp, from_client())),
+            expect_ignore(decide(&request, Port::Dhcp, source, &config())),
             IgnoreReason::RequestForAnotherServer { server_id: None }
         );
     }
 
     #[test]
-    fn request_for_us_on_port_67_is_acked() {
-        let mut options = ovmf_options(3);
-        options.push((54, &[192, 168, 1, 10]));
-        let request = wire(FRESH, &options);
-        let (reply, to, _) = expect_reply(decide_on(&request, Port::Dhcp, from_client()));
+    fn a_client_with_its_address_asking_us_on_port_67_is_acked() {
+        let request = port_67_request(HELD, &[(54, &[192, 168, 1, 10])]);
+        let source = SocketAddrV4::new(Ipv4Addr::from(HELD), DHCP_CLIENT_PORT);
+        let (reply, to, client) = expect_reply(decide(&request, Port::Dhcp, source, &config()));
         assert_eq!(reply.message_type(), Some(MessageType::Ack));
-        assert_eq!(to, Destination::Broadcast);
+        assert_eq!(reply.yiaddr, Ipv4Addr::UNSPECIFIED);
+        assert_eq!(reply.bootfile_name(), Some(&b"ipxe.efi"[..]));
+        assert_eq!(
+            to,
+            Destination::Unicast(SocketAddrV4::new(Ipv4Addr::from(HELD), 68))
+        );
+        assert_eq!(client.arch, ClientArch::EfiBc);
+    }
+
+    #[test]
+    fn broadcast_boot_server_discovery_on_port_67_is_acked() {
+        // PXE 2.1 discovery by broadcast: the client has its address, names no server, and
+        // asks for a boot item (type 0x8000, layer 0) in option 43.
+        let request = port_67_request(HELD, &[(43, &[71, 4, 0x80, 0x00, 0x00, 0x00, 255])]);
+        let (reply, to, _) = expect_reply(decide(&request, Port::Dhcp, from_client(), &config()));
+        assert_eq!(reply.message_type(), Some(MessageType::Ack));
+        assert_eq!(reply.bootfile_name(), Some(&b"ipxe.efi"[..]));
+        assert_eq!(
+            to,
+            Destination::Unicast(SocketAddrV4::new(Ipv4Addr::from(HELD), 68))
+        );
+        // Asking for an address as well makes it the lease exchange again.
+        let request = port_67_request(
+            HELD,
+            &[(43, &[71, 4, 0x80, 0x00, 0x00, 0x00, 255]), (50, &HELD)],
+        );
+        assert!(matches!(
+            expect_ignore(decide(&request, Port::Dhcp, from_client(), &config())),
+            IgnoreReason::RequestForAddress { server_id: None }
+        ));
     }
 
     #[test]
@@ -1284,6 +1436,10 @@ mod tests {
                 port: Port::Binl,
                 message_type: MessageType::Discover,
             },
+            IgnoreReason::RequestForAddress {
+                server_id: Some(SITE_DHCP),
+            },
+            IgnoreReason::RequestForAddress { server_id: None },
             IgnoreReason::RequestForAnotherServer {
                 server_id: Some(SITE_DHCP),
             },
@@ -1422,6 +1578,7 @@ mod tests {
             prop::option::of(bytes(20)),
             prop::option::of(bytes(3)),
             prop::option::of(bytes(300)),
+            prop::option::of(bytes(5)),
         );
         (
             header,
@@ -1440,7 +1597,7 @@ mod tests {
                     arch,
                     user_class,
                     server_id,
-                    (machine_id, max_size, vendor_specific),
+                    (machine_id, max_size, vendor_specific, requested_ip),
                 )| {
                     let mut packet = Packet::new(Op::from(op));
                     packet.htype = htype;
@@ -1459,6 +1616,7 @@ mod tests {
                         (97, machine_id),
                         (57, max_size),
                         (43, vendor_specific),
+                        (50, requested_ip),
                     ];
                     for (option_code, value) in options {
                         if let Some(value) = value {
@@ -1488,6 +1646,11 @@ mod tests {
             prop_assert_eq!(packet.bootfile_name(), Some(client.boot_file.as_bytes()));
             if port == Port::Binl {
                 prop_assert_eq!(*to, Destination::Unicast(source));
+            }
+            // Never a part in the exchange that grants the address.
+            if port == Port::Dhcp && request.message_type() == Some(MessageType::Request) {
+                prop_assert!(!request.options.contains(code::REQUESTED_IP));
+                prop_assert!(!request.ciaddr.is_unspecified());
             }
             let reparsed = Packet::parse(&packet.encode());
             prop_assert_eq!(reparsed.as_ref(), Ok(packet));

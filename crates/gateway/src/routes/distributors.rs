@@ -1,0 +1,142 @@
+//! `/api/distributors`: the site agents. They register themselves by heartbeat; an operator
+//! configures what they serve and switches them on or off.
+
+use axum::extract::{Path, State};
+use axum::http::{header, HeaderMap, Method};
+use axum::routing;
+use axum::Json;
+use bootfleet_api::rest::{DistributorConfigInput, DistributorRow, DistributorStatusInput};
+use bootfleet_api::subjects::{self, Op};
+use bootfleet_api::{proto, validate, ApiError};
+
+use super::artifacts::local_path;
+use super::{
+    get_route, list_reply, list_route, path_id, Body, BodySchema, Collection, RouteDef, ID,
+};
+use crate::auth::Access;
+use crate::http::{Deadline, HttpResult, JsonBody, Trace};
+use crate::AppState;
+
+const SERVICE: &str = subjects::DISTRIBUTORS;
+
+/// The distributor fetches and checks files before it answers a configuration.
+const CONFIGURE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(75);
+
+#[derive(Clone, Copy, Debug)]
+struct Distributors;
+
+list_reply!(proto::DistributorList => proto::Distributor);
+
+impl Collection for Distributors {
+    type List = proto::DistributorList;
+    type Row = DistributorRow;
+
+    fn name(&self) -> &'static str {
+        "distributors"
+    }
+
+    fn subject(&self, op: Op) -> String {
+        subjects::subject(SERVICE, op)
+    }
+
+    fn row(&self, distributor: proto::Distributor) -> Result<DistributorRow, ApiError> {
+        Ok(DistributorRow::from(distributor))
+    }
+}
+
+async fn configure(
+    State(s): State<AppState>,
+    Trace(t): Trace,
+    deadline: Deadline,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    JsonBody(body): JsonBody<DistributorConfigInput>,
+) -> HttpResult<Json<DistributorRow>> {
+    let host = headers.get(header::HOST).and_then(|h| h.to_str().ok());
+    let artifact_id = body.artifact_id.unwrap_or_default();
+    if !artifact_id.is_empty() {
+        validate::artifact_id("artifactId", &artifact_id)?;
+    }
+    validate::ipv4_range("range", &body.range)?;
+    let url = |field, value: Option<String>| -> Result<String, ApiError> {
+        value
+            .filter(|v| !v.is_empty())
+            .map(|v| local_path(field, &v, host))
+            .transpose()
+            .map(Option::unwrap_or_default)
+    };
+    let req = proto::ConfigureDistributor {
+        id: path_id(&id)?,
+        artifact_id,
+        ipxe_pxe_uefi: url("ipxePxeUefiUrl", body.ipxe_pxe_uefi_url)?,
+        ipxe_pxe_bios: url("ipxePxeBiosUrl", body.ipxe_pxe_bios_url)?,
+        device: body.device,
+        range: body.range,
+    };
+    deadline.allow(CONFIGURE_TIMEOUT);
+    let row: proto::Distributor = s
+        .bus
+        .with_timeout(CONFIGURE_TIMEOUT, 1)
+        .request(&t, &subjects::distributor_configure(), &req)
+        .await?;
+    Ok(Json(DistributorRow::from(row)))
+}
+
+async fn set_status(
+    State(s): State<AppState>,
+    Trace(t): Trace,
+    Path(id): Path<String>,
+    JsonBody(body): JsonBody<DistributorStatusInput>,
+) -> HttpResult<Json<DistributorRow>> {
+    let artifact_id = body.artifact_id.unwrap_or_default();
+    if !artifact_id.is_empty() {
+        validate::artifact_id("artifactId", &artifact_id)?;
+    }
+    let req = proto::SetDistributorStatus {
+        id: path_id(&id)?,
+        on: body.on,
+        artifact_id,
+    };
+    let row: proto::Distributor = s
+        .bus
+        .request(&t, &subjects::distributor_set_status(), &req)
+        .await?;
+    Ok(Json(DistributorRow::from(row)))
+}
+
+pub(super) fn routes() -> Vec<RouteDef> {
+    vec![
+        list_route(
+            Distributors,
+            "listDistributors",
+            "List site agents, with `online` and `lastSeen`",
+        ),
+        get_route(Distributors, "getDistributor", "One site agent"),
+        RouteDef {
+            method: Method::PUT,
+            path: "/api/distributors/{id}".into(),
+            access: Access::Write,
+            operation_id: "configureDistributor".into(),
+            summary: "Hand ipxes artifacts to a site's PXE clients: the distributor fetches them from this system, checks their digests, and answers with what it now serves (503 if it is offline)".into(),
+            tag: "distributors",
+            params: vec![ID],
+            request: Some(BodySchema::of::<DistributorConfigInput>()),
+            status: 200,
+            response: Body::json::<DistributorRow>(),
+            handler: routing::put(configure),
+        },
+        RouteDef {
+            method: Method::PUT,
+            path: "/api/distributors/{id}/status".into(),
+            access: Access::Write,
+            operation_id: "setDistributorStatus".into(),
+            summary: "Start (`on: true`) or stop answering PXE clients; pushed to the agent at once".into(),
+            tag: "distributors",
+            params: vec![ID],
+            request: Some(BodySchema::of::<DistributorStatusInput>()),
+            status: 200,
+            response: Body::json::<DistributorRow>(),
+            handler: routing::put(set_status),
+        },
+    ]
+}

@@ -1,0 +1,155 @@
+//! The text registries, `/api/{mainscripts,subscripts,kickstarts,prebootscripts,postbootscripts}`:
+//! the same five routes for each kind. The handlers find their kind in the request's extensions.
+
+use axum::extract::{Extension, Path, State};
+use axum::http::{HeaderMap, Method};
+use axum::response::{IntoResponse, Response};
+use axum::routing;
+use axum::Json;
+use bootfleet_api::rest::{ScriptInput, ScriptRow};
+use bootfleet_api::subjects::{Op, ScriptKind};
+use bootfleet_api::{proto, validate, ApiError};
+
+use super::{
+    capitalized, created, delete_route, list_reply, list_route, path_id, raw_text, wants_json,
+    Body, BodySchema, Collection, RouteDef, ID, NODE_TOKEN,
+};
+use crate::auth::Access;
+use crate::http::{HttpResult, JsonBody, Trace};
+use crate::AppState;
+
+list_reply!(proto::ScriptList => proto::Script);
+
+impl Collection for ScriptKind {
+    type List = proto::ScriptList;
+    type Row = ScriptRow;
+
+    fn name(&self) -> &'static str {
+        ScriptKind::name(*self)
+    }
+
+    fn subject(&self, op: Op) -> String {
+        ScriptKind::subject(*self, op)
+    }
+
+    fn row(&self, script: proto::Script) -> Result<ScriptRow, ApiError> {
+        Ok(ScriptRow::from(script))
+    }
+}
+
+async fn create(
+    State(s): State<AppState>,
+    Extension(kind): Extension<ScriptKind>,
+    Trace(t): Trace,
+    JsonBody(body): JsonBody<ScriptInput>,
+) -> HttpResult<Response> {
+    validate::text("text", &body.text)?;
+    let id = uuid::Uuid::new_v4().to_string();
+    let req = proto::CreateScript {
+        id: id.clone(),
+        text: body.text,
+    };
+    let row: proto::Script = s.bus.request(&t, &kind.subject(Op::Create), &req).await?;
+    Ok(created(
+        format!("/api/{}/{id}", kind.name()),
+        ScriptRow::from(row),
+    ))
+}
+
+async fn get(
+    State(s): State<AppState>,
+    Extension(kind): Extension<ScriptKind>,
+    Trace(t): Trace,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> HttpResult<Response> {
+    let req = proto::IdRequest { id: path_id(&id)? };
+    let row: proto::Script = s.bus.request(&t, &kind.subject(Op::Get), &req).await?;
+    Ok(if wants_json(&headers) {
+        Json(ScriptRow::from(row)).into_response()
+    } else {
+        raw_text(row.text)
+    })
+}
+
+async fn update(
+    State(s): State<AppState>,
+    Extension(kind): Extension<ScriptKind>,
+    Trace(t): Trace,
+    Path(id): Path<String>,
+    JsonBody(body): JsonBody<ScriptInput>,
+) -> HttpResult<Json<ScriptRow>> {
+    let id = path_id(&id)?;
+    validate::text("text", &body.text)?;
+    let req = proto::UpdateScript {
+        id,
+        text: body.text,
+    };
+    let row: proto::Script = s.bus.request(&t, &kind.subject(Op::Update), &req).await?;
+    Ok(Json(ScriptRow::from(row)))
+}
+
+fn kind_routes(kind: ScriptKind) -> Vec<RouteDef> {
+    let name = kind.name();
+    let one = capitalized(kind.singular());
+    let collection = format!("/api/{name}");
+    let item = format!("/api/{name}/{{id}}");
+    vec![
+        RouteDef {
+            method: Method::POST,
+            path: collection.clone(),
+            access: Access::Write,
+            operation_id: format!("create{one}"),
+            summary: format!("Create a {}", kind.singular()),
+            tag: name,
+            params: vec![],
+            request: Some(BodySchema::of::<ScriptInput>()),
+            status: 201,
+            response: Body::json::<ScriptRow>(),
+            handler: routing::post(create).layer(Extension(kind)),
+        },
+        list_route(
+            kind,
+            format!("list{}", capitalized(name)),
+            format!("List {name}"),
+        ),
+        RouteDef {
+            method: Method::GET,
+            path: item.clone(),
+            access: Access::NodeRead,
+            operation_id: format!("get{one}"),
+            summary: format!(
+                "The {} as text/plain (or its row as JSON with `Accept: application/json`)",
+                kind.singular()
+            ),
+            tag: name,
+            params: vec![ID, NODE_TOKEN],
+            request: None,
+            status: 200,
+            response: Body::Text,
+            handler: routing::get(get).layer(Extension(kind)),
+        },
+        RouteDef {
+            method: Method::PUT,
+            path: item.clone(),
+            access: Access::Write,
+            operation_id: format!("update{one}"),
+            summary: format!("Replace a {}'s text", kind.singular()),
+            tag: name,
+            params: vec![ID],
+            request: Some(BodySchema::of::<ScriptInput>()),
+            status: 200,
+            response: Body::json::<ScriptRow>(),
+            handler: routing::put(update).layer(Extension(kind)),
+        },
+        delete_route(
+            kind,
+            format!("delete{one}"),
+            format!("Delete a {}; answers with the deleted row", kind.singular()),
+        ),
+    ]
+}
+
+pub(super) fn routes() -> Vec<RouteDef> {
+    ScriptKind::ALL.into_iter().flat_map(kind_routes).collect()
+}

@@ -1,0 +1,190 @@
+//! `/api/sshkeys`: SSH public keys registered per site, and `/api/sshkey`, a key pair generated
+//! on demand (never stored).
+
+use axum::extract::{Path, RawQuery, State};
+use axum::http::{HeaderMap, Method};
+use axum::response::{IntoResponse, Response};
+use axum::routing;
+use axum::Json;
+use bootfleet_api::rest::{GeneratedKeyPair, SshKeyInput, SshKeyRow};
+use bootfleet_api::subjects::{self, Op};
+use bootfleet_api::{proto, validate, ApiError};
+
+use super::{
+    created, delete_route, list_reply, list_route, path_id, query_pairs, raw_text, uncached,
+    wants_json, Body, BodySchema, Collection, Param, ParamType, RouteDef, ID, NODE_TOKEN,
+};
+use crate::auth::Access;
+use crate::http::{Deadline, HttpError, HttpResult, JsonBody, Trace};
+use crate::AppState;
+
+const KEYGEN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
+
+fn subject(op: Op) -> String {
+    subjects::subject(subjects::SSHKEYS, op)
+}
+
+#[derive(Clone, Copy, Debug)]
+struct SshKeys;
+
+list_reply!(proto::SshKeyList => proto::SshKey);
+
+impl Collection for SshKeys {
+    type List = proto::SshKeyList;
+    type Row = SshKeyRow;
+
+    fn name(&self) -> &'static str {
+        "sshkeys"
+    }
+
+    fn subject(&self, op: Op) -> String {
+        subject(op)
+    }
+
+    fn row(&self, key: proto::SshKey) -> Result<SshKeyRow, ApiError> {
+        Ok(SshKeyRow::from(key))
+    }
+}
+
+async fn create(
+    State(s): State<AppState>,
+    Trace(t): Trace,
+    JsonBody(body): JsonBody<SshKeyInput>,
+) -> HttpResult<Response> {
+    validate::artifact_id("artifactId", &body.artifact_id)?;
+    let id = uuid::Uuid::new_v4().to_string();
+    let req = proto::CreateSshKey {
+        id: id.clone(),
+        text: body.text,
+        artifact_id: body.artifact_id,
+    };
+    let row: proto::SshKey = s.bus.request(&t, &subject(Op::Create), &req).await?;
+    Ok(created(format!("/api/sshkeys/{id}"), SshKeyRow::from(row)))
+}
+
+async fn get(
+    State(s): State<AppState>,
+    Trace(t): Trace,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> HttpResult<Response> {
+    let req = proto::IdRequest { id: path_id(&id)? };
+    let row: proto::SshKey = s.bus.request(&t, &subject(Op::Get), &req).await?;
+    Ok(if wants_json(&headers) {
+        Json(SshKeyRow::from(row)).into_response()
+    } else {
+        raw_text(format!("{}\n", row.text))
+    })
+}
+
+async fn update(
+    State(s): State<AppState>,
+    Trace(t): Trace,
+    Path(id): Path<String>,
+    JsonBody(body): JsonBody<SshKeyInput>,
+) -> HttpResult<Json<SshKeyRow>> {
+    let id = path_id(&id)?;
+    validate::artifact_id("artifactId", &body.artifact_id)?;
+    let req = proto::UpdateSshKey {
+        id,
+        text: body.text,
+        artifact_id: body.artifact_id,
+    };
+    let row: proto::SshKey = s.bus.request(&t, &subject(Op::Update), &req).await?;
+    Ok(Json(SshKeyRow::from(row)))
+}
+
+async fn generate(
+    State(s): State<AppState>,
+    Trace(t): Trace,
+    deadline: Deadline,
+    RawQuery(q): RawQuery,
+) -> HttpResult<Response> {
+    let mut algorithm = String::new();
+    for (k, v) in query_pairs(q.as_deref())? {
+        match k.as_str() {
+            "algorithm" => algorithm = v,
+            other => {
+                return Err(HttpError(ApiError::invalid(
+                    other,
+                    "unknown query parameter (expected algorithm)",
+                )))
+            }
+        }
+    }
+    let req = proto::GenerateSshKey { algorithm };
+    // RSA-4096 can take seconds; a retry would only pile up more work.
+    let bus = s.bus.with_timeout(KEYGEN_TIMEOUT, 1);
+    deadline.allow(KEYGEN_TIMEOUT);
+    let pair: proto::GeneratedSshKey = bus.request(&t, &subject(Op::Generate), &req).await?;
+    Ok(uncached(GeneratedKeyPair::from(pair)))
+}
+
+pub(super) fn routes() -> Vec<RouteDef> {
+    vec![
+        RouteDef {
+            method: Method::POST,
+            path: "/api/sshkeys".into(),
+            access: Access::Write,
+            operation_id: "createSshkey".into(),
+            summary: "Register an SSH public key for a site".into(),
+            tag: "sshkeys",
+            params: vec![],
+            request: Some(BodySchema::of::<SshKeyInput>()),
+            status: 201,
+            response: Body::json::<SshKeyRow>(),
+            handler: routing::post(create),
+        },
+        list_route(SshKeys, "listSshkeys", "List SSH public keys"),
+        RouteDef {
+            method: Method::GET,
+            path: "/api/sshkeys/{id}".into(),
+            access: Access::NodeRead,
+            operation_id: "getSshkey".into(),
+            summary: "The public key line as text/plain (or its row as JSON with `Accept: application/json`)".into(),
+            tag: "sshkeys",
+            params: vec![ID, NODE_TOKEN],
+            request: None,
+            status: 200,
+            response: Body::Text,
+            handler: routing::get(get),
+        },
+        RouteDef {
+            method: Method::PUT,
+            path: "/api/sshkeys/{id}".into(),
+            access: Access::Write,
+            operation_id: "updateSshkey".into(),
+            summary: "Replace a registered key or move it to another site".into(),
+            tag: "sshkeys",
+            params: vec![ID],
+            request: Some(BodySchema::of::<SshKeyInput>()),
+            status: 200,
+            response: Body::json::<SshKeyRow>(),
+            handler: routing::put(update),
+        },
+        delete_route(
+            SshKeys,
+            "deleteSshkey",
+            "Delete a registered key; answers with the deleted row",
+        ),
+        RouteDef {
+            method: Method::GET,
+            path: "/api/sshkey".into(),
+            access: Access::Read,
+            operation_id: "generateSshkey".into(),
+            summary: "Generate a key pair (ed25519 default; ecdsa-p256, ecdsa-p384, rsa-3072, rsa-4096). Nothing is stored".into(),
+            tag: "sshkeys",
+            params: vec![Param {
+                name: "algorithm",
+                in_path: false,
+                required: false,
+                ty: ParamType::String,
+                description: "ed25519 (default), ecdsa-p256, ecdsa-p384, rsa-3072 (also `rsa`), rsa-4096.",
+            }],
+            request: None,
+            status: 200,
+            response: Body::json::<GeneratedKeyPair>(),
+            handler: routing::get(generate),
+        },
+    ]
+}

@@ -1,0 +1,93 @@
+//! The gateway's own routes: liveness, readiness and the OpenAPI document.
+
+use axum::extract::State;
+use axum::http::{header, Method, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing;
+use axum::Json;
+use bootfleet_api::rest::{Readiness, ServiceReadiness};
+
+use super::{raw_text, Body, RouteDef};
+use crate::auth::Access;
+use crate::AppState;
+
+async fn healthz() -> Response {
+    raw_text("ok\n".into())
+}
+
+async fn readyz(State(s): State<AppState>) -> (StatusCode, Json<Readiness>) {
+    let nats = s.bus.is_connected();
+    let mut services = Vec::new();
+    for &service in &s.config.services {
+        let ready = nats && s.bus.ping(service).await.is_ok();
+        services.push(ServiceReadiness {
+            service: service.to_owned(),
+            ready,
+        });
+    }
+    let ready = nats && services.iter().all(|s| s.ready);
+    let status = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (
+        status,
+        Json(Readiness {
+            ready,
+            nats,
+            services,
+        }),
+    )
+}
+
+async fn openapi(State(s): State<AppState>) -> impl IntoResponse {
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        s.openapi.to_string(),
+    )
+}
+
+pub(super) fn routes() -> Vec<RouteDef> {
+    vec![
+        RouteDef {
+            method: Method::GET,
+            path: "/healthz".into(),
+            access: Access::Public,
+            operation_id: "healthz".into(),
+            summary: "The gateway process is alive".into(),
+            tag: "system",
+            params: vec![],
+            request: None,
+            status: 200,
+            response: Body::Text,
+            handler: routing::get(healthz),
+        },
+        RouteDef {
+            method: Method::GET,
+            path: "/readyz".into(),
+            access: Access::Public,
+            operation_id: "readyz".into(),
+            summary: "NATS is connected and every service answers (503 otherwise)".into(),
+            tag: "system",
+            params: vec![],
+            request: None,
+            status: 200,
+            response: Body::json::<Readiness>(),
+            handler: routing::get(readyz),
+        },
+        RouteDef {
+            method: Method::GET,
+            path: "/api/openapi.json".into(),
+            access: Access::Public,
+            operation_id: "openapi".into(),
+            summary: "This document".into(),
+            tag: "system",
+            params: vec![],
+            request: None,
+            status: 200,
+            response: Body::AnyJson,
+            handler: routing::get(openapi),
+        },
+    ]
+}
