@@ -7,7 +7,6 @@ use std::collections::BTreeSet;
 use std::path::Path;
 
 use bootfleet_api::artifacts::ArtifactKind;
-use bootfleet_api::subjects::SERVICES;
 use serde_json::Value;
 
 use crate::support::{deploy_tools, run, stdout, workspace_root, yaml_documents, yaml_file};
@@ -85,9 +84,8 @@ fn builders() -> Vec<&'static str> {
 
 fn services() -> Vec<&'static str> {
     let builders = builders();
-    SERVICES
-        .iter()
-        .copied()
+    bootfleet::service_names()
+        .into_iter()
         .filter(|s| !builders.contains(s))
         .collect()
 }
