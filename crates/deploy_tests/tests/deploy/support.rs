@@ -277,7 +277,7 @@ fn remove_stale_test_tags() {
         };
         if pid.parse::<u32>().is_ok() && !Path::new("/proc").join(pid).exists() {
             let _ = Command::new("docker")
-                .args(["rmi", "--no-prune", reference])
+                .args(["rmi", reference])
                 .stdout(Stdio::null())
                 .stderr(Stdio::null())
                 .status();
