@@ -2,6 +2,7 @@
 //! per process (`bootfleet mainscripts`, ...). Only this crate knows every service.
 
 pub mod config;
+pub mod healthcheck;
 pub mod nats_auth;
 pub mod nats_child;
 

@@ -66,6 +66,15 @@ enum Command {
         #[arg(value_parser = service_name_parser())]
         name: String,
     },
+    /// Exit 0 when a role answers: the gateway's /healthz, or a service's ping over NATS (for
+    /// container health checks and probes). Without a role, checks the bootfleet process beside it.
+    Healthcheck {
+        /// `gateway` or a service name.
+        role: Option<String>,
+        /// The gateway's address (an unspecified address is checked on loopback).
+        #[arg(long, env = "BOOTFLEET_LISTEN", default_value = config::DEFAULT_LISTEN)]
+        listen: SocketAddr,
+    },
     /// Mint a token for the REST API (signed with the same secret the gateway uses).
     Token {
         #[arg(long, value_parser = parse_role)]
@@ -386,6 +395,31 @@ async fn run(cli: Cli) -> Result<(), String> {
             shutdown.wait().await;
             services.stop().await;
             Ok(())
+        }
+        Command::Healthcheck { role, listen } => {
+            use bootfleet::healthcheck::{self, Checked};
+            let checked = match role {
+                Some(role) => healthcheck::parse(&role, listen)?,
+                None => healthcheck::from_processes(listen)?,
+            };
+            match checked {
+                Checked::Gateway(addr) => {
+                    healthcheck::gateway(addr, std::time::Duration::from_secs(3)).await
+                }
+                Checked::Services(names) => {
+                    let config = nats_config(require_nats_url()?, "healthcheck");
+                    let ping = async {
+                        let bus = Bus::connect(&config).await.map_err(|e| e.to_string())?;
+                        for name in &names {
+                            bus.ping(name).await.map_err(|e| e.to_string())?;
+                        }
+                        Ok(())
+                    };
+                    tokio::time::timeout(std::time::Duration::from_secs(5), ping)
+                        .await
+                        .map_err(|_| format!("{}: no answer within 5 s", names.join(", ")))?
+                }
+            }
         }
         Command::Token {
             role,
