@@ -146,7 +146,7 @@ pub fn release_binary(name: &str) -> PathBuf {
         let mut build = command(cargo);
         build
             .args(["build", "--release", "--locked", "-p", "bootfleet", "-p"])
-            .arg("bootfleet-distributor");
+            .arg("bootfleet-site-agent");
         // The environment `cargo test` gives a test (CARGO_PKG_*, CARGO_MANIFEST_DIR, ...) makes
         // the release build look dirty to cargo and rebuild from scratch; give it a shell's.
         build.env_clear();
