@@ -246,12 +246,15 @@ pub struct DistributorConfigInput {
     /// An ipxes artifact for BIOS clients (`bin-x86_64-pcbios`, `.kpxe`).
     #[serde(default)]
     pub ipxe_pxe_bios_url: Option<String>,
-    /// Optional (the seed sends it); when given it must be the row's artifact id.
+    /// Optional (the original tutorial sends it): the site's artifact id, which must be the
+    /// row's, or the tutorial's row number, which is not checked.
     #[serde(default)]
-    pub artifact_id: Option<String>,
+    pub artifact_id: Option<SiteCheck>,
     /// The interface to answer on: one the distributor reported.
     pub device: String,
-    /// The IPv4 network served (`192.168.1.0/24`); the distributor's address must be in it.
+    /// The IPv4 network served: `192.168.1.0/24`, or one address in it (`192.168.1.1`, as the
+    /// original tutorial and dnsmasq's proxy `dhcp-range` take it: the interface's own network
+    /// that holds that address). The distributor's address must be in it.
     pub range: String,
 }
 
@@ -297,9 +300,52 @@ impl From<proto::Distributor> for DistributorRow {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct DistributorStatusInput {
     pub on: bool,
-    /// Optional (the seed sends it); when given it must be the row's artifact id.
+    /// Optional (the original tutorial sends it): the site's artifact id, which must be the
+    /// row's, or the tutorial's row number, which is not checked.
     #[serde(default)]
-    pub artifact_id: Option<String>,
+    pub artifact_id: Option<SiteCheck>,
+}
+
+/// The `artifactId` a distributor's `PUT` bodies may carry. A string is the site's artifact id
+/// and must be the row's. A number is what the original tutorial sends there (`"artifactId": 1`,
+/// its row number, which names no site of this system): accepted so the tutorial's requests work
+/// as written, and not checked.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, ToSchema)]
+#[serde(untagged)]
+pub enum SiteCheck {
+    /// The site's artifact id; it must be the distributor's.
+    ArtifactId(String),
+    /// The original tutorial's row number; not checked.
+    RowNumber(u64),
+}
+
+impl SiteCheck {
+    /// The artifact id to check the row against, if this names one.
+    pub fn artifact_id(&self) -> Option<&str> {
+        match self {
+            SiteCheck::ArtifactId(id) => Some(id),
+            SiteCheck::RowNumber(_) => None,
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for SiteCheck {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl serde::de::Visitor<'_> for Visitor {
+            type Value = SiteCheck;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("the site's artifact id (a string) or the tutorial's row number")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<SiteCheck, E> {
+                Ok(SiteCheck::ArtifactId(v.to_owned()))
+            }
+            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<SiteCheck, E> {
+                Ok(SiteCheck::RowNumber(v))
+            }
+        }
+        d.deserialize_any(Visitor)
+    }
 }
 
 /// `POST /api/localnodes`: a node registers itself (or an operator registers it). The same
@@ -415,6 +461,28 @@ impl From<proto::NodeExecResult> for LocalNodeScriptResult {
 mod tests {
     use super::*;
     use utoipa::PartialSchema;
+
+    #[test]
+    fn a_site_check_is_a_name_or_the_tutorials_row_number() {
+        let status = |body: &str| serde_json::from_str::<DistributorStatusInput>(body);
+        let named = status(r#"{"on": true, "artifactId": "site-1"}"#).expect("a name");
+        assert_eq!(
+            named.artifact_id.as_ref().and_then(SiteCheck::artifact_id),
+            Some("site-1")
+        );
+        let numbered = status(r#"{"on": false, "artifactId": 1}"#).expect("a row number");
+        assert_eq!(numbered.artifact_id, Some(SiteCheck::RowNumber(1)));
+        assert_eq!(
+            numbered
+                .artifact_id
+                .as_ref()
+                .and_then(SiteCheck::artifact_id),
+            None
+        );
+        let err = status(r#"{"on": true, "artifactId": true}"#).expect_err("a boolean");
+        assert!(err.to_string().contains("row number"), "{err}");
+        status(r#"{"on": true, "artifactId": -1}"#).expect_err("a negative number");
+    }
 
     #[test]
     fn a_page_is_camel_case_and_its_schema_is_per_row_type() {

@@ -5,7 +5,9 @@ use axum::extract::{Path, State};
 use axum::http::{header, HeaderMap, Method};
 use axum::routing;
 use axum::Json;
-use bootfleet_api::rest::{DistributorConfigInput, DistributorRow, DistributorStatusInput};
+use bootfleet_api::rest::{
+    DistributorConfigInput, DistributorRow, DistributorStatusInput, SiteCheck,
+};
 use bootfleet_api::subjects::{self, Op};
 use bootfleet_api::{proto, validate, ApiError};
 
@@ -44,6 +46,15 @@ impl Collection for Distributors {
     }
 }
 
+/// The artifact id a body asks the row to have ("" when it names none; see [`SiteCheck`]).
+fn site_check(check: Option<&SiteCheck>) -> Result<String, ApiError> {
+    let artifact_id = check.and_then(SiteCheck::artifact_id).unwrap_or_default();
+    if !artifact_id.is_empty() {
+        validate::artifact_id("artifactId", artifact_id)?;
+    }
+    Ok(artifact_id.to_owned())
+}
+
 async fn configure(
     State(s): State<AppState>,
     Trace(t): Trace,
@@ -53,10 +64,7 @@ async fn configure(
     JsonBody(body): JsonBody<DistributorConfigInput>,
 ) -> HttpResult<Json<DistributorRow>> {
     let host = headers.get(header::HOST).and_then(|h| h.to_str().ok());
-    let artifact_id = body.artifact_id.unwrap_or_default();
-    if !artifact_id.is_empty() {
-        validate::artifact_id("artifactId", &artifact_id)?;
-    }
+    let artifact_id = site_check(body.artifact_id.as_ref())?;
     validate::ipv4_range("range", &body.range)?;
     let url = |field, value: Option<String>| -> Result<String, ApiError> {
         value
@@ -88,10 +96,7 @@ async fn set_status(
     Path(id): Path<String>,
     JsonBody(body): JsonBody<DistributorStatusInput>,
 ) -> HttpResult<Json<DistributorRow>> {
-    let artifact_id = body.artifact_id.unwrap_or_default();
-    if !artifact_id.is_empty() {
-        validate::artifact_id("artifactId", &artifact_id)?;
-    }
+    let artifact_id = site_check(body.artifact_id.as_ref())?;
     let req = proto::SetDistributorStatus {
         id: path_id(&id)?,
         on: body.on,

@@ -88,7 +88,18 @@ impl Applier {
         config: proto::DistributorConfig,
     ) -> Result<proto::DistributorConfigApplied, ApiError> {
         let _one_at_a_time = self.busy.lock().await;
-        let range = bootfleet_api::validate::ipv4_range("range", &config.range)?;
+        let mut range = bootfleet_api::validate::ipv4_range("range", &config.range)?;
+        if !config.range.contains('/') {
+            // One address: the interface's own network that holds it (the tutorial's form).
+            if let Some(network) = lan::network_holding(&config.device, range.0).map_err(|e| {
+                conflict(format!(
+                    "cannot read the addresses of {}: {e}",
+                    config.device
+                ))
+            })? {
+                range = network;
+            }
+        }
         let current = self.lan.current();
         let server_ip = lan::choose_address(
             current.as_ref().map(|(device, ip)| (device.as_str(), *ip)),

@@ -202,6 +202,25 @@ pub fn ipv4_addresses(device: &str) -> std::io::Result<Vec<Ipv4Addr>> {
         .collect())
 }
 
+/// The network of `device` that holds `address` (its own address and prefix, masked): what a
+/// range given as one address means, as in dnsmasq's proxy `dhcp-range`.
+pub fn network_holding(device: &str, address: Ipv4Addr) -> std::io::Result<Option<(Ipv4Addr, u8)>> {
+    let addresses = nix::ifaddrs::getifaddrs().map_err(std::io::Error::from)?;
+    Ok(addresses
+        .filter(|a| a.interface_name == device)
+        .filter_map(|a| {
+            let ip = a.address?.as_sockaddr_in()?.ip();
+            let mask = a.netmask?.as_sockaddr_in()?.ip();
+            let prefix = u32::from(mask).leading_ones() as u8;
+            Some((ip, prefix))
+        })
+        .find(|&(ip, prefix)| bootfleet_api::validate::in_ipv4_range(address, (ip, prefix)))
+        .map(|(ip, prefix)| {
+            let bits = u32::MAX.checked_shl(32 - u32::from(prefix)).unwrap_or(0);
+            (Ipv4Addr::from(u32::from(ip) & bits), prefix)
+        }))
+}
+
 /// Where a configuration's `device` and `range` put the listeners: the current address when it
 /// is on that device and in range, else the device's first address in range.
 pub fn choose_address(
@@ -293,6 +312,18 @@ mod tests {
         let err =
             choose_address(None, "i1", "10.78.0.0/24", in_10_78, || Ok(vec![])).expect_err("none");
         assert_eq!(err, "interface i1 has no IPv4 address on this distributor");
+    }
+
+    #[test]
+    fn one_address_names_the_devices_network_that_holds_it() {
+        assert_eq!(
+            network_holding("lo", ip("127.9.8.7")).expect("getifaddrs"),
+            Some((ip("127.0.0.0"), 8))
+        );
+        assert_eq!(
+            network_holding("lo", ip("10.1.2.3")).expect("getifaddrs"),
+            None
+        );
     }
 
     #[test]

@@ -31,6 +31,8 @@ use futures_util::StreamExt;
 use prost::Message;
 use serde_json::{json, Value};
 
+mod tutorial;
+
 const INFRA_IP: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 2);
 const GATEWAY: &str = "http://10.77.0.2:8080";
 const GATEWAY_ADDR: &str = "10.77.0.2:8080";
@@ -107,12 +109,17 @@ struct Infra {
 
 impl Infra {
     async fn start() -> Infra {
+        Infra::start_on(None).await
+    }
+
+    /// [`Infra::start`] on `database_url` (`None`: a SQLite file of its own).
+    async fn start_on(database_url: Option<String>) -> Infra {
         let nats = NatsServer::start();
         let dir = tempfile::tempdir().expect("tempdir");
         let secret = Secret::new(SECRET.to_vec()).expect("secret");
         let system = System::start(SystemConfig {
             nats: BusConfig::new(nats.url(), "lab"),
-            database_url: bootfleet_store_url(dir.path()),
+            database_url: database_url.unwrap_or_else(|| bootfleet_store_url(dir.path())),
             listen: "10.77.0.2:8080".parse().expect("addr"),
             gateway: GatewayConfig {
                 services: bootfleet::service_names(),

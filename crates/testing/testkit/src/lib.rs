@@ -485,6 +485,18 @@ impl Postgres {
         format!("postgres://postgres@127.0.0.1:{}/{name}", self.port)
     }
 
+    /// [`Postgres::create_database`], but its URL reaches the server through its Unix socket:
+    /// the one form that works from inside a lab's network namespace (whose 127.0.0.1 is its own).
+    pub fn create_database_over_socket(&self) -> String {
+        let tcp = self.create_database();
+        let name = tcp.rsplit('/').next().expect("a database name");
+        format!(
+            "postgres://postgres@localhost:{}/{name}?host={}",
+            self.port,
+            self.socket_dir.display()
+        )
+    }
+
     pub fn data_dir(&self) -> &Path {
         &self.dir
     }
@@ -509,6 +521,15 @@ pub fn database_url(backend: Backend, dir: &Path) -> String {
     match backend {
         Backend::Sqlite => format!("sqlite://{}?mode=rwc", dir.join("bootfleet.db").display()),
         Backend::Postgres => Postgres::shared().create_database(),
+    }
+}
+
+/// [`database_url`] for a system that runs inside a lab's network namespace (PostgreSQL by its
+/// Unix socket). Call it outside the namespace: the shared server must not start in one.
+pub fn database_url_for_lab(backend: Backend, dir: &Path) -> String {
+    match backend {
+        Backend::Sqlite => database_url(backend, dir),
+        Backend::Postgres => Postgres::shared().create_database_over_socket(),
     }
 }
 
