@@ -18,6 +18,43 @@ pub struct ParsedKey {
     pub comment: String,
 }
 
+/// The longest comment a posted key may carry (OpenSSH's own are `user@host`).
+pub const MAX_COMMENT_CHARS: usize = 256;
+/// A comment with a run of this many base64 characters carries key material, not a name: a
+/// private key's body pasted after the public key would otherwise be served to every node.
+const KEY_MATERIAL_RUN: usize = 48;
+
+/// Checks a public key's comment: bounded, printable, and no key material in it.
+fn check_comment(field: &str, comment: &str) -> Result<(), ApiError> {
+    if comment.chars().count() > MAX_COMMENT_CHARS {
+        return Err(ApiError::invalid(
+            field,
+            format!("the key's comment is longer than {MAX_COMMENT_CHARS} characters"),
+        ));
+    }
+    if comment.chars().any(char::is_control) {
+        return Err(ApiError::invalid(
+            field,
+            "the key's comment must be printable text",
+        ));
+    }
+    let mut run = 0;
+    for c in comment.chars() {
+        run = if c.is_ascii_alphanumeric() || matches!(c, '+' | '/' | '=') {
+            run + 1
+        } else {
+            0
+        };
+        if run >= KEY_MATERIAL_RUN {
+            return Err(ApiError::invalid(
+                field,
+                "the key's comment holds key material (a long base64 run); post only the public key line, with a short comment; it was not stored",
+            ));
+        }
+    }
+    Ok(())
+}
+
 fn rsa_bits(key: &KeyData) -> Option<usize> {
     let n = key.rsa()?.n.as_positive_bytes()?;
     let first = *n.first()?;
@@ -49,6 +86,7 @@ pub fn parse_public(field: &str, text: &str) -> Result<ParsedKey, ApiError> {
             "not an OpenSSH public key (expected e.g. `ssh-ed25519 AAAA... comment`)",
         )
     })?;
+    check_comment(field, key.comment())?;
     match key.algorithm() {
         Algorithm::Dsa => {
             return Err(ApiError::invalid(
@@ -156,6 +194,48 @@ mod tests {
     use super::*;
 
     const ED25519: &str = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIG2Y7dKzjZ0mXkUo3xw1Vv0bLxq3vZxq8wq0xq6Vv1nU alice@example";
+
+    #[test]
+    fn a_comment_is_short_printable_text_without_key_material() {
+        let pair = generate("ed25519").expect("generate");
+        // The type and key, without the generator's own comment.
+        let line = pair
+            .public_key
+            .split_whitespace()
+            .take(2)
+            .collect::<Vec<_>>()
+            .join(" ");
+        let body: String = pair
+            .private_key
+            .lines()
+            .filter(|l| !l.starts_with("-----"))
+            .collect();
+        for (comment, what) in [
+            // Within the length bound, so the key material itself is what is refused.
+            (&body[..120], "key material"),
+            (&"x".repeat(MAX_COMMENT_CHARS + 1), "longer"),
+        ] {
+            let posted = format!("{line} {comment}");
+            let err = parse_public("text", &posted).expect_err(what);
+            assert_eq!(err.field.as_deref(), Some("text"));
+            assert!(err.message.contains(what), "{}", err.message);
+            assert!(
+                !err.message.contains(&body[..120]),
+                "the key is not echoed back"
+            );
+        }
+        let ok = parse_public(
+            "text",
+            &format!("{line} deploy key for rack-7 (ops@example.org)"),
+        )
+        .expect("a human comment");
+        assert_eq!(ok.comment, "deploy key for rack-7 (ops@example.org)");
+        // The re-serialised line is the parsed key and its comment, nothing else.
+        assert_eq!(
+            ok.text,
+            format!("{line} deploy key for rack-7 (ops@example.org)")
+        );
+    }
 
     #[test]
     fn parses_and_normalizes_a_public_key() {
