@@ -335,3 +335,97 @@ async fn send(socket: &UdpSocket, port: Port, answer: Answer, reporting: &Report
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bootfleet_netboot::dhcp::{code, BootFiles, MessageType, Op};
+
+    const MAC: [u8; 6] = [0x52, 0x54, 0, 0x77, 0, 0x10];
+
+    fn config() -> ProxyConfig {
+        ProxyConfig {
+            server_ip: Ipv4Addr::new(10, 77, 0, 2),
+            boot: BootFiles {
+                bios: Some("undionly.kpxe".into()),
+                uefi_x64: Some("ipxe.efi".into()),
+                ipxe_script: Some("bootfleet.ipxe".into()),
+                ..BootFiles::default()
+            },
+        }
+    }
+
+    fn discover(arch: u16, ipxe: bool) -> Packet {
+        let mut p = Packet::new(Op::BootRequest);
+        p.htype = Packet::HTYPE_ETHERNET;
+        p.hlen = 6;
+        p.chaddr[..6].copy_from_slice(&MAC);
+        p.set_message_type(MessageType::Discover);
+        p.set_vendor_class(b"PXEClient:Arch:00000:UNDI:002001");
+        p.options.set(code::CLIENT_ARCH, arch.to_be_bytes());
+        if ipxe {
+            p.options.set(code::USER_CLASS, *b"iPXE");
+        }
+        p
+    }
+
+    /// The reply for `boot`, as the socket loop would send it: its boot file, or `None`.
+    fn answer(request: &Packet, boot: MacBoot) -> Option<String> {
+        let source = SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 68);
+        let config = config();
+        let Decision::Reply { packet, to, client } =
+            dhcp::decide(request, Port::Dhcp, source, &config)
+        else {
+            panic!("the site answers this client");
+        };
+        per_mac(
+            request,
+            Port::Dhcp,
+            source,
+            &config,
+            packet,
+            to,
+            client,
+            boot,
+            Source::Machines,
+        )
+        .map(|a| a.client.boot_file)
+    }
+
+    #[test]
+    fn each_decision_answers_its_way() {
+        let script = MacBoot::Script {
+            script: "#!ipxe\nshell\n".into(),
+            machine_id: "m1".into(),
+        };
+        let local = MacBoot::LocalDisk {
+            machine_id: "m1".into(),
+        };
+        let own = machines::script_file_name(MAC);
+        for (arch, firmware_file) in [(0u16, "undionly.kpxe"), (7, "ipxe.efi")] {
+            let firmware = discover(arch, false);
+            let ipxe = discover(arch, true);
+            assert_eq!(answer(&firmware, MacBoot::Ignore), None);
+            assert_eq!(answer(&ipxe, MacBoot::Ignore), None);
+            assert_eq!(
+                answer(&firmware, MacBoot::SiteDefault).as_deref(),
+                Some(firmware_file)
+            );
+            assert_eq!(
+                answer(&ipxe, MacBoot::SiteDefault).as_deref(),
+                Some("bootfleet.ipxe")
+            );
+            // Firmware first gets its iPXE binary; that iPXE gets the MAC's own script.
+            for boot in [&script, &local] {
+                assert_eq!(
+                    answer(&firmware, boot.clone()).as_deref(),
+                    Some(firmware_file)
+                );
+                assert_eq!(answer(&ipxe, boot.clone()), Some(own.clone()));
+            }
+        }
+        assert_eq!(firmware_of(ClientArch::Bios), Firmware::Bios);
+        assert_eq!(firmware_of(ClientArch::EfiBc), Firmware::Uefi);
+        assert_eq!(firmware_of(ClientArch::Other(42)), Firmware::Unknown);
+    }
+}
