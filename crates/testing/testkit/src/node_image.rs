@@ -1172,6 +1172,52 @@ mod tests {
     use super::*;
 
     #[test]
+    fn mode_cmdlines() {
+        assert_eq!(
+            NodeImage::mode_cmdline("inventory", "http://10.77.0.2:8090", "m-1", "tok.en"),
+            "console=ttyS0 panic=-1 quiet bootfleet.mode=inventory bootfleet.api=http://10.77.0.2:8090 bootfleet.machine=m-1 bootfleet.mtoken=tok.en"
+        );
+        assert!(NodeImage::mode_cmdline("install", "http://a", "m", "t")
+            .contains("bootfleet.mode=install "));
+        for bad in [
+            std::panic::catch_unwind(|| NodeImage::mode_cmdline("rescue", "http://a", "m", "t")),
+            std::panic::catch_unwind(|| NodeImage::mode_cmdline("install", "http://a b", "m", "t")),
+            std::panic::catch_unwind(|| NodeImage::mode_cmdline("install", "http://a", "", "t")),
+        ] {
+            assert!(bad.is_err());
+        }
+    }
+
+    /// The init script (all modes) and the udhcpc hook parse as busybox sh scripts, and the
+    /// inventory JSON escaper escapes.
+    #[test]
+    fn init_scripts_parse_and_escape_json() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        for (name, text) in [("init", INIT_SCRIPT), ("udhcpc", UDHCPC_SCRIPT)] {
+            let path = dir.path().join(name);
+            std::fs::write(&path, text).expect("write");
+            let out = Command::new(BUSYBOX)
+                .args(["sh", "-n"])
+                .arg(&path)
+                .output()
+                .expect("busybox sh -n");
+            assert!(
+                out.status.success(),
+                "{name}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        let start = INIT_SCRIPT.find("json_str() {").expect("json_str");
+        let end = start + INIT_SCRIPT[start..].find('\n').expect("line end");
+        let script = format!("{}\njson_str 'a\"b\\c\tend'", &INIT_SCRIPT[start..end]);
+        let out = Command::new(BUSYBOX)
+            .args(["sh", "-c", &script])
+            .output()
+            .expect("busybox sh");
+        assert_eq!(String::from_utf8_lossy(&out.stdout), "a\\\"b\\\\cend");
+    }
+
+    #[test]
     fn percent_encodes_all_but_unreserved() {
         assert_eq!(percent_encode("site-1_a.b~"), "site-1_a.b~");
         assert_eq!(percent_encode("a b&c/é"), "a%20b%26c%2F%C3%A9");
