@@ -777,4 +777,92 @@ mod tests {
             Some(Ipv4Addr::new(10, 0, 0, 6))
         );
     }
+
+    /// Against a real nats-server: answers are asked and kept; no responders is the site
+    /// default (or the last known answer); a service that does not answer in time leaves the
+    /// last known answer, within the timeout, and the next packets are answered at once.
+    #[tokio::test]
+    async fn asks_over_nats_and_falls_back() {
+        use futures_util::StreamExt;
+        let nats = bootfleet_testkit::NatsServer::start();
+        let bus = Bus::connect(&bootfleet_bus::BusConfig::new(nats.url(), "machines-test"))
+            .await
+            .expect("connect");
+        let m = Machines::new("site".into());
+        m.connected(bus.clone());
+        // No machines service: the site default, quickly.
+        let started = Instant::now();
+        assert_eq!(
+            m.decide(A, Firmware::Bios, None).await,
+            (MacBoot::SiteDefault, Source::Default)
+        );
+        assert!(started.elapsed() < Duration::from_millis(500));
+
+        // A service that answers LOCAL_DISK for A, then goes silent.
+        let client = bus.client().clone();
+        let mut requests = client
+            .subscribe(subjects::machines_boot("site"))
+            .await
+            .expect("subscribe");
+        client.flush().await.expect("flush");
+        let silent = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (responder, quiet) = (client.clone(), silent.clone());
+        tokio::spawn(async move {
+            while let Some(msg) = requests.next().await {
+                let request = proto::BootDecisionRequest::decode(msg.payload).expect("request");
+                assert_eq!(
+                    (request.artifact_id.as_str(), request.firmware.as_str()),
+                    ("site", "bios")
+                );
+                if quiet.load(std::sync::atomic::Ordering::SeqCst) {
+                    continue;
+                }
+                let decision = proto::BootDecision {
+                    action: Action::LocalDisk as i32,
+                    machine_id: "m1".into(),
+                    max_age_secs: 0,
+                    ..Default::default()
+                };
+                let mut headers = async_nats::HeaderMap::new();
+                headers.insert(bootfleet_bus::STATUS_HEADER, "ok");
+                if let Some(reply) = msg.reply {
+                    let _ = responder
+                        .publish_with_headers(reply, headers, decision.encode_to_vec().into())
+                        .await;
+                }
+            }
+        });
+        // Past the no-responders pause.
+        tokio::time::sleep(NO_RESPONDERS_BACKOFF).await;
+        let local = MacBoot::LocalDisk {
+            machine_id: "m1".into(),
+        };
+        assert_eq!(
+            m.decide(A, Firmware::Bios, None).await,
+            (local.clone(), Source::Machines)
+        );
+
+        silent.store(true, std::sync::atomic::Ordering::SeqCst);
+        let started = Instant::now();
+        assert_eq!(
+            m.decide(A, Firmware::Bios, None).await,
+            (local.clone(), Source::LastKnown)
+        );
+        let waited = started.elapsed();
+        assert!(
+            waited >= REQUEST_TIMEOUT && waited < REQUEST_TIMEOUT + Duration::from_millis(500),
+            "{waited:?}"
+        );
+        // Backing off: answered from the cache at once; a MAC never seen gets the site default.
+        let started = Instant::now();
+        assert_eq!(
+            m.decide(A, Firmware::Bios, None).await,
+            (local, Source::LastKnown)
+        );
+        assert_eq!(
+            m.decide(B, Firmware::Bios, None).await,
+            (MacBoot::SiteDefault, Source::Default)
+        );
+        assert!(started.elapsed() < Duration::from_millis(100));
+    }
 }
