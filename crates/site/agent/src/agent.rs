@@ -48,6 +48,8 @@ pub struct Agent {
     pub heartbeat_timeout: Duration,
     /// How often to probe the site's nodes; `None`: never.
     pub probe_every: Option<Duration>,
+    /// Per-MAC boot decisions, asked through this link once it is connected.
+    pub machines: Option<Arc<crate::machines::Machines>>,
 }
 
 impl std::fmt::Debug for Agent {
@@ -69,6 +71,7 @@ impl Agent {
             heartbeat,
             heartbeat_timeout: Duration::from_secs(2),
             probe_every: None,
+            machines: None,
         }
     }
 
@@ -95,6 +98,9 @@ impl Agent {
             }
         };
         let bus = bus.with_timeout(Duration::from_secs(2), 1);
+        if let Some(machines) = &self.machines {
+            machines.connected(bus.clone());
+        }
         let mut control = match bus
             .client()
             .subscribe(subjects::distributor_control(&self.artifact_id))

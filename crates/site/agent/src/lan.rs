@@ -62,6 +62,8 @@ pub struct Lan {
     /// The process's shutdown: it ends transfers too; a move does not.
     process_stop: watch::Receiver<bool>,
     serving: std::sync::Mutex<Option<Serving>>,
+    /// Per-MAC boot decisions (with NATS); `None`: the site's configuration for everyone.
+    machines: Option<std::sync::Arc<crate::machines::Machines>>,
 }
 
 impl Lan {
@@ -79,7 +81,14 @@ impl Lan {
             reporting,
             process_stop,
             serving: std::sync::Mutex::new(None),
+            machines: None,
         }
+    }
+
+    /// Answers each PXE client by its MAC's decision (issue 15).
+    pub fn with_machines(mut self, machines: std::sync::Arc<crate::machines::Machines>) -> Lan {
+        self.machines = Some(machines);
+        self
     }
 
     /// The interface and address served now.
@@ -143,10 +152,19 @@ impl Lan {
             ));
         }
         if let Some(proxy) = bound.dhcp {
-            tasks.spawn(proxy.run(self.reporting.clone(), stop_rx.clone()));
+            tasks.spawn(proxy.run(
+                self.reporting.clone(),
+                self.machines.clone(),
+                stop_rx.clone(),
+            ));
         }
         if let Some(tftp) = bound.tftp {
-            tasks.spawn(tftp.run(self.reporting.clone(), stop_rx, self.process_stop.clone()));
+            tasks.spawn(tftp.run(
+                self.reporting.clone(),
+                self.machines.clone(),
+                stop_rx,
+                self.process_stop.clone(),
+            ));
         }
         tracing::info!(interface = %bound.device, server_ip = %bound.server_ip, dhcp = self.listeners.dhcp, tftp = self.listeners.tftp, "distributor serving");
         let next = Serving {

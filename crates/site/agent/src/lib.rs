@@ -9,6 +9,7 @@ pub mod cache;
 pub mod config;
 pub mod http_boot;
 pub mod lan;
+pub mod machines;
 pub mod neighbours;
 pub mod proxy_dhcp;
 pub mod reachability;
@@ -100,6 +101,7 @@ pub async fn serve(
             )?;
             bootfleet_api::validate::artifact_id("artifactId", &artifact_id)
                 .map_err(|e| format!("DISTRIBUTOR_ARTIFACT_ID: {}", e.message))?;
+            let artifact_id_for_machines = artifact_id.clone();
             let bus = bootfleet_bus::BusConfig::from_env(
                 url,
                 format!("bootfleet-distributor-{artifact_id}"),
@@ -111,6 +113,7 @@ pub async fn serve(
             );
             agent.probe_every =
                 (args.probe_secs > 0).then(|| std::time::Duration::from_secs(args.probe_secs));
+            agent.machines = Some(Arc::new(machines::Machines::new(artifact_id_for_machines)));
             Some(agent)
         }
         None => {
@@ -127,7 +130,7 @@ pub async fn serve(
         switch: switch.clone(),
         counters: counters.clone(),
     };
-    let lan = Arc::new(Lan::new(
+    let mut lan = Lan::new(
         Listeners {
             dhcp: !args.no_dhcp,
             tftp: !args.no_tftp,
@@ -137,7 +140,11 @@ pub async fn serve(
         live.clone(),
         reporting,
         stop_rx.clone(),
-    ));
+    );
+    if let Some(machines) = agent.as_ref().and_then(|a| a.machines.clone()) {
+        lan = lan.with_machines(machines);
+    }
+    let lan = Arc::new(lan);
     lan.serve(lan.bind(&args.interface, args.server_ip).await?);
     let applier = Arc::new(Applier::new(cache, live, lan.clone()));
     if let Some(agent) = agent {

@@ -5,10 +5,11 @@ use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use bootfleet_netboot::dhcp::{self, Decision, Packet, Port, ProxyConfig};
+use bootfleet_netboot::dhcp::{self, ClientArch, Decision, Packet, Port, ProxyConfig};
 use tokio::net::UdpSocket;
 use tokio::sync::watch;
 
+use crate::machines::{self, Firmware, MacBoot, Machines, Source};
 use crate::reporting::Reporting;
 use crate::sockets::{self, Sharing};
 
@@ -74,7 +75,13 @@ impl ProxyDhcp {
         })
     }
 
-    pub async fn run(self, reporting: Reporting, shutdown: watch::Receiver<bool>) {
+    /// Serves until `shutdown`. With `machines`, each PXE client gets its MAC's decision.
+    pub async fn run(
+        self,
+        reporting: Reporting,
+        machines: Option<Arc<Machines>>,
+        shutdown: watch::Receiver<bool>,
+    ) {
         let ProxyDhcp {
             dhcp,
             binl,
@@ -83,24 +90,34 @@ impl ProxyDhcp {
         } = self;
         tokio::join!(
             serve(
-                dhcp,
+                Arc::new(dhcp),
                 Port::Dhcp,
                 server_ip,
                 config.clone(),
                 reporting.clone(),
+                machines.clone(),
                 shutdown.clone()
             ),
-            serve(binl, Port::Binl, server_ip, config, reporting, shutdown),
+            serve(
+                Arc::new(binl),
+                Port::Binl,
+                server_ip,
+                config,
+                reporting,
+                machines,
+                shutdown
+            ),
         );
     }
 }
 
 async fn serve(
-    socket: UdpSocket,
+    socket: Arc<UdpSocket>,
     port: Port,
     server_ip: Ipv4Addr,
     config: LiveConfig,
     reporting: Reporting,
+    machines: Option<Arc<Machines>>,
     mut shutdown: watch::Receiver<bool>,
 ) {
     // Larger than any Ethernet frame: a jumbo or bogus datagram is read whole and judged.
@@ -156,38 +173,259 @@ async fn serve(
                 tracing::debug!(port = port.number(), %source, %reason, "dhcp request ignored");
             }
             Decision::Reply { packet, to, client } => {
-                let bytes = packet.encode();
-                match socket.send_to(&bytes, to.socket_addr()).await {
-                    Ok(_) => {
+                let Some(machines) = machines.clone() else {
+                    // No NATS: every client gets the site's configuration, as always.
+                    let answer = Answer {
+                        packet,
+                        to,
+                        client,
+                        boot: MacBoot::SiteDefault,
+                        via: Source::Local,
+                    };
+                    send(&socket, port, answer, &reporting).await;
+                    continue;
+                };
+                let mac = client.mac.0;
+                let firmware = firmware_of(client.arch);
+                let ip = machines::client_ip(source, request.ciaddr);
+                let socket = socket.clone();
+                let reporting = reporting.clone();
+                // Asking may take up to the request timeout: never in this loop.
+                tokio::spawn(async move {
+                    let (boot, via) = machines.decide(mac, firmware, ip).await;
+                    if boot == MacBoot::Ignore {
                         reporting
                             .counters
-                            .dhcp_answered
+                            .dhcp_ignored
                             .fetch_add(1, Ordering::Relaxed);
                         reporting.events.emit(bootfleet_api::proto::BootEvent {
-                            kind: "dhcp_answered".into(),
+                            kind: "dhcp_ignored".into(),
                             mac: client.mac.to_string(),
                             arch: client.arch.to_string(),
-                            file: client.boot_file.clone(),
-                            peer: to.socket_addr().to_string(),
                             ipxe: client.ipxe,
+                            detail: format!("decision=ignore machine= via={}", via.as_str()),
                             ..Default::default()
                         });
-                        tracing::info!(
-                            event = "dhcp_answered",
-                            port = port.number(),
-                            mac = %client.mac,
-                            arch = %client.arch,
-                            ipxe = client.ipxe,
-                            boot_file = %client.boot_file,
-                            to = %to.socket_addr(),
-                            "answered pxe client"
-                        );
                     }
-                    Err(e) => {
-                        tracing::warn!(mac = %client.mac, to = %to.socket_addr(), error = %e, "cannot send dhcp reply");
-                    }
+                    let Some(answer) = per_mac(
+                        &request, port, source, &config, packet, to, client, boot, via,
+                    ) else {
+                        return;
+                    };
+                    send(&socket, port, answer, &reporting).await;
+                });
+            }
+        }
+    }
+}
+
+/// A reply about to be sent, and why.
+struct Answer {
+    packet: dhcp::Packet,
+    to: dhcp::Destination,
+    client: dhcp::ClientInfo,
+    boot: MacBoot,
+    via: Source,
+}
+
+fn firmware_of(arch: ClientArch) -> Firmware {
+    match arch {
+        ClientArch::Bios => Firmware::Bios,
+        ClientArch::Other(_) => Firmware::Unknown,
+        _ => Firmware::Uefi,
+    }
+}
+
+/// The reply for the MAC's decision: none for `Ignore`; the site's for `SiteDefault`; for a
+/// script or the local disk, iPXE gets the MAC's own script file (firmware still gets the iPXE
+/// binary first).
+#[allow(clippy::too_many_arguments)]
+fn per_mac(
+    request: &Packet,
+    port: Port,
+    source: SocketAddrV4,
+    config: &ProxyConfig,
+    packet: dhcp::Packet,
+    to: dhcp::Destination,
+    client: dhcp::ClientInfo,
+    boot: MacBoot,
+    via: Source,
+) -> Option<Answer> {
+    match &boot {
+        MacBoot::Ignore => {
+            tracing::info!(event = "dhcp_ignored", mac = %client.mac, via = via.as_str(), "machines: no answer for this MAC");
+            None
+        }
+        MacBoot::Script { .. } | MacBoot::LocalDisk { .. } if client.ipxe => {
+            let mut own = config.clone();
+            own.boot.ipxe_script = Some(machines::script_file_name(client.mac.0));
+            match dhcp::decide(request, port, source, &own) {
+                Decision::Reply { packet, to, client } => Some(Answer {
+                    packet,
+                    to,
+                    client,
+                    boot,
+                    via,
+                }),
+                Decision::Ignore(reason) => {
+                    tracing::warn!(mac = %client.mac, %reason, "cannot answer with the MAC's own script");
+                    None
                 }
             }
         }
+        _ => Some(Answer {
+            packet,
+            to,
+            client,
+            boot,
+            via,
+        }),
+    }
+}
+
+async fn send(socket: &UdpSocket, port: Port, answer: Answer, reporting: &Reporting) {
+    let Answer {
+        packet,
+        to,
+        client,
+        boot,
+        via,
+    } = answer;
+    let bytes = packet.encode();
+    match socket.send_to(&bytes, to.socket_addr()).await {
+        Ok(_) => {
+            reporting
+                .counters
+                .dhcp_answered
+                .fetch_add(1, Ordering::Relaxed);
+            let detail = if via == Source::Local {
+                String::new()
+            } else {
+                format!(
+                    "decision={} machine={} via={}",
+                    boot.name(),
+                    boot.machine_id(),
+                    via.as_str()
+                )
+            };
+            reporting.events.emit(bootfleet_api::proto::BootEvent {
+                kind: "dhcp_answered".into(),
+                mac: client.mac.to_string(),
+                arch: client.arch.to_string(),
+                file: client.boot_file.clone(),
+                peer: to.socket_addr().to_string(),
+                ipxe: client.ipxe,
+                detail: detail.clone(),
+                ..Default::default()
+            });
+            tracing::info!(
+                event = "dhcp_answered",
+                port = port.number(),
+                mac = %client.mac,
+                arch = %client.arch,
+                ipxe = client.ipxe,
+                boot_file = %client.boot_file,
+                to = %to.socket_addr(),
+                decision = %detail,
+                "answered pxe client"
+            );
+        }
+        Err(e) => {
+            tracing::warn!(mac = %client.mac, to = %to.socket_addr(), error = %e, "cannot send dhcp reply");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bootfleet_netboot::dhcp::{code, BootFiles, MessageType, Op};
+
+    const MAC: [u8; 6] = [0x52, 0x54, 0, 0x77, 0, 0x10];
+
+    fn config() -> ProxyConfig {
+        ProxyConfig {
+            server_ip: Ipv4Addr::new(10, 77, 0, 2),
+            boot: BootFiles {
+                bios: Some("undionly.kpxe".into()),
+                uefi_x64: Some("ipxe.efi".into()),
+                ipxe_script: Some("bootfleet.ipxe".into()),
+                ..BootFiles::default()
+            },
+        }
+    }
+
+    fn discover(arch: u16, ipxe: bool) -> Packet {
+        let mut p = Packet::new(Op::BootRequest);
+        p.htype = Packet::HTYPE_ETHERNET;
+        p.hlen = 6;
+        p.chaddr[..6].copy_from_slice(&MAC);
+        p.set_message_type(MessageType::Discover);
+        p.set_vendor_class(b"PXEClient:Arch:00000:UNDI:002001");
+        p.options.set(code::CLIENT_ARCH, arch.to_be_bytes());
+        if ipxe {
+            p.options.set(code::USER_CLASS, *b"iPXE");
+        }
+        p
+    }
+
+    /// The reply for `boot`, as the socket loop would send it: its boot file, or `None`.
+    fn answer(request: &Packet, boot: MacBoot) -> Option<String> {
+        let source = SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 68);
+        let config = config();
+        let Decision::Reply { packet, to, client } =
+            dhcp::decide(request, Port::Dhcp, source, &config)
+        else {
+            panic!("the site answers this client");
+        };
+        per_mac(
+            request,
+            Port::Dhcp,
+            source,
+            &config,
+            packet,
+            to,
+            client,
+            boot,
+            Source::Machines,
+        )
+        .map(|a| a.client.boot_file)
+    }
+
+    #[test]
+    fn each_decision_answers_its_way() {
+        let script = MacBoot::Script {
+            script: "#!ipxe\nshell\n".into(),
+            machine_id: "m1".into(),
+        };
+        let local = MacBoot::LocalDisk {
+            machine_id: "m1".into(),
+        };
+        let own = machines::script_file_name(MAC);
+        for (arch, firmware_file) in [(0u16, "undionly.kpxe"), (7, "ipxe.efi")] {
+            let firmware = discover(arch, false);
+            let ipxe = discover(arch, true);
+            assert_eq!(answer(&firmware, MacBoot::Ignore), None);
+            assert_eq!(answer(&ipxe, MacBoot::Ignore), None);
+            assert_eq!(
+                answer(&firmware, MacBoot::SiteDefault).as_deref(),
+                Some(firmware_file)
+            );
+            assert_eq!(
+                answer(&ipxe, MacBoot::SiteDefault).as_deref(),
+                Some("bootfleet.ipxe")
+            );
+            // Firmware first gets its iPXE binary; that iPXE gets the MAC's own script.
+            for boot in [&script, &local] {
+                assert_eq!(
+                    answer(&firmware, boot.clone()).as_deref(),
+                    Some(firmware_file)
+                );
+                assert_eq!(answer(&ipxe, boot.clone()), Some(own.clone()));
+            }
+        }
+        assert_eq!(firmware_of(ClientArch::Bios), Firmware::Bios);
+        assert_eq!(firmware_of(ClientArch::EfiBc), Firmware::Uefi);
+        assert_eq!(firmware_of(ClientArch::Other(42)), Firmware::Unknown);
     }
 }

@@ -16,17 +16,25 @@ use tokio::net::UdpSocket;
 use tokio::sync::watch;
 
 use crate::cache::{Cache, OpenError};
+use crate::machines::Machines;
 use crate::reporting::Reporting;
 use crate::sockets::{self, Sharing};
 
 pub const TFTP_PORT: u16 = 69;
 
-struct FileSource(std::fs::File);
+enum FileSource {
+    File(std::fs::File),
+    /// A per-MAC script, made from the MAC's decision when asked for.
+    Memory(Vec<u8>),
+}
 
 impl BlockSource for FileSource {
     fn read_at(&self, offset: u64, buf: &mut [u8]) -> std::io::Result<usize> {
-        // pread: boot files are small and sit in the page cache, so this does not stall.
-        self.0.read_at(buf, offset)
+        match self {
+            // pread: boot files are small and sit in the page cache, so this does not stall.
+            FileSource::File(f) => f.read_at(buf, offset),
+            FileSource::Memory(bytes) => bytes.as_slice().read_at(offset, buf),
+        }
     }
 }
 
@@ -65,6 +73,7 @@ impl TftpServer {
     pub async fn run(
         self,
         reporting: Reporting,
+        machines: Option<Arc<Machines>>,
         mut shutdown: watch::Receiver<bool>,
         transfers_stop: watch::Receiver<bool>,
     ) {
@@ -91,8 +100,15 @@ impl TftpServer {
                 // Switched off: as silent as if we were not here.
                 Ok(_) if !reporting.switch.is_on() => {}
                 Ok(Packet::Rrq(request)) => {
-                    self.start_read(request, peer, &live, &reporting, transfers_stop.clone())
-                        .await
+                    self.start_read(
+                        request,
+                        peer,
+                        &live,
+                        &reporting,
+                        machines.as_deref(),
+                        transfers_stop.clone(),
+                    )
+                    .await
                 }
                 Ok(Packet::Wrq(_)) => {
                     reporting
@@ -140,6 +156,7 @@ impl TftpServer {
         peer: SocketAddrV4,
         live: &Arc<Mutex<HashSet<SocketAddrV4>>>,
         reporting: &Reporting,
+        machines: Option<&Machines>,
         shutdown: watch::Receiver<bool>,
     ) {
         if live.lock().map(|l| l.contains(&peer)).unwrap_or(false) {
@@ -159,17 +176,40 @@ impl TftpServer {
                     .await;
             }
         };
-        let (file, size) = match self.cache.open(&path.to_path_buf()) {
-            Ok(f) => f,
-            Err(e) => {
-                tracing::info!(%peer, file = path.as_str(), error = %e, "tftp request refused");
-                let code = match e {
-                    OpenError::NotFound | OpenError::NotAFile => ErrorCode::FileNotFound,
-                    OpenError::Escape => ErrorCode::AccessViolation,
-                    OpenError::Io(_) => ErrorCode::NotDefined,
-                };
-                return self.refuse(reporting, peer, code, "file not found").await;
+        // A MAC's own script (its decision), before the cache's files.
+        let per_mac = match machines {
+            Some(m) => {
+                let peer_mac = crate::neighbours::mac_of((*peer.ip()).into())
+                    .and_then(|m| crate::machines::parse_mac(&m));
+                match m.tftp_file(path.as_str(), peer_mac) {
+                    Ok(found) => found,
+                    Err(crate::machines::NotYours) => {
+                        tracing::warn!(%peer, file = path.as_str(), "tftp request for another MAC's script refused");
+                        return self
+                            .refuse(reporting, peer, ErrorCode::AccessViolation, "not yours")
+                            .await;
+                    }
+                }
             }
+            None => None,
+        };
+        let (file, size) = match per_mac {
+            Some(bytes) => {
+                let size = bytes.len() as u64;
+                (FileSource::Memory(bytes), size)
+            }
+            None => match self.cache.open(&path.to_path_buf()) {
+                Ok((f, size)) => (FileSource::File(f), size),
+                Err(e) => {
+                    tracing::info!(%peer, file = path.as_str(), error = %e, "tftp request refused");
+                    let code = match e {
+                        OpenError::NotFound | OpenError::NotAFile => ErrorCode::FileNotFound,
+                        OpenError::Escape => ErrorCode::AccessViolation,
+                        OpenError::Io(_) => ErrorCode::NotDefined,
+                    };
+                    return self.refuse(reporting, peer, code, "file not found").await;
+                }
+            },
         };
         let socket = match sockets::udp(
             SocketAddrV4::new(self.server_ip, 0),
@@ -194,7 +234,7 @@ impl TftpServer {
         let reporting = reporting.clone();
         tokio::spawn(async move {
             let started = Instant::now();
-            let outcome = drive(transfer, &socket, peer, &FileSource(file), shutdown).await;
+            let outcome = drive(transfer, &socket, peer, &file, shutdown).await;
             let elapsed_ms = started.elapsed().as_secs_f64() * 1000.0;
             let mac = crate::neighbours::mac_of((*peer.ip()).into()).unwrap_or_default();
             let event = |kind: &str, bytes: u64, detail: String| bootfleet_api::proto::BootEvent {

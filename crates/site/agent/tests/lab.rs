@@ -1405,3 +1405,309 @@ fn operator_runs_scripts_on_a_node_through_its_distributor() {
         });
     });
 }
+
+/// Stands in for the `machines` service (issue 15) until it lands, when the real service
+/// replaces it: answers the site's `BootDecisionRequest`s from a table the test sets per MAC,
+/// and records what it was asked.
+#[derive(Clone, Default)]
+struct Decisions {
+    table: std::sync::Arc<
+        std::sync::Mutex<std::collections::HashMap<String, bootfleet_api::proto::BootDecision>>,
+    >,
+    asked: std::sync::Arc<std::sync::Mutex<Vec<bootfleet_api::proto::BootDecisionRequest>>>,
+}
+
+impl Decisions {
+    fn set(
+        &self,
+        mac: &str,
+        action: bootfleet_api::proto::boot_decision::Action,
+        script: &str,
+        max_age_secs: u32,
+    ) {
+        let decision = bootfleet_api::proto::BootDecision {
+            action: action as i32,
+            ipxe_script: script.to_owned(),
+            machine_id: format!("m-{}", mac.replace(':', "")),
+            max_age_secs,
+        };
+        self.table
+            .lock()
+            .expect("table")
+            .insert(mac.to_owned(), decision);
+    }
+
+    fn asked_for(&self, mac: &str) -> Vec<bootfleet_api::proto::BootDecisionRequest> {
+        self.asked
+            .lock()
+            .expect("asked")
+            .iter()
+            .filter(|r| r.mac == mac)
+            .cloned()
+            .collect()
+    }
+
+    /// Answers on `machines_boot(site)` until the connection goes.
+    async fn serve(self, nats_url: String, site: &str) {
+        let client = async_nats::connect(nats_url)
+            .await
+            .expect("responder connects");
+        let mut requests = client
+            .subscribe(bootfleet_api::subjects::machines_boot(site))
+            .await
+            .expect("subscribe to boot decisions");
+        client.flush().await.expect("flush");
+        tokio::spawn(async move {
+            while let Some(msg) = requests.next().await {
+                let Some(reply) = msg.reply.clone() else {
+                    continue;
+                };
+                let Ok(request) = bootfleet_api::proto::BootDecisionRequest::decode(msg.payload)
+                else {
+                    continue;
+                };
+                let decision = self
+                    .table
+                    .lock()
+                    .expect("table")
+                    .get(&request.mac)
+                    .cloned()
+                    .unwrap_or(bootfleet_api::proto::BootDecision {
+                        action: bootfleet_api::proto::boot_decision::Action::SiteDefault as i32,
+                        ..Default::default()
+                    });
+                self.asked.lock().expect("asked").push(request);
+                let mut headers = async_nats::HeaderMap::new();
+                headers.insert(bootfleet_bus::STATUS_HEADER, "ok");
+                let _ = client
+                    .publish_with_headers(reply, headers, decision.encode_to_vec().into())
+                    .await;
+            }
+        });
+    }
+}
+
+/// Events on NATS so far, without waiting.
+fn events_now(
+    events: &mut async_nats::Subscriber,
+    into: &mut Vec<bootfleet_api::proto::BootEvent>,
+) {
+    use futures_util::FutureExt;
+    while let Some(Some(msg)) = events.next().now_or_never() {
+        into.push(bootfleet_api::proto::BootEvent::decode(msg.payload).expect("boot event"));
+    }
+}
+
+/// Machines by MAC through the real distributor (issue 15), one lab: the machines service's
+/// decisions come from a test responder on NATS ([`Decisions`]; replaced by the real service
+/// when it lands). For a SeaBIOS and then an OVMF guest, each with a blank 64 MiB virtio disk,
+/// 2 vCPUs and 384 MiB: (BIOS only) IGNORE gets no proxyDHCP answer; SCRIPT with an inventory
+/// script → the node image posts inventory whose CPU count, memory and disk size match the QEMU
+/// flags; SCRIPT with the install script → the test installer writes the disk and calls back;
+/// LOCAL_DISK → the guest boots its own disk (the disk's marker on serial; after the local-boot
+/// script nothing more over TFTP or HTTP). Then nats-server (the test's own, by its PID) is
+/// stopped and the BIOS guest still boots its disk: the distributor answered from its last
+/// known decision.
+#[test]
+fn machines_boot_by_mac_discover_inventory_install_local_disk() {
+    use bootfleet_api::proto::boot_decision::Action;
+    use bootfleet_testkit::disk_image::{BIOS_DISK_MARKER, INSTALL_DISK_BYTES, UEFI_DISK_MARKER};
+    use bootfleet_testkit::http_recorder::HttpRecorder;
+    use bootfleet_testkit::node_image::{INSTALLED_MARKER, INVENTORY_MARKER};
+    use bootfleet_testkit::qemu::MachineSpec;
+
+    const API: &str = "http://10.77.0.2:8090";
+    const CPUS: u32 = 2;
+    const MEMORY_MIB: u32 = 384;
+    let image = NodeImage::get();
+    let install_initrd = image.install_initrd();
+    let site = site();
+    let lab = &site.lab;
+    lab.run_in(&site.infra, || {
+        let rt = runtime();
+        rt.block_on(async {
+            let mut nats = NatsServer::start();
+            let dir = tempfile::tempdir().expect("tempdir");
+            let cache = dir.path().join("cache");
+            std::fs::create_dir_all(&cache).expect("cache dir");
+            cache_with_debian_ipxe(&cache);
+            for (from, to) in [(&image.kernel, "vmlinuz"), (&image.initrd, "initrd.cpio"), (&install_initrd, "install.cpio")] {
+                std::fs::copy(from, cache.join(to)).expect("node image into the cache");
+            }
+            std::fs::write(cache.join("site-default.ipxe"), "#!ipxe\necho bootfleet-site-default\nexit 1\n").expect("site default");
+            let recorder = HttpRecorder::start_on("10.77.0.2:8090", "{}");
+            let decisions = Decisions::default();
+            decisions.clone().serve(nats.url(), "site-lab").await;
+            let listener = async_nats::connect(nats.url()).await.expect("connect");
+            let mut events = listener
+                .subscribe(bootfleet_api::subjects::ALL_BOOT_EVENTS)
+                .await
+                .expect("subscribe to boot events");
+            listener.flush().await.expect("flush");
+            let log = dir.path().join("distributor.log");
+            let _distributor = ChildGuard(
+                distributor(nats.url(), &cache)
+                    .env("DISTRIBUTOR_ARTIFACT_ID", "site-lab")
+                    .args(["--bios-file", "undionly.kpxe", "--uefi-x64-file", "ipxe.efi"])
+                    .args(["--http-port", "8081"])
+                    .args(["--ipxe-script-url", &format!("{BOOT_HTTP}/site-default.ipxe")])
+                    .env("BOOTFLEET_LOG", "info")
+                    .stderr(std::fs::File::create(&log).expect("log"))
+                    .spawn()
+                    .expect("start the distributor"),
+            );
+            let distributor_log = || std::fs::read_to_string(&log).unwrap_or_default();
+            let script = |mode: &str, initrd: &str, machine: &str| {
+                let cmdline = NodeImage::mode_cmdline(mode, API, machine, &format!("token-{machine}"));
+                format!(
+                    "#!ipxe\necho bootfleet-{mode}-script\nkernel {BOOT_HTTP}/vmlinuz {cmdline}\ninitrd {BOOT_HTTP}/{initrd}\nboot\n"
+                )
+            };
+            let mut seen = Vec::new();
+            let total = std::time::Instant::now();
+
+            for (firmware, mac, marker) in [
+                (Firmware::Bios, "52:54:00:77:01:10", BIOS_DISK_MARKER),
+                (Firmware::Uefi, "52:54:00:77:01:20", UEFI_DISK_MARKER),
+            ] {
+                let machine = format!("m-{}", mac.replace(':', ""));
+                let disk = dir.path().join(format!("{machine}.img"));
+                std::fs::File::create(&disk)
+                    .and_then(|f| f.set_len(INSTALL_DISK_BYTES))
+                    .expect("blank disk");
+                let spec = MachineSpec { cpus: CPUS, memory_mib: MEMORY_MIB, disk: disk.clone() };
+                let boot = || Qemu::netboot_machine(lab, "tap0", mac, firmware, &spec);
+                let fail = |what: &str, vm: &Qemu| -> String {
+                    format!("{firmware:?} {what}\nserial:\n{}\ndistributor:\n{}", vm.serial(), distributor_log())
+                };
+
+                if firmware == Firmware::Bios {
+                    // An unknown MAC the site ignores: asked about, never answered.
+                    decisions.set(mac, Action::Ignore, "", 0);
+                    let started = std::time::Instant::now();
+                    let vm = boot();
+                    let asked = bootfleet_testkit::wait_until(Duration::from_secs(60), Duration::from_millis(200), || {
+                        !decisions.asked_for(mac).is_empty()
+                    });
+                    assert!(asked, "{}", fail("no decision asked", &vm));
+                    // iPXE's DHCP round (and its retries) passes without a proxy answer.
+                    tokio::time::sleep(Duration::from_secs(8)).await;
+                    events_now(&mut events, &mut seen);
+                    let mine: Vec<_> = seen.iter().filter(|e| e.mac == mac).collect();
+                    assert!(mine.iter().all(|e| e.kind == "dhcp_ignored"), "{mine:?}");
+                    assert!(!mine.is_empty(), "no dhcp_ignored event");
+                    assert!(mine.iter().all(|e| e.detail.contains("decision=ignore")), "{mine:?}");
+                    assert_eq!(decisions.asked_for(mac)[0].firmware, "bios");
+                    drop(vm);
+                    eprintln!("lab timing: {firmware:?} ignored MAC checked in {:.1} s", started.elapsed().as_secs_f64());
+                }
+
+                // Inventory.
+                decisions.set(mac, Action::Script, &script("inventory", "initrd.cpio", &machine), 0);
+                let started = std::time::Instant::now();
+                let mut vm = boot();
+                let ok = tokio::task::block_in_place(|| vm.wait_for_serial(INVENTORY_MARKER, Duration::from_secs(240)));
+                assert!(ok, "{}", fail("posted no inventory", &vm));
+                eprintln!("lab timing: {firmware:?} inventory posted {:.1} s after QEMU started", started.elapsed().as_secs_f64());
+                let posted = recorder
+                    .requests()
+                    .into_iter()
+                    .find(|r| r.target == format!("/api/machines/{machine}/inventory"))
+                    .expect("inventory request");
+                assert_eq!(posted.method, "POST");
+                assert_eq!(posted.header("authorization"), Some(format!("Bearer token-{machine}").as_str()));
+                let inventory: Value = serde_json::from_slice(&posted.body)
+                    .unwrap_or_else(|e| panic!("inventory JSON: {e}: {}", String::from_utf8_lossy(&posted.body)));
+                eprintln!("inventory: {inventory}");
+                let expected_firmware = if firmware == Firmware::Bios { "bios" } else { "uefi" };
+                assert_eq!(inventory["firmware"], expected_firmware, "{inventory}");
+                assert_eq!(inventory["cpu"]["count"], CPUS, "{inventory}");
+                assert!(inventory["cpu"]["model"].as_str().is_some_and(|m| !m.is_empty()), "{inventory}");
+                assert_eq!(inventory["memoryBytes"], u64::from(MEMORY_MIB) << 20, "{inventory}");
+                let disks = inventory["disks"].as_array().expect("disks");
+                assert_eq!(disks.len(), 1, "{inventory}");
+                assert_eq!(disks[0]["name"], "vda");
+                assert_eq!(disks[0]["sizeBytes"], INSTALL_DISK_BYTES);
+                assert!(disks[0]["model"].is_string() && disks[0]["serial"].is_string(), "{inventory}");
+                let nics = inventory["nics"].as_array().expect("nics");
+                assert_eq!(nics.len(), 1, "{inventory}");
+                assert_eq!(nics[0]["mac"], mac);
+                assert_eq!(nics[0]["link"], true);
+                let driver = if firmware == Firmware::Bios { "e1000" } else { "virtio_net" };
+                assert_eq!(nics[0]["driver"], driver, "{inventory}");
+                assert!(nics[0]["speedMbps"].is_u64() || nics[0]["speedMbps"].is_null(), "{inventory}");
+                assert!(tokio::task::block_in_place(|| vm.wait_exit(Duration::from_secs(30))), "powered off");
+                drop(vm);
+
+                // Install.
+                decisions.set(mac, Action::Script, &script("install", "install.cpio", &machine), 0);
+                let started = std::time::Instant::now();
+                let mut vm = boot();
+                let ok = tokio::task::block_in_place(|| vm.wait_for_serial(INSTALLED_MARKER, Duration::from_secs(240)));
+                assert!(ok, "{}", fail("did not install", &vm));
+                assert!(tokio::task::block_in_place(|| vm.wait_exit(Duration::from_secs(30))), "rebooted");
+                eprintln!("lab timing: {firmware:?} installed and rebooted {:.1} s after QEMU started", started.elapsed().as_secs_f64());
+                let callback = recorder
+                    .requests()
+                    .into_iter()
+                    .find(|r| r.target == format!("/api/machines/{machine}/events"))
+                    .expect("installed callback");
+                assert_eq!(callback.method, "POST");
+                assert_eq!(callback.header("authorization"), Some(format!("Bearer token-{machine}").as_str()));
+                assert_eq!(serde_json::from_slice::<Value>(&callback.body).expect("json"), json!({"type": "installed"}));
+                drop(vm);
+
+                // Boot from the local disk.
+                events_now(&mut events, &mut seen);
+                let before = seen.len();
+                decisions.set(mac, Action::LocalDisk, "", 1);
+                let started = std::time::Instant::now();
+                let vm = boot();
+                let ok = tokio::task::block_in_place(|| vm.wait_for_serial(marker, Duration::from_secs(240)));
+                assert!(ok, "{}", fail("did not boot its disk", &vm));
+                eprintln!("lab timing: {firmware:?} booted its own disk {:.1} s after QEMU started", started.elapsed().as_secs_f64());
+                drop(vm);
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                events_now(&mut events, &mut seen);
+                let mine: Vec<_> = seen[before..].iter().filter(|e| e.mac == mac || e.mac.is_empty()).collect();
+                let own_script = format!("bootfleet-mac-{}.ipxe", mac.replace(':', ""));
+                let script_at = mine
+                    .iter()
+                    .position(|e| e.kind == "tftp_served" && (e.file == own_script || e.file == "autoexec.ipxe"))
+                    .unwrap_or_else(|| panic!("the local-boot script was not served: {mine:?}"));
+                let after: Vec<_> = mine[script_at + 1..]
+                    .iter()
+                    .filter(|e| e.kind == "tftp_served" || e.kind == "http_served")
+                    .collect();
+                assert!(after.is_empty(), "transfers after the local-boot script: {after:?}");
+                assert!(
+                    mine.iter().any(|e| e.kind == "dhcp_answered" && e.detail.contains("decision=local_disk")),
+                    "{mine:?}"
+                );
+            }
+
+            // NATS away: the distributor answers a known MAC from its last answer.
+            let mac = "52:54:00:77:01:10";
+            let disk = dir.path().join(format!("m-{}.img", mac.replace(':', "")));
+            nats.kill();
+            tokio::time::sleep(Duration::from_secs(2)).await;
+            let spec = MachineSpec { cpus: CPUS, memory_mib: MEMORY_MIB, disk };
+            let started = std::time::Instant::now();
+            let vm = Qemu::netboot_machine(lab, "tap0", mac, Firmware::Bios, &spec);
+            let ok = tokio::task::block_in_place(|| vm.wait_for_serial(BIOS_DISK_MARKER, Duration::from_secs(120)));
+            assert!(ok, "no local boot with NATS stopped\nserial:\n{}\ndistributor:\n{}", vm.serial(), distributor_log());
+            eprintln!("lab timing: Bios booted its disk with NATS stopped {:.1} s after QEMU started", started.elapsed().as_secs_f64());
+            let log = distributor_log();
+            assert!(log.contains("serving this MAC's last known decision"), "{log}");
+            // How long DHCP answers waited for a decision (the distributor logs each).
+            let waits: Vec<f64> = log
+                .lines()
+                .filter(|l| l.contains("machines service decided"))
+                .filter_map(|l| l.split("elapsed_ms=").nth(1)?.split_whitespace().next()?.parse().ok())
+                .collect();
+            let slowest = waits.iter().copied().fold(0.0, f64::max);
+            eprintln!("lab timing: {} decisions asked, the slowest answered in {slowest:.1} ms", waits.len());
+            eprintln!("lab timing: machines test total {:.1} s", total.elapsed().as_secs_f64());
+        });
+    });
+}

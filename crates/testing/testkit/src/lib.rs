@@ -11,6 +11,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
+pub mod disk_image;
 pub mod http_recorder;
 pub mod netlab;
 pub mod node_image;

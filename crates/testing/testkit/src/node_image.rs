@@ -33,6 +33,10 @@ use std::time::{Duration, Instant};
 pub const REGISTERED_MARKER: &str = "bootfleet-node: registered ";
 /// Printed on the console, followed by the reason, when a step failed (the guest then powers off).
 pub const FAILED_MARKER: &str = "bootfleet-node: failed: ";
+/// Printed once `bootfleet.mode=inventory` posted the inventory (the guest then powers off).
+pub const INVENTORY_MARKER: &str = "bootfleet-node: inventory posted";
+/// Printed once `bootfleet.mode=install` wrote the disk and posted `installed` (then it reboots).
+pub const INSTALLED_MARKER: &str = "bootfleet-node: installed, callback posted";
 
 /// The kernel and initramfs of a node guest, ready for `qemu -kernel … -initrd …`.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -50,7 +54,9 @@ pub struct NodeImage {
 
 /// The modules the initramfs loads; their dependencies (from each module's `.modinfo`) are added
 /// and loaded first. `virtio_pci` is the bus driver `virtio_net` needs but does not depend on.
-const ROOT_MODULES: &[&str] = &["e1000", "virtio_pci", "virtio_net"];
+/// `virtio_blk` for the disk the test installer writes (the lab's machine guests have a
+/// virtio-blk disk, `/dev/vda`).
+const ROOT_MODULES: &[&str] = &["e1000", "virtio_pci", "virtio_net", "virtio_blk"];
 
 /// The Debian metapackage whose dependency is the current kernel package.
 const KERNEL_METAPACKAGE: &str = "linux-image-amd64";
@@ -87,16 +93,116 @@ fail() {
 REGISTER=
 ARTIFACT=
 TOKEN=
+MODE=register
+API=
+MACHINE=
+MTOKEN=
 set -f
 for arg in $(cat /proc/cmdline); do
   case "$arg" in
     bootfleet.register=*) REGISTER=${arg#bootfleet.register=} ;;
     bootfleet.artifact=*) ARTIFACT=${arg#bootfleet.artifact=} ;;
     bootfleet.token=*) TOKEN=${arg#bootfleet.token=} ;;
+    bootfleet.mode=*) MODE=${arg#bootfleet.mode=} ;;
+    bootfleet.api=*) API=${arg#bootfleet.api=} ;;
+    bootfleet.machine=*) MACHINE=${arg#bootfleet.machine=} ;;
+    bootfleet.mtoken=*) MTOKEN=${arg#bootfleet.mtoken=} ;;
   esac
 done
 set +f
-[ -n "$REGISTER" ] || fail "no bootfleet.register= on the kernel command line"
+case "$MODE" in
+  register) [ -n "$REGISTER" ] || fail "no bootfleet.register= on the kernel command line" ;;
+  inventory|install)
+    [ -n "$API" ] && [ -n "$MACHINE" ] ||
+      fail "bootfleet.mode=$MODE needs bootfleet.api= and bootfleet.machine= (and bootfleet.mtoken=)" ;;
+  *) fail "unknown bootfleet.mode=$MODE" ;;
+esac
+
+# JSON string contents: backslashes and quotes escaped, control characters dropped.
+json_str() { printf '%s' "$1" | sed -e 's/\\/\\\\/g' -e 's/"/\\"/g' | tr -d '\000-\037'; }
+# POST JSON to the machines API with the machine's token.
+post_json() {
+  timeout 30 wget -q -O /tmp/response --header "Authorization: Bearer $MTOKEN" \
+    --header "Content-Type: application/json" --post-data "$2" "$1" 2>/tmp/wget.err
+}
+firmware() { if [ -d /sys/firmware/efi ]; then echo uefi; else echo bios; fi; }
+
+do_inventory() {
+  model=$(grep -m1 '^model name' /proc/cpuinfo | sed 's/^[^:]*: *//')
+  count=$(grep -c '^processor' /proc/cpuinfo)
+  # Installed memory: the online memory blocks (what the machine has), else MemTotal (what
+  # the kernel has left after its own reservations).
+  mem=0
+  if [ -r /sys/devices/system/memory/block_size_bytes ]; then
+    bs=$((0x$(cat /sys/devices/system/memory/block_size_bytes)))
+    for b in /sys/devices/system/memory/memory*; do
+      [ "$(cat "$b/online" 2>/dev/null)" = 1 ] && mem=$((mem + bs))
+    done
+  fi
+  [ "$mem" -gt 0 ] || mem=$(( $(sed -n 's/^MemTotal: *\([0-9]*\) kB/\1/p' /proc/meminfo) * 1024 ))
+  disks=
+  sep=
+  for d in /sys/block/*; do
+    n=${d##*/}
+    case "$n" in loop*|ram*|zram*|sr*|fd*|dm-*|md*) continue ;; esac
+    [ -e "$d/device" ] || continue
+    size=$(( $(cat "$d/size") * 512 ))
+    dmodel=$(cat "$d/device/model" 2>/dev/null | sed 's/ *$//')
+    serial=$(cat "$d/serial" 2>/dev/null || cat "$d/device/serial" 2>/dev/null)
+    disks="$disks$sep{\"name\":\"$(json_str "$n")\",\"sizeBytes\":$size,\"model\":\"$(json_str "$dmodel")\",\"serial\":\"$(json_str "$serial" | sed 's/ *$//')\"}"
+    sep=,
+  done
+  nics=
+  sep=
+  for d in /sys/class/net/*; do
+    n=${d##*/}
+    [ "$n" = lo ] && continue
+    [ -e "$d/device" ] || continue
+    mac=$(cat "$d/address")
+    driver=$(readlink "$d/device/driver" 2>/dev/null)
+    driver=${driver##*/}
+    speed=$(cat "$d/speed" 2>/dev/null)
+    case "$speed" in ''|-*|*[!0-9]*) speed=null ;; esac
+    link=false
+    [ "$(cat "$d/carrier" 2>/dev/null)" = 1 ] && link=true
+    nics="$nics$sep{\"mac\":\"$(json_str "$mac")\",\"driver\":\"$(json_str "$driver")\",\"speedMbps\":$speed,\"link\":$link}"
+    sep=,
+  done
+  body="{\"firmware\":\"$(firmware)\",\"cpu\":{\"model\":\"$(json_str "$model")\",\"count\":$count},\"memoryBytes\":$mem,\"disks\":[$disks],\"nics\":[$nics]}"
+  say "inventory $body"
+  post_json "$API/api/machines/$MACHINE/inventory" "$body" ||
+    fail "POST $API/api/machines/$MACHINE/inventory: $(cat /tmp/wget.err | tr '\n' ' ')"
+  say "inventory posted"
+  poweroff -f
+  sleep 10
+  exit 0
+}
+
+do_install() {
+  fw=$(firmware)
+  image=/bootfleet/disk-$fw.img.gz
+  [ -r "$image" ] || fail "no $image in this initramfs (boot the install initrd)"
+  disk=
+  i=0
+  while [ -z "$disk" ] && [ $i -lt 100 ]; do
+    for n in vda sda nvme0n1 hda; do
+      if [ -b "/dev/$n" ]; then disk=/dev/$n; break; fi
+    done
+    [ -n "$disk" ] && break
+    i=$((i + 1))
+    usleep 100000
+  done
+  [ -n "$disk" ] || fail "no disk appeared within 10 s"
+  say "installing the $fw disk image on $disk"
+  zcat "$image" | dd of="$disk" bs=65536 2>/tmp/dd.err || fail "writing $disk: $(cat /tmp/dd.err | tr '\n' ' ')"
+  sync
+  post_json "$API/api/machines/$MACHINE/events" '{"type":"installed"}' ||
+    fail "POST $API/api/machines/$MACHINE/events: $(cat /tmp/wget.err | tr '\n' ' ')"
+  say "installed, callback posted"
+  reboot -f
+  sleep 10
+  exit 0
+}
 
 while read -r m; do
   [ -n "$m" ] || continue
@@ -129,6 +235,11 @@ timeout 60 udhcpc -f -q -n -i "$IF" -s /etc/bootfleet/udhcpc.script -t 15 -T 1 -
   fail "no DHCP lease on $IF"
 IP=$(cat /run/bootfleet-ip 2>/dev/null)
 [ -n "$IP" ] || fail "DHCP on $IF gave no address"
+
+case "$MODE" in
+  inventory) do_inventory ;;
+  install) do_install ;;
+esac
 
 case "$REGISTER" in
   *\?*) SEP='&' ;;
@@ -216,6 +327,74 @@ impl NodeImage {
         line
     }
 
+    /// The kernel command line of a machine mode (issue 15): `bootfleet.mode=<mode>
+    /// bootfleet.api=<api> bootfleet.machine=<machine> bootfleet.mtoken=<token>`.
+    ///
+    /// - `inventory`: after DHCP, POSTs `<api>/api/machines/<machine>/inventory` with
+    ///   `Authorization: Bearer <token>` and the JSON
+    ///   `{"firmware":"bios|uefi","cpu":{"model":"…","count":N},"memoryBytes":N,
+    ///   "disks":[{"name":"vda","sizeBytes":N,"model":"","serial":""}],
+    ///   "nics":[{"mac":"52:54:00:…","driver":"e1000","speedMbps":1000|null,"link":true}]}`,
+    ///   prints [`INVENTORY_MARKER`] and powers off.
+    /// - `install` (boot [`NodeImage::install_initrd`]): writes the firmware's disk image from
+    ///   [`crate::disk_image`] onto the first disk (`/dev/vda`…), POSTs
+    ///   `<api>/api/machines/<machine>/events` with `{"type":"installed"}`, prints
+    ///   [`INSTALLED_MARKER`] and reboots.
+    pub fn mode_cmdline(mode: &str, api: &str, machine: &str, token: &str) -> String {
+        assert!(matches!(mode, "inventory" | "install"), "mode {mode:?}");
+        for (what, value) in [("api", api), ("machine", machine), ("token", token)] {
+            assert!(
+                !value.is_empty() && value.bytes().all(|b| b.is_ascii_graphic() && b != b'"'),
+                "NodeImage::mode_cmdline: {what} {value:?} must be printable ASCII without spaces or quotes"
+            );
+        }
+        format!(
+            "console=ttyS0 panic=-1 quiet bootfleet.mode={mode} bootfleet.api={api} bootfleet.machine={machine} bootfleet.mtoken={token}"
+        )
+    }
+
+    /// The initramfs for `bootfleet.mode=install`: the node initramfs with the disk images
+    /// appended (a second cpio archive: the kernel unpacks both) as
+    /// `/bootfleet/disk-bios.img.gz` (the boot sector) and `/bootfleet/disk-uefi.img.gz` (the GPT
+    /// disk with its ESP). Built once per cache (next to the node initramfs).
+    pub fn install_initrd(&self) -> PathBuf {
+        let name = self
+            .initrd
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or("initrd")
+            .replace(".cpio", "");
+        let path = self
+            .initrd
+            .with_file_name(format!("{name}-install-{DISK_IMAGES_VERSION}.cpio"));
+        if path.is_file() {
+            return path;
+        }
+        let dir = path.parent().expect("cache dir");
+        let _lock = lock(&dir.join(".install-lock"), Duration::from_secs(300));
+        if path.is_file() {
+            return path;
+        }
+        let work = tempfile::tempdir().expect("tempdir");
+        let uefi = crate::disk_image::uefi_disk_image(work.path());
+        let mut cpio = Cpio::default();
+        cpio.dir("bootfleet");
+        cpio.file(
+            "bootfleet/disk-bios.img.gz",
+            0o644,
+            &gzip(&crate::disk_image::bios_boot_sector(), work.path()),
+        );
+        cpio.file(
+            "bootfleet/disk-uefi.img.gz",
+            0o644,
+            &gzip(&uefi, work.path()),
+        );
+        let mut bytes = std::fs::read(&self.initrd).expect("read the node initramfs");
+        bytes.extend_from_slice(&cpio.finish());
+        write_atomically(&path, &bytes);
+        path
+    }
+
     /// The kernel release the image boots (`6.1.0-…-amd64`).
     pub fn kernel_version(&self) -> String {
         self.kernel
@@ -225,6 +404,21 @@ impl NodeImage {
             .unwrap_or_default()
             .to_owned()
     }
+}
+
+/// Bumped when the disk images of the install initramfs change.
+const DISK_IMAGES_VERSION: &str = "1";
+
+fn gzip(bytes: &[u8], work: &Path) -> Vec<u8> {
+    let input = work.join("gzip-input");
+    std::fs::write(&input, bytes).expect("write gzip input");
+    let out = Command::new("gzip")
+        .args(["-9", "-n", "-c"])
+        .arg(&input)
+        .output()
+        .expect("run gzip");
+    assert!(out.status.success(), "gzip failed");
+    out.stdout
 }
 
 fn percent_encode(s: &str) -> String {
@@ -976,6 +1170,52 @@ impl Cpio {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn mode_cmdlines() {
+        assert_eq!(
+            NodeImage::mode_cmdline("inventory", "http://10.77.0.2:8090", "m-1", "tok.en"),
+            "console=ttyS0 panic=-1 quiet bootfleet.mode=inventory bootfleet.api=http://10.77.0.2:8090 bootfleet.machine=m-1 bootfleet.mtoken=tok.en"
+        );
+        assert!(NodeImage::mode_cmdline("install", "http://a", "m", "t")
+            .contains("bootfleet.mode=install "));
+        for bad in [
+            std::panic::catch_unwind(|| NodeImage::mode_cmdline("rescue", "http://a", "m", "t")),
+            std::panic::catch_unwind(|| NodeImage::mode_cmdline("install", "http://a b", "m", "t")),
+            std::panic::catch_unwind(|| NodeImage::mode_cmdline("install", "http://a", "", "t")),
+        ] {
+            assert!(bad.is_err());
+        }
+    }
+
+    /// The init script (all modes) and the udhcpc hook parse as busybox sh scripts, and the
+    /// inventory JSON escaper escapes.
+    #[test]
+    fn init_scripts_parse_and_escape_json() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        for (name, text) in [("init", INIT_SCRIPT), ("udhcpc", UDHCPC_SCRIPT)] {
+            let path = dir.path().join(name);
+            std::fs::write(&path, text).expect("write");
+            let out = Command::new(BUSYBOX)
+                .args(["sh", "-n"])
+                .arg(&path)
+                .output()
+                .expect("busybox sh -n");
+            assert!(
+                out.status.success(),
+                "{name}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        let start = INIT_SCRIPT.find("json_str() {").expect("json_str");
+        let end = start + INIT_SCRIPT[start..].find('\n').expect("line end");
+        let script = format!("{}\njson_str 'a\"b\\c\tend'", &INIT_SCRIPT[start..end]);
+        let out = Command::new(BUSYBOX)
+            .args(["sh", "-c", &script])
+            .output()
+            .expect("busybox sh");
+        assert_eq!(String::from_utf8_lossy(&out.stdout), "a\\\"b\\\\cend");
+    }
 
     #[test]
     fn percent_encodes_all_but_unreserved() {

@@ -15,6 +15,15 @@ pub enum Firmware {
     Uefi,
 }
 
+/// The hardware of a [`Qemu::netboot_machine`] guest.
+#[derive(Clone, Debug)]
+pub struct MachineSpec {
+    pub cpus: u32,
+    pub memory_mib: u32,
+    /// A raw disk image, used (and written) in place.
+    pub disk: PathBuf,
+}
+
 #[derive(Debug)]
 pub struct Qemu {
     child: Child,
@@ -88,6 +97,52 @@ impl Qemu {
         Self::spawn(cmd, dir, firmware)
     }
 
+    /// A machine of the lab (issue 15): boots from the network through `tap` with `mac`, with
+    /// `cpus` vCPUs, `memory_mib` of RAM and `disk` (a raw image, written in place) as a
+    /// virtio-blk disk. BIOS: SeaBIOS tries the NIC first (`-boot n`) and the disk after;
+    /// UEFI: the NIC is boot option 1 and the disk 2 (`bootindex`), so PXE always comes first
+    /// and the distributor decides. `-no-reboot`: a reboot ends QEMU; boot again to go on.
+    pub fn netboot_machine(
+        lab: &NetLab,
+        tap: &str,
+        mac: &str,
+        firmware: Firmware,
+        machine: &MachineSpec,
+    ) -> Qemu {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut cmd = lab.command(&lab.ns("lan"), "qemu-system-x86_64");
+        cmd.args([
+            "-netdev",
+            &format!("tap,id=n0,ifname={tap},script=no,downscript=no"),
+        ]);
+        cmd.arg("-drive").arg(format!(
+            "file={},format=raw,if=none,id=d0",
+            machine.disk.display()
+        ));
+        match firmware {
+            Firmware::Bios => {
+                cmd.args([
+                    "-boot",
+                    "n",
+                    "-device",
+                    &format!("e1000,netdev=n0,mac={mac}"),
+                    "-device",
+                    "virtio-blk-pci,drive=d0",
+                ]);
+            }
+            Firmware::Uefi => {
+                cmd.args([
+                    "-device",
+                    &format!("virtio-net-pci,netdev=n0,mac={mac},romfile=,bootindex=1"),
+                    "-device",
+                    "virtio-blk-pci,drive=d0,bootindex=2",
+                ]);
+            }
+        }
+        cmd.args(["-smp", &machine.cpus.to_string()]);
+        Self::spawn_with_memory(cmd, dir, firmware, machine.memory_mib)
+    }
+
     /// Boots `boot` on this host with QEMU's user network in `restrict=on` mode: the guest gets an
     /// address from QEMU's internal DHCP, cannot reach anything, except that TCP to
     /// [`GUEST_FORWARD_ADDR`]:80 is forwarded to `127.0.0.1:forward_port` (one `socat` per
@@ -144,13 +199,22 @@ impl Qemu {
         Self::spawn(cmd, dir, firmware)
     }
 
-    fn spawn(mut cmd: Command, dir: tempfile::TempDir, firmware: Firmware) -> Qemu {
+    fn spawn(cmd: Command, dir: tempfile::TempDir, firmware: Firmware) -> Qemu {
+        Self::spawn_with_memory(cmd, dir, firmware, 256)
+    }
+
+    fn spawn_with_memory(
+        mut cmd: Command,
+        dir: tempfile::TempDir,
+        firmware: Firmware,
+        memory_mib: u32,
+    ) -> Qemu {
         let serial = dir.path().join("serial.log");
         cmd.args([
             "-accel",
             "tcg",
             "-m",
-            "256",
+            &memory_mib.to_string(),
             "-nographic",
             "-monitor",
             "none",
@@ -188,6 +252,23 @@ impl Qemu {
         crate::wait_until(within, Duration::from_millis(100), || {
             self.serial().contains(needle)
         })
+    }
+
+    /// Whether QEMU has ended (the guest powered off or rebooted under `-no-reboot`).
+    pub fn exited(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(Some(_)))
+    }
+
+    /// Waits until QEMU ends, at most `within`.
+    pub fn wait_exit(&mut self, within: Duration) -> bool {
+        let deadline = std::time::Instant::now() + within;
+        while std::time::Instant::now() < deadline {
+            if self.exited() {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        false
     }
 
     pub fn dir(&self) -> &Path {
