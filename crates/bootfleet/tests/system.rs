@@ -858,6 +858,16 @@ async fn bad_input_is_refused_with_the_field_named_and_nothing_written(backend: 
         ),
         (Method::GET, "/api/nothing-here".into(), None, 404, None),
         (Method::PATCH, "/api/mainscripts".into(), None, 405, None),
+        // The router's own refusals come in the envelope too.
+        (Method::GET, "/api/mainscripts/%ff".into(), None, 400, None),
+        (Method::GET, "/ipxes/%ff/ipxe.efi".into(), None, 400, None),
+        (
+            Method::GET,
+            "/api/mainscripts?page=%ff".into(),
+            None,
+            400,
+            None,
+        ),
     ];
     for (method, path, body, status, field) in cases {
         let r = lab.admin(method.clone(), &path, body).await;

@@ -222,6 +222,57 @@ pub async fn observe(mut req: Request, next: Next) -> Response {
     response
 }
 
+/// Every error the gateway's router answers is in the JSON envelope: axum's own refusals (a path
+/// segment that is not UTF-8, a query string that does not parse) come as plain text and are
+/// wrapped here, keeping their status and headers. (Refusals hyper makes before a request
+/// reaches the router, such as a head that is too large, cannot be shaped.)
+pub async fn envelope(req: Request, next: Next) -> Response {
+    /// Plain-text refusals are one line; more is not read.
+    const MAX_MESSAGE: usize = 4096;
+    let response = next.run(req).await;
+    let status = response.status();
+    let json = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
+    if json || !(status.is_client_error() || status.is_server_error()) {
+        return response;
+    }
+    let code = ErrorCode::ALL
+        .into_iter()
+        .find(|c| c.http_status() == status.as_u16())
+        .unwrap_or(if status.is_client_error() {
+            ErrorCode::InvalidArgument
+        } else {
+            ErrorCode::Internal
+        });
+    let (mut parts, body) = response.into_parts();
+    let text = axum::body::to_bytes(body, MAX_MESSAGE)
+        .await
+        .map(|b| String::from_utf8_lossy(&b).trim().to_owned())
+        .unwrap_or_default();
+    let message = if text.is_empty() {
+        status
+            .canonical_reason()
+            .unwrap_or("refused")
+            .to_ascii_lowercase()
+    } else {
+        // Lowercase, as our own messages are ("Invalid URL: ..." → "invalid URL: ...").
+        let mut chars = text.chars();
+        chars
+            .next()
+            .map(|c| c.to_lowercase().chain(chars).collect())
+            .unwrap_or_default()
+    };
+    let wrapped = HttpError(ApiError::new(code, message)).into_response();
+    parts.headers.remove(header::CONTENT_LENGTH);
+    parts.headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    Response::from_parts(parts, wrapped.into_body())
+}
+
 /// Added to a handler's own wait on a dependency so that its error (naming what timed out)
 /// is the answer rather than the gateway's generic one.
 const DEADLINE_SLACK: Duration = Duration::from_secs(5);

@@ -121,6 +121,7 @@ pub fn router(bus: Bus, config: GatewayConfig) -> Router {
                 format!("{} is not allowed on {}", req.method(), req.uri().path()),
             ))
         })
+        .layer(middleware::from_fn(http::envelope))
         .layer(middleware::from_fn_with_state(
             limits.request_timeout,
             http::deadline,
