@@ -160,11 +160,26 @@ impl Bus {
     {
         let payload = bytes::Bytes::from(req.encode_to_vec());
         let mut last = ApiError::unavailable("no attempt made");
+        // An attempt that timed out may have been taken (and committed) by a service that then
+        // could not answer: once one has, the outcome is unknown, and a later "no responders"
+        // must not turn that into "not taken" (503), which a client would retry.
+        let mut maybe_taken: Option<ApiError> = None;
         for attempt in 1..=self.attempts {
             match self.attempt(trace, subject, payload.clone()).await {
                 Ok(reply) => return decode_reply(reply),
-                Err((e, false)) => return Err(e),
-                Err((e, true)) => {
+                Err((e, Failed::Final)) => return Err(e),
+                Err((e, retry)) => {
+                    if retry == Failed::MaybeTaken {
+                        maybe_taken.get_or_insert_with(|| {
+                            ApiError::new(
+                                ErrorCode::Timeout,
+                                format!(
+                                    "outcome unknown: a request to {subject} may have been taken but got no reply ({})",
+                                    e.message
+                                ),
+                            )
+                        });
+                    }
                     tracing::warn!(
                         subject,
                         attempt,
@@ -179,7 +194,7 @@ impl Bus {
                 tokio::time::sleep(Duration::from_millis(50 * u64::from(attempt))).await;
             }
         }
-        Err(last)
+        Err(maybe_taken.unwrap_or(last))
     }
 
     async fn attempt(
@@ -187,7 +202,7 @@ impl Bus {
         trace: &TraceParent,
         subject: &str,
         payload: bytes::Bytes,
-    ) -> Result<async_nats::Message, (ApiError, bool)> {
+    ) -> Result<async_nats::Message, (ApiError, Failed)> {
         let mut headers = HeaderMap::new();
         headers.insert(TRACEPARENT_HEADER, trace.to_string().as_str());
         let request = async_nats::Request::new()
@@ -202,32 +217,44 @@ impl Bus {
                 // request died or stalled; another instance (or a restarted one) may answer.
                 async_nats::RequestErrorKind::NoResponders => (
                     ApiError::unavailable(format!("no instance of the service answers {subject}")),
-                    true,
+                    Failed::NotTaken,
                 ),
                 async_nats::RequestErrorKind::TimedOut => (
                     ApiError::new(
                         ErrorCode::Timeout,
                         format!("the service did not answer {subject} in time"),
                     ),
-                    true,
+                    Failed::MaybeTaken,
                 ),
                 async_nats::RequestErrorKind::MaxPayloadExceeded => (
                     ApiError::new(
                         ErrorCode::PayloadTooLarge,
                         "the request is larger than the bus allows",
                     ),
-                    false,
+                    Failed::Final,
                 ),
                 async_nats::RequestErrorKind::InvalidSubject => (
                     ApiError::internal(format!("invalid bus subject {subject:?}")),
-                    false,
+                    Failed::Final,
                 ),
                 async_nats::RequestErrorKind::Other => (
                     ApiError::unavailable(format!("the bus failed a request to {subject}: {e}")),
-                    true,
+                    Failed::MaybeTaken,
                 ),
             })
     }
+}
+
+/// How one attempt of a request failed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Failed {
+    /// Not worth another attempt (the request itself is wrong).
+    Final,
+    /// Nothing took it (no responders): another attempt may reach a restarted instance.
+    NotTaken,
+    /// It may have been taken (a timeout, a connection lost after sending): retried, but the
+    /// outcome is unknown if no attempt answers.
+    MaybeTaken,
 }
 
 fn decode_reply<Resp: Message + Default>(

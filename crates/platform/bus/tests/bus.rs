@@ -127,6 +127,35 @@ async fn no_responders_and_timeouts_are_clear_errors() {
     service.stop().await;
 }
 
+/// An attempt that timed out may have been taken: when a later attempt meets no responders (the
+/// instance that took it died, or NATS came back before the services), the outcome is unknown
+/// (504 timeout), never "not taken" (503), which a client would retry.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_that_may_have_been_taken_is_never_reported_as_not_taken() {
+    const TAKEN: &str = "bootfleet.v1.test.taken";
+    let nats = NatsServer::start();
+    let bus = bus(&nats, 300, 3).await;
+    // A responder that takes the first request, never answers, and goes away.
+    let mut taker = bus.client().subscribe(TAKEN).await.expect("subscribe");
+    bus.client().flush().await.expect("flush");
+    let taken = tokio::spawn(async move {
+        let first = taker.next().await.expect("the first attempt arrives");
+        taker.unsubscribe().await.expect("unsubscribe");
+        first
+    });
+    let err = bus
+        .request::<_, proto::Script>(&TraceParent::new_root(), TAKEN, &echo("x"))
+        .await
+        .expect_err("no answer");
+    taken.await.expect("the request was taken");
+    assert_eq!(err.code, ErrorCode::Timeout, "{err:?}");
+    assert!(
+        err.message.starts_with("outcome unknown"),
+        "{}",
+        err.message
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn clients_and_services_reconnect_after_a_nats_restart() {
     let mut nats = NatsServer::start();
