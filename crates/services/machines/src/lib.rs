@@ -38,6 +38,11 @@ pub const DECISION_MAX_AGE_SECS: u32 = 10;
 pub const TIMELINE_BOOTS: usize = 20;
 /// Events kept per MAC (the oldest go first).
 pub const MAX_EVENTS_PER_MAC: u64 = 400;
+/// Events older than this go, whatever their MAC (MACs that booted once and never again would
+/// otherwise keep theirs for ever).
+pub const MAX_EVENT_AGE_MS: i64 = 30 * 86_400_000;
+/// How often an instance drops events past that age.
+const EVENT_PRUNE_EVERY: std::time::Duration = std::time::Duration::from_secs(600);
 /// History entries a machine shows (the newest).
 pub const MAX_HISTORY: u64 = 200;
 /// The environment variable naming the gateway's address as nodes reach it.
@@ -1432,6 +1437,15 @@ impl Machines {
         Ok(())
     }
 
+    /// Drops every event older than [`MAX_EVENT_AGE_MS`].
+    pub async fn prune_old_events(&self) -> Result<u64, ApiError> {
+        let mut prune = Query::delete();
+        prune
+            .from_table(Alias::new("machine_events"))
+            .and_where(Expr::col(Alias::new("at")).lt(now_ms() - MAX_EVENT_AGE_MS));
+        self.exec(&prune).await
+    }
+
     /// A boot event a distributor published (on its site's subject).
     pub async fn boot_event(&self, site: &str, event: proto::BootEvent) -> Result<(), ApiError> {
         validate::artifact_id("artifactId", site)?;
@@ -1713,9 +1727,16 @@ async fn consume_boot_events(
     use futures_util::StreamExt;
     use prost::Message;
     let prefix = subjects::ALL_BOOT_EVENTS.trim_end_matches('>');
+    let mut prune = tokio::time::interval(EVENT_PRUNE_EVERY);
     loop {
         let msg = tokio::select! {
             msg = sub.next() => match msg { Some(m) => m, None => break },
+            _ = prune.tick() => {
+                if let Err(e) = machines.prune_old_events().await {
+                    tracing::warn!(error = %e.message, "old boot events not pruned");
+                }
+                continue;
+            }
             _ = stop.changed() => break,
         };
         if msg.payload.len() > 4096 {
