@@ -904,6 +904,25 @@ async fn boot_decisions_for_each_state_and_site_policy(backend: Backend) {
         .await
         .ok(200);
     assert_eq!(set_policy["discoveryProfile"], "discovery");
+    // A site's discovery profile cannot go; an unused profile can.
+    lab.admin(Method::DELETE, "/api/profiles/discovery", None)
+        .await
+        .expect_error(409, None);
+    lab.admin(
+        Method::PUT,
+        "/api/profiles/spare",
+        Some(json!({"ipxeTemplate": "#!ipxe\n"})),
+    )
+    .await
+    .ok(201);
+    let gone = lab
+        .admin(Method::DELETE, "/api/profiles/spare", None)
+        .await
+        .ok(200);
+    assert_eq!(gone["name"], "spare");
+    lab.admin(Method::GET, "/api/profiles/spare", None)
+        .await
+        .expect_error(404, None);
     let d = lab.decide("site-1", "52:54:00:dd:00:42", "uefi").await;
     assert_eq!(d.action(), Action::Script);
     assert!(!d.machine_id.is_empty());

@@ -1187,6 +1187,26 @@ impl Machines {
                 format!("profile {} is the profile of machine {}", rec.name, user.id),
             ));
         }
+        let mut select = Query::select();
+        select
+            .column(Alias::new("artifact_id"))
+            .from(Alias::new("machine_sites"))
+            .and_where(Expr::col(Alias::new("discovery_profile")).eq(rec.name.as_str()));
+        if let Some(row) = self
+            .db
+            .query_one(self.build(&select))
+            .await
+            .map_err(db_error)?
+        {
+            let site: String = row.try_get_by_index(0).map_err(db_error)?;
+            return Err(ApiError::new(
+                ErrorCode::Conflict,
+                format!(
+                    "profile {} is the discovery profile of site {site}",
+                    rec.name
+                ),
+            ));
+        }
         bootfleet_store::delete(&self.db, &PROFILES, &rec.id).await?;
         json(&rec.row())
     }
