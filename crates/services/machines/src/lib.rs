@@ -1681,12 +1681,31 @@ impl MachinesService {
 
     /// With the node-facing API address from `BOOTFLEET_NODE_API_URL`, or its default.
     pub fn from_env() -> Self {
-        let url = std::env::var(NODE_API_URL_ENV)
-            .ok()
-            .filter(|u| !u.trim().is_empty())
-            .unwrap_or_else(|| DEFAULT_NODE_API_URL.to_owned());
+        let url = match std::env::var(NODE_API_URL_ENV) {
+            Ok(u) if node_api_url_ok(u.trim()) => u.trim().to_owned(),
+            Ok(u) if !u.trim().is_empty() => {
+                tracing::warn!(
+                    value = %u,
+                    "{NODE_API_URL_ENV} is not an http(s) URL without spaces; using {DEFAULT_NODE_API_URL}"
+                );
+                DEFAULT_NODE_API_URL.to_owned()
+            }
+            _ => DEFAULT_NODE_API_URL.to_owned(),
+        };
         MachinesService::new(url)
     }
+}
+
+/// An `http://` or `https://` URL with a host and nothing a template or iPXE would split on.
+fn node_api_url_ok(url: &str) -> bool {
+    let rest = url
+        .strip_prefix("http://")
+        .or_else(|| url.strip_prefix("https://"));
+    matches!(rest, Some(r) if !r.is_empty() && !r.starts_with('/'))
+        && url.len() <= 512
+        && !url
+            .chars()
+            .any(|c| c.is_whitespace() || c.is_control() || matches!(c, '?' | '#' | '"' | '\''))
 }
 
 static SCHEMA: Schema = Schema::new::<MachinesMigrator>(&[
@@ -1838,6 +1857,24 @@ mod tests {
             kind: kind.into(),
             detail: serde_json::to_string(&d).unwrap_or_default(),
             at,
+        }
+    }
+
+    #[test]
+    fn node_api_urls() {
+        for good in ["http://10.0.2.100:8080", "https://boot.example/bootfleet"] {
+            assert!(node_api_url_ok(good), "{good}");
+        }
+        for bad in [
+            "",
+            "10.0.2.100:8080",
+            "http://",
+            "http:///x",
+            "http://a b",
+            "ftp://x",
+            "http://x/?a",
+        ] {
+            assert!(!node_api_url_ok(bad), "{bad}");
         }
     }
 
