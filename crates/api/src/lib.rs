@@ -5,6 +5,7 @@
 pub mod artifacts;
 pub mod error;
 pub mod list;
+pub mod machines;
 pub mod rest;
 pub mod subjects;
 pub mod validate;

@@ -382,6 +382,9 @@ pub struct LocalNodeRow {
     pub last_seen: String,
     /// The SSH host key recorded at the first script run (empty until then).
     pub host_key: String,
+    /// The machine record (`/api/machines/:id`) with this node's MAC, or its IP at its site.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub machine_id: Option<String>,
     pub created_at: String,
     pub updated_at: String,
 }
@@ -397,6 +400,7 @@ impl From<proto::LocalNode> for LocalNodeRow {
             pingable: n.pingable,
             last_seen: format_timestamp(n.last_seen_ms),
             host_key: n.host_key,
+            machine_id: (!n.machine_id.is_empty()).then_some(n.machine_id),
             created_at: format_timestamp(n.created_at_ms),
             updated_at: format_timestamp(n.updated_at_ms),
         }

@@ -153,6 +153,18 @@ pub fn machines_boots() -> String {
     format!("{PREFIX}.{MACHINES}.boot.>")
 }
 
+/// The gateway's calls of the `machines` service (`MachinesCall` → `MachinesReply`), one
+/// subject per operation: `create`, `list`, `get`, `update`, `delete`, `state`, `history`,
+/// `import`, `event`, `inventory`, `script`, `file`, `timeline`, `profiles.*`, `sites.*`.
+pub fn machines_op(op: &str) -> String {
+    format!("{PREFIX}.{MACHINES}.{op}")
+}
+
+/// The `localnodes` service asks which machines its nodes are (`MachineLookups`).
+pub fn machines_lookup() -> String {
+    format!("{PREFIX}.{MACHINES}.lookup")
+}
+
 /// A distributor asks for the nodes of its site (to probe them).
 pub fn localnodes_of_site(artifact_id: &str) -> String {
     format!("{PREFIX}.{LOCALNODES}.site.{artifact_id}")

@@ -8,8 +8,8 @@
 //!
 //! Why each distributor permission exists (see `bootfleet_site_agent::agent`):
 //! - publish `bootfleet.v1.distributors.heartbeat.<site>`, `bootfleet.v1.localnodes.site.<site>`,
-//!   `bootfleet.v1.localnodes.reachability.<site>`: its requests to the services, which accept
-//!   them only for the site their subject names;
+//!   `bootfleet.v1.localnodes.reachability.<site>`, `bootfleet.v1.machines.boot.<site>`: its
+//!   requests to the services, which accept them only for the site their subject names;
 //! - publish `bootfleet.v1.events.boot.<site>`: its boot events;
 //! - publish `<inbox prefix>.>`: subjects only it subscribes to; `bootfleet_bus::sync` sends a
 //!   request there to learn that the server has its subscriptions;
@@ -142,6 +142,8 @@ pub fn distributor_permissions(site: &str) -> Permissions {
         subjects::distributor_heartbeat(site),
         subjects::localnodes_of_site(site),
         subjects::localnodes_reachability(site),
+        // What a PXE client of its site gets, by MAC (the machines service answers).
+        subjects::machines_boot(site),
         subjects::boot_events(site),
         // Its own inbox space, where only it listens: `bootfleet_bus::sync`'s round trip.
         format!("{}.>", inbox_prefix(site)),
@@ -444,7 +446,7 @@ authorization {
       user: "distributor-site-1"
       password: "hash(pw2)"
       permissions: {
-        publish: { allow: ["bootfleet.v1.distributors.heartbeat.site-1", "bootfleet.v1.localnodes.site.site-1", "bootfleet.v1.localnodes.reachability.site-1", "bootfleet.v1.events.boot.site-1", "_INBOX_site-1.>", "$JS.API.STREAM.INFO.OBJ_bootfleet-artifacts", "$JS.API.DIRECT.GET.OBJ_bootfleet-artifacts.>", "$JS.API.STREAM.MSG.GET.OBJ_bootfleet-artifacts", "$JS.API.DIRECT.GET.OBJ_bootfleet-artifacts"] }
+        publish: { allow: ["bootfleet.v1.distributors.heartbeat.site-1", "bootfleet.v1.localnodes.site.site-1", "bootfleet.v1.localnodes.reachability.site-1", "bootfleet.v1.machines.boot.site-1", "bootfleet.v1.events.boot.site-1", "_INBOX_site-1.>", "$JS.API.STREAM.INFO.OBJ_bootfleet-artifacts", "$JS.API.DIRECT.GET.OBJ_bootfleet-artifacts.>", "$JS.API.STREAM.MSG.GET.OBJ_bootfleet-artifacts", "$JS.API.DIRECT.GET.OBJ_bootfleet-artifacts"] }
         subscribe: { allow: ["bootfleet.v1.distributor.site-1.control", "bootfleet.v1.distributor.site-1.apply", "bootfleet.v1.distributor.site-1.exec", "bootfleet.v1.distributor-agent.ping", "_INBOX_site-1.>"] }
         allow_responses: { max: 1, expires: "1h5m" }
       }
@@ -453,7 +455,7 @@ authorization {
       user: "distributor-lab.b"
       password: "hash(pw3)"
       permissions: {
-        publish: { allow: ["bootfleet.v1.distributors.heartbeat.lab.b", "bootfleet.v1.localnodes.site.lab.b", "bootfleet.v1.localnodes.reachability.lab.b", "bootfleet.v1.events.boot.lab.b", "_INBOX_lab_db.>", "$JS.API.STREAM.INFO.OBJ_bootfleet-artifacts", "$JS.API.DIRECT.GET.OBJ_bootfleet-artifacts.>", "$JS.API.STREAM.MSG.GET.OBJ_bootfleet-artifacts", "$JS.API.DIRECT.GET.OBJ_bootfleet-artifacts"] }
+        publish: { allow: ["bootfleet.v1.distributors.heartbeat.lab.b", "bootfleet.v1.localnodes.site.lab.b", "bootfleet.v1.localnodes.reachability.lab.b", "bootfleet.v1.machines.boot.lab.b", "bootfleet.v1.events.boot.lab.b", "_INBOX_lab_db.>", "$JS.API.STREAM.INFO.OBJ_bootfleet-artifacts", "$JS.API.DIRECT.GET.OBJ_bootfleet-artifacts.>", "$JS.API.STREAM.MSG.GET.OBJ_bootfleet-artifacts", "$JS.API.DIRECT.GET.OBJ_bootfleet-artifacts"] }
         subscribe: { allow: ["bootfleet.v1.distributor.lab.b.control", "bootfleet.v1.distributor.lab.b.apply", "bootfleet.v1.distributor.lab.b.exec", "bootfleet.v1.distributor-agent.ping", "_INBOX_lab_db.>"] }
         allow_responses: { max: 1, expires: "1h5m" }
       }

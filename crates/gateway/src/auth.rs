@@ -71,6 +71,13 @@ pub enum Access {
     /// What a node reports about itself (registration): `admin` or `node`. The token must come
     /// in the Authorization header.
     NodeWrite,
+    /// What a machine fetches for itself (its script, its rendered templates): its own machine
+    /// token (checked by the `machines` service), or an `admin` or `user` token. Either may come
+    /// in `?token=`, because iPXE cannot send headers.
+    MachineRead,
+    /// What a machine reports about itself (inventory, the install callback): its own machine
+    /// token, or an `admin` token; in the header or `?token=`.
+    MachineWrite,
 }
 
 impl Access {
@@ -81,11 +88,32 @@ impl Access {
             Access::Write => role == Role::Admin,
             Access::NodeRead => true,
             Access::NodeWrite => matches!(role, Role::Admin | Role::Node),
+            Access::MachineRead => matches!(role, Role::Admin | Role::User),
+            Access::MachineWrite => role == Role::Admin,
         }
     }
 
     pub fn accepts_query_token(self) -> bool {
-        self == Access::NodeRead
+        matches!(
+            self,
+            Access::NodeRead | Access::MachineRead | Access::MachineWrite
+        )
+    }
+
+    /// Whether a machine token (checked by the `machines` service, not here) may stand in for
+    /// an operator token.
+    pub fn accepts_machine_token(self) -> bool {
+        matches!(self, Access::MachineRead | Access::MachineWrite)
+    }
+}
+
+/// A machine token the caller presented (a request extension on machine routes).
+#[derive(Clone)]
+pub struct MachineToken(pub String);
+
+impl std::fmt::Debug for MachineToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("MachineToken(***)")
     }
 }
 

@@ -56,7 +56,6 @@ impl<T: DeserializeOwned> FromRequest<crate::AppState> for JsonBody<T> {
     type Rejection = HttpError;
 
     async fn from_request(req: Request, state: &crate::AppState) -> Result<Self, Self::Rejection> {
-        use futures_util::StreamExt;
         let is_json = req
             .headers()
             .get(header::CONTENT_TYPE)
@@ -77,59 +76,67 @@ impl<T: DeserializeOwned> FromRequest<crate::AppState> for JsonBody<T> {
                 "the body must be JSON (Content-Type: application/json)",
             )));
         }
-        let limit = state.body_limit();
-        let too_large = || {
-            HttpError(ApiError::new(
-                ErrorCode::PayloadTooLarge,
-                format!("the body is larger than the gateway accepts ({limit} bytes)"),
-            ))
-        };
-        let declared = req
-            .headers()
-            .get(header::CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse::<usize>().ok());
-        if declared.is_some_and(|len| len > DRAIN_CAP) {
-            return Err(too_large());
-        }
-        let mut stream = req.into_body().into_data_stream();
-        let mut bytes = Vec::new();
-        let mut total = 0usize;
-        // A client trickling its body would otherwise hold the connection and this task.
-        let deadline = state.body_read_timeout();
-        let read = tokio::time::timeout(deadline, async {
-            while let Some(chunk) = stream.next().await {
-                let chunk = chunk.map_err(|_| {
-                    HttpError(ApiError::invalid("body", "cannot read the request body"))
-                })?;
-                total = total.saturating_add(chunk.len());
-                if total > DRAIN_CAP {
-                    break;
-                }
-                if total <= limit {
-                    bytes.extend_from_slice(&chunk);
-                }
-            }
-            Ok::<(), HttpError>(())
-        })
-        .await;
-        match read {
-            Ok(result) => result?,
-            Err(_) => {
-                return Err(HttpError(ApiError::new(
-                    ErrorCode::RequestTimeout,
-                    format!(
-                        "the request body did not arrive within {} s",
-                        deadline.as_secs_f64()
-                    ),
-                )))
-            }
-        }
-        if total > limit {
-            return Err(too_large());
-        }
+        let bytes = read_body(req, state).await?;
         parse_json(&bytes).map(JsonBody).map_err(HttpError)
     }
+}
+
+/// Reads a request body of any type up to the gateway's limit (413 beyond it, 408 when it does
+/// not arrive in time).
+pub async fn read_body(req: Request, state: &crate::AppState) -> Result<Vec<u8>, HttpError> {
+    use futures_util::StreamExt;
+    let limit = state.body_limit();
+    let too_large = || {
+        HttpError(ApiError::new(
+            ErrorCode::PayloadTooLarge,
+            format!("the body is larger than the gateway accepts ({limit} bytes)"),
+        ))
+    };
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    if declared.is_some_and(|len| len > DRAIN_CAP) {
+        return Err(too_large());
+    }
+    let mut stream = req.into_body().into_data_stream();
+    let mut bytes = Vec::new();
+    let mut total = 0usize;
+    // A client trickling its body would otherwise hold the connection and this task.
+    let deadline = state.body_read_timeout();
+    let read = tokio::time::timeout(deadline, async {
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk.map_err(|_| {
+                HttpError(ApiError::invalid("body", "cannot read the request body"))
+            })?;
+            total = total.saturating_add(chunk.len());
+            if total > DRAIN_CAP {
+                break;
+            }
+            if total <= limit {
+                bytes.extend_from_slice(&chunk);
+            }
+        }
+        Ok::<(), HttpError>(())
+    })
+    .await;
+    match read {
+        Ok(result) => result?,
+        Err(_) => {
+            return Err(HttpError(ApiError::new(
+                ErrorCode::RequestTimeout,
+                format!(
+                    "the request body did not arrive within {} s",
+                    deadline.as_secs_f64()
+                ),
+            )))
+        }
+    }
+    if total > limit {
+        return Err(too_large());
+    }
+    Ok(bytes)
 }
 
 fn backticked(message: &str) -> Option<&str> {

@@ -189,7 +189,7 @@ fn operation(route: &RouteDef) -> utoipa::openapi::path::Operation {
                 error_response("permission_denied: the token's role may not do this"),
             );
         op = op.security(SecurityRequirement::new("bearer", Vec::<String>::new()));
-        if route.access == Access::NodeRead {
+        if route.access.accepts_query_token() {
             op = op.security(SecurityRequirement::new("nodeToken", Vec::<String>::new()));
         }
     }

@@ -22,6 +22,7 @@ mod artifacts;
 mod boot_events;
 mod distributors;
 mod localnodes;
+mod machines;
 mod scripts;
 mod sshkeys;
 mod system;
@@ -35,6 +36,7 @@ pub fn routes() -> Vec<RouteDef> {
         distributors::routes(),
         boot_events::routes(),
         localnodes::routes(),
+        machines::routes(),
         artifacts::routes(),
     ]
     .into_iter()

@@ -83,6 +83,7 @@ impl From<Record> for proto::LocalNode {
             created_at_ms: r.created_at,
             updated_at_ms: r.updated_at,
             host_key: r.host_key,
+            machine_id: String::new(),
         }
     }
 }
@@ -110,11 +111,57 @@ pub fn validated(req: proto::RegisterLocalNode) -> Result<proto::RegisterLocalNo
 #[derive(Clone, Debug)]
 pub struct Localnodes {
     db: DatabaseConnection,
+    /// Asks the `machines` service which machine each node is (none in tests without a bus).
+    bus: Option<Bus>,
 }
+
+/// How long a get or a list waits for the machines service to name the nodes' machines; without
+/// an answer the rows go out without `machineId`.
+const MACHINE_LOOKUP_TIMEOUT: std::time::Duration = std::time::Duration::from_millis(500);
 
 impl Localnodes {
     pub fn new(db: DatabaseConnection) -> Self {
-        Localnodes { db }
+        Localnodes { db, bus: None }
+    }
+
+    /// With a bus: rows carry the id of the machine with the node's MAC (or IP at its site).
+    pub fn with_bus(db: DatabaseConnection, bus: Bus) -> Self {
+        Localnodes { db, bus: Some(bus) }
+    }
+
+    async fn link_machines(&self, nodes: &mut [proto::LocalNode]) {
+        let Some(bus) = &self.bus else {
+            return;
+        };
+        if nodes.is_empty() {
+            return;
+        }
+        let req = proto::MachineLookups {
+            items: nodes
+                .iter()
+                .map(|n| proto::MachineLookup {
+                    artifact_id: n.artifact_id.clone(),
+                    ip: n.ip.clone(),
+                    mac: n.mac.clone(),
+                })
+                .collect(),
+        };
+        let answer: Result<proto::MachineRefs, ApiError> = bus
+            .with_timeout(MACHINE_LOOKUP_TIMEOUT, 1)
+            .request(
+                &bootfleet_bus::TraceParent::new_root(),
+                &subjects::machines_lookup(),
+                &req,
+            )
+            .await;
+        match answer {
+            Ok(refs) => {
+                for (node, id) in nodes.iter_mut().zip(refs.machine_ids) {
+                    node.machine_id = id;
+                }
+            }
+            Err(e) => tracing::debug!(error = %e.message, "no machine ids for localnodes"),
+        }
     }
 
     async fn find(&self, conditions: &[(&str, &str)]) -> Result<Option<Record>, ApiError> {
@@ -184,19 +231,23 @@ impl Localnodes {
 
     pub async fn get(&self, req: proto::IdRequest) -> Result<proto::LocalNode, ApiError> {
         let id = validate::id("id", &req.id)?;
-        self.find(&[("id", &id)])
+        let node: proto::LocalNode = self
+            .find(&[("id", &id)])
             .await?
             .map(Into::into)
-            .ok_or_else(|| ApiError::not_found(format!("localnode {id}")))
+            .ok_or_else(|| ApiError::not_found(format!("localnode {id}")))?;
+        let mut nodes = [node];
+        self.link_machines(&mut nodes).await;
+        let [node] = nodes;
+        Ok(node)
     }
 
     pub async fn list(&self, req: proto::ListRequest) -> Result<proto::LocalNodeList, ApiError> {
         let params = ListParams::from_proto(&req)?;
         let (rows, total) = bootfleet_store::list::<Record>(&self.db, &SPEC, &params).await?;
-        Ok(proto::LocalNodeList {
-            rows: rows.into_iter().map(Into::into).collect(),
-            total,
-        })
+        let mut rows: Vec<proto::LocalNode> = rows.into_iter().map(Into::into).collect();
+        self.link_machines(&mut rows).await;
+        Ok(proto::LocalNodeList { rows, total })
     }
 
     /// Deletes the row and answers with it.
@@ -377,7 +428,7 @@ impl Service for LocalnodesService {
     ) -> Result<ServiceBuilder, StartError> {
         let script_bus = ctx.bus.clone();
         Ok(service
-            .with_state(Localnodes::new(ctx.db.clone()))
+            .with_state(Localnodes::with_bus(ctx.db.clone(), ctx.bus.clone()))
             .route(
                 subjects::subject(SERVICE, Op::Create),
                 |n: Localnodes, _, req| async move { n.register(req).await },
