@@ -725,7 +725,7 @@ async fn states_history_inventory_and_install_callback(backend: Backend) {
         .await;
     assert_eq!(
         script.text,
-        "#!ipxe\nsanboot --no-describe --drive 0x80 || exit\n"
+        "#!ipxe\necho bootfleet: booting from the local disk\nsanboot --no-describe --drive 0x80 || exit\n"
     );
 
     let history = lab

@@ -1600,25 +1600,73 @@ enum Outcome {
     SiteDefault,
 }
 
-/// The iPXE script that boots the local disk: the first BIOS disk, or back to the UEFI firmware
-/// (which boots the next entry of its boot order).
+/// The iPXE script that boots the local disk, the same the distributor serves for `LOCAL_DISK`
+/// (LAB-NOTES-localboot): the first disk by `sanboot`, else back to the firmware (`exit 1` under
+/// UEFI: a plain `exit` from an ipxe.efi loaded over PXE leaves OVMF in its setup menu).
 pub fn local_disk_script(firmware: &str) -> String {
-    if firmware == "uefi" {
-        "#!ipxe\nexit\n".to_owned()
-    } else {
-        "#!ipxe\nsanboot --no-describe --drive 0x80 || exit\n".to_owned()
-    }
+    let fallback = if firmware == "uefi" { "exit 1" } else { "exit" };
+    format!("#!ipxe\necho bootfleet: booting from the local disk\nsanboot --no-describe --drive 0x80 || {fallback}\n")
+}
+
+/// DHCP answers of one kind this close together are one round (a DISCOVER and its REQUEST, or
+/// a client's quick retries), not two boots; so is a boot decision and the answer it made (ms
+/// apart). Short: under emulation a whole boot to an installer's callback takes ~15 s, and the
+/// next boot's decision must open a boot of its own.
+const SAME_ROUND_MS: i64 = 8_000;
+
+/// What opens a boot: the service's decision for a MAC, or a DHCP answer (or refusal) to the
+/// firmware's PXE or to iPXE.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Round {
+    Decision,
+    Firmware,
+    Ipxe,
 }
 
 /// Events in time order grouped into boots, newest boot first, at most [`TIMELINE_BOOTS`]. A
-/// boot starts at a DHCP answer to the firmware (iPXE's own DHCP round belongs to the boot).
+/// boot starts at a boot decision or a DHCP answer: to the firmware's PXE, or to an iPXE that is
+/// the firmware (a NIC whose ROM is iPXE, as QEMU's). iPXE's own DHCP round after a firmware's
+/// belongs to that boot, and so do a decision and the answer it made, or a repeated answer of the
+/// same kind, within [`SAME_ROUND_MS`].
 fn boots(events: Vec<EventRec>) -> Vec<TimelineBoot> {
     let mut boots: Vec<TimelineBoot> = Vec::new();
     let mut last_at: Option<i64> = None;
+    // The current boot's last round event: its kind and when.
+    let mut last_round: Option<(Round, i64)> = None;
     for e in events {
         let detail: BTreeMap<String, String> = serde_json::from_str(&e.detail).unwrap_or_default();
-        let starts =
-            e.kind == "dhcp_answered" && detail.get("ipxe").map(String::as_str) != Some("true");
+        let ipxe = detail.get("ipxe").map(String::as_str) == Some("true");
+        let round = match e.kind.as_str() {
+            "boot_decision" => Some(Round::Decision),
+            "dhcp_answered" | "dhcp_ignored" if ipxe => Some(Round::Ipxe),
+            "dhcp_answered" | "dhcp_ignored" => Some(Round::Firmware),
+            _ => None,
+        };
+        let starts = match (round, last_round) {
+            (None, _) => false,
+            (Some(_), None) => true,
+            (Some(now), Some((before, at))) => {
+                let close = e.at - at < SAME_ROUND_MS;
+                let continues = match (before, now) {
+                    // iPXE chained from the firmware's PXE asks again.
+                    (Round::Firmware, Round::Ipxe) => true,
+                    (Round::Decision, _) | (_, Round::Decision) => close,
+                    (a, b) => a == b && close,
+                };
+                !continues
+            }
+        };
+        if starts {
+            last_round = None;
+        }
+        if let Some(now) = round {
+            // A decision leaves the round as it was (the answer it made says which).
+            let kept = match (now, last_round) {
+                (Round::Decision, Some((before, _))) => before,
+                _ => now,
+            };
+            last_round = Some((kept, e.at));
+        }
         if starts || boots.is_empty() {
             boots.push(TimelineBoot {
                 started_at: format_timestamp(e.at),
@@ -1892,5 +1940,53 @@ mod tests {
         assert_eq!(b[1].steps.len(), 4);
         assert_eq!(b[1].steps[1].since_previous_ms, 500);
         assert_eq!(b[0].steps[1].since_previous_ms, 1);
+    }
+
+    #[test]
+    fn a_nic_whose_rom_is_ipxe_starts_a_boot_at_each_dhcp_round() {
+        let b = boots(vec![
+            ev("dhcp_answered", 1000, true),
+            ev("dhcp_answered", 1200, true),
+            ev("tftp_served", 1500, false),
+            ev("inventory", 20_000, false),
+            ev("dhcp_answered", 60_000, true),
+            ev("tftp_served", 60_500, false),
+        ]);
+        assert_eq!(b.len(), 2, "{b:?}");
+        assert_eq!(b[1].steps.len(), 4);
+        assert_eq!(b[0].steps.len(), 2);
+        assert_eq!(b[0].steps[1].since_previous_ms, 500);
+    }
+
+    #[test]
+    fn a_boot_decision_opens_the_boot_its_answer_belongs_to() {
+        let b = boots(vec![
+            ev("boot_decision", 0, false),
+            ev("dhcp_answered", 5, false),
+            ev("tftp_served", 900, false),
+            ev("dhcp_answered", 2_000, true),
+            ev("installed", 20_000, false),
+            ev("boot_decision", 40_000, false),
+            ev("dhcp_answered", 40_005, true),
+            ev("tftp_served", 40_100, false),
+        ]);
+        assert_eq!(b.len(), 2, "{b:?}");
+        let kinds = |i: usize| {
+            b[i].steps
+                .iter()
+                .map(|s| s.kind.as_str())
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            kinds(1),
+            [
+                "boot_decision",
+                "dhcp_answered",
+                "tftp_served",
+                "dhcp_answered",
+                "installed"
+            ]
+        );
+        assert_eq!(kinds(0), ["boot_decision", "dhcp_answered", "tftp_served"]);
     }
 }

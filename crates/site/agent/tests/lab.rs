@@ -1406,87 +1406,6 @@ fn operator_runs_scripts_on_a_node_through_its_distributor() {
     });
 }
 
-/// Stands in for the `machines` service (issue 15) until it lands, when the real service
-/// replaces it: answers the site's `BootDecisionRequest`s from a table the test sets per MAC,
-/// and records what it was asked.
-#[derive(Clone, Default)]
-struct Decisions {
-    table: std::sync::Arc<
-        std::sync::Mutex<std::collections::HashMap<String, bootfleet_api::proto::BootDecision>>,
-    >,
-    asked: std::sync::Arc<std::sync::Mutex<Vec<bootfleet_api::proto::BootDecisionRequest>>>,
-}
-
-impl Decisions {
-    fn set(
-        &self,
-        mac: &str,
-        action: bootfleet_api::proto::boot_decision::Action,
-        script: &str,
-        max_age_secs: u32,
-    ) {
-        let decision = bootfleet_api::proto::BootDecision {
-            action: action as i32,
-            ipxe_script: script.to_owned(),
-            machine_id: format!("m-{}", mac.replace(':', "")),
-            max_age_secs,
-        };
-        self.table
-            .lock()
-            .expect("table")
-            .insert(mac.to_owned(), decision);
-    }
-
-    fn asked_for(&self, mac: &str) -> Vec<bootfleet_api::proto::BootDecisionRequest> {
-        self.asked
-            .lock()
-            .expect("asked")
-            .iter()
-            .filter(|r| r.mac == mac)
-            .cloned()
-            .collect()
-    }
-
-    /// Answers on `machines_boot(site)` until the connection goes.
-    async fn serve(self, nats_url: String, site: &str) {
-        let client = async_nats::connect(nats_url)
-            .await
-            .expect("responder connects");
-        let mut requests = client
-            .subscribe(bootfleet_api::subjects::machines_boot(site))
-            .await
-            .expect("subscribe to boot decisions");
-        client.flush().await.expect("flush");
-        tokio::spawn(async move {
-            while let Some(msg) = requests.next().await {
-                let Some(reply) = msg.reply.clone() else {
-                    continue;
-                };
-                let Ok(request) = bootfleet_api::proto::BootDecisionRequest::decode(msg.payload)
-                else {
-                    continue;
-                };
-                let decision = self
-                    .table
-                    .lock()
-                    .expect("table")
-                    .get(&request.mac)
-                    .cloned()
-                    .unwrap_or(bootfleet_api::proto::BootDecision {
-                        action: bootfleet_api::proto::boot_decision::Action::SiteDefault as i32,
-                        ..Default::default()
-                    });
-                self.asked.lock().expect("asked").push(request);
-                let mut headers = async_nats::HeaderMap::new();
-                headers.insert(bootfleet_bus::STATUS_HEADER, "ok");
-                let _ = client
-                    .publish_with_headers(reply, headers, decision.encode_to_vec().into())
-                    .await;
-            }
-        });
-    }
-}
-
 /// Events on NATS so far, without waiting.
 fn events_now(
     events: &mut async_nats::Subscriber,
@@ -1498,56 +1417,76 @@ fn events_now(
     }
 }
 
-/// Machines by MAC through the real distributor (issue 15), one lab: the machines service's
-/// decisions come from a test responder on NATS ([`Decisions`]; replaced by the real service
-/// when it lands). For a SeaBIOS and then an OVMF guest, each with a blank 64 MiB virtio disk,
-/// 2 vCPUs and 384 MiB: (BIOS only) IGNORE gets no proxyDHCP answer; SCRIPT with an inventory
-/// script → the node image posts inventory whose CPU count, memory and disk size match the QEMU
-/// flags; SCRIPT with the install script → the test installer writes the disk and calls back;
-/// LOCAL_DISK → the guest boots its own disk (the disk's marker on serial; after the local-boot
-/// script nothing more over TFTP or HTTP). Then nats-server (the test's own, by its PID) is
-/// stopped and the BIOS guest still boots its disk: the distributor answered from its last
-/// known decision.
+/// A gateway `GET` as plain text (rendered scripts and templates), with `token` as a bearer if
+/// given; its status and body.
+async fn get_text(url: String, token: Option<&str>) -> (u16, String) {
+    let mut req = reqwest::Client::new().get(url);
+    if let Some(t) = token {
+        req = req.bearer_auth(t);
+    }
+    let r = req.send().await.expect("request");
+    (r.status().as_u16(), r.text().await.unwrap_or_default())
+}
+
+/// Machines by MAC (issue 15), one lab, through the real distributor, gateway and `machines`
+/// service. For a SeaBIOS and then an OVMF guest, each with a blank 64 MiB virtio disk, 2 vCPUs
+/// and 384 MiB: (BIOS) on a site that ignores unknown MACs, no proxyDHCP answer; on a site that
+/// discovers them, the guest becomes a `discovered` machine, boots the discovery profile and
+/// reports inventory matching its QEMU flags (→ `ready`); the operator gives it a profile and
+/// `install`: the test installer writes its disk and calls back with the machine's token
+/// (→ `installed`); its next boot is its own disk (the disk's marker on serial; nothing served
+/// after the local-boot script), and its timeline shows those boots step by step. One machine's
+/// token cannot fetch the other's rendered kickstart. With nats-server stopped, the BIOS guest
+/// still boots its disk: the distributor answers from its last known decision.
 #[test]
-fn machines_boot_by_mac_discover_inventory_install_local_disk() {
-    use bootfleet_api::proto::boot_decision::Action;
+fn machines_discover_inventory_install_and_boot_their_own_disk() {
     use bootfleet_testkit::disk_image::{BIOS_DISK_MARKER, INSTALL_DISK_BYTES, UEFI_DISK_MARKER};
-    use bootfleet_testkit::http_recorder::HttpRecorder;
     use bootfleet_testkit::node_image::{INSTALLED_MARKER, INVENTORY_MARKER};
     use bootfleet_testkit::qemu::MachineSpec;
+    use reqwest::Method;
 
-    const API: &str = "http://10.77.0.2:8090";
+    const SITE: &str = "site-machines";
     const CPUS: u32 = 2;
     const MEMORY_MIB: u32 = 384;
+    // The distributor keeps a decision for the service's max age (10 s): a boot sooner than this
+    // after the previous one's DHCP could still get the previous state's answer.
+    const DECISION_AGE: Duration = Duration::from_secs(11);
     let image = NodeImage::get();
     let install_initrd = image.install_initrd();
     let site = site();
     let lab = &site.lab;
     lab.run_in(&site.infra, || {
-        let rt = runtime();
-        rt.block_on(async {
-            let mut nats = NatsServer::start();
-            let dir = tempfile::tempdir().expect("tempdir");
-            let cache = dir.path().join("cache");
-            std::fs::create_dir_all(&cache).expect("cache dir");
-            cache_with_debian_ipxe(&cache);
-            for (from, to) in [(&image.kernel, "vmlinuz"), (&image.initrd, "initrd.cpio"), (&install_initrd, "install.cpio")] {
+        runtime().block_on(async {
+            let mut infra = Infra::start().await;
+            let admin = infra.token(Role::Admin);
+            let call = |method: Method, path: String, body: Option<Value>| {
+                api(method, path, admin.clone(), body)
+            };
+            let cache = infra.cache();
+            for (from, to) in [
+                (&image.kernel, "vmlinuz"),
+                (&image.initrd, "initrd.cpio"),
+                (&install_initrd, "install.cpio"),
+            ] {
                 std::fs::copy(from, cache.join(to)).expect("node image into the cache");
             }
-            std::fs::write(cache.join("site-default.ipxe"), "#!ipxe\necho bootfleet-site-default\nexit 1\n").expect("site default");
-            let recorder = HttpRecorder::start_on("10.77.0.2:8090", "{}");
-            let decisions = Decisions::default();
-            decisions.clone().serve(nats.url(), "site-lab").await;
-            let listener = async_nats::connect(nats.url()).await.expect("connect");
-            let mut events = listener
-                .subscribe(bootfleet_api::subjects::ALL_BOOT_EVENTS)
+            std::fs::write(
+                cache.join("site-default.ipxe"),
+                "#!ipxe\necho bootfleet-site-default\nexit 1\n",
+            )
+            .expect("site default");
+            let mut events = infra
+                .system
+                .bus
+                .client()
+                .subscribe(bootfleet_api::subjects::boot_events(SITE))
                 .await
                 .expect("subscribe to boot events");
-            listener.flush().await.expect("flush");
-            let log = dir.path().join("distributor.log");
+            infra.system.bus.sync().await.expect("sync");
+            let log = infra.dir.path().join("distributor.log");
             let _distributor = ChildGuard(
-                distributor(nats.url(), &cache)
-                    .env("DISTRIBUTOR_ARTIFACT_ID", "site-lab")
+                distributor(infra.nats.url(), &cache)
+                    .env("DISTRIBUTOR_ARTIFACT_ID", SITE)
                     .args(["--bios-file", "undionly.kpxe", "--uefi-x64-file", "ipxe.efi"])
                     .args(["--http-port", "8081"])
                     .args(["--ipxe-script-url", &format!("{BOOT_HTTP}/site-default.ipxe")])
@@ -1557,157 +1496,335 @@ fn machines_boot_by_mac_discover_inventory_install_local_disk() {
                     .expect("start the distributor"),
             );
             let distributor_log = || std::fs::read_to_string(&log).unwrap_or_default();
-            let script = |mode: &str, initrd: &str, machine: &str| {
-                let cmdline = NodeImage::mode_cmdline(mode, API, machine, &format!("token-{machine}"));
+
+            // The operator's profiles: discovery boots the node image to report inventory, the
+            // install profile runs the test installer; both rendered per machine.
+            let template = |mode: &str, initrd: &str| {
+                let cmdline = NodeImage::mode_cmdline(mode, GATEWAY, "@MACHINE@", "@TOKEN@")
+                    .replace("@MACHINE@", "{{ machine.id }}")
+                    .replace("@TOKEN@", "{{ token }}");
                 format!(
                     "#!ipxe\necho bootfleet-{mode}-script\nkernel {BOOT_HTTP}/vmlinuz {cmdline}\ninitrd {BOOT_HTTP}/{initrd}\nboot\n"
                 )
             };
+            for body in [
+                json!({"name": "discovery", "ipxeTemplate": template("inventory", "initrd.cpio")}),
+                json!({
+                    "name": "lab-install",
+                    "ipxeTemplate": template("install", "install.cpio"),
+                    "templates": {"kickstart": "# kickstart for {{ machine.mac }}\nreboot\n"},
+                }),
+            ] {
+                let (status, row) = call(Method::POST, "/api/profiles".into(), Some(body)).await;
+                assert_eq!(status, 201, "{row}");
+            }
+            let policy = |unknown: &str| {
+                call(
+                    Method::PUT,
+                    format!("/api/machines/sites/{SITE}"),
+                    Some(json!({"unknownMacs": unknown, "discoveryProfile": "discovery"})),
+                )
+            };
+            let (status, row) = policy("ignore").await;
+            assert_eq!(status, 200, "{row}");
+
+            let machine_by_mac = |mac: &'static str| {
+                let call = &call;
+                async move {
+                    let (status, list) =
+                        call(Method::GET, "/api/machines?pageSize=100".into(), None).await;
+                    assert_eq!(status, 200, "{list}");
+                    list["rows"]
+                        .as_array()
+                        .and_then(|rows| rows.iter().find(|r| r["mac"] == mac).cloned())
+                }
+            };
+            let wait_for_state = |id: String, state: &'static str| {
+                let call = &call;
+                async move {
+                    for _ in 0..300 {
+                        let (_, row) = call(Method::GET, format!("/api/machines/{id}"), None).await;
+                        if row["state"] == state {
+                            return row;
+                        }
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    }
+                    panic!("machine {id} never reached {state}");
+                }
+            };
+            let settle = |since: std::time::Instant| async move {
+                if let Some(left) = DECISION_AGE.checked_sub(since.elapsed()) {
+                    tokio::time::sleep(left).await;
+                }
+            };
             let mut seen = Vec::new();
+            let mut tokens = Vec::new();
             let total = std::time::Instant::now();
 
             for (firmware, mac, marker) in [
-                (Firmware::Bios, "52:54:00:77:01:10", BIOS_DISK_MARKER),
-                (Firmware::Uefi, "52:54:00:77:01:20", UEFI_DISK_MARKER),
+                (Firmware::Bios, "52:54:00:77:02:10", BIOS_DISK_MARKER),
+                (Firmware::Uefi, "52:54:00:77:02:20", UEFI_DISK_MARKER),
             ] {
-                let machine = format!("m-{}", mac.replace(':', ""));
-                let disk = dir.path().join(format!("{machine}.img"));
+                let disk = infra.dir.path().join(format!("{}.img", mac.replace(':', "")));
                 std::fs::File::create(&disk)
                     .and_then(|f| f.set_len(INSTALL_DISK_BYTES))
                     .expect("blank disk");
-                let spec = MachineSpec { cpus: CPUS, memory_mib: MEMORY_MIB, disk: disk.clone() };
+                let spec = MachineSpec {
+                    cpus: CPUS,
+                    memory_mib: MEMORY_MIB,
+                    disk: disk.clone(),
+                };
                 let boot = || Qemu::netboot_machine(lab, "tap0", mac, firmware, &spec);
                 let fail = |what: &str, vm: &Qemu| -> String {
-                    format!("{firmware:?} {what}\nserial:\n{}\ndistributor:\n{}", vm.serial(), distributor_log())
+                    format!(
+                        "{firmware:?} {what}\nserial:\n{}\ndistributor:\n{}",
+                        vm.serial(),
+                        distributor_log()
+                    )
                 };
+                let mut last_boot = std::time::Instant::now();
 
                 if firmware == Firmware::Bios {
-                    // An unknown MAC the site ignores: asked about, never answered.
-                    decisions.set(mac, Action::Ignore, "", 0);
-                    let started = std::time::Instant::now();
+                    // The site boots known machines only: an unknown MAC gets no answer.
                     let vm = boot();
-                    let asked = bootfleet_testkit::wait_until(Duration::from_secs(60), Duration::from_millis(200), || {
-                        !decisions.asked_for(mac).is_empty()
-                    });
-                    assert!(asked, "{}", fail("no decision asked", &vm));
-                    // iPXE's DHCP round (and its retries) passes without a proxy answer.
-                    tokio::time::sleep(Duration::from_secs(8)).await;
+                    tokio::time::sleep(Duration::from_secs(10)).await;
                     events_now(&mut events, &mut seen);
                     let mine: Vec<_> = seen.iter().filter(|e| e.mac == mac).collect();
-                    assert!(mine.iter().all(|e| e.kind == "dhcp_ignored"), "{mine:?}");
-                    assert!(!mine.is_empty(), "no dhcp_ignored event");
-                    assert!(mine.iter().all(|e| e.detail.contains("decision=ignore")), "{mine:?}");
-                    assert_eq!(decisions.asked_for(mac)[0].firmware, "bios");
+                    assert!(!mine.is_empty(), "{}", fail("no dhcp_ignored event", &vm));
+                    assert!(
+                        mine.iter().all(|e| e.kind == "dhcp_ignored"),
+                        "{mine:?}"
+                    );
+                    assert!(
+                        machine_by_mac(mac).await.is_none(),
+                        "an ignored MAC became a machine"
+                    );
                     drop(vm);
-                    eprintln!("lab timing: {firmware:?} ignored MAC checked in {:.1} s", started.elapsed().as_secs_f64());
+                    let (status, row) = policy("discover").await;
+                    assert_eq!(status, 200, "{row}");
+                    settle(last_boot).await;
                 }
 
-                // Inventory.
-                decisions.set(mac, Action::Script, &script("inventory", "initrd.cpio", &machine), 0);
-                let started = std::time::Instant::now();
+                // Discovered, then inventory.
+                last_boot = std::time::Instant::now();
                 let mut vm = boot();
-                let ok = tokio::task::block_in_place(|| vm.wait_for_serial(INVENTORY_MARKER, Duration::from_secs(240)));
+                let ok = tokio::task::block_in_place(|| {
+                    vm.wait_for_serial(INVENTORY_MARKER, Duration::from_secs(240))
+                });
                 assert!(ok, "{}", fail("posted no inventory", &vm));
-                eprintln!("lab timing: {firmware:?} inventory posted {:.1} s after QEMU started", started.elapsed().as_secs_f64());
-                let posted = recorder
-                    .requests()
-                    .into_iter()
-                    .find(|r| r.target == format!("/api/machines/{machine}/inventory"))
-                    .expect("inventory request");
-                assert_eq!(posted.method, "POST");
-                assert_eq!(posted.header("authorization"), Some(format!("Bearer token-{machine}").as_str()));
-                let inventory: Value = serde_json::from_slice(&posted.body)
-                    .unwrap_or_else(|e| panic!("inventory JSON: {e}: {}", String::from_utf8_lossy(&posted.body)));
-                eprintln!("inventory: {inventory}");
+                eprintln!(
+                    "lab timing: {firmware:?} discovered and inventoried {:.1} s after QEMU started",
+                    last_boot.elapsed().as_secs_f64()
+                );
+                let id = machine_by_mac(mac).await.expect("a discovered machine")["id"]
+                    .as_str()
+                    .expect("id")
+                    .to_owned();
+                let row = wait_for_state(id.clone(), "ready").await;
+                let inventory = &row["inventory"];
                 let expected_firmware = if firmware == Firmware::Bios { "bios" } else { "uefi" };
-                assert_eq!(inventory["firmware"], expected_firmware, "{inventory}");
-                assert_eq!(inventory["cpu"]["count"], CPUS, "{inventory}");
-                assert!(inventory["cpu"]["model"].as_str().is_some_and(|m| !m.is_empty()), "{inventory}");
-                assert_eq!(inventory["memoryBytes"], u64::from(MEMORY_MIB) << 20, "{inventory}");
-                let disks = inventory["disks"].as_array().expect("disks");
-                assert_eq!(disks.len(), 1, "{inventory}");
-                assert_eq!(disks[0]["name"], "vda");
-                assert_eq!(disks[0]["sizeBytes"], INSTALL_DISK_BYTES);
-                assert!(disks[0]["model"].is_string() && disks[0]["serial"].is_string(), "{inventory}");
-                let nics = inventory["nics"].as_array().expect("nics");
-                assert_eq!(nics.len(), 1, "{inventory}");
-                assert_eq!(nics[0]["mac"], mac);
-                assert_eq!(nics[0]["link"], true);
-                let driver = if firmware == Firmware::Bios { "e1000" } else { "virtio_net" };
-                assert_eq!(nics[0]["driver"], driver, "{inventory}");
-                assert!(nics[0]["speedMbps"].is_u64() || nics[0]["speedMbps"].is_null(), "{inventory}");
-                assert!(tokio::task::block_in_place(|| vm.wait_exit(Duration::from_secs(30))), "powered off");
+                assert_eq!(row["firmware"], expected_firmware, "{row}");
+                assert_eq!(row["artifactId"], SITE, "{row}");
+                assert_eq!(inventory["firmware"], expected_firmware, "{row}");
+                assert_eq!(inventory["cpu"]["count"], CPUS, "{row}");
+                assert_eq!(inventory["memoryBytes"], u64::from(MEMORY_MIB) << 20, "{row}");
+                assert_eq!(inventory["disks"][0]["sizeBytes"], INSTALL_DISK_BYTES, "{row}");
+                assert_eq!(inventory["nics"][0]["mac"], mac, "{row}");
+                assert!(
+                    tokio::task::block_in_place(|| vm.wait_exit(Duration::from_secs(30))),
+                    "powered off"
+                );
                 drop(vm);
 
-                // Install.
-                decisions.set(mac, Action::Script, &script("install", "install.cpio", &machine), 0);
-                let started = std::time::Instant::now();
+                // The operator installs it.
+                let (status, row) = call(
+                    Method::PUT,
+                    format!("/api/machines/{id}"),
+                    Some(json!({"profile": "lab-install"})),
+                )
+                .await;
+                assert_eq!(status, 200, "{row}");
+                let (status, row) = call(
+                    Method::PUT,
+                    format!("/api/machines/{id}/state"),
+                    Some(json!({"state": "install", "reason": "lab: install the test disk"})),
+                )
+                .await;
+                assert_eq!(status, 200, "{row}");
+                let (status, script) =
+                    get_text(format!("{GATEWAY}/api/machines/{id}/script"), Some(&admin)).await;
+                assert_eq!(status, 200, "{script}");
+                let token = script
+                    .split_whitespace()
+                    .find_map(|w| w.strip_prefix("bootfleet.mtoken="))
+                    .expect("the machine's token in its rendered script")
+                    .to_owned();
+                tokens.push((id.clone(), mac, token));
+                settle(last_boot).await;
+                last_boot = std::time::Instant::now();
                 let mut vm = boot();
-                let ok = tokio::task::block_in_place(|| vm.wait_for_serial(INSTALLED_MARKER, Duration::from_secs(240)));
+                let ok = tokio::task::block_in_place(|| {
+                    vm.wait_for_serial(INSTALLED_MARKER, Duration::from_secs(240))
+                });
                 assert!(ok, "{}", fail("did not install", &vm));
-                assert!(tokio::task::block_in_place(|| vm.wait_exit(Duration::from_secs(30))), "rebooted");
-                eprintln!("lab timing: {firmware:?} installed and rebooted {:.1} s after QEMU started", started.elapsed().as_secs_f64());
-                let callback = recorder
-                    .requests()
-                    .into_iter()
-                    .find(|r| r.target == format!("/api/machines/{machine}/events"))
-                    .expect("installed callback");
-                assert_eq!(callback.method, "POST");
-                assert_eq!(callback.header("authorization"), Some(format!("Bearer token-{machine}").as_str()));
-                assert_eq!(serde_json::from_slice::<Value>(&callback.body).expect("json"), json!({"type": "installed"}));
+                assert!(
+                    tokio::task::block_in_place(|| vm.wait_exit(Duration::from_secs(30))),
+                    "rebooted"
+                );
+                eprintln!(
+                    "lab timing: {firmware:?} installed and rebooted {:.1} s after QEMU started",
+                    last_boot.elapsed().as_secs_f64()
+                );
                 drop(vm);
+                wait_for_state(id.clone(), "installed").await;
 
-                // Boot from the local disk.
+                // Its next boot is its own disk.
+                settle(last_boot).await;
                 events_now(&mut events, &mut seen);
                 let before = seen.len();
-                decisions.set(mac, Action::LocalDisk, "", 1);
-                let started = std::time::Instant::now();
+                last_boot = std::time::Instant::now();
                 let vm = boot();
-                let ok = tokio::task::block_in_place(|| vm.wait_for_serial(marker, Duration::from_secs(240)));
+                let ok = tokio::task::block_in_place(|| {
+                    vm.wait_for_serial(marker, Duration::from_secs(240))
+                });
                 assert!(ok, "{}", fail("did not boot its disk", &vm));
-                eprintln!("lab timing: {firmware:?} booted its own disk {:.1} s after QEMU started", started.elapsed().as_secs_f64());
+                eprintln!(
+                    "lab timing: {firmware:?} booted its own disk {:.1} s after QEMU started",
+                    last_boot.elapsed().as_secs_f64()
+                );
                 drop(vm);
                 tokio::time::sleep(Duration::from_secs(1)).await;
                 events_now(&mut events, &mut seen);
-                let mine: Vec<_> = seen[before..].iter().filter(|e| e.mac == mac || e.mac.is_empty()).collect();
-                let own_script = format!("bootfleet-mac-{}.ipxe", mac.replace(':', ""));
-                let script_at = mine
-                    .iter()
-                    .position(|e| e.kind == "tftp_served" && (e.file == own_script || e.file == "autoexec.ipxe"))
-                    .unwrap_or_else(|| panic!("the local-boot script was not served: {mine:?}"));
-                let after: Vec<_> = mine[script_at + 1..]
-                    .iter()
-                    .filter(|e| e.kind == "tftp_served" || e.kind == "http_served")
-                    .collect();
-                assert!(after.is_empty(), "transfers after the local-boot script: {after:?}");
+                let mine: Vec<_> = seen[before..].iter().filter(|e| e.mac == mac).collect();
                 assert!(
-                    mine.iter().any(|e| e.kind == "dhcp_answered" && e.detail.contains("decision=local_disk")),
+                    mine.iter()
+                        .any(|e| e.kind == "dhcp_answered" && e.detail.contains("decision=local_disk")),
                     "{mine:?}"
                 );
+
+                // The timeline: newest boot first; the local boot got its script and nothing
+                // after it; the install boot ended with the callback; the first, with inventory.
+                let mut timeline = Value::Null;
+                for _ in 0..50 {
+                    let (status, body) =
+                        call(Method::GET, format!("/api/machines/{id}/timeline"), None).await;
+                    assert_eq!(status, 200, "{body}");
+                    let kinds = |b: &Value| -> Vec<String> {
+                        b["steps"]
+                            .as_array()
+                            .map(|s| s.iter().filter_map(|x| x["kind"].as_str().map(str::to_owned)).collect())
+                            .unwrap_or_default()
+                    };
+                    let complete = kinds(&body["boots"][0]).iter().any(|k| k == "tftp_served")
+                        && body["boots"].as_array().is_some_and(|b| b.len() >= 3);
+                    timeline = body;
+                    if complete {
+                        break;
+                    }
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+                let boots = timeline["boots"]
+                    .as_array()
+                    .filter(|b| b.len() >= 3)
+                    .unwrap_or_else(|| panic!("no timeline of three boots for {id}: {timeline}"));
+                for boot in boots {
+                    let steps = boot["steps"].as_array().expect("steps");
+                    let line: Vec<String> = steps
+                        .iter()
+                        .map(|s| format!("{}+{}ms", s["kind"].as_str().unwrap_or("?"), s["sincePreviousMs"]))
+                        .collect();
+                    eprintln!("timeline {firmware:?} {}: {}", boot["startedAt"], line.join(" → "));
+                    // A boot opens with the service's decision or the DHCP answer (the ignored
+                    // MAC's events, kept under it, became the machine's first).
+                    assert!(
+                        ["boot_decision", "dhcp_answered", "dhcp_ignored"]
+                            .contains(&steps[0]["kind"].as_str().unwrap_or_default()),
+                        "{boot}"
+                    );
+                    let ats: Vec<&str> = steps.iter().filter_map(|s| s["at"].as_str()).collect();
+                    assert!(ats.windows(2).all(|w| w[0] <= w[1]), "in order: {boot}");
+                    assert!(
+                        steps.iter().all(|s| s["sincePreviousMs"].as_u64().is_some_and(|ms| ms < 300_000)),
+                        "plausible times: {boot}"
+                    );
+                }
+                let kinds = |i: usize| -> Vec<&str> {
+                    boots[i]["steps"]
+                        .as_array()
+                        .map(|s| s.iter().filter_map(|x| x["kind"].as_str()).collect())
+                        .unwrap_or_default()
+                };
+                // (UEFI: ipxe.efi first, then the script, as this MAC's file or autoexec.ipxe.)
+                let local = boots[0]["steps"].as_array().expect("steps");
+                let own_script = format!("bootfleet-mac-{}.ipxe", mac.replace(':', ""));
+                let served = local
+                    .iter()
+                    .position(|s| {
+                        s["kind"] == "tftp_served"
+                            && (s["detail"]["file"] == own_script.as_str()
+                                || s["detail"]["file"] == "autoexec.ipxe")
+                    })
+                    .unwrap_or_else(|| panic!("the local-boot script was not served: {}", boots[0]));
+                assert!(
+                    !local[served + 1..]
+                        .iter()
+                        .any(|s| s["kind"] == "tftp_served" || s["kind"] == "http_served"),
+                    "transfers after the local-boot script: {}",
+                    boots[0]
+                );
+                assert!(kinds(1).contains(&"installed"), "{:?}", kinds(1));
+                assert!(kinds(2).contains(&"inventory_reported"), "{:?}", kinds(2));
             }
 
+            // One machine's token fetches its own rendered kickstart, never another's.
+            let [(first, first_mac, first_token), (_, _, second_token)] = &tokens[..] else {
+                panic!("two machines: {tokens:?}");
+            };
+            let kickstart = |token: &str| {
+                get_text(
+                    format!("{GATEWAY}/api/machines/{first}/files/kickstart?token={token}"),
+                    None,
+                )
+            };
+            let (status, own) = kickstart(first_token).await;
+            assert_eq!(status, 200, "{own}");
+            assert_eq!(own, format!("# kickstart for {first_mac}\nreboot\n"));
+            let (status, other) = kickstart(second_token).await;
+            assert_eq!(status, 403, "{other}");
+
             // NATS away: the distributor answers a known MAC from its last answer.
-            let mac = "52:54:00:77:01:10";
-            let disk = dir.path().join(format!("m-{}.img", mac.replace(':', "")));
-            nats.kill();
+            let mac = "52:54:00:77:02:10";
+            let spec = MachineSpec {
+                cpus: CPUS,
+                memory_mib: MEMORY_MIB,
+                disk: infra.dir.path().join(format!("{}.img", mac.replace(':', ""))),
+            };
+            infra.nats.kill();
             tokio::time::sleep(Duration::from_secs(2)).await;
-            let spec = MachineSpec { cpus: CPUS, memory_mib: MEMORY_MIB, disk };
             let started = std::time::Instant::now();
             let vm = Qemu::netboot_machine(lab, "tap0", mac, Firmware::Bios, &spec);
-            let ok = tokio::task::block_in_place(|| vm.wait_for_serial(BIOS_DISK_MARKER, Duration::from_secs(120)));
-            assert!(ok, "no local boot with NATS stopped\nserial:\n{}\ndistributor:\n{}", vm.serial(), distributor_log());
-            eprintln!("lab timing: Bios booted its disk with NATS stopped {:.1} s after QEMU started", started.elapsed().as_secs_f64());
-            let log = distributor_log();
-            assert!(log.contains("serving this MAC's last known decision"), "{log}");
-            // How long DHCP answers waited for a decision (the distributor logs each).
-            let waits: Vec<f64> = log
-                .lines()
-                .filter(|l| l.contains("machines service decided"))
-                .filter_map(|l| l.split("elapsed_ms=").nth(1)?.split_whitespace().next()?.parse().ok())
-                .collect();
-            let slowest = waits.iter().copied().fold(0.0, f64::max);
-            eprintln!("lab timing: {} decisions asked, the slowest answered in {slowest:.1} ms", waits.len());
-            eprintln!("lab timing: machines test total {:.1} s", total.elapsed().as_secs_f64());
+            let ok = tokio::task::block_in_place(|| {
+                vm.wait_for_serial(BIOS_DISK_MARKER, Duration::from_secs(120))
+            });
+            assert!(
+                ok,
+                "no local boot with NATS stopped\nserial:\n{}\ndistributor:\n{}",
+                vm.serial(),
+                distributor_log()
+            );
+            eprintln!(
+                "lab timing: Bios booted its disk with NATS stopped {:.1} s after QEMU started",
+                started.elapsed().as_secs_f64()
+            );
+            assert!(
+                distributor_log().contains("serving this MAC's last known decision"),
+                "{}",
+                distributor_log()
+            );
+            eprintln!(
+                "lab timing: machines test total {:.1} s",
+                total.elapsed().as_secs_f64()
+            );
         });
     });
 }
