@@ -16,6 +16,8 @@ use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 
 const SECRET: &[u8] = b"test-secret-0123456789abcdef-0123456789";
+/// The gateway's address as nodes reach it, which the machines service renders into templates.
+const NODE_API: &str = "http://10.0.2.100:8080";
 
 fn secret() -> Secret {
     Secret::new(SECRET.to_vec()).expect("test secret is long enough")
@@ -41,6 +43,12 @@ struct Resp {
 impl Resp {
     fn json(&self) -> Value {
         serde_json::from_str(&self.text).unwrap_or_else(|e| panic!("not json ({e}): {}", self.text))
+    }
+
+    /// Asserts `status` and returns the JSON body.
+    fn ok(&self, status: u16) -> Value {
+        assert_eq!(self.status.as_u16(), status, "body: {}", self.text);
+        self.json()
     }
 
     /// Asserts a 4xx with the error envelope naming `field` (if given); returns the message.
@@ -80,6 +88,10 @@ async fn lab_on(
     open_node_reads: bool,
     limits: bootfleet_gateway::server::ServeLimits,
 ) -> Lab {
+    let _ = tracing_subscriber::fmt().with_test_writer().try_init();
+    // The machines service reads it from its environment as it starts; once, before any does.
+    static NODE_API_SET: std::sync::Once = std::sync::Once::new();
+    NODE_API_SET.call_once(|| std::env::set_var(bootfleet_machines::NODE_API_URL_ENV, NODE_API));
     let dir = tempfile::tempdir().expect("tempdir");
     let database_url = database_url(backend, dir.path());
     let system = System::start(SystemConfig {
@@ -146,6 +158,10 @@ impl Lab {
         r.json()["total"].as_u64().expect("total")
     }
 
+    fn bus(&self) -> &Bus {
+        &self.system.as_ref().expect("the system runs").bus
+    }
+
     async fn stop(mut self) {
         if let Some(s) = self.system.take() {
             s.stop().await;
@@ -173,6 +189,8 @@ macro_rules! on_both_backends {
         }
     };
 }
+
+mod machines;
 
 on_both_backends!(
     text_registries_crud_list_search_and_page,

@@ -1,132 +1,21 @@
 //! The `machines` service through the gateway's REST API and, for boot decisions and boot
 //! events, over the real bus: a real `nats-server`, and SQLite or a real PostgreSQL.
 
+//! Tests of this module run inside the `system` test binary and share its `Lab`.
+
 use std::time::Duration;
 
-use bootfleet::{System, SystemConfig};
 use bootfleet_api::proto::boot_decision::Action;
 use bootfleet_api::{proto, subjects, ErrorCode};
-use bootfleet_bus::{Bus, BusConfig, TraceParent};
-use bootfleet_gateway::auth::{self, Role, Secret, Verifier};
-use bootfleet_gateway::{GatewayConfig, DEFAULT_BODY_LIMIT};
-use bootfleet_testkit::{database_url, Backend, NatsServer};
+use bootfleet_bus::TraceParent;
+use bootfleet_testkit::Backend;
 use prost::Message;
-use reqwest::{Method, StatusCode};
+use reqwest::Method;
 use serde_json::{json, Value};
 
-const SECRET: &[u8] = b"test-secret-0123456789abcdef-0123456789";
-
-fn secret() -> Secret {
-    Secret::new(SECRET.to_vec()).expect("test secret is long enough")
-}
-
-struct Lab {
-    _nats: NatsServer,
-    _dir: tempfile::TempDir,
-    system: Option<System>,
-    bus: Bus,
-    base: String,
-    admin: String,
-    user: String,
-    node: String,
-    http: reqwest::Client,
-}
-
-struct Resp {
-    status: StatusCode,
-    text: String,
-}
-
-impl Resp {
-    fn json(&self) -> Value {
-        serde_json::from_str(&self.text).unwrap_or_else(|e| panic!("not json ({e}): {}", self.text))
-    }
-
-    fn ok(&self, status: u16) -> Value {
-        assert_eq!(self.status.as_u16(), status, "body: {}", self.text);
-        self.json()
-    }
-
-    /// Asserts a 4xx with the error envelope naming `field` (if given); returns the message.
-    fn expect_error(&self, status: u16, field: Option<&str>) -> String {
-        assert_eq!(self.status.as_u16(), status, "body: {}", self.text);
-        let body = self.json();
-        let error = &body["error"];
-        let message = error["message"].as_str().unwrap_or_default().to_owned();
-        assert!(!message.is_empty(), "no message in {body}");
-        if let Some(field) = field {
-            assert_eq!(error["field"].as_str(), Some(field), "body: {body}");
-            assert!(
-                message.starts_with(field),
-                "message should name {field}: {message}"
-            );
-        }
-        message
-    }
-}
-
-const API: &str = "http://10.0.2.100:8080";
-
-async fn lab(backend: Backend) -> Lab {
-    let _ = tracing_subscriber::fmt().with_test_writer().try_init();
-    // The service reads the node-facing address from its environment (set before it starts).
-    std::env::set_var(bootfleet_machines::NODE_API_URL_ENV, API);
-    let nats = NatsServer::start();
-    let dir = tempfile::tempdir().expect("tempdir");
-    let system = System::start(SystemConfig {
-        nats: BusConfig::new(nats.url(), "machines-test"),
-        database_url: database_url(backend, dir.path()),
-        listen: "127.0.0.1:0".parse().expect("addr"),
-        gateway: GatewayConfig {
-            services: bootfleet::service_names(),
-            verifier: Verifier::new(secret()),
-            open_node_reads: false,
-            body_limit: DEFAULT_BODY_LIMIT,
-            limits: Default::default(),
-        },
-    })
-    .await
-    .expect("start the system");
-    let token = |role| auth::mint(&secret(), role, "test", 1).expect("mint");
-    Lab {
-        base: system.base_url(),
-        bus: system.bus.clone(),
-        system: Some(system),
-        _nats: nats,
-        _dir: dir,
-        admin: token(Role::Admin),
-        user: token(Role::User),
-        node: token(Role::Node),
-        http: reqwest::Client::new(),
-    }
-}
+use super::{lab, Lab, Resp, NODE_API};
 
 impl Lab {
-    async fn call(
-        &self,
-        method: Method,
-        path: &str,
-        token: Option<&str>,
-        body: Option<Value>,
-    ) -> Resp {
-        let mut req = self.http.request(method, format!("{}{path}", self.base));
-        if let Some(t) = token {
-            req = req.bearer_auth(t);
-        }
-        if let Some(b) = body {
-            req = req.json(&b);
-        }
-        let resp = req.send().await.expect("request");
-        Resp {
-            status: resp.status(),
-            text: resp.text().await.expect("body"),
-        }
-    }
-
-    async fn admin(&self, method: Method, path: &str, body: Option<Value>) -> Resp {
-        self.call(method, path, Some(&self.admin), body).await
-    }
-
     async fn raw(&self, path: &str, content_type: &str, body: &str) -> Resp {
         let resp = self
             .http
@@ -139,6 +28,7 @@ impl Lab {
             .expect("request");
         Resp {
             status: resp.status(),
+            headers: resp.headers().clone(),
             text: resp.text().await.expect("body"),
         }
     }
@@ -150,7 +40,7 @@ impl Lab {
     }
 
     async fn decide(&self, site: &str, mac: &str, firmware: &str) -> proto::BootDecision {
-        self.bus
+        self.bus()
             .request(
                 &TraceParent::new_root(),
                 &subjects::machines_boot(site),
@@ -178,33 +68,6 @@ impl Lab {
             .expect("token")
             .to_owned()
     }
-
-    async fn stop(mut self) {
-        if let Some(s) = self.system.take() {
-            s.stop().await;
-        }
-    }
-}
-
-macro_rules! on_both_backends {
-    ($($name:ident),* $(,)?) => {
-        mod sqlite {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() {
-                    super::$name(bootfleet_testkit::Backend::Sqlite).await
-                }
-            )*
-        }
-        mod postgres {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() {
-                    super::$name(bootfleet_testkit::Backend::Postgres).await
-                }
-            )*
-        }
-    };
 }
 
 on_both_backends!(
@@ -522,9 +385,9 @@ async fn profiles_templates_and_machine_tokens(backend: Backend) {
         by_query.text
     );
     assert!(by_query.text.contains("network --hostname=a\n"));
-    assert!(by_query
-        .text
-        .contains(&format!("{API}/api/machines/{a_id}/events?token=bfm1.")));
+    assert!(by_query.text.contains(&format!(
+        "{NODE_API}/api/machines/{a_id}/events?token=bfm1."
+    )));
     let by_header = lab
         .call(Method::GET, &kickstart, Some(&a_token), None)
         .await;
@@ -589,7 +452,7 @@ async fn profiles_templates_and_machine_tokens(backend: Backend) {
     assert_eq!(script.status, 200);
     assert!(
         script.text.starts_with(&format!(
-        "#!ipxe\nkernel {API}/vmlinuz inst.ks={API}/api/machines/{a_id}/files/kickstart?token=bfm1."
+        "#!ipxe\nkernel {NODE_API}/vmlinuz inst.ks={NODE_API}/api/machines/{a_id}/files/kickstart?token=bfm1."
     )),
         "{}",
         script.text
@@ -825,7 +688,7 @@ async fn boot_decisions_for_each_state_and_site_policy(backend: Backend) {
     let d = lab.decide("site-1", "52:54:00:dd:00:01", "uefi").await;
     assert_eq!(d.action(), Action::Script);
     assert!(d.ipxe_script.starts_with(&format!(
-        "#!ipxe\nkernel {API}/vmlinuz inst.ks={API}/api/machines/{id}/files/kickstart?token=bfm1.{id}."
+        "#!ipxe\nkernel {NODE_API}/vmlinuz inst.ks={NODE_API}/api/machines/{id}/files/kickstart?token=bfm1.{id}."
     )), "{}", d.ipxe_script);
     set("installed").await;
     assert_eq!(
@@ -927,7 +790,7 @@ async fn boot_decisions_for_each_state_and_site_policy(backend: Backend) {
     assert_eq!(d.action(), Action::Script);
     assert!(!d.machine_id.is_empty());
     assert!(d.ipxe_script.contains(&format!(
-        "{API}/api/machines/{}/inventory?token=bfm1.",
+        "{NODE_API}/api/machines/{}/inventory?token=bfm1.",
         d.machine_id
     )));
     assert!(d.ipxe_script.contains("fw=uefi"), "{}", d.ipxe_script);
@@ -958,7 +821,7 @@ async fn boot_decisions_for_each_state_and_site_policy(backend: Backend) {
 
     // A request naming another site than its subject's is refused.
     let err = lab
-        .bus
+        .bus()
         .request::<_, proto::BootDecision>(
             &TraceParent::new_root(),
             &subjects::machines_boot("site-1"),
@@ -972,7 +835,7 @@ async fn boot_decisions_for_each_state_and_site_policy(backend: Backend) {
         .expect_err("wrong site");
     assert_eq!(err.code, ErrorCode::PermissionDenied);
     let err = lab
-        .bus
+        .bus()
         .request::<_, proto::BootDecision>(
             &TraceParent::new_root(),
             &subjects::machines_boot("site-1"),
@@ -1117,7 +980,7 @@ async fn timeline_from_boot_events_in_order(backend: Backend) {
             ipxe,
             detail: String::new(),
         };
-        let client = lab.bus.client().clone();
+        let client = lab.bus().client().clone();
         let payload = event.encode_to_vec();
         async move {
             client
@@ -1130,7 +993,7 @@ async fn timeline_from_boot_events_in_order(backend: Backend) {
     publish("52:54:00:ff:00:01", "dhcp_answered", now - 20_000, false).await;
     publish("52:54:00:ff:00:01", "tftp_served", now - 19_700, false).await;
     publish("52:54:00:ff:00:01", "dhcp_answered", now - 19_000, true).await;
-    lab.bus.sync().await.expect("sync");
+    lab.bus().sync().await.expect("sync");
     let m = lab
         .machine(json!({"mac": "52:54:00:ff:00:01", "artifactId": "site-1", "profile": "centos", "state": "install", "metadata": {"note": "n"}}))
         .await;
