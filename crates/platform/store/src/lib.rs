@@ -113,7 +113,16 @@ pub async fn migrate<M: MigratorTrait>(db: &DatabaseConnection) -> Result<(), St
 
 /// Turns a database failure into the error the client sees: the detail goes to the log, the
 /// client gets a generic message (no SQL, no paths).
+/// A unique index refusing a write is the client's conflict, not our failure: two writers raced
+/// past a service's own check for a taken name (the loser gets 409, never a 500).
 pub fn db_error(e: DbErr) -> ApiError {
+    if let Some(sea_orm::SqlErr::UniqueConstraintViolation(_)) = e.sql_err() {
+        tracing::info!(error = %e, "a write met a unique index");
+        return ApiError::new(
+            ErrorCode::Conflict,
+            "another request wrote the same unique value (a name, a key) at the same time; read it and retry",
+        );
+    }
     tracing::error!(error = %e, "database error");
     ApiError::new(ErrorCode::Internal, "database error (see the service log)")
 }
@@ -274,6 +283,28 @@ pub fn now_ms() -> i64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn a_unique_index_refusing_a_write_is_a_conflict() {
+        let db = connect("sqlite::memory:").await.expect("connect");
+        for sql in [
+            "CREATE TABLE t (name TEXT NOT NULL)",
+            "CREATE UNIQUE INDEX t_name ON t (name)",
+            "INSERT INTO t (name) VALUES ('a')",
+        ] {
+            db.execute_unprepared(sql).await.expect(sql);
+        }
+        let err = db
+            .execute_unprepared("INSERT INTO t (name) VALUES ('a')")
+            .await
+            .expect_err("taken");
+        assert_eq!(db_error(err).code, ErrorCode::Conflict);
+        let err = db
+            .execute_unprepared("INSERT INTO missing (name) VALUES ('a')")
+            .await
+            .expect_err("no table");
+        assert_eq!(db_error(err).code, ErrorCode::Internal);
+    }
 
     #[test]
     fn like_patterns_are_escaped() {
