@@ -36,13 +36,7 @@ pub struct HttpRecorder {
 impl HttpRecorder {
     /// Starts serving on a free loopback port; every request is answered `200` with `body`.
     pub fn start(body: &str) -> HttpRecorder {
-        Self::start_on("127.0.0.1:0", body)
-    }
-
-    /// Like [`HttpRecorder::start`], listening on `addr` (e.g. a lab namespace's address, from
-    /// a thread inside that namespace).
-    pub fn start_on(addr: &str, body: &str) -> HttpRecorder {
-        let listener = TcpListener::bind(addr).unwrap_or_else(|e| panic!("bind {addr}: {e}"));
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
         let port = listener.local_addr().expect("local addr").port();
         let requests = Arc::new(Mutex::new(Vec::new()));
         let body = Arc::new(body.as_bytes().to_vec());
