@@ -9,27 +9,24 @@ pub mod nats_child;
 use std::net::SocketAddr;
 
 use bootfleet_api::artifacts::ArtifactKind;
-use bootfleet_artifacts::worker::BuilderService;
 use bootfleet_bus::{Bus, BusConfig, BusError};
 use bootfleet_gateway::GatewayConfig;
 use bootfleet_service_kit::{Service, Services, StartError};
 
 /// Every service of the system, in start order: `bootfleet up` starts them all, `bootfleet
 /// service <name>` one of them. Adding a service is one line here (see docs/architecture.md).
-pub fn services() -> Vec<Box<dyn Service>> {
-    let mut all: Vec<Box<dyn Service>> = vec![
-        Box::new(bootfleet_scripts::MainscriptsService),
-        Box::new(bootfleet_scripts::KickstartsService),
-        Box::new(bootfleet_sshkeys::SshkeysService),
-        Box::new(bootfleet_distributors::DistributorsService),
-        Box::new(bootfleet_localnodes::LocalnodesService),
-        Box::new(bootfleet_machines::MachinesService::from_env()),
-        Box::new(bootfleet_artifacts::ArtifactsService::from_env()),
+pub fn services() -> Vec<Service> {
+    let mut all = vec![
+        bootfleet_scripts::mainscripts_service(),
+        bootfleet_scripts::kickstarts_service(),
+        bootfleet_sshkeys::service(),
+        bootfleet_distributors::service(),
+        bootfleet_localnodes::service(),
+        bootfleet_machines::service_from_env(),
+        bootfleet_artifacts::service_from_env(),
     ];
     // A builder per artifact kind (`ipxes`, `grubs`, `syslinuxs`, `isos`).
-    for kind in ArtifactKind::ALL {
-        all.push(Box::new(BuilderService::from_env(kind)));
-    }
+    all.extend(ArtifactKind::ALL.map(bootfleet_artifacts::worker::builder_from_env));
     all
 }
 
@@ -44,7 +41,7 @@ pub fn service_names() -> Vec<&'static str> {
 
 /// The services `bootfleet service <name>` runs: the one of that name, or every builder for
 /// [`BUILDERS`].
-pub fn services_named(name: &str) -> Vec<Box<dyn Service>> {
+pub fn services_named(name: &str) -> Vec<Service> {
     let builder_kinds: Vec<&str> = ArtifactKind::ALL.iter().map(|k| k.name()).collect();
     services()
         .into_iter()
@@ -88,7 +85,7 @@ impl System {
     pub async fn start(config: SystemConfig) -> Result<System, SystemError> {
         let bus = Bus::connect(&config.nats).await?;
         let all = services();
-        let all: Vec<&dyn Service> = all.iter().map(AsRef::as_ref).collect();
+        let all: Vec<&Service> = all.iter().collect();
         let services = Services::start(&bus, &config.database_url, &all).await?;
         let listener = tokio::net::TcpListener::bind(config.listen)
             .await

@@ -383,8 +383,7 @@ async fn run(cli: Cli) -> Result<(), String> {
         }
         Command::Service { name } => {
             let selected = bootfleet::services_named(&name);
-            let selected: Vec<&dyn bootfleet_service_kit::Service> =
-                selected.iter().map(AsRef::as_ref).collect();
+            let selected: Vec<_> = selected.iter().collect();
             let bus = Bus::connect(&nats_config(require_nats_url()?, &name))
                 .await
                 .map_err(|e| e.to_string())?;

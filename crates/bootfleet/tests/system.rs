@@ -1929,10 +1929,9 @@ async fn a_builder_killed_mid_build_leaves_the_job_to_another() {
         bus: bus.clone(),
         db,
     };
-    let service =
-        bootfleet_service_kit::start_one(&ctx, &bootfleet_artifacts::ArtifactsService::from_env())
-            .await
-            .expect("artifacts service");
+    let service = bootfleet_service_kit::start_one(&ctx, &bootfleet_artifacts::service_from_env())
+        .await
+        .expect("artifacts service");
     let spawn = || {
         ChildGuard(
             bootfleet_bin()
@@ -2623,7 +2622,7 @@ async fn services_claim_distinct_names_subjects_and_tables() {
         .await
         .expect("bus");
     let services = bootfleet::services();
-    let list: Vec<&dyn Service> = services.iter().map(AsRef::as_ref).collect();
+    let list: Vec<&Service> = services.iter().collect();
     assert!(list.len() >= 7, "{list:?}");
 
     let mut names = HashSet::new();
@@ -2638,7 +2637,7 @@ async fn services_claim_distinct_names_subjects_and_tables() {
     let mut answers_requests = HashMap::new();
     for service in &list {
         assert!(names.insert(service.name()), "{} twice", service.name());
-        let builder = bootfleet_service_kit::build(*service, &ctx)
+        let builder = bootfleet_service_kit::build(service, &ctx)
             .await
             .expect("build");
         assert_eq!(builder.service(), service.name());

@@ -235,6 +235,35 @@ macro_rules! list_reply {
 }
 use list_reply;
 
+/// A collection (`struct $collection`) at `/api/$name` whose service answers lists as `$list` of
+/// `$item`, asked on `subjects::subject($service, op)`, each shown as `$row` (`From` the item).
+macro_rules! collection {
+    ($collection:ident, $name:literal, $service:expr, $list:ty => $item:ty, $row:ty) => {
+        #[derive(Clone, Copy, Debug)]
+        struct $collection;
+
+        super::list_reply!($list => $item);
+
+        impl super::Collection for $collection {
+            type List = $list;
+            type Row = $row;
+
+            fn name(&self) -> &'static str {
+                $name
+            }
+
+            fn subject(&self, op: bootfleet_api::subjects::Op) -> String {
+                bootfleet_api::subjects::subject($service, op)
+            }
+
+            fn row(&self, item: $item) -> Result<$row, bootfleet_api::ApiError> {
+                Ok(<$row>::from(item))
+            }
+        }
+    };
+}
+use collection;
+
 /// A REST collection, `/api/<name>`, whose rows a service keeps: what the routes every
 /// collection has in the same form ([`list_route`], [`get_route`], [`delete_route`]) ask on the
 /// bus, and how the answers become REST rows.

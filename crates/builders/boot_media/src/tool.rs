@@ -484,18 +484,32 @@ mod tests {
         }
     }
 
+    /// A script whose child `sleep` (its pid written to `pidfile`) outlives it unless the
+    /// whole process tree is killed; `more` runs before it waits.
+    fn process_tree(dir: &Path, pidfile: &Path, more: &str) -> Command {
+        script(
+            dir,
+            "tree.sh",
+            &format!(
+                "#!/bin/sh\nsleep 100 &\necho $! > {}\n{more}wait\n",
+                pidfile.display()
+            ),
+        )
+    }
+
+    fn assert_tree_gone(pidfile: &Path) {
+        let grandchild = read_pid(pidfile);
+        assert!(
+            wait_gone(grandchild),
+            "grandchild sleep {grandchild} survived"
+        );
+    }
+
     #[test]
     fn timeout_kills_the_whole_process_tree() {
         let dir = tempfile::tempdir().expect("tempdir");
         let pidfile = dir.path().join("grandchild.pid");
-        let s = script(
-            dir.path(),
-            "tree.sh",
-            &format!(
-                "#!/bin/sh\nsleep 100 &\necho $! > {}\necho started\nwait\n",
-                pidfile.display()
-            ),
-        );
+        let s = process_tree(dir.path(), &pidfile, "echo started\n");
         let started = Instant::now();
         let err = s
             .timeout(Duration::from_millis(700))
@@ -510,25 +524,14 @@ mod tests {
             "{:?}",
             started.elapsed()
         );
-        let grandchild = read_pid(&pidfile);
-        assert!(
-            wait_gone(grandchild),
-            "grandchild sleep {grandchild} survived"
-        );
+        assert_tree_gone(&pidfile);
     }
 
     #[test]
     fn cancel_kills_the_whole_process_tree() {
         let dir = tempfile::tempdir().expect("tempdir");
         let pidfile = dir.path().join("grandchild.pid");
-        let s = script(
-            dir.path(),
-            "tree.sh",
-            &format!(
-                "#!/bin/sh\nsleep 100 &\necho $! > {}\nwait\n",
-                pidfile.display()
-            ),
-        );
+        let s = process_tree(dir.path(), &pidfile, "");
         let cancel = Cancel::default();
         let trigger = cancel.clone();
         let pidfile2 = pidfile.clone();
@@ -544,11 +547,7 @@ mod tests {
         canceller.join().expect("canceller");
         assert!(matches!(err, BuildError::Cancelled), "{err:?}");
         assert!(started.elapsed() < Duration::from_secs(10));
-        let grandchild = read_pid(&pidfile);
-        assert!(
-            wait_gone(grandchild),
-            "grandchild sleep {grandchild} survived"
-        );
+        assert_tree_gone(&pidfile);
     }
 
     #[test]

@@ -8,13 +8,11 @@ use axum::Json;
 use bootfleet_api::rest::{
     DistributorConfigInput, DistributorRow, DistributorStatusInput, SiteCheck,
 };
-use bootfleet_api::subjects::{self, Op};
+use bootfleet_api::subjects;
 use bootfleet_api::{proto, validate, ApiError};
 
 use super::artifacts::local_path;
-use super::{
-    get_route, list_reply, list_route, path_id, Body, BodySchema, Collection, RouteDef, ID,
-};
+use super::{collection, get_route, list_route, path_id, Body, BodySchema, RouteDef, ID};
 use crate::auth::Access;
 use crate::http::{Deadline, HttpResult, JsonBody, Trace};
 use crate::AppState;
@@ -24,27 +22,7 @@ const SERVICE: &str = subjects::DISTRIBUTORS;
 /// The distributor fetches and checks files before it answers a configuration.
 const CONFIGURE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(75);
 
-#[derive(Clone, Copy, Debug)]
-struct Distributors;
-
-list_reply!(proto::DistributorList => proto::Distributor);
-
-impl Collection for Distributors {
-    type List = proto::DistributorList;
-    type Row = DistributorRow;
-
-    fn name(&self) -> &'static str {
-        "distributors"
-    }
-
-    fn subject(&self, op: Op) -> String {
-        subjects::subject(SERVICE, op)
-    }
-
-    fn row(&self, distributor: proto::Distributor) -> Result<DistributorRow, ApiError> {
-        Ok(DistributorRow::from(distributor))
-    }
-}
+collection!(Distributors, "distributors", SERVICE, proto::DistributorList => proto::Distributor, DistributorRow);
 
 /// The artifact id a body asks the row to have ("" when it names none; see [`SiteCheck`]).
 fn site_check(check: Option<&SiteCheck>) -> Result<String, ApiError> {

@@ -13,8 +13,8 @@ use bootfleet_api::subjects::{self, Op};
 use bootfleet_api::{proto, validate, ApiError, ErrorCode};
 
 use super::{
-    created, delete_route, get_route, list_reply, list_route, path_id, query_pairs, uncached, Body,
-    BodySchema, Collection, Param, ParamType, RouteDef, ID,
+    collection, created, delete_route, get_route, list_route, path_id, query_pairs, uncached, Body,
+    BodySchema, Param, ParamType, RouteDef, ID,
 };
 use crate::auth::Access;
 use crate::http::{Deadline, HttpResult, JsonBody, Trace};
@@ -22,27 +22,7 @@ use crate::AppState;
 
 const SERVICE: &str = subjects::LOCALNODES;
 
-#[derive(Clone, Copy, Debug)]
-struct LocalNodes;
-
-list_reply!(proto::LocalNodeList => proto::LocalNode);
-
-impl Collection for LocalNodes {
-    type List = proto::LocalNodeList;
-    type Row = LocalNodeRow;
-
-    fn name(&self) -> &'static str {
-        "localnodes"
-    }
-
-    fn subject(&self, op: Op) -> String {
-        subjects::subject(SERVICE, op)
-    }
-
-    fn row(&self, node: proto::LocalNode) -> Result<LocalNodeRow, ApiError> {
-        Ok(LocalNodeRow::from(node))
-    }
-}
+collection!(LocalNodes, "localnodes", SERVICE, proto::LocalNodeList => proto::LocalNode, LocalNodeRow);
 
 fn query_param(name: &'static str, description: &'static str, required: bool) -> Param {
     Param {

@@ -11,8 +11,8 @@ use bootfleet_api::subjects::{self, Op};
 use bootfleet_api::{proto, validate, ApiError};
 
 use super::{
-    created, delete_route, list_reply, list_route, path_id, query_pairs, raw_text, uncached,
-    wants_json, Body, BodySchema, Collection, Param, ParamType, RouteDef, ID, NODE_TOKEN,
+    collection, created, delete_route, list_route, path_id, query_pairs, raw_text, uncached,
+    wants_json, Body, BodySchema, Param, ParamType, RouteDef, ID, NODE_TOKEN,
 };
 use crate::auth::Access;
 use crate::http::{Deadline, HttpError, HttpResult, JsonBody, Trace};
@@ -24,27 +24,7 @@ fn subject(op: Op) -> String {
     subjects::subject(subjects::SSHKEYS, op)
 }
 
-#[derive(Clone, Copy, Debug)]
-struct SshKeys;
-
-list_reply!(proto::SshKeyList => proto::SshKey);
-
-impl Collection for SshKeys {
-    type List = proto::SshKeyList;
-    type Row = SshKeyRow;
-
-    fn name(&self) -> &'static str {
-        "sshkeys"
-    }
-
-    fn subject(&self, op: Op) -> String {
-        subject(op)
-    }
-
-    fn row(&self, key: proto::SshKey) -> Result<SshKeyRow, ApiError> {
-        Ok(SshKeyRow::from(key))
-    }
-}
+collection!(SshKeys, "sshkeys", subjects::SSHKEYS, proto::SshKeyList => proto::SshKey, SshKeyRow);
 
 async fn create(
     State(s): State<AppState>,

@@ -22,7 +22,7 @@ use prost::Message;
 pub use artifact_store::{ArtifactStore, ArtifactStoreError, ObjectChunks, StoredObject};
 pub use boot_events::{BootEventItem, BootEvents};
 pub use config::{Auth, BusConfig, Tls};
-pub use service::{RequestCtx, RunningService, ServiceBuilder, StatefulRoutes};
+pub use service::{RequestCtx, RunningService, ServiceBuilder, SiteRequest, StatefulRoutes};
 pub use trace::TraceParent;
 
 pub const STATUS_HEADER: &str = "Bf-Status";

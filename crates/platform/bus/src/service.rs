@@ -183,6 +183,28 @@ impl ServiceBuilder {
     }
 }
 
+/// A request that names the site (the distributor's artifact id) it comes from.
+pub trait SiteRequest {
+    fn artifact_id(&self) -> &str;
+}
+
+macro_rules! site_requests {
+    ($($message:ty),+) => {
+        $(impl SiteRequest for $message {
+            fn artifact_id(&self) -> &str {
+                &self.artifact_id
+            }
+        })+
+    };
+}
+
+site_requests!(
+    proto::DistributorHeartbeat,
+    proto::SiteNodesRequest,
+    proto::ReachabilityReport,
+    proto::BootDecisionRequest
+);
+
 /// A [`ServiceBuilder`] whose next routes share one state; see [`ServiceBuilder::with_state`].
 #[derive(Debug)]
 pub struct StatefulRoutes<S> {
@@ -207,6 +229,25 @@ where
             .builder
             .route(subject, move |ctx, req| handler(state.clone(), ctx, req));
         self
+    }
+
+    /// Answers a request a site's distributor sends on its per-site subject (`pattern` with a
+    /// `*` for the site) with `handler(state, request)`, only when the subject names the site
+    /// the request says it is from (see [`RequestCtx::check_site`]).
+    pub fn site_route<Req, Resp, F, Fut>(self, pattern: String, handler: F) -> Self
+    where
+        Req: SiteRequest + Message + Default + 'static,
+        Resp: Message + 'static,
+        F: Fn(S, Req) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<Resp, ApiError>> + Send + 'static,
+    {
+        let checked = pattern.clone();
+        self.route(pattern, move |state, ctx, req: Req| {
+            let answer = ctx
+                .check_site(&checked, req.artifact_id())
+                .map(|()| handler(state, req));
+            async move { answer?.await }
+        })
     }
 
     /// Back to the builder, for routes with another state or none.

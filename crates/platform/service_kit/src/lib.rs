@@ -3,7 +3,7 @@
 //! A service is a name on the bus (its queue group and the stem of its subjects), the tables it
 //! owns (a [`Schema`]: its migrations, under its own migration table) and its request handlers.
 //! `bootfleet up` and `bootfleet service <name>` both start services from one list (the
-//! `bootfleet` crate's `services::all`) through [`Services::start`]: every schema is migrated
+//! `bootfleet` crate's `services()`) through [`Services::start`]: every schema is migrated
 //! once, then every service answers. `docs/architecture.md` has the recipe for a new one.
 
 use std::collections::HashSet;
@@ -14,8 +14,6 @@ use bootfleet_store::sea_orm::DatabaseConnection;
 use bootfleet_store::sea_orm_migration::MigratorTrait;
 use bootfleet_store::StoreError;
 use futures_util::future::BoxFuture;
-
-pub use async_trait::async_trait;
 
 /// The tables a service owns and the migrations that make them.
 pub struct Schema {
@@ -76,24 +74,63 @@ pub struct Context {
     pub db: DatabaseConnection,
 }
 
-/// A service of the system. Its handlers run in every instance; NATS shares the requests
-/// among the instances of one name (its queue group).
-#[async_trait]
-pub trait Service: Debug + Send + Sync {
-    /// The name it answers under on the bus (`bootfleet.v1.<name>.*`), from `bootfleet_api::subjects`.
-    fn name(&self) -> &'static str;
+/// What a service's routes function gives back: its builder with every handler added.
+pub type Routes = Result<ServiceBuilder, StartError>;
 
-    /// The tables it owns, or `None` when it keeps no rows of its own. Two services may name the
-    /// same schema only when one is a worker role of the other (the builders of `artifacts`).
-    fn schema(&self) -> Option<&'static Schema>;
+type RoutesFn = dyn Fn(ServiceBuilder, Context) -> BoxFuture<'static, Routes> + Send + Sync;
 
-    /// Adds its handlers (and background tasks) to `service`, a builder already named
-    /// [`Service::name`], which answers `ping` on its own.
-    async fn routes(
-        &self,
-        service: ServiceBuilder,
-        ctx: &Context,
-    ) -> Result<ServiceBuilder, StartError>;
+/// A service of the system: its name on the bus, the tables it owns and the function that adds
+/// its handlers. Its handlers run in every instance; NATS shares the requests among the
+/// instances of one name (its queue group). A service crate exports one function that makes it:
+///
+/// ```ignore
+/// pub fn service() -> Service {
+///     Service::new(subjects::WIDGETS, &migrations::SCHEMA, routes)
+/// }
+///
+/// async fn routes(service: ServiceBuilder, ctx: Context) -> Routes { ... }
+/// ```
+pub struct Service {
+    name: &'static str,
+    schema: Option<&'static Schema>,
+    routes: Box<RoutesFn>,
+}
+
+impl Service {
+    /// `name` from `bootfleet_api::subjects` (`bootfleet.v1.<name>.*`); `routes` adds the
+    /// handlers (and background tasks) to a builder already named `name`, which answers `ping`
+    /// on its own. Two services may name the same schema only when one is a worker role of the
+    /// other (the builders of `artifacts`).
+    pub fn new<F, Fut>(name: &'static str, schema: &'static Schema, routes: F) -> Service
+    where
+        F: Fn(ServiceBuilder, Context) -> Fut + Send + Sync + 'static,
+        Fut: std::future::Future<Output = Routes> + Send + 'static,
+    {
+        Service {
+            name,
+            schema: Some(schema),
+            routes: Box::new(move |builder, ctx| Box::pin(routes(builder, ctx))),
+        }
+    }
+
+    /// The name it answers under on the bus.
+    pub fn name(&self) -> &'static str {
+        self.name
+    }
+
+    /// The tables it owns, or `None` when it keeps no rows of its own.
+    pub fn schema(&self) -> Option<&'static Schema> {
+        self.schema
+    }
+}
+
+impl Debug for Service {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Service")
+            .field("name", &self.name)
+            .field("schema", &self.schema)
+            .finish_non_exhaustive()
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -114,7 +151,7 @@ pub enum StartError {
 }
 
 impl StartError {
-    fn of(service: &dyn Service) -> impl FnOnce(StartError) -> StartError + '_ {
+    fn of(service: &Service) -> impl FnOnce(StartError) -> StartError + '_ {
         move |e| StartError::Service {
             service: service.name(),
             source: Box::new(e),
@@ -125,7 +162,7 @@ impl StartError {
 /// Migrates the schemas of `services`, each once, in list order. Every schema change comes
 /// before any serving: no connection serves on a schema it read before another service's
 /// migration (see `bootfleet_store::migrate`).
-pub async fn migrate(db: &DatabaseConnection, services: &[&dyn Service]) -> Result<(), StartError> {
+pub async fn migrate(db: &DatabaseConnection, services: &[&Service]) -> Result<(), StartError> {
     let mut done = HashSet::new();
     for service in services {
         let Some(schema) = service.schema() else {
@@ -135,25 +172,27 @@ pub async fn migrate(db: &DatabaseConnection, services: &[&dyn Service]) -> Resu
             schema
                 .migrate(db)
                 .await
-                .map_err(|e| StartError::of(*service)(e.into()))?;
+                .map_err(|e| StartError::of(service)(e.into()))?;
         }
     }
     Ok(())
 }
 
 /// `service`'s builder with every handler added, not yet answering: what it would subscribe.
-pub async fn build(service: &dyn Service, ctx: &Context) -> Result<ServiceBuilder, StartError> {
-    service
-        .routes(ServiceBuilder::new(ctx.bus.clone(), service.name()), ctx)
-        .await
-        .map_err(StartError::of(service))
+pub async fn build(service: &Service, ctx: &Context) -> Routes {
+    (service.routes)(
+        ServiceBuilder::new(ctx.bus.clone(), service.name()),
+        ctx.clone(),
+    )
+    .await
+    .map_err(StartError::of(service))
 }
 
 /// Migrates, then starts every service on the bus. On an error the services already started
 /// are stopped again.
 pub async fn start(
     ctx: &Context,
-    services: &[&dyn Service],
+    services: &[&Service],
 ) -> Result<Vec<RunningService>, StartError> {
     migrate(&ctx.db, services).await?;
     let mut running = Vec::with_capacity(services.len());
@@ -179,7 +218,7 @@ pub async fn start(
 }
 
 /// Migrates and starts one service (a test or benchmark that runs a service alone).
-pub async fn start_one(ctx: &Context, service: &dyn Service) -> Result<RunningService, StartError> {
+pub async fn start_one(ctx: &Context, service: &Service) -> Result<RunningService, StartError> {
     migrate(&ctx.db, &[service]).await?;
     build(service, ctx)
         .await?
@@ -200,7 +239,7 @@ impl Services {
     pub async fn start(
         bus: &Bus,
         database_url: &str,
-        services: &[&dyn Service],
+        services: &[&Service],
     ) -> Result<Services, StartError> {
         let db = bootfleet_store::connect(database_url).await?;
         let ctx = Context {
@@ -227,4 +266,29 @@ impl Services {
             tracing::warn!(error = %e, "closing the database pool failed");
         }
     }
+}
+
+/// Adds one route per `subject => method` to a builder that has state of type `$state`: each
+/// handler calls `state.method(request)`. A handler that needs more (the request's site, a
+/// second argument) is written out with `.route` instead.
+///
+/// ```ignore
+/// handlers!(service.with_state(Widgets::new(db)), Widgets, [
+///     subjects::subject(WIDGETS, Op::Create) => create,
+///     subjects::subject(WIDGETS, Op::Get) => get,
+/// ])
+/// ```
+#[macro_export]
+macro_rules! handlers {
+    ($builder:expr, $state:ty, [$($subject:expr => $method:ident),+ $(,)?]) => {
+        $builder$(.route($subject, |state: $state, _, request| async move {
+            state.$method(request).await
+        }))+
+    };
+    // Requests of a site's distributor on its per-site subject (`StatefulRoutes::site_route`).
+    ($builder:expr, $state:ty, sites [$($subject:expr => $method:ident),+ $(,)?]) => {
+        $builder$(.site_route($subject, |state: $state, request| async move {
+            state.$method(request).await
+        }))+
+    };
 }

@@ -20,7 +20,7 @@ use bootfleet_api::subjects::{self, Op};
 use bootfleet_api::{proto, validate, ApiError, ErrorCode, ListParams};
 use bootfleet_boot_media::{Kind, Toolbox};
 use bootfleet_bus::{Bus, RunningService, ServiceBuilder};
-use bootfleet_service_kit::{async_trait, Context, Schema, Service};
+use bootfleet_service_kit::{handlers, Context, Routes, Schema, Service};
 use bootfleet_store::sea_orm::sea_query::{Alias, Condition, Expr, Query};
 use bootfleet_store::sea_orm::{ConnectionTrait, DatabaseConnection, FromQueryResult};
 use bootfleet_store::{db_error, now_ms, TableSpec};
@@ -455,75 +455,42 @@ impl Artifacts {
     }
 }
 
-/// The `artifacts` service: the registry, and the producer of build jobs.
-#[derive(Debug)]
-pub struct ArtifactsService {
-    toolbox: Arc<Toolbox>,
+/// The `artifacts` service: the registry, and the producer of build jobs, with these tools
+/// (their versions are part of every content address).
+pub fn service(toolbox: Toolbox) -> Service {
+    let toolbox = Arc::new(toolbox);
+    Service::new(SERVICE, &SCHEMA, move |service, ctx| {
+        routes(service, ctx, toolbox.clone())
+    })
 }
 
-impl ArtifactsService {
-    /// With these tools (their versions are part of every content address).
-    pub fn new(toolbox: Toolbox) -> Self {
-        ArtifactsService {
-            toolbox: Arc::new(toolbox),
-        }
-    }
-
-    /// With the tools the environment names (see [`Toolbox::from_env`]).
-    pub fn from_env() -> Self {
-        Self::new(Toolbox::from_env())
-    }
+/// The `artifacts` service with the tools the environment names (see [`Toolbox::from_env`]).
+pub fn service_from_env() -> Service {
+    service(Toolbox::from_env())
 }
 
 /// The artifacts' rows. The builders, a worker role of this service, share it.
 pub(crate) static SCHEMA: Schema = Schema::new::<ArtifactsMigrator>(&["artifacts"]);
 
-#[async_trait]
-impl Service for ArtifactsService {
-    fn name(&self) -> &'static str {
-        SERVICE
-    }
-
-    fn schema(&self) -> Option<&'static Schema> {
-        Some(&SCHEMA)
-    }
-
-    /// Makes sure the queue and the bucket exist, then answers.
-    async fn routes(
-        &self,
-        service: ServiceBuilder,
-        ctx: &Context,
-    ) -> Result<ServiceBuilder, StartError> {
-        let js = jetstream::new(ctx.bus.client().clone());
-        worker::ensure_stream(&js).await?;
-        let objects = objects::Objects::open(&ctx.bus).await?;
-        let artifacts = Artifacts {
-            registry: Registry::new(ctx.db.clone()),
-            js,
-            objects,
-            toolbox: self.toolbox.clone(),
-            versions: Arc::default(),
-        };
-        Ok(service
-            .with_state(artifacts)
-            .route(
-                subjects::subject(SERVICE, Op::Create),
-                |a: Artifacts, _, req| async move { a.create(req).await },
-            )
-            .route(
-                subjects::subject(SERVICE, Op::Get),
-                |a: Artifacts, _, req| async move { a.get(req).await },
-            )
-            .route(
-                subjects::subject(SERVICE, Op::List),
-                |a: Artifacts, _, req| async move { a.list(req).await },
-            )
-            .route(
-                subjects::subject(SERVICE, Op::Delete),
-                |a: Artifacts, _, req| async move { a.delete(req).await },
-            )
-            .builder())
-    }
+/// Makes sure the queue and the bucket exist, then answers.
+async fn routes(service: ServiceBuilder, ctx: Context, toolbox: Arc<Toolbox>) -> Routes {
+    let js = jetstream::new(ctx.bus.client().clone());
+    worker::ensure_stream(&js).await?;
+    let objects = objects::Objects::open(&ctx.bus).await?;
+    let artifacts = Artifacts {
+        registry: Registry::new(ctx.db.clone()),
+        js,
+        objects,
+        toolbox,
+        versions: Arc::default(),
+    };
+    Ok(handlers!(service.with_state(artifacts), Artifacts, [
+        subjects::subject(SERVICE, Op::Create) => create,
+        subjects::subject(SERVICE, Op::Get) => get,
+        subjects::subject(SERVICE, Op::List) => list,
+        subjects::subject(SERVICE, Op::Delete) => delete,
+    ])
+    .builder())
 }
 
 /// Migrates and starts the `artifacts` service with these tools, alone (tests, benchmarks).
@@ -532,5 +499,5 @@ pub async fn start_with(
     db: DatabaseConnection,
     toolbox: Toolbox,
 ) -> Result<RunningService, StartError> {
-    bootfleet_service_kit::start_one(&Context { bus, db }, &ArtifactsService::new(toolbox)).await
+    bootfleet_service_kit::start_one(&Context { bus, db }, &service(toolbox)).await
 }

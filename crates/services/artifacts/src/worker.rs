@@ -11,7 +11,7 @@ use bootfleet_api::subjects;
 use bootfleet_api::{proto, ApiError, ErrorCode};
 use bootfleet_boot_media::{grub, ipxe, iso, syslinux, BuildError, Built, Cancel, Toolbox};
 use bootfleet_bus::{Bus, RunningService, ServiceBuilder};
-use bootfleet_service_kit::{async_trait, Context, Schema, Service};
+use bootfleet_service_kit::{Context, Routes, Service};
 use bootfleet_store::sea_orm::DatabaseConnection;
 use futures_util::StreamExt;
 use prost::Message;
@@ -209,40 +209,29 @@ struct Builder {
 /// `syslinuxs`, `isos`; it answers `ping`) and a consumer of that kind's jobs only, so each kind
 /// is deployed and scaled alone with only its tools. Builders are worker roles of `artifacts`
 /// and share its tables. `bootfleet service builders` runs all four in one process.
-#[derive(Debug)]
-pub struct BuilderService {
-    kind: ArtifactKind,
-    config: WorkerConfig,
-    toolbox: Arc<Toolbox>,
+pub fn builder_service(kind: ArtifactKind, config: WorkerConfig, toolbox: Arc<Toolbox>) -> Service {
+    Service::new(kind.name(), &crate::SCHEMA, move |service, ctx| {
+        routes(service, ctx, kind, config, toolbox.clone())
+    })
 }
 
-impl BuilderService {
-    pub fn new(kind: ArtifactKind, config: WorkerConfig, toolbox: Arc<Toolbox>) -> Self {
-        BuilderService {
-            kind,
-            config,
-            toolbox,
-        }
-    }
+/// A builder for `kind`, configured from the environment (see [`WorkerConfig::from_env`] and
+/// [`Toolbox::from_env`]).
+pub fn builder_from_env(kind: ArtifactKind) -> Service {
+    builder_service(
+        kind,
+        WorkerConfig::from_env(),
+        Arc::new(Toolbox::from_env()),
+    )
+}
 
-    /// A builder for `kind`, configured from the environment (see [`WorkerConfig::from_env`]
-    /// and [`Toolbox::from_env`]).
-    pub fn from_env(kind: ArtifactKind) -> Self {
-        Self::new(
-            kind,
-            WorkerConfig::from_env(),
-            Arc::new(Toolbox::from_env()),
-        )
-    }
-
-    /// One builder per kind.
-    pub fn every_kind(config: WorkerConfig, toolbox: Toolbox) -> Vec<BuilderService> {
-        let toolbox = Arc::new(toolbox);
-        ArtifactKind::ALL
-            .into_iter()
-            .map(|kind| Self::new(kind, config, toolbox.clone()))
-            .collect()
-    }
+/// One builder per kind.
+pub fn every_kind(config: WorkerConfig, toolbox: Toolbox) -> Vec<Service> {
+    let toolbox = Arc::new(toolbox);
+    ArtifactKind::ALL
+        .into_iter()
+        .map(|kind| builder_service(kind, config, toolbox.clone()))
+        .collect()
 }
 
 /// The durable consumer of one kind's jobs. Filters of consumers on a work-queue stream must
@@ -255,57 +244,47 @@ fn consumer_name(kind: ArtifactKind) -> String {
 /// filtered consumer may be made. Its unacked jobs stay in the stream for the new consumers.
 const LEGACY_CONSUMER: &str = "builders";
 
-#[async_trait]
-impl Service for BuilderService {
-    fn name(&self) -> &'static str {
-        self.kind.name()
-    }
-
-    fn schema(&self) -> Option<&'static Schema> {
-        Some(&crate::SCHEMA)
-    }
-
-    async fn routes(
-        &self,
-        service: ServiceBuilder,
-        ctx: &Context,
-    ) -> Result<ServiceBuilder, StartError> {
-        let js = jetstream::new(ctx.bus.client().clone());
-        let stream = ensure_stream(&js).await?;
-        if stream.consumer_info(LEGACY_CONSUMER).await.is_ok() {
-            match stream.delete_consumer(LEGACY_CONSUMER).await {
-                Ok(_) => tracing::info!(
-                    consumer = LEGACY_CONSUMER,
-                    "removed the all-kinds build consumer; builders now take jobs per kind"
-                ),
-                // Another builder starting at the same time removed it first.
-                Err(e) => tracing::debug!(error = %e, "legacy build consumer not removed"),
-            }
+async fn routes(
+    service: ServiceBuilder,
+    ctx: Context,
+    kind: ArtifactKind,
+    config: WorkerConfig,
+    toolbox: Arc<Toolbox>,
+) -> Routes {
+    let js = jetstream::new(ctx.bus.client().clone());
+    let stream = ensure_stream(&js).await?;
+    if stream.consumer_info(LEGACY_CONSUMER).await.is_ok() {
+        match stream.delete_consumer(LEGACY_CONSUMER).await {
+            Ok(_) => tracing::info!(
+                consumer = LEGACY_CONSUMER,
+                "removed the all-kinds build consumer; builders now take jobs per kind"
+            ),
+            // Another builder starting at the same time removed it first.
+            Err(e) => tracing::debug!(error = %e, "legacy build consumer not removed"),
         }
-        let config = self.config;
-        let name = consumer_name(self.kind);
-        let consumer: consumer::PullConsumer = stream
-            .get_or_create_consumer(
-                &name,
-                consumer::pull::Config {
-                    durable_name: Some(name.clone()),
-                    filter_subject: subjects::build_job(self.kind.name()),
-                    ack_policy: consumer::AckPolicy::Explicit,
-                    ack_wait: config.ack_wait,
-                    max_deliver: config.max_deliver,
-                    ..Default::default()
-                },
-            )
-            .await
-            .map_err(|e| StartError::Setup(format!("cannot create the consumer {name}: {e}")))?;
-        let builder = Builder {
-            registry: Registry::new(ctx.db.clone()),
-            objects: Objects::open(&ctx.bus).await?,
-            toolbox: self.toolbox.clone(),
-            config,
-        };
-        Ok(service.background(move |stop| builder.consume(consumer, stop)))
     }
+    let name = consumer_name(kind);
+    let consumer: consumer::PullConsumer = stream
+        .get_or_create_consumer(
+            &name,
+            consumer::pull::Config {
+                durable_name: Some(name.clone()),
+                filter_subject: subjects::build_job(kind.name()),
+                ack_policy: consumer::AckPolicy::Explicit,
+                ack_wait: config.ack_wait,
+                max_deliver: config.max_deliver,
+                ..Default::default()
+            },
+        )
+        .await
+        .map_err(|e| StartError::Setup(format!("cannot create the consumer {name}: {e}")))?;
+    let builder = Builder {
+        registry: Registry::new(ctx.db.clone()),
+        objects: Objects::open(&ctx.bus).await?,
+        toolbox,
+        config,
+    };
+    Ok(service.background(move |stop| builder.consume(consumer, stop)))
 }
 
 /// Migrates and starts a builder of every kind with this configuration (tests, benchmarks).
@@ -315,8 +294,8 @@ pub async fn start_with(
     config: WorkerConfig,
     toolbox: Toolbox,
 ) -> Result<Vec<RunningService>, StartError> {
-    let builders = BuilderService::every_kind(config, toolbox);
-    let builders: Vec<&dyn Service> = builders.iter().map(|b| b as &dyn Service).collect();
+    let builders = every_kind(config, toolbox);
+    let builders: Vec<&Service> = builders.iter().collect();
     bootfleet_service_kit::start(&Context { bus, db }, &builders).await
 }
 

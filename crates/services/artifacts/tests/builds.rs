@@ -9,7 +9,7 @@ use async_nats::jetstream;
 use bootfleet_api::artifacts::{object_name, ArtifactKind};
 use bootfleet_api::subjects::{self, Op};
 use bootfleet_api::{proto, ApiError, ErrorCode};
-use bootfleet_artifacts::worker::{BuilderService, WorkerConfig};
+use bootfleet_artifacts::worker::{builder_service, WorkerConfig};
 use bootfleet_boot_media::Toolbox;
 use bootfleet_bus::{Bus, BusConfig, RunningService};
 use bootfleet_service_kit::Context;
@@ -70,7 +70,7 @@ impl Lab {
     }
 
     async fn start_builder(&mut self, kind: ArtifactKind) {
-        let builder = BuilderService::new(kind, WORKER, Arc::new(self.toolbox.clone()));
+        let builder = builder_service(kind, WORKER, Arc::new(self.toolbox.clone()));
         let ctx = Context {
             bus: self.bus.clone(),
             db: self.db.clone(),

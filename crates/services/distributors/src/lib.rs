@@ -8,7 +8,7 @@ mod migrations;
 use bootfleet_api::subjects::{self, Op};
 use bootfleet_api::{proto, validate, ApiError, ErrorCode, ListParams};
 use bootfleet_bus::{Bus, ServiceBuilder};
-use bootfleet_service_kit::{async_trait, Context, Schema, Service, StartError};
+use bootfleet_service_kit::{handlers, Context, Routes, Service};
 use bootfleet_store::sea_orm::sea_query::{Alias, Expr, OnConflict, Query};
 use bootfleet_store::sea_orm::{ConnectionTrait, DatabaseConnection, FromQueryResult};
 use bootfleet_store::{db_error, now_ms, TableSpec};
@@ -247,13 +247,10 @@ impl Distributors {
         })
     }
 
-    /// Stores the operator's on/off and pushes the row to the distributor.
-    pub async fn set_status(
-        &self,
-        req: proto::SetDistributorStatus,
-    ) -> Result<proto::Distributor, ApiError> {
-        let current = self.get(proto::IdRequest { id: req.id.clone() }).await?;
-        if !req.artifact_id.is_empty() && req.artifact_id != current.artifact_id {
+    /// The row `id`, when `artifact_id` (the site the operator's body names, if any) is its site.
+    async fn current(&self, id: &str, artifact_id: &str) -> Result<proto::Distributor, ApiError> {
+        let current = self.get(proto::IdRequest { id: id.to_owned() }).await?;
+        if !artifact_id.is_empty() && artifact_id != current.artifact_id {
             return Err(ApiError::invalid(
                 "artifactId",
                 format!(
@@ -262,6 +259,15 @@ impl Distributors {
                 ),
             ));
         }
+        Ok(current)
+    }
+
+    /// Stores the operator's on/off and pushes the row to the distributor.
+    pub async fn set_status(
+        &self,
+        req: proto::SetDistributorStatus,
+    ) -> Result<proto::Distributor, ApiError> {
+        let current = self.current(&req.id, &req.artifact_id).await?;
         let mut update = Query::update();
         update
             .table(Alias::new(SPEC.table))
@@ -361,16 +367,7 @@ impl Distributors {
         &self,
         req: proto::ConfigureDistributor,
     ) -> Result<proto::Distributor, ApiError> {
-        let current = self.get(proto::IdRequest { id: req.id.clone() }).await?;
-        if !req.artifact_id.is_empty() && req.artifact_id != current.artifact_id {
-            return Err(ApiError::invalid(
-                "artifactId",
-                format!(
-                    "does not match distributor {} ({})",
-                    current.id, current.artifact_id
-                ),
-            ));
-        }
+        let current = self.current(&req.id, &req.artifact_id).await?;
         if !current.interfaces.contains(&req.device) {
             return Err(ApiError::invalid(
                 "device",
@@ -456,53 +453,22 @@ impl Distributors {
 }
 
 /// The `distributors` service.
-#[derive(Debug)]
-pub struct DistributorsService;
+pub fn service() -> Service {
+    Service::new(SERVICE, &migrations::SCHEMA, routes)
+}
 
-static SCHEMA: Schema = Schema::new::<DistributorsMigrator>(&["distributors"]);
-
-#[async_trait]
-impl Service for DistributorsService {
-    fn name(&self) -> &'static str {
-        SERVICE
-    }
-
-    fn schema(&self) -> Option<&'static Schema> {
-        Some(&SCHEMA)
-    }
-
-    async fn routes(
-        &self,
-        service: ServiceBuilder,
-        ctx: &Context,
-    ) -> Result<ServiceBuilder, StartError> {
-        Ok(service
-            .with_state(Distributors::new(ctx.db.clone(), ctx.bus.clone()))
-            .route(
-                subjects::distributor_heartbeats(),
-                |d: Distributors, ctx, req: proto::DistributorHeartbeat| async move {
-                    ctx.check_site(&subjects::distributor_heartbeats(), &req.artifact_id)?;
-                    d.heartbeat(req).await
-                },
-            )
-            .route(
-                subjects::subject(SERVICE, Op::Get),
-                |d: Distributors, _, req| async move { d.get(req).await },
-            )
-            .route(
-                subjects::subject(SERVICE, Op::List),
-                |d: Distributors, _, req| async move { d.list(req).await },
-            )
-            .route(
-                subjects::distributor_set_status(),
-                |d: Distributors, _, req| async move { d.set_status(req).await },
-            )
-            .route(
-                subjects::distributor_configure(),
-                |d: Distributors, _, req| async move { d.configure(req).await },
-            )
-            .builder())
-    }
+async fn routes(service: ServiceBuilder, ctx: Context) -> Routes {
+    let service = service.with_state(Distributors::new(ctx.db.clone(), ctx.bus.clone()));
+    let service = handlers!(service, Distributors, sites [
+        subjects::distributor_heartbeats() => heartbeat,
+    ]);
+    Ok(handlers!(service, Distributors, [
+        subjects::subject(SERVICE, Op::Get) => get,
+        subjects::subject(SERVICE, Op::List) => list,
+        subjects::distributor_set_status() => set_status,
+        subjects::distributor_configure() => configure,
+    ])
+    .builder())
 }
 
 #[cfg(test)]

@@ -1,3 +1,4 @@
+use bootfleet_service_kit::Schema;
 use bootfleet_store::schema::{add_columns, create_tables, RegistryTable};
 use bootfleet_store::sea_orm_migration::prelude::*;
 
@@ -18,6 +19,9 @@ enum Distributors {
     /// What the distributor said it serves (`DistributorConfigApplied` as protobuf).
     BootFiles,
 }
+
+/// The tables of the `distributors` service.
+pub(crate) static SCHEMA: Schema = Schema::new::<DistributorsMigrator>(&["distributors"]);
 
 #[derive(Debug)]
 pub struct DistributorsMigrator;

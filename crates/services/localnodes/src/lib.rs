@@ -7,7 +7,7 @@ mod migrations;
 use bootfleet_api::subjects::{self, Op};
 use bootfleet_api::{proto, validate, ApiError, ErrorCode, ListParams};
 use bootfleet_bus::{Bus, ServiceBuilder};
-use bootfleet_service_kit::{async_trait, Context, Schema, Service, StartError};
+use bootfleet_service_kit::{handlers, Context, Routes, Service};
 use bootfleet_store::sea_orm::sea_query::{Alias, Expr, OnConflict, Query};
 use bootfleet_store::sea_orm::{ConnectionTrait, DatabaseConnection, FromQueryResult};
 use bootfleet_store::{db_error, now_ms, TableSpec};
@@ -406,66 +406,29 @@ impl Localnodes {
 }
 
 /// The `localnodes` service.
-#[derive(Debug)]
-pub struct LocalnodesService;
+pub fn service() -> Service {
+    Service::new(SERVICE, &migrations::SCHEMA, routes)
+}
 
-static SCHEMA: Schema = Schema::new::<LocalnodesMigrator>(&["localnodes"]);
-
-#[async_trait]
-impl Service for LocalnodesService {
-    fn name(&self) -> &'static str {
-        SERVICE
-    }
-
-    fn schema(&self) -> Option<&'static Schema> {
-        Some(&SCHEMA)
-    }
-
-    async fn routes(
-        &self,
-        service: ServiceBuilder,
-        ctx: &Context,
-    ) -> Result<ServiceBuilder, StartError> {
-        let script_bus = ctx.bus.clone();
-        Ok(service
-            .with_state(Localnodes::with_bus(ctx.db.clone(), ctx.bus.clone()))
-            .route(
-                subjects::subject(SERVICE, Op::Create),
-                |n: Localnodes, _, req| async move { n.register(req).await },
-            )
-            .route(
-                subjects::subject(SERVICE, Op::Get),
-                |n: Localnodes, _, req| async move { n.get(req).await },
-            )
-            .route(
-                subjects::subject(SERVICE, Op::List),
-                |n: Localnodes, _, req| async move { n.list(req).await },
-            )
-            .route(
-                subjects::subject(SERVICE, Op::Delete),
-                |n: Localnodes, _, req| async move { n.delete(req).await },
-            )
-            .route(
-                subjects::localnodes_of_sites(),
-                |n: Localnodes, ctx, req: proto::SiteNodesRequest| async move {
-                    ctx.check_site(&subjects::localnodes_of_sites(), &req.artifact_id)?;
-                    n.site_nodes(req).await
-                },
-            )
-            .route(
-                subjects::localnodes_reachabilities(),
-                |n: Localnodes, ctx, req: proto::ReachabilityReport| async move {
-                    ctx.check_site(&subjects::localnodes_reachabilities(), &req.artifact_id)?;
-                    n.reachability(req).await
-                },
-            )
-            .route(
-                subjects::localnodes_run_script(),
-                move |n: Localnodes, _, req| {
-                    let bus = script_bus.clone();
-                    async move { n.run_script(&bus, req).await }
-                },
-            )
-            .builder())
-    }
+async fn routes(service: ServiceBuilder, ctx: Context) -> Routes {
+    let script_bus = ctx.bus.clone();
+    let service = service.with_state(Localnodes::with_bus(ctx.db.clone(), ctx.bus.clone()));
+    let service = handlers!(service, Localnodes, sites [
+        subjects::localnodes_of_sites() => site_nodes,
+        subjects::localnodes_reachabilities() => reachability,
+    ]);
+    Ok(handlers!(service, Localnodes, [
+        subjects::subject(SERVICE, Op::Create) => register,
+        subjects::subject(SERVICE, Op::Get) => get,
+        subjects::subject(SERVICE, Op::List) => list,
+        subjects::subject(SERVICE, Op::Delete) => delete,
+    ])
+    .route(
+        subjects::localnodes_run_script(),
+        move |n: Localnodes, _, req| {
+            let bus = script_bus.clone();
+            async move { n.run_script(&bus, req).await }
+        },
+    )
+    .builder())
 }

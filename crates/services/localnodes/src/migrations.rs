@@ -1,3 +1,4 @@
+use bootfleet_service_kit::Schema;
 use bootfleet_store::schema::{add_columns, create_tables, RegistryTable};
 use bootfleet_store::sea_orm_migration::prelude::*;
 
@@ -13,6 +14,9 @@ enum Localnodes {
     /// The node's SSH host key, recorded on first contact (trust on first use) and checked after.
     HostKey,
 }
+
+/// The tables of the `localnodes` service.
+pub(crate) static SCHEMA: Schema = Schema::new::<LocalnodesMigrator>(&["localnodes"]);
 
 #[derive(Debug)]
 pub struct LocalnodesMigrator;

@@ -19,7 +19,7 @@ use bootfleet_api::machines::{
 use bootfleet_api::subjects;
 use bootfleet_api::{format_timestamp, proto, validate, ApiError, ErrorCode, ListParams};
 use bootfleet_bus::ServiceBuilder;
-use bootfleet_service_kit::{async_trait, Context, Schema, Service, StartError};
+use bootfleet_service_kit::{handlers, Context, Routes, Schema, Service, StartError};
 use bootfleet_store::sea_orm::sea_query::{Alias, Expr, OnConflict, Order, Query};
 use bootfleet_store::sea_orm::{
     ConnectionTrait, DatabaseConnection, FromQueryResult, StatementBuilder,
@@ -1714,34 +1714,30 @@ impl WithField for ApiError {
     }
 }
 
-/// The `machines` service.
-#[derive(Debug)]
-pub struct MachinesService {
-    api_url: String,
+/// The `machines` service; `api_url` is the node-facing API address its scripts and templates
+/// name.
+pub fn service(api_url: impl Into<String>) -> Service {
+    let api_url: Arc<str> = api_url.into().into();
+    Service::new(SERVICE, &SCHEMA, move |service, ctx| {
+        routes(service, ctx, api_url.clone())
+    })
 }
 
-impl MachinesService {
-    pub fn new(api_url: impl Into<String>) -> Self {
-        MachinesService {
-            api_url: api_url.into(),
+/// The `machines` service with the node-facing API address from `BOOTFLEET_NODE_API_URL`, or
+/// its default.
+pub fn service_from_env() -> Service {
+    let url = match std::env::var(NODE_API_URL_ENV) {
+        Ok(u) if node_api_url_ok(u.trim()) => u.trim().to_owned(),
+        Ok(u) if !u.trim().is_empty() => {
+            tracing::warn!(
+                value = %u,
+                "{NODE_API_URL_ENV} is not an http(s) URL without spaces; using {DEFAULT_NODE_API_URL}"
+            );
+            DEFAULT_NODE_API_URL.to_owned()
         }
-    }
-
-    /// With the node-facing API address from `BOOTFLEET_NODE_API_URL`, or its default.
-    pub fn from_env() -> Self {
-        let url = match std::env::var(NODE_API_URL_ENV) {
-            Ok(u) if node_api_url_ok(u.trim()) => u.trim().to_owned(),
-            Ok(u) if !u.trim().is_empty() => {
-                tracing::warn!(
-                    value = %u,
-                    "{NODE_API_URL_ENV} is not an http(s) URL without spaces; using {DEFAULT_NODE_API_URL}"
-                );
-                DEFAULT_NODE_API_URL.to_owned()
-            }
-            _ => DEFAULT_NODE_API_URL.to_owned(),
-        };
-        MachinesService::new(url)
-    }
+        _ => DEFAULT_NODE_API_URL.to_owned(),
+    };
+    service(url)
 }
 
 /// An `http://` or `https://` URL with a host and nothing a template or iPXE would split on.
@@ -1842,54 +1838,28 @@ async fn consume_boot_events(
     let _ = sub.unsubscribe().await;
 }
 
-#[async_trait]
-impl Service for MachinesService {
-    fn name(&self) -> &'static str {
-        SERVICE
+async fn routes(service: ServiceBuilder, ctx: Context, api_url: Arc<str>) -> Routes {
+    let machines = Machines::open(ctx.db.clone(), &api_url)
+        .await
+        .map_err(|e| StartError::Setup(e.message))?;
+    // Subscribed here, so the service's start confirms it with its routes.
+    let events = ctx
+        .bus
+        .client()
+        .queue_subscribe(subjects::ALL_BOOT_EVENTS, SERVICE.to_owned())
+        .await
+        .map_err(|e| StartError::Setup(format!("cannot follow boot events: {e}")))?;
+    let background = machines.clone();
+    let mut routes = service
+        .background(move |stop| consume_boot_events(background, events, stop))
+        .with_state(machines);
+    for (op, handler) in handlers() {
+        routes = routes.route(subjects::machines_op(op), move |m: Machines, _, call| {
+            handler(m, call)
+        });
     }
-
-    fn schema(&self) -> Option<&'static Schema> {
-        Some(&SCHEMA)
-    }
-
-    async fn routes(
-        &self,
-        service: ServiceBuilder,
-        ctx: &Context,
-    ) -> Result<ServiceBuilder, StartError> {
-        let machines = Machines::open(ctx.db.clone(), &self.api_url)
-            .await
-            .map_err(|e| StartError::Setup(e.message))?;
-        // Subscribed here, so the service's start confirms it with its routes.
-        let events = ctx
-            .bus
-            .client()
-            .queue_subscribe(subjects::ALL_BOOT_EVENTS, SERVICE.to_owned())
-            .await
-            .map_err(|e| StartError::Setup(format!("cannot follow boot events: {e}")))?;
-        let background = machines.clone();
-        let mut routes = service
-            .background(move |stop| consume_boot_events(background, events, stop))
-            .with_state(machines);
-        for (op, handler) in handlers() {
-            routes = routes.route(subjects::machines_op(op), move |m: Machines, _, call| {
-                handler(m, call)
-            });
-        }
-        Ok(routes
-            .route(
-                subjects::machines_boots(),
-                |m: Machines, ctx, req: proto::BootDecisionRequest| async move {
-                    ctx.check_site(&subjects::machines_boots(), &req.artifact_id)?;
-                    m.decide(req).await
-                },
-            )
-            .route(
-                subjects::machines_lookup(),
-                |m: Machines, _, req| async move { m.lookup(req).await },
-            )
-            .builder())
-    }
+    let routes = handlers!(routes, Machines, sites [subjects::machines_boots() => decide]);
+    Ok(handlers!(routes, Machines, [subjects::machines_lookup() => lookup]).builder())
 }
 
 #[cfg(test)]

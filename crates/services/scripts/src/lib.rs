@@ -11,7 +11,7 @@ mod migrations;
 use bootfleet_api::subjects::{self, Op, ScriptKind};
 use bootfleet_api::{proto, validate, ApiError, ErrorCode, ListParams};
 use bootfleet_bus::ServiceBuilder;
-use bootfleet_service_kit::{async_trait, Context, Schema, Service, StartError};
+use bootfleet_service_kit::{handlers, Context, Routes, Service};
 use bootfleet_store::sea_orm::sea_query::{Alias, Expr, OnConflict, Query};
 use bootfleet_store::sea_orm::{ConnectionTrait, DatabaseConnection, FromQueryResult};
 use bootfleet_store::{db_error, now_ms, TableSpec};
@@ -176,91 +176,38 @@ impl TextRegistry {
 /// Adds the five routes of one registry.
 fn register(builder: ServiceBuilder, registry: TextRegistry) -> ServiceBuilder {
     let kind = registry.kind;
-    builder
-        .with_state(registry)
-        .route(
-            kind.subject(Op::Create),
-            |r: TextRegistry, _, req| async move { r.create(req).await },
-        )
-        .route(
-            kind.subject(Op::Get),
-            |r: TextRegistry, _, req| async move { r.get(req).await },
-        )
-        .route(
-            kind.subject(Op::Update),
-            |r: TextRegistry, _, req| async move { r.update(req).await },
-        )
-        .route(
-            kind.subject(Op::Delete),
-            |r: TextRegistry, _, req| async move { r.delete(req).await },
-        )
-        .route(
-            kind.subject(Op::List),
-            |r: TextRegistry, _, req| async move { r.list(req).await },
-        )
-        .builder()
+    handlers!(builder.with_state(registry), TextRegistry, [
+        kind.subject(Op::Create) => create,
+        kind.subject(Op::Get) => get,
+        kind.subject(Op::Update) => update,
+        kind.subject(Op::Delete) => delete,
+        kind.subject(Op::List) => list,
+    ])
+    .builder()
 }
 
-/// Adds the registries `service` owns.
-fn register_all(mut builder: ServiceBuilder, db: &DatabaseConnection) -> ServiceBuilder {
+/// The `mainscripts` service: mainscripts and subscripts.
+pub fn mainscripts_service() -> Service {
+    Service::new(
+        subjects::MAINSCRIPTS,
+        &migrations::MAINSCRIPTS_SCHEMA,
+        routes,
+    )
+}
+
+/// The `kickstarts` service: kickstarts, prebootscripts and postbootscripts.
+pub fn kickstarts_service() -> Service {
+    Service::new(subjects::KICKSTARTS, &migrations::KICKSTARTS_SCHEMA, routes)
+}
+
+/// Adds the registries the builder's service owns.
+async fn routes(mut builder: ServiceBuilder, ctx: Context) -> Routes {
     let service = builder.service();
     for kind in ScriptKind::ALL
         .into_iter()
         .filter(|k| k.service() == service)
     {
-        builder = register(builder, TextRegistry::new(kind, db.clone()));
+        builder = register(builder, TextRegistry::new(kind, ctx.db.clone()));
     }
-    builder
-}
-
-/// The `mainscripts` service: mainscripts and subscripts.
-#[derive(Debug)]
-pub struct MainscriptsService;
-
-static MAINSCRIPTS_SCHEMA: Schema =
-    Schema::new::<MainscriptsMigrator>(&["mainscripts", "subscripts"]);
-
-#[async_trait]
-impl Service for MainscriptsService {
-    fn name(&self) -> &'static str {
-        subjects::MAINSCRIPTS
-    }
-
-    fn schema(&self) -> Option<&'static Schema> {
-        Some(&MAINSCRIPTS_SCHEMA)
-    }
-
-    async fn routes(
-        &self,
-        service: ServiceBuilder,
-        ctx: &Context,
-    ) -> Result<ServiceBuilder, StartError> {
-        Ok(register_all(service, &ctx.db))
-    }
-}
-
-/// The `kickstarts` service: kickstarts, prebootscripts and postbootscripts.
-#[derive(Debug)]
-pub struct KickstartsService;
-
-static KICKSTARTS_SCHEMA: Schema =
-    Schema::new::<KickstartsMigrator>(&["kickstarts", "prebootscripts", "postbootscripts"]);
-
-#[async_trait]
-impl Service for KickstartsService {
-    fn name(&self) -> &'static str {
-        subjects::KICKSTARTS
-    }
-
-    fn schema(&self) -> Option<&'static Schema> {
-        Some(&KICKSTARTS_SCHEMA)
-    }
-
-    async fn routes(
-        &self,
-        service: ServiceBuilder,
-        ctx: &Context,
-    ) -> Result<ServiceBuilder, StartError> {
-        Ok(register_all(service, &ctx.db))
-    }
+    Ok(builder)
 }

@@ -1,6 +1,7 @@
 //! Each service has its own migration table, so services can share one database (the
 //! laptop default) or have one each (production) without stepping on each other.
 
+use bootfleet_service_kit::Schema;
 use bootfleet_store::schema::{create_tables, RegistryColumn, RegistryTable};
 use bootfleet_store::sea_orm_migration::prelude::*;
 
@@ -35,6 +36,10 @@ fn text_tables(tables: &[TextTable]) -> Vec<RegistryTable> {
         .collect()
 }
 
+/// The tables of the `mainscripts` service.
+pub(crate) static MAINSCRIPTS_SCHEMA: Schema =
+    Schema::new::<MainscriptsMigrator>(&["mainscripts", "subscripts"]);
+
 #[derive(Debug)]
 pub struct MainscriptsMigrator;
 
@@ -51,6 +56,10 @@ impl MigratorTrait for MainscriptsMigrator {
         Alias::new("mainscripts_migrations").into_iden()
     }
 }
+
+/// The tables of the `kickstarts` service.
+pub(crate) static KICKSTARTS_SCHEMA: Schema =
+    Schema::new::<KickstartsMigrator>(&["kickstarts", "prebootscripts", "postbootscripts"]);
 
 #[derive(Debug)]
 pub struct KickstartsMigrator;

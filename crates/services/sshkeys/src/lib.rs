@@ -7,7 +7,7 @@ mod migrations;
 use bootfleet_api::subjects::{self, Op};
 use bootfleet_api::{proto, validate, ApiError, ErrorCode, ListParams};
 use bootfleet_bus::ServiceBuilder;
-use bootfleet_service_kit::{async_trait, Context, Schema, Service, StartError};
+use bootfleet_service_kit::{handlers, Context, Routes, Service};
 use bootfleet_store::sea_orm::sea_query::{Alias, Expr, OnConflict, Query};
 use bootfleet_store::sea_orm::{
     ConnectionTrait, DatabaseConnection, DbErr, FromQueryResult, SqlErr,
@@ -204,45 +204,21 @@ pub async fn generate(req: proto::GenerateSshKey) -> Result<proto::GeneratedSshK
 }
 
 /// The `sshkeys` service.
-#[derive(Debug)]
-pub struct SshkeysService;
+pub fn service() -> Service {
+    Service::new(subjects::SSHKEYS, &migrations::SCHEMA, routes)
+}
 
-static SCHEMA: Schema = Schema::new::<SshkeysMigrator>(&["sshkeys"]);
-
-#[async_trait]
-impl Service for SshkeysService {
-    fn name(&self) -> &'static str {
-        subjects::SSHKEYS
-    }
-
-    fn schema(&self) -> Option<&'static Schema> {
-        Some(&SCHEMA)
-    }
-
-    async fn routes(
-        &self,
-        service: ServiceBuilder,
-        ctx: &Context,
-    ) -> Result<ServiceBuilder, StartError> {
-        let subject = |op| subjects::subject(subjects::SSHKEYS, op);
-        Ok(service
-            .route(subject(Op::Generate), |_, req| generate(req))
-            .with_state(SshKeys::new(ctx.db.clone()))
-            .route(subject(Op::Create), |k: SshKeys, _, req| async move {
-                k.create(req).await
-            })
-            .route(subject(Op::Get), |k: SshKeys, _, req| async move {
-                k.get(req).await
-            })
-            .route(subject(Op::Update), |k: SshKeys, _, req| async move {
-                k.update(req).await
-            })
-            .route(subject(Op::Delete), |k: SshKeys, _, req| async move {
-                k.delete(req).await
-            })
-            .route(subject(Op::List), |k: SshKeys, _, req| async move {
-                k.list(req).await
-            })
-            .builder())
-    }
+async fn routes(service: ServiceBuilder, ctx: Context) -> Routes {
+    let subject = |op| subjects::subject(subjects::SSHKEYS, op);
+    let service = service
+        .route(subject(Op::Generate), |_, req| generate(req))
+        .with_state(SshKeys::new(ctx.db.clone()));
+    Ok(handlers!(service, SshKeys, [
+        subject(Op::Create) => create,
+        subject(Op::Get) => get,
+        subject(Op::Update) => update,
+        subject(Op::Delete) => delete,
+        subject(Op::List) => list,
+    ])
+    .builder())
 }

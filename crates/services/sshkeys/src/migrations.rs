@@ -1,3 +1,4 @@
+use bootfleet_service_kit::Schema;
 use bootfleet_store::schema::{create_tables, RegistryTable};
 use bootfleet_store::sea_orm_migration::prelude::*;
 
@@ -10,6 +11,9 @@ enum Sshkeys {
     Fingerprint,
     Comment,
 }
+
+/// The tables of the `sshkeys` service.
+pub(crate) static SCHEMA: Schema = Schema::new::<SshkeysMigrator>(&["sshkeys"]);
 
 #[derive(Debug)]
 pub struct SshkeysMigrator;

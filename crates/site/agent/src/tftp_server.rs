@@ -247,6 +247,13 @@ impl TftpServer {
                 detail,
                 ..Default::default()
             };
+            let failed = |bytes: u64, detail: String| {
+                reporting
+                    .counters
+                    .tftp_failed
+                    .fetch_add(1, Ordering::Relaxed);
+                reporting.events.emit(event("tftp_failed", bytes, detail));
+            };
             match &outcome {
                 Some(Outcome::Completed(s)) => {
                     reporting
@@ -277,27 +284,11 @@ impl TftpServer {
                     message,
                     stats: s,
                 }) => {
-                    reporting
-                        .counters
-                        .tftp_failed
-                        .fetch_add(1, Ordering::Relaxed);
-                    reporting.events.emit(event(
-                        "tftp_failed",
-                        s.bytes_acknowledged,
-                        format!("client aborted: {message}"),
-                    ));
+                    failed(s.bytes_acknowledged, format!("client aborted: {message}"));
                     tracing::info!(%peer, file = %file_name, ?code, message = %message, bytes = s.bytes_acknowledged, "client aborted the transfer");
                 }
                 Some(Outcome::Failed { reason, stats: s }) => {
-                    reporting
-                        .counters
-                        .tftp_failed
-                        .fetch_add(1, Ordering::Relaxed);
-                    reporting.events.emit(event(
-                        "tftp_failed",
-                        s.bytes_acknowledged,
-                        reason.to_string(),
-                    ));
+                    failed(s.bytes_acknowledged, reason.to_string());
                     tracing::warn!(%peer, file = %file_name, error = %reason, bytes = s.bytes_acknowledged, "tftp transfer failed");
                 }
                 None => {}
