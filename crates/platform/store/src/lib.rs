@@ -96,8 +96,8 @@ pub async fn connect(url: &str) -> Result<DatabaseConnection, StoreError> {
 /// no connection that saw a half-migrated schema may go on serving. Run every migration before
 /// serving from `db` (see `bootfleet_service_kit::migrate`).
 pub async fn migrate<M: MigratorTrait>(db: &DatabaseConnection) -> Result<(), StoreError> {
-    if db.get_database_backend() != sea_orm::DatabaseBackend::Sqlite {
-        return M::up(db, None).await.map_err(StoreError::Migrate);
+    if db.get_database_backend() == sea_orm::DatabaseBackend::Postgres {
+        return migrate_locked::<M>(db).await.map_err(StoreError::Migrate);
     }
     let options = db.get_sqlite_connection_pool().connect_options();
     let pool = sea_orm::sqlx::sqlite::SqlitePoolOptions::new()
@@ -109,6 +109,25 @@ pub async fn migrate<M: MigratorTrait>(db: &DatabaseConnection) -> Result<(), St
     let outcome = M::up(&migrations, None).await.map_err(StoreError::Migrate);
     let _ = migrations.close().await;
     outcome
+}
+
+/// The key of the PostgreSQL advisory lock every Bootfleet migration holds ("bootflt").
+const MIGRATION_LOCK: i64 = 0x0062_6f6f_7466_6c74;
+
+/// On PostgreSQL, instances that start together (replicas, services restarted at once) would
+/// race to create the same tables and the loser would fail to start (a unique violation in the
+/// catalog). Each runs its migrations in one transaction holding a transaction-level advisory
+/// lock, so they take turns; the second finds the work done and applies nothing. The lock goes
+/// with the transaction, also when the process dies.
+async fn migrate_locked<M: MigratorTrait>(db: &DatabaseConnection) -> Result<(), DbErr> {
+    use sea_orm::TransactionTrait;
+    let txn = db.begin().await?;
+    txn.execute_unprepared(&format!("SELECT pg_advisory_xact_lock({MIGRATION_LOCK})"))
+        .await?;
+    // sea-orm-migration runs PostgreSQL migrations in a transaction of their own: nested in
+    // this one, a savepoint.
+    M::up(&txn, None).await?;
+    txn.commit().await
 }
 
 /// Turns a database failure into the error the client sees: the detail goes to the log, the

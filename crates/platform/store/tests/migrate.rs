@@ -1,0 +1,128 @@
+//! Migrations on a real PostgreSQL server when several instances start at the same instant
+//! (a Deployment's replicas, `bootfleet service` processes restarted together).
+
+use bootfleet_store::sea_orm::{ConnectionTrait, Statement};
+use bootfleet_store::sea_orm_migration::prelude::*;
+use bootfleet_testkit::{database_url, Backend};
+
+#[derive(DeriveIden)]
+enum Widgets {
+    Table,
+    Id,
+    Name,
+    Colour,
+}
+
+struct CreateWidgets;
+
+impl MigrationName for CreateWidgets {
+    fn name(&self) -> &str {
+        "m20261203_000001_create_widgets"
+    }
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for CreateWidgets {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager
+            .create_table(
+                Table::create()
+                    .table(Widgets::Table)
+                    .col(
+                        ColumnDef::new(Widgets::Id)
+                            .string()
+                            .not_null()
+                            .primary_key(),
+                    )
+                    .col(ColumnDef::new(Widgets::Name).string().not_null())
+                    .to_owned(),
+            )
+            .await
+    }
+}
+
+struct AddColour;
+
+impl MigrationName for AddColour {
+    fn name(&self) -> &str {
+        "m20261203_000002_add_colour"
+    }
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for AddColour {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager
+            .alter_table(
+                Table::alter()
+                    .table(Widgets::Table)
+                    .add_column(
+                        ColumnDef::new(Widgets::Colour)
+                            .string()
+                            .not_null()
+                            .default(""),
+                    )
+                    .to_owned(),
+            )
+            .await
+    }
+}
+
+struct WidgetsMigrator;
+
+#[async_trait::async_trait]
+impl MigratorTrait for WidgetsMigrator {
+    fn migrations() -> Vec<Box<dyn MigrationTrait>> {
+        vec![Box::new(CreateWidgets), Box::new(AddColour)]
+    }
+
+    fn migration_table_name() -> DynIden {
+        Alias::new("widgets_migrations").into_iden()
+    }
+}
+
+/// Without a lock, the instances race to create the migration table and the tables (a unique
+/// violation in PostgreSQL's catalog, or "already exists"), and one of them fails to start.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn instances_migrating_postgresql_at_once_all_start() {
+    for round in 0..3 {
+        let url = database_url(Backend::Postgres, std::path::Path::new("/nonexistent"));
+        let mut pools = Vec::new();
+        for _ in 0..6 {
+            pools.push(bootfleet_store::connect(&url).await.expect("connect"));
+        }
+        let barrier = std::sync::Arc::new(tokio::sync::Barrier::new(pools.len()));
+        let runs: Vec<_> = pools
+            .iter()
+            .cloned()
+            .map(|db| {
+                let barrier = barrier.clone();
+                tokio::spawn(async move {
+                    barrier.wait().await;
+                    bootfleet_store::migrate::<WidgetsMigrator>(&db).await
+                })
+            })
+            .collect();
+        for (i, run) in runs.into_iter().enumerate() {
+            let outcome = run.await.expect("task");
+            assert!(outcome.is_ok(), "round {round}, instance {i}: {outcome:?}");
+        }
+        let db = &pools[0];
+        let applied = db
+            .query_one(Statement::from_string(
+                db.get_database_backend(),
+                "SELECT count(*) AS n FROM widgets_migrations",
+            ))
+            .await
+            .expect("count")
+            .expect("a row");
+        let n: i64 = applied.try_get("", "n").expect("n");
+        assert_eq!(n, 2, "each migration recorded once");
+        db.execute_unprepared("INSERT INTO widgets (id, name, colour) VALUES ('a', 'b', 'c')")
+            .await
+            .expect("the migrated table takes a row");
+        for db in pools {
+            let _ = db.close().await;
+        }
+    }
+}
