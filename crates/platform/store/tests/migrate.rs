@@ -1,6 +1,7 @@
 //! Migrations on a real PostgreSQL server when several instances start at the same instant
 //! (a Deployment's replicas, `bootfleet service` processes restarted together).
 
+use bootfleet_store::schema::{add_columns, create_tables, RegistryTable};
 use bootfleet_store::sea_orm::{ConnectionTrait, Statement};
 use bootfleet_store::sea_orm_migration::prelude::*;
 use bootfleet_testkit::{database_url, Backend};
@@ -8,72 +9,31 @@ use bootfleet_testkit::{database_url, Backend};
 #[derive(DeriveIden)]
 enum Widgets {
     Table,
-    Id,
     Name,
     Colour,
 }
 
-struct CreateWidgets;
-
-impl MigrationName for CreateWidgets {
-    fn name(&self) -> &str {
-        "m20261203_000001_create_widgets"
-    }
-}
-
-#[async_trait::async_trait]
-impl MigrationTrait for CreateWidgets {
-    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
-        manager
-            .create_table(
-                Table::create()
-                    .table(Widgets::Table)
-                    .col(
-                        ColumnDef::new(Widgets::Id)
-                            .string()
-                            .not_null()
-                            .primary_key(),
-                    )
-                    .col(ColumnDef::new(Widgets::Name).string().not_null())
-                    .to_owned(),
-            )
-            .await
-    }
-}
-
-struct AddColour;
-
-impl MigrationName for AddColour {
-    fn name(&self) -> &str {
-        "m20261203_000002_add_colour"
-    }
-}
-
-#[async_trait::async_trait]
-impl MigrationTrait for AddColour {
-    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
-        manager
-            .alter_table(
-                Table::alter()
-                    .table(Widgets::Table)
-                    .add_column(
-                        ColumnDef::new(Widgets::Colour)
-                            .string()
-                            .not_null()
-                            .default(""),
-                    )
-                    .to_owned(),
-            )
-            .await
-    }
-}
-
+/// Two steps, as a service's schema grows: a registry table, then a column.
 struct WidgetsMigrator;
 
 #[async_trait::async_trait]
 impl MigratorTrait for WidgetsMigrator {
     fn migrations() -> Vec<Box<dyn MigrationTrait>> {
-        vec![Box::new(CreateWidgets), Box::new(AddColour)]
+        vec![
+            create_tables(
+                "m20261203_000001_create_widgets",
+                vec![RegistryTable::new(Widgets::Table)
+                    .col(ColumnDef::new(Widgets::Name).string().not_null())],
+            ),
+            add_columns(
+                "m20261203_000002_add_colour",
+                Widgets::Table,
+                vec![ColumnDef::new(Widgets::Colour)
+                    .string()
+                    .not_null()
+                    .default("")],
+            ),
+        ]
     }
 
     fn migration_table_name() -> DynIden {
@@ -118,7 +78,7 @@ async fn instances_migrating_postgresql_at_once_all_start() {
             .expect("a row");
         let n: i64 = applied.try_get("", "n").expect("n");
         assert_eq!(n, 2, "each migration recorded once");
-        db.execute_unprepared("INSERT INTO widgets (id, name, colour) VALUES ('a', 'b', 'c')")
+        db.execute_unprepared("INSERT INTO widgets (id, name, colour, created_at, updated_at) VALUES ('a', 'b', 'c', 0, 0)")
             .await
             .expect("the migrated table takes a row");
         for db in pools {
