@@ -187,3 +187,26 @@ impl MigrationTrait for AddColumns {
         Ok(())
     }
 }
+
+/// Declares a migrator: `struct $name`, whose migrations (`$migrations`, a
+/// `Vec<Box<dyn MigrationTrait>>`, usually [`create_tables`] and [`add_columns`] steps) are
+/// recorded in the table `$table` (`<service>_migrations`, one per service).
+#[macro_export]
+macro_rules! migrator {
+    ($vis:vis $name:ident, $table:literal, $migrations:expr) => {
+        #[derive(Debug)]
+        $vis struct $name;
+
+        #[$crate::sea_orm_migration::async_trait::async_trait]
+        impl $crate::sea_orm_migration::MigratorTrait for $name {
+            fn migrations() -> Vec<Box<dyn $crate::sea_orm_migration::MigrationTrait>> {
+                $migrations
+            }
+
+            fn migration_table_name() -> $crate::sea_orm::sea_query::DynIden {
+                use $crate::sea_orm::sea_query::IntoIden;
+                $crate::sea_orm::sea_query::Alias::new($table).into_iden()
+            }
+        }
+    };
+}

@@ -13,33 +13,26 @@ enum Widgets {
     Colour,
 }
 
-/// Two steps, as a service's schema grows: a registry table, then a column.
-struct WidgetsMigrator;
-
-#[async_trait::async_trait]
-impl MigratorTrait for WidgetsMigrator {
-    fn migrations() -> Vec<Box<dyn MigrationTrait>> {
-        vec![
-            create_tables(
-                "m20261203_000001_create_widgets",
-                vec![RegistryTable::new(Widgets::Table)
-                    .col(ColumnDef::new(Widgets::Name).string().not_null())],
-            ),
-            add_columns(
-                "m20261203_000002_add_colour",
-                Widgets::Table,
-                vec![ColumnDef::new(Widgets::Colour)
-                    .string()
-                    .not_null()
-                    .default("")],
-            ),
-        ]
-    }
-
-    fn migration_table_name() -> DynIden {
-        Alias::new("widgets_migrations").into_iden()
-    }
-}
+// Two steps, as a service's schema grows: a registry table, then a column.
+bootfleet_store::migrator!(
+    WidgetsMigrator,
+    "widgets_migrations",
+    vec![
+        create_tables(
+            "m20261203_000001_create_widgets",
+            vec![RegistryTable::new(Widgets::Table)
+                .col(ColumnDef::new(Widgets::Name).string().not_null())],
+        ),
+        add_columns(
+            "m20261203_000002_add_colour",
+            Widgets::Table,
+            vec![ColumnDef::new(Widgets::Colour)
+                .string()
+                .not_null()
+                .default("")],
+        ),
+    ]
+);
 
 /// Without a lock, the instances race to create the migration table and the tables (a unique
 /// violation in PostgreSQL's catalog, or "already exists"), and one of them fails to start.

@@ -18,35 +18,25 @@ enum Localnodes {
 /// The tables of the `localnodes` service.
 pub(crate) static SCHEMA: Schema = Schema::new::<LocalnodesMigrator>(&["localnodes"]);
 
-#[derive(Debug)]
-pub struct LocalnodesMigrator;
-
-#[async_trait::async_trait]
-impl MigratorTrait for LocalnodesMigrator {
-    fn migrations() -> Vec<Box<dyn MigrationTrait>> {
-        use Localnodes as N;
-        vec![
-            create_tables(
-                "m20261123_000001_create_localnodes",
-                vec![RegistryTable::new(N::Table)
-                    .col(ColumnDef::new(N::Ip).string_len(45).not_null())
-                    .col(ColumnDef::new(N::ArtifactId).string_len(64).not_null())
-                    .col(ColumnDef::new(N::Mac).string_len(17).not_null())
-                    .col(ColumnDef::new(N::Hostname).string_len(253).not_null())
-                    .col(ColumnDef::new(N::Pingable).boolean().not_null())
-                    .col(ColumnDef::new(N::LastSeen).big_integer().not_null())
-                    // One row per address per site: registering again updates it.
-                    .index("localnodes_ip_artifact_id", true, [N::Ip, N::ArtifactId])],
-            ),
-            add_columns(
-                "m20261123_000002_add_localnode_host_key",
-                N::Table,
-                vec![ColumnDef::new(N::HostKey).text().not_null().default("")],
-            ),
-        ]
-    }
-
-    fn migration_table_name() -> DynIden {
-        Alias::new("localnodes_migrations").into_iden()
-    }
-}
+bootfleet_store::migrator!(pub LocalnodesMigrator, "localnodes_migrations", {
+    use Localnodes as N;
+    vec![
+        create_tables(
+            "m20261123_000001_create_localnodes",
+            vec![RegistryTable::new(N::Table)
+                .col(ColumnDef::new(N::Ip).string_len(45).not_null())
+                .col(ColumnDef::new(N::ArtifactId).string_len(64).not_null())
+                .col(ColumnDef::new(N::Mac).string_len(17).not_null())
+                .col(ColumnDef::new(N::Hostname).string_len(253).not_null())
+                .col(ColumnDef::new(N::Pingable).boolean().not_null())
+                .col(ColumnDef::new(N::LastSeen).big_integer().not_null())
+                // One row per address per site: registering again updates it.
+                .index("localnodes_ip_artifact_id", true, [N::Ip, N::ArtifactId])],
+        ),
+        add_columns(
+            "m20261123_000002_add_localnode_host_key",
+            N::Table,
+            vec![ColumnDef::new(N::HostKey).text().not_null().default("")],
+        ),
+    ]
+});

@@ -40,44 +40,20 @@ fn text_tables(tables: &[TextTable]) -> Vec<RegistryTable> {
 pub(crate) static MAINSCRIPTS_SCHEMA: Schema =
     Schema::new::<MainscriptsMigrator>(&["mainscripts", "subscripts"]);
 
-#[derive(Debug)]
-pub struct MainscriptsMigrator;
-
-#[async_trait::async_trait]
-impl MigratorTrait for MainscriptsMigrator {
-    fn migrations() -> Vec<Box<dyn MigrationTrait>> {
-        vec![create_tables(
-            "m20261123_000001_create_mainscripts_subscripts",
-            text_tables(&[TextTable::Mainscripts, TextTable::Subscripts]),
-        )]
-    }
-
-    fn migration_table_name() -> DynIden {
-        Alias::new("mainscripts_migrations").into_iden()
-    }
-}
+bootfleet_store::migrator!(pub MainscriptsMigrator, "mainscripts_migrations", vec![create_tables(
+    "m20261123_000001_create_mainscripts_subscripts",
+    text_tables(&[TextTable::Mainscripts, TextTable::Subscripts]),
+)]);
 
 /// The tables of the `kickstarts` service.
 pub(crate) static KICKSTARTS_SCHEMA: Schema =
     Schema::new::<KickstartsMigrator>(&["kickstarts", "prebootscripts", "postbootscripts"]);
 
-#[derive(Debug)]
-pub struct KickstartsMigrator;
-
-#[async_trait::async_trait]
-impl MigratorTrait for KickstartsMigrator {
-    fn migrations() -> Vec<Box<dyn MigrationTrait>> {
-        vec![create_tables(
-            "m20261123_000001_create_kickstarts_boot_scripts",
-            text_tables(&[
-                TextTable::Kickstarts,
-                TextTable::Prebootscripts,
-                TextTable::Postbootscripts,
-            ]),
-        )]
-    }
-
-    fn migration_table_name() -> DynIden {
-        Alias::new("kickstarts_migrations").into_iden()
-    }
-}
+bootfleet_store::migrator!(pub KickstartsMigrator, "kickstarts_migrations", vec![create_tables(
+    "m20261123_000001_create_kickstarts_boot_scripts",
+    text_tables(&[
+        TextTable::Kickstarts,
+        TextTable::Prebootscripts,
+        TextTable::Postbootscripts,
+    ]),
+)]);

@@ -15,38 +15,26 @@ enum Sshkeys {
 /// The tables of the `sshkeys` service.
 pub(crate) static SCHEMA: Schema = Schema::new::<SshkeysMigrator>(&["sshkeys"]);
 
-#[derive(Debug)]
-pub struct SshkeysMigrator;
-
-#[async_trait::async_trait]
-impl MigratorTrait for SshkeysMigrator {
-    fn migrations() -> Vec<Box<dyn MigrationTrait>> {
-        vec![create_tables(
-            "m20261123_000001_create_sshkeys",
-            vec![RegistryTable::new(Sshkeys::Table)
-                .col(ColumnDef::new(Sshkeys::Text).text().not_null())
-                .col(
-                    ColumnDef::new(Sshkeys::ArtifactId)
-                        .string_len(64)
-                        .not_null(),
-                )
-                .col(ColumnDef::new(Sshkeys::Algorithm).string_len(64).not_null())
-                .col(
-                    ColumnDef::new(Sshkeys::Fingerprint)
-                        .string_len(128)
-                        .not_null(),
-                )
-                .col(ColumnDef::new(Sshkeys::Comment).text().not_null())
-                // One registration of a key per site.
-                .index(
-                    "idx_sshkeys_site_fingerprint",
-                    true,
-                    [Sshkeys::ArtifactId, Sshkeys::Fingerprint],
-                )],
-        )]
-    }
-
-    fn migration_table_name() -> DynIden {
-        Alias::new("sshkeys_migrations").into_iden()
-    }
-}
+bootfleet_store::migrator!(pub SshkeysMigrator, "sshkeys_migrations", vec![create_tables(
+    "m20261123_000001_create_sshkeys",
+    vec![RegistryTable::new(Sshkeys::Table)
+        .col(ColumnDef::new(Sshkeys::Text).text().not_null())
+        .col(
+            ColumnDef::new(Sshkeys::ArtifactId)
+                .string_len(64)
+                .not_null(),
+        )
+        .col(ColumnDef::new(Sshkeys::Algorithm).string_len(64).not_null())
+        .col(
+            ColumnDef::new(Sshkeys::Fingerprint)
+                .string_len(128)
+                .not_null(),
+        )
+        .col(ColumnDef::new(Sshkeys::Comment).text().not_null())
+        // One registration of a key per site.
+        .index(
+            "idx_sshkeys_site_fingerprint",
+            true,
+            [Sshkeys::ArtifactId, Sshkeys::Fingerprint],
+        )],
+)]);
