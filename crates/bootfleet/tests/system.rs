@@ -1905,8 +1905,8 @@ async fn artifacts_over_rest_build_download_and_refuse_bad_input() {
     lab.stop().await;
 }
 
-/// A worker SIGKILLed mid-build: JetStream hands the job to another after the ack wait, and the
-/// build ends `done` once, with one set of files.
+/// A worker SIGKILLed mid-build: JetStream hands the job to another after the ack wait (the
+/// default, 6 s), and the build ends `done` once, with one set of files.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_builder_killed_mid_build_leaves_the_job_to_another() {
     let nats = NatsServer::start();
@@ -1940,7 +1940,6 @@ async fn a_builder_killed_mid_build_leaves_the_job_to_another() {
                 .env("DATABASE_URL", &db_url)
                 .env("BOOTFLEET_DATA_DIR", dir.path())
                 .env("BOOTFLEET_IPXE_SOURCE", dir.path().join("ipxe"))
-                .env("BOOTFLEET_BUILD_ACK_WAIT_SECS", "3")
                 .stdout(std::process::Stdio::null())
                 .spawn()
                 .expect("spawn builder"),

@@ -21,6 +21,9 @@ use crate::inputs::{self, IsoRefs, Request};
 use crate::objects::Objects;
 use crate::{kind_of, Record, Registry, StartError, StoredFile, DONE, FAILED, WORKING};
 
+/// The default ack wait of build jobs.
+pub const DEFAULT_ACK_WAIT_SECS: u64 = 6;
+
 /// How the builders use the queue.
 #[derive(Clone, Copy, Debug)]
 pub struct WorkerConfig {
@@ -31,13 +34,14 @@ pub struct WorkerConfig {
 }
 
 impl WorkerConfig {
-    /// `BOOTFLEET_BUILD_ACK_WAIT_SECS` (default 30).
+    /// `BOOTFLEET_BUILD_ACK_WAIT_SECS` (default 6: a builder marks its job in progress every
+    /// third of it, so a builder that died gives its job to another within seconds).
     pub fn from_env() -> WorkerConfig {
         let secs = std::env::var("BOOTFLEET_BUILD_ACK_WAIT_SECS")
             .ok()
             .and_then(|v| v.parse::<u64>().ok())
             .filter(|s| *s >= 1)
-            .unwrap_or(30);
+            .unwrap_or(DEFAULT_ACK_WAIT_SECS);
         WorkerConfig {
             ack_wait: Duration::from_secs(secs),
             max_deliver: 5,
@@ -263,21 +267,7 @@ async fn routes(
             Err(e) => tracing::debug!(error = %e, "legacy build consumer not removed"),
         }
     }
-    let name = consumer_name(kind);
-    let consumer: consumer::PullConsumer = stream
-        .get_or_create_consumer(
-            &name,
-            consumer::pull::Config {
-                durable_name: Some(name.clone()),
-                filter_subject: subjects::build_job(kind.name()),
-                ack_policy: consumer::AckPolicy::Explicit,
-                ack_wait: config.ack_wait,
-                max_deliver: config.max_deliver,
-                ..Default::default()
-            },
-        )
-        .await
-        .map_err(|e| StartError::Setup(format!("cannot create the consumer {name}: {e}")))?;
+    let consumer = job_consumer(&stream, kind, config).await?;
     let builder = Builder {
         registry: Registry::new(ctx.db.clone()),
         objects: Objects::open(&ctx.bus).await?,
@@ -285,6 +275,47 @@ async fn routes(
         config,
     };
     Ok(service.background(move |stop| builder.consume(consumer, stop)))
+}
+
+/// The durable consumer of `kind`'s jobs, with this configuration's ack wait and deliveries.
+/// A consumer made earlier with other values (an older default, another setting) is updated:
+/// `get_or_create` alone would keep the first builder's values forever.
+pub async fn job_consumer(
+    stream: &stream::Stream,
+    kind: ArtifactKind,
+    config: WorkerConfig,
+) -> Result<consumer::PullConsumer, StartError> {
+    let name = consumer_name(kind);
+    let wanted = consumer::pull::Config {
+        durable_name: Some(name.clone()),
+        filter_subject: subjects::build_job(kind.name()),
+        ack_policy: consumer::AckPolicy::Explicit,
+        ack_wait: config.ack_wait,
+        max_deliver: config.max_deliver,
+        ..Default::default()
+    };
+    let failed = |e: &dyn std::fmt::Display| {
+        StartError::Setup(format!("cannot create the consumer {name}: {e}"))
+    };
+    let mut consumer: consumer::PullConsumer = stream
+        .get_or_create_consumer(&name, wanted.clone())
+        .await
+        .map_err(|e| failed(&e))?;
+    let current = &consumer.cached_info().config;
+    if current.ack_wait != config.ack_wait || current.max_deliver != config.max_deliver {
+        tracing::info!(
+            consumer = %name,
+            ack_wait_secs = config.ack_wait.as_secs(),
+            max_deliver = config.max_deliver,
+            "updating the build consumer to this builder's settings"
+        );
+        stream
+            .update_consumer(wanted)
+            .await
+            .map_err(|e| failed(&e))?;
+        consumer = stream.get_consumer(&name).await.map_err(|e| failed(&e))?;
+    }
+    Ok(consumer)
 }
 
 /// Migrates and starts a builder of every kind with this configuration (tests, benchmarks).

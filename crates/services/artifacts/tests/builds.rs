@@ -549,3 +549,29 @@ async fn a_job_waits_for_a_builder_of_its_kind() {
     assert_eq!(row.status, "done", "{}", row.error);
     lab.stop().await;
 }
+
+/// A build consumer made earlier with another ack wait (the old 30 s default) takes the
+/// builder's own setting when the builder starts, so a dead builder's job moves on in seconds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_builder_updates_a_consumer_made_with_an_older_ack_wait() {
+    let mut lab = Lab::start_with_builders(Toolbox::debian(), &[]).await;
+    let js = jetstream::new(lab.bus.client().clone());
+    let stream = bootfleet_artifacts::worker::ensure_stream(&js)
+        .await
+        .expect("stream");
+    let old = WorkerConfig {
+        ack_wait: Duration::from_secs(30),
+        max_deliver: 5,
+    };
+    bootfleet_artifacts::worker::job_consumer(&stream, ArtifactKind::Ipxes, old)
+        .await
+        .expect("old consumer");
+    lab.start_builder(ArtifactKind::Ipxes).await;
+    let info = stream
+        .consumer_info("builders-ipxes")
+        .await
+        .expect("consumer info");
+    assert_eq!(info.config.ack_wait, WORKER.ack_wait);
+    assert_eq!(info.config.max_deliver, WORKER.max_deliver);
+    lab.stop().await;
+}
