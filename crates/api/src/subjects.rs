@@ -109,6 +109,9 @@ pub fn build_job(kind: &str) -> String {
 /// The JetStream object store bucket that holds built artifacts, by content address.
 pub const ARTIFACT_BUCKET: &str = "bootfleet-artifacts";
 
+/// The key-value bucket where the gateway keeps the first answer to each `Idempotency-Key`.
+pub const IDEMPOTENCY_BUCKET: &str = "bootfleet-idempotency";
+
 /// Distributors report here, each under its own site (so a site's NATS login can be allowed
 /// exactly its own subject); the `distributors` service answers with the row.
 pub fn distributor_heartbeat(artifact_id: &str) -> String {

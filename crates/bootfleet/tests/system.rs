@@ -2721,3 +2721,96 @@ async fn services_claim_distinct_names_subjects_and_tables() {
     );
     ctx.db.close().await.expect("close");
 }
+
+/// `Idempotency-Key` on writes: a repeat answers as the first did (a create makes one row, a
+/// DELETE repeated after its reply was lost answers the deleted row again, not 404); the key is
+/// the caller's own; reused with another body it is refused by name.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_with_an_idempotency_key_answer_a_repeat_as_the_first() {
+    let lab = lab(Backend::Sqlite).await;
+    let send = |method: Method, path: &str, token: &str, key: &[u8], body: Option<Value>| {
+        let mut req = lab
+            .http
+            .request(method, format!("{}{path}", lab.base))
+            .bearer_auth(token)
+            .header("Idempotency-Key", key);
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        async move {
+            let resp = req.send().await.expect("request");
+            Resp {
+                status: resp.status(),
+                headers: resp.headers().clone(),
+                text: resp.text().await.expect("body"),
+            }
+        }
+    };
+    let create = |key: &'static str, body: Value| {
+        send(
+            Method::POST,
+            "/api/mainscripts",
+            &lab.admin,
+            key.as_bytes(),
+            Some(body),
+        )
+    };
+    let body = json!({"text": "#!ipxe\necho once\n"});
+    let first = create("k-1", body.clone()).await;
+    let row = first.ok(201);
+    assert!(first.headers.get("idempotent-replayed").is_none());
+    let again = create("k-1", body.clone()).await;
+    assert_eq!(again.ok(201), row, "the first answer, again");
+    assert_eq!(again.headers["idempotent-replayed"], "true");
+    assert_eq!(again.headers["location"], first.headers["location"]);
+    assert_eq!(
+        lab.total("/api/mainscripts").await,
+        1,
+        "one row for two requests"
+    );
+
+    // The same key with another body is refused by name and writes nothing.
+    create("k-1", json!({"text": "#!ipxe\necho other\n"}))
+        .await
+        .expect_error(409, Some("Idempotency-Key"));
+    assert_eq!(lab.total("/api/mainscripts").await, 1);
+
+    // Another caller's key of the same spelling is its own.
+    let other = auth::mint(&secret(), Role::Admin, "another-operator", 1).expect("mint");
+    let theirs = send(
+        Method::POST,
+        "/api/mainscripts",
+        &other,
+        b"k-1",
+        Some(body.clone()),
+    )
+    .await;
+    assert_ne!(theirs.ok(201)["id"], row["id"]);
+    assert_eq!(lab.total("/api/mainscripts").await, 2);
+
+    // A DELETE whose reply was lost, repeated: the same answer, not 404.
+    let path = format!("/api/mainscripts/{}", row["id"].as_str().expect("id"));
+    let deleted = send(Method::DELETE, &path, &lab.admin, b"d-1", None).await;
+    assert_eq!(deleted.ok(200), row);
+    let repeated = send(Method::DELETE, &path, &lab.admin, b"d-1", None).await;
+    assert_eq!(repeated.ok(200), row);
+    assert_eq!(repeated.headers["idempotent-replayed"], "true");
+    // Without a key, a repeat is a new request: the row is gone.
+    lab.admin(Method::DELETE, &path, None)
+        .await
+        .expect_error(404, None);
+
+    for bad in ["", "a b", &"x".repeat(256), "naïve"] {
+        send(
+            Method::POST,
+            "/api/mainscripts",
+            &lab.admin,
+            bad.as_bytes(),
+            Some(body.clone()),
+        )
+        .await
+        .expect_error(400, Some("Idempotency-Key"));
+    }
+    assert_eq!(lab.total("/api/mainscripts").await, 1);
+    lab.stop().await;
+}

@@ -81,6 +81,23 @@ impl<T: DeserializeOwned> FromRequest<crate::AppState> for JsonBody<T> {
     }
 }
 
+/// The id a create gives its new row: a new random one, or the one derived from the request's
+/// `Idempotency-Key` (so a repeat after an unknown outcome finds the row the first made).
+#[derive(Debug)]
+pub struct NewId(pub String);
+
+impl<S: Send + Sync> FromRequestParts<S> for NewId {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        let id = parts
+            .extensions
+            .get::<crate::idempotency::KeyedId>()
+            .map_or_else(uuid::Uuid::new_v4, |k| k.0);
+        Ok(NewId(id.to_string()))
+    }
+}
+
 /// Reads a request body of any type up to the gateway's limit (413 beyond it, 408 when it does
 /// not arrive in time).
 pub async fn read_body(req: Request, state: &crate::AppState) -> Result<Vec<u8>, HttpError> {

@@ -3,6 +3,7 @@
 
 pub mod auth;
 pub mod http;
+pub mod idempotency;
 pub mod insomnia;
 pub mod openapi;
 pub mod routes;
@@ -17,7 +18,7 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::Router;
 use bootfleet_api::{ApiError, ErrorCode};
-use bootfleet_bus::{ArtifactStore, Bus};
+use bootfleet_bus::{ArtifactStore, Bus, ReplayStore};
 
 use crate::auth::{Access, Verifier};
 use crate::http::HttpError;
@@ -46,6 +47,8 @@ pub struct AppState {
     /// The artifact bucket, opened on the first download (the artifacts service may make it
     /// after the gateway starts).
     artifacts: Arc<tokio::sync::OnceCell<ArtifactStore>>,
+    /// The first answers to writes with an `Idempotency-Key`, opened on first use.
+    replays: Arc<tokio::sync::OnceCell<ReplayStore>>,
 }
 
 async fn require(
@@ -111,10 +114,18 @@ pub fn router(bus: Bus, config: GatewayConfig) -> Router {
         config: Arc::new(config),
         openapi: openapi.into(),
         artifacts: Arc::default(),
+        replays: Arc::default(),
     };
     let mut router = Router::new();
     for route in routes {
-        let guarded = route.handler.layer(middleware::from_fn_with_state(
+        let mut handler = route.handler;
+        if idempotency::applies_to(&route.method) {
+            handler = handler.layer(middleware::from_fn_with_state(
+                state.clone(),
+                idempotency::layer,
+            ));
+        }
+        let guarded = handler.layer(middleware::from_fn_with_state(
             (state.clone(), route.access),
             require,
         ));
@@ -149,6 +160,13 @@ impl AppState {
 
     pub fn body_read_timeout(&self) -> std::time::Duration {
         self.config.limits.body_read_timeout
+    }
+
+    /// The bucket of first answers to writes with an `Idempotency-Key`.
+    pub async fn replays(&self) -> Result<&ReplayStore, ApiError> {
+        self.replays
+            .get_or_try_init(|| ReplayStore::open(&self.bus))
+            .await
     }
 
     /// The bucket the builders put artifacts in.

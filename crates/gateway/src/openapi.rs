@@ -109,6 +109,28 @@ fn operation(route: &RouteDef) -> utoipa::openapi::path::Operation {
                 .schema(Some(schema.build())),
         );
     }
+    if crate::idempotency::applies_to(&route.method) {
+        op = op.parameter(
+            ParameterBuilder::new()
+                .name("Idempotency-Key")
+                .parameter_in(ParameterIn::Header)
+                .required(Required::False)
+                .description(Some(
+                    "Makes a repeat of this write (same caller, method, path and body) answer \
+                     as the first did for a day; a create gets an id derived from it. 1 to 255 \
+                     visible ASCII characters. Reused with another request, or while the first \
+                     is running: 409. See docs/reliability.md",
+                ))
+                .schema(Some(
+                    ObjectBuilder::new()
+                        .schema_type(Type::String)
+                        .min_length(Some(1))
+                        .max_length(Some(255))
+                        .pattern(Some("^[!-~]+$"))
+                        .build(),
+                )),
+        );
+    }
     if let Some(schema) = route.request {
         op = op.request_body(Some(
             RequestBodyBuilder::new()

@@ -22,7 +22,7 @@ use super::{
     BodySchema, Collection, Param, ParamType, RouteDef, ID, NODE_TOKEN,
 };
 use crate::auth::Access;
-use crate::http::{HttpResult, JsonBody, Trace};
+use crate::http::{HttpResult, JsonBody, NewId, Trace};
 use crate::AppState;
 
 const SERVICE: &str = subjects::ARTIFACTS;
@@ -168,11 +168,11 @@ async fn create<K: Kind>(
     State(s): State<AppState>,
     Trace(t): Trace,
     headers: HeaderMap,
+    NewId(id): NewId,
     JsonBody(mut input): JsonBody<K::Input>,
 ) -> HttpResult<Response> {
     let host = headers.get(header::HOST).and_then(|h| h.to_str().ok());
     K::normalize(&mut input, host)?;
-    let id = uuid::Uuid::new_v4().to_string();
     let req = proto::CreateArtifact {
         kind: K::KIND.name().to_owned(),
         id: id.clone(),

@@ -24,7 +24,7 @@ use super::{
     LIST_PARAMS, NODE_TOKEN,
 };
 use crate::auth::{Access, Claims, MachineToken};
-use crate::http::{read_body, HttpError, HttpResult, JsonBody, Trace};
+use crate::http::{read_body, HttpError, HttpResult, JsonBody, NewId, Trace};
 use crate::AppState;
 
 /// Who calls: an operator's claims or a machine's token (from the access check).
@@ -120,9 +120,9 @@ async fn create_machine(
     State(s): State<AppState>,
     t: Trace,
     caller: Caller,
+    NewId(id): NewId,
     JsonBody(body): JsonBody<MachineInput>,
 ) -> HttpResult<Response> {
-    let id = uuid::Uuid::new_v4().to_string();
     let mut call = caller.call(id.clone());
     call.body = to_json(&body)?;
     send(

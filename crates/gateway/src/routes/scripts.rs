@@ -15,7 +15,7 @@ use super::{
     Body, BodySchema, Collection, RouteDef, ID, NODE_TOKEN,
 };
 use crate::auth::Access;
-use crate::http::{HttpResult, JsonBody, Trace};
+use crate::http::{HttpResult, JsonBody, NewId, Trace};
 use crate::AppState;
 
 list_reply!(proto::ScriptList => proto::Script);
@@ -41,10 +41,10 @@ async fn create(
     State(s): State<AppState>,
     Extension(kind): Extension<ScriptKind>,
     Trace(t): Trace,
+    NewId(id): NewId,
     JsonBody(body): JsonBody<ScriptInput>,
 ) -> HttpResult<Response> {
     validate::text("text", &body.text)?;
-    let id = uuid::Uuid::new_v4().to_string();
     let req = proto::CreateScript {
         id: id.clone(),
         text: body.text,

@@ -15,7 +15,7 @@ use super::{
     wants_json, Body, BodySchema, Param, ParamType, RouteDef, ID, NODE_TOKEN,
 };
 use crate::auth::Access;
-use crate::http::{Deadline, HttpError, HttpResult, JsonBody, Trace};
+use crate::http::{Deadline, HttpError, HttpResult, JsonBody, NewId, Trace};
 use crate::AppState;
 
 const KEYGEN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
@@ -29,10 +29,10 @@ collection!(SshKeys, "sshkeys", subjects::SSHKEYS, proto::SshKeyList => proto::S
 async fn create(
     State(s): State<AppState>,
     Trace(t): Trace,
+    NewId(id): NewId,
     JsonBody(body): JsonBody<SshKeyInput>,
 ) -> HttpResult<Response> {
     validate::artifact_id("artifactId", &body.artifact_id)?;
-    let id = uuid::Uuid::new_v4().to_string();
     let req = proto::CreateSshKey {
         id: id.clone(),
         text: body.text,

@@ -10,6 +10,7 @@
 mod artifact_store;
 mod boot_events;
 mod config;
+mod replays;
 mod service;
 mod trace;
 
@@ -22,6 +23,7 @@ use prost::Message;
 pub use artifact_store::{ArtifactStore, ArtifactStoreError, ObjectChunks, StoredObject};
 pub use boot_events::{BootEventItem, BootEvents};
 pub use config::{Auth, BusConfig, Tls};
+pub use replays::{Claim, ReplayStore};
 pub use service::{RequestCtx, RunningService, ServiceBuilder, SiteRequest, StatefulRoutes};
 pub use trace::TraceParent;
 

@@ -1,0 +1,130 @@
+//! The first answer to a write that carried an `Idempotency-Key`, kept for a day in a JetStream
+//! key-value bucket, so a client that repeats the write (its reply was lost) gets that answer
+//! again instead of a second effect. The gateway owns the policy (what is kept, for whom); this
+//! is only the storage, so the gateway never opens JetStream itself.
+
+use std::time::Duration;
+
+use async_nats::jetstream::{self, kv};
+use bootfleet_api::{subjects, ApiError, ErrorCode};
+use bytes::Bytes;
+
+use crate::Bus;
+
+/// How long an answer is kept.
+pub const KEPT_FOR: Duration = Duration::from_secs(24 * 3600);
+
+/// A claim older than this belongs to a gateway that died before it finished: another may
+/// take the key over (longer than any request the gateway lets run).
+const ABANDONED_AFTER_MS: u64 = 10 * 60 * 1000;
+
+const PENDING: &[u8] = b"pending:";
+
+/// What a key holds when a write arrives with it.
+#[derive(Debug)]
+pub enum Claim {
+    /// Nobody has used the key: this request runs, then [`ReplayStore::finish`] or
+    /// [`ReplayStore::release`].
+    Taken,
+    /// Another request with the key is running now.
+    Running,
+    /// The key's first answer, as [`ReplayStore::finish`] stored it.
+    Answered(Bytes),
+}
+
+#[derive(Clone, Debug)]
+pub struct ReplayStore {
+    kv: kv::Store,
+}
+
+fn unavailable(e: impl std::fmt::Display) -> ApiError {
+    ApiError::new(
+        ErrorCode::Unavailable,
+        format!("the idempotency store is unavailable: {e}"),
+    )
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
+}
+
+impl ReplayStore {
+    /// Opens the bucket, making it on first use. The bucket's stream is made here with the
+    /// settings a key-value bucket has, rather than by `create_key_value`, which first asks
+    /// the account's JetStream limits in a form nats-server 2.9 (Debian 12's) does not answer.
+    pub async fn open(bus: &Bus) -> Result<ReplayStore, ApiError> {
+        let js = jetstream::new(bus.client().clone());
+        let bucket = subjects::IDEMPOTENCY_BUCKET;
+        js.get_or_create_stream(jetstream::stream::Config {
+            name: format!("KV_{bucket}"),
+            description: Some("first answers to writes with an Idempotency-Key".into()),
+            subjects: vec![format!("$KV.{bucket}.>")],
+            max_messages_per_subject: 1,
+            max_age: KEPT_FOR,
+            storage: jetstream::stream::StorageType::File,
+            allow_rollup: true,
+            deny_delete: true,
+            allow_direct: true,
+            discard: jetstream::stream::DiscardPolicy::New,
+            ..Default::default()
+        })
+        .await
+        .map_err(unavailable)?;
+        let kv = js.get_key_value(bucket).await.map_err(unavailable)?;
+        Ok(ReplayStore { kv })
+    }
+
+    /// Claims `key` for this request, or says who has it. `key` is a bucket key (letters,
+    /// digits, `-`, `_`, `=`, `.`; the gateway passes a digest).
+    pub async fn claim(&self, key: &str) -> Result<Claim, ApiError> {
+        let pending = || {
+            let mut v = PENDING.to_vec();
+            v.extend_from_slice(now_ms().to_string().as_bytes());
+            Bytes::from(v)
+        };
+        match self.kv.create(key, pending()).await {
+            Ok(_) => return Ok(Claim::Taken),
+            Err(e) if e.kind() == kv::CreateErrorKind::AlreadyExists => {}
+            Err(e) => return Err(unavailable(e)),
+        }
+        let Some(entry) = self.kv.entry(key).await.map_err(unavailable)? else {
+            // Expired between the two calls: as good as new.
+            return Ok(match self.kv.create(key, pending()).await {
+                Ok(_) => Claim::Taken,
+                Err(_) => Claim::Running,
+            });
+        };
+        let Some(since) = entry.value.strip_prefix(PENDING) else {
+            return Ok(Claim::Answered(entry.value));
+        };
+        let since: u64 = std::str::from_utf8(since)
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0);
+        if now_ms().saturating_sub(since) < ABANDONED_AFTER_MS {
+            return Ok(Claim::Running);
+        }
+        // Taken over only if nobody else did since we read it.
+        Ok(match self.kv.update(key, pending(), entry.revision).await {
+            Ok(_) => Claim::Taken,
+            Err(_) => Claim::Running,
+        })
+    }
+
+    /// Keeps `answer` as the key's first answer.
+    pub async fn finish(&self, key: &str, answer: Bytes) -> Result<(), ApiError> {
+        self.kv.put(key, answer).await.map_err(unavailable)?;
+        Ok(())
+    }
+
+    /// Gives the key back (the request's outcome is not one to repeat, say a 5xx): the next
+    /// request with it runs again.
+    pub async fn release(&self, key: &str) {
+        if let Err(e) = self.kv.delete(key).await {
+            tracing::warn!(error = %e, "cannot release an idempotency key; it stays claimed until it is abandoned");
+        }
+    }
+}
