@@ -184,6 +184,136 @@ impl ListParams {
     }
 }
 
+/// What each list may be sorted and searched by (REST names), and its order when none is asked:
+/// the contract the services' listings enforce and the OpenAPI document states (`sort` and
+/// `searchFields` patterns), so the two cannot drift.
+#[derive(Clone, Copy, Debug)]
+pub struct ListFields {
+    pub sortable: &'static [&'static str],
+    pub searchable: &'static [&'static str],
+    /// Used when the request names no sort.
+    pub default_sort: &'static str,
+}
+
+impl ListFields {
+    /// A regular expression `sort` matches: comma-separated sortable fields, each with an
+    /// optional leading `-`.
+    pub fn sort_pattern(&self) -> String {
+        let one = format!("-?({})", self.sortable.join("|"));
+        format!("^{one}(,{one})*$")
+    }
+
+    /// A regular expression `searchFields` matches: comma-separated searchable fields.
+    pub fn search_fields_pattern(&self) -> String {
+        let one = format!("({})", self.searchable.join("|"));
+        format!("^{one}(,{one})*$")
+    }
+}
+
+/// The lists of every collection.
+pub mod fields {
+    use super::ListFields;
+
+    /// The five text registries (`/api/mainscripts`, ...).
+    pub const SCRIPTS: ListFields = ListFields {
+        sortable: &["id", "text", "createdAt", "updatedAt"],
+        searchable: &["text", "id"],
+        default_sort: "createdAt",
+    };
+
+    /// `/api/sshkeys`.
+    pub const SSHKEYS: ListFields = ListFields {
+        sortable: &[
+            "id",
+            "artifactId",
+            "algorithm",
+            "comment",
+            "createdAt",
+            "updatedAt",
+        ],
+        searchable: &[
+            "text",
+            "artifactId",
+            "algorithm",
+            "fingerprint",
+            "comment",
+            "id",
+        ],
+        default_sort: "createdAt",
+    };
+
+    /// `/api/distributors`.
+    pub const DISTRIBUTORS: ListFields = ListFields {
+        sortable: &[
+            "id",
+            "artifactId",
+            "hostname",
+            "lastSeen",
+            "createdAt",
+            "updatedAt",
+        ],
+        searchable: &["artifactId", "hostname", "interfaces", "id"],
+        default_sort: "createdAt",
+    };
+
+    /// `/api/localnodes`.
+    pub const LOCALNODES: ListFields = ListFields {
+        sortable: &[
+            "id",
+            "ip",
+            "artifactId",
+            "hostname",
+            "lastSeen",
+            "createdAt",
+            "updatedAt",
+        ],
+        searchable: &["ip", "artifactId", "mac", "hostname", "id"],
+        default_sort: "createdAt",
+    };
+
+    /// `/api/ipxes`, `/api/grubs`, `/api/syslinuxs`, `/api/isos`.
+    pub const ARTIFACTS: ListFields = ListFields {
+        sortable: &["id", "status", "size", "createdAt", "updatedAt"],
+        searchable: &["id", "status", "inputs", "error"],
+        default_sort: "createdAt",
+    };
+
+    /// `/api/machines`.
+    pub const MACHINES: ListFields = ListFields {
+        sortable: &[
+            "id",
+            "mac",
+            "name",
+            "artifactId",
+            "state",
+            "profile",
+            "ip",
+            "createdAt",
+            "updatedAt",
+        ],
+        searchable: &[
+            "mac",
+            "name",
+            "artifactId",
+            "state",
+            "profile",
+            "ip",
+            "firmware",
+            "ranks",
+            "groups",
+            "id",
+        ],
+        default_sort: "createdAt",
+    };
+
+    /// `/api/profiles`.
+    pub const PROFILES: ListFields = ListFields {
+        sortable: &["name", "createdAt", "updatedAt"],
+        searchable: &["name"],
+        default_sort: "name",
+    };
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

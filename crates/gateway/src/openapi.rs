@@ -91,6 +91,12 @@ fn operation(route: &RouteDef) -> utoipa::openapi::path::Operation {
                 .schema_type(Type::Integer)
                 .minimum(Some(f64::from(min)))
                 .maximum(Some(f64::from(max))),
+            ParamType::Sort(fields) => ObjectBuilder::new()
+                .schema_type(Type::String)
+                .pattern(Some(fields.sort_pattern())),
+            ParamType::SearchFields(fields) => ObjectBuilder::new()
+                .schema_type(Type::String)
+                .pattern(Some(fields.search_fields_pattern())),
         };
         op = op.parameter(
             ParameterBuilder::new()

@@ -7,6 +7,7 @@ use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{self, MethodRouter};
 use axum::Json;
+use bootfleet_api::list::ListFields;
 use bootfleet_api::rest::Page;
 use bootfleet_api::subjects::Op;
 use bootfleet_api::{proto, validate, ApiError, ListParams};
@@ -49,7 +50,14 @@ pub fn routes() -> Vec<RouteDef> {
 pub enum ParamType {
     Uuid,
     String,
-    Integer { min: u32, max: u32 },
+    Integer {
+        min: u32,
+        max: u32,
+    },
+    /// `sort`: comma-separated sortable fields of the list, each with an optional `-`.
+    Sort(ListFields),
+    /// `searchFields`: comma-separated searchable fields of the list.
+    SearchFields(ListFields),
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -162,49 +170,52 @@ const ID: Param = Param {
     description: "The row's id.",
 };
 
-const LIST_PARAMS: [Param; 5] = [
-    Param {
-        name: "page",
-        in_path: false,
-        required: false,
-        ty: ParamType::Integer {
-            min: 1,
-            max: bootfleet_api::list::MAX_PAGE,
+/// The query parameters of a list whose sort and search fields are `fields`.
+fn list_query(fields: ListFields) -> Vec<Param> {
+    vec![
+        Param {
+            name: "page",
+            in_path: false,
+            required: false,
+            ty: ParamType::Integer {
+                min: 1,
+                max: bootfleet_api::list::MAX_PAGE,
+            },
+            description: "Page number, from 1 (default 1).",
         },
-        description: "Page number, from 1 (default 1).",
-    },
-    Param {
-        name: "pageSize",
-        in_path: false,
-        required: false,
-        ty: ParamType::Integer {
-            min: 1,
-            max: bootfleet_api::list::MAX_PAGE_SIZE,
+        Param {
+            name: "pageSize",
+            in_path: false,
+            required: false,
+            ty: ParamType::Integer {
+                min: 1,
+                max: bootfleet_api::list::MAX_PAGE_SIZE,
+            },
+            description: "Rows per page (default 10, at most 100).",
         },
-        description: "Rows per page (default 10, at most 100).",
-    },
-    Param {
-        name: "sort",
-        in_path: false,
-        required: false,
-        ty: ParamType::String,
-        description: "Comma-separated fields; a leading `-` sorts descending (`-createdAt`).",
-    },
-    Param {
-        name: "search",
-        in_path: false,
-        required: false,
-        ty: ParamType::String,
-        description: "Case-insensitive substring to look for.",
-    },
-    Param {
-        name: "searchFields",
-        in_path: false,
-        required: false,
-        ty: ParamType::String,
-        description: "Comma-separated fields to search (default: all searchable fields).",
-    },
-];
+        Param {
+            name: "sort",
+            in_path: false,
+            required: false,
+            ty: ParamType::Sort(fields),
+            description: "Comma-separated fields; a leading `-` sorts descending (`-createdAt`).",
+        },
+        Param {
+            name: "search",
+            in_path: false,
+            required: false,
+            ty: ParamType::String,
+            description: "Case-insensitive substring to look for.",
+        },
+        Param {
+            name: "searchFields",
+            in_path: false,
+            required: false,
+            ty: ParamType::SearchFields(fields),
+            description: "Comma-separated fields to search (default: all searchable fields).",
+        },
+    ]
+}
 
 const NODE_TOKEN: Param = Param {
     name: "token",
@@ -236,9 +247,10 @@ macro_rules! list_reply {
 use list_reply;
 
 /// A collection (`struct $collection`) at `/api/$name` whose service answers lists as `$list` of
-/// `$item`, asked on `subjects::subject($service, op)`, each shown as `$row` (`From` the item).
+/// `$item`, asked on `subjects::subject($service, op)`, each shown as `$row` (`From` the item),
+/// sorted and searched by `$fields` (`bootfleet_api::list::fields`).
 macro_rules! collection {
-    ($collection:ident, $name:literal, $service:expr, $list:ty => $item:ty, $row:ty) => {
+    ($collection:ident, $name:literal, $service:expr, $fields:expr, $list:ty => $item:ty, $row:ty) => {
         #[derive(Clone, Copy, Debug)]
         struct $collection;
 
@@ -254,6 +266,10 @@ macro_rules! collection {
 
             fn subject(&self, op: bootfleet_api::subjects::Op) -> String {
                 bootfleet_api::subjects::subject($service, op)
+            }
+
+            fn list_fields(&self) -> bootfleet_api::list::ListFields {
+                $fields
             }
 
             fn row(&self, item: $item) -> Result<$row, bootfleet_api::ApiError> {
@@ -277,6 +293,9 @@ trait Collection: Clone + Send + Sync + 'static {
     fn name(&self) -> &'static str;
 
     fn subject(&self, op: Op) -> String;
+
+    /// What its list may be sorted and searched by.
+    fn list_fields(&self) -> ListFields;
 
     fn row(&self, item: Item<Self>) -> Result<Self::Row, ApiError>;
 
@@ -343,7 +362,7 @@ fn list_route<C: Collection>(
         operation_id: operation_id.into(),
         summary: summary.into(),
         tag: collection.name(),
-        params: LIST_PARAMS.to_vec(),
+        params: list_query(collection.list_fields()),
         request: None,
         status: 200,
         response: Body::Json(BodySchema::page_of::<C::Row>()),

@@ -111,6 +111,10 @@ impl<K: Kind> Collection for K {
         subjects::subject(SERVICE, op)
     }
 
+    fn list_fields(&self) -> bootfleet_api::list::ListFields {
+        bootfleet_api::list::fields::ARTIFACTS
+    }
+
     fn row(&self, artifact: proto::Artifact) -> Result<K::Row, ApiError> {
         K::row(artifact)
     }

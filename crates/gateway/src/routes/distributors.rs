@@ -22,7 +22,7 @@ const SERVICE: &str = subjects::DISTRIBUTORS;
 /// The distributor fetches and checks files before it answers a configuration.
 const CONFIGURE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(75);
 
-collection!(Distributors, "distributors", SERVICE, proto::DistributorList => proto::Distributor, DistributorRow);
+collection!(Distributors, "distributors", SERVICE, bootfleet_api::list::fields::DISTRIBUTORS, proto::DistributorList => proto::Distributor, DistributorRow);
 
 /// The artifact id a body asks the row to have ("" when it names none; see [`SiteCheck`]).
 fn site_check(check: Option<&SiteCheck>) -> Result<String, ApiError> {

@@ -22,7 +22,7 @@ use crate::AppState;
 
 const SERVICE: &str = subjects::LOCALNODES;
 
-collection!(LocalNodes, "localnodes", SERVICE, proto::LocalNodeList => proto::LocalNode, LocalNodeRow);
+collection!(LocalNodes, "localnodes", SERVICE, bootfleet_api::list::fields::LOCALNODES, proto::LocalNodeList => proto::LocalNode, LocalNodeRow);
 
 fn query_param(name: &'static str, description: &'static str, required: bool) -> Param {
     Param {

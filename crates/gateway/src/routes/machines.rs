@@ -20,8 +20,8 @@ use bootfleet_api::{proto, ApiError};
 use serde::Serialize;
 
 use super::{
-    list_params, path_id, query_pairs, raw_text, Body, BodySchema, Param, ParamType, RouteDef, ID,
-    LIST_PARAMS, NODE_TOKEN,
+    list_params, list_query, path_id, query_pairs, raw_text, Body, BodySchema, Param, ParamType,
+    RouteDef, ID, NODE_TOKEN,
 };
 use crate::auth::{Access, Claims, MachineToken};
 use crate::http::{read_body, HttpError, HttpResult, JsonBody, NewId, Trace};
@@ -416,7 +416,7 @@ pub(super) fn routes() -> Vec<RouteDef> {
             "listMachines",
             "List machines (search mac, name, artifactId, state, profile, ip, ranks, groups)",
             m,
-            LIST_PARAMS.to_vec(),
+            list_query(bootfleet_api::list::fields::MACHINES),
             None,
             200,
             Body::Json(BodySchema::page_of::<MachineRow>()),
@@ -624,7 +624,7 @@ pub(super) fn routes() -> Vec<RouteDef> {
             "listProfiles",
             "List profiles of templates",
             p,
-            LIST_PARAMS.to_vec(),
+            list_query(bootfleet_api::list::fields::PROFILES),
             None,
             200,
             Body::Json(BodySchema::page_of::<ProfileRow>()),

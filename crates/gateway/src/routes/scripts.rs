@@ -32,6 +32,10 @@ impl Collection for ScriptKind {
         ScriptKind::subject(*self, op)
     }
 
+    fn list_fields(&self) -> bootfleet_api::list::ListFields {
+        bootfleet_api::list::fields::SCRIPTS
+    }
+
     fn row(&self, script: proto::Script) -> Result<ScriptRow, ApiError> {
         Ok(ScriptRow::from(script))
     }

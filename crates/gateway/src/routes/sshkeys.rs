@@ -24,7 +24,7 @@ fn subject(op: Op) -> String {
     subjects::subject(subjects::SSHKEYS, op)
 }
 
-collection!(SshKeys, "sshkeys", subjects::SSHKEYS, proto::SshKeyList => proto::SshKey, SshKeyRow);
+collection!(SshKeys, "sshkeys", subjects::SSHKEYS, bootfleet_api::list::fields::SSHKEYS, proto::SshKeyList => proto::SshKey, SshKeyRow);
 
 async fn create(
     State(s): State<AppState>,

@@ -152,10 +152,8 @@ pub struct TableSpec {
     pub table: &'static str,
     /// `(REST name, column)` for every selectable column.
     pub fields: &'static [(&'static str, &'static str)],
-    pub sortable: &'static [&'static str],
-    pub searchable: &'static [&'static str],
-    /// Used when the request names no sort (REST name).
-    pub default_sort: &'static str,
+    /// What the list may be sorted and searched by (the API contract's).
+    pub list: bootfleet_api::list::ListFields,
 }
 
 impl TableSpec {
@@ -206,11 +204,11 @@ pub async fn list_where<T: FromQueryResult>(
     params: &ListParams,
     scope: Condition,
 ) -> Result<(Vec<T>, u64), ApiError> {
-    params.check_fields(spec.sortable, spec.searchable)?;
+    params.check_fields(spec.list.sortable, spec.list.searchable)?;
     let mut condition = scope;
     if let Some(search) = &params.search {
         let fields: Vec<&str> = if params.search_fields.is_empty() {
-            spec.searchable.to_vec()
+            spec.list.searchable.to_vec()
         } else {
             params.search_fields.iter().map(String::as_str).collect()
         };
@@ -243,7 +241,7 @@ pub async fn list_where<T: FromQueryResult>(
     let mut select = spec.select();
     select.cond_where(condition);
     if params.sort.is_empty() {
-        select.order_by(spec.column(spec.default_sort), Order::Asc);
+        select.order_by(spec.column(spec.list.default_sort), Order::Asc);
     }
     for key in &params.sort {
         let order = if key.descending {

@@ -55,9 +55,7 @@ static SPEC: TableSpec = TableSpec {
         ("createdAt", "created_at"),
         ("updatedAt", "updated_at"),
     ],
-    sortable: &["id", "status", "size", "createdAt", "updatedAt"],
-    searchable: &["id", "status", "inputs", "error"],
-    default_sort: "createdAt",
+    list: bootfleet_api::list::fields::ARTIFACTS,
 };
 
 #[derive(Clone, Debug, FromQueryResult)]

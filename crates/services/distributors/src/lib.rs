@@ -40,16 +40,7 @@ static SPEC: TableSpec = TableSpec {
         ("config", "config"),
         ("bootFiles", "boot_files"),
     ],
-    sortable: &[
-        "id",
-        "artifactId",
-        "hostname",
-        "lastSeen",
-        "createdAt",
-        "updatedAt",
-    ],
-    searchable: &["artifactId", "hostname", "interfaces", "id"],
-    default_sort: "createdAt",
+    list: bootfleet_api::list::fields::DISTRIBUTORS,
 };
 
 #[derive(Debug, FromQueryResult)]

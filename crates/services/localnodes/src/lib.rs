@@ -30,17 +30,7 @@ static SPEC: TableSpec = TableSpec {
         ("updatedAt", "updated_at"),
         ("hostKey", "host_key"),
     ],
-    sortable: &[
-        "id",
-        "ip",
-        "artifactId",
-        "hostname",
-        "lastSeen",
-        "createdAt",
-        "updatedAt",
-    ],
-    searchable: &["ip", "artifactId", "mac", "hostname", "id"],
-    default_sort: "createdAt",
+    list: bootfleet_api::list::fields::LOCALNODES,
 };
 
 #[derive(Debug, FromQueryResult)]

@@ -68,30 +68,7 @@ static MACHINES: TableSpec = TableSpec {
         ("createdAt", "created_at"),
         ("updatedAt", "updated_at"),
     ],
-    sortable: &[
-        "id",
-        "mac",
-        "name",
-        "artifactId",
-        "state",
-        "profile",
-        "ip",
-        "createdAt",
-        "updatedAt",
-    ],
-    searchable: &[
-        "mac",
-        "name",
-        "artifactId",
-        "state",
-        "profile",
-        "ip",
-        "firmware",
-        "ranks",
-        "groups",
-        "id",
-    ],
-    default_sort: "createdAt",
+    list: bootfleet_api::list::fields::MACHINES,
 };
 
 static PROFILES: TableSpec = TableSpec {
@@ -105,9 +82,7 @@ static PROFILES: TableSpec = TableSpec {
         ("createdAt", "created_at"),
         ("updatedAt", "updated_at"),
     ],
-    sortable: &["name", "createdAt", "updatedAt"],
-    searchable: &["name"],
-    default_sort: "name",
+    list: bootfleet_api::list::fields::PROFILES,
 };
 
 #[derive(Clone, Debug, FromQueryResult)]

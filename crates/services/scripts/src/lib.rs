@@ -24,17 +24,13 @@ const FIELDS: &[(&str, &str)] = &[
     ("createdAt", "created_at"),
     ("updatedAt", "updated_at"),
 ];
-const SORTABLE: &[&str] = &["id", "text", "createdAt", "updatedAt"];
-const SEARCHABLE: &[&str] = &["text", "id"];
 
 macro_rules! spec {
     ($table:literal) => {
         TableSpec {
             table: $table,
             fields: FIELDS,
-            sortable: SORTABLE,
-            searchable: SEARCHABLE,
-            default_sort: "createdAt",
+            list: bootfleet_api::list::fields::SCRIPTS,
         }
     };
 }

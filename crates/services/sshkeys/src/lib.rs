@@ -28,23 +28,7 @@ static SPEC: TableSpec = TableSpec {
         ("createdAt", "created_at"),
         ("updatedAt", "updated_at"),
     ],
-    sortable: &[
-        "id",
-        "artifactId",
-        "algorithm",
-        "comment",
-        "createdAt",
-        "updatedAt",
-    ],
-    searchable: &[
-        "text",
-        "artifactId",
-        "algorithm",
-        "fingerprint",
-        "comment",
-        "id",
-    ],
-    default_sort: "createdAt",
+    list: bootfleet_api::list::fields::SSHKEYS,
 };
 
 #[derive(Debug, FromQueryResult)]
