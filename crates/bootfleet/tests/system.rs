@@ -2814,3 +2814,138 @@ async fn writes_with_an_idempotency_key_answer_a_repeat_as_the_first() {
     assert_eq!(lab.total("/api/mainscripts").await, 1);
     lab.stop().await;
 }
+
+/// The committed Insomnia workspace, as an operator uses it: its environment filled in (base
+/// URL, admin and node tokens, a row id), every request sent as Insomnia would. None is answered
+/// with a 5xx, and each one that carries a token is refused without it (auth is applied).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_request_of_the_insomnia_workspace_runs_against_a_live_system() {
+    let lab = lab(Backend::Sqlite).await;
+    let path =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../insomnia/bootfleet.json");
+    let export: Value =
+        serde_json::from_str(&std::fs::read_to_string(path).expect("workspace")).expect("json");
+    let resources = export["resources"].as_array().expect("resources");
+    let script = lab
+        .admin(
+            Method::POST,
+            "/api/mainscripts",
+            Some(json!({"text": "#!ipxe\necho insomnia\n"})),
+        )
+        .await
+        .ok(201);
+    let mut env = resources
+        .iter()
+        .find(|r| r["_id"] == "env_bootfleet")
+        .expect("base environment")["data"]
+        .as_object()
+        .expect("data")
+        .clone();
+    for (name, value) in [
+        ("baseUrl", lab.base.clone()),
+        ("adminToken", lab.admin.clone()),
+        ("nodeToken", lab.node.clone()),
+        ("id", script["id"].as_str().expect("id").to_owned()),
+    ] {
+        env.insert(name.to_owned(), json!(value));
+    }
+    // Insomnia's (Nunjucks) `{{ _.name }}`; values may refer to others (`token` is
+    // `{{ _.adminToken }}`); `{{ '{{' }}` is a literal `{{` (MiniJinja in a profile's body).
+    let render = |text: &str| {
+        let mut out = text.to_owned();
+        for _ in 0..4 {
+            for (name, value) in &env {
+                out = out.replace(
+                    &format!("{{{{ _.{name} }}}}"),
+                    value.as_str().unwrap_or_default(),
+                );
+            }
+        }
+        assert!(!out.contains("{{ _."), "unresolved template in {out}");
+        out.replace("{{ '{{' }}", "{{").replace("{{ '}}' }}", "}}")
+    };
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(60))
+        .build()
+        .expect("client");
+    // As an operator would: what deletes the row comes after what reads and changes it.
+    let mut requests: Vec<&Value> = resources
+        .iter()
+        .filter(|r| r["_type"] == "request")
+        .collect();
+    requests.sort_by_key(|r| r["method"] == "DELETE");
+    assert!(requests.len() > 50, "{} requests", requests.len());
+    let mut statuses = std::collections::BTreeMap::new();
+    for request in requests {
+        let name = request["_id"].as_str().unwrap_or_default();
+        let method = Method::from_bytes(request["method"].as_str().unwrap_or("GET").as_bytes())
+            .expect("method");
+        let url = render(request["url"].as_str().expect("url"));
+        let send = |with_auth: bool| {
+            let mut req = http.request(method.clone(), &url);
+            for p in request["parameters"].as_array().into_iter().flatten() {
+                let is_token = p["name"] == "token";
+                if p["disabled"] != true && (with_auth || !is_token) {
+                    req = req.query(&[(
+                        p["name"].as_str().unwrap_or_default(),
+                        render(p["value"].as_str().unwrap_or_default()),
+                    )]);
+                }
+            }
+            for h in request["headers"].as_array().into_iter().flatten() {
+                req = req.header(
+                    h["name"].as_str().unwrap_or_default(),
+                    render(h["value"].as_str().unwrap_or_default()),
+                );
+            }
+            if let Some(text) = request["body"]["text"].as_str() {
+                req = req.body(render(text));
+            }
+            if with_auth && request["authentication"]["type"] == "bearer" {
+                req = req.bearer_auth(render(
+                    request["authentication"]["token"]
+                        .as_str()
+                        .unwrap_or_default(),
+                ));
+            }
+            req.send()
+        };
+        let answer = send(true).await.unwrap_or_else(|e| panic!("{name}: {e}"));
+        statuses.insert(name.to_owned(), answer.status().as_u16());
+        assert!(
+            answer.status().as_u16() < 500,
+            "{name}: {} {}",
+            answer.status(),
+            answer.text().await.unwrap_or_default()
+        );
+        let carries_token = request["authentication"]["type"] == "bearer"
+            || request["parameters"]
+                .as_array()
+                .is_some_and(|ps| ps.iter().any(|p| p["name"] == "token"));
+        if carries_token {
+            let without = send(false).await.unwrap_or_else(|e| panic!("{name}: {e}"));
+            assert_eq!(without.status().as_u16(), 401, "{name} without its token");
+        }
+    }
+    // The tutorial's bodies are accepted as the workspace carries them.
+    for (name, status) in [
+        ("req_createMainscript", 201),
+        ("req_createSubscript", 201),
+        ("req_createKickstart", 201),
+        ("req_createPrebootscript", 201),
+        ("req_createPostbootscript", 201),
+        ("req_createIpxe", 201),
+        ("req_createGrub", 201),
+        ("req_createSyslinux", 201),
+        ("req_createSshkey", 201),
+        ("req_createMachine", 201),
+        ("req_listMainscripts", 200),
+        ("req_getMainscript", 200),
+        ("req_updateMainscript", 200),
+        ("req_createProfile", 201),
+        ("req_deleteMainscript", 200),
+    ] {
+        assert_eq!(statuses.get(name), Some(&status), "{name}: {statuses:?}");
+    }
+    lab.stop().await;
+}
