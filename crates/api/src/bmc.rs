@@ -59,7 +59,7 @@ pub struct BmcInput {
     pub password: Option<String>,
     /// The password sealed to the `machines` service's public key (X25519, HKDF-SHA256,
     /// ChaCha20-Poly1305). The gateway puts the operator's `password` here before relaying, so
-    /// the cleartext never crosses NATS; clients may seal it themselves.
+    /// the cleartext never crosses NATS; REST clients send `password`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sealed_password: Option<String>,
     /// redfish: the CA (PEM) that signed the BMC's certificate, trusted for this BMC only. Left

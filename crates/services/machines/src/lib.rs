@@ -446,7 +446,7 @@ impl Machines {
         if let Some(meta) = &input.metadata {
             m::metadata("metadata", meta)?;
         }
-        if let Some(Some(bmc)) = input.bmc.take() {
+        if let Some(bmc) = input.bmc.as_mut().and_then(Option::take) {
             input.bmc = Some(Some(self.checked_bmc(bmc)?));
         }
         if let Some(profile) = input.profile.as_deref().filter(|p| !p.is_empty()) {

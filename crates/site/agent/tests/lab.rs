@@ -31,6 +31,7 @@ use futures_util::StreamExt;
 use prost::Message;
 use serde_json::{json, Value};
 
+mod power;
 mod tutorial;
 
 const INFRA_IP: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 2);
