@@ -391,10 +391,11 @@ impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Captured {
 fn bmc_password_never_leaks_to_responses_logs_or_nats() {
     const SITE: &str = "site-noleak";
     // Unique to this run, at most 20 bytes (IPMI).
-    let password = format!(
-        "nl{:016x}",
-        std::process::id() as u64 * 0x9e37_79b9 ^ 0x5bd1_e995
-    );
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or_default();
+    let password = format!("nl{:x}x{nanos:x}", std::process::id());
     let site = site();
     let lab = &site.lab;
     let captured = Captured::default();
