@@ -233,12 +233,44 @@ pub fn sushy_emulator() -> Result<PathBuf, String> {
 
 impl Sushy {
     /// Starts it on 127.0.0.1:`port` (of the calling thread's network namespace) with the
-    /// server certificate and key, and waits until it accepts connections.
-    pub fn start(program: &Path, port: u16, cert: &Path, key: &Path) -> Sushy {
+    /// server certificate and key, requiring HTTP basic authentication as `user`/`password`
+    /// (an htpasswd file of bcrypt hashes, made with the venv's `bcrypt`), and waits until it
+    /// accepts connections.
+    pub fn start(
+        program: &Path,
+        port: u16,
+        cert: &Path,
+        key: &Path,
+        (user, password): (&str, &str),
+    ) -> Sushy {
         let dir = tempfile::tempdir().expect("tempdir");
+        let htpasswd = dir.path().join("htpasswd");
+        let python = program.with_file_name("python");
+        let hash = crate::run_ok(
+            Command::new(&python)
+                .args([
+                    "-c",
+                    "import bcrypt, os; print(bcrypt.hashpw(os.environ['PW'].encode(), bcrypt.gensalt(rounds=4)).decode())",
+                ])
+                .env("PW", password),
+            "bcrypt in the sushy venv",
+        );
+        let hash = String::from_utf8_lossy(&hash.stdout).trim().to_owned();
+        std::fs::write(&htpasswd, format!("{user}:{hash}\n")).expect("htpasswd");
+        let config = dir.path().join("sushy.conf");
+        std::fs::write(
+            &config,
+            format!(
+                "SUSHY_EMULATOR_AUTH_FILE = {:?}\n",
+                htpasswd.display().to_string()
+            ),
+        )
+        .expect("config");
         let log = dir.path().join("sushy.log");
         let file = std::fs::File::create(&log).expect("log");
         let child = Command::new(program)
+            .arg("--config")
+            .arg(&config)
             .args(["-i", "127.0.0.1", "-p", &port.to_string()])
             .args(["--libvirt-uri", "test:///default"])
             .arg("--ssl-certificate")

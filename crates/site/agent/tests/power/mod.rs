@@ -283,6 +283,23 @@ fn operator_powers_a_guest_through_its_ipmi_bmc() {
                 "{message}"
             );
             assert!(bmc.guest_pid().is_none());
+
+            // A BMC that does not answer: 503 naming the machine and the address, after the
+            // distributor's bounded tries.
+            let gone = api(
+                Method::POST,
+                "/api/machines".into(),
+                admin.clone(),
+                Some(json!({"mac": "52:54:00:77:03:12", "name": "ipmi-gone", "artifactId": SITE,
+                            "bmc": {"protocol": "ipmi", "address": "10.77.0.9:6230", "username": "admin", "password": "x"}})),
+            )
+            .await;
+            assert_eq!(gone.0, 201, "{}", gone.1);
+            let gone = gone.1["id"].as_str().expect("id").to_owned();
+            let (status, body) = power(&admin, &gone, json!({"action": "status"})).await;
+            assert_eq!(status, 503, "{body}");
+            let (_, message) = error_of(&body);
+            assert!(message.contains("ipmi-gone") && message.contains(&gone) && message.contains("10.77.0.9:6230"), "{message}");
             assert!(
                 !distributor_log().contains("ipmi-lab-pw")
                     && !distributor_log().contains("not-the-pw")
@@ -308,17 +325,23 @@ fn operator_powers_a_redfish_bmc_over_tls_from_a_test_ca() {
     let site = site();
     site.lab.run_in(&site.infra, || {
         runtime().block_on(async {
-            let sushy = Sushy::start(&program, 16240, &pki.server_cert, &pki.server_key);
+            let sushy = Sushy::start(
+                &program,
+                16240,
+                &pki.server_cert,
+                &pki.server_key,
+                ("admin", "redfish-pw"),
+            );
             let infra = Infra::start().await;
             let admin = infra.token(Role::Admin);
             let log = infra.dir.path().join("distributor.log");
             let _distributor = start_distributor(&infra, &admin, SITE, &log).await;
             let context = || format!("distributor:\n{}\nsushy:\n{}", std::fs::read_to_string(&log).unwrap_or_default(), sushy.log());
-            let bmc = |ca: &Path| {
+            let bmc = |ca: &Path, password: &str| {
                 json!({"protocol": "redfish", "address": sushy.url(), "username": "admin",
-                       "password": "redfish-pw", "caCertificate": std::fs::read_to_string(ca).expect("ca")})
+                       "password": password, "caCertificate": std::fs::read_to_string(ca).expect("ca")})
             };
-            let id = machine_with_bmc(&admin, SITE, "redfish-1", "52:54:00:77:04:10", bmc(&pki.ca)).await;
+            let id = machine_with_bmc(&admin, SITE, "redfish-1", "52:54:00:77:04:10", bmc(&pki.ca, "redfish-pw")).await;
 
             // libvirt's test domain starts on.
             let (status, body) = power(&admin, &id, json!({"action": "status"})).await;
@@ -341,25 +364,34 @@ fn operator_powers_a_redfish_bmc_over_tls_from_a_test_ca() {
                 .add_root_certificate(reqwest::Certificate::from_pem(&std::fs::read(&pki.ca).expect("ca")).expect("pem"))
                 .build()
                 .expect("client");
-            let systems: Value = client.get(format!("{}/redfish/v1/Systems", sushy.url())).send().await.expect("systems").json().await.expect("json");
+            let systems: Value = client.get(format!("{}/redfish/v1/Systems", sushy.url())).basic_auth("admin", Some("redfish-pw")).send().await.expect("systems").json().await.expect("json");
             let system = systems["Members"][0]["@odata.id"].as_str().expect("a system").to_owned();
-            let row: Value = client.get(format!("{}{system}", sushy.url())).send().await.expect("system").json().await.expect("json");
+            let row: Value = client.get(format!("{}{system}", sushy.url())).basic_auth("admin", Some("redfish-pw")).send().await.expect("system").json().await.expect("json");
             // sushy answers "Once" as Continuous: the target is what counts.
             assert_eq!(row["Boot"]["BootSourceOverrideTarget"], "Pxe", "{row}");
             assert_eq!(row["PowerState"], "On");
             let (status, body) = power(&admin, &id, json!({"action": "cycle", "bootDevice": "disk"})).await;
             assert_eq!(status, 200, "{body}");
-            let row: Value = client.get(format!("{}{system}", sushy.url())).send().await.expect("system").json().await.expect("json");
+            let row: Value = client.get(format!("{}{system}", sushy.url())).basic_auth("admin", Some("redfish-pw")).send().await.expect("system").json().await.expect("json");
             assert_eq!(row["Boot"]["BootSourceOverrideTarget"], "Hdd", "{row}");
 
             // A machine whose CA did not sign the BMC's certificate: a TLS error naming it.
-            let wrong = machine_with_bmc(&admin, SITE, "redfish-wrong-ca", "52:54:00:77:04:11", bmc(&other_ca.ca)).await;
+            let wrong = machine_with_bmc(&admin, SITE, "redfish-wrong-ca", "52:54:00:77:04:11", bmc(&other_ca.ca, "redfish-pw")).await;
             let (status, body) = power(&admin, &wrong, json!({"action": "status"})).await;
             assert_eq!(status, 400, "{body}");
             let (field, message) = error_of(&body);
             assert_eq!(field, "bmc.caCertificate");
             assert!(message.contains("redfish-wrong-ca") && message.contains(&wrong), "{message}");
             assert!(message.contains("certificate"), "{message}");
+
+            // A machine whose password the BMC refuses (401): 400 on bmc.password, naming it.
+            let refused = machine_with_bmc(&admin, SITE, "redfish-wrong-pw", "52:54:00:77:04:12", bmc(&pki.ca, "not-the-pw")).await;
+            let (status, body) = power(&admin, &refused, json!({"action": "status"})).await;
+            assert_eq!(status, 400, "{body}");
+            let (field, message) = error_of(&body);
+            assert_eq!(field, "bmc.password");
+            assert!(message.contains("redfish-wrong-pw") && message.contains(&refused), "{message}");
+            assert!(message.contains("401"), "{message}");
             drop(infra);
         })
     });
