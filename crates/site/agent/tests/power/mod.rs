@@ -110,14 +110,7 @@ fn operator_powers_a_guest_through_its_ipmi_bmc() {
         runtime().block_on(async {
             let infra = Infra::start().await;
             let admin = infra.token(Role::Admin);
-            let mut events = infra
-                .system
-                .bus
-                .client()
-                .subscribe(bootfleet_api::subjects::boot_events(SITE))
-                .await
-                .expect("subscribe to boot events");
-            infra.system.bus.sync().await.expect("sync");
+            let mut events = infra.boot_events(SITE).await;
             let log = infra.dir.path().join("distributor.log");
             let _distributor = start_distributor(&infra, &admin, SITE, &log).await;
             let distributor_log = || std::fs::read_to_string(&log).unwrap_or_default();
