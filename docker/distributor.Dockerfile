@@ -16,10 +16,12 @@ RUN useradd --system --uid 10002 --user-group --home-dir /nonexistent --no-creat
  && install -d -o distributor -g distributor -m 0750 /var/cache/bootfleet-distributor
 COPY target/release/bootfleet-distributor /usr/local/bin/bootfleet-distributor
 # setcap in this stage: the legacy builder's COPY --from drops the capability attribute. libcap2-bin
-# is needed only for this step. (Exact Debian revisions are not pinned: see builder.Dockerfile.)
+# is needed only for this step. ipmitool powers machines through IPMI BMCs; ca-certificates is the
+# bundle Redfish BMCs without their own CA are verified against. (Exact Debian revisions are not
+# pinned: see builder.Dockerfile.)
 # hadolint ignore=DL3008
 RUN apt-get update \
- && apt-get install -y --no-install-recommends libcap2-bin \
+ && apt-get install -y --no-install-recommends libcap2-bin ipmitool ca-certificates \
  && setcap cap_net_bind_service,cap_net_raw+ep /usr/local/bin/bootfleet-distributor \
  && apt-get purge -y --auto-remove libcap2-bin \
  && rm -rf /var/lib/apt/lists/*

@@ -3,6 +3,7 @@
 //! codes and their HTTP statuses, the versioned NATS subjects and the protobuf bus messages.
 
 pub mod artifacts;
+mod bmc;
 pub mod error;
 pub mod list;
 pub mod machines;
@@ -14,6 +15,24 @@ pub mod validate;
 #[allow(missing_debug_implementations, clippy::all)]
 pub mod proto {
     include!(concat!(env!("OUT_DIR"), "/bootfleet.v1.rs"));
+
+    // The password stays out of logs and panics (prost's derived Debug is skipped for it).
+    impl std::fmt::Debug for PowerRequest {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.debug_struct("PowerRequest")
+                .field("artifact_id", &self.artifact_id)
+                .field("machine_id", &self.machine_id)
+                .field("machine_name", &self.machine_name)
+                .field("protocol", &self.protocol)
+                .field("address", &self.address)
+                .field("username", &self.username)
+                .field("insecure", &self.insecure)
+                .field("system_id", &self.system_id)
+                .field("action", &self.action)
+                .field("boot_device", &self.boot_device)
+                .finish_non_exhaustive()
+        }
+    }
 }
 
 pub use error::{ApiError, ErrorCode};

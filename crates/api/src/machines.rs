@@ -10,6 +10,8 @@ use utoipa::ToSchema;
 
 use crate::error::ApiError;
 
+pub use crate::bmc::*;
+
 /// What a machine gets at its next PXE boot.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "lowercase")]
@@ -121,6 +123,15 @@ pub struct MachineInput {
     /// `PUT /api/machines/:id/state`.
     #[serde(default)]
     pub state: Option<MachineState>,
+    /// The machine's BMC, for `POST /api/machines/:id/power`; `null` removes it. Its
+    /// `password` is write-only.
+    #[serde(
+        default,
+        deserialize_with = "present_or_null",
+        skip_serializing_if = "Option::is_none"
+    )]
+    #[schema(value_type = Option<BmcInput>)]
+    pub bmc: Option<Option<BmcInput>>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
@@ -141,6 +152,8 @@ pub struct MachineRow {
     pub state: MachineState,
     /// The last inventory the machine reported.
     pub inventory: Option<Inventory>,
+    /// Its BMC, without the password.
+    pub bmc: Option<BmcRow>,
     pub created_at: String,
     pub updated_at: String,
 }
@@ -606,8 +619,12 @@ pub mod ops {
     pub const PROFILE_DELETE: &str = "profiles.delete";
     pub const SITE_GET: &str = "sites.get";
     pub const SITE_PUT: &str = "sites.put";
+    /// `PowerInput` → `PowerResult`: runs through the machine's BMC, in its site's distributor.
+    pub const POWER: &str = "power";
+    /// The public key (hex X25519) to seal BMC passwords to (`BmcInput::sealed_password`).
+    pub const SEAL_KEY: &str = "seal-key";
 
-    pub const ALL: [&str; 20] = [
+    pub const ALL: [&str; 22] = [
         CREATE,
         LIST,
         GET,
@@ -628,6 +645,8 @@ pub mod ops {
         PROFILE_DELETE,
         SITE_GET,
         SITE_PUT,
+        POWER,
+        SEAL_KEY,
     ];
 }
 

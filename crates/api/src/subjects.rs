@@ -212,6 +212,12 @@ pub fn distributor_exec(artifact_id: &str) -> String {
     format!("{PREFIX}.distributor.{artifact_id}.exec")
 }
 
+/// Asked of one site's distributor: power a machine through its BMC (`PowerRequest` →
+/// `PowerReply`). The request carries the BMC's password: the only message that does.
+pub fn distributor_power(artifact_id: &str) -> String {
+    format!("{PREFIX}.distributor.{artifact_id}.power")
+}
+
 /// Boot events of one site.
 pub fn boot_events(artifact_id: &str) -> String {
     format!("{PREFIX}.events.boot.{artifact_id}")

@@ -100,6 +100,12 @@ fn init_logging() {
     let filter = EnvFilter::try_from_env("BOOTFLEET_LOG").unwrap_or_else(|_| {
         EnvFilter::new("info,sqlx=warn,sea_orm_migration=warn,async_nats=warn")
     });
+    // Never trace raw NATS payloads (they may carry secrets).
+    let filter = filter.add_directive(
+        bootfleet_bus::LOG_SECRET_GUARD
+            .parse()
+            .unwrap_or_else(|_| unreachable!("a valid directive")),
+    );
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

@@ -2477,6 +2477,7 @@ mod nats_permissions {
 
         let denied_subscribe = [
             subjects::distributor_exec("b"),
+            subjects::distributor_power("b"),
             "bootfleet.v1.distributor.*.exec".to_owned(),
             "bootfleet.v1.distributor.>".to_owned(),
             "_INBOX.>".to_owned(),

@@ -77,6 +77,7 @@ on_both_backends!(
     boot_decisions_for_each_state_and_site_policy,
     import_machines_txt_and_yaml_line_by_line,
     timeline_from_boot_events_in_order,
+    bmc_is_validated_write_only_kept_and_cleared,
 );
 
 async fn machines_crud_paging_validation_and_localnode_link(backend: Backend) {
@@ -1071,5 +1072,170 @@ async fn timeline_from_boot_events_in_order(backend: Backend) {
     assert_eq!(steps[1]["detail"]["file"], "undionly.kpxe");
     assert_eq!(steps[4]["detail"]["template"], "kickstart");
     assert_eq!(timeline["mac"], "52:54:00:ff:00:01");
+    lab.stop().await;
+}
+
+async fn bmc_is_validated_write_only_kept_and_cleared(backend: Backend) {
+    const PASSWORD: &str = "bmc-pw-5TxQ9";
+    let lab = lab(backend).await;
+    let site = "site-bmc";
+    let create = |mac: &str, bmc: Value| json!({"mac": mac, "artifactId": site, "bmc": bmc});
+
+    // Each bad field is named, and nothing is written.
+    for (bmc, field) in [
+        (
+            json!({"protocol": "amt", "address": "10.0.0.5", "username": "a", "password": "p"}),
+            "bmc.protocol",
+        ),
+        (
+            json!({"protocol": "ipmi", "address": "10.0.0.5:x", "username": "a", "password": "p"}),
+            "bmc.address",
+        ),
+        (
+            json!({"protocol": "ipmi", "address": "a b", "username": "a", "password": "p"}),
+            "bmc.address",
+        ),
+        (
+            json!({"protocol": "redfish", "address": "http://10.0.0.5", "username": "a", "password": "p"}),
+            "bmc.address",
+        ),
+        (
+            json!({"protocol": "ipmi", "address": "10.0.0.5", "username": "", "password": "p"}),
+            "bmc.username",
+        ),
+        (
+            json!({"protocol": "ipmi", "address": "10.0.0.5", "username": "a", "password": "x".repeat(21)}),
+            "bmc.password",
+        ),
+        (
+            json!({"protocol": "ipmi", "address": "10.0.0.5", "username": "a"}),
+            "bmc.password",
+        ),
+        (
+            json!({"protocol": "ipmi", "address": "10.0.0.5", "username": "a", "password": "p", "insecure": true}),
+            "bmc.insecure",
+        ),
+        (
+            json!({"protocol": "redfish", "address": "https://10.0.0.5", "username": "a", "password": "p", "caCertificate": "nope"}),
+            "bmc.caCertificate",
+        ),
+        (
+            json!({"protocol": "redfish", "address": "https://10.0.0.5", "username": "a", "password": "p", "systemId": "../x"}),
+            "bmc.systemId",
+        ),
+        (
+            json!({"protocol": "ipmi", "address": "10.0.0.5", "username": "a", "password": "p", "colour": 1}),
+            "bmc.colour",
+        ),
+    ] {
+        let r = lab
+            .admin(
+                Method::POST,
+                "/api/machines",
+                Some(create("52:54:00:bb:00:09", bmc.clone())),
+            )
+            .await;
+        r.expect_error(400, Some(field));
+        assert!(!r.text.contains(PASSWORD));
+    }
+    assert_eq!(lab.total("/api/machines").await, 0);
+
+    // Write-only: the row says a password is set, never what it is.
+    let bmc = json!({"protocol": "ipmi", "address": "10.0.0.5:6230", "username": "admin", "password": PASSWORD});
+    let row = lab.machine(create("52:54:00:bb:00:01", bmc)).await;
+    let id = row["id"].as_str().expect("id").to_owned();
+    assert_eq!(
+        row["bmc"],
+        json!({"protocol": "ipmi", "address": "10.0.0.5:6230", "username": "admin",
+               "passwordSet": true, "caCertificate": null, "insecure": false, "systemId": null})
+    );
+    for path in [format!("/api/machines/{id}"), "/api/machines".to_owned()] {
+        let r = lab.admin(Method::GET, &path, None).await;
+        assert_eq!(r.status, 200, "{}", r.text);
+        assert!(!r.text.contains(PASSWORD), "{}", r.text);
+        assert!(r.text.contains("passwordSet"), "{}", r.text);
+    }
+    // Encrypted at rest: the SQLite files never hold the cleartext.
+    if backend == Backend::Sqlite {
+        for entry in std::fs::read_dir(lab._dir.path())
+            .expect("data dir")
+            .flatten()
+        {
+            let bytes = std::fs::read(entry.path()).unwrap_or_default();
+            assert!(
+                !bytes
+                    .windows(PASSWORD.len())
+                    .any(|w| w == PASSWORD.as_bytes()),
+                "{} holds the cleartext password",
+                entry.path().display()
+            );
+        }
+    }
+
+    // A PUT without bmc.password keeps the stored one; a new BMC without any is refused.
+    let path = format!("/api/machines/{id}");
+    let put = |body: Value| lab.admin(Method::PUT, &path, Some(body));
+    let row = put(
+        json!({"bmc": {"protocol": "redfish", "address": "https://bmc-1.example:8443/",
+                                "username": "root", "insecure": true}}),
+    )
+    .await
+    .ok(200);
+    assert_eq!(row["bmc"]["address"], "https://bmc-1.example:8443");
+    assert_eq!(row["bmc"]["passwordSet"], true);
+    assert_eq!(row["bmc"]["insecure"], true);
+    // Left out entirely, the BMC stays as it is.
+    let row = put(json!({"ranks": ["r1"]})).await.ok(200);
+    assert_eq!(row["bmc"]["username"], "root");
+    let other = lab
+        .machine(json!({"mac": "52:54:00:bb:00:02", "artifactId": site}))
+        .await;
+    let other_id = other["id"].as_str().expect("id");
+    assert_eq!(other["bmc"], Value::Null);
+    lab.admin(
+        Method::PUT,
+        &format!("/api/machines/{other_id}"),
+        Some(json!({"bmc": {"protocol": "ipmi", "address": "10.0.0.6", "username": "a"}})),
+    )
+    .await
+    .expect_error(400, Some("bmc.password"));
+
+    // Power needs a BMC: none is 400 naming bmc; a user may not; with no distributor of the
+    // site online, 503 naming the machine.
+    let status_of = |id: String, token: String| {
+        let lab = &lab;
+        async move {
+            lab.call(
+                Method::POST,
+                &format!("/api/machines/{id}/power"),
+                Some(&token),
+                Some(json!({"action": "status"})),
+            )
+            .await
+        }
+    };
+    let r = status_of(other_id.to_owned(), lab.admin.clone()).await;
+    let message = r.expect_error(400, Some("bmc"));
+    assert!(message.contains(other_id), "{message}");
+    status_of(id.clone(), lab.user.clone())
+        .await
+        .expect_error(403, None);
+    let r = lab
+        .admin(
+            Method::POST,
+            &format!("/api/machines/{id}/power"),
+            Some(json!({"action": "dance"})),
+        )
+        .await;
+    r.expect_error(400, Some("action"));
+    let r = status_of(id.clone(), lab.admin.clone()).await;
+    let message = r.expect_error(503, None);
+    assert!(message.contains(&id) && message.contains(site), "{message}");
+
+    // `"bmc": null` clears it (password too).
+    let row = put(json!({"bmc": null})).await.ok(200);
+    assert_eq!(row["bmc"], Value::Null);
+    let r = put(json!({"bmc": {"protocol": "ipmi", "address": "10.0.0.5", "username": "a"}})).await;
+    r.expect_error(400, Some("bmc.password"));
     lab.stop().await;
 }

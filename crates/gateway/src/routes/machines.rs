@@ -13,7 +13,8 @@ use axum::response::{IntoResponse, Response};
 use axum::routing;
 use bootfleet_api::machines::{
     ops, ImportReport, Inventory, MachineEventInput, MachineHistory, MachineInput, MachineRow,
-    ProfileInput, ProfileRow, SitePolicy, SitePolicyInput, StateInput, Timeline,
+    PowerInput, PowerResult, ProfileInput, ProfileRow, SitePolicy, SitePolicyInput, StateInput,
+    Timeline,
 };
 use bootfleet_api::subjects;
 use bootfleet_api::{proto, ApiError};
@@ -67,6 +68,10 @@ fn to_json<T: Serialize>(body: &T) -> Result<String, ApiError> {
     serde_json::to_string(body).map_err(|e| ApiError::internal(format!("cannot encode: {e}")))
 }
 
+/// How long a power request may take: the machines service waits 27 s for the distributor,
+/// within the gateway's request timeout (30 s by default).
+const POWER_WAIT: std::time::Duration = std::time::Duration::from_secs(29);
+
 /// Sends `call` to the service's `op` and answers as it says: JSON, text, 201 with `location`.
 async fn send(
     s: &AppState,
@@ -75,10 +80,17 @@ async fn send(
     call: proto::MachinesCall,
     location: Option<String>,
 ) -> HttpResult<Response> {
-    let reply: proto::MachinesReply = s
-        .bus
-        .request(&t.0, &subjects::machines_op(op), &call)
-        .await?;
+    send_on(&s.bus, t, op, call, location).await
+}
+
+async fn send_on(
+    bus: &bootfleet_bus::Bus,
+    t: &Trace,
+    op: &str,
+    call: proto::MachinesCall,
+    location: Option<String>,
+) -> HttpResult<Response> {
+    let reply: proto::MachinesReply = bus.request(&t.0, &subjects::machines_op(op), &call).await?;
     if reply.content_type == "text/plain" {
         return Ok(raw_text(reply.body));
     }
@@ -124,7 +136,7 @@ async fn create_machine(
     JsonBody(body): JsonBody<MachineInput>,
 ) -> HttpResult<Response> {
     let mut call = caller.call(id.clone());
-    call.body = to_json(&body)?;
+    call.body = to_json(&sealed(&s, &t, body).await?)?;
     send(
         &s,
         &t,
@@ -155,8 +167,64 @@ async fn update_machine(
     JsonBody(body): JsonBody<MachineInput>,
 ) -> HttpResult<Response> {
     let mut call = caller.call(path_id(&id)?);
-    call.body = to_json(&body)?;
+    call.body = to_json(&sealed(&s, &t, body).await?)?;
     send(&s, &t, ops::UPDATE, call, None).await
+}
+
+/// The machines service's answer to `seal-key`.
+#[derive(serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct SealKey {
+    public_key: String,
+}
+
+/// Seals a BMC password of `body` to the machines service's key before it is relayed, so the
+/// cleartext never crosses NATS (only the one request to the distributor carries it).
+async fn sealed(s: &AppState, t: &Trace, mut body: MachineInput) -> HttpResult<MachineInput> {
+    let Some(Some(bmc)) = body.bmc.as_mut() else {
+        return Ok(body);
+    };
+    let Some(password) = bmc.password.take() else {
+        return Ok(body);
+    };
+    if bmc.sealed_password.is_some() {
+        return Err(
+            ApiError::invalid("bmc.password", "give password or sealedPassword, not both").into(),
+        );
+    }
+    let reply: proto::MachinesReply = s
+        .bus
+        .request(
+            &t.0,
+            &subjects::machines_op(ops::SEAL_KEY),
+            &proto::MachinesCall::default(),
+        )
+        .await?;
+    let key: SealKey = serde_json::from_str(&reply.body)
+        .map_err(|e| ApiError::internal(format!("the machines service's seal key: {e}")))?;
+    let sealed = bootfleet_sealbox::seal(&key.public_key, password.as_bytes())
+        .map_err(|e| ApiError::internal(format!("cannot seal the bmc password: {e}")))?;
+    bmc.sealed_password = Some(sealed);
+    Ok(body)
+}
+
+async fn power(
+    State(s): State<AppState>,
+    t: Trace,
+    caller: Caller,
+    Path(id): Path<String>,
+    JsonBody(body): JsonBody<PowerInput>,
+) -> HttpResult<Response> {
+    let mut call = caller.call(path_id(&id)?);
+    call.body = to_json(&body)?;
+    send_on(
+        &s.bus.with_timeout(POWER_WAIT, 1),
+        &t,
+        ops::POWER,
+        call,
+        None,
+    )
+    .await
 }
 
 async fn set_state(
@@ -512,6 +580,19 @@ pub(super) fn routes() -> Vec<RouteDef> {
             200,
             Body::json::<MachineRow>(),
             routing::post(reinstall),
+        ),
+        route(
+            Method::POST,
+            "/api/machines/{id}/power",
+            Access::Write,
+            "powerMachine",
+            "Power a machine through its BMC (IPMI or Redfish), run by its site's distributor: `on`, `off`, `cycle`, `reset` or `status`, optionally setting the next boot's device (`pxe`, `disk`) first. Answers the power state after the action; 400 without a BMC or when the BMC refuses its credentials (field `bmc.password`) or its certificate does not verify (`bmc.caCertificate`), 501 when the BMC does not support the operation, 503/504 when the BMC or the site's distributor cannot be reached",
+            m,
+            vec![ID],
+            Some(BodySchema::of::<PowerInput>()),
+            200,
+            Body::json::<PowerResult>(),
+            routing::post(power),
         ),
         route(
             Method::GET,

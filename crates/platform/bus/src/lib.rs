@@ -27,6 +27,12 @@ pub use replays::{Claim, ReplayStore};
 pub use service::{RequestCtx, RunningService, ServiceBuilder, SiteRequest, StatefulRoutes};
 pub use trace::TraceParent;
 
+/// A log filter directive every process adds after its own (`BOOTFLEET_LOG`): async-nats logs
+/// the payload of every message it reads at `trace` (and its CONNECT, with the login's password),
+/// and some requests carry secrets (a BMC's password, an SSH private key). This keeps that module
+/// at `debug`, whatever the operator's filter says.
+pub const LOG_SECRET_GUARD: &str = "async_nats::connection=debug";
+
 pub const STATUS_HEADER: &str = "Bf-Status";
 pub const INSTANCE_HEADER: &str = "Bf-Instance";
 pub const TRACEPARENT_HEADER: &str = "traceparent";

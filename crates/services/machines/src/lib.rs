@@ -5,6 +5,7 @@
 
 mod import;
 mod migrations;
+mod power;
 pub mod render;
 pub mod token;
 
@@ -65,6 +66,14 @@ static MACHINES: TableSpec = TableSpec {
         ("profile", "profile"),
         ("state", "state"),
         ("inventory", "inventory"),
+        // Not sortable or searchable: only read.
+        ("bmc.protocol", "bmc_protocol"),
+        ("bmc.address", "bmc_address"),
+        ("bmc.username", "bmc_username"),
+        ("bmc.password", "bmc_password"),
+        ("bmc.caCertificate", "bmc_ca_certificate"),
+        ("bmc.insecure", "bmc_insecure"),
+        ("bmc.systemId", "bmc_system_id"),
         ("createdAt", "created_at"),
         ("updatedAt", "updated_at"),
     ],
@@ -85,7 +94,7 @@ static PROFILES: TableSpec = TableSpec {
     list: bootfleet_api::list::fields::PROFILES,
 };
 
-#[derive(Clone, Debug, FromQueryResult)]
+#[derive(Clone, FromQueryResult)]
 struct MachineRec {
     id: String,
     mac: String,
@@ -99,8 +108,31 @@ struct MachineRec {
     profile: String,
     state: String,
     inventory: String,
+    bmc_protocol: String,
+    bmc_address: String,
+    bmc_username: String,
+    /// Encrypted (see `power.rs`); never shown.
+    bmc_password: String,
+    bmc_ca_certificate: String,
+    bmc_insecure: bool,
+    bmc_system_id: String,
     created_at: i64,
     updated_at: i64,
+}
+
+// The encrypted BMC password stays out of logs too.
+impl std::fmt::Debug for MachineRec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MachineRec")
+            .field("id", &self.id)
+            .field("mac", &self.mac)
+            .field("name", &self.name)
+            .field("artifact_id", &self.artifact_id)
+            .field("state", &self.state)
+            .field("bmc_protocol", &self.bmc_protocol)
+            .field("bmc_address", &self.bmc_address)
+            .finish_non_exhaustive()
+    }
 }
 
 impl MachineRec {
@@ -122,6 +154,7 @@ impl MachineRec {
             profile: (!self.profile.is_empty()).then(|| self.profile.clone()),
             state: self.state(),
             inventory: serde_json::from_str(&self.inventory).ok(),
+            bmc: self.bmc_row(),
             created_at: format_timestamp(self.created_at),
             updated_at: format_timestamp(self.updated_at),
         }
@@ -227,12 +260,16 @@ impl Caller {
     }
 }
 
-/// The service's state: its database, its token key and the node-facing address of the API.
+/// The service's state: its database, its token key, the node-facing address of the API, the
+/// keys of BMC passwords (at rest, and the key the gateway seals them to) and, once serving,
+/// the bus to reach distributors.
 #[derive(Clone, Debug)]
 pub struct Machines {
     db: DatabaseConnection,
     key: Arc<TokenKey>,
     api_url: Arc<str>,
+    bmc: Arc<power::BmcKeys>,
+    bus: Option<bootfleet_bus::Bus>,
 }
 
 impl Machines {
@@ -269,9 +306,17 @@ impl Machines {
             .ok_or_else(|| ApiError::internal("the stored machine token key is unusable"))?;
         Ok(Machines {
             db,
+            bmc: Arc::new(power::BmcKeys::derive(key.bytes())),
             key: Arc::new(key),
             api_url: api_url.trim_end_matches('/').into(),
+            bus: None,
         })
+    }
+
+    /// The bus to reach the sites' distributors (for power operations).
+    pub fn with_bus(mut self, bus: bootfleet_bus::Bus) -> Machines {
+        self.bus = Some(bus);
+        self
     }
 
     fn build<S: StatementBuilder>(&self, s: &S) -> bootfleet_store::sea_orm::Statement {
@@ -375,6 +420,9 @@ impl Machines {
         }
         if let Some(meta) = &input.metadata {
             m::metadata("metadata", meta)?;
+        }
+        if let Some(bmc) = input.bmc.as_mut().and_then(Option::take) {
+            input.bmc = Some(Some(self.checked_bmc(bmc)?));
         }
         if let Some(profile) = input.profile.as_deref().filter(|p| !p.is_empty()) {
             m::word("profile", profile)?;
@@ -487,6 +535,12 @@ impl Machines {
                 .with_field("name"));
             }
         }
+        if matches!(&input.bmc, Some(Some(bmc)) if bmc.password.is_none()) {
+            return Err(ApiError::invalid(
+                "bmc.password",
+                "is required with a new bmc",
+            ));
+        }
         let state = input.state.unwrap_or(MachineState::Ready);
         let now = now_ms();
         let to_json = |v: &dyn erased::Json| v.json();
@@ -529,6 +583,13 @@ impl Machines {
                 now.into(),
             ]);
         self.exec(&insert).await?;
+        if let Some(Some(bmc)) = &input.bmc {
+            let mut update = Query::update();
+            update.table(Alias::new("machines"));
+            self.set_bmc(&mut update, id, Some(bmc));
+            update.and_where(Expr::col(Alias::new("id")).eq(id));
+            self.exec(&update).await?;
+        }
         self.record_history(id, None, state, reason, by).await?;
         self.machine_where("id", id)
             .await?
@@ -597,6 +658,16 @@ impl Machines {
         let from = current.state();
         if let Some(state) = input.state {
             update.value(Alias::new("state"), state.as_str());
+        }
+        match &input.bmc {
+            None => {}
+            Some(Some(bmc)) if bmc.password.is_none() && current.bmc_password.is_empty() => {
+                return Err(ApiError::invalid(
+                    "bmc.password",
+                    "is required: the machine has no bmc password yet",
+                ));
+            }
+            Some(bmc) => self.set_bmc(&mut update, &current.id, bmc.as_ref()),
         }
         update
             .value(Alias::new("updated_at"), now_ms())
@@ -1772,6 +1843,7 @@ fn handlers() -> Vec<(&'static str, Handler)> {
         (ops::PROFILE_DELETE, handler!(profile_delete)),
         (ops::SITE_GET, handler!(site_get)),
         (ops::SITE_PUT, handler!(site_put)),
+        (ops::SEAL_KEY, handler!(seal_key)),
     ]
 }
 
@@ -1816,7 +1888,8 @@ async fn consume_boot_events(
 async fn routes(service: ServiceBuilder, ctx: Context, api_url: Arc<str>) -> Routes {
     let machines = Machines::open(ctx.db.clone(), &api_url)
         .await
-        .map_err(|e| StartError::Setup(e.message))?;
+        .map_err(|e| StartError::Setup(e.message))?
+        .with_bus(ctx.bus.clone());
     // Subscribed here, so the service's start confirms it with its routes.
     let events = ctx
         .bus
@@ -1833,6 +1906,10 @@ async fn routes(service: ServiceBuilder, ctx: Context, api_url: Arc<str>) -> Rou
             handler(m, call)
         });
     }
+    let routes = routes.route(
+        subjects::machines_op(ops::POWER),
+        |m: Machines, ctx, call| async move { m.power_call(&ctx.trace, call).await },
+    );
     let routes = handlers!(routes, Machines, sites [subjects::machines_boots() => decide]);
     Ok(handlers!(routes, Machines, [subjects::machines_lookup() => lookup]).builder())
 }

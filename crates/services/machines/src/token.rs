@@ -18,19 +18,7 @@ impl std::fmt::Debug for TokenKey {
     }
 }
 
-pub fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-fn unhex(s: &str) -> Option<Vec<u8>> {
-    if !s.len().is_multiple_of(2) {
-        return None;
-    }
-    (0..s.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok())
-        .collect()
-}
+pub use bootfleet_sealbox::{hex, unhex};
 
 fn unauthenticated(message: &str) -> ApiError {
     ApiError::new(ErrorCode::Unauthenticated, message)
@@ -47,6 +35,11 @@ impl TokenKey {
     /// A key from its stored hex form.
     pub fn from_hex(s: &str) -> Option<TokenKey> {
         unhex(s).filter(|k| k.len() >= 32).map(TokenKey)
+    }
+
+    /// The key's bytes (other keys of the service are derived from them).
+    pub fn bytes(&self) -> &[u8] {
+        &self.0
     }
 
     /// A fresh random key, hex.

@@ -130,6 +130,10 @@ impl Agent {
                 .route(
                     subjects::distributor_exec(&self.artifact_id),
                     |_, exec: proto::NodeExec| run_on_node(exec),
+                )
+                .route(
+                    subjects::distributor_power(&self.artifact_id),
+                    |_, req: proto::PowerRequest| crate::power::run(req),
                 );
             if let Some(every) = self.probe_every {
                 let (bus, artifact_id) = (bus.clone(), self.artifact_id.clone());

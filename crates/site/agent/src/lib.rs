@@ -11,6 +11,7 @@ pub mod http_boot;
 pub mod lan;
 pub mod machines;
 pub mod neighbours;
+pub mod power;
 pub mod proxy_dhcp;
 pub mod reachability;
 pub mod reporting;

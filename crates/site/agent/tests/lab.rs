@@ -31,6 +31,7 @@ use futures_util::StreamExt;
 use prost::Message;
 use serde_json::{json, Value};
 
+mod power;
 mod tutorial;
 
 const INFRA_IP: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 2);
@@ -147,6 +148,19 @@ impl Infra {
 
     fn token(&self, role: Role) -> String {
         auth::mint(&self.secret, role, "lab", 1).expect("mint")
+    }
+
+    /// Follows `site`'s boot events from now on (the subscription confirmed before it returns).
+    async fn boot_events(&self, site: &str) -> async_nats::Subscriber {
+        let events = self
+            .system
+            .bus
+            .client()
+            .subscribe(bootfleet_api::subjects::boot_events(site))
+            .await
+            .expect("subscribe to boot events");
+        self.system.bus.sync().await.expect("sync");
+        events
     }
 }
 
@@ -1078,14 +1092,7 @@ fn operator_configures_a_distributor_with_built_artifacts() {
             );
 
             // A UEFI guest boots the artifact's ipxe.efi over TFTP and runs the artifact's script.
-            let mut events = infra
-                .system
-                .bus
-                .client()
-                .subscribe(bootfleet_api::subjects::boot_events("site-conf"))
-                .await
-                .expect("subscribe to boot events");
-            infra.system.bus.sync().await.expect("sync");
+            let mut events = infra.boot_events("site-conf").await;
             let started = std::time::Instant::now();
             let guest = Qemu::netboot(lab, "tap0", MAC, Firmware::Uefi);
             let ran = tokio::task::block_in_place(|| {
@@ -1475,14 +1482,7 @@ fn machines_discover_inventory_install_and_boot_their_own_disk() {
                 "#!ipxe\necho bootfleet-site-default\nexit 1\n",
             )
             .expect("site default");
-            let mut events = infra
-                .system
-                .bus
-                .client()
-                .subscribe(bootfleet_api::subjects::boot_events(SITE))
-                .await
-                .expect("subscribe to boot events");
-            infra.system.bus.sync().await.expect("sync");
+            let mut events = infra.boot_events(SITE).await;
             let log = infra.dir.path().join("distributor.log");
             let _distributor = ChildGuard(
                 distributor(infra.nats.url(), &cache)

@@ -11,6 +11,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
+pub mod bmc;
 pub mod disk_image;
 pub mod http_recorder;
 pub mod netlab;
@@ -57,6 +58,20 @@ pub fn wait_until(within: Duration, every: Duration, mut ready: impl FnMut() -> 
         }
         std::thread::sleep(every);
     }
+}
+
+/// Polls `ready` every `every` until it has a value, at most `within`.
+pub fn wait_for<T>(
+    within: Duration,
+    every: Duration,
+    mut ready: impl FnMut() -> Option<T>,
+) -> Option<T> {
+    let mut value = None;
+    wait_until(within, every, || {
+        value = ready();
+        value.is_some()
+    });
+    value
 }
 
 /// Waits until `ready` has a value for the server `child` just started. Its exit first, or
