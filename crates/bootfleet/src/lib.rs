@@ -24,6 +24,7 @@ pub fn services() -> Vec<Box<dyn Service>> {
         Box::new(bootfleet_distributors::DistributorsService),
         Box::new(bootfleet_localnodes::LocalnodesService),
         Box::new(bootfleet_machines::MachinesService::from_env()),
+        Box::new(bootfleet_actions::ActionsService),
         Box::new(bootfleet_artifacts::ArtifactsService::from_env()),
     ];
     // A builder per artifact kind (`ipxes`, `grubs`, `syslinuxs`, `isos`).

@@ -190,6 +190,7 @@ macro_rules! on_both_backends {
     };
 }
 
+mod actions;
 mod machines;
 
 on_both_backends!(

@@ -14,6 +14,7 @@ pub mod neighbours;
 pub mod proxy_dhcp;
 pub mod reachability;
 pub mod reporting;
+pub mod runs;
 pub mod sockets;
 pub mod ssh_exec;
 pub mod tftp_server;
