@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use bootfleet_api::{proto, subjects, ErrorCode};
+use bootfleet_api::{proto, subjects};
 use bootfleet_bus::{Bus, BusConfig, TraceParent};
 use bootfleet_testkit::sshd::Sshd;
 use bootfleet_testkit::Backend;
@@ -100,8 +100,8 @@ impl Distributor {
         ));
         let applier = Arc::new(agent::boot_config::Applier::new(cache, live, lan));
         let task = tokio::spawn(a.run(switch, counters, applier, false, stop_rx));
-        // Ready when its run route answers: a request with no key is refused by the agent
-        // itself (before that, nats-server says nobody listens).
+        // Ready when its run route answers: a request with no key is answered by the agent
+        // itself with the key's error (before that, nats-server says nobody listens).
         let deadline = std::time::Instant::now() + WAIT;
         loop {
             let answer = bus
@@ -118,7 +118,7 @@ impl Distributor {
                 )
                 .await;
             match answer {
-                Err(e) if e.code == ErrorCode::InvalidArgument => break,
+                Ok(result) if result.error.starts_with("privateKey") => break,
                 other => assert!(
                     std::time::Instant::now() < deadline,
                     "the distributor does not answer runs: {other:?}"

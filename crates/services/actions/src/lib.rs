@@ -1119,6 +1119,9 @@ impl Actions {
         match answer {
             Ok(result) => {
                 self.caught_up(&plan.run_id, &m.id, result.lines).await;
+                if !result.error.is_empty() {
+                    return failed(result.error);
+                }
                 match result.exit_code {
                     Some(code) => Outcome {
                         exit_code: Some(code),

@@ -2,7 +2,8 @@
 //! SSH, and publishes its output lines as they arrive on the site's output subject
 //! (`bootfleet.v1.actions.output.<site>`), where the `actions` service relays them to the
 //! operator. The request's reply (one per request, as the site's NATS login allows) carries the
-//! exit code and how many lines were published, so the service knows when it has them all.
+//! exit code or why it did not run to its end, and how many lines were published, so the
+//! service knows when it has them all. Only a request it cannot take (no address) is an error.
 //!
 //! The machine's name, address and metadata arrive as environment variables; `ssh_exec` exports
 //! them through its one quoting function, never splicing them into the script.
@@ -161,18 +162,23 @@ pub async fn run_command(
     }
     // The lines go out before the reply, on the same connection.
     let _ = bus.client().flush().await;
-    match outcome {
-        Ok(out) => Ok(proto::NodeRunResult {
+    Ok(match outcome {
+        Ok(out) => proto::NodeRunResult {
             exit_code: out.exit_code,
             exit_signal: out.exit_signal.unwrap_or_default(),
             lines: publisher.seq,
             truncated: out.truncated,
-        }),
+            error: String::new(),
+        },
         Err(e) => {
             tracing::info!(node = %addr, error = %e, "command not run to completion");
-            Err(crate::agent::exec_error(e, &req.user, addr))
+            proto::NodeRunResult {
+                lines: publisher.seq,
+                error: crate::agent::exec_error(e, &req.user, addr).message,
+                ..Default::default()
+            }
         }
-    }
+    })
 }
 
 #[cfg(test)]
