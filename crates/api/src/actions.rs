@@ -179,8 +179,8 @@ pub struct CommandRow {
     pub updated_at: Option<String>,
 }
 
-/// `POST /api/commands/:name/runs`.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+/// `POST /api/commands/:name/runs`. Its `Debug` leaves the private key out.
+#[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct RunInput {
     /// Machines by id or name.
@@ -204,14 +204,19 @@ pub struct RunInput {
     pub timeout_seconds: Option<u32>,
 }
 
-impl std::fmt::Display for RunInput {
-    // Never prints the key.
+impl std::fmt::Debug for RunInput {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "run on machines {:?} groups {:?}",
-            self.machines, self.groups
-        )
+        f.debug_struct("RunInput")
+            .field("machines", &self.machines)
+            .field("groups", &self.groups)
+            .field("user", &self.user)
+            .field(
+                "private_key",
+                &self.private_key.as_ref().map(|_| "<redacted>"),
+            )
+            .field("concurrency", &self.concurrency)
+            .field("timeout_seconds", &self.timeout_seconds)
+            .finish()
     }
 }
 

@@ -266,8 +266,8 @@ struct Target {
     env: BTreeMap<String, String>,
 }
 
-/// What every machine of a run shares.
-#[derive(Debug, Clone)]
+/// What every machine of a run shares. Its `Debug` leaves the private key out.
+#[derive(Clone)]
 struct RunPlan {
     run_id: String,
     power: Option<&'static str>,
@@ -278,6 +278,20 @@ struct RunPlan {
     actor: String,
     role: String,
     trace: TraceParent,
+}
+
+impl std::fmt::Debug for RunPlan {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RunPlan")
+            .field("run_id", &self.run_id)
+            .field("power", &self.power)
+            .field("user", &self.user)
+            .field("private_key", &"<redacted>")
+            .field("timeout_seconds", &self.timeout_seconds)
+            .field("concurrency", &self.concurrency)
+            .field("actor", &self.actor)
+            .finish()
+    }
 }
 
 /// How one machine ended.
