@@ -29,7 +29,9 @@ const WAIT: Duration = Duration::from_secs(20);
 on_both_backends!(
     groups_resolve_members_matches_and_own_groups,
     commands_library_with_variants_and_built_ins,
-    runs_pick_variants_stream_output_and_survive_a_down_machine,
+    runs_pick_variants_keep_metadata_intact_and_survive_a_down_machine,
+    run_output_streams_before_the_command_ends,
+    runs_refuse_bad_input_and_power_commands_report_per_machine,
 );
 
 /// A fresh `127.<pid>.<test>.0/24` for one test's nodes.
@@ -486,7 +488,31 @@ async fn commands_library_with_variants_and_built_ins(backend: Backend) {
     lab.stop().await;
 }
 
-async fn runs_pick_variants_stream_output_and_survive_a_down_machine(backend: Backend) {
+/// A lab with a site's real distributor and two sshd nodes (`node-metal`, rank metal;
+/// `node-vm`), a machine whose address nobody listens at (`node-down`), one whose metadata keys
+/// clash as variables (`node-clash`), and the command `whoami` (a default and a `metal` variant
+/// that print the machine's name and its metadata's bytes).
+struct RunLab {
+    lab: Lab,
+    distributor: Distributor,
+    _nodes: (Sshd, Sshd),
+    private_key: String,
+    metal_ip: Ipv4Addr,
+    vm_ip: Ipv4Addr,
+    work: tempfile::TempDir,
+    marker: std::path::PathBuf,
+    tricky: String,
+}
+
+impl RunLab {
+    async fn stop(self) {
+        drop(self._nodes);
+        self.distributor.stop().await;
+        self.lab.stop().await;
+    }
+}
+
+async fn run_lab(backend: Backend) -> RunLab {
     let lab = lab(backend).await;
     let site = "site-actions";
     let distributor = Distributor::start(&lab._nats.url(), site, lab.bus()).await;
@@ -535,39 +561,25 @@ async fn runs_pick_variants_stream_output_and_survive_a_down_machine(backend: Ba
     )
     .await
     .ok(201);
+    RunLab {
+        lab,
+        distributor,
+        _nodes: (metal, vm),
+        private_key,
+        metal_ip,
+        vm_ip,
+        work,
+        marker,
+        tricky,
+    }
+}
 
-    // Refused before anything runs, naming the field.
-    let refused = |body: Value| {
-        let lab = &lab;
-        async move {
-            lab.admin(Method::POST, "/api/commands/whoami/runs", Some(body))
-                .await
-        }
-    };
-    refused(json!({"machines": ["nosuch"], "privateKey": private_key}))
-        .await
-        .expect_error(400, Some("machines"));
-    let clash = refused(json!({"machines": ["node-clash"], "privateKey": private_key}))
-        .await
-        .expect_error(400, Some("machines"));
-    assert!(clash.contains("BF_META_A_B"), "{clash}");
-    refused(json!({"machines": ["node-vm"]}))
-        .await
-        .expect_error(400, Some("privateKey"));
-    refused(json!({"machines": ["node-vm"], "privateKey": private_key, "concurrency": 65}))
-        .await
-        .expect_error(400, Some("concurrency"));
-    refused(json!({"groups": ["nosuch"], "privateKey": private_key}))
-        .await
-        .expect_error(400, Some("groups"));
-    lab.admin(
-        Method::POST,
-        "/api/commands/nosuch/runs",
-        Some(json!({"machines": ["node-vm"], "privateKey": private_key})),
-    )
-    .await
-    .expect_error(404, None);
-
+/// Each machine runs its variant with its metadata intact (and nothing of it executed); a
+/// machine that is down gets its own error while the others finish; the run is recorded.
+async fn runs_pick_variants_keep_metadata_intact_and_survive_a_down_machine(backend: Backend) {
+    let r = run_lab(backend).await;
+    let (lab, private_key) = (&r.lab, &r.private_key);
+    let (metal_ip, vm_ip, marker, tricky) = (r.metal_ip, r.vm_ip, &r.marker, &r.tricky);
     let mut stream = lab
         .run(
             "whoami",
@@ -671,6 +683,14 @@ async fn runs_pick_variants_stream_output_and_survive_a_down_machine(backend: Ba
     assert_eq!(listed["total"], 1);
     assert_eq!(listed["rows"][0]["id"], run_id.as_str());
 
+    r.stop().await;
+}
+
+/// The first line reaches the client while the command still runs.
+async fn run_output_streams_before_the_command_ends(backend: Backend) {
+    let r = run_lab(backend).await;
+    let (lab, private_key) = (&r.lab, &r.private_key);
+    let work = &r.work;
     // Streamed: the first line arrives while the script still waits for a file the test makes
     // only after reading that line.
     let release = work.path().join("release");
@@ -703,11 +723,63 @@ async fn runs_pick_variants_stream_output_and_survive_a_down_machine(backend: Ba
     assert_eq!(rest[1]["exitCode"], 0, "{rest:#?}");
     assert_eq!(rest[2]["done"], true, "{rest:#?}");
 
+    r.stop().await;
+}
+
+/// A bad run is refused before anything runs, naming the field; a user may not run.
+async fn runs_refuse_bad_input_and_power_commands_report_per_machine(backend: Backend) {
+    let r = run_lab(backend).await;
+    let (lab, private_key) = (&r.lab, &r.private_key);
+    // Refused before anything runs, naming the field.
+    let refused = |body: Value| async move {
+        lab.admin(Method::POST, "/api/commands/whoami/runs", Some(body))
+            .await
+    };
+    refused(json!({"machines": ["nosuch"], "privateKey": private_key}))
+        .await
+        .expect_error(400, Some("machines"));
+    let clash = refused(json!({"machines": ["node-clash"], "privateKey": private_key}))
+        .await
+        .expect_error(400, Some("machines"));
+    assert!(clash.contains("BF_META_A_B"), "{clash}");
+    refused(json!({"machines": ["node-vm"]}))
+        .await
+        .expect_error(400, Some("privateKey"));
+    refused(json!({"machines": ["node-vm"], "privateKey": private_key, "concurrency": 65}))
+        .await
+        .expect_error(400, Some("concurrency"));
+    refused(json!({"groups": ["nosuch"], "privateKey": private_key}))
+        .await
+        .expect_error(400, Some("groups"));
+    lab.admin(
+        Method::POST,
+        "/api/commands/nosuch/runs",
+        Some(json!({"machines": ["node-vm"], "privateKey": private_key})),
+    )
+    .await
+    .expect_error(404, None);
+
+    let as_user = lab
+        .call(
+            Method::POST,
+            "/api/commands/whoami/runs",
+            Some(lab.user.as_str()),
+            Some(json!({"machines": ["node-vm"], "privateKey": private_key})),
+        )
+        .await;
+    assert_eq!(as_user.status, 403, "{}", as_user.text);
+
     // A power command asks the machines service's power operation for each machine; whatever
     // that answers (no power operation yet, or no BMC), the machine gets its own line.
-    let mut stream = lab
-        .run("power-status", json!({"machines": ["node-vm"]}))
-        .await;
+    // (On a group: its machines are the run's.)
+    lab.admin(
+        Method::POST,
+        "/api/groups",
+        Some(json!({"name": "vms", "match": {"ranks": ["vm"]}})),
+    )
+    .await
+    .ok(201);
+    let mut stream = lab.run("power-status", json!({"groups": ["vms"]})).await;
     stream.next().await.expect("the run line");
     let rest = stream.rest().await;
     assert_eq!(rest.len(), 2, "{rest:#?}");
@@ -718,7 +790,5 @@ async fn runs_pick_variants_stream_output_and_survive_a_down_machine(backend: Ba
     );
     assert_eq!(rest[1]["done"], true);
 
-    drop((metal, vm));
-    distributor.stop().await;
-    lab.stop().await;
+    r.stop().await;
 }
