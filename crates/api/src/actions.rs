@@ -202,6 +202,11 @@ pub struct RunInput {
     /// Per machine, from connecting to the end (default 300, at most 3600).
     #[serde(default)]
     pub timeout_seconds: Option<u32>,
+    /// Each machine's SSH host key is recorded at its first run and must be the same at every
+    /// later run (else the machine is refused before the key is offered). `true` accepts and
+    /// records whatever key each machine presents now: after a reinstall.
+    #[serde(default)]
+    pub accept_new_host_keys: bool,
 }
 
 impl std::fmt::Debug for RunInput {
@@ -216,6 +221,7 @@ impl std::fmt::Debug for RunInput {
             )
             .field("concurrency", &self.concurrency)
             .field("timeout_seconds", &self.timeout_seconds)
+            .field("accept_new_host_keys", &self.accept_new_host_keys)
             .finish()
     }
 }

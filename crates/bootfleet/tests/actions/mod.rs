@@ -577,7 +577,7 @@ async fn run_lab(backend: Backend) -> RunLab {
 /// Each machine runs its variant with its metadata intact (and nothing of it executed); a
 /// machine that is down gets its own error while the others finish; the run is recorded.
 async fn runs_pick_variants_keep_metadata_intact_and_survive_a_down_machine(backend: Backend) {
-    let r = run_lab(backend).await;
+    let mut r = run_lab(backend).await;
     let (lab, private_key) = (&r.lab, &r.private_key);
     let (metal_ip, vm_ip, marker, tricky) = (r.metal_ip, r.vm_ip, &r.marker, &r.tricky);
     let mut stream = lab
@@ -682,6 +682,22 @@ async fn runs_pick_variants_keep_metadata_intact_and_survive_a_down_machine(back
         .ok(200);
     assert_eq!(listed["total"], 1);
     assert_eq!(listed["rows"][0]["id"], run_id.as_str());
+
+    // The host keys seen at that first run are pinned: a node that now shows another key is
+    // refused (before the private key is offered) until the operator accepts the new one.
+    r._nodes.1.regenerate_host_key();
+    let again = json!({"machines": ["node-vm"], "privateKey": private_key});
+    let mut stream = lab.run("whoami", again.clone()).await;
+    let lines = stream.rest().await;
+    let error = lines[1]["error"].as_str().unwrap_or_default();
+    assert!(error.contains("different host key"), "{lines:#?}");
+    let mut accepting = again;
+    accepting["acceptNewHostKeys"] = json!(true);
+    let lines = lab.run("whoami", accepting.clone()).await.rest().await;
+    assert_eq!(lines[lines.len() - 2]["exitCode"], 0, "{lines:#?}");
+    accepting["acceptNewHostKeys"] = json!(false);
+    let lines = lab.run("whoami", accepting).await.rest().await;
+    assert_eq!(lines[lines.len() - 2]["exitCode"], 0, "{lines:#?}");
 
     r.stop().await;
 }

@@ -275,6 +275,7 @@ struct RunPlan {
     private_key: String,
     timeout_seconds: u32,
     concurrency: u32,
+    accept_new_host_keys: bool,
     actor: String,
     role: String,
     trace: TraceParent,
@@ -289,6 +290,7 @@ impl std::fmt::Debug for RunPlan {
             .field("private_key", &"<redacted>")
             .field("timeout_seconds", &self.timeout_seconds)
             .field("concurrency", &self.concurrency)
+            .field("accept_new_host_keys", &self.accept_new_host_keys)
             .field("actor", &self.actor)
             .finish()
     }
@@ -807,6 +809,7 @@ impl Actions {
             private_key: input.private_key.clone().unwrap_or_default(),
             timeout_seconds: input.timeout_seconds.unwrap_or(a::DEFAULT_TIMEOUT_SECONDS),
             concurrency: input.concurrency.unwrap_or(a::DEFAULT_CONCURRENCY),
+            accept_new_host_keys: input.accept_new_host_keys,
             actor: call.actor.clone(),
             role: call.role.clone(),
             trace,
@@ -1107,7 +1110,16 @@ impl Actions {
         if m.ip.is_empty() {
             return failed("the machine has no address (ip) to reach it at".into());
         }
+        let known_host_key = if plan.accept_new_host_keys {
+            String::new()
+        } else {
+            match self.host_key(&m.id).await {
+                Ok(key) => key.unwrap_or_default(),
+                Err(e) => return failed(e.message),
+            }
+        };
         let request = proto::NodeRun {
+            known_host_key: known_host_key.clone(),
             run_id: plan.run_id.clone(),
             machine_id: m.id.clone(),
             ip: m.ip.clone(),
@@ -1133,6 +1145,11 @@ impl Actions {
         match answer {
             Ok(result) => {
                 self.caught_up(&plan.run_id, &m.id, result.lines).await;
+                if !result.host_key.is_empty() && result.host_key != known_host_key {
+                    if let Err(e) = self.record_host_key(&m.id, &result.host_key).await {
+                        tracing::warn!(machine = %m.id, error = %e.message, "host key not recorded");
+                    }
+                }
                 if !result.error.is_empty() {
                     return failed(result.error);
                 }
@@ -1159,6 +1176,39 @@ impl Actions {
             }
             Err(e) => failed(e.message),
         }
+    }
+
+    /// The host key recorded at the machine's first run.
+    async fn host_key(&self, machine_id: &str) -> Result<Option<String>, ApiError> {
+        let mut select = Query::select();
+        select
+            .from(Alias::new("action_host_keys"))
+            .column(Alias::new("host_key"))
+            .and_where(Expr::col(Alias::new("id")).eq(machine_id));
+        let row = self
+            .db
+            .query_one(self.build(&select))
+            .await
+            .map_err(db_error)?;
+        row.map(|r| r.try_get_by_index::<String>(0))
+            .transpose()
+            .map_err(db_error)
+    }
+
+    /// Records (or, when the operator accepted new keys, replaces) a machine's host key.
+    async fn record_host_key(&self, machine_id: &str, key: &str) -> Result<(), ApiError> {
+        let now = now_ms();
+        let mut insert = Query::insert();
+        insert
+            .into_table(Alias::new("action_host_keys"))
+            .columns(["id", "host_key", "created_at", "updated_at"].map(Alias::new))
+            .values_panic([machine_id.into(), key.into(), now.into(), now.into()])
+            .on_conflict(
+                OnConflict::column(Alias::new("id"))
+                    .update_columns(["host_key", "updated_at"].map(Alias::new))
+                    .to_owned(),
+            );
+        self.exec(&insert).await.map(|_| ())
     }
 
     /// Waits (bounded) until `lines` lines of the machine were relayed.
@@ -1408,6 +1458,7 @@ static SCHEMA: Schema = Schema::new::<ActionsMigrator>(&[
     "action_commands",
     "action_runs",
     "action_run_machines",
+    "action_host_keys",
 ]);
 
 #[async_trait]

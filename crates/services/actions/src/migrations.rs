@@ -38,6 +38,13 @@ enum ActionRuns {
     FinishedAt,
 }
 
+/// The SSH host key each machine presented at its first run; `id` is the machine's id.
+#[derive(DeriveIden)]
+enum ActionHostKeys {
+    Table,
+    HostKey,
+}
+
 #[derive(DeriveIden)]
 enum ActionRunMachines {
     Table,
@@ -146,6 +153,7 @@ impl MigratorTrait for ActionsMigrator {
                         true,
                         [ActionRunMachines::RunId, ActionRunMachines::Position],
                     ),
+                RegistryTable::new(ActionHostKeys::Table).col(&mut text(ActionHostKeys::HostKey)),
             ],
         )]
     }

@@ -15,7 +15,7 @@ use bootfleet_bus::Bus;
 use prost::Message;
 use tokio::sync::mpsc;
 
-use crate::ssh_exec::{self, ExecRequest, Stream};
+use crate::ssh_exec::{self, ExecError, ExecRequest, Stream};
 
 /// Longest line published; a longer one goes out in pieces of this size.
 pub const MAX_LINE_BYTES: usize = 4096;
@@ -112,7 +112,7 @@ pub async fn run_command(
         private_key: &req.private_key,
         script: &req.script,
         timeout: Duration::from_secs(u64::from(req.timeout_seconds.clamp(1, 3600))),
-        known_host_key: None,
+        known_host_key: (!req.known_host_key.is_empty()).then_some(req.known_host_key.as_str()),
         max_output: MAX_OUTPUT_BYTES,
     };
     let mut publisher = Publisher {
@@ -169,12 +169,19 @@ pub async fn run_command(
             lines: publisher.seq,
             truncated: out.truncated,
             error: String::new(),
+            host_key: out.host_key,
         },
         Err(e) => {
             tracing::info!(node = %addr, error = %e, "command not run to completion");
+            let error = match e {
+                ExecError::HostKeyChanged { expected, got } => format!(
+                    "the machine at {ip} presented a different host key ({got}) than the one recorded at its first run ({expected}); refusing to run. If it was reinstalled, run again with \"acceptNewHostKeys\": true"
+                ),
+                e => crate::agent::exec_error(e, &req.user, addr).message,
+            };
             proto::NodeRunResult {
                 lines: publisher.seq,
-                error: crate::agent::exec_error(e, &req.user, addr).message,
+                error,
                 ..Default::default()
             }
         }
