@@ -2,6 +2,7 @@
 //! types (camelCase JSON, as in the original Cluster Platform Provisioner tutorial), the error
 //! codes and their HTTP statuses, the versioned NATS subjects and the protobuf bus messages.
 
+pub mod actions;
 pub mod artifacts;
 mod bmc;
 pub mod error;

@@ -312,6 +312,27 @@ pub mod fields {
         searchable: &["name"],
         default_sort: "name",
     };
+
+    /// `/api/groups`.
+    pub const GROUPS: ListFields = ListFields {
+        sortable: &["name", "createdAt", "updatedAt"],
+        searchable: &["name", "description", "members"],
+        default_sort: "name",
+    };
+
+    /// `/api/commands`.
+    pub const COMMANDS: ListFields = ListFields {
+        sortable: &["name", "createdAt", "updatedAt"],
+        searchable: &["name", "summary", "description"],
+        default_sort: "name",
+    };
+
+    /// `/api/runs`.
+    pub const RUNS: ListFields = ListFields {
+        sortable: &["command", "actor", "status", "createdAt"],
+        searchable: &["command", "actor", "status"],
+        default_sort: "createdAt",
+    };
 }
 
 #[cfg(test)]

@@ -218,6 +218,37 @@ pub fn distributor_power(artifact_id: &str) -> String {
     format!("{PREFIX}.distributor.{artifact_id}.power")
 }
 
+/// Groups of machines, the command library and runs of commands on machines.
+pub const ACTIONS: &str = "actions";
+
+/// The gateway's calls of the `actions` service (`ActionsCall` → `ActionsReply`), one subject
+/// per operation (`bootfleet_api::actions::ops`).
+pub fn actions_op(op: &str) -> String {
+    format!("{PREFIX}.{ACTIONS}.{op}")
+}
+
+/// Asked of one site's distributor: run a command's script on a machine of the site over SSH,
+/// publishing its output lines on [`actions_output`] as they come.
+pub fn distributor_run(artifact_id: &str) -> String {
+    format!("{PREFIX}.distributor.{artifact_id}.run")
+}
+
+/// Where a site's distributor publishes the output lines of the runs it executes (`RunOutput`).
+pub fn actions_output(artifact_id: &str) -> String {
+    format!("{PREFIX}.{ACTIONS}.output.{artifact_id}")
+}
+
+/// What the `actions` service subscribes for run output (every site).
+pub fn actions_outputs() -> String {
+    format!("{PREFIX}.{ACTIONS}.output.>")
+}
+
+/// A run's events for the gateway that streams it (JSON lines, `bootfleet_api::actions::RunEvent`),
+/// published by the `actions` service instance that executes the run.
+pub fn run_events(run_id: &str) -> String {
+    format!("{PREFIX}.{ACTIONS}.events.{run_id}")
+}
+
 /// Boot events of one site.
 pub fn boot_events(artifact_id: &str) -> String {
     format!("{PREFIX}.events.boot.{artifact_id}")

@@ -23,6 +23,7 @@ pub fn services() -> Vec<Service> {
         bootfleet_distributors::service(),
         bootfleet_localnodes::service(),
         bootfleet_machines::service_from_env(),
+        bootfleet_actions::service(),
         bootfleet_artifacts::service_from_env(),
     ];
     // A builder per artifact kind (`ipxes`, `grubs`, `syslinuxs`, `isos`).

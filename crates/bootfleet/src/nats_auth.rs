@@ -11,10 +11,13 @@
 //!   `bootfleet.v1.localnodes.reachability.<site>`, `bootfleet.v1.machines.boot.<site>`: its
 //!   requests to the services, which accept them only for the site their subject names;
 //! - publish `bootfleet.v1.events.boot.<site>`: its boot events;
+//! - publish `bootfleet.v1.actions.output.<site>`: the output lines of the command runs it
+//!   executes, as they arrive (a reply is one message, so a stream needs a subject; the actions
+//!   service accepts lines only for runs it sent to the site the subject names);
 //! - publish `<inbox prefix>.>`: subjects only it subscribes to; `bootfleet_bus::sync` sends a
 //!   request there to learn that the server has its subscriptions;
-//! - subscribe `bootfleet.v1.distributor.<site>.{control,apply,exec,power}`: what the services ask
-//!   of it. Exact subjects, not `<site>.>`: an artifact id may contain dots, and site `a` with
+//! - subscribe `bootfleet.v1.distributor.<site>.{control,apply,exec,run,power}`: what the
+//!   services ask of it. Exact subjects, not `<site>.>`: an artifact id may contain dots, and site `a` with
 //!   `bootfleet.v1.distributor.a.>` would receive the exec requests (with SSH private keys) of
 //!   site `a.b`;
 //! - subscribe `bootfleet.v1.distributor-agent.ping`: the agent's service answers the ping every
@@ -145,6 +148,8 @@ pub fn distributor_permissions(site: &str) -> Permissions {
         // What a PXE client of its site gets, by MAC (the machines service answers).
         subjects::machines_boot(site),
         subjects::boot_events(site),
+        // The output lines of the command runs it executes, as they arrive.
+        subjects::actions_output(site),
         // Its own inbox space, where only it listens: `bootfleet_bus::sync`'s round trip.
         format!("{}.>", inbox_prefix(site)),
     ];
@@ -155,6 +160,7 @@ pub fn distributor_permissions(site: &str) -> Permissions {
             subjects::distributor_control(site),
             subjects::distributor_apply(site),
             subjects::distributor_exec(site),
+            subjects::distributor_run(site),
             // Power through a machine's BMC (the request carries the BMC's password).
             subjects::distributor_power(site),
             subjects::ping(DISTRIBUTOR_AGENT_SERVICE),
@@ -448,8 +454,8 @@ authorization {
       user: "distributor-site-1"
       password: "hash(pw2)"
       permissions: {
-        publish: { allow: ["bootfleet.v1.distributors.heartbeat.site-1", "bootfleet.v1.localnodes.site.site-1", "bootfleet.v1.localnodes.reachability.site-1", "bootfleet.v1.machines.boot.site-1", "bootfleet.v1.events.boot.site-1", "_INBOX_site-1.>", "$JS.API.STREAM.INFO.OBJ_bootfleet-artifacts", "$JS.API.DIRECT.GET.OBJ_bootfleet-artifacts.>", "$JS.API.STREAM.MSG.GET.OBJ_bootfleet-artifacts", "$JS.API.DIRECT.GET.OBJ_bootfleet-artifacts"] }
-        subscribe: { allow: ["bootfleet.v1.distributor.site-1.control", "bootfleet.v1.distributor.site-1.apply", "bootfleet.v1.distributor.site-1.exec", "bootfleet.v1.distributor.site-1.power", "bootfleet.v1.distributor-agent.ping", "_INBOX_site-1.>"] }
+        publish: { allow: ["bootfleet.v1.distributors.heartbeat.site-1", "bootfleet.v1.localnodes.site.site-1", "bootfleet.v1.localnodes.reachability.site-1", "bootfleet.v1.machines.boot.site-1", "bootfleet.v1.events.boot.site-1", "bootfleet.v1.actions.output.site-1", "_INBOX_site-1.>", "$JS.API.STREAM.INFO.OBJ_bootfleet-artifacts", "$JS.API.DIRECT.GET.OBJ_bootfleet-artifacts.>", "$JS.API.STREAM.MSG.GET.OBJ_bootfleet-artifacts", "$JS.API.DIRECT.GET.OBJ_bootfleet-artifacts"] }
+        subscribe: { allow: ["bootfleet.v1.distributor.site-1.control", "bootfleet.v1.distributor.site-1.apply", "bootfleet.v1.distributor.site-1.exec", "bootfleet.v1.distributor.site-1.run", "bootfleet.v1.distributor.site-1.power", "bootfleet.v1.distributor-agent.ping", "_INBOX_site-1.>"] }
         allow_responses: { max: 1, expires: "1h5m" }
       }
     }
@@ -457,8 +463,8 @@ authorization {
       user: "distributor-lab.b"
       password: "hash(pw3)"
       permissions: {
-        publish: { allow: ["bootfleet.v1.distributors.heartbeat.lab.b", "bootfleet.v1.localnodes.site.lab.b", "bootfleet.v1.localnodes.reachability.lab.b", "bootfleet.v1.machines.boot.lab.b", "bootfleet.v1.events.boot.lab.b", "_INBOX_lab_db.>", "$JS.API.STREAM.INFO.OBJ_bootfleet-artifacts", "$JS.API.DIRECT.GET.OBJ_bootfleet-artifacts.>", "$JS.API.STREAM.MSG.GET.OBJ_bootfleet-artifacts", "$JS.API.DIRECT.GET.OBJ_bootfleet-artifacts"] }
-        subscribe: { allow: ["bootfleet.v1.distributor.lab.b.control", "bootfleet.v1.distributor.lab.b.apply", "bootfleet.v1.distributor.lab.b.exec", "bootfleet.v1.distributor.lab.b.power", "bootfleet.v1.distributor-agent.ping", "_INBOX_lab_db.>"] }
+        publish: { allow: ["bootfleet.v1.distributors.heartbeat.lab.b", "bootfleet.v1.localnodes.site.lab.b", "bootfleet.v1.localnodes.reachability.lab.b", "bootfleet.v1.machines.boot.lab.b", "bootfleet.v1.events.boot.lab.b", "bootfleet.v1.actions.output.lab.b", "_INBOX_lab_db.>", "$JS.API.STREAM.INFO.OBJ_bootfleet-artifacts", "$JS.API.DIRECT.GET.OBJ_bootfleet-artifacts.>", "$JS.API.STREAM.MSG.GET.OBJ_bootfleet-artifacts", "$JS.API.DIRECT.GET.OBJ_bootfleet-artifacts"] }
+        subscribe: { allow: ["bootfleet.v1.distributor.lab.b.control", "bootfleet.v1.distributor.lab.b.apply", "bootfleet.v1.distributor.lab.b.exec", "bootfleet.v1.distributor.lab.b.run", "bootfleet.v1.distributor.lab.b.power", "bootfleet.v1.distributor-agent.ping", "_INBOX_lab_db.>"] }
         allow_responses: { max: 1, expires: "1h5m" }
       }
     }
@@ -549,6 +555,9 @@ authorization {
         assert!(!perms
             .subscribe
             .contains(&subjects::distributor_power("a.b")));
+        assert!(!perms.subscribe.contains(&subjects::distributor_run("a.b")));
+        assert!(perms.publish.contains(&subjects::actions_output("a")));
+        assert!(!perms.publish.contains(&subjects::actions_output("a.b")));
         assert!(!perms.publish.iter().any(|s| s.starts_with("$O.")));
         // Its publish wildcards: its own inbox space and direct reads of the artifact bucket.
         for subject in perms

@@ -190,6 +190,7 @@ macro_rules! on_both_backends {
     };
 }
 
+mod actions;
 mod machines;
 
 on_both_backends!(
@@ -2406,6 +2407,12 @@ mod nats_permissions {
             )
             .await
             .expect("localnodes.reachability answered");
+        // The output lines of the runs it executes, on its own site's subject.
+        client
+            .publish(subjects::actions_output("a"), "x".into())
+            .await
+            .expect("publish");
+        client.flush().await.expect("flush");
 
         // The distributor's way to the bucket (the bus crate's artifact store): direct gets
         // only, the whole object and a range across its first chunk's end.
@@ -2445,6 +2452,7 @@ mod nats_permissions {
             subjects::distributor_heartbeat("b"),
             subjects::localnodes_of_site("b"),
             subjects::localnodes_reachability("b"),
+            subjects::actions_output("b"),
             // Other clients' inboxes: only its own is open to it.
             "_INBOX_b.x".to_owned(),
             "_INBOX.x".to_owned(),
@@ -2478,7 +2486,11 @@ mod nats_permissions {
         let denied_subscribe = [
             subjects::distributor_exec("b"),
             subjects::distributor_power("b"),
+            subjects::distributor_run("b"),
             "bootfleet.v1.distributor.*.exec".to_owned(),
+            // Runs' output: other sites' lines, and what operators are streamed.
+            subjects::actions_outputs(),
+            subjects::run_events("r"),
             "bootfleet.v1.distributor.>".to_owned(),
             "_INBOX.>".to_owned(),
             "_INBOX_b.>".to_owned(),

@@ -34,7 +34,9 @@ pub fn schemas(routes: &[RouteDef]) -> (BTreeMap<String, RefOr<Schema>>, Vec<Str
         if let Some(request) = route.request {
             request.collect(&mut found);
         }
-        if let Body::Json(response) | Body::EventStream(response) = route.response {
+        if let Body::Json(response) | Body::EventStream(response) | Body::NdJson(response) =
+            route.response
+        {
             response.collect(&mut found);
         }
     }
@@ -185,6 +187,16 @@ fn operation(route: &RouteDef) -> utoipa::openapi::path::Operation {
                         .build(),
                 )
         }
+        Body::NdJson(schema) => ResponseBuilder::new()
+            .description(
+                "newline-delimited JSON, streamed as it happens (chunked): one object per line",
+            )
+            .content(
+                "application/x-ndjson",
+                ContentBuilder::new()
+                    .schema(Some(Ref::from_schema_name(schema.name())))
+                    .build(),
+            ),
         Body::Binary => ResponseBuilder::new()
             .description("the file's bytes (206 for a Range, 304 when the ETag matches)")
             .content(

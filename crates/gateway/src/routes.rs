@@ -19,11 +19,15 @@ use crate::auth::Access;
 use crate::http::{HttpError, HttpResult, Trace};
 use crate::AppState;
 
+mod actions;
 mod artifacts;
 mod boot_events;
+mod commands;
 mod distributors;
+mod groups;
 mod localnodes;
 mod machines;
+mod runs;
 mod scripts;
 mod sshkeys;
 mod system;
@@ -38,6 +42,9 @@ pub fn routes() -> Vec<RouteDef> {
         boot_events::routes(),
         localnodes::routes(),
         machines::routes(),
+        groups::routes(),
+        commands::routes(),
+        runs::routes(),
         artifacts::routes(),
     ]
     .into_iter()
@@ -129,6 +136,9 @@ pub enum Body {
     Binary,
     /// Server-sent events (`text/event-stream`) whose `data` is JSON of this schema.
     EventStream(BodySchema),
+    /// Newline-delimited JSON (`application/x-ndjson`), streamed: one object of this schema
+    /// per line.
+    NdJson(BodySchema),
 }
 
 impl Body {
@@ -427,6 +437,36 @@ fn by_id_route<C: Collection>(
     }
 }
 
+/// A [`RouteDef`] from its parts, for tables of routes that do not fit [`Collection`].
+#[allow(clippy::too_many_arguments)]
+fn route(
+    method: Method,
+    path: &str,
+    access: Access,
+    operation_id: &str,
+    summary: &str,
+    tag: &'static str,
+    params: Vec<Param>,
+    request: Option<BodySchema>,
+    status: u16,
+    response: Body,
+    handler: routing::MethodRouter<AppState>,
+) -> RouteDef {
+    RouteDef {
+        method,
+        path: path.into(),
+        access,
+        operation_id: operation_id.into(),
+        summary: summary.into(),
+        tag,
+        params,
+        request,
+        status,
+        response,
+        handler,
+    }
+}
+
 fn capitalized(s: &str) -> String {
     let mut c = s.chars();
     c.next()
@@ -466,6 +506,28 @@ fn raw_text(text: String) -> Response {
         text,
     )
         .into_response()
+}
+
+/// A service's JSON answer as it is: 201 with `location` when it made a row, else 200.
+fn json_answer(body: String, created: bool, location: Option<String>) -> Response {
+    let status = if created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    let mut response = (status, body).into_response();
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    if let Some(v) = location
+        .filter(|_| created)
+        .and_then(|l| HeaderValue::from_str(&l).ok())
+    {
+        headers.insert(header::LOCATION, v);
+    }
+    response
 }
 
 /// A JSON answer that must not linger in caches (a private key, a script's output).

@@ -8,8 +8,8 @@
 
 use axum::extract::{Extension, FromRequestParts, Path, RawQuery, Request, State};
 use axum::http::request::Parts;
-use axum::http::{header, HeaderValue, Method, StatusCode};
-use axum::response::{IntoResponse, Response};
+use axum::http::{header, Method};
+use axum::response::Response;
 use axum::routing;
 use bootfleet_api::machines::{
     ops, ImportReport, Inventory, MachineEventInput, MachineHistory, MachineInput, MachineRow,
@@ -21,8 +21,8 @@ use bootfleet_api::{proto, ApiError};
 use serde::Serialize;
 
 use super::{
-    list_params, list_query, path_id, query_pairs, raw_text, Body, BodySchema, Param, ParamType,
-    RouteDef, ID, NODE_TOKEN,
+    json_answer, list_params, list_query, path_id, query_pairs, raw_text, route, Body, BodySchema,
+    Param, ParamType, RouteDef, ID, NODE_TOKEN,
 };
 use crate::auth::{Access, Claims, MachineToken};
 use crate::http::{read_body, HttpError, HttpResult, JsonBody, NewId, Trace};
@@ -94,24 +94,7 @@ async fn send_on(
     if reply.content_type == "text/plain" {
         return Ok(raw_text(reply.body));
     }
-    let status = if reply.created {
-        StatusCode::CREATED
-    } else {
-        StatusCode::OK
-    };
-    let mut response = (status, reply.body).into_response();
-    let headers = response.headers_mut();
-    headers.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
-    if let Some(v) = location
-        .filter(|_| reply.created)
-        .and_then(|l| HeaderValue::from_str(&l).ok())
-    {
-        headers.insert(header::LOCATION, v);
-    }
-    Ok(response)
+    Ok(json_answer(reply.body, reply.created, location))
 }
 
 // ---- machines ---------------------------------------------------------------------------
@@ -442,35 +425,6 @@ const IMPORT_SITE: Param = Param {
     ty: ParamType::String,
     description: "The site the imported machines belong to.",
 };
-
-#[allow(clippy::too_many_arguments)]
-fn route(
-    method: Method,
-    path: &str,
-    access: Access,
-    operation_id: &str,
-    summary: &str,
-    tag: &'static str,
-    params: Vec<Param>,
-    request: Option<BodySchema>,
-    status: u16,
-    response: Body,
-    handler: routing::MethodRouter<AppState>,
-) -> RouteDef {
-    RouteDef {
-        method,
-        path: path.into(),
-        access,
-        operation_id: operation_id.into(),
-        summary: summary.into(),
-        tag,
-        params,
-        request,
-        status,
-        response,
-        handler,
-    }
-}
 
 pub(super) fn routes() -> Vec<RouteDef> {
     let op = |op: &'static str| Extension(op);

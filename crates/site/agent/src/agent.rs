@@ -134,7 +134,13 @@ impl Agent {
                 .route(
                     subjects::distributor_power(&self.artifact_id),
                     |_, req: proto::PowerRequest| crate::power::run(req),
-                );
+                )
+                .route(subjects::distributor_run(&self.artifact_id), {
+                    let (bus, site) = (bus.clone(), self.artifact_id.clone());
+                    move |_, run: proto::NodeRun| {
+                        crate::runs::run_command(bus.clone(), site.clone(), run)
+                    }
+                });
             if let Some(every) = self.probe_every {
                 let (bus, artifact_id) = (bus.clone(), self.artifact_id.clone());
                 service =
@@ -276,7 +282,7 @@ impl Heartbeat {
 /// Runs an operator's script on a node of this site over SSH. The key is in this request's
 /// memory only; nothing here logs it.
 async fn run_on_node(exec: proto::NodeExec) -> Result<proto::NodeExecResult, ApiError> {
-    use crate::ssh_exec::{self, ExecError, ExecRequest};
+    use crate::ssh_exec::{self, ExecRequest};
     let ip: std::net::IpAddr = exec
         .ip
         .parse()
@@ -308,26 +314,37 @@ async fn run_on_node(exec: proto::NodeExec) -> Result<proto::NodeExecResult, Api
         }),
         Err(e) => {
             tracing::info!(node = %addr, error = %e, "script not run to completion");
-            Err(match e {
-                ExecError::InvalidKey(m) => ApiError::invalid("privateKey", m),
-                ExecError::AuthFailed(m) => ApiError::invalid(
-                    "privateKey",
-                    format!("the node refused it for {}@{ip}: {m}", exec.user),
-                ),
-                ExecError::HostKeyChanged { expected, got } => ApiError::new(
-                    ErrorCode::Conflict,
-                    format!(
-                        "node {ip} presented a different host key ({got}) than the one recorded ({expected}); refusing to run. If the node was reinstalled, delete it and let it register again"
-                    ),
-                ),
-                ExecError::Timeout(after) => ApiError::new(
-                    ErrorCode::Timeout,
-                    format!("the script did not finish within {} s; the session was closed", after.as_secs()),
-                ),
-                ExecError::Connect(m) => ApiError::unavailable(format!("cannot reach node {addr}: {m}")),
-                ExecError::Protocol(m) => ApiError::unavailable(format!("ssh with node {addr} failed: {m}")),
-            })
+            Err(exec_error(e, &exec.user, addr))
         }
+    }
+}
+
+/// What the operator is told when a script did not run to its end on `addr`.
+pub(crate) fn exec_error(
+    e: crate::ssh_exec::ExecError,
+    user: &str,
+    addr: std::net::SocketAddr,
+) -> ApiError {
+    use crate::ssh_exec::ExecError;
+    let ip = addr.ip();
+    match e {
+        ExecError::InvalidKey(m) => ApiError::invalid("privateKey", m),
+        ExecError::AuthFailed(m) => ApiError::invalid(
+            "privateKey",
+            format!("the node refused it for {user}@{ip}: {m}"),
+        ),
+        ExecError::HostKeyChanged { expected, got } => ApiError::new(
+            ErrorCode::Conflict,
+            format!(
+                "node {ip} presented a different host key ({got}) than the one recorded ({expected}); refusing to run. If the node was reinstalled, delete it and let it register again"
+            ),
+        ),
+        ExecError::Timeout(after) => ApiError::new(
+            ErrorCode::Timeout,
+            format!("the script did not finish within {} s; the session was closed", after.as_secs()),
+        ),
+        ExecError::Connect(m) => ApiError::unavailable(format!("cannot reach node {addr}: {m}")),
+        ExecError::Protocol(m) => ApiError::unavailable(format!("ssh with node {addr} failed: {m}")),
     }
 }
 

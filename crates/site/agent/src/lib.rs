@@ -15,6 +15,7 @@ pub mod power;
 pub mod proxy_dhcp;
 pub mod reachability;
 pub mod reporting;
+pub mod runs;
 pub mod sockets;
 pub mod ssh_exec;
 pub mod tftp_server;

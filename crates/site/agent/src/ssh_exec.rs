@@ -22,6 +22,16 @@
 //!   the connection is disconnected, and the TCP socket shut down. The disconnect is what kills
 //!   a root session's command: see [`LIFELINE`].
 //! - Output is capped per stream; the rest is read and dropped so the command still finishes.
+//!
+//! Environment for a script ([`run_streaming`]): values reach the script as exported shell
+//! variables, written by [`env_prologue`] after the lifeline and before the script. Each value
+//! is quoted by [`shell_quote`], the one function that puts a caller's string into shell text:
+//! inside single quotes a POSIX shell interprets nothing, and a `'` in the value is written
+//! `'\''` (close the quote, an escaped quote, reopen). Names are checked to be `[A-Z_][A-Z0-9_]*`
+//! and never quoted. SSH `env` requests would keep values out of shell text altogether, but
+//! OpenSSH's sshd drops every variable its `AcceptEnv` does not list (by default only `LANG` and
+//! `LC_*`), silently, so a script would run without them on most nodes; quoting works with any
+//! sshd and is tested against every byte that means something to a shell.
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -269,8 +279,79 @@ impl Live {
     }
 }
 
+/// `value` as one single-quoted POSIX shell word: the value byte for byte, with nothing in it
+/// interpreted (`$`, backquotes, `;`, newlines, globs stay literal). The one place a caller's
+/// string becomes shell text. A NUL cannot be in a shell word: refused.
+pub fn shell_quote(value: &str) -> Result<String, ExecError> {
+    if value.contains('\0') {
+        return Err(ExecError::Protocol(
+            "an environment value contains a NUL byte, which a shell word cannot carry".into(),
+        ));
+    }
+    let mut quoted = String::with_capacity(value.len() + 2);
+    quoted.push('\'');
+    for c in value.chars() {
+        if c == '\'' {
+            quoted.push_str("'\\''");
+        } else {
+            quoted.push(c);
+        }
+    }
+    quoted.push('\'');
+    Ok(quoted)
+}
+
+/// Whether `name` may be exported as it is: `[A-Z_][A-Z0-9_]*`, at most 128 bytes.
+fn env_name_ok(name: &str) -> bool {
+    let mut bytes = name.bytes();
+    matches!(bytes.next(), Some(b'A'..=b'Z' | b'_'))
+        && bytes.all(|b| matches!(b, b'A'..=b'Z' | b'0'..=b'9' | b'_'))
+        && name.len() <= 128
+}
+
+/// `export NAME='value'; ` for each pair, values through [`shell_quote`]; a bad name is refused.
+pub fn env_prologue(env: &[(String, String)]) -> Result<String, ExecError> {
+    let mut prologue = String::new();
+    for (name, value) in env {
+        if !env_name_ok(name) {
+            return Err(ExecError::Protocol(format!(
+                "{:?} is not an environment variable name ([A-Z_][A-Z0-9_]*)",
+                name.chars().take(64).collect::<String>()
+            )));
+        }
+        prologue.push_str("export ");
+        prologue.push_str(name);
+        prologue.push('=');
+        prologue.push_str(&shell_quote(value)?);
+        prologue.push_str("; ");
+    }
+    Ok(prologue)
+}
+
+/// Which stream a chunk of output came on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Stream {
+    Stdout,
+    Stderr,
+}
+
+/// A piece of output as it arrived.
+pub type Chunk = (Stream, Vec<u8>);
+
 /// Runs `req.script` on `req.addr` as `req.user`. See the module documentation.
 pub async fn run(req: &ExecRequest<'_>) -> Result<ExecOutcome, ExecError> {
+    run_streaming(req, &[], None).await
+}
+
+/// [`run`], with `env` exported for the script (see the module documentation) and each piece of
+/// output also sent to `output` as it arrives (within the per-stream cap; a full channel makes
+/// the reading wait, a closed one is ignored).
+pub async fn run_streaming(
+    req: &ExecRequest<'_>,
+    env: &[(String, String)],
+    output: Option<tokio::sync::mpsc::Sender<Chunk>>,
+) -> Result<ExecOutcome, ExecError> {
+    let prologue = env_prologue(env)?;
     let started = Instant::now();
     let key = SecretKey::parse(req.private_key)?;
     let known = req.known_host_key.map(parse_known).transpose()?;
@@ -284,7 +365,15 @@ pub async fn run(req: &ExecRequest<'_>) -> Result<ExecOutcome, ExecError> {
     let mut live = Live::default();
     let result = tokio::time::timeout(
         req.timeout,
-        session(req, &key, known.clone(), seen.clone(), &mut live),
+        session(
+            req,
+            &prologue,
+            output,
+            &key,
+            known.clone(),
+            seen.clone(),
+            &mut live,
+        ),
     )
     .await;
     let elapsed_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
@@ -354,6 +443,8 @@ fn is_rsa(algorithm: &russh::keys::Algorithm) -> bool {
 /// afterwards goes into `live` as soon as it exists.
 async fn session(
     req: &ExecRequest<'_>,
+    prologue: &str,
+    output: Option<tokio::sync::mpsc::Sender<Chunk>>,
     key: &SecretKey,
     known: Option<PublicKey>,
     seen: Arc<Mutex<Option<PublicKey>>>,
@@ -426,7 +517,7 @@ async fn session(
         .map_err(|e| ExecError::Protocol(format!("opening a session channel on {addr}: {e}")))?;
     let channel = live.channel.insert(channel);
     // Stdin is deliberately left open (no EOF): it is the lifeline, see `LIFELINE`.
-    let command = format!("{LIFELINE}{}", req.script);
+    let command = format!("{LIFELINE}{prologue}{}", req.script);
     channel
         .exec(true, command.into_bytes())
         .await
@@ -444,10 +535,14 @@ async fn session(
     while let Some(msg) = channel.wait().await {
         match msg {
             ChannelMsg::Data { data } => {
+                let kept = out.stdout.len();
                 out.truncated |= append_capped(&mut out.stdout, &data, req.max_output);
+                forward(&output, Stream::Stdout, &out.stdout[kept..]).await;
             }
             ChannelMsg::ExtendedData { data, ext: 1 } => {
+                let kept = out.stderr.len();
                 out.truncated |= append_capped(&mut out.stderr, &data, req.max_output);
+                forward(&output, Stream::Stderr, &out.stderr[kept..]).await;
             }
             ChannelMsg::ExitStatus { exit_status } => {
                 out.exit_code = Some(i32::try_from(exit_status).unwrap_or(i32::MAX));
@@ -465,6 +560,13 @@ async fn session(
         }
     }
     Ok(out)
+}
+
+/// Sends what was just kept to the caller's channel, if any.
+async fn forward(output: &Option<tokio::sync::mpsc::Sender<Chunk>>, stream: Stream, data: &[u8]) {
+    if let (Some(tx), false) = (output, data.is_empty()) {
+        let _ = tx.send((stream, data.to_vec())).await;
+    }
 }
 
 /// Appends up to `cap` bytes in total; true if something was dropped.
@@ -494,6 +596,54 @@ mod tests {
         assert_eq!(buf, b"abcde");
         assert!(append_capped(&mut buf, b"h", 5));
         assert!(!append_capped(&mut buf, b"", 5));
+    }
+
+    /// What a POSIX shell makes of the quoted word: the value, byte for byte, with nothing run.
+    #[test]
+    fn quoted_values_come_back_intact_from_a_real_shell() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let marker = dir.path().join("pwned");
+        let values = [
+            String::new(),
+            "plain".into(),
+            "it's".into(),
+            "'".into(),
+            "''".into(),
+            format!("'; touch {}; echo '", marker.display()),
+            format!("$(touch {})", marker.display()),
+            format!("`touch {}`", marker.display()),
+            format!("a\ntouch {}\nb", marker.display()),
+            "\\' \" $HOME ${HOME} * ? [a] ~ ! # & | < > ( ) { } ;".into(),
+            "\t\r\u{1b}[31mred é 日本".into(),
+        ];
+        for value in &values {
+            let script = format!(
+                "{}printf '%s' \"$V\"",
+                env_prologue(&[("V".into(), value.clone())]).expect("prologue")
+            );
+            let out = std::process::Command::new("sh")
+                .args(["-c", &script])
+                .output()
+                .expect("sh");
+            assert!(out.status.success(), "{value:?}: {out:?}");
+            assert_eq!(String::from_utf8_lossy(&out.stdout), *value);
+            assert!(!marker.exists(), "{value:?} ran something");
+        }
+    }
+
+    #[test]
+    fn bad_names_and_nul_values_are_refused() {
+        for name in ["", "a", "1A", "A-B", "A B", "A;B", "A=B", "A\nB"] {
+            assert!(
+                env_prologue(&[(name.into(), "x".into())]).is_err(),
+                "{name:?}"
+            );
+        }
+        assert!(env_prologue(&[("A".into(), "x\0y".into())]).is_err());
+        assert_eq!(
+            env_prologue(&[("A".into(), "it's".into()), ("_B1".into(), "".into())]).expect("ok"),
+            "export A='it'\\''s'; export _B1=''; "
+        );
     }
 
     #[test]

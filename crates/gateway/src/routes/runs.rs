@@ -1,0 +1,197 @@
+//! Runs of commands: `POST /api/commands/{name}/runs` streams a run as it happens, as
+//! newline-delimited JSON over chunked HTTP (`curl -N`); `GET /api/runs` and
+//! `GET /api/runs/{id}` show what runs did (who, when, each machine's variant, exit code or
+//! error and the tail of its output).
+//!
+//! Nothing is lost at the start: the gateway chooses the run's id, subscribes to the run's
+//! events subject and makes sure nats-server has the subscription before it asks the `actions`
+//! service to start the run. A refused run (unknown machine, bad field) is an ordinary JSON
+//! error before any line is streamed.
+
+use std::time::Duration;
+
+use axum::extract::{Extension, Path, State};
+use axum::http::{header, HeaderValue, Method, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing;
+use bootfleet_api::actions::{ops, RunEvent, RunInput, RunRow, DEFAULT_TIMEOUT_SECONDS};
+use bootfleet_api::{proto, subjects, ApiError};
+use bytes::Bytes;
+use futures_util::StreamExt;
+
+use super::actions::{call, list, send, to_json, NAME};
+use super::{list_query, path_id, route, Body, BodySchema, RouteDef, ID};
+use crate::auth::{Access, Claims};
+use crate::http::{HttpResult, JsonBody, Trace};
+use crate::server::Stopping;
+use crate::AppState;
+
+/// How long the stream waits past a machine's timeout for the next line before it gives up on
+/// the run (the service that ran it is gone); the run's record still says how it ended.
+const SILENCE_GRACE: Duration = Duration::from_secs(60);
+
+async fn get_run(
+    State(s): State<AppState>,
+    t: Trace,
+    Extension(claims): Extension<Claims>,
+    Path(id): Path<String>,
+) -> HttpResult<Response> {
+    send(&s, &t, ops::RUN_GET, call(&claims, path_id(&id)?), None).await
+}
+
+fn line(event: &RunEvent) -> Bytes {
+    let mut text = serde_json::to_vec(event).unwrap_or_default();
+    text.push(b'\n');
+    Bytes::from(text)
+}
+
+async fn start_run(
+    State(s): State<AppState>,
+    t: Trace,
+    Extension(claims): Extension<Claims>,
+    Path(name): Path<String>,
+    stopping: Option<Extension<Stopping>>,
+    JsonBody(body): JsonBody<RunInput>,
+) -> HttpResult<Response> {
+    bootfleet_api::actions::name("name", &name)?;
+    let run_id = uuid::Uuid::new_v4().to_string();
+    let silence = Duration::from_secs(u64::from(
+        body.timeout_seconds.unwrap_or(DEFAULT_TIMEOUT_SECONDS),
+    )) + SILENCE_GRACE;
+    let unavailable =
+        |e: &dyn std::fmt::Display| ApiError::unavailable(format!("cannot follow the run: {e}"));
+    let events = s
+        .bus
+        .client()
+        .subscribe(subjects::run_events(&run_id))
+        .await
+        .map_err(|e| unavailable(&e))?;
+    s.bus.sync().await.map_err(|e| unavailable(&e))?;
+    let mut call = call(&claims, name);
+    call.run_id = run_id.clone();
+    call.body = to_json(&body)?;
+    let reply: proto::ActionsReply = s
+        .bus
+        .request(&t.0, &subjects::actions_op(ops::RUN_START), &call)
+        .await?;
+    let row: RunRow = serde_json::from_str(&reply.body).map_err(|e| {
+        ApiError::internal(format!(
+            "the actions service answered a run that does not parse: {e}"
+        ))
+    })?;
+    let first = line(&RunEvent {
+        run: Some(row.id.clone()),
+        machines: Some(row.machines.iter().map(|m| m.machine.clone()).collect()),
+        ..Default::default()
+    });
+    let following = Following {
+        events,
+        stopping: stopping.map(|Extension(s)| s),
+        silence,
+        run_id: run_id.clone(),
+        done: false,
+    };
+    let rest = futures_util::stream::unfold(following, |mut f| async move {
+        if f.done {
+            return None;
+        }
+        let next = async {
+            tokio::time::timeout(f.silence, f.events.next())
+                .await
+                .ok()
+                .flatten()
+        };
+        let msg = match &mut f.stopping {
+            Some(stopping) => tokio::select! {
+                msg = next => msg,
+                () = stopping.wait() => None,
+            },
+            None => next.await,
+        };
+        let bytes = match msg {
+            Some(msg) => {
+                let event: RunEvent = serde_json::from_slice(&msg.payload).unwrap_or_default();
+                f.done = event.done == Some(true);
+                line(&event)
+            }
+            None => {
+                // Silence or shutdown: say so and end; the run's record has the rest.
+                f.done = true;
+                line(&RunEvent {
+                    run: Some(f.run_id.clone()),
+                    error: Some(format!(
+                        "the stream ended before the run did; see /api/runs/{}",
+                        f.run_id
+                    )),
+                    ..Default::default()
+                })
+            }
+        };
+        Some((Ok::<Bytes, std::convert::Infallible>(bytes), f))
+    });
+    let stream = futures_util::stream::once(async move { Ok(first) }).chain(rest);
+    let mut response = (StatusCode::OK, axum::body::Body::from_stream(stream)).into_response();
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/x-ndjson"),
+    );
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    if let Ok(v) = HeaderValue::from_str(&format!("/api/runs/{run_id}")) {
+        headers.insert(header::LOCATION, v);
+    }
+    Ok(response)
+}
+
+struct Following {
+    events: async_nats::Subscriber,
+    stopping: Option<Stopping>,
+    silence: Duration,
+    run_id: String,
+    done: bool,
+}
+
+pub(super) fn routes() -> Vec<RouteDef> {
+    let r = "runs";
+    vec![
+        route(
+            Method::POST,
+            "/api/commands/{name}/runs",
+            Access::Write,
+            "runCommand",
+            "Run a command on machines and groups (each machine runs the variant of its first rank that has one, else the default; over SSH through its site's distributor, `concurrency` at a time; its name, address and metadata as environment variables `BF_NODE_NAME`, `BF_NODE_ADDRESS`, `BF_META_<KEY>`, ...). Streams newline-delimited JSON as it happens: `{run, machines}` first, then `{machine, stream, line}` per output line, `{machine, exitCode}` or `{machine, error}` (or `{machine, powerState}` for a power command) per machine, and `{run, done: true}` last. A bad request is refused before anything runs",
+            r,
+            vec![NAME],
+            Some(BodySchema::of::<RunInput>()),
+            200,
+            Body::NdJson(BodySchema::of::<RunEvent>()),
+            routing::post(start_run),
+        ),
+        route(
+            Method::GET,
+            "/api/runs",
+            Access::Read,
+            "listRuns",
+            "List runs (search command, actor, status), with each machine's result",
+            r,
+            list_query(bootfleet_api::list::fields::RUNS),
+            None,
+            200,
+            Body::Json(BodySchema::page_of::<RunRow>()),
+            routing::get(list).layer(Extension(ops::RUN_LIST)),
+        ),
+        route(
+            Method::GET,
+            "/api/runs/{id}",
+            Access::Read,
+            "getRun",
+            "One run: who started it and when, and per machine the variant run, its exit code or error, and the last 64 KiB of its output",
+            r,
+            vec![ID],
+            None,
+            200,
+            Body::json::<RunRow>(),
+            routing::get(get_run),
+        ),
+    ]
+}
