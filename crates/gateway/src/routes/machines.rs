@@ -12,9 +12,9 @@ use axum::http::{header, Method};
 use axum::response::Response;
 use axum::routing;
 use bootfleet_api::machines::{
-    ops, ImportReport, Inventory, MachineEventInput, MachineHistory, MachineInput, MachineRow,
-    PowerInput, PowerResult, ProfileInput, ProfileRow, SitePolicy, SitePolicyInput, StateInput,
-    Timeline,
+    ops, BootDevice, ImportReport, Inventory, MachineEventInput, MachineHistory, MachineInput,
+    MachineRow, PowerAction, PowerInput, PowerResult, ProfileInput, ProfileRow, SitePolicy,
+    SitePolicyInput, StateInput, Timeline,
 };
 use bootfleet_api::subjects;
 use bootfleet_api::{proto, ApiError};
@@ -227,13 +227,50 @@ async fn reinstall(
     t: Trace,
     caller: Caller,
     Path(id): Path<String>,
+    RawQuery(query): RawQuery,
 ) -> HttpResult<Response> {
-    let mut call = caller.call(path_id(&id)?);
+    let mut power_cycle = false;
+    for (key, value) in query_pairs(query.as_deref())? {
+        match (key.as_str(), value.as_str()) {
+            ("powerCycle", "true") => power_cycle = true,
+            ("powerCycle", "false") => power_cycle = false,
+            ("powerCycle", _) => {
+                return Err(ApiError::invalid("powerCycle", "must be true or false").into())
+            }
+            (other, _) => {
+                return Err(ApiError::invalid(other, "unknown parameter (powerCycle)").into())
+            }
+        }
+    }
+    let id = path_id(&id)?;
+    let mut call = caller.clone().call(id.clone());
     call.body = to_json(&StateInput {
         state: bootfleet_api::machines::MachineState::Install,
         reason: Some("reinstall".into()),
     })?;
-    send(&s, &t, ops::STATE, call, None).await
+    let changed = send(&s, &t, ops::STATE, call, None).await?;
+    if !power_cycle || !changed.status().is_success() {
+        return Ok(changed);
+    }
+    // Through its BMC: a one-time PXE boot, then a power cycle, so the installer starts now.
+    let mut call = caller.call(id);
+    call.body = to_json(&PowerInput {
+        action: PowerAction::Cycle,
+        boot_device: Some(BootDevice::Pxe),
+    })?;
+    let cycled = send_on(
+        &s.bus.with_timeout(POWER_WAIT, 1),
+        &t,
+        ops::POWER,
+        call,
+        None,
+    )
+    .await?;
+    Ok(if cycled.status().is_success() {
+        changed
+    } else {
+        cycled
+    })
 }
 
 async fn import(
@@ -402,6 +439,14 @@ const NAME: Param = Param {
     description: "The profile's name.",
 };
 
+const POWER_CYCLE: Param = Param {
+    name: "powerCycle",
+    in_path: false,
+    required: false,
+    ty: ParamType::String,
+    description: "`true`: after the state change, boot it once from the network and power-cycle it through its BMC.",
+};
+
 const SITE: Param = Param {
     name: "artifactId",
     in_path: true,
@@ -527,9 +572,9 @@ pub(super) fn routes() -> Vec<RouteDef> {
             "/api/machines/{id}/reinstall",
             Access::Write,
             "reinstallMachine",
-            "State `install` (reason `reinstall`): its next PXE boot runs its profile's installer",
+            "State `install` (reason `reinstall`): its next PXE boot runs its profile's installer. With `powerCycle=true`, its BMC then sets a one-time PXE boot and power-cycles it (errors as for power; the state is `install` either way)",
             m,
-            vec![ID],
+            vec![ID, POWER_CYCLE],
             None,
             200,
             Body::json::<MachineRow>(),

@@ -367,6 +367,20 @@ fn operator_powers_a_redfish_bmc_over_tls_from_a_test_ca() {
             assert_eq!(status, 200, "{body}");
             let row: Value = client.get(format!("{}{system}", sushy.url())).basic_auth("admin", Some("redfish-pw")).send().await.expect("system").json().await.expect("json");
             assert_eq!(row["Boot"]["BootSourceOverrideTarget"], "Hdd", "{row}");
+            // The lifecycle's reinstall: state `install`, then a one-time PXE boot and a power
+            // cycle through the BMC, so the installer starts now (install needs a profile).
+            let (status, body) = api(Method::POST, "/api/profiles".into(), admin.clone(), Some(json!({"name": "redfish-install", "ipxeTemplate": "#!ipxe\nexit"}))).await;
+            assert_eq!(status, 201, "{body}");
+            let (status, body) = api(Method::PUT, format!("/api/machines/{id}"), admin.clone(), Some(json!({"profile": "redfish-install"}))).await;
+            assert_eq!(status, 200, "{body}");
+            let (status, body) = api(Method::POST, format!("/api/machines/{id}/reinstall?powerCycle=maybe"), admin.clone(), None).await;
+            assert_eq!((status, error_of(&body).0.as_str()), (400, "powerCycle"), "{body}");
+            let (status, body) = api(Method::POST, format!("/api/machines/{id}/reinstall?powerCycle=true"), admin.clone(), None).await;
+            assert_eq!(status, 200, "{body}\n{}", context());
+            assert_eq!(body["state"], "install", "{body}");
+            let row: Value = client.get(format!("{}{system}", sushy.url())).basic_auth("admin", Some("redfish-pw")).send().await.expect("system").json().await.expect("json");
+            assert_eq!(row["Boot"]["BootSourceOverrideTarget"], "Pxe", "{row}");
+            assert_eq!(row["PowerState"], "On");
 
             // A machine whose CA did not sign the BMC's certificate: a TLS error naming it.
             let wrong = machine_with_bmc(&admin, SITE, "redfish-wrong-ca", "52:54:00:77:04:11", bmc(&other_ca.ca, "redfish-pw")).await;
