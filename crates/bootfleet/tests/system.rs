@@ -607,6 +607,28 @@ async fn sshkeys_register_list_update_delete(backend: Backend) {
         .await;
     assert_eq!(raw.status, 200, "{}", raw.text);
     assert_eq!(raw.text.trim_end(), first_key.as_str().expect("key"));
+    // A node token bound to site-a reads site-a's keys, not site-b's (the same key's other row).
+    let site_a_node =
+        auth::mint_for_site(&secret(), Role::Node, "rack-a", 1, Some("site-a")).expect("mint");
+    let own = lab
+        .call(
+            Method::GET,
+            &format!("/api/sshkeys/{first_id}"),
+            Some(&site_a_node),
+            None,
+        )
+        .await;
+    assert_eq!(own.status, 200, "{}", own.text);
+    let message = lab
+        .call(
+            Method::GET,
+            &format!("/api/sshkeys/{other_id}"),
+            Some(&site_a_node),
+            None,
+        )
+        .await
+        .expect_error(403, None);
+    assert!(message.contains("\"site-a\""), "{message}");
 
     let site_a = lab
         .admin(

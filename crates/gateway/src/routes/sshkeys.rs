@@ -5,16 +5,17 @@ use axum::extract::{Path, RawQuery, State};
 use axum::http::{HeaderMap, Method};
 use axum::response::{IntoResponse, Response};
 use axum::routing;
+use axum::Extension;
 use axum::Json;
 use bootfleet_api::rest::{GeneratedKeyPair, SshKeyInput, SshKeyRow};
 use bootfleet_api::subjects::{self, Op};
-use bootfleet_api::{proto, validate, ApiError};
+use bootfleet_api::{proto, validate, ApiError, ErrorCode};
 
 use super::{
     collection, created, delete_route, list_route, path_id, query_pairs, raw_text, uncached,
     wants_json, Body, BodySchema, Param, ParamType, RouteDef, ID, NODE_TOKEN,
 };
-use crate::auth::Access;
+use crate::auth::{Access, Claims, Role};
 use crate::http::{Deadline, HttpError, HttpResult, JsonBody, NewId, Trace};
 use crate::AppState;
 
@@ -46,10 +47,27 @@ async fn get(
     State(s): State<AppState>,
     Trace(t): Trace,
     Path(id): Path<String>,
+    claims: Option<Extension<Claims>>,
     headers: HeaderMap,
 ) -> HttpResult<Response> {
     let req = proto::IdRequest { id: path_id(&id)? };
     let row: proto::SshKey = s.bus.request(&t, &subject(Op::Get), &req).await?;
+    // A node token bound to a site reads that site's keys only.
+    if let Some(site) = claims
+        .as_ref()
+        .filter(|c| c.role == Role::Node)
+        .and_then(|c| c.site.as_deref())
+    {
+        if site != row.artifact_id {
+            return Err(HttpError(ApiError::new(
+                ErrorCode::PermissionDenied,
+                format!(
+                    "this node token is for site \"{site}\"; key {} belongs to another site",
+                    row.id
+                ),
+            )));
+        }
+    }
     Ok(if wants_json(&headers) {
         Json(SshKeyRow::from(row)).into_response()
     } else {
