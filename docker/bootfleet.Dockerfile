@@ -1,7 +1,7 @@
 # Every Bootfleet service and the gateway: one `bootfleet` binary, the role is the command.
 #   cargo build --release --locked -p bootfleet
 #   docker build -f docker/bootfleet.Dockerfile -t bootfleet .
-#   docker run bootfleet service mainscripts      (kickstarts, sshkeys, distributors, localnodes, machines, artifacts)
+#   docker run bootfleet service mainscripts      (kickstarts, sshkeys, distributors, localnodes, machines, actions, artifacts)
 #   docker run -p 8080:8080 bootfleet gateway
 # The builders have their own images (docker/builder.Dockerfile): this one carries no build tools.
 # The binary comes from `target/release` (built on Debian 12 or 13: glibc 2.36 runs on trixie's

@@ -369,8 +369,8 @@ fn compose_stack_serves_scripts_and_builds_through_per_kind_builders() {
         .collect();
     assert_eq!(
         ids.len(),
-        14,
-        "nats, postgres, 7 services, 4 builders, the gateway"
+        15,
+        "nats, postgres, 8 services, 4 builders, the gateway"
     );
     let healthy = wait_for(Duration::from_secs(120), || {
         ids.iter()
