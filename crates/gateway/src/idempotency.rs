@@ -8,7 +8,8 @@
 //!   with a key gives its row an id derived from the key, so a repeat after a `504` (the outcome
 //!   was unknown) finds the row the first attempt made instead of making a second one.
 //! - The same key with another method, path or body is refused (409), as is a repeat while the
-//!   first is still running (409, retry after it ends).
+//!   first is still running (409, retry after it ends). A first answer that was a stream (a run's
+//!   output) is not repeated either: a repeat gets 409 saying where the outcome is.
 
 use axum::body::Body;
 use axum::extract::{Request, State};
@@ -18,6 +19,7 @@ use axum::response::{IntoResponse, Response};
 use bootfleet_api::{ApiError, ErrorCode};
 use bootfleet_bus::Claim;
 use serde::{Deserialize, Serialize};
+use serde_json::json;
 use sha2::{Digest, Sha256};
 
 use crate::auth::{Claims, MachineToken};
@@ -176,8 +178,33 @@ async fn keep(
     let json = content_type
         .as_deref()
         .is_none_or(|t| t.starts_with("application/json"));
-    if response.status().is_server_error() || !json {
+    if response.status().is_server_error() || (!json && !response.status().is_success()) {
         store.release(slot).await;
+        return response;
+    }
+    if !json {
+        // A streamed answer (a run's output) cannot be kept; the request must still not run
+        // twice, so a repeat is told where its outcome is.
+        let kept = Kept {
+            fingerprint,
+            status: 409,
+            content_type: Some("application/json".into()),
+            location: None,
+            body: json!({"error": {
+                "code": "conflict",
+                "field": FIELD,
+                "message": format!("{FIELD}: the first request with this key was answered with a stream ({}); it is not run again: find its outcome under GET /api/runs", content_type.as_deref().unwrap_or("no content type")),
+            }})
+            .to_string(),
+        };
+        match serde_json::to_vec(&kept) {
+            Ok(v) => {
+                if let Err(e) = store.finish(slot, v.into()).await {
+                    tracing::warn!(error = %e.message, "a streamed answer's key was not recorded");
+                }
+            }
+            Err(_) => store.release(slot).await,
+        }
         return response;
     }
     let location = header_text(&response, header::LOCATION);

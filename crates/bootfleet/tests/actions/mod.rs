@@ -805,6 +805,26 @@ async fn runs_refuse_bad_input_and_power_commands_report_per_machine(backend: Ba
         "{rest:#?}"
     );
     assert_eq!(rest[1]["done"], true);
+    // With an Idempotency-Key, a repeat of a streamed run does not run it again.
+    let keyed = || {
+        lab.http
+            .post(format!("{}/api/commands/power-status/runs", lab.base))
+            .bearer_auth(&lab.admin)
+            .header("Idempotency-Key", "run-once")
+            .json(&json!({"groups": ["vms"]}))
+            .send()
+    };
+    let first = keyed().await.expect("request");
+    assert_eq!(first.status(), 200);
+    assert!(first
+        .text()
+        .await
+        .expect("stream")
+        .contains("\"done\":true"));
+    let again = keyed().await.expect("request");
+    assert_eq!(again.status(), 409);
+    let body: Value = again.json().await.expect("json");
+    assert_eq!(body["error"]["field"], "Idempotency-Key", "{body}");
 
     r.stop().await;
 }
