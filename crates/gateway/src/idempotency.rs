@@ -18,6 +18,7 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use bootfleet_api::{ApiError, ErrorCode};
 use bootfleet_bus::Claim;
+use bootfleet_sealbox::hex;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use sha2::{Digest, Sha256};
@@ -67,10 +68,6 @@ fn refused(message: &str) -> Response {
         field: Some(FIELD.to_owned()),
     })
     .into_response()
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// 1 to 255 visible ASCII characters (what clients generate: UUIDs, random strings).
