@@ -96,6 +96,7 @@ pub struct GroupInput {
     pub description: Option<String>,
     /// Machines by id or name (a name must be unique among the machines).
     #[serde(default)]
+    #[schema(schema_with = crate::rules::schema::words)]
     pub members: Vec<String>,
     /// Every machine with one of these ranks and all of these metadata pairs.
     #[serde(default, rename = "match")]

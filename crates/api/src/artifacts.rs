@@ -98,6 +98,7 @@ pub fn artifact_id_of(
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct IpxeInput {
     /// The iPXE script (`#!ipxe` …), at most 256 KiB.
+    #[schema(schema_with = crate::rules::schema::text)]
     pub script: String,
     /// `bin-x86_64-efi`, `bin-x86_64-pcbios`, `bin`, `bin-arm64-efi`.
     pub platform: String,
@@ -113,15 +114,20 @@ pub struct IpxeInput {
 pub struct GrubInput {
     /// The medium's label, 1–32 letters, digits, `-`, `_`, `.` and single spaces: GRUB finds its
     /// medium by a marker named after it (spaces and dots become `_`).
+    #[schema(schema_with = crate::rules::schema::label)]
     pub label: String,
     /// `efi` (GRUB's own names `x86_64-efi` and `i386-efi` are taken as `efi`: the architecture
     /// decides what is built).
+    #[schema(schema_with = crate::rules::schema::grub_platform)]
     pub platform: String,
     /// `x64` (BOOTX64.EFI) or `x86` (BOOTIA32.EFI).
+    #[schema(schema_with = crate::rules::schema::grub_architecture)]
     pub architecture: String,
     /// `efi`.
+    #[schema(schema_with = crate::rules::schema::grub_extension)]
     pub extension: String,
     /// `img` (a FAT image for El Torito) or `efi` (a zip of `EFI/BOOT/`).
+    #[schema(schema_with = crate::rules::schema::grub_fragment)]
     pub fragment: String,
 }
 
@@ -130,6 +136,7 @@ pub struct GrubInput {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct SyslinuxInput {
     /// `ldlinux.c32`, `isolinux.bin` or `isohdpfx.bin`.
+    #[schema(schema_with = crate::rules::schema::syslinux_fragment)]
     pub fragment: String,
 }
 
@@ -140,6 +147,7 @@ pub struct SyslinuxInput {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct IsoInput {
     /// The volume id, as written (see `GrubInput`'s `label`); the GRUB images must be built for it.
+    #[schema(schema_with = crate::rules::schema::label)]
     pub label: String,
     pub ipxe_uefi_url: String,
     pub ipxe_bios_url: String,

@@ -9,8 +9,10 @@ pub mod error;
 pub mod list;
 pub mod machines;
 pub mod rest;
+pub mod rules;
 pub mod subjects;
 pub mod validate;
+pub mod whole_number;
 
 /// Messages exchanged over NATS, generated from `proto/bootfleet/v1/bus.proto`.
 #[allow(missing_debug_implementations, clippy::all)]

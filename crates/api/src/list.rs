@@ -50,6 +50,14 @@ fn parse_bounded(field: &str, value: &str, min: u32, max: u32) -> Result<u32, Ap
     Ok(n)
 }
 
+/// What [`split_list`] takes apart into items that each match `item`, as a regular expression:
+/// pieces separated by `,` or ` `, each empty, blank, or `item` with white space around it.
+fn list_pattern(item: &str) -> String {
+    let blank = format!("[{}]*", crate::rules::WHITESPACE_CLASS.replace(' ', ""));
+    let piece = format!("({blank}|{blank}{item}{blank})");
+    format!("^{piece}([, ]{piece})*$")
+}
+
 fn split_list(value: &str) -> Vec<String> {
     value
         .split([',', ' '])
@@ -196,17 +204,16 @@ pub struct ListFields {
 }
 
 impl ListFields {
-    /// A regular expression `sort` matches: comma-separated sortable fields, each with an
-    /// optional leading `-`.
+    /// A regular expression `sort` matches: sortable fields, each with an optional leading
+    /// `-`, separated by commas or spaces (empty means the default order).
     pub fn sort_pattern(&self) -> String {
-        let one = format!("-?({})", self.sortable.join("|"));
-        format!("^{one}(,{one})*$")
+        list_pattern(&format!("-?({})", self.sortable.join("|")))
     }
 
-    /// A regular expression `searchFields` matches: comma-separated searchable fields.
+    /// A regular expression `searchFields` matches: searchable fields separated by commas or
+    /// spaces.
     pub fn search_fields_pattern(&self) -> String {
-        let one = format!("({})", self.searchable.join("|"));
-        format!("^{one}(,{one})*$")
+        list_pattern(&format!("({})", self.searchable.join("|")))
     }
 }
 
@@ -337,6 +344,47 @@ pub mod fields {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn list_patterns_accept_exactly_what_the_parser_accepts() {
+        let fields = fields::SCRIPTS;
+        let (sort, search) = (
+            regex::Regex::new(&fields.sort_pattern()).expect("sort pattern"),
+            regex::Regex::new(&fields.search_fields_pattern()).expect("searchFields pattern"),
+        );
+        for value in [
+            "",
+            " ",
+            ",",
+            "id",
+            "-id",
+            "id,-text",
+            "id -text",
+            " id , text ",
+            "\tid",
+            "id\tid",
+            "-",
+            "- id",
+            "--id",
+            "idx",
+            "id,,text",
+            "\u{3000}",
+            "text,createdAt",
+            "-createdAt ",
+        ] {
+            let accepted = |key| {
+                ListParams::from_query([(key, value)], &[])
+                    .and_then(|p| p.check_fields(fields.sortable, fields.searchable))
+                    .is_ok()
+            };
+            assert_eq!(sort.is_match(value), accepted("sort"), "sort {value:?}");
+            assert_eq!(
+                search.is_match(value),
+                accepted("searchFields"),
+                "searchFields {value:?}"
+            );
+        }
+    }
+
     use super::*;
 
     #[test]

@@ -229,6 +229,7 @@ pub struct ProfileInput {
     #[serde(default)]
     pub name: Option<String>,
     /// MiniJinja template of the iPXE script an `install` machine boots.
+    #[schema(schema_with = crate::rules::schema::text)]
     pub ipxe_template: String,
     /// The iPXE script a `rescue` machine boots.
     #[serde(default)]
@@ -258,6 +259,7 @@ pub struct Inventory {
     /// `bios` or `uefi`.
     pub firmware: String,
     pub cpu: InventoryCpu,
+    #[serde(deserialize_with = "crate::whole_number::u64")]
     pub memory_bytes: u64,
     #[serde(default)]
     pub disks: Vec<InventoryDisk>,
@@ -269,6 +271,7 @@ pub struct Inventory {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct InventoryCpu {
     pub model: String,
+    #[serde(deserialize_with = "crate::whole_number::u32")]
     pub count: u32,
 }
 
@@ -276,6 +279,7 @@ pub struct InventoryCpu {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct InventoryDisk {
     pub name: String,
+    #[serde(deserialize_with = "crate::whole_number::u64")]
     pub size_bytes: u64,
     #[serde(default)]
     pub model: String,
@@ -289,7 +293,7 @@ pub struct InventoryNic {
     pub mac: String,
     #[serde(default)]
     pub driver: String,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::whole_number::option_u32")]
     pub speed_mbps: Option<u32>,
     #[serde(default)]
     pub link: bool,

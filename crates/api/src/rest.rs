@@ -49,6 +49,7 @@ impl<T: ToSchema> Page<T> {
 #[serde(deny_unknown_fields)]
 pub struct ScriptInput {
     /// The script itself; at most 256 KiB.
+    #[schema(schema_with = crate::rules::schema::text)]
     pub text: String,
 }
 
@@ -80,6 +81,7 @@ pub struct SshKeyInput {
     /// An OpenSSH public key line (`ssh-ed25519 AAAA... comment`). Private keys are refused.
     pub text: String,
     /// The site (distributor artifact id) the key belongs to.
+    #[schema(schema_with = crate::rules::schema::artifact_id)]
     pub artifact_id: String,
 }
 
@@ -249,12 +251,15 @@ pub struct DistributorConfigInput {
     /// Optional (the original tutorial sends it): the site's artifact id, which must be the
     /// row's, or the tutorial's row number, which is not checked.
     #[serde(default)]
+    #[schema(schema_with = crate::rules::schema::site_check)]
     pub artifact_id: Option<SiteCheck>,
     /// The interface to answer on: one the distributor reported.
+    #[schema(min_length = 1)]
     pub device: String,
     /// The IPv4 network served: `192.168.1.0/24`, or one address in it (`192.168.1.1`, as the
     /// original tutorial and dnsmasq's proxy `dhcp-range` take it: the interface's own network
     /// that holds that address). The distributor's address must be in it.
+    #[schema(schema_with = crate::rules::schema::ipv4_range)]
     pub range: String,
 }
 
@@ -303,6 +308,7 @@ pub struct DistributorStatusInput {
     /// Optional (the original tutorial sends it): the site's artifact id, which must be the
     /// row's, or the tutorial's row number, which is not checked.
     #[serde(default)]
+    #[schema(schema_with = crate::rules::schema::site_check)]
     pub artifact_id: Option<SiteCheck>,
 }
 
@@ -343,6 +349,14 @@ impl<'de> Deserialize<'de> for SiteCheck {
             fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<SiteCheck, E> {
                 Ok(SiteCheck::RowNumber(v))
             }
+            // JSON has one number type: `1.0` is the row number 1 as much as `1` is.
+            fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<SiteCheck, E> {
+                if v.fract() == 0.0 && (0.0..=u64::MAX as f64).contains(&v) {
+                    Ok(SiteCheck::RowNumber(v as u64))
+                } else {
+                    Err(E::invalid_type(serde::de::Unexpected::Float(v), &self))
+                }
+            }
         }
         d.deserialize_any(Visitor)
     }
@@ -355,10 +369,13 @@ impl<'de> Deserialize<'de> for SiteCheck {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct LocalNodeInput {
     /// The node's IPv4 or IPv6 address.
+    #[schema(schema_with = crate::rules::schema::ip)]
     pub ip: String,
     /// The site (distributor) the node booted at.
+    #[schema(schema_with = crate::rules::schema::artifact_id)]
     pub artifact_id: String,
     #[serde(default)]
+    #[schema(schema_with = crate::rules::schema::mac)]
     pub mac: Option<String>,
     #[serde(default)]
     pub hostname: Option<String>,
@@ -413,6 +430,7 @@ impl From<proto::LocalNode> for LocalNodeRow {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct LocalNodeScriptInput {
     /// Run by the user's shell on the node; at most 256 KiB.
+    #[schema(schema_with = crate::rules::schema::text)]
     pub script: String,
     /// An OpenSSH private key (unencrypted) the node accepts.
     pub private_key: String,

@@ -23,9 +23,11 @@ use bootfleet_bus::{ArtifactStore, Bus, ReplayStore};
 use crate::auth::{Access, Verifier};
 use crate::http::HttpError;
 
-/// Bodies above this are refused with 413 (scripts themselves are bounded at 256 KiB). The
-/// limit is enforced by the JSON body extractor, the only one that reads bodies.
-pub const DEFAULT_BODY_LIMIT: usize = 1024 * 1024;
+/// Bodies above this are refused with 413. Scripts themselves are bounded at 256 KiB, which JSON
+/// may escape to six times as many bytes (`\u0003` for each control character), so the largest
+/// valid script fits with room to spare. The limit is enforced by the JSON body extractor, the
+/// only one that reads bodies.
+pub const DEFAULT_BODY_LIMIT: usize = 2 * 1024 * 1024;
 
 #[derive(Clone, Debug)]
 pub struct GatewayConfig {

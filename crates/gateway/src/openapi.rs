@@ -7,7 +7,9 @@ use utoipa::openapi::path::{
     HttpMethod, OperationBuilder, ParameterBuilder, ParameterIn, PathItemBuilder,
 };
 use utoipa::openapi::request_body::RequestBodyBuilder;
-use utoipa::openapi::schema::{KnownFormat, ObjectBuilder, SchemaFormat, Type};
+use utoipa::openapi::schema::{
+    AdditionalProperties, AllOfBuilder, KnownFormat, ObjectBuilder, SchemaFormat, Type,
+};
 use utoipa::openapi::security::{
     ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityRequirement, SecurityScheme,
 };
@@ -53,7 +55,44 @@ pub fn schemas(routes: &[RouteDef]) -> (BTreeMap<String, RefOr<Schema>>, Vec<Str
     }
     clashes.sort();
     clashes.dedup();
+    open_flattened_inputs(&mut by_name);
     (by_name, clashes)
+}
+
+/// A row that flattens its input (`GrubRow` is a `BuildState` and a `GrubInput`) is an `allOf`
+/// of the two; an input refuses unknown fields (`additionalProperties: false`), which would
+/// refuse the row's other fields too. Such parts are inlined without that restriction.
+fn open_flattened_inputs(schemas: &mut BTreeMap<String, RefOr<Schema>>) {
+    let closed = |schema: &RefOr<Schema>| match schema {
+        RefOr::T(Schema::Object(object))
+            if matches!(
+                object.additional_properties.as_deref(),
+                Some(AdditionalProperties::FreeForm(false))
+            ) =>
+        {
+            let mut open = object.clone();
+            open.additional_properties = None;
+            Some(RefOr::T(Schema::Object(open)))
+        }
+        _ => None,
+    };
+    let by_ref: BTreeMap<String, RefOr<Schema>> = schemas
+        .iter()
+        .filter_map(|(name, schema)| {
+            Some((format!("#/components/schemas/{name}"), closed(schema)?))
+        })
+        .collect();
+    for schema in schemas.values_mut() {
+        if let RefOr::T(Schema::AllOf(all_of)) = schema {
+            for item in &mut all_of.items {
+                if let RefOr::Ref(reference) = item {
+                    if let Some(open) = by_ref.get(&reference.ref_location) {
+                        *item = open.clone();
+                    }
+                }
+            }
+        }
+    }
 }
 
 fn method(m: &axum::http::Method) -> HttpMethod {
@@ -99,6 +138,13 @@ fn operation(route: &RouteDef) -> utoipa::openapi::path::Operation {
             ParamType::SearchFields(fields) => ObjectBuilder::new()
                 .schema_type(Type::String)
                 .pattern(Some(fields.search_fields_pattern())),
+            ParamType::Pattern(pattern) => ObjectBuilder::new()
+                .schema_type(Type::String)
+                .pattern(Some(pattern())),
+            ParamType::OneOf(values) => ObjectBuilder::new()
+                .schema_type(Type::String)
+                .enum_values(Some(values.iter().copied())),
+            ParamType::Boolean => ObjectBuilder::new().schema_type(Type::Boolean),
         };
         op = op.parameter(
             ParameterBuilder::new()
@@ -140,13 +186,28 @@ fn operation(route: &RouteDef) -> utoipa::openapi::path::Operation {
         );
     }
     if let Some(schema) = route.request {
+        let reference = Ref::from_schema_name(schema.name());
+        let body: RefOr<Schema> = if schema.required.is_empty() {
+            reference.into()
+        } else {
+            let mut required = ObjectBuilder::new();
+            for field in schema.required {
+                required = required.required(*field);
+            }
+            AllOfBuilder::new()
+                .item(reference)
+                .item(required)
+                .description(Some(format!(
+                    "Here {} must be given.",
+                    schema.required.join(", ")
+                )))
+                .into()
+        };
         op = op.request_body(Some(
             RequestBodyBuilder::new()
                 .content(
                     "application/json",
-                    ContentBuilder::new()
-                        .schema(Some(Ref::from_schema_name(schema.name())))
-                        .build(),
+                    ContentBuilder::new().schema(Some(body)).build(),
                 )
                 .required(Some(Required::True))
                 .build(),
@@ -211,7 +272,16 @@ fn operation(route: &RouteDef) -> utoipa::openapi::path::Operation {
                     .build(),
             ),
     };
-    op = op.response(route.status.to_string(), ok.build());
+    // A PUT to a named row (`/api/groups/{name}`, ...) makes the row when there is none.
+    let upsert = route.method == axum::http::Method::PUT
+        && route.params.iter().any(|p| p.in_path && p.name == "name");
+    let ok = ok.build();
+    if upsert {
+        let mut created = ok.clone();
+        created.description = "created: no row had this name".into();
+        op = op.response("201", created);
+    }
+    op = op.response(route.status.to_string(), ok);
     let on_bus = route.tag != "system";
     if on_bus {
         op = op.response(
@@ -236,12 +306,17 @@ fn operation(route: &RouteDef) -> utoipa::openapi::path::Operation {
     if route.params.iter().any(|p| p.in_path) {
         op = op.response("404", error_response("not_found: no row with this id"));
     }
+    if route.method != axum::http::Method::GET && on_bus {
+        op = op.response(
+            "409",
+            error_response(
+                "conflict: the change conflicts with an existing row or a built-in one, or the \
+                 Idempotency-Key was used for another request",
+            ),
+        );
+    }
     if route.request.is_some() {
         op = op
-            .response(
-                "409",
-                error_response("conflict: the change conflicts with an existing row"),
-            )
             .response(
                 "413",
                 error_response("payload_too_large: the body exceeds the limit"),

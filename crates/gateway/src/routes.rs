@@ -65,6 +65,12 @@ pub enum ParamType {
     Sort(ListFields),
     /// `searchFields`: comma-separated searchable fields of the list.
     SearchFields(ListFields),
+    /// A string matching this pattern (from `bootfleet_api::rules`, the validators' own).
+    Pattern(fn() -> String),
+    /// One of these strings.
+    OneOf(&'static [&'static str]),
+    /// `true` or `false`.
+    Boolean,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -83,11 +89,20 @@ pub struct Param {
 pub struct BodySchema {
     name: fn() -> String,
     collect: fn(&mut Vec<(String, RefOr<Schema>)>),
+    /// Fields this route requires though the type leaves them optional (a create, where the
+    /// same type serves an update that keeps what is left out).
+    pub required: &'static [&'static str],
 }
 
 impl BodySchema {
     pub fn of<T: ToSchema>() -> BodySchema {
+        BodySchema::requiring::<T>(&[])
+    }
+
+    /// `T`, with `required` required on this route.
+    pub fn requiring<T: ToSchema>(required: &'static [&'static str]) -> BodySchema {
         BodySchema {
+            required,
             name: || T::name().into_owned(),
             collect: |schemas| {
                 schemas.push((T::name().into_owned(), T::schema()));
@@ -99,6 +114,7 @@ impl BodySchema {
     /// A [`Page`] of `Row`s, under its name for that row type.
     pub fn page_of<Row: ToSchema>() -> BodySchema {
         BodySchema {
+            required: &[],
             name: Page::<Row>::schema_name,
             collect: |schemas| {
                 schemas.push((Page::<Row>::schema_name(), Page::<Row>::schema()));

@@ -17,7 +17,7 @@ pub(super) const NAME: Param = Param {
     name: "name",
     in_path: true,
     required: true,
-    ty: ParamType::String,
+    ty: ParamType::Pattern(bootfleet_api::rules::word_pattern),
     description: "The name (letters, digits, `_`, `-`, `.`).",
 };
 

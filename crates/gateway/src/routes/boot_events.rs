@@ -31,7 +31,7 @@ const MAC: Param = Param {
     name: "mac",
     in_path: false,
     required: false,
-    ty: ParamType::String,
+    ty: ParamType::Pattern(bootfleet_api::rules::mac_pattern),
     description: "Only this client's events (`52:54:00:12:34:56`).",
 };
 

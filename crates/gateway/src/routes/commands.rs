@@ -42,7 +42,7 @@ pub(super) fn routes() -> Vec<RouteDef> {
             "A command: a default `script` and `variants` per rank (a machine runs the variant of its first rank that has one). 409 when the name is taken or is a built-in's",
             c,
             vec![],
-            Some(BodySchema::of::<CommandInput>()),
+            Some(BodySchema::requiring::<CommandInput>(&["name"])),
             201,
             Body::json::<CommandRow>(),
             routing::post(create::<CommandInput>).layer(Extension(WRITES)),

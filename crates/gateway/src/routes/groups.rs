@@ -41,7 +41,7 @@ pub(super) fn routes() -> Vec<RouteDef> {
             "A group: explicit `members` (machine ids or names; an unknown one is refused naming `members`) and/or a `match` selector (`ranks`: any of them, `metadata`: all pairs); machines whose own `groups` name it belong too. 409 when the name is taken",
             g,
             vec![],
-            Some(BodySchema::of::<GroupInput>()),
+            Some(BodySchema::requiring::<GroupInput>(&["name"])),
             201,
             Body::json::<GroupRow>(),
             routing::post(create::<GroupInput>).layer(Extension(WRITES)),

@@ -24,12 +24,12 @@ const SERVICE: &str = subjects::LOCALNODES;
 
 collection!(LocalNodes, "localnodes", SERVICE, bootfleet_api::list::fields::LOCALNODES, proto::LocalNodeList => proto::LocalNode, LocalNodeRow);
 
-fn query_param(name: &'static str, description: &'static str, required: bool) -> Param {
+fn query_param(name: &'static str, ty: ParamType, description: &'static str) -> Param {
     Param {
         name,
         in_path: false,
-        required,
-        ty: ParamType::String,
+        required: false,
+        ty,
         description,
     }
 }
@@ -194,11 +194,11 @@ pub(super) fn routes() -> Vec<RouteDef> {
             summary: "A node registers itself (node or admin token, in the Authorization header; a node token scoped to a site registers that site's nodes only, 403 otherwise). Fields as a query string or a JSON body; registering the same ip at the same site again updates the row (200) instead of creating one (201)".into(),
             tag: "localnodes",
             params: vec![
-                query_param("ip", "The node's IPv4 or IPv6 address (or in the JSON body).", false),
-                query_param("artifactId", "The site the node booted at (or in the JSON body).", false),
-                query_param("mac", "Optional MAC address.", false),
-                query_param("hostname", "Optional host name.", false),
-                query_param("pingable", "Optional, `true` or `false`.", false),
+                query_param("ip", ParamType::String, "The node's IPv4 or IPv6 address (or in the JSON body, not both)."),
+                query_param("artifactId", ParamType::Pattern(bootfleet_api::rules::artifact_id_pattern), "The site the node booted at (or in the JSON body, not both)."),
+                query_param("mac", ParamType::Pattern(bootfleet_api::rules::mac_pattern), "Optional MAC address."),
+                query_param("hostname", ParamType::String, "Optional host name."),
+                query_param("pingable", ParamType::OneOf(&["true", "1", "false", "0"]), "Optional, `true` or `false`."),
             ],
             request: Some(BodySchema::of::<LocalNodeInput>()),
             status: 201,

@@ -435,7 +435,7 @@ const NAME: Param = Param {
     name: "name",
     in_path: true,
     required: true,
-    ty: ParamType::String,
+    ty: ParamType::Pattern(bootfleet_api::rules::word_pattern),
     description: "The profile's name.",
 };
 
@@ -443,7 +443,7 @@ const POWER_CYCLE: Param = Param {
     name: "powerCycle",
     in_path: false,
     required: false,
-    ty: ParamType::String,
+    ty: ParamType::Boolean,
     description: "`true`: after the state change, boot it once from the network and power-cycle it through its BMC.",
 };
 
@@ -451,7 +451,7 @@ const SITE: Param = Param {
     name: "artifactId",
     in_path: true,
     required: true,
-    ty: ParamType::String,
+    ty: ParamType::Pattern(bootfleet_api::rules::artifact_id_pattern),
     description: "The site (its distributor's artifact id).",
 };
 
@@ -459,7 +459,7 @@ const TEMPLATE: Param = Param {
     name: "template",
     in_path: true,
     required: true,
-    ty: ParamType::String,
+    ty: ParamType::Pattern(bootfleet_api::rules::template_name_pattern),
     description: "The template's name in the machine's profile (`kickstart`, `user-data`, ...).",
 };
 
@@ -467,7 +467,7 @@ const IMPORT_SITE: Param = Param {
     name: "artifactId",
     in_path: false,
     required: true,
-    ty: ParamType::String,
+    ty: ParamType::Pattern(bootfleet_api::rules::artifact_id_pattern),
     description: "The site the imported machines belong to.",
 };
 
@@ -497,7 +497,7 @@ pub(super) fn routes() -> Vec<RouteDef> {
             "Register a machine by its MAC at a site (state `ready` unless given); 409 when the MAC, or the name at that site, is taken",
             m,
             vec![],
-            Some(BodySchema::of::<MachineInput>()),
+            Some(BodySchema::requiring::<MachineInput>(&["mac", "artifactId"])),
             201,
             Body::json::<MachineRow>(),
             routing::post(create_machine),
@@ -718,7 +718,7 @@ pub(super) fn routes() -> Vec<RouteDef> {
             "A profile: its iPXE template, an optional rescue template and named installer templates, all MiniJinja; a template naming an unknown variable is refused (400)",
             p,
             vec![],
-            Some(BodySchema::of::<ProfileInput>()),
+            Some(BodySchema::requiring::<ProfileInput>(&["name"])),
             201,
             Body::json::<ProfileRow>(),
             routing::post(create_profile),

@@ -176,7 +176,7 @@ pub(super) fn routes() -> Vec<RouteDef> {
                 name: "algorithm",
                 in_path: false,
                 required: false,
-                ty: ParamType::String,
+                ty: ParamType::OneOf(bootfleet_api::rules::SSH_KEY_ALGORITHM_NAMES),
                 description: "ed25519 (default), ecdsa-p256, ecdsa-p384, rsa-3072 (also `rsa`), rsa-4096.",
             }],
             request: None,

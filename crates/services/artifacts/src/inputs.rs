@@ -140,6 +140,64 @@ pub fn hex(bytes: &[u8]) -> String {
 
 #[cfg(test)]
 mod tests {
+    /// The OpenAPI document states the builders' rules from `bootfleet_api::rules`; these hold
+    /// the lists and the label pattern to what the builders accept.
+    #[test]
+    fn the_documented_rules_are_the_builders_rules() {
+        use bootfleet_api::rules::*;
+        let bad = ["", "EFI", "x86_64", "bin", "img ", "zip"];
+        let with_bad = |good: &[&'static str]| [good, &bad[..]].concat();
+        for platform in with_bad(GRUB_PLATFORMS) {
+            for architecture in with_bad(GRUB_ARCHITECTURES) {
+                for extension in with_bad(GRUB_EXTENSIONS) {
+                    for fragment in with_bad(GRUB_FRAGMENTS) {
+                        let documented = GRUB_PLATFORMS.contains(&platform)
+                            && GRUB_ARCHITECTURES.contains(&architecture)
+                            && GRUB_EXTENSIONS.contains(&extension)
+                            && GRUB_FRAGMENTS.contains(&fragment);
+                        let parsed =
+                            grub::GrubSpec::parse("L", platform, architecture, extension, fragment);
+                        assert_eq!(
+                            parsed.is_ok(),
+                            documented,
+                            "{platform} {architecture} {extension} {fragment}"
+                        );
+                    }
+                }
+            }
+        }
+        for fragment in with_bad(SYSLINUX_FRAGMENTS) {
+            let parsed = syslinux::SyslinuxFragment::parse(fragment);
+            assert_eq!(
+                parsed.is_ok(),
+                SYSLINUX_FRAGMENTS.contains(&fragment),
+                "{fragment}"
+            );
+        }
+        let pattern = regex::Regex::new(LABEL_PATTERN).expect("label pattern");
+        let long = "x".repeat(LABEL_MAX_LEN + 1);
+        for label in [
+            "Cluster Platform Provisioner ISO",
+            "a",
+            "a.b_c-d",
+            " a",
+            "a ",
+            "a  b",
+            "a/b",
+            "ä",
+            "",
+            &long[1..],
+            &long,
+        ] {
+            let documented = pattern.is_match(label) && label.chars().count() <= LABEL_MAX_LEN;
+            assert_eq!(
+                bootfleet_boot_media::validate_label(label).is_ok(),
+                documented,
+                "{label:?}"
+            );
+        }
+    }
+
     use super::*;
 
     #[test]

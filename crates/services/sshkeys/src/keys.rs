@@ -129,13 +129,15 @@ pub const GENERATED_ALGORITHMS: [&str; 5] = [
 
 /// Canonical algorithm name for `GET /api/sshkey?algorithm=`; empty means the default, ed25519.
 pub fn generated_algorithm(requested: &str) -> Result<&'static str, ApiError> {
-    let name = match requested.trim().to_ascii_lowercase().as_str() {
-        "" | "ed25519" | "ssh-ed25519" => "ed25519",
-        "ecdsa" | "ecdsa-p256" | "p256" | "ecdsa-sha2-nistp256" => "ecdsa-p256",
-        "ecdsa-p384" | "p384" | "ecdsa-sha2-nistp384" => "ecdsa-p384",
-        "rsa" | "rsa-3072" | "ssh-rsa" => "rsa-3072",
-        "rsa-4096" => "rsa-4096",
-        _ => {
+    let requested = requested.trim().to_ascii_lowercase();
+    let known = bootfleet_api::rules::SSH_KEY_ALGORITHMS
+        .iter()
+        .find(|(name, _)| *name == requested)
+        .map(|(_, algorithm)| *algorithm);
+    let name = match known {
+        _ if requested.is_empty() => "ed25519",
+        Some(algorithm) => algorithm,
+        None => {
             return Err(ApiError::invalid(
                 "algorithm",
                 format!(
