@@ -170,31 +170,10 @@ impl Lab {
     }
 }
 
-macro_rules! on_both_backends {
-    ($($name:ident),* $(,)?) => {
-        mod sqlite {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() {
-                    super::$name(bootfleet_testkit::Backend::Sqlite).await
-                }
-            )*
-        }
-        mod postgres {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() {
-                    super::$name(bootfleet_testkit::Backend::Postgres).await
-                }
-            )*
-        }
-    };
-}
-
 mod actions;
 mod machines;
 
-on_both_backends!(
+bootfleet_testkit::on_both_backends!(
     text_registries_crud_list_search_and_page,
     sshkeys_register_list_update_delete,
     bad_input_is_refused_with_the_field_named_and_nothing_written,

@@ -52,13 +52,7 @@ pub struct Agent {
     pub machines: Option<Arc<crate::machines::Machines>>,
 }
 
-impl std::fmt::Debug for Agent {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Agent")
-            .field("artifact_id", &self.artifact_id)
-            .finish()
-    }
-}
+bootfleet_api::debug_fields!(Agent as a { artifact_id });
 
 impl Agent {
     pub fn new(bus_config: BusConfig, artifact_id: String, heartbeat: Duration) -> Agent {
@@ -283,15 +277,7 @@ impl Heartbeat {
 /// memory only; nothing here logs it.
 async fn run_on_node(exec: proto::NodeExec) -> Result<proto::NodeExecResult, ApiError> {
     use crate::ssh_exec::{self, ExecRequest};
-    let ip: std::net::IpAddr = exec
-        .ip
-        .parse()
-        .map_err(|_| ApiError::invalid("ip", "must be an IP address"))?;
-    let port = u16::try_from(exec.port)
-        .ok()
-        .filter(|p| *p > 0)
-        .unwrap_or(22);
-    let addr = std::net::SocketAddr::new(ip, port);
+    let addr = ssh_exec::node_addr(&exec.ip, exec.port)?;
     let timeout = Duration::from_secs(u64::from(exec.timeout_seconds.clamp(1, 3600)));
     let request = ExecRequest {
         addr,

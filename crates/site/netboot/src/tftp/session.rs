@@ -759,9 +759,20 @@ mod tests {
         client: &mut Client,
     ) -> (ReadTransfer, Vec<Vec<u8>>) {
         let mut transfer = ReadTransfer::start(request, file.len() as u64, limits);
+        let sent = run_to_end(&mut transfer, file, client);
+        (transfer, sent)
+    }
+
+    /// Sends what `transfer` owes and hands `client` its answers until nothing is left to send;
+    /// answers every datagram sent.
+    fn run_to_end<S: BlockSource + ?Sized>(
+        transfer: &mut ReadTransfer,
+        source: &S,
+        client: &mut Client,
+    ) -> Vec<Vec<u8>> {
         let mut sent = Vec::new();
         for _ in 0..1_000_000 {
-            let datagrams = drain(&mut transfer, file);
+            let datagrams = drain(transfer, source);
             if datagrams.is_empty() {
                 break;
             }
@@ -772,7 +783,7 @@ mod tests {
                 sent.push(datagram);
             }
         }
-        (transfer, sent)
+        sent
     }
 
     #[test]
@@ -948,17 +959,7 @@ mod tests {
         }
         assert_eq!(replies, [ack(5)]);
         transfer.on_packet(&replies[0]);
-        loop {
-            let datagrams = drain(&mut transfer, file.as_slice());
-            if datagrams.is_empty() {
-                break;
-            }
-            for datagram in datagrams {
-                if let Some(reply) = client.on_datagram(&datagram) {
-                    transfer.on_packet(&reply);
-                }
-            }
-        }
+        run_to_end(&mut transfer, file.as_slice(), &mut client);
         assert_eq!(client.data, file);
         let Some(Outcome::Completed(stats)) = transfer.outcome() else {
             panic!("not completed: {:?}", transfer.outcome());
@@ -1314,17 +1315,7 @@ mod tests {
         };
         let mut transfer = ReadTransfer::start(&octet(&[]), 1300, &Limits::default());
         let mut client = Client::new();
-        loop {
-            let datagrams = drain(&mut transfer, &source);
-            if datagrams.is_empty() {
-                break;
-            }
-            for datagram in datagrams {
-                if let Some(reply) = client.on_datagram(&datagram) {
-                    transfer.on_packet(&reply);
-                }
-            }
-        }
+        run_to_end(&mut transfer, &source, &mut client);
         assert_eq!(client.data, file);
 
         let stuck = TrickleSource {
