@@ -1063,14 +1063,20 @@ mod tests {
         );
     }
 
-    #[test]
-    fn timeouts_resend_then_fail_with_an_error() {
-        let file = patterned_file(100);
+    /// A file of `len` bytes and a transfer of it that gives up after `max_retries` timeouts.
+    fn retrying(len: usize, max_retries: u32) -> (Vec<u8>, ReadTransfer) {
+        let file = patterned_file(len);
         let limits = Limits {
-            max_retries: 3,
+            max_retries,
             ..Limits::default()
         };
-        let mut transfer = ReadTransfer::start(&octet(&[]), 100, &limits);
+        let transfer = ReadTransfer::start(&octet(&[]), len as u64, &limits);
+        (file, transfer)
+    }
+
+    #[test]
+    fn timeouts_resend_then_fail_with_an_error() {
+        let (file, mut transfer) = retrying(100, 3);
         assert_eq!(transfer.timeout(), Duration::from_secs(1));
         assert_eq!(data_blocks(&drain(&mut transfer, file.as_slice())), [1]);
         for _ in 0..3 {
@@ -1127,12 +1133,7 @@ mod tests {
 
     #[test]
     fn progress_resets_the_retry_count() {
-        let file = patterned_file(2000);
-        let limits = Limits {
-            max_retries: 2,
-            ..Limits::default()
-        };
-        let mut transfer = ReadTransfer::start(&octet(&[]), 2000, &limits);
+        let (file, mut transfer) = retrying(2000, 2);
         drain(&mut transfer, file.as_slice());
         transfer.on_timeout();
         transfer.on_timeout();
