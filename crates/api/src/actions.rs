@@ -210,22 +210,15 @@ pub struct RunInput {
     pub accept_new_host_keys: bool,
 }
 
-impl std::fmt::Debug for RunInput {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RunInput")
-            .field("machines", &self.machines)
-            .field("groups", &self.groups)
-            .field("user", &self.user)
-            .field(
-                "private_key",
-                &self.private_key.as_ref().map(|_| "<redacted>"),
-            )
-            .field("concurrency", &self.concurrency)
-            .field("timeout_seconds", &self.timeout_seconds)
-            .field("accept_new_host_keys", &self.accept_new_host_keys)
-            .finish()
-    }
-}
+crate::debug_fields!(RunInput as r {
+    machines,
+    groups,
+    user,
+    private_key: r.private_key.as_ref().map(|_| "<redacted>"),
+    concurrency,
+    timeout_seconds,
+    accept_new_host_keys,
+});
 
 /// One line of a run's stream (NDJSON): a line of output, a machine's end, or the run's end.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]

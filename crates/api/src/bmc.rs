@@ -74,22 +74,16 @@ pub struct BmcInput {
     pub system_id: Option<String>,
 }
 
-impl std::fmt::Debug for BmcInput {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("BmcInput")
-            .field("protocol", &self.protocol)
-            .field("address", &self.address)
-            .field("username", &self.username)
-            .field("password", &self.password.as_ref().map(|_| "***"))
-            .field(
-                "sealed_password",
-                &self.sealed_password.as_ref().map(|_| "***"),
-            )
-            .field("insecure", &self.insecure)
-            .field("system_id", &self.system_id)
-            .finish_non_exhaustive()
-    }
-}
+crate::debug_fields!(BmcInput as b {
+    protocol,
+    address,
+    username,
+    password: b.password.as_ref().map(|_| "***"),
+    sealed_password: b.sealed_password.as_ref().map(|_| "***"),
+    insecure,
+    system_id,
+    ..
+});
 
 /// A machine's BMC as the API shows it: everything but the password.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]

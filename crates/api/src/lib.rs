@@ -20,22 +20,49 @@ pub mod proto {
     include!(concat!(env!("OUT_DIR"), "/bootfleet.v1.rs"));
 
     // The password stays out of logs and panics (prost's derived Debug is skipped for it).
-    impl std::fmt::Debug for PowerRequest {
-        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-            f.debug_struct("PowerRequest")
-                .field("artifact_id", &self.artifact_id)
-                .field("machine_id", &self.machine_id)
-                .field("machine_name", &self.machine_name)
-                .field("protocol", &self.protocol)
-                .field("address", &self.address)
-                .field("username", &self.username)
-                .field("insecure", &self.insecure)
-                .field("system_id", &self.system_id)
-                .field("action", &self.action)
-                .field("boot_device", &self.boot_device)
-                .finish_non_exhaustive()
+    crate::debug_fields!(PowerRequest as r {
+        artifact_id,
+        machine_id,
+        machine_name,
+        protocol,
+        address,
+        username,
+        insecure,
+        system_id,
+        action,
+        boot_device,
+        ..
+    });
+}
+
+/// `debug_fields!(Type as t { a, b: t.secret.len(), .. })`: a `Debug` for a type that holds a
+/// secret (a password, a private key), which must never reach a log or a panic message, so only
+/// the fields named are shown: each as it is, or as the expression after its `:` (in which `t`
+/// is the value). A trailing `..` marks the output as leaving fields out.
+#[macro_export]
+macro_rules! debug_fields {
+    ($ty:ident $(<$lt:lifetime>)? as $v:ident { $($field:ident $(: $shown:expr)?),* $(,)? }) => {
+        $crate::debug_fields!(@impl finish, $ty $(<$lt>)?, $v, $($field $(: $shown)?),*);
+    };
+    ($ty:ident $(<$lt:lifetime>)? as $v:ident { $($field:ident $(: $shown:expr)?,)* .. }) => {
+        $crate::debug_fields!(@impl finish_non_exhaustive, $ty $(<$lt>)?, $v, $($field $(: $shown)?),*);
+    };
+    (@impl $finish:ident, $ty:ident $(<$lt:lifetime>)?, $v:ident, $($field:ident $(: $shown:expr)?),*) => {
+        impl ::std::fmt::Debug for $ty $(<$lt>)? {
+            fn fmt(&self, f: &mut ::std::fmt::Formatter<'_>) -> ::std::fmt::Result {
+                let $v = self;
+                f.debug_struct(stringify!($ty))
+                    $(.field(stringify!($field), &$crate::debug_fields!(@value $v, $field $(, $shown)?)))*
+                    .$finish()
+            }
         }
-    }
+    };
+    (@value $v:ident, $field:ident) => {
+        $v.$field
+    };
+    (@value $v:ident, $field:ident, $shown:expr) => {
+        $shown
+    };
 }
 
 pub use error::{ApiError, ErrorCode};

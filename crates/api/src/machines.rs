@@ -501,13 +501,7 @@ pub fn metadata(field: &str, values: &BTreeMap<String, String>) -> Result<(), Ap
 }
 
 fn bounded_text(field: &str, value: &str) -> Result<(), ApiError> {
-    if value.len() > MAX_INVENTORY_TEXT || value.chars().any(char::is_control) {
-        return Err(ApiError::invalid(
-            field,
-            format!("must be at most {MAX_INVENTORY_TEXT} bytes of printable text"),
-        ));
-    }
-    Ok(())
+    crate::validate::printable(field, value, MAX_INVENTORY_TEXT)
 }
 
 impl Inventory {

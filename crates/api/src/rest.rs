@@ -442,16 +442,12 @@ pub struct LocalNodeScriptInput {
     pub timeout_seconds: Option<u32>,
 }
 
-impl std::fmt::Debug for LocalNodeScriptInput {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("LocalNodeScriptInput")
-            .field("script_bytes", &self.script.len())
-            .field("private_key", &"***")
-            .field("user", &self.user)
-            .field("timeout_seconds", &self.timeout_seconds)
-            .finish()
-    }
-}
+crate::debug_fields!(LocalNodeScriptInput as i {
+    script_bytes: i.script.len(),
+    private_key: "***",
+    user,
+    timeout_seconds,
+});
 
 /// What the script did.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]

@@ -23,6 +23,17 @@ pub fn text(field: &str, value: &str) -> Result<(), ApiError> {
     Ok(())
 }
 
+/// Short free text (a hostname, a disk's model): at most `max` bytes, no control characters.
+pub fn printable(field: &str, value: &str, max: usize) -> Result<(), ApiError> {
+    if value.len() > max || value.chars().any(char::is_control) {
+        return Err(ApiError::invalid(
+            field,
+            format!("must be at most {max} bytes of printable text"),
+        ));
+    }
+    Ok(())
+}
+
 /// An artifact id names a site (a distributor) or an artifact: letters, digits, `.`, `_`, `-`,
 /// starting with a letter or digit. It ends up in NATS subjects and file names, so nothing else.
 pub fn artifact_id(field: &str, value: &str) -> Result<(), ApiError> {

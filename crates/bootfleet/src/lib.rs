@@ -40,6 +40,19 @@ pub fn service_names() -> Vec<&'static str> {
     services().iter().map(|s| s.name()).collect()
 }
 
+/// The gateway of the whole system with the default body limit and timeouts, node reads behind
+/// their tokens: what the tests and labs run (`bootfleet up` reads its settings from the
+/// environment, see [`config`]).
+pub fn gateway_config(verifier: bootfleet_gateway::auth::Verifier) -> GatewayConfig {
+    GatewayConfig {
+        services: service_names(),
+        verifier,
+        open_node_reads: false,
+        body_limit: bootfleet_gateway::DEFAULT_BODY_LIMIT,
+        limits: Default::default(),
+    }
+}
+
 /// The services `bootfleet service <name>` runs: the one of that name, or every builder for
 /// [`BUILDERS`].
 pub fn services_named(name: &str) -> Vec<Service> {

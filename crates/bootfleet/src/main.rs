@@ -95,28 +95,6 @@ fn parse_role(s: &str) -> Result<Role, String> {
     s.parse()
 }
 
-fn init_logging() {
-    use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_env("BOOTFLEET_LOG").unwrap_or_else(|_| {
-        EnvFilter::new("info,sqlx=warn,sea_orm_migration=warn,async_nats=warn")
-    });
-    // Never trace raw NATS payloads (they may carry secrets).
-    let filter = filter.add_directive(
-        bootfleet_bus::LOG_SECRET_GUARD
-            .parse()
-            .unwrap_or_else(|_| unreachable!("a valid directive")),
-    );
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
-    if std::env::var("BOOTFLEET_LOG_FORMAT").as_deref() == Ok("json") {
-        builder.json().init();
-    } else {
-        builder.init();
-    }
-}
-
 /// SIGINT/SIGTERM, listened for from the start: a signal that arrives while the system is still
 /// starting is kept and honoured as soon as it is up (a clean stop, never a kill mid-start).
 struct Shutdown {
@@ -445,7 +423,7 @@ async fn run(cli: Cli) -> Result<(), String> {
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging();
+    bootfleet_bus::init_logging("info,sqlx=warn,sea_orm_migration=warn,async_nats=warn");
     match run(cli).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

@@ -67,14 +67,7 @@ pub struct Credentials {
 }
 
 // The password stays out of logs and panics.
-impl std::fmt::Debug for Credentials {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Credentials")
-            .field("user", &self.user)
-            .field("inbox_prefix", &self.inbox_prefix)
-            .finish_non_exhaustive()
-    }
-}
+bootfleet_api::debug_fields!(Credentials as c { user, inbox_prefix, .. });
 
 /// What a user may publish and subscribe to.
 #[derive(Clone, Debug, PartialEq, Eq)]

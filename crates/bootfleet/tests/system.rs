@@ -10,7 +10,7 @@ use bootfleet_api::proto;
 use bootfleet_api::subjects::{Op, ScriptKind};
 use bootfleet_bus::{Bus, BusConfig, TraceParent};
 use bootfleet_gateway::auth::{self, Role, Secret, Verifier};
-use bootfleet_gateway::{GatewayConfig, DEFAULT_BODY_LIMIT};
+use bootfleet_gateway::GatewayConfig;
 use bootfleet_testkit::sse::EventStream;
 use bootfleet_testkit::{database_url, Backend, ChildGuard, NatsServer};
 use reqwest::{Method, StatusCode};
@@ -100,11 +100,9 @@ async fn lab_on(
         database_url,
         listen: "127.0.0.1:0".parse().expect("addr"),
         gateway: GatewayConfig {
-            services: bootfleet::service_names(),
-            verifier: Verifier::new(secret()),
             open_node_reads,
-            body_limit: DEFAULT_BODY_LIMIT,
             limits,
+            ..bootfleet::gateway_config(Verifier::new(secret()))
         },
     })
     .await
@@ -170,31 +168,10 @@ impl Lab {
     }
 }
 
-macro_rules! on_both_backends {
-    ($($name:ident),* $(,)?) => {
-        mod sqlite {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() {
-                    super::$name(bootfleet_testkit::Backend::Sqlite).await
-                }
-            )*
-        }
-        mod postgres {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() {
-                    super::$name(bootfleet_testkit::Backend::Postgres).await
-                }
-            )*
-        }
-    };
-}
-
 mod actions;
 mod machines;
 
-on_both_backends!(
+bootfleet_testkit::on_both_backends!(
     text_registries_crud_list_search_and_page,
     sshkeys_register_list_update_delete,
     bad_input_is_refused_with_the_field_named_and_nothing_written,
@@ -1363,13 +1340,7 @@ async fn readyz_reports_a_missing_service() {
         .await
         .expect("bind");
     let addr = listener.local_addr().expect("addr");
-    let config = GatewayConfig {
-        services: bootfleet::service_names(),
-        verifier: Verifier::new(secret()),
-        open_node_reads: false,
-        body_limit: DEFAULT_BODY_LIMIT,
-        limits: Default::default(),
-    };
+    let config = bootfleet::gateway_config(Verifier::new(secret()));
     let server = tokio::spawn(bootfleet_gateway::serve(
         listener,
         bus,
@@ -2074,7 +2045,6 @@ mod nats_permissions {
     use bootfleet_api::{proto, subjects, ErrorCode};
     use bootfleet_bus::{Auth, Bus, BusConfig, TraceParent};
     use bootfleet_gateway::auth::{self, Role, Verifier};
-    use bootfleet_gateway::{GatewayConfig, DEFAULT_BODY_LIMIT};
     use bootfleet_testkit::{database_url, Backend, NatsServer};
     use futures_util::StreamExt;
     use prost::Message;
@@ -2147,13 +2117,7 @@ mod nats_permissions {
             nats: services_bus,
             database_url: database_url(Backend::Sqlite, dir.path()),
             listen: "127.0.0.1:0".parse().expect("addr"),
-            gateway: GatewayConfig {
-                services: bootfleet::service_names(),
-                verifier: Verifier::new(secret.clone()),
-                open_node_reads: false,
-                body_limit: DEFAULT_BODY_LIMIT,
-                limits: Default::default(),
-            },
+            gateway: bootfleet::gateway_config(Verifier::new(secret.clone())),
         })
         .await
         .expect("the services start with the services user");

@@ -203,17 +203,25 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
 #[derive(Clone, Copy, Debug)]
 pub struct Trace(pub TraceParent);
 
-impl<S: Send + Sync> FromRequestParts<S> for Trace {
-    type Rejection = std::convert::Infallible;
+/// `from_extensions!(Type, default)`: an extractor of what a middleware put in the request's
+/// extensions, `default` without it (a router in a test).
+macro_rules! from_extensions {
+    ($ty:ty, $default:expr) => {
+        impl<S: Send + Sync> FromRequestParts<S> for $ty {
+            type Rejection = std::convert::Infallible;
 
-    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
-        Ok(parts
-            .extensions
-            .get::<Trace>()
-            .copied()
-            .unwrap_or_else(|| Trace(TraceParent::new_root())))
-    }
+            async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+                Ok(parts
+                    .extensions
+                    .get::<$ty>()
+                    .cloned()
+                    .unwrap_or_else(|| $default))
+            }
+        }
+    };
 }
+
+from_extensions!(Trace, Trace(TraceParent::new_root()));
 
 /// Outermost middleware: takes or starts the trace, logs each request with structured fields,
 /// and returns the trace id in `X-Trace-Id` so an operator can find the request in the logs.
@@ -342,18 +350,8 @@ fn millis(d: Duration) -> u64 {
         .min(YEAR_MS)
 }
 
-impl<S: Send + Sync> FromRequestParts<S> for Deadline {
-    type Rejection = std::convert::Infallible;
-
-    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
-        // Without the middleware (a router in a test), extending changes nothing.
-        Ok(parts
-            .extensions
-            .get::<Deadline>()
-            .cloned()
-            .unwrap_or_else(|| Deadline::new(Duration::MAX)))
-    }
-}
+// Without the middleware, extending changes nothing.
+from_extensions!(Deadline, Deadline::new(Duration::MAX));
 
 /// A request body that records whether its reader is waiting for the client, so that a
 /// deadline passing while the body trickles in is the client's 408, not our 504.

@@ -27,6 +27,7 @@ mod distributors;
 mod groups;
 mod localnodes;
 mod machines;
+mod relay;
 mod runs;
 mod scripts;
 mod sshkeys;
@@ -307,7 +308,7 @@ macro_rules! collection {
 use collection;
 
 /// A REST collection, `/api/<name>`, whose rows a service keeps: what the routes every
-/// collection has in the same form ([`list_route`], [`get_route`], [`delete_route`]) ask on the
+/// collection has in the same form ([`list_route`], [`row_route`]) ask on the
 /// bus, and how the answers become REST rows.
 trait Collection: Clone + Send + Sync + 'static {
     /// The service's list answer.
@@ -396,48 +397,19 @@ fn list_route<C: Collection>(
     }
 }
 
-/// `GET /api/<name>/{id}`: the row.
-fn get_route<C: Collection>(
+/// `GET /api/<name>/{id}` (`Op::Get`: the row) or `DELETE` (`Op::Delete`: answers with the
+/// deleted row).
+fn row_route<C: Collection>(
     collection: C,
+    op: Op,
     operation_id: impl Into<String>,
     summary: impl Into<String>,
 ) -> RouteDef {
-    let handler = routing::get(by_id::<C>).layer(Extension(Op::Get));
-    by_id_route(
-        collection,
-        Method::GET,
-        Access::Read,
-        handler,
-        operation_id,
-        summary,
-    )
-}
-
-/// `DELETE /api/<name>/{id}`: answers with the deleted row.
-fn delete_route<C: Collection>(
-    collection: C,
-    operation_id: impl Into<String>,
-    summary: impl Into<String>,
-) -> RouteDef {
-    let handler = routing::delete(by_id::<C>).layer(Extension(Op::Delete));
-    by_id_route(
-        collection,
-        Method::DELETE,
-        Access::Write,
-        handler,
-        operation_id,
-        summary,
-    )
-}
-
-fn by_id_route<C: Collection>(
-    collection: C,
-    method: Method,
-    access: Access,
-    handler: MethodRouter<AppState>,
-    operation_id: impl Into<String>,
-    summary: impl Into<String>,
-) -> RouteDef {
+    let (method, access, handler) = match op {
+        Op::Delete => (Method::DELETE, Access::Write, routing::delete(by_id::<C>)),
+        _ => (Method::GET, Access::Read, routing::get(by_id::<C>)),
+    };
+    let handler: MethodRouter<AppState> = handler.layer(Extension(op));
     RouteDef {
         method,
         path: format!("/api/{}/{{id}}", collection.name()),

@@ -344,6 +344,18 @@ mod tests {
     }
 
     /// Whether the server closes `stream` (EOF or reset) before `within`.
+    /// Sends `request` on a new connection and reads until the server closes it (within WAIT).
+    async fn exchange(server: &Running, request: &[u8]) -> String {
+        let mut stream = TcpStream::connect(server.addr).await.expect("connect");
+        stream.write_all(request).await.expect("write");
+        let mut answer = Vec::new();
+        tokio::time::timeout(WAIT, stream.read_to_end(&mut answer))
+            .await
+            .expect("answered and closed")
+            .expect("read");
+        String::from_utf8_lossy(&answer).into_owned()
+    }
+
     async fn closed_within(stream: &mut TcpStream, within: Duration) -> bool {
         let mut buf = [0u8; 256];
         matches!(
@@ -478,17 +490,11 @@ mod tests {
     #[tokio::test]
     async fn a_body_streaming_after_its_head_is_not_cut_by_the_deadline() {
         let server = start_deadline().await;
-        let mut stream = TcpStream::connect(server.addr).await.expect("connect");
-        stream
-            .write_all(b"GET /stream HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
-            .await
-            .expect("write");
-        let mut answer = Vec::new();
-        tokio::time::timeout(WAIT, stream.read_to_end(&mut answer))
-            .await
-            .expect("the whole body")
-            .expect("read");
-        let answer = String::from_utf8_lossy(&answer);
+        let answer = exchange(
+            &server,
+            b"GET /stream HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n",
+        )
+        .await;
         assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
         for part in ["part0;", "part1;", "part2;", "part3;"] {
             assert!(answer.contains(part), "{part} missing: {answer}");
@@ -501,17 +507,11 @@ mod tests {
     #[tokio::test]
     async fn a_body_still_awaited_at_the_deadline_is_the_clients_408() {
         let server = start_deadline().await;
-        let mut stream = TcpStream::connect(server.addr).await.expect("connect");
-        stream
-            .write_all(b"POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 100\r\n\r\nabc")
-            .await
-            .expect("write");
-        let mut answer = Vec::new();
-        tokio::time::timeout(WAIT, stream.read_to_end(&mut answer))
-            .await
-            .expect("answered and closed")
-            .expect("read");
-        let answer = String::from_utf8_lossy(&answer);
+        let answer = exchange(
+            &server,
+            b"POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 100\r\n\r\nabc",
+        )
+        .await;
         assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
         assert_eq!(error_code(&answer), "request_timeout", "{answer}");
         server.stop().await;

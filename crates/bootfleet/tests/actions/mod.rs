@@ -26,7 +26,7 @@ use super::{lab, Lab};
 /// Only there so a broken system fails the test instead of hanging it.
 const WAIT: Duration = Duration::from_secs(20);
 
-on_both_backends!(
+bootfleet_testkit::on_both_backends!(
     groups_resolve_members_matches_and_own_groups,
     commands_library_with_variants_and_built_ins,
     runs_pick_variants_keep_metadata_intact_and_survive_a_down_machine,

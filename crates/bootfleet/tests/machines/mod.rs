@@ -70,7 +70,7 @@ impl Lab {
     }
 }
 
-on_both_backends!(
+bootfleet_testkit::on_both_backends!(
     machines_crud_paging_validation_and_localnode_link,
     profiles_templates_and_machine_tokens,
     states_history_inventory_and_install_callback,

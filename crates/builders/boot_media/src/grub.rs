@@ -355,6 +355,12 @@ mod tests {
             (("ok", "efi", "x64", "exe", "img"), "extension"),
             (("ok", "efi", "x64", "efi", "iso"), "fragment"),
             (("ok", "efi", "x64", "efi", "../img"), "fragment"),
+            (("x;reboot", "efi", "x64", "efi", "img"), "label"),
+            (("two  spaces", "efi", "x64", "efi", "img"), "label"),
+            (("ok", "efi;", "x64", "efi", "img"), "platform"),
+            (("ok", "efi", "$(x)", "efi", "img"), "architecture"),
+            (("ok", "efi", "x64", "e fi", "img"), "extension"),
+            (("ok", "efi", "x64", "efi", "`img`"), "fragment"),
         ];
         for ((l, p, a, e, f), want) in cases {
             match GrubSpec::parse(l, p, a, e, f) {

@@ -484,17 +484,20 @@ mod tests {
         }
     }
 
-    /// A script whose child `sleep` (its pid written to `pidfile`) outlives it unless the
-    /// whole process tree is killed; `more` runs before it waits.
-    fn process_tree(dir: &Path, pidfile: &Path, more: &str) -> Command {
-        script(
-            dir,
+    /// In a new directory, a script whose child `sleep` (its pid written to the returned
+    /// pidfile) outlives it unless the whole process tree is killed; `more` runs before it waits.
+    fn process_tree(more: &str) -> (tempfile::TempDir, PathBuf, Command) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let pidfile = dir.path().join("grandchild.pid");
+        let command = script(
+            dir.path(),
             "tree.sh",
             &format!(
                 "#!/bin/sh\nsleep 100 &\necho $! > {}\n{more}wait\n",
                 pidfile.display()
             ),
-        )
+        );
+        (dir, pidfile, command)
     }
 
     fn assert_tree_gone(pidfile: &Path) {
@@ -507,9 +510,7 @@ mod tests {
 
     #[test]
     fn timeout_kills_the_whole_process_tree() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let pidfile = dir.path().join("grandchild.pid");
-        let s = process_tree(dir.path(), &pidfile, "echo started\n");
+        let (_dir, pidfile, s) = process_tree("echo started\n");
         let started = Instant::now();
         let err = s
             .timeout(Duration::from_millis(700))
@@ -529,9 +530,7 @@ mod tests {
 
     #[test]
     fn cancel_kills_the_whole_process_tree() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let pidfile = dir.path().join("grandchild.pid");
-        let s = process_tree(dir.path(), &pidfile, "");
+        let (_dir, pidfile, s) = process_tree("");
         let cancel = Cancel::default();
         let trigger = cancel.clone();
         let pidfile2 = pidfile.clone();

@@ -18,8 +18,8 @@ use serde::Serialize;
 use utoipa::ToSchema;
 
 use super::{
-    capitalized, created, delete_route, get_route, list_reply, list_route, path_id, Body,
-    BodySchema, Collection, Param, ParamType, RouteDef, ID, NODE_TOKEN,
+    capitalized, created, list_reply, list_route, path_id, row_route, Body, BodySchema, Collection,
+    Param, ParamType, RouteDef, ID, NODE_TOKEN,
 };
 use crate::auth::Access;
 use crate::http::{HttpResult, JsonBody, NewId, Trace};
@@ -223,13 +223,11 @@ fn kind_routes<K: Kind>(kind: K) -> Vec<RouteDef> {
             handler: routing::post(create::<K>),
         },
         list_route(kind, format!("list{}", capitalized(name)), format!("List {name}")),
-        get_route(
-            kind,
+        row_route(kind, Op::Get,
             format!("get{one}"),
             format!("One {singular} with its build status"),
         ),
-        delete_route(
-            kind,
+        row_route(kind, Op::Delete,
             format!("delete{one}"),
             format!("Delete a {singular} and, once no other row shares them, its bytes; answers with the deleted row"),
         ),

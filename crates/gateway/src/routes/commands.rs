@@ -6,8 +6,10 @@ use axum::http::Method;
 use axum::routing;
 use axum::Extension;
 use bootfleet_api::actions::{ops, CommandInput, CommandRow};
+use bootfleet_api::proto::ActionsCall;
 
-use super::actions::{by_name, create, list, put, Writes, NAME};
+use super::actions::{create, put, Writes, NAME};
+use super::relay::{by_key, list, op, Name};
 use super::{list_query, route, Body, BodySchema, RouteDef};
 use crate::auth::Access;
 
@@ -18,7 +20,6 @@ const WRITES: Writes = Writes {
 };
 
 pub(super) fn routes() -> Vec<RouteDef> {
-    let op = |op: &'static str| Extension(op);
     let c = "commands";
     vec![
         route(
@@ -32,7 +33,7 @@ pub(super) fn routes() -> Vec<RouteDef> {
             None,
             200,
             Body::Json(BodySchema::page_of::<CommandRow>()),
-            routing::get(list).layer(op(ops::COMMAND_LIST)),
+            routing::get(list::<ActionsCall>).layer(op(ops::COMMAND_LIST)),
         ),
         route(
             Method::POST,
@@ -58,7 +59,7 @@ pub(super) fn routes() -> Vec<RouteDef> {
             None,
             200,
             Body::json::<CommandRow>(),
-            routing::get(by_name).layer(op(ops::COMMAND_GET)),
+            routing::get(by_key::<ActionsCall, Name>).layer(op(ops::COMMAND_GET)),
         ),
         route(
             Method::PUT,
@@ -84,7 +85,7 @@ pub(super) fn routes() -> Vec<RouteDef> {
             None,
             200,
             Body::json::<CommandRow>(),
-            routing::delete(by_name).layer(op(ops::COMMAND_DELETE)),
+            routing::delete(by_key::<ActionsCall, Name>).layer(op(ops::COMMAND_DELETE)),
         ),
     ]
 }

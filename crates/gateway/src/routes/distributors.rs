@@ -8,11 +8,11 @@ use axum::Json;
 use bootfleet_api::rest::{
     DistributorConfigInput, DistributorRow, DistributorStatusInput, SiteCheck,
 };
-use bootfleet_api::subjects;
+use bootfleet_api::subjects::{self, Op};
 use bootfleet_api::{proto, validate, ApiError};
 
 use super::artifacts::local_path;
-use super::{collection, get_route, list_route, path_id, Body, BodySchema, RouteDef, ID};
+use super::{collection, list_route, path_id, row_route, Body, BodySchema, RouteDef, ID};
 use crate::auth::Access;
 use crate::http::{Deadline, HttpResult, JsonBody, Trace};
 use crate::AppState;
@@ -94,7 +94,7 @@ pub(super) fn routes() -> Vec<RouteDef> {
             "listDistributors",
             "List site agents, with `online` and `lastSeen`",
         ),
-        get_route(Distributors, "getDistributor", "One site agent"),
+        row_route(Distributors, Op::Get, "getDistributor", "One site agent"),
         RouteDef {
             method: Method::PUT,
             path: "/api/distributors/{id}".into(),

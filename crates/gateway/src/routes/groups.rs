@@ -5,8 +5,10 @@ use axum::http::Method;
 use axum::routing;
 use axum::Extension;
 use bootfleet_api::actions::{ops, GroupInput, GroupMachines, GroupRow};
+use bootfleet_api::proto::ActionsCall;
 
-use super::actions::{by_name, create, list, put, Writes, NAME};
+use super::actions::{create, put, Writes, NAME};
+use super::relay::{by_key, list, op, Name};
 use super::{list_query, route, Body, BodySchema, RouteDef};
 use crate::auth::Access;
 
@@ -17,7 +19,6 @@ const WRITES: Writes = Writes {
 };
 
 pub(super) fn routes() -> Vec<RouteDef> {
-    let op = |op: &'static str| Extension(op);
     let g = "groups";
     vec![
         route(
@@ -31,7 +32,7 @@ pub(super) fn routes() -> Vec<RouteDef> {
             None,
             200,
             Body::Json(BodySchema::page_of::<GroupRow>()),
-            routing::get(list).layer(op(ops::GROUP_LIST)),
+            routing::get(list::<ActionsCall>).layer(op(ops::GROUP_LIST)),
         ),
         route(
             Method::POST,
@@ -57,7 +58,7 @@ pub(super) fn routes() -> Vec<RouteDef> {
             None,
             200,
             Body::json::<GroupRow>(),
-            routing::get(by_name).layer(op(ops::GROUP_GET)),
+            routing::get(by_key::<ActionsCall, Name>).layer(op(ops::GROUP_GET)),
         ),
         route(
             Method::PUT,
@@ -83,7 +84,7 @@ pub(super) fn routes() -> Vec<RouteDef> {
             None,
             200,
             Body::json::<GroupRow>(),
-            routing::delete(by_name).layer(op(ops::GROUP_DELETE)),
+            routing::delete(by_key::<ActionsCall, Name>).layer(op(ops::GROUP_DELETE)),
         ),
         route(
             Method::GET,
@@ -96,7 +97,7 @@ pub(super) fn routes() -> Vec<RouteDef> {
             None,
             200,
             Body::json::<GroupMachines>(),
-            routing::get(by_name).layer(op(ops::GROUP_MACHINES)),
+            routing::get(by_key::<ActionsCall, Name>).layer(op(ops::GROUP_MACHINES)),
         ),
     ]
 }

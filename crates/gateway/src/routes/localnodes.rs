@@ -13,8 +13,8 @@ use bootfleet_api::subjects::{self, Op};
 use bootfleet_api::{proto, validate, ApiError, ErrorCode};
 
 use super::{
-    collection, created, delete_route, get_route, list_route, path_id, query_pairs, uncached, Body,
-    BodySchema, Param, ParamType, RouteDef, ID,
+    collection, created, list_route, path_id, query_pairs, row_route, uncached, Body, BodySchema,
+    Param, ParamType, RouteDef, ID,
 };
 use crate::auth::Access;
 use crate::http::{Deadline, HttpResult, JsonBody, Trace};
@@ -210,7 +210,7 @@ pub(super) fn routes() -> Vec<RouteDef> {
             "listLocalNodes",
             "List registered nodes, with `pingable` and `lastSeen`",
         ),
-        get_route(LocalNodes, "getLocalNode", "One registered node"),
+        row_route(LocalNodes, Op::Get, "getLocalNode", "One registered node"),
         RouteDef {
             method: Method::PUT,
             path: "/api/localnodes/{id}/script".into(),
@@ -224,8 +224,7 @@ pub(super) fn routes() -> Vec<RouteDef> {
             response: Body::json::<LocalNodeScriptResult>(),
             handler: routing::put(run_script),
         },
-        delete_route(
-            LocalNodes,
+        row_route(LocalNodes, Op::Delete,
             "deleteLocalNode",
             "Forget a node (it registers again when it next boots); answers with the deleted row",
         ),

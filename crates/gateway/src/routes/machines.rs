@@ -6,8 +6,7 @@
 //! The bodies travel to the `machines` service as JSON (`MachinesCall`); the service validates
 //! them and answers JSON or text (`MachinesReply`).
 
-use axum::extract::{Extension, FromRequestParts, Path, RawQuery, Request, State};
-use axum::http::request::Parts;
+use axum::extract::{Path, RawQuery, Request, State};
 use axum::http::{header, Method};
 use axum::response::Response;
 use axum::routing;
@@ -16,142 +15,42 @@ use bootfleet_api::machines::{
     MachineRow, PowerAction, PowerInput, PowerResult, ProfileInput, ProfileRow, SitePolicy,
     SitePolicyInput, StateInput, Timeline,
 };
-use bootfleet_api::subjects;
+use bootfleet_api::proto::MachinesCall;
 use bootfleet_api::{proto, ApiError};
-use serde::Serialize;
 
+use super::relay::{by_key, json_by_id, list, op, Id, Name, Relay, ServiceCall};
 use super::{
-    json_answer, list_params, list_query, path_id, query_pairs, raw_text, route, Body, BodySchema,
-    Param, ParamType, RouteDef, ID, NODE_TOKEN,
+    list_query, path_id, query_pairs, route, Body, BodySchema, Param, ParamType, RouteDef, ID,
+    NODE_TOKEN,
 };
-use crate::auth::{Access, Claims, MachineToken};
-use crate::http::{read_body, HttpError, HttpResult, JsonBody, NewId, Trace};
+use crate::auth::Access;
+use crate::http::{read_body, HttpResult, JsonBody, NewId};
 use crate::AppState;
-
-/// Who calls: an operator's claims or a machine's token (from the access check).
-#[derive(Clone, Debug, Default)]
-struct Caller {
-    actor: String,
-    role: String,
-    machine_token: String,
-}
-
-impl<S: Send + Sync> FromRequestParts<S> for Caller {
-    type Rejection = HttpError;
-
-    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
-        let mut caller = Caller::default();
-        if let Some(claims) = parts.extensions.get::<Claims>() {
-            caller.actor.clone_from(&claims.sub);
-            caller.role = claims.role.to_string();
-        }
-        if let Some(MachineToken(token)) = parts.extensions.get::<MachineToken>() {
-            caller.machine_token.clone_from(token);
-        }
-        Ok(caller)
-    }
-}
-
-impl Caller {
-    fn call(self, id: String) -> proto::MachinesCall {
-        proto::MachinesCall {
-            id,
-            actor: self.actor,
-            role: self.role,
-            machine_token: self.machine_token,
-            ..Default::default()
-        }
-    }
-}
-
-fn to_json<T: Serialize>(body: &T) -> Result<String, ApiError> {
-    serde_json::to_string(body).map_err(|e| ApiError::internal(format!("cannot encode: {e}")))
-}
 
 /// How long a power request may take: the machines service waits 27 s for the distributor,
 /// within the gateway's request timeout (30 s by default).
 const POWER_WAIT: std::time::Duration = std::time::Duration::from_secs(29);
 
-/// Sends `call` to the service's `op` and answers as it says: JSON, text, 201 with `location`.
-async fn send(
-    s: &AppState,
-    t: &Trace,
-    op: &str,
-    call: proto::MachinesCall,
-    location: Option<String>,
-) -> HttpResult<Response> {
-    send_on(&s.bus, t, op, call, location).await
-}
-
-async fn send_on(
-    bus: &bootfleet_bus::Bus,
-    t: &Trace,
-    op: &str,
-    call: proto::MachinesCall,
-    location: Option<String>,
-) -> HttpResult<Response> {
-    let reply: proto::MachinesReply = bus.request(&t.0, &subjects::machines_op(op), &call).await?;
-    if reply.content_type == "text/plain" {
-        return Ok(raw_text(reply.body));
-    }
-    Ok(json_answer(reply.body, reply.created, location))
-}
-
 // ---- machines ---------------------------------------------------------------------------
 
-async fn list_machines(
-    State(s): State<AppState>,
-    t: Trace,
-    caller: Caller,
-    RawQuery(q): RawQuery,
-) -> HttpResult<Response> {
-    let params = list_params(q.as_deref())?;
-    let mut call = caller.call(String::new());
-    call.list = Some(params.to_proto());
-    send(&s, &t, ops::LIST, call, None).await
-}
-
 async fn create_machine(
-    State(s): State<AppState>,
-    t: Trace,
-    caller: Caller,
+    r: Relay,
     NewId(id): NewId,
     JsonBody(body): JsonBody<MachineInput>,
 ) -> HttpResult<Response> {
-    let mut call = caller.call(id.clone());
-    call.body = to_json(&sealed(&s, &t, body).await?)?;
-    send(
-        &s,
-        &t,
-        ops::CREATE,
-        call,
-        Some(format!("/api/machines/{id}")),
-    )
-    .await
-}
-
-/// A route that names a machine and sends no body: the operation is in the extensions.
-async fn by_id(
-    State(s): State<AppState>,
-    Extension(op): Extension<&'static str>,
-    t: Trace,
-    caller: Caller,
-    Path(id): Path<String>,
-) -> HttpResult<Response> {
-    let call = caller.call(path_id(&id)?);
-    send(&s, &t, op, call, None).await
+    let call = r.call_with::<MachinesCall, _>(id.clone(), &sealed(&r, body).await?)?;
+    let location = format!("/api/machines/{id}");
+    r.send(ops::CREATE, call, Some(location)).await
 }
 
 async fn update_machine(
-    State(s): State<AppState>,
-    t: Trace,
-    caller: Caller,
+    r: Relay,
     Path(id): Path<String>,
     JsonBody(body): JsonBody<MachineInput>,
 ) -> HttpResult<Response> {
-    let mut call = caller.call(path_id(&id)?);
-    call.body = to_json(&sealed(&s, &t, body).await?)?;
-    send(&s, &t, ops::UPDATE, call, None).await
+    let id = path_id(&id)?;
+    let call = r.call_with::<MachinesCall, _>(id, &sealed(&r, body).await?)?;
+    r.send(ops::UPDATE, call, None).await
 }
 
 /// The machines service's answer to `seal-key`.
@@ -163,7 +62,7 @@ struct SealKey {
 
 /// Seals a BMC password of `body` to the machines service's key before it is relayed, so the
 /// cleartext never crosses NATS (only the one request to the distributor carries it).
-async fn sealed(s: &AppState, t: &Trace, mut body: MachineInput) -> HttpResult<MachineInput> {
+async fn sealed(r: &Relay, mut body: MachineInput) -> HttpResult<MachineInput> {
     let Some(Some(bmc)) = body.bmc.as_mut() else {
         return Ok(body);
     };
@@ -175,12 +74,12 @@ async fn sealed(s: &AppState, t: &Trace, mut body: MachineInput) -> HttpResult<M
             ApiError::invalid("bmc.password", "give password or sealedPassword, not both").into(),
         );
     }
-    let reply: proto::MachinesReply = s
+    let reply: proto::MachinesReply = r
         .bus
         .request(
-            &t.0,
-            &subjects::machines_op(ops::SEAL_KEY),
-            &proto::MachinesCall::default(),
+            &r.trace.0,
+            &MachinesCall::subject(ops::SEAL_KEY),
+            &MachinesCall::default(),
         )
         .await?;
     let key: SealKey = serde_json::from_str(&reply.body)
@@ -192,40 +91,16 @@ async fn sealed(s: &AppState, t: &Trace, mut body: MachineInput) -> HttpResult<M
 }
 
 async fn power(
-    State(s): State<AppState>,
-    t: Trace,
-    caller: Caller,
+    r: Relay,
     Path(id): Path<String>,
     JsonBody(body): JsonBody<PowerInput>,
 ) -> HttpResult<Response> {
-    let mut call = caller.call(path_id(&id)?);
-    call.body = to_json(&body)?;
-    send_on(
-        &s.bus.with_timeout(POWER_WAIT, 1),
-        &t,
-        ops::POWER,
-        call,
-        None,
-    )
-    .await
-}
-
-async fn set_state(
-    State(s): State<AppState>,
-    t: Trace,
-    caller: Caller,
-    Path(id): Path<String>,
-    JsonBody(body): JsonBody<StateInput>,
-) -> HttpResult<Response> {
-    let mut call = caller.call(path_id(&id)?);
-    call.body = to_json(&body)?;
-    send(&s, &t, ops::STATE, call, None).await
+    let call = r.call_with::<MachinesCall, _>(path_id(&id)?, &body)?;
+    r.waiting(POWER_WAIT).send(ops::POWER, call, None).await
 }
 
 async fn reinstall(
-    State(s): State<AppState>,
-    t: Trace,
-    caller: Caller,
+    r: Relay,
     Path(id): Path<String>,
     RawQuery(query): RawQuery,
 ) -> HttpResult<Response> {
@@ -243,29 +118,22 @@ async fn reinstall(
         }
     }
     let id = path_id(&id)?;
-    let mut call = caller.clone().call(id.clone());
-    call.body = to_json(&StateInput {
+    let to_install = StateInput {
         state: bootfleet_api::machines::MachineState::Install,
         reason: Some("reinstall".into()),
-    })?;
-    let changed = send(&s, &t, ops::STATE, call, None).await?;
+    };
+    let call = r.call_with::<MachinesCall, _>(id.clone(), &to_install)?;
+    let changed = r.send(ops::STATE, call, None).await?;
     if !power_cycle || !changed.status().is_success() {
         return Ok(changed);
     }
     // Through its BMC: a one-time PXE boot, then a power cycle, so the installer starts now.
-    let mut call = caller.call(id);
-    call.body = to_json(&PowerInput {
+    let cycle = PowerInput {
         action: PowerAction::Cycle,
         boot_device: Some(BootDevice::Pxe),
-    })?;
-    let cycled = send_on(
-        &s.bus.with_timeout(POWER_WAIT, 1),
-        &t,
-        ops::POWER,
-        call,
-        None,
-    )
-    .await?;
+    };
+    let call = r.call_with::<MachinesCall, _>(id, &cycle)?;
+    let cycled = r.waiting(POWER_WAIT).send(ops::POWER, call, None).await?;
     Ok(if cycled.status().is_success() {
         changed
     } else {
@@ -273,12 +141,7 @@ async fn reinstall(
     })
 }
 
-async fn import(
-    State(s): State<AppState>,
-    t: Trace,
-    caller: Caller,
-    req: Request,
-) -> HttpResult<Response> {
+async fn import(State(s): State<AppState>, r: Relay, req: Request) -> HttpResult<Response> {
     let mut site = None;
     for (key, value) in query_pairs(req.uri().query())? {
         match key.as_str() {
@@ -300,133 +163,59 @@ async fn import(
     let bytes = read_body(req, &s).await?;
     let text =
         String::from_utf8(bytes).map_err(|_| ApiError::invalid("body", "must be utf-8 text"))?;
-    let mut call = caller.call(site);
+    let mut call = r.call::<MachinesCall>(site);
     call.body = text;
     call.name = content_type;
-    send(&s, &t, ops::IMPORT, call, None).await
+    r.send(ops::IMPORT, call, None).await
 }
 
 // ---- node-facing ------------------------------------------------------------------------
 
-async fn file(
-    State(s): State<AppState>,
-    t: Trace,
-    caller: Caller,
-    Path((id, template)): Path<(String, String)>,
-) -> HttpResult<Response> {
+async fn file(r: Relay, Path((id, template)): Path<(String, String)>) -> HttpResult<Response> {
     bootfleet_api::machines::template_name("template", &template)?;
-    let mut call = caller.call(path_id(&id)?);
+    let mut call = r.call::<MachinesCall>(path_id(&id)?);
     call.name = template;
-    send(&s, &t, ops::FILE, call, None).await
-}
-
-async fn inventory(
-    State(s): State<AppState>,
-    t: Trace,
-    caller: Caller,
-    Path(id): Path<String>,
-    JsonBody(body): JsonBody<Inventory>,
-) -> HttpResult<Response> {
-    let mut call = caller.call(path_id(&id)?);
-    call.body = to_json(&body)?;
-    send(&s, &t, ops::INVENTORY, call, None).await
-}
-
-async fn event(
-    State(s): State<AppState>,
-    t: Trace,
-    caller: Caller,
-    Path(id): Path<String>,
-    JsonBody(body): JsonBody<MachineEventInput>,
-) -> HttpResult<Response> {
-    let mut call = caller.call(path_id(&id)?);
-    call.body = to_json(&body)?;
-    send(&s, &t, ops::EVENT, call, None).await
+    r.send(ops::FILE, call, None).await
 }
 
 // ---- profiles and sites -----------------------------------------------------------------
 
-async fn list_profiles(
-    State(s): State<AppState>,
-    t: Trace,
-    caller: Caller,
-    RawQuery(q): RawQuery,
-) -> HttpResult<Response> {
-    let params = list_params(q.as_deref())?;
-    let mut call = caller.call(String::new());
-    call.list = Some(params.to_proto());
-    send(&s, &t, ops::PROFILE_LIST, call, None).await
-}
-
-async fn create_profile(
-    State(s): State<AppState>,
-    t: Trace,
-    caller: Caller,
-    JsonBody(body): JsonBody<ProfileInput>,
-) -> HttpResult<Response> {
+async fn create_profile(r: Relay, JsonBody(body): JsonBody<ProfileInput>) -> HttpResult<Response> {
     let name = body
         .name
         .clone()
         .ok_or_else(|| ApiError::invalid("name", "is required"))?;
     bootfleet_api::machines::word("name", &name)?;
-    let mut call = caller.call(uuid::Uuid::new_v4().to_string());
-    call.body = to_json(&body)?;
-    send(
-        &s,
-        &t,
-        ops::PROFILE_CREATE,
-        call,
-        Some(format!("/api/profiles/{name}")),
-    )
-    .await
-}
-
-async fn by_name(
-    State(s): State<AppState>,
-    Extension(op): Extension<&'static str>,
-    t: Trace,
-    caller: Caller,
-    Path(name): Path<String>,
-) -> HttpResult<Response> {
-    bootfleet_api::machines::word("name", &name)?;
-    send(&s, &t, op, caller.call(name), None).await
+    let call = r.call_with::<MachinesCall, _>(uuid::Uuid::new_v4().to_string(), &body)?;
+    let location = format!("/api/profiles/{name}");
+    r.send(ops::PROFILE_CREATE, call, Some(location)).await
 }
 
 async fn put_profile(
-    State(s): State<AppState>,
-    t: Trace,
-    caller: Caller,
+    r: Relay,
     Path(name): Path<String>,
     JsonBody(body): JsonBody<ProfileInput>,
 ) -> HttpResult<Response> {
     bootfleet_api::machines::word("name", &name)?;
     let location = format!("/api/profiles/{name}");
-    let mut call = caller.call(name);
-    call.body = to_json(&body)?;
-    send(&s, &t, ops::PROFILE_PUT, call, Some(location)).await
+    let call = r.call_with::<MachinesCall, _>(name, &body)?;
+    r.send(ops::PROFILE_PUT, call, Some(location)).await
 }
 
-async fn get_site(
-    State(s): State<AppState>,
-    t: Trace,
-    caller: Caller,
-    Path(site): Path<String>,
-) -> HttpResult<Response> {
+async fn get_site(r: Relay, Path(site): Path<String>) -> HttpResult<Response> {
     bootfleet_api::validate::artifact_id("artifactId", &site)?;
-    send(&s, &t, ops::SITE_GET, caller.call(site), None).await
+    r.send(ops::SITE_GET, r.call::<MachinesCall>(site), None)
+        .await
 }
 
 async fn put_site(
-    State(s): State<AppState>,
-    t: Trace,
-    caller: Caller,
+    r: Relay,
     Path(site): Path<String>,
     JsonBody(body): JsonBody<SitePolicyInput>,
 ) -> HttpResult<Response> {
     bootfleet_api::validate::artifact_id("artifactId", &site)?;
-    let mut call = caller.call(site);
-    call.body = to_json(&body)?;
-    send(&s, &t, ops::SITE_PUT, call, None).await
+    let call = r.call_with::<MachinesCall, _>(site, &body)?;
+    r.send(ops::SITE_PUT, call, None).await
 }
 
 // ---- the table ----------------------------------------------------------------------------
@@ -472,7 +261,6 @@ const IMPORT_SITE: Param = Param {
 };
 
 pub(super) fn routes() -> Vec<RouteDef> {
-    let op = |op: &'static str| Extension(op);
     let m = "machines";
     let p = "profiles";
     vec![
@@ -487,7 +275,7 @@ pub(super) fn routes() -> Vec<RouteDef> {
             None,
             200,
             Body::Json(BodySchema::page_of::<MachineRow>()),
-            routing::get(list_machines),
+            routing::get(list::<MachinesCall>).layer(op(ops::LIST)),
         ),
         route(
             Method::POST,
@@ -526,7 +314,7 @@ pub(super) fn routes() -> Vec<RouteDef> {
             None,
             200,
             Body::json::<MachineRow>(),
-            routing::get(by_id).layer(op(ops::GET)),
+            routing::get(by_key::<MachinesCall, Id>).layer(op(ops::GET)),
         ),
         route(
             Method::PUT,
@@ -552,7 +340,7 @@ pub(super) fn routes() -> Vec<RouteDef> {
             None,
             200,
             Body::json::<MachineRow>(),
-            routing::delete(by_id).layer(op(ops::DELETE)),
+            routing::delete(by_key::<MachinesCall, Id>).layer(op(ops::DELETE)),
         ),
         route(
             Method::PUT,
@@ -565,7 +353,7 @@ pub(super) fn routes() -> Vec<RouteDef> {
             Some(BodySchema::of::<StateInput>()),
             200,
             Body::json::<MachineRow>(),
-            routing::put(set_state),
+            routing::put(json_by_id::<MachinesCall, StateInput>).layer(op(ops::STATE)),
         ),
         route(
             Method::POST,
@@ -604,7 +392,7 @@ pub(super) fn routes() -> Vec<RouteDef> {
             None,
             200,
             Body::json::<MachineHistory>(),
-            routing::get(by_id).layer(op(ops::HISTORY)),
+            routing::get(by_key::<MachinesCall, Id>).layer(op(ops::HISTORY)),
         ),
         route(
             Method::GET,
@@ -617,7 +405,7 @@ pub(super) fn routes() -> Vec<RouteDef> {
             None,
             200,
             Body::json::<Timeline>(),
-            routing::get(by_id).layer(op(ops::TIMELINE)),
+            routing::get(by_key::<MachinesCall, Id>).layer(op(ops::TIMELINE)),
         ),
         route(
             Method::GET,
@@ -630,7 +418,7 @@ pub(super) fn routes() -> Vec<RouteDef> {
             None,
             200,
             Body::Text,
-            routing::get(by_id).layer(op(ops::SCRIPT)),
+            routing::get(by_key::<MachinesCall, Id>).layer(op(ops::SCRIPT)),
         ),
         route(
             Method::GET,
@@ -656,7 +444,7 @@ pub(super) fn routes() -> Vec<RouteDef> {
             Some(BodySchema::of::<Inventory>()),
             200,
             Body::json::<MachineRow>(),
-            routing::post(inventory),
+            routing::post(json_by_id::<MachinesCall, Inventory>).layer(op(ops::INVENTORY)),
         ),
         route(
             Method::POST,
@@ -669,7 +457,7 @@ pub(super) fn routes() -> Vec<RouteDef> {
             Some(BodySchema::of::<MachineEventInput>()),
             200,
             Body::json::<MachineRow>(),
-            routing::post(event),
+            routing::post(json_by_id::<MachinesCall, MachineEventInput>).layer(op(ops::EVENT)),
         ),
         route(
             Method::GET,
@@ -708,7 +496,7 @@ pub(super) fn routes() -> Vec<RouteDef> {
             None,
             200,
             Body::Json(BodySchema::page_of::<ProfileRow>()),
-            routing::get(list_profiles),
+            routing::get(list::<MachinesCall>).layer(op(ops::PROFILE_LIST)),
         ),
         route(
             Method::POST,
@@ -734,7 +522,7 @@ pub(super) fn routes() -> Vec<RouteDef> {
             None,
             200,
             Body::json::<ProfileRow>(),
-            routing::get(by_name).layer(op(ops::PROFILE_GET)),
+            routing::get(by_key::<MachinesCall, Name>).layer(op(ops::PROFILE_GET)),
         ),
         route(
             Method::PUT,
@@ -760,7 +548,7 @@ pub(super) fn routes() -> Vec<RouteDef> {
             None,
             200,
             Body::json::<ProfileRow>(),
-            routing::delete(by_name).layer(op(ops::PROFILE_DELETE)),
+            routing::delete(by_key::<MachinesCall, Name>).layer(op(ops::PROFILE_DELETE)),
         ),
     ]
 }

@@ -10,7 +10,7 @@
 
 use std::time::Duration;
 
-use axum::extract::{Extension, Path, State};
+use axum::extract::{Extension, Path};
 use axum::http::{header, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing;
@@ -19,25 +19,16 @@ use bootfleet_api::{proto, subjects, ApiError};
 use bytes::Bytes;
 use futures_util::StreamExt;
 
-use super::actions::{call, list, send, to_json, NAME};
-use super::{list_query, path_id, route, Body, BodySchema, RouteDef, ID};
-use crate::auth::{Access, Claims};
-use crate::http::{HttpResult, JsonBody, Trace};
+use super::actions::NAME;
+use super::relay::{by_key, list, Id, Relay};
+use super::{list_query, route, Body, BodySchema, RouteDef, ID};
+use crate::auth::Access;
+use crate::http::{HttpResult, JsonBody};
 use crate::server::Stopping;
-use crate::AppState;
 
 /// How long the stream waits past a machine's timeout for the next line before it gives up on
 /// the run (the service that ran it is gone); the run's record still says how it ended.
 const SILENCE_GRACE: Duration = Duration::from_secs(60);
-
-async fn get_run(
-    State(s): State<AppState>,
-    t: Trace,
-    Extension(claims): Extension<Claims>,
-    Path(id): Path<String>,
-) -> HttpResult<Response> {
-    send(&s, &t, ops::RUN_GET, call(&claims, path_id(&id)?), None).await
-}
 
 fn line(event: &RunEvent) -> Bytes {
     let mut text = serde_json::to_vec(event).unwrap_or_default();
@@ -46,9 +37,7 @@ fn line(event: &RunEvent) -> Bytes {
 }
 
 async fn start_run(
-    State(s): State<AppState>,
-    t: Trace,
-    Extension(claims): Extension<Claims>,
+    r: Relay,
     Path(name): Path<String>,
     stopping: Option<Extension<Stopping>>,
     JsonBody(body): JsonBody<RunInput>,
@@ -60,19 +49,18 @@ async fn start_run(
     )) + SILENCE_GRACE;
     let unavailable =
         |e: &dyn std::fmt::Display| ApiError::unavailable(format!("cannot follow the run: {e}"));
-    let events = s
+    let events = r
         .bus
         .client()
         .subscribe(subjects::run_events(&run_id))
         .await
         .map_err(|e| unavailable(&e))?;
-    s.bus.sync().await.map_err(|e| unavailable(&e))?;
-    let mut call = call(&claims, name);
+    r.bus.sync().await.map_err(|e| unavailable(&e))?;
+    let mut call = r.call_with::<proto::ActionsCall, _>(name, &body)?;
     call.run_id = run_id.clone();
-    call.body = to_json(&body)?;
-    let reply: proto::ActionsReply = s
+    let reply: proto::ActionsReply = r
         .bus
-        .request(&t.0, &subjects::actions_op(ops::RUN_START), &call)
+        .request(&r.trace.0, &subjects::actions_op(ops::RUN_START), &call)
         .await?;
     let row: RunRow = serde_json::from_str(&reply.body).map_err(|e| {
         ApiError::internal(format!(
@@ -178,7 +166,7 @@ pub(super) fn routes() -> Vec<RouteDef> {
             None,
             200,
             Body::Json(BodySchema::page_of::<RunRow>()),
-            routing::get(list).layer(Extension(ops::RUN_LIST)),
+            routing::get(list::<proto::ActionsCall>).layer(Extension(ops::RUN_LIST)),
         ),
         route(
             Method::GET,
@@ -191,7 +179,7 @@ pub(super) fn routes() -> Vec<RouteDef> {
             None,
             200,
             Body::json::<RunRow>(),
-            routing::get(get_run),
+            routing::get(by_key::<proto::ActionsCall, Id>).layer(Extension(ops::RUN_GET)),
         ),
     ]
 }

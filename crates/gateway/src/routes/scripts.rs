@@ -11,8 +11,8 @@ use bootfleet_api::subjects::{Op, ScriptKind};
 use bootfleet_api::{proto, validate, ApiError};
 
 use super::{
-    capitalized, created, delete_route, list_reply, list_route, path_id, raw_text, wants_json,
-    Body, BodySchema, Collection, RouteDef, ID, NODE_TOKEN,
+    capitalized, created, list_reply, list_route, path_id, raw_text, row_route, wants_json, Body,
+    BodySchema, Collection, RouteDef, ID, NODE_TOKEN,
 };
 use crate::auth::Access;
 use crate::http::{HttpResult, JsonBody, NewId, Trace};
@@ -146,8 +146,9 @@ fn kind_routes(kind: ScriptKind) -> Vec<RouteDef> {
             response: Body::json::<ScriptRow>(),
             handler: routing::put(update).layer(Extension(kind)),
         },
-        delete_route(
+        row_route(
             kind,
+            Op::Delete,
             format!("delete{one}"),
             format!("Delete a {}; answers with the deleted row", kind.singular()),
         ),

@@ -12,7 +12,7 @@ use bootfleet_api::subjects::{self, Op};
 use bootfleet_api::{proto, validate, ApiError, ErrorCode};
 
 use super::{
-    collection, created, delete_route, list_route, path_id, query_pairs, raw_text, uncached,
+    collection, created, list_route, path_id, query_pairs, raw_text, row_route, uncached,
     wants_json, Body, BodySchema, Param, ParamType, RouteDef, ID, NODE_TOKEN,
 };
 use crate::auth::{Access, Claims, Role};
@@ -160,8 +160,7 @@ pub(super) fn routes() -> Vec<RouteDef> {
             response: Body::json::<SshKeyRow>(),
             handler: routing::put(update),
         },
-        delete_route(
-            SshKeys,
+        row_route(SshKeys, Op::Delete,
             "deleteSshkey",
             "Delete a registered key; answers with the deleted row",
         ),

@@ -100,19 +100,15 @@ impl std::fmt::Debug for Auth {
     }
 }
 
-impl std::fmt::Debug for BusConfig {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("BusConfig")
-            .field("url", &self.url)
-            .field("name", &self.name)
-            .field("request_timeout", &self.request_timeout)
-            .field("attempts", &self.attempts)
-            .field("auth", &self.auth)
-            .field("inbox_prefix", &self.inbox_prefix)
-            .field("tls", &self.tls)
-            .finish()
-    }
-}
+bootfleet_api::debug_fields!(BusConfig as c {
+    url,
+    name,
+    request_timeout,
+    attempts,
+    auth,
+    inbox_prefix,
+    tls,
+});
 
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(2);
 pub const DEFAULT_ATTEMPTS: u32 = 3;

@@ -33,6 +33,29 @@ pub use trace::TraceParent;
 /// at `debug`, whatever the operator's filter says.
 pub const LOG_SECRET_GUARD: &str = "async_nats::connection=debug";
 
+/// Logs to stderr for a process: the filter `BOOTFLEET_LOG` (`default_filter` without it) with
+/// [`LOG_SECRET_GUARD`] after it, as JSON lines when `BOOTFLEET_LOG_FORMAT=json`.
+#[cfg(feature = "logging")]
+pub fn init_logging(default_filter: &str) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_env("BOOTFLEET_LOG")
+        .unwrap_or_else(|_| EnvFilter::new(default_filter))
+        .add_directive(
+            LOG_SECRET_GUARD
+                .parse()
+                .unwrap_or_else(|_| unreachable!("a valid directive")),
+        );
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
+    if std::env::var("BOOTFLEET_LOG_FORMAT").as_deref() == Ok("json") {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
 pub const STATUS_HEADER: &str = "Bf-Status";
 pub const INSTANCE_HEADER: &str = "Bf-Instance";
 pub const TRACEPARENT_HEADER: &str = "traceparent";

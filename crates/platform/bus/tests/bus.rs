@@ -293,6 +293,14 @@ mod tls {
             .expect("connect answers in time")
     }
 
+    /// TLS trusting only the CA in `ca`, without a client certificate.
+    fn trusting(ca: &std::path::Path) -> Tls {
+        Tls {
+            ca_file: Some(ca.into()),
+            ..Tls::default()
+        }
+    }
+
     async fn round_trip(bus: Bus) {
         let service = start_test_service(bus.clone()).await;
         let reply: bootfleet_api::proto::Script = bus
@@ -307,10 +315,7 @@ mod tls {
     async fn tls_needs_the_sites_ca_and_never_falls_back_to_plain_text() {
         let pki = TestPki::generate();
         let nats = tls_server(&pki, false);
-        let with_ca = Tls {
-            ca_file: Some(pki.ca.clone()),
-            ..Tls::default()
-        };
+        let with_ca = trusting(&pki.ca);
         let bus = connect(&config(&nats, Some(with_ca.clone())))
             .await
             .expect("trusting the site's CA");
@@ -333,10 +338,7 @@ mod tls {
         assert!(matches!(err, BusError::Connect { .. }), "{err}");
 
         // A CA file that is not there is named, before any connection is tried.
-        let missing = Tls {
-            ca_file: Some("/nonexistent/ca.pem".into()),
-            ..Tls::default()
-        };
+        let missing = trusting(std::path::Path::new("/nonexistent/ca.pem"));
         let err = connect(&config(&nats, Some(missing)))
             .await
             .expect_err("no such file");
@@ -350,10 +352,7 @@ mod tls {
     async fn a_server_that_verifies_clients_takes_only_a_certificate_of_its_ca() {
         let pki = TestPki::generate();
         let nats = tls_server(&pki, true);
-        let ca_only = Tls {
-            ca_file: Some(pki.ca.clone()),
-            ..Tls::default()
-        };
+        let ca_only = trusting(&pki.ca);
         let err = connect(&config(&nats, Some(ca_only.clone())))
             .await
             .expect_err("no client certificate");

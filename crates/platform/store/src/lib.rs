@@ -6,7 +6,9 @@ use bootfleet_api::{ApiError, ErrorCode, ListParams};
 use sea_orm::sea_query::{
     Alias, Asterisk, Condition, Expr, Func, LikeExpr, Order, Query, SelectStatement,
 };
-use sea_orm::{ConnectOptions, ConnectionTrait, DatabaseConnection, DbErr, FromQueryResult};
+use sea_orm::{
+    ConnectOptions, ConnectionTrait, DatabaseConnection, DbErr, FromQueryResult, StatementBuilder,
+};
 use sea_orm_migration::MigratorTrait;
 
 pub use sea_orm;
@@ -269,11 +271,29 @@ pub async fn get<T: FromQueryResult>(
     spec: &TableSpec,
     id: &str,
 ) -> Result<Option<T>, ApiError> {
+    one_where(db, spec, "id", id).await
+}
+
+/// The first row whose `column` is `value` (a unique column: an id, a name), if any.
+pub async fn one_where<T: FromQueryResult>(
+    db: &DatabaseConnection,
+    spec: &TableSpec,
+    column: &str,
+    value: &str,
+) -> Result<Option<T>, ApiError> {
     let mut select = spec.select();
-    select.and_where(Expr::col(Alias::new("id")).eq(id));
+    select.and_where(Expr::col(Alias::new(column)).eq(value));
     T::find_by_statement(db.get_database_backend().build(&select))
         .one(db)
         .await
+        .map_err(db_error)
+}
+
+/// Runs a statement that returns no rows; how many rows it changed.
+pub async fn execute<S: StatementBuilder>(db: &DatabaseConnection, s: &S) -> Result<u64, ApiError> {
+    db.execute(db.get_database_backend().build(s))
+        .await
+        .map(|r| r.rows_affected())
         .map_err(db_error)
 }
 

@@ -275,20 +275,16 @@ struct RunPlan {
     trace: TraceParent,
 }
 
-impl std::fmt::Debug for RunPlan {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RunPlan")
-            .field("run_id", &self.run_id)
-            .field("power", &self.power)
-            .field("user", &self.user)
-            .field("private_key", &"<redacted>")
-            .field("timeout_seconds", &self.timeout_seconds)
-            .field("concurrency", &self.concurrency)
-            .field("accept_new_host_keys", &self.accept_new_host_keys)
-            .field("actor", &self.actor)
-            .finish()
-    }
-}
+bootfleet_api::debug_fields!(RunPlan as p {
+    run_id,
+    power,
+    user,
+    private_key: "<redacted>",
+    timeout_seconds,
+    concurrency,
+    accept_new_host_keys,
+    actor,
+});
 
 /// How one machine ended.
 #[derive(Debug, Default)]
@@ -319,11 +315,7 @@ impl Actions {
     }
 
     async fn exec<S: StatementBuilder>(&self, s: &S) -> Result<u64, ApiError> {
-        self.db
-            .execute(self.build(s))
-            .await
-            .map(|r| r.rows_affected())
-            .map_err(db_error)
+        bootfleet_store::execute(&self.db, s).await
     }
 
     async fn one_by_name<T: FromQueryResult>(
@@ -331,12 +323,7 @@ impl Actions {
         spec: &TableSpec,
         name: &str,
     ) -> Result<Option<T>, ApiError> {
-        let mut select = spec.select();
-        select.and_where(Expr::col(Alias::new("name")).eq(name));
-        T::find_by_statement(self.build(&select))
-            .one(&self.db)
-            .await
-            .map_err(db_error)
+        bootfleet_store::one_where(&self.db, spec, "name", name).await
     }
 
     /// The built-in power commands, as rows (put there once; every instance may try).

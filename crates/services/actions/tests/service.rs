@@ -180,12 +180,4 @@ async fn power_runs_are_recorded_per_machine(backend: Backend) {
     machines.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn power_runs_are_recorded_per_machine_on_sqlite() {
-    power_runs_are_recorded_per_machine(Backend::Sqlite).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn power_runs_are_recorded_per_machine_on_postgres() {
-    power_runs_are_recorded_per_machine(Backend::Postgres).await;
-}
+bootfleet_testkit::on_both_backends!(power_runs_are_recorded_per_machine);

@@ -248,6 +248,14 @@ fn consumer_name(kind: ArtifactKind) -> String {
 /// filtered consumer may be made. Its unacked jobs stay in the stream for the new consumers.
 const LEGACY_CONSUMER: &str = "builders";
 
+/// Hands a job back to the queue for another try in 2 s (best effort: unacked, it comes back
+/// after the ack wait anyway).
+async fn retry_later(msg: &jetstream::Message) {
+    let _ = msg
+        .ack_with(AckKind::Nak(Some(Duration::from_secs(2))))
+        .await;
+}
+
 async fn routes(
     service: ServiceBuilder,
     ctx: Context,
@@ -382,9 +390,7 @@ impl Builder {
             }
             Err(e) => {
                 tracing::warn!(artifact = %job.id, error = %e.message, "cannot read the row; retrying later");
-                let _ = msg
-                    .ack_with(AckKind::Nak(Some(Duration::from_secs(2))))
-                    .await;
+                retry_later(&msg).await;
                 return true;
             }
         };
@@ -445,9 +451,7 @@ impl Builder {
                     }
                     Err(e) => {
                         tracing::warn!(artifact = %job.id, error = %e.message, "cannot mark the row done; retrying");
-                        let _ = msg
-                            .ack_with(AckKind::Nak(Some(Duration::from_secs(2))))
-                            .await;
+                        retry_later(&msg).await;
                         return true;
                     }
                 }
@@ -475,9 +479,7 @@ impl Builder {
                     let _ = msg.ack().await;
                 } else {
                     tracing::warn!(artifact = %job.id, error = %message, "build attempt failed; retrying");
-                    let _ = msg
-                        .ack_with(AckKind::Nak(Some(Duration::from_secs(2))))
-                        .await;
+                    retry_later(&msg).await;
                 }
                 true
             }

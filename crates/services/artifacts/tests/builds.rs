@@ -266,51 +266,55 @@ async fn prebuilt_ipxe_is_built_once_and_a_repeat_is_done_at_once() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_inputs_are_refused_before_anything_is_queued() {
     let lab = Lab::start(Toolbox::debian()).await;
+    // Each case is a good input of its kind with one field made bad.
+    let ipxe = json!({"script": "#!ipxe", "platform": "bin-x86_64-efi", "driver": "ipxe", "extension": "efi"});
+    let grub = json!({"label": "BOOT", "platform": "efi", "architecture": "x64", "extension": "efi", "fragment": "img"});
+    let with = |good: &serde_json::Value, bad: serde_json::Value| {
+        let mut inputs = good.clone();
+        for (key, value) in bad.as_object().expect("an object") {
+            inputs[key] = value.clone();
+        }
+        inputs
+    };
     let cases = [
         (
             "ipxes",
-            json!({"script": "#!ipxe", "platform": "bin-x86_64-efi;reboot", "driver": "ipxe", "extension": "efi"}),
+            with(&ipxe, json!({"platform": "bin-x86_64-efi;reboot"})),
             "platform",
         ),
+        ("ipxes", with(&ipxe, json!({"driver": "$(id)"})), "driver"),
         (
             "ipxes",
-            json!({"script": "#!ipxe", "platform": "bin-x86_64-efi", "driver": "$(id)", "extension": "efi"}),
-            "driver",
-        ),
-        (
-            "ipxes",
-            json!({"script": "#!ipxe", "platform": "bin-mips", "driver": "ipxe", "extension": "efi"}),
+            with(&ipxe, json!({"platform": "bin-mips"})),
             "platform",
         ),
+        ("ipxes", with(&ipxe, json!({"script": "echo hi"})), "script"),
         (
             "ipxes",
-            json!({"script": "echo hi", "platform": "bin-x86_64-efi", "driver": "ipxe", "extension": "efi"}),
-            "script",
-        ),
-        (
-            "ipxes",
-            json!({"script": format!("#!ipxe\n{}", "x".repeat(300 * 1024)), "platform": "bin-x86_64-efi", "driver": "ipxe", "extension": "efi"}),
+            with(
+                &ipxe,
+                json!({"script": format!("#!ipxe\n{}", "x".repeat(300 * 1024))}),
+            ),
             "script",
         ),
         // Debian ships no ipxe.kpxe: it needs the compile backend.
         (
             "ipxes",
-            json!({"script": "#!ipxe", "platform": "bin-x86_64-pcbios", "driver": "ipxe", "extension": "kpxe"}),
+            with(
+                &ipxe,
+                json!({"platform": "bin-x86_64-pcbios", "extension": "kpxe"}),
+            ),
             "driver",
         ),
+        ("grubs", with(&grub, json!({"label": "BOOT`id`"})), "label"),
         (
             "grubs",
-            json!({"label": "BOOT`id`", "platform": "efi", "architecture": "x64", "extension": "efi", "fragment": "img"}),
-            "label",
-        ),
-        (
-            "grubs",
-            json!({"label": "BOOT", "platform": "efi", "architecture": "x64", "extension": "efi", "fragment": "../img"}),
+            with(&grub, json!({"fragment": "../img"})),
             "fragment",
         ),
         (
             "grubs",
-            json!({"label": "BOOT", "platform": "efi", "architecture": "arm", "extension": "efi", "fragment": "img"}),
+            with(&grub, json!({"architecture": "arm"})),
             "architecture",
         ),
         (
@@ -397,42 +401,38 @@ async fn failed_and_timed_out_builds_end_failed_with_the_tools_message() {
         dir.path(),
         "\t@echo 'src/arch/x86/core: no such compiler (boom)' >&2; exit 2",
     ));
-    let lab = Lab::start(toolbox).await;
-    let row = lab
-        .create("ipxes", efi_ipxe("#!ipxe\nshell\n"))
-        .await
-        .expect("create");
-    let (row, _) = lab
-        .finished("ipxes", &row.id, Duration::from_secs(60))
-        .await;
-    assert_eq!(row.status, "failed");
+    let row = failed_ipxe_build(toolbox, Duration::from_secs(60)).await;
     assert!(
         row.error.contains("no such compiler (boom)"),
         "{}",
         row.error
     );
     assert!(row.files.is_empty());
-    lab.stop().await;
 
     let dir = tempfile::tempdir().expect("tempdir");
     let mut toolbox = Toolbox::debian();
     toolbox.ipxe_source = Some(fake_ipxe_tree(dir.path(), "\tsleep 60"));
     toolbox.timeout = Duration::from_secs(2);
-    let lab = Lab::start(toolbox).await;
-    let row = lab
-        .create("ipxes", efi_ipxe("#!ipxe\nshell\n"))
-        .await
-        .expect("create");
-    let (row, _) = lab
-        .finished("ipxes", &row.id, Duration::from_secs(30))
-        .await;
-    assert_eq!(row.status, "failed");
+    let row = failed_ipxe_build(toolbox, Duration::from_secs(30)).await;
     assert!(
         row.error.contains("timed out") || row.error.contains("timeout"),
         "{}",
         row.error
     );
+}
+
+/// Builds an EFI iPXE with `toolbox` in a lab of its own, waiting at most `within`; the build
+/// must fail. Its row.
+async fn failed_ipxe_build(toolbox: Toolbox, within: Duration) -> proto::Artifact {
+    let lab = Lab::start(toolbox).await;
+    let row = lab
+        .create("ipxes", efi_ipxe("#!ipxe\nshell\n"))
+        .await
+        .expect("create");
+    let (row, _) = lab.finished("ipxes", &row.id, within).await;
     lab.stop().await;
+    assert_eq!(row.status, "failed", "{row:?}");
+    row
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

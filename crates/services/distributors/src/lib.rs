@@ -9,7 +9,7 @@ use bootfleet_api::subjects::{self, Op};
 use bootfleet_api::{proto, validate, ApiError, ErrorCode, ListParams};
 use bootfleet_bus::{Bus, ServiceBuilder};
 use bootfleet_service_kit::{handlers, Context, Routes, Service};
-use bootfleet_store::sea_orm::sea_query::{Alias, Expr, OnConflict, Query};
+use bootfleet_store::sea_orm::sea_query::{Alias, Expr, OnConflict, Query, SimpleExpr};
 use bootfleet_store::sea_orm::{ConnectionTrait, DatabaseConnection, FromQueryResult};
 use bootfleet_store::{db_error, now_ms, TableSpec};
 use prost::Message;
@@ -122,13 +122,7 @@ fn interface_name(name: &str) -> bool {
 }
 
 fn bounded(field: &str, value: &str) -> Result<(), ApiError> {
-    if value.len() > MAX_TEXT || value.chars().any(char::is_control) {
-        return Err(ApiError::invalid(
-            field,
-            format!("must be at most {MAX_TEXT} printable bytes"),
-        ));
-    }
-    Ok(())
+    validate::printable(field, value, MAX_TEXT)
 }
 
 #[derive(Clone, Debug)]
@@ -259,19 +253,9 @@ impl Distributors {
         req: proto::SetDistributorStatus,
     ) -> Result<proto::Distributor, ApiError> {
         let current = self.current(&req.id, &req.artifact_id).await?;
-        let mut update = Query::update();
-        update
-            .table(Alias::new(SPEC.table))
-            .values([
-                (Alias::new("switched_on"), req.on.into()),
-                (Alias::new("updated_at"), now_ms().into()),
-            ])
-            .and_where(Expr::col(Alias::new("id")).eq(current.id.as_str()));
-        self.db
-            .execute(self.db.get_database_backend().build(&update))
-            .await
-            .map_err(db_error)?;
-        let row = self.get(proto::IdRequest { id: current.id }).await?;
+        let row = self
+            .update_row(current.id, [("switched_on", req.on.into())])
+            .await?;
         // Best effort: an offline distributor learns it from its next heartbeat.
         let subject = subjects::distributor_control(&row.artifact_id);
         if let Err(e) = self
@@ -426,20 +410,37 @@ impl Distributors {
                 )),
                 _ => e,
             })?;
+        self.update_row(
+            current.id,
+            [
+                ("config", config.encode_to_vec().into()),
+                ("boot_files", applied.encode_to_vec().into()),
+            ],
+        )
+        .await
+    }
+
+    /// Sets `values` and `updated_at` on the row `id`; answers the row as it is now.
+    async fn update_row<const N: usize>(
+        &self,
+        id: String,
+        values: [(&'static str, SimpleExpr); N],
+    ) -> Result<proto::Distributor, ApiError> {
         let mut update = Query::update();
         update
             .table(Alias::new(SPEC.table))
-            .values([
-                (Alias::new("config"), config.encode_to_vec().into()),
-                (Alias::new("boot_files"), applied.encode_to_vec().into()),
-                (Alias::new("updated_at"), now_ms().into()),
-            ])
-            .and_where(Expr::col(Alias::new("id")).eq(current.id.as_str()));
+            .values(
+                values
+                    .into_iter()
+                    .chain([("updated_at", now_ms().into())])
+                    .map(|(column, value)| (Alias::new(column), value)),
+            )
+            .and_where(Expr::col(Alias::new("id")).eq(id.as_str()));
         self.db
             .execute(self.db.get_database_backend().build(&update))
             .await
             .map_err(db_error)?;
-        self.get(proto::IdRequest { id: current.id }).await
+        self.get(proto::IdRequest { id }).await
     }
 }
 

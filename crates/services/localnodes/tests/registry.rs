@@ -72,24 +72,17 @@ async fn register_again_updates(backend: Backend) {
     assert_eq!(list.rows[0].artifact_id, "site-2");
 
     // A probe report from the site's distributor; one from another site touches nothing.
-    r.reachability(proto::ReachabilityReport {
-        artifact_id: "site-2".into(),
-        nodes: vec![proto::NodeReachability {
-            id: node.id.clone(),
-            reachable: false,
-        }],
-    })
-    .await
-    .expect("other site's report");
-    r.reachability(proto::ReachabilityReport {
-        artifact_id: "site-1".into(),
-        nodes: vec![proto::NodeReachability {
-            id: node.id.clone(),
-            reachable: true,
-        }],
-    })
-    .await
-    .expect("probe result");
+    for (site, reachable) in [("site-2", false), ("site-1", true)] {
+        r.reachability(proto::ReachabilityReport {
+            artifact_id: site.into(),
+            nodes: vec![proto::NodeReachability {
+                id: node.id.clone(),
+                reachable,
+            }],
+        })
+        .await
+        .unwrap_or_else(|e| panic!("{site}'s report: {e:?}"));
+    }
     let site = r
         .site_nodes(proto::SiteNodesRequest {
             artifact_id: "site-1".into(),
@@ -151,22 +144,4 @@ async fn bad_registrations(backend: Backend) {
     assert_eq!(list.total, 0, "nothing stored by refused registrations");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sqlite_register_again_updates() {
-    register_again_updates(Backend::Sqlite).await
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn postgres_register_again_updates() {
-    register_again_updates(Backend::Postgres).await
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sqlite_bad_registrations() {
-    bad_registrations(Backend::Sqlite).await
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn postgres_bad_registrations() {
-    bad_registrations(Backend::Postgres).await
-}
+bootfleet_testkit::on_both_backends!(register_again_updates, bad_registrations);

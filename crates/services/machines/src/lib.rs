@@ -121,19 +121,16 @@ struct MachineRec {
 }
 
 // The encrypted BMC password stays out of logs too.
-impl std::fmt::Debug for MachineRec {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("MachineRec")
-            .field("id", &self.id)
-            .field("mac", &self.mac)
-            .field("name", &self.name)
-            .field("artifact_id", &self.artifact_id)
-            .field("state", &self.state)
-            .field("bmc_protocol", &self.bmc_protocol)
-            .field("bmc_address", &self.bmc_address)
-            .finish_non_exhaustive()
-    }
-}
+bootfleet_api::debug_fields!(MachineRec as m {
+    id,
+    mac,
+    name,
+    artifact_id,
+    state,
+    bmc_protocol,
+    bmc_address,
+    ..
+});
 
 impl MachineRec {
     fn state(&self) -> MachineState {
@@ -324,11 +321,7 @@ impl Machines {
     }
 
     async fn exec<S: StatementBuilder>(&self, s: &S) -> Result<u64, ApiError> {
-        self.db
-            .execute(self.build(s))
-            .await
-            .map(|r| r.rows_affected())
-            .map_err(db_error)
+        bootfleet_store::execute(&self.db, s).await
     }
 
     async fn machine_where(
@@ -336,12 +329,7 @@ impl Machines {
         column: &str,
         value: &str,
     ) -> Result<Option<MachineRec>, ApiError> {
-        let mut select = MACHINES.select();
-        select.and_where(Expr::col(Alias::new(column)).eq(value));
-        MachineRec::find_by_statement(self.build(&select))
-            .one(&self.db)
-            .await
-            .map_err(db_error)
+        bootfleet_store::one_where(&self.db, &MACHINES, column, value).await
     }
 
     async fn machine(&self, id: &str) -> Result<MachineRec, ApiError> {
@@ -352,12 +340,7 @@ impl Machines {
     }
 
     async fn profile_rec(&self, name: &str) -> Result<Option<ProfileRec>, ApiError> {
-        let mut select = PROFILES.select();
-        select.and_where(Expr::col(Alias::new("name")).eq(name));
-        ProfileRec::find_by_statement(self.build(&select))
-            .one(&self.db)
-            .await
-            .map_err(db_error)
+        bootfleet_store::one_where(&self.db, &PROFILES, "name", name).await
     }
 
     /// Who may make a node-facing call for machine `id`: its own token, or an operator (an

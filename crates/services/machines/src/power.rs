@@ -25,13 +25,7 @@ pub(crate) struct BmcKeys {
     seal: SealKey,
 }
 
-impl std::fmt::Debug for BmcKeys {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("BmcKeys")
-            .field("seal", &self.seal)
-            .finish_non_exhaustive()
-    }
-}
+bootfleet_api::debug_fields!(BmcKeys as k { seal, .. });
 
 impl BmcKeys {
     pub(crate) fn derive(secret: &[u8]) -> BmcKeys {

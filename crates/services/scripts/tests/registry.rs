@@ -66,12 +66,4 @@ async fn create_is_idempotent_per_id(backend: Backend) {
     assert_eq!(row.text, "lang en_US");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sqlite_create_is_idempotent_per_id() {
-    create_is_idempotent_per_id(Backend::Sqlite).await
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn postgres_create_is_idempotent_per_id() {
-    create_is_idempotent_per_id(Backend::Postgres).await
-}
+bootfleet_testkit::on_both_backends!(create_is_idempotent_per_id);

@@ -52,13 +52,7 @@ pub struct Agent {
     pub machines: Option<Arc<crate::machines::Machines>>,
 }
 
-impl std::fmt::Debug for Agent {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Agent")
-            .field("artifact_id", &self.artifact_id)
-            .finish()
-    }
-}
+bootfleet_api::debug_fields!(Agent as a { artifact_id });
 
 impl Agent {
     pub fn new(bus_config: BusConfig, artifact_id: String, heartbeat: Duration) -> Agent {
@@ -219,15 +213,10 @@ impl Heartbeat {
     /// Reports to the services every `every` until `shutdown`; follows the operator's switch
     /// in the answer, and applies the stored configuration when it is not the one served
     /// (after a restart).
-    async fn run(self, mut shutdown: tokio::sync::watch::Receiver<bool>) {
+    async fn run(self, shutdown: tokio::sync::watch::Receiver<bool>) {
         let applying = Arc::new(AtomicBool::new(false));
-        let mut ticker = tokio::time::interval(self.every);
-        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tokio::select! {
-                _ = ticker.tick() => {}
-                _ = shutdown.changed() => return,
-            }
+        let mut ticks = Ticks::new(self.every, shutdown);
+        while ticks.next().await {
             let hb = proto::DistributorHeartbeat {
                 artifact_id: self.artifact_id.clone(),
                 hostname: hostname(),
@@ -243,7 +232,7 @@ impl Heartbeat {
             let pushes_before = self.pushes.load(Ordering::SeqCst);
             let answered = tokio::select! {
                 answered = self.bus.request::<_, proto::Distributor>(&trace, &subject, &hb) => answered,
-                _ = shutdown.changed() => return,
+                _ = ticks.stop.changed() => return,
             };
             let row = match answered {
                 Ok(row) => row,
@@ -283,15 +272,7 @@ impl Heartbeat {
 /// memory only; nothing here logs it.
 async fn run_on_node(exec: proto::NodeExec) -> Result<proto::NodeExecResult, ApiError> {
     use crate::ssh_exec::{self, ExecRequest};
-    let ip: std::net::IpAddr = exec
-        .ip
-        .parse()
-        .map_err(|_| ApiError::invalid("ip", "must be an IP address"))?;
-    let port = u16::try_from(exec.port)
-        .ok()
-        .filter(|p| *p > 0)
-        .unwrap_or(22);
-    let addr = std::net::SocketAddr::new(ip, port);
+    let addr = ssh_exec::node_addr(&exec.ip, exec.port)?;
     let timeout = Duration::from_secs(u64::from(exec.timeout_seconds.clamp(1, 3600)));
     let request = ExecRequest {
         addr,
@@ -348,21 +329,38 @@ pub(crate) fn exec_error(
     }
 }
 
+/// A tick every `every`, the first at once (late ticks are not caught up), until `stop` changes.
+struct Ticks {
+    ticker: tokio::time::Interval,
+    stop: tokio::sync::watch::Receiver<bool>,
+}
+
+impl Ticks {
+    fn new(every: Duration, stop: tokio::sync::watch::Receiver<bool>) -> Ticks {
+        let mut ticker = tokio::time::interval(every);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        Ticks { ticker, stop }
+    }
+
+    /// Waits for the next tick; false once it is time to stop.
+    async fn next(&mut self) -> bool {
+        tokio::select! {
+            _ = self.ticker.tick() => true,
+            _ = self.stop.changed() => false,
+        }
+    }
+}
+
 /// Probes the site's registered nodes every `every` and reports to the localnodes service.
 /// Listing nodes never waits for this: it only updates rows.
 async fn probe_nodes(
     bus: Bus,
     artifact_id: String,
     every: Duration,
-    mut stop: tokio::sync::watch::Receiver<bool>,
+    stop: tokio::sync::watch::Receiver<bool>,
 ) {
-    let mut ticker = tokio::time::interval(every);
-    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            _ = ticker.tick() => {}
-            _ = stop.changed() => return,
-        }
+    let mut ticks = Ticks::new(every, stop);
+    while ticks.next().await {
         let request = proto::SiteNodesRequest {
             artifact_id: artifact_id.clone(),
         };

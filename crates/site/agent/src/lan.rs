@@ -284,6 +284,22 @@ mod tests {
         ip.octets()[..3] == [10, 78, 0]
     }
 
+    /// `choose_address` for device `device` in 10.78.0.0/24, the device's addresses `addresses`.
+    fn choose(
+        current: Option<(&str, &str)>,
+        device: &str,
+        addresses: &[&str],
+    ) -> Result<Ipv4Addr, String> {
+        let addresses: Vec<Ipv4Addr> = addresses.iter().map(|a| ip(a)).collect();
+        choose_address(
+            current.map(|(d, a)| (d, ip(a))),
+            device,
+            "10.78.0.0/24",
+            in_10_78,
+            || Ok(addresses),
+        )
+    }
+
     #[test]
     fn keeps_the_current_address_when_it_fits() {
         let chosen = choose_address(
@@ -298,37 +314,22 @@ mod tests {
 
     #[test]
     fn picks_the_devices_address_in_range() {
-        let chosen = choose_address(
-            Some(("i0", ip("10.77.0.2"))),
-            "i1",
-            "10.78.0.0/24",
-            in_10_78,
-            || Ok(vec![ip("192.168.1.4"), ip("10.78.0.9"), ip("10.78.0.10")]),
-        );
+        let devices = ["192.168.1.4", "10.78.0.9", "10.78.0.10"];
+        let chosen = choose(Some(("i0", "10.77.0.2")), "i1", &devices);
         assert_eq!(chosen, Ok(ip("10.78.0.9")));
         // Same device, but its current address left the range: another of its addresses.
-        let chosen = choose_address(
-            Some(("i1", ip("192.168.1.4"))),
-            "i1",
-            "10.78.0.0/24",
-            in_10_78,
-            || Ok(vec![ip("192.168.1.4"), ip("10.78.0.9")]),
-        );
+        let chosen = choose(Some(("i1", "192.168.1.4")), "i1", &devices[..2]);
         assert_eq!(chosen, Ok(ip("10.78.0.9")));
     }
 
     #[test]
     fn says_what_the_device_has_when_nothing_fits() {
-        let err = choose_address(None, "i1", "10.78.0.0/24", in_10_78, || {
-            Ok(vec![ip("10.77.0.2")])
-        })
-        .expect_err("no address in range");
+        let err = choose(None, "i1", &["10.77.0.2"]).expect_err("no address in range");
         assert_eq!(
             err,
             "interface i1 has no address in range 10.78.0.0/24 (it has 10.77.0.2)"
         );
-        let err =
-            choose_address(None, "i1", "10.78.0.0/24", in_10_78, || Ok(vec![])).expect_err("none");
+        let err = choose(None, "i1", &[]).expect_err("none");
         assert_eq!(err, "interface i1 has no IPv4 address on this distributor");
     }
 

@@ -654,14 +654,40 @@ mod tests {
         let local = MacBoot::LocalDisk {
             machine_id: "m1".into(),
         };
-        assert_eq!(
-            script_for(&local, Firmware::Bios, false).as_deref(),
-            Some("#!ipxe\necho bootfleet: booting from the local disk\nsanboot --no-describe --drive 0x80 || exit\n")
-        );
-        assert_eq!(
-            script_for(&local, Firmware::Uefi, false).as_deref(),
-            Some("#!ipxe\necho bootfleet: booting from the local disk\nsanboot --no-describe --drive 0x80 || exit 1\n")
-        );
+        let sanboot = "#!ipxe\necho bootfleet: booting from the local disk\nsanboot --no-describe --drive 0x80";
+        let s = script("#!ipxe\nchain http://x/y\n");
+        for (boot, firmware, autoexec, want) in [
+            (
+                &local,
+                Firmware::Bios,
+                false,
+                format!("{sanboot} || exit\n"),
+            ),
+            (
+                &local,
+                Firmware::Uefi,
+                false,
+                format!("{sanboot} || exit 1\n"),
+            ),
+            (
+                &s,
+                Firmware::Bios,
+                false,
+                "#!ipxe\nchain http://x/y\n".into(),
+            ),
+            (
+                &s,
+                Firmware::Uefi,
+                true,
+                "#!ipxe\ndhcp\nchain http://x/y\n".into(),
+            ),
+        ] {
+            assert_eq!(
+                script_for(boot, firmware, autoexec),
+                Some(want),
+                "{boot:?} {firmware:?} {autoexec}"
+            );
+        }
         // Local boot needs no network: no dhcp line even as autoexec.
         assert!(!script_for(&local, Firmware::Uefi, true)
             .unwrap_or_default()
@@ -669,15 +695,6 @@ mod tests {
         assert!(script_for(&local, Firmware::Unknown, false)
             .unwrap_or_default()
             .contains("iseq ${platform} efi && exit 1 || exit"));
-        let s = script("#!ipxe\nchain http://x/y\n");
-        assert_eq!(
-            script_for(&s, Firmware::Bios, false).as_deref(),
-            Some("#!ipxe\nchain http://x/y\n")
-        );
-        assert_eq!(
-            script_for(&s, Firmware::Uefi, true).as_deref(),
-            Some("#!ipxe\ndhcp\nchain http://x/y\n")
-        );
         // A script without its magic line gets one, and a final newline.
         assert_eq!(
             script_for(&script("chain http://x/y"), Firmware::Bios, false).as_deref(),

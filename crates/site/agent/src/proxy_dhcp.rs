@@ -41,13 +41,7 @@ impl LiveConfig {
     }
 }
 
-impl std::fmt::Debug for ProxyDhcp {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ProxyDhcp")
-            .field("config", &self.config)
-            .finish()
-    }
-}
+bootfleet_api::debug_fields!(ProxyDhcp as p { config });
 
 impl ProxyDhcp {
     /// Binds 0.0.0.0:67 and 0.0.0.0:4011 on `device`, answering for `server_ip`.

@@ -96,15 +96,7 @@ pub async fn run_command(
     artifact_id: String,
     req: proto::NodeRun,
 ) -> Result<proto::NodeRunResult, ApiError> {
-    let ip: std::net::IpAddr = req
-        .ip
-        .parse()
-        .map_err(|_| ApiError::invalid("ip", "must be an IP address"))?;
-    let port = u16::try_from(req.port)
-        .ok()
-        .filter(|p| *p > 0)
-        .unwrap_or(22);
-    let addr = std::net::SocketAddr::new(ip, port);
+    let addr = ssh_exec::node_addr(&req.ip, req.port)?;
     let env: Vec<(String, String)> = req.env.clone().into_iter().collect();
     let request = ExecRequest {
         addr,
@@ -175,7 +167,8 @@ pub async fn run_command(
             tracing::info!(node = %addr, error = %e, "command not run to completion");
             let error = match e {
                 ExecError::HostKeyChanged { expected, got } => format!(
-                    "the machine at {ip} presented a different host key ({got}) than the one recorded at its first run ({expected}); refusing to run. If it was reinstalled, run again with \"acceptNewHostKeys\": true"
+                    "the machine at {} presented a different host key ({got}) than the one recorded at its first run ({expected}); refusing to run. If it was reinstalled, run again with \"acceptNewHostKeys\": true",
+                    addr.ip()
                 ),
                 e => crate::agent::exec_error(e, &req.user, addr).message,
             };

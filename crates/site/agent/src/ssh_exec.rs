@@ -81,19 +81,15 @@ pub struct ExecRequest<'a> {
 }
 
 // By hand: the derived Debug would print the private key (and scripts may carry secrets too).
-impl std::fmt::Debug for ExecRequest<'_> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ExecRequest")
-            .field("addr", &self.addr)
-            .field("user", &self.user)
-            .field("private_key", &"<redacted>")
-            .field("script_bytes", &self.script.len())
-            .field("timeout", &self.timeout)
-            .field("known_host_key", &self.known_host_key)
-            .field("max_output", &self.max_output)
-            .finish()
-    }
-}
+bootfleet_api::debug_fields!(ExecRequest<'_> as r {
+    addr,
+    user,
+    private_key: "<redacted>",
+    script_bytes: r.script.len(),
+    timeout,
+    known_host_key,
+    max_output,
+});
 
 /// What the script did.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -277,6 +273,15 @@ impl Live {
             let _ = socket.shutdown(std::net::Shutdown::Both);
         }
     }
+}
+
+/// A node's SSH address from a request's `ip` and `port` (0: the default, 22).
+pub fn node_addr(ip: &str, port: u32) -> Result<SocketAddr, bootfleet_api::ApiError> {
+    let ip: std::net::IpAddr = ip
+        .parse()
+        .map_err(|_| bootfleet_api::ApiError::invalid("ip", "must be an IP address"))?;
+    let port = u16::try_from(port).ok().filter(|p| *p > 0).unwrap_or(22);
+    Ok(SocketAddr::new(ip, port))
 }
 
 /// `value` as one single-quoted POSIX shell word: the value byte for byte, with nothing in it

@@ -111,14 +111,8 @@ impl TftpServer {
                     .await
                 }
                 Ok(Packet::Wrq(_)) => {
-                    reporting
-                        .counters
-                        .tftp_refused
-                        .fetch_add(1, Ordering::Relaxed);
-                    let _ = self
-                        .socket
-                        .send_to(&tftp::write_refused_datagram(), peer)
-                        .await;
+                    self.refuse_with(&reporting, peer, &tftp::write_refused_datagram())
+                        .await
                 }
                 // A stray ACK/DATA/ERROR on udp/69 belongs to no transfer; stay silent.
                 Ok(_) => {}
@@ -140,14 +134,17 @@ impl TftpServer {
         code: ErrorCode,
         message: &str,
     ) {
+        self.refuse_with(reporting, peer, &tftp::error_datagram(code, message))
+            .await
+    }
+
+    /// Counts a refused request and answers it with `datagram` (an ERROR), best effort.
+    async fn refuse_with(&self, reporting: &Reporting, peer: SocketAddrV4, datagram: &[u8]) {
         reporting
             .counters
             .tftp_refused
             .fetch_add(1, Ordering::Relaxed);
-        let _ = self
-            .socket
-            .send_to(&tftp::error_datagram(code, message), peer)
-            .await;
+        let _ = self.socket.send_to(datagram, peer).await;
     }
 
     async fn start_read(

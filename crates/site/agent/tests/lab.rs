@@ -20,7 +20,6 @@ use std::time::Duration;
 use bootfleet::{System, SystemConfig};
 use bootfleet_bus::BusConfig;
 use bootfleet_gateway::auth::{self, Role, Secret, Verifier};
-use bootfleet_gateway::{GatewayConfig, DEFAULT_BODY_LIMIT};
 use bootfleet_testkit::netlab::{NetLab, SiteDhcp};
 use bootfleet_testkit::node_image::{NodeImage, REGISTERED_MARKER};
 use bootfleet_testkit::qemu::{Firmware, Qemu};
@@ -122,13 +121,7 @@ impl Infra {
             nats: BusConfig::new(nats.url(), "lab"),
             database_url: database_url.unwrap_or_else(|| bootfleet_store_url(dir.path())),
             listen: "10.77.0.2:8080".parse().expect("addr"),
-            gateway: GatewayConfig {
-                services: bootfleet::service_names(),
-                verifier: Verifier::new(secret.clone()),
-                open_node_reads: false,
-                body_limit: DEFAULT_BODY_LIMIT,
-                limits: Default::default(),
-            },
+            gateway: bootfleet::gateway_config(Verifier::new(secret.clone())),
         })
         .await
         .expect("system");

@@ -313,7 +313,7 @@ fn boot_server_request(who: &PxeIdentity, client_ip: Ipv4Addr, item_type: u16) -
     let mut vendor = Options::new();
     let [hi, lo] = item_type.to_be_bytes();
     vendor.set(PXE_BOOT_ITEM, [hi, lo, 0, 0]);
-    p.set_vendor_specific(vendor.encode());
+    p.set_vendor_specific(&vendor.encode());
     p
 }
 

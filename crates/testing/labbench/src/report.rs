@@ -175,40 +175,30 @@ pub fn markdown(rounds: &Rounds, p: &Params) -> String {
             spread(&per, 0)
         };
         let n = p.latency_requests;
-        row(
-            &mut out,
-            &format!("proxyDHCP DISCOVER→OFFER p50, µs ({n} sequential)"),
-            &cells(&|rs| lat(rs, |l| &l.offer_us, 0.5)),
-        );
-        row(
-            &mut out,
-            "proxyDHCP DISCOVER→OFFER p99, µs",
-            &cells(&|rs| lat(rs, |l| &l.offer_us, 0.99)),
-        );
-        row(
-            &mut out,
-            "DISCOVER→boot file known p50, µs (incl. udp/4011 round if needed)",
-            &cells(&|rs| lat(rs, |l| &l.boot_file_us, 0.5)),
-        );
-        row(
-            &mut out,
-            "DISCOVER→boot file known p99, µs",
-            &cells(&|rs| lat(rs, |l| &l.boot_file_us, 0.99)),
-        );
+        let offer: fn(&Latency) -> &Vec<f64> = |l| &l.offer_us;
+        let boot_file: fn(&Latency) -> &Vec<f64> = |l| &l.boot_file_us;
+        for (label, pick, q) in [
+            (
+                format!("proxyDHCP DISCOVER→OFFER p50, µs ({n} sequential)"),
+                offer,
+                0.5,
+            ),
+            ("proxyDHCP DISCOVER→OFFER p99, µs".into(), offer, 0.99),
+            (
+                "DISCOVER→boot file known p50, µs (incl. udp/4011 round if needed)".into(),
+                boot_file,
+                0.5,
+            ),
+            ("DISCOVER→boot file known p99, µs".into(), boot_file, 0.99),
+        ] {
+            row(&mut out, &label, &cells(&|rs| lat(rs, pick, q)));
+        }
         row(
             &mut out,
             "udp/4011 boot-server round trips needed",
             &cells(&|rs| {
-                let used: u32 = rs
-                    .iter()
-                    .filter_map(|r| r.latency.as_ref())
-                    .map(|l| l.boot_server_rounds)
-                    .sum();
-                let done: usize = rs
-                    .iter()
-                    .filter_map(|r| r.latency.as_ref())
-                    .map(|l| l.offer_us.len())
-                    .sum();
+                let used = latency_total(rs, |l| u64::from(l.boot_server_rounds));
+                let done = latency_total(rs, |l| l.offer_us.len() as u64);
                 format!("{used} / {done}")
             }),
         );
@@ -216,11 +206,7 @@ pub fn markdown(rounds: &Rounds, p: &Params) -> String {
             &mut out,
             "DISCOVERs unanswered within 1 s",
             &cells(&|rs| {
-                let lost: u32 = rs
-                    .iter()
-                    .filter_map(|r| r.latency.as_ref())
-                    .map(|l| l.lost)
-                    .sum();
+                let lost = latency_total(rs, |l| u64::from(l.lost));
                 format!("{lost} / {}", u64::from(n) * rs.len() as u64)
             }),
         );
@@ -367,6 +353,11 @@ pub fn markdown(rounds: &Rounds, p: &Params) -> String {
         let _ = write!(out, "\nNotes:\n{notes}");
     }
     out
+}
+
+/// The sum of `pick` over the rounds that measured latency.
+fn latency_total(rs: &[Round], pick: impl Fn(&Latency) -> u64) -> u64 {
+    rs.iter().filter_map(|r| r.latency.as_ref()).map(pick).sum()
 }
 
 #[cfg(test)]

@@ -46,6 +46,17 @@ pub fn run_ok(cmd: &mut Command, what: &str) -> std::process::Output {
     out
 }
 
+/// Starts `cmd` in the background with no input, its stderr in `log` (created anew); a command
+/// that cannot start panics with `what` (naming the program, and where to get it).
+pub fn spawn_logged(cmd: &mut Command, log: &Path, what: &str) -> Child {
+    let log = std::fs::File::create(log).expect("log");
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start {what}: {e}"))
+}
+
 /// Polls `ready` every `every` until it holds, at most `within`; whether it held.
 pub fn wait_until(within: Duration, every: Duration, mut ready: impl FnMut() -> bool) -> bool {
     let deadline = Instant::now() + within;
@@ -523,6 +534,30 @@ fn is_root() -> bool {
     std::fs::metadata("/proc/self")
         .map(|m| m.uid() == 0)
         .unwrap_or(false)
+}
+
+/// `on_both_backends!(a, b)`: for each `async fn a(backend: Backend)` of the test binary, the
+/// tests `sqlite::a` and `postgres::a` (once per module: it makes the two modules).
+#[macro_export]
+macro_rules! on_both_backends {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name($crate::Backend::Sqlite).await
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name($crate::Backend::Postgres).await
+                }
+            )*
+        }
+    };
 }
 
 /// Which database a test runs against.

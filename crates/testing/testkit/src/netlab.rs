@@ -203,13 +203,11 @@ impl SiteDhcp {
         if ra {
             cmd.args(["--enable-ra", "--dhcp-range=::,constructor:*,ra-only"]);
         }
-        let log = std::fs::File::create(dir.path().join("dnsmasq.log")).expect("log");
-        let child = cmd
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("start dnsmasq (apt-get install dnsmasq-base)");
+        let child = crate::spawn_logged(
+            &mut cmd,
+            &dir.path().join("dnsmasq.log"),
+            "dnsmasq (apt-get install dnsmasq-base)",
+        );
         SiteDhcp { child, _dir: dir }
     }
 

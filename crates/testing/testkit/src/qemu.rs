@@ -2,7 +2,7 @@
 //! serial console captured to a file. TCG only (no KVM on these machines). Killed on drop.
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::time::Duration;
 
 use crate::netlab::NetLab;
@@ -73,27 +73,7 @@ impl Qemu {
     /// Boots from the network through tap `tap` (already on the lab's bridge) with `mac`.
     pub fn netboot(lab: &NetLab, tap: &str, mac: &str, firmware: Firmware) -> Qemu {
         let dir = tempfile::tempdir().expect("tempdir");
-        let mut cmd = lab.command(&lab.ns("lan"), "qemu-system-x86_64");
-        cmd.args([
-            "-netdev",
-            &format!("tap,id=n0,ifname={tap},script=no,downscript=no"),
-        ]);
-        match firmware {
-            Firmware::Bios => {
-                cmd.args([
-                    "-boot",
-                    "n",
-                    "-device",
-                    &format!("e1000,netdev=n0,mac={mac}"),
-                ]);
-            }
-            Firmware::Uefi => {
-                cmd.args([
-                    "-device",
-                    &format!("virtio-net-pci,netdev=n0,mac={mac},romfile="),
-                ]);
-            }
-        }
+        let cmd = netboot_command(lab, tap, mac, firmware, "");
         Self::spawn(cmd, dir, firmware)
     }
 
@@ -110,35 +90,18 @@ impl Qemu {
         machine: &MachineSpec,
     ) -> Qemu {
         let dir = tempfile::tempdir().expect("tempdir");
-        let mut cmd = lab.command(&lab.ns("lan"), "qemu-system-x86_64");
-        cmd.args([
-            "-netdev",
-            &format!("tap,id=n0,ifname={tap},script=no,downscript=no"),
-        ]);
+        let mut cmd = netboot_command(lab, tap, mac, firmware, ",bootindex=1");
         cmd.arg("-drive").arg(format!(
             "file={},format=raw,if=none,id=d0",
             machine.disk.display()
         ));
-        match firmware {
-            Firmware::Bios => {
-                cmd.args([
-                    "-boot",
-                    "n",
-                    "-device",
-                    &format!("e1000,netdev=n0,mac={mac}"),
-                    "-device",
-                    "virtio-blk-pci,drive=d0",
-                ]);
-            }
-            Firmware::Uefi => {
-                cmd.args([
-                    "-device",
-                    &format!("virtio-net-pci,netdev=n0,mac={mac},romfile=,bootindex=1"),
-                    "-device",
-                    "virtio-blk-pci,drive=d0,bootindex=2",
-                ]);
-            }
-        }
+        cmd.args([
+            "-device",
+            match firmware {
+                Firmware::Bios => "virtio-blk-pci,drive=d0",
+                Firmware::Uefi => "virtio-blk-pci,drive=d0,bootindex=2",
+            },
+        ]);
         cmd.args(["-smp", &machine.cpus.to_string()]);
         Self::spawn_with_memory(cmd, dir, firmware, machine.memory_mib)
     }
@@ -232,13 +195,11 @@ impl Qemu {
             .arg("-drive")
             .arg(format!("if=pflash,format=raw,file={}", vars.display()));
         }
-        let log = std::fs::File::create(dir.path().join("qemu.log")).expect("log");
-        let child = cmd
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("start qemu-system-x86_64 (apt-get install qemu-system-x86 ipxe-qemu ovmf)");
+        let child = crate::spawn_logged(
+            &mut cmd,
+            &dir.path().join("qemu.log"),
+            "qemu-system-x86_64 (apt-get install qemu-system-x86 ipxe-qemu ovmf)",
+        );
         Qemu { child, serial, dir }
     }
 
@@ -274,6 +235,35 @@ impl Qemu {
     pub fn dir(&self) -> &Path {
         self.dir.path()
     }
+}
+
+/// QEMU in the lab's `lan` namespace, booting from its NIC on tap `tap` with `mac` (UEFI: a
+/// virtio NIC without option ROM, `uefi_nic` appended to its options).
+fn netboot_command(
+    lab: &NetLab,
+    tap: &str,
+    mac: &str,
+    firmware: Firmware,
+    uefi_nic: &str,
+) -> Command {
+    let mut cmd = lab.command(&lab.ns("lan"), "qemu-system-x86_64");
+    cmd.args([
+        "-netdev",
+        &format!("tap,id=n0,ifname={tap},script=no,downscript=no"),
+    ]);
+    match firmware {
+        Firmware::Bios => cmd.args([
+            "-boot",
+            "n",
+            "-device",
+            &format!("e1000,netdev=n0,mac={mac}"),
+        ]),
+        Firmware::Uefi => cmd.args([
+            "-device",
+            &format!("virtio-net-pci,netdev=n0,mac={mac},romfile={uefi_nic}"),
+        ]),
+    };
+    cmd
 }
 
 impl Drop for Qemu {

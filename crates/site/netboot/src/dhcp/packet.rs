@@ -336,6 +336,23 @@ impl Reader<'_> {
     }
 }
 
+/// `bytes_options! { get, set = CODE; ... }`, each with its doc: options read and written as
+/// their bytes on the wire.
+macro_rules! bytes_options {
+    ($($(#[$doc:meta])* $get:ident, $set:ident = $code:ident;)*) => {
+        $(
+            $(#[$doc])*
+            pub fn $get(&self) -> Option<&[u8]> {
+                self.options.get(code::$code)
+            }
+
+            pub fn $set(&mut self, value: &[u8]) {
+                self.options.set(code::$code, value);
+            }
+        )*
+    };
+}
+
 impl Packet {
     /// Hardware type of Ethernet in `htype` (RFC 1700 / IANA ARP parameters).
     pub const HTYPE_ETHERNET: u8 = 1;
@@ -484,15 +501,6 @@ impl Packet {
         Some(u16::from_be_bytes(bytes.try_into().ok()?))
     }
 
-    /// Option 60, e.g. `PXEClient:Arch:00007:UNDI:003000`.
-    pub fn vendor_class(&self) -> Option<&[u8]> {
-        self.options.get(code::VENDOR_CLASS)
-    }
-
-    pub fn set_vendor_class(&mut self, class: &[u8]) {
-        self.options.set(code::VENDOR_CLASS, class);
-    }
-
     /// Option 61.
     pub fn client_id(&self) -> Option<&[u8]> {
         self.options.get(code::CLIENT_ID)
@@ -542,15 +550,6 @@ impl Packet {
         }
     }
 
-    /// Option 97 as sent: type byte then identifier. PXE clients echo-check it in replies.
-    pub fn client_machine_id(&self) -> Option<&[u8]> {
-        self.options.get(code::CLIENT_MACHINE_ID)
-    }
-
-    pub fn set_client_machine_id(&mut self, id: &[u8]) {
-        self.options.set(code::CLIENT_MACHINE_ID, id);
-    }
-
     /// The UUID in option 97 when it has the only defined form: type 0 and 16 bytes.
     pub fn client_uuid(&self) -> Option<[u8; 16]> {
         match self.client_machine_id()?.split_first() {
@@ -559,31 +558,17 @@ impl Packet {
         }
     }
 
-    /// Option 43.
-    pub fn vendor_specific(&self) -> Option<&[u8]> {
-        self.options.get(code::VENDOR_SPECIFIC)
-    }
-
-    pub fn set_vendor_specific(&mut self, value: impl Into<Vec<u8>>) {
-        self.options.set(code::VENDOR_SPECIFIC, value);
-    }
-
-    /// Option 66.
-    pub fn tftp_server_name(&self) -> Option<&[u8]> {
-        self.options.get(code::TFTP_SERVER_NAME)
-    }
-
-    pub fn set_tftp_server_name(&mut self, name: &[u8]) {
-        self.options.set(code::TFTP_SERVER_NAME, name);
-    }
-
-    /// Option 67.
-    pub fn bootfile_name(&self) -> Option<&[u8]> {
-        self.options.get(code::BOOTFILE_NAME)
-    }
-
-    pub fn set_bootfile_name(&mut self, name: &[u8]) {
-        self.options.set(code::BOOTFILE_NAME, name);
+    bytes_options! {
+        /// Option 60, e.g. `PXEClient:Arch:00007:UNDI:003000`.
+        vendor_class, set_vendor_class = VENDOR_CLASS;
+        /// Option 97 as sent: type byte then identifier. PXE clients echo-check it in replies.
+        client_machine_id, set_client_machine_id = CLIENT_MACHINE_ID;
+        /// Option 43.
+        vendor_specific, set_vendor_specific = VENDOR_SPECIFIC;
+        /// Option 66.
+        tftp_server_name, set_tftp_server_name = TFTP_SERVER_NAME;
+        /// Option 67.
+        bootfile_name, set_bootfile_name = BOOTFILE_NAME;
     }
 }
 

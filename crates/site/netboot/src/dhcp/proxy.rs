@@ -378,7 +378,7 @@ fn reply(
     // get no option 43: EDK2 then asks us again on udp/4011, the path seen working with OVMF.
     // iPXE needs no telling.
     if arch == ClientArch::Bios && !http && !ipxe {
-        packet.set_vendor_specific(pxe_vendor_options(request));
+        packet.set_vendor_specific(&pxe_vendor_options(request));
     }
 
     let size = packet.encoded_len();
@@ -1376,30 +1376,17 @@ mod tests {
             "{reason:?}"
         );
         // Allowing more in option 57 lets it through; values under 576 do not shrink the floor.
-        let request = wire(
-            FRESH,
-            &[
-                (53, &[1]),
-                (57, &[0x05, 0xc0]),
-                (93, &[0, 7]),
-                (60, b"PXEClient"),
-            ],
-        );
+        let with_max_size = |max: u16| {
+            let max = max.to_be_bytes();
+            let request = wire(
+                FRESH,
+                &[(53, &[1]), (57, &max), (93, &[0, 7]), (60, b"PXEClient")],
+            );
+            decide(&parse(&request), Port::Dhcp, from_client(), &config)
+        };
+        assert!(matches!(with_max_size(0x05c0), Decision::Reply { .. }));
         assert!(matches!(
-            decide(&parse(&request), Port::Dhcp, from_client(), &config),
-            Decision::Reply { .. }
-        ));
-        let request = wire(
-            FRESH,
-            &[
-                (53, &[1]),
-                (57, &[0x01, 0x00]),
-                (93, &[0, 7]),
-                (60, b"PXEClient"),
-            ],
-        );
-        assert!(matches!(
-            expect_ignore(decide(&parse(&request), Port::Dhcp, from_client(), &config)),
+            expect_ignore(with_max_size(0x0100)),
             IgnoreReason::ReplyTooLarge { limit: 548, .. }
         ));
     }

@@ -50,3 +50,12 @@ pub use packet::{
 };
 pub use path::{normalize, PathError, RelativePath, MAX_PATH_LEN};
 pub use session::{BlockSource, Failure, Outcome, Reaction, ReadTransfer, TransferStats};
+
+/// `[("blksize", "1432")]` as a request's options, for the tests.
+#[cfg(test)]
+fn options(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+    pairs
+        .iter()
+        .map(|(n, v)| ((*n).to_owned(), (*v).to_owned()))
+        .collect()
+}

@@ -142,13 +142,7 @@ fn clamp_to_u16(value: u64, max: u16) -> u16 {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn options(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-        pairs
-            .iter()
-            .map(|(n, v)| ((*n).to_owned(), (*v).to_owned()))
-            .collect()
-    }
+    use crate::tftp::options;
 
     fn run(pairs: &[(&str, &str)]) -> Negotiation {
         negotiate(Mode::Octet, &options(pairs), 12345, &Limits::default())

@@ -387,31 +387,48 @@ fn put_options(out: &mut Vec<u8>, options: &[(String, String)]) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::tftp::options;
     use proptest::prelude::*;
 
-    fn options(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-        pairs
-            .iter()
-            .map(|(n, v)| ((*n).to_owned(), (*v).to_owned()))
-            .collect()
+    /// An RRQ of these NUL-terminated fields (filename, mode, option names and values).
+    fn rrq(fields: &[&[u8]]) -> Vec<u8> {
+        let mut bytes = vec![0x00, 0x01];
+        for field in fields {
+            bytes.extend_from_slice(field);
+            bytes.push(0);
+        }
+        bytes
+    }
+
+    /// Parses `bytes`, which must be an octet RRQ of `filename` with `pairs` as its options.
+    fn parses_as_rrq<'a>(bytes: &'a [u8], filename: &str, pairs: &[(&str, &str)]) -> Packet<'a> {
+        let packet = Packet::parse(bytes).expect("valid rrq");
+        assert_eq!(
+            packet,
+            Packet::Rrq(Request {
+                filename: filename.into(),
+                mode: Mode::Octet,
+                options: options(pairs),
+            })
+        );
+        packet
     }
 
     #[test]
     fn parses_an_ipxe_rrq() {
         // What iPXE's tftp_send_rrq builds: path, "octet", blksize and tsize.
-        let mut bytes = vec![0x00, 0x01];
-        bytes.extend_from_slice(b"undionly.kpxe\0");
-        bytes.extend_from_slice(b"octet\0");
-        bytes.extend_from_slice(b"blksize\x001432\0");
-        bytes.extend_from_slice(b"tsize\x000\0");
-        let packet = Packet::parse(&bytes).expect("valid rrq");
-        assert_eq!(
-            packet,
-            Packet::Rrq(Request {
-                filename: "undionly.kpxe".into(),
-                mode: Mode::Octet,
-                options: options(&[("blksize", "1432"), ("tsize", "0")]),
-            })
+        let bytes = rrq(&[
+            b"undionly.kpxe",
+            b"octet",
+            b"blksize",
+            b"1432",
+            b"tsize",
+            b"0",
+        ]);
+        let packet = parses_as_rrq(
+            &bytes,
+            "undionly.kpxe",
+            &[("blksize", "1432"), ("tsize", "0")],
         );
         assert_eq!(packet.encode(), bytes);
     }
@@ -434,20 +451,20 @@ mod tests {
     fn parses_an_edk2_rrq() {
         // OVMF's PXE: blksize 1468 and windowsize 4 with a tsize request, octet in upper case
         // to check the mode is case-insensitive, option names mixed case to check lowercasing.
-        let mut bytes = vec![0x00, 0x01];
-        bytes.extend_from_slice(b"ipxe.efi\0");
-        bytes.extend_from_slice(b"OCTET\0");
-        bytes.extend_from_slice(b"blksize\x001468\0");
-        bytes.extend_from_slice(b"WindowSize\x004\0");
-        bytes.extend_from_slice(b"tsize\x000\0");
-        let packet = Packet::parse(&bytes).expect("valid rrq");
-        assert_eq!(
-            packet,
-            Packet::Rrq(Request {
-                filename: "ipxe.efi".into(),
-                mode: Mode::Octet,
-                options: options(&[("blksize", "1468"), ("windowsize", "4"), ("tsize", "0")]),
-            })
+        let bytes = rrq(&[
+            b"ipxe.efi",
+            b"OCTET",
+            b"blksize",
+            b"1468",
+            b"WindowSize",
+            b"4",
+            b"tsize",
+            b"0",
+        ]);
+        parses_as_rrq(
+            &bytes,
+            "ipxe.efi",
+            &[("blksize", "1468"), ("windowsize", "4"), ("tsize", "0")],
         );
     }
 

@@ -158,38 +158,40 @@ mod tests {
     fn refuses() {
         let long = "a".repeat(MAX_PATH_LEN + 1);
         let cases = [
-            ("", PathError::Empty),
-            ("/", PathError::Empty),
-            (r"\\", PathError::Empty),
-            ("../etc/passwd", PathError::ParentComponent),
-            ("/../x", PathError::ParentComponent),
-            ("a/../../x", PathError::ParentComponent),
-            (r"a\..\x", PathError::ParentComponent),
-            ("a/..", PathError::ParentComponent),
-            ("./ipxe.efi", PathError::DotComponent),
-            ("a/./b", PathError::DotComponent),
-            (".partial-ipxe.efi", PathError::DotComponent),
-            ("dir/.hidden", PathError::DotComponent),
-            ("...", PathError::DotComponent),
-            ("C:", PathError::DrivePrefix),
-            (r"C:\Windows\x", PathError::DrivePrefix),
-            ("c:file", PathError::DrivePrefix),
-            (r"\d:\x", PathError::DrivePrefix),
-            ("a\0b", PathError::Nul),
-            ("a\nb", PathError::ControlCharacter),
-            ("a\u{7f}", PathError::ControlCharacter),
-            ("caf\u{e9}", PathError::NonAscii),
-            ("a\u{2215}b", PathError::NonAscii),
+            (PathError::Empty, &["", "/", r"\\"][..]),
             (
-                long.as_str(),
+                PathError::ParentComponent,
+                &["../etc/passwd", "/../x", "a/../../x", r"a\..\x", "a/.."],
+            ),
+            (
+                PathError::DotComponent,
+                &[
+                    "./ipxe.efi",
+                    "a/./b",
+                    ".partial-ipxe.efi",
+                    "dir/.hidden",
+                    "...",
+                ],
+            ),
+            (
+                PathError::DrivePrefix,
+                &["C:", r"C:\Windows\x", "c:file", r"\d:\x"],
+            ),
+            (PathError::Nul, &["a\0b"]),
+            (PathError::ControlCharacter, &["a\nb", "a\u{7f}"]),
+            (PathError::NonAscii, &["caf\u{e9}", "a\u{2215}b"]),
+            (
                 PathError::TooLong {
                     len: MAX_PATH_LEN + 1,
                     max: MAX_PATH_LEN,
                 },
+                &[long.as_str()],
             ),
         ];
-        for (requested, expected) in cases {
-            assert_eq!(normalize(requested), Err(expected), "{requested:?}");
+        for (expected, requested) in cases {
+            for requested in requested {
+                assert_eq!(normalize(requested), Err(expected.clone()), "{requested:?}");
+            }
         }
     }
 

@@ -759,9 +759,20 @@ mod tests {
         client: &mut Client,
     ) -> (ReadTransfer, Vec<Vec<u8>>) {
         let mut transfer = ReadTransfer::start(request, file.len() as u64, limits);
+        let sent = run_to_end(&mut transfer, file, client);
+        (transfer, sent)
+    }
+
+    /// Sends what `transfer` owes and hands `client` its answers until nothing is left to send;
+    /// answers every datagram sent.
+    fn run_to_end<S: BlockSource + ?Sized>(
+        transfer: &mut ReadTransfer,
+        source: &S,
+        client: &mut Client,
+    ) -> Vec<Vec<u8>> {
         let mut sent = Vec::new();
         for _ in 0..1_000_000 {
-            let datagrams = drain(&mut transfer, file);
+            let datagrams = drain(transfer, source);
             if datagrams.is_empty() {
                 break;
             }
@@ -772,7 +783,7 @@ mod tests {
                 sent.push(datagram);
             }
         }
-        (transfer, sent)
+        sent
     }
 
     #[test]
@@ -948,17 +959,7 @@ mod tests {
         }
         assert_eq!(replies, [ack(5)]);
         transfer.on_packet(&replies[0]);
-        loop {
-            let datagrams = drain(&mut transfer, file.as_slice());
-            if datagrams.is_empty() {
-                break;
-            }
-            for datagram in datagrams {
-                if let Some(reply) = client.on_datagram(&datagram) {
-                    transfer.on_packet(&reply);
-                }
-            }
-        }
+        run_to_end(&mut transfer, file.as_slice(), &mut client);
         assert_eq!(client.data, file);
         let Some(Outcome::Completed(stats)) = transfer.outcome() else {
             panic!("not completed: {:?}", transfer.outcome());
@@ -1062,14 +1063,20 @@ mod tests {
         );
     }
 
-    #[test]
-    fn timeouts_resend_then_fail_with_an_error() {
-        let file = patterned_file(100);
+    /// A file of `len` bytes and a transfer of it that gives up after `max_retries` timeouts.
+    fn retrying(len: usize, max_retries: u32) -> (Vec<u8>, ReadTransfer) {
+        let file = patterned_file(len);
         let limits = Limits {
-            max_retries: 3,
+            max_retries,
             ..Limits::default()
         };
-        let mut transfer = ReadTransfer::start(&octet(&[]), 100, &limits);
+        let transfer = ReadTransfer::start(&octet(&[]), len as u64, &limits);
+        (file, transfer)
+    }
+
+    #[test]
+    fn timeouts_resend_then_fail_with_an_error() {
+        let (file, mut transfer) = retrying(100, 3);
         assert_eq!(transfer.timeout(), Duration::from_secs(1));
         assert_eq!(data_blocks(&drain(&mut transfer, file.as_slice())), [1]);
         for _ in 0..3 {
@@ -1126,12 +1133,7 @@ mod tests {
 
     #[test]
     fn progress_resets_the_retry_count() {
-        let file = patterned_file(2000);
-        let limits = Limits {
-            max_retries: 2,
-            ..Limits::default()
-        };
-        let mut transfer = ReadTransfer::start(&octet(&[]), 2000, &limits);
+        let (file, mut transfer) = retrying(2000, 2);
         drain(&mut transfer, file.as_slice());
         transfer.on_timeout();
         transfer.on_timeout();
@@ -1314,17 +1316,7 @@ mod tests {
         };
         let mut transfer = ReadTransfer::start(&octet(&[]), 1300, &Limits::default());
         let mut client = Client::new();
-        loop {
-            let datagrams = drain(&mut transfer, &source);
-            if datagrams.is_empty() {
-                break;
-            }
-            for datagram in datagrams {
-                if let Some(reply) = client.on_datagram(&datagram) {
-                    transfer.on_packet(&reply);
-                }
-            }
-        }
+        run_to_end(&mut transfer, &source, &mut client);
         assert_eq!(client.data, file);
 
         let stuck = TrickleSource {

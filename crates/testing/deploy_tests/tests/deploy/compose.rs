@@ -152,15 +152,7 @@ impl Api {
     }
 
     async fn get(&self, path: &str) -> Value {
-        let r = self
-            .http
-            .get(format!("{}{path}", self.base))
-            .bearer_auth(&self.admin)
-            .send()
-            .await
-            .expect("GET");
-        assert_eq!(r.status(), 200, "GET {path}");
-        r.json().await.expect("json")
+        self.get_ok(path).await.json().await.expect("json")
     }
 
     /// Creates an artifact and polls it until it is done (failed is a test failure).
@@ -179,15 +171,25 @@ impl Api {
     }
 
     async fn download(&self, url: &str) -> Vec<u8> {
+        self.get_ok(url)
+            .await
+            .bytes()
+            .await
+            .expect("bytes")
+            .to_vec()
+    }
+
+    /// `GET path` as the admin, which must answer 200.
+    async fn get_ok(&self, path: &str) -> reqwest::Response {
         let r = self
             .http
-            .get(format!("{}{url}", self.base))
+            .get(format!("{}{path}", self.base))
             .bearer_auth(&self.admin)
             .send()
             .await
-            .expect("download");
-        assert_eq!(r.status(), 200, "{url}");
-        r.bytes().await.expect("bytes").to_vec()
+            .expect("GET");
+        assert_eq!(r.status(), 200, "GET {path}");
+        r
     }
 }
 

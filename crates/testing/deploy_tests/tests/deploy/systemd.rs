@@ -55,34 +55,33 @@ fn units_verify_clean_and_hold_only_the_distributors_two_capabilities() {
     );
 
     let read = |unit: &str| std::fs::read_to_string(units.join(unit)).expect("unit");
-    let lines =
-        |text: &str| -> Vec<String> { text.lines().map(str::trim).map(String::from).collect() };
-    let distributor = lines(&read("bootfleet-distributor.service"));
-    let up = lines(&read("bootfleet.service"));
-    for wanted in [
-        "AmbientCapabilities=CAP_NET_BIND_SERVICE CAP_NET_RAW",
-        "CapabilityBoundingSet=CAP_NET_BIND_SERVICE CAP_NET_RAW",
-        "DynamicUser=yes",
-        "ProtectSystem=strict",
-        "NoNewPrivileges=yes",
-    ] {
-        assert!(
-            distributor.iter().any(|l| l == wanted),
-            "distributor unit lacks {wanted}"
-        );
-    }
-    for wanted in [
-        "ExecStart=/usr/local/bin/bootfleet up",
-        "DynamicUser=yes",
-        "StateDirectory=bootfleet",
-        "ProtectSystem=strict",
-        "CapabilityBoundingSet=",
-    ] {
-        assert!(
-            up.iter().any(|l| l == wanted),
-            "bootfleet unit lacks {wanted}"
-        );
-    }
+    let expect_lines = |unit: &str, wanted: &[&str]| {
+        let text = read(unit);
+        let lines: Vec<&str> = text.lines().map(str::trim).collect();
+        for line in wanted {
+            assert!(lines.contains(line), "{unit} lacks {line}");
+        }
+    };
+    expect_lines(
+        "bootfleet-distributor.service",
+        &[
+            "AmbientCapabilities=CAP_NET_BIND_SERVICE CAP_NET_RAW",
+            "CapabilityBoundingSet=CAP_NET_BIND_SERVICE CAP_NET_RAW",
+            "DynamicUser=yes",
+            "ProtectSystem=strict",
+            "NoNewPrivileges=yes",
+        ],
+    );
+    expect_lines(
+        "bootfleet.service",
+        &[
+            "ExecStart=/usr/local/bin/bootfleet up",
+            "DynamicUser=yes",
+            "StateDirectory=bootfleet",
+            "ProtectSystem=strict",
+            "CapabilityBoundingSet=",
+        ],
+    );
 
     // A mistake in a unit is reported (the check is not a no-op).
     let broken = tempfile::tempdir().expect("tempdir");
