@@ -28,8 +28,25 @@ struct Lab {
     user: String,
 }
 
+/// An iPXE source tree whose build always fails with this message, so that the builders
+/// compile iPXE here and an `ipxes` build fails in the builder (a failed build to follow).
+fn failing_ipxe_tree() -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("bootfleet-grpc-test-{}", std::process::id()));
+    let src = dir.join("ipxe-src/src");
+    std::fs::create_dir_all(&src).expect("mkdir");
+    std::fs::write(
+        src.join("Makefile"),
+        "%:\n\t@echo 'no such compiler (boom)' >&2; exit 2\n",
+    )
+    .expect("makefile");
+    dir.join("ipxe-src")
+}
+
 async fn lab() -> Lab {
     let _ = tracing_subscriber::fmt().with_test_writer().try_init();
+    // Read by the builders as they start; set once, before any lab starts.
+    static SET: std::sync::Once = std::sync::Once::new();
+    SET.call_once(|| std::env::set_var("BOOTFLEET_IPXE_SOURCE", failing_ipxe_tree()));
     let nats = NatsServer::start();
     let dir = tempfile::tempdir().expect("tempdir");
     let secret = || Secret::new(SECRET.to_vec()).expect("long enough");
@@ -426,6 +443,54 @@ async fn grpc_crud_roles_errors_streams_and_reflection() {
         None,
     );
 
+    // A distributor's boot events, streamed as its site publishes them.
+    let bus = lab.system.bus.clone();
+    let distributor: proto::Distributor = bus
+        .request(
+            &bootfleet_bus::TraceParent::new_root(),
+            &bootfleet_api::subjects::distributor_heartbeat("site-grpc"),
+            &proto::DistributorHeartbeat {
+                artifact_id: "site-grpc".into(),
+                ..Default::default()
+            },
+        )
+        .await
+        .expect("heartbeat answered");
+    let mut distributors = pb::distributors_client::DistributorsClient::new(channel.clone());
+    let id = |id: &str| proto::IdRequest { id: id.into() };
+    expect_status(
+        distributors
+            .watch_boot_events(authed(id(&distributor.id), None))
+            .await,
+        Code::Unauthenticated,
+        None,
+    );
+    let mut events = distributors
+        .watch_boot_events(authed(id(&distributor.id), Some(&lab.user)))
+        .await
+        .expect("watch events")
+        .into_inner();
+    let event = proto::BootEvent {
+        artifact_id: "site-grpc".into(),
+        kind: "dhcp_answered".into(),
+        mac: "52:54:00:12:34:56".into(),
+        ..Default::default()
+    };
+    bus.client()
+        .publish(
+            bootfleet_api::subjects::boot_events("site-grpc"),
+            prost::Message::encode_to_vec(&event).into(),
+        )
+        .await
+        .expect("publish");
+    let got = tokio::time::timeout(std::time::Duration::from_secs(10), events.next())
+        .await
+        .expect("an event in time")
+        .expect("the stream goes on")
+        .expect("an event");
+    assert_eq!(got, event);
+    drop(events);
+
     // Reflection lists every service of the API.
     use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
     use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
@@ -574,6 +639,13 @@ async fn cli_scripts_keys_a_followed_build_a_checked_download_and_exit_codes() {
     assert_eq!(key["artifactId"], "site-1");
     let keys = cli.json(&["sshkeys", "list", "-o", "json"]).await;
     assert_eq!(keys["total"], 1);
+    // The same key twice for one site: a conflict, exit 5.
+    expect_exit(
+        &cli.run(&["sshkeys", "create", "--site", "site-1", "--text", &public])
+            .await,
+        5,
+        "hint:",
+    );
 
     // A build followed to completion (plain lines when piped), then its file downloaded and
     // checked against the digest the API reports.
@@ -608,6 +680,23 @@ async fn cli_scripts_keys_a_followed_build_a_checked_download_and_exit_codes() {
     assert_eq!(download.status.code(), Some(0), "{}", text(&download));
     assert_eq!(std::fs::read(&target).expect("downloaded"), original);
     assert!(String::from_utf8_lossy(&download.stdout).starts_with(&sha256_hex(&original)));
+
+    // A build that fails in the builder: exit 1 with the builder's error.
+    let failed = cli
+        .run(&[
+            "ipxes",
+            "create",
+            "--inputs",
+            r##"{"script": "#!ipxe\nshell\n", "platform": "bin-x86_64-efi", "driver": "ipxe", "extension": "efi"}"##,
+            "--follow",
+        ])
+        .await;
+    expect_exit(&failed, 1, "failed: ");
+    assert!(
+        String::from_utf8_lossy(&failed.stderr).contains("no such compiler (boom)"),
+        "{}",
+        text(&failed)
+    );
 
     // Exit codes: bad input 2, a missing object 3, no or a wrong token 4, a user writing 4,
     // nothing listening 7; each says what went wrong and what to do.
