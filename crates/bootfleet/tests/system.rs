@@ -1596,6 +1596,7 @@ async fn up_runs_the_system_and_stops_cleanly() {
     use std::io::BufRead;
     let dir = tempfile::tempdir().expect("tempdir");
     let port = bootfleet_testkit::free_port();
+    let grpc_port = bootfleet_testkit::free_port();
     let nats_port = bootfleet_testkit::free_port();
     let mut child = ChildGuard(
         bootfleet_bin()
@@ -1603,6 +1604,8 @@ async fn up_runs_the_system_and_stops_cleanly() {
                 "up",
                 "--listen",
                 &format!("127.0.0.1:{port}"),
+                "--grpc-listen",
+                &format!("127.0.0.1:{grpc_port}"),
                 "--nats-port",
                 &nats_port.to_string(),
                 "--distributor",
@@ -1629,6 +1632,8 @@ async fn up_runs_the_system_and_stops_cleanly() {
         .iter()
         .find_map(|l| l.strip_prefix("export BOOTFLEET_TOKEN=").map(str::to_owned))
         .expect("up printed a token");
+    let grpc_url = format!("export BOOTFLEET_GRPC_URL=http://127.0.0.1:{grpc_port}");
+    assert!(printed.contains(&grpc_url), "{printed:?}");
     let http = reqwest::Client::new();
     let base = format!("http://127.0.0.1:{port}");
     let ready: Value = http
