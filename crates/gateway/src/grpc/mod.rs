@@ -240,3 +240,72 @@ pub async fn serve(
         .await
         .map_err(std::io::Error::other)
 }
+
+#[cfg(test)]
+mod tests {
+    use bootfleet_api::ErrorCode;
+
+    use super::*;
+
+    #[test]
+    fn every_code_maps_through_the_one_table_and_client_mistakes_stay_client_codes() {
+        for code in ErrorCode::ALL {
+            let s = status(ApiError::new(code, "x"));
+            assert_eq!(s.code(), Code::from_i32(code.grpc_code()), "{code}");
+            assert_ne!(s.code(), Code::Unknown, "{code}");
+            assert_eq!(
+                s.metadata().get("bf-code").and_then(|v| v.to_str().ok()),
+                Some(code.as_str())
+            );
+            // A client's mistake is never a server-side code, as it is never a 5xx.
+            if code.http_status() < 500 {
+                assert!(
+                    !matches!(
+                        s.code(),
+                        Code::Internal | Code::Unavailable | Code::Unknown | Code::DataLoss
+                    ),
+                    "{code}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn a_field_error_names_its_field_in_metadata_and_message() {
+        let s = status(ApiError::invalid(
+            "pageSize",
+            "must be a whole number from 1 to 100",
+        ));
+        assert_eq!(s.code(), Code::InvalidArgument);
+        assert_eq!(
+            s.metadata().get("bf-field").and_then(|v| v.to_str().ok()),
+            Some("pageSize")
+        );
+        assert!(s.message().starts_with("pageSize: "));
+        assert!(status(ApiError::not_found("x"))
+            .metadata()
+            .get("bf-field")
+            .is_none());
+    }
+
+    #[test]
+    fn list_options_are_checked_as_the_rest_query() {
+        let defaults = list_params(None).expect("defaults");
+        assert_eq!((defaults.page, defaults.page_size), (1, 10));
+        let bad = list_params(Some(pb::ListOptions {
+            page_size: 101,
+            ..Default::default()
+        }))
+        .expect_err("too many rows");
+        assert_eq!(bad.code(), Code::InvalidArgument);
+        assert!(bad.message().starts_with("pageSize"), "{}", bad.message());
+        let sorted = list_params(Some(pb::ListOptions {
+            sort: "-createdAt".into(),
+            search_fields: "text".into(),
+            ..Default::default()
+        }))
+        .expect("sort and search fields");
+        assert!(sorted.sort[0].descending);
+        assert_eq!(sorted.search_fields, vec!["text".to_owned()]);
+    }
+}
