@@ -679,6 +679,7 @@ async fn cli_scripts_keys_a_followed_build_a_checked_download_and_exit_codes() {
         .await;
     assert_eq!(download.status.code(), Some(0), "{}", text(&download));
     assert_eq!(std::fs::read(&target).expect("downloaded"), original);
+    assert!(!cli.config.path().join("isolinux.bin.part").exists());
     assert!(String::from_utf8_lossy(&download.stdout).starts_with(&sha256_hex(&original)));
 
     // A build that fails in the builder: exit 1 with the builder's error.

@@ -626,7 +626,9 @@ async fn download(
             format!("cannot write {}: {e}", path.display()),
         )
     };
-    let partial = out.with_extension("part");
+    let mut partial = out.as_os_str().to_owned();
+    partial.push(".part");
+    let partial = PathBuf::from(partial);
     let mut writer = std::fs::File::create(&partial).map_err(|e| local(e, &partial))?;
     let mut expected: Option<proto::ArtifactFile> = None;
     let mut hasher = Sha256::new();

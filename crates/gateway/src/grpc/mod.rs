@@ -229,6 +229,8 @@ pub async fn serve(
     let limits = config.limits;
     let routes = router(bus, config).map_err(std::io::Error::other)?;
     tonic::transport::Server::builder()
+        // Each call's log lines carry its method, as REST's carry the route.
+        .trace_fn(|req| tracing::info_span!("grpc", method = %req.uri().path()))
         .timeout(limits.request_timeout)
         .concurrency_limit_per_connection(256)
         .http2_keepalive_interval(Some(std::time::Duration::from_secs(30)))
