@@ -1653,6 +1653,21 @@ async fn up_runs_the_system_and_stops_cleanly() {
         .await
         .expect("create");
     assert_eq!(created.status(), 201);
+    // The CLI, over the gRPC API `up` serves, with the URL and token it printed, sees the row.
+    let listed = tokio::process::Command::new(env!("CARGO_BIN_EXE_bootfleet"))
+        .args(["postbootscripts", "list", "-o", "json"])
+        .env(
+            "BOOTFLEET_GRPC_URL",
+            format!("http://127.0.0.1:{grpc_port}"),
+        )
+        .env("BOOTFLEET_TOKEN", &token)
+        .env("XDG_CONFIG_HOME", dir.path())
+        .output()
+        .await
+        .expect("run the cli");
+    assert!(listed.status.success(), "{listed:?}");
+    let listed: Value = serde_json::from_slice(&listed.stdout).expect("json");
+    assert_eq!(listed["total"], 1, "{listed}");
     assert!(dir.path().join("bootfleet.db").exists());
     let secret_mode = std::os::unix::fs::PermissionsExt::mode(
         &std::fs::metadata(dir.path().join("jwt-secret"))
