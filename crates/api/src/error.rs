@@ -54,22 +54,34 @@ impl ErrorCode {
         ErrorCode::Internal,
     ];
 
-    pub fn http_status(self) -> u16 {
+    /// The one table of what each code is on the wire: its HTTP status (REST) and its gRPC
+    /// status code (the numbers of `google.rpc.Code`; the gateway's gRPC side maps them to
+    /// `tonic::Code`).
+    pub fn statuses(self) -> (u16, i32) {
         match self {
-            ErrorCode::InvalidArgument => 400,
-            ErrorCode::Unauthenticated => 401,
-            ErrorCode::PermissionDenied => 403,
-            ErrorCode::NotFound => 404,
-            ErrorCode::MethodNotAllowed => 405,
-            ErrorCode::Conflict => 409,
-            ErrorCode::RequestTimeout => 408,
-            ErrorCode::PayloadTooLarge => 413,
-            ErrorCode::UnsupportedMediaType => 415,
-            ErrorCode::Internal => 500,
-            ErrorCode::NotImplemented => 501,
-            ErrorCode::Unavailable => 503,
-            ErrorCode::Timeout => 504,
+            ErrorCode::InvalidArgument => (400, 3),   // INVALID_ARGUMENT
+            ErrorCode::Unauthenticated => (401, 16),  // UNAUTHENTICATED
+            ErrorCode::PermissionDenied => (403, 7),  // PERMISSION_DENIED
+            ErrorCode::NotFound => (404, 5),          // NOT_FOUND
+            ErrorCode::MethodNotAllowed => (405, 12), // UNIMPLEMENTED
+            ErrorCode::Conflict => (409, 10),         // ABORTED (HTTP 409 in google.rpc)
+            ErrorCode::RequestTimeout => (408, 4),    // DEADLINE_EXCEEDED
+            ErrorCode::PayloadTooLarge => (413, 8),   // RESOURCE_EXHAUSTED
+            ErrorCode::UnsupportedMediaType => (415, 3), // INVALID_ARGUMENT
+            ErrorCode::Internal => (500, 13),         // INTERNAL
+            ErrorCode::NotImplemented => (501, 12),   // UNIMPLEMENTED
+            ErrorCode::Unavailable => (503, 14),      // UNAVAILABLE
+            ErrorCode::Timeout => (504, 4),           // DEADLINE_EXCEEDED
         }
+    }
+
+    pub fn http_status(self) -> u16 {
+        self.statuses().0
+    }
+
+    /// The gRPC status code (`google.rpc.Code` number).
+    pub fn grpc_code(self) -> i32 {
+        self.statuses().1
     }
 
     pub fn as_str(self) -> &'static str {

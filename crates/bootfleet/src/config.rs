@@ -9,6 +9,8 @@ use bootfleet_gateway::{GatewayConfig, DEFAULT_BODY_LIMIT};
 use rand_core::{OsRng, RngCore};
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
+/// Where the gRPC API listens by default (its own port beside REST).
+pub const DEFAULT_GRPC_LISTEN: &str = "127.0.0.1:8081";
 
 fn env(key: &str) -> Option<String> {
     std::env::var(key).ok().filter(|v| !v.trim().is_empty())

@@ -1,6 +1,7 @@
 //! Wiring: the same service code runs all together (`bootfleet up`, the tests) or one service
 //! per process (`bootfleet mainscripts`, ...). Only this crate knows every service.
 
+pub mod cli;
 pub mod config;
 pub mod healthcheck;
 pub mod nats_auth;
@@ -85,6 +86,17 @@ pub struct System {
     services: Option<Services>,
     stop_gateway: Option<tokio::sync::oneshot::Sender<()>>,
     gateway: tokio::task::JoinHandle<std::io::Result<()>>,
+    gateway_config: GatewayConfig,
+    /// The gRPC API, once [`System::serve_grpc`] started it.
+    grpc: Option<Listening>,
+}
+
+/// A server task and how to stop it.
+#[derive(Debug)]
+struct Listening {
+    addr: SocketAddr,
+    stop: tokio::sync::oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<std::io::Result<()>>,
 }
 
 #[derive(Clone, Debug)]
@@ -117,7 +129,7 @@ impl System {
         let gateway = tokio::spawn(bootfleet_gateway::serve(
             listener,
             bus.clone(),
-            config.gateway,
+            config.gateway.clone(),
             async move {
                 let _ = stop_rx.await;
             },
@@ -128,7 +140,38 @@ impl System {
             services: Some(services),
             stop_gateway: Some(stop_tx),
             gateway,
+            gateway_config: config.gateway,
+            grpc: None,
         })
+    }
+
+    /// Serves the gRPC API on `listen`, beside REST, with the same bus and configuration (its
+    /// own port: see docs/architecture.md); answers the address it listens on.
+    pub async fn serve_grpc(&mut self, listen: SocketAddr) -> Result<SocketAddr, SystemError> {
+        let listen_error = |source| SystemError::Listen {
+            addr: listen.to_string(),
+            source,
+        };
+        let listener = tokio::net::TcpListener::bind(listen)
+            .await
+            .map_err(listen_error)?;
+        let addr = listener.local_addr().map_err(listen_error)?;
+        let (stop, stopped) = tokio::sync::oneshot::channel();
+        let task = tokio::spawn(bootfleet_gateway::grpc::serve(
+            listener,
+            self.bus.clone(),
+            self.gateway_config.clone(),
+            async move {
+                let _ = stopped.await;
+            },
+        ));
+        self.grpc = Some(Listening { addr, stop, task });
+        Ok(addr)
+    }
+
+    /// The gRPC API's URL, when it is served.
+    pub fn grpc_url(&self) -> Option<String> {
+        self.grpc.as_ref().map(|g| format!("http://{}", g.addr))
     }
 
     pub fn base_url(&self) -> String {
@@ -137,6 +180,12 @@ impl System {
 
     /// Stops the gateway (finishing requests under way), then the services.
     pub async fn stop(mut self) {
+        if let Some(grpc) = self.grpc.take() {
+            let _ = grpc.stop.send(());
+            if let Err(e) = grpc.task.await {
+                tracing::warn!(error = %e, "grpc task ended badly");
+            }
+        }
         if let Some(tx) = self.stop_gateway.take() {
             let _ = tx.send(());
         }

@@ -28,6 +28,9 @@ enum Command {
         /// Where the REST gateway listens.
         #[arg(long, env = "BOOTFLEET_LISTEN", default_value = config::DEFAULT_LISTEN)]
         listen: SocketAddr,
+        /// Where the gRPC API listens (the CLI's `--url`).
+        #[arg(long, env = "BOOTFLEET_GRPC_LISTEN", default_value = config::DEFAULT_GRPC_LISTEN)]
+        grpc_listen: SocketAddr,
         /// Port for the nats-server bootfleet starts (another is picked if it is taken).
         #[arg(long, env = "BOOTFLEET_NATS_PORT", default_value_t = 4222)]
         nats_port: u16,
@@ -54,10 +57,12 @@ enum Command {
         #[arg(long, default_value = "nats://<nats-host>:4222")]
         nats_url: String,
     },
-    /// Run the REST gateway alone (needs NATS_URL).
+    /// Run the REST gateway (and the gRPC API beside it) alone (needs NATS_URL).
     Gateway {
         #[arg(long, env = "BOOTFLEET_LISTEN", default_value = config::DEFAULT_LISTEN)]
         listen: SocketAddr,
+        #[arg(long, env = "BOOTFLEET_GRPC_LISTEN", default_value = config::DEFAULT_GRPC_LISTEN)]
+        grpc_listen: SocketAddr,
     },
     /// Run one service alone (needs NATS_URL; DATABASE_URL or SQLite in the data directory).
     /// A builder kind (ipxes, grubs, syslinuxs, isos) takes only that kind's build jobs;
@@ -89,6 +94,10 @@ enum Command {
         #[arg(long)]
         site: Option<String>,
     },
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    Completions { shell: clap_complete::Shell },
+    #[command(flatten)]
+    Client(bootfleet::cli::ClientCommand),
 }
 
 fn parse_role(s: &str) -> Result<Role, String> {
@@ -195,6 +204,7 @@ fn nats_config_command(
 
 struct UpArgs {
     listen: SocketAddr,
+    grpc_listen: SocketAddr,
     nats_port: u16,
     nats_listen: IpAddr,
     distributors: Vec<String>,
@@ -203,6 +213,7 @@ struct UpArgs {
 async fn up(args: UpArgs, shutdown: Shutdown) -> Result<(), String> {
     let UpArgs {
         listen,
+        grpc_listen,
         nats_port,
         nats_listen,
         distributors,
@@ -268,6 +279,16 @@ async fn up(args: UpArgs, shutdown: Shutdown) -> Result<(), String> {
         gateway,
     })
     .await;
+    let started = match started {
+        Ok(mut system) => match system.serve_grpc(grpc_listen).await {
+            Ok(_) => Ok(system),
+            Err(e) => {
+                system.stop().await;
+                Err(e)
+            }
+        },
+        Err(e) => Err(e),
+    };
     let system = match started {
         Ok(system) => system,
         Err(e) => {
@@ -289,6 +310,8 @@ async fn up(args: UpArgs, shutdown: Shutdown) -> Result<(), String> {
     println!("bootfleet is up");
     println!("  API:       {base}/api");
     println!("  OpenAPI:   {base}/api/openapi.json");
+    let grpc = system.grpc_url().unwrap_or_default();
+    println!("  gRPC:      {grpc} (reflection on; the CLI's --url)");
     println!("  NATS:      {nats_note}");
     println!(
         "  Database:  {}",
@@ -300,6 +323,7 @@ async fn up(args: UpArgs, shutdown: Shutdown) -> Result<(), String> {
         auth::DEFAULT_TOKEN_DAYS
     );
     println!("export BOOTFLEET_URL={base}");
+    println!("export BOOTFLEET_GRPC_URL={grpc}");
     println!("export BOOTFLEET_TOKEN={admin}");
     if let (Some(auth), Some(child)) = (&nats_auth, &nats_child) {
         if !auth.distributors.is_empty() {
@@ -332,6 +356,7 @@ async fn run(cli: Cli) -> Result<(), String> {
     match cli.command {
         Command::Up {
             listen,
+            grpc_listen,
             nats_port,
             nats_listen,
             distributors,
@@ -339,6 +364,7 @@ async fn run(cli: Cli) -> Result<(), String> {
             up(
                 UpArgs {
                     listen,
+                    grpc_listen,
                     nats_port,
                     nats_listen,
                     distributors,
@@ -352,7 +378,10 @@ async fn run(cli: Cli) -> Result<(), String> {
             out,
             nats_url,
         } => nats_config_command(&distributors, out, &nats_url),
-        Command::Gateway { listen } => {
+        Command::Gateway {
+            listen,
+            grpc_listen,
+        } => {
             let data_dir = config::data_dir();
             let gateway = config::gateway_config(config::jwt_secret(&data_dir, false)?)?;
             let bus = Bus::connect(&nats_config(require_nats_url()?, "gateway"))
@@ -361,9 +390,28 @@ async fn run(cli: Cli) -> Result<(), String> {
             let listener = tokio::net::TcpListener::bind(listen)
                 .await
                 .map_err(|e| format!("cannot listen on {listen}: {e}"))?;
-            bootfleet_gateway::serve(listener, bus, gateway, shutdown.wait())
+            let grpc_listener = tokio::net::TcpListener::bind(grpc_listen)
                 .await
-                .map_err(|e| e.to_string())
+                .map_err(|e| format!("cannot listen on {grpc_listen}: {e}"))?;
+            // One signal stops both; each finishes what it has under way.
+            let (stop, stopped) = tokio::sync::watch::channel(false);
+            let when_stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+                let _ = rx.wait_for(|s| *s).await;
+            };
+            let grpc = tokio::spawn(bootfleet_gateway::grpc::serve(
+                grpc_listener,
+                bus.clone(),
+                gateway.clone(),
+                when_stopped(stopped.clone()),
+            ));
+            tokio::spawn(async move {
+                shutdown.wait().await;
+                let _ = stop.send(true);
+            });
+            let rest =
+                bootfleet_gateway::serve(listener, bus, gateway, when_stopped(stopped)).await;
+            let grpc = grpc.await.map_err(|e| e.to_string())?;
+            rest.and(grpc).map_err(|e| e.to_string())
         }
         Command::Service { name } => {
             let selected = bootfleet::services_named(&name);
@@ -417,18 +465,51 @@ async fn run(cli: Cli) -> Result<(), String> {
             );
             Ok(())
         }
+        Command::Completions { shell } => {
+            use clap::CommandFactory;
+            let mut command = Cli::command();
+            clap_complete::generate(shell, &mut command, "bootfleet", &mut std::io::stdout());
+            Ok(())
+        }
+        // Answered in `main`, with its own exit codes.
+        Command::Client(_) => Err("a client command reached the server dispatch".into()),
     }
 }
+
+/// What is logged unless `RUST_LOG` says otherwise.
+const LOG_FILTER: &str = "info,sqlx=warn,sea_orm_migration=warn,async_nats=warn";
 
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
-    bootfleet_bus::init_logging("info,sqlx=warn,sea_orm_migration=warn,async_nats=warn");
+    if let Command::Client(command) = cli.command {
+        // A client prints only its answer; BOOTFLEET_LOG still turns its logging on.
+        if std::env::var_os("BOOTFLEET_LOG").is_some() {
+            bootfleet_bus::init_logging(LOG_FILTER);
+        }
+        return match bootfleet::cli::run(command).await {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(failure) => failure.report(),
+        };
+    }
+    bootfleet_bus::init_logging(LOG_FILTER);
     match run(cli).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("bootfleet: {e}");
             ExitCode::FAILURE
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    /// clap's own checks of every subcommand (conflicting names, groups) fail here, not on a
+    /// user's first `--help`.
+    #[test]
+    fn the_command_line_is_consistent() {
+        super::Cli::command().debug_assert();
     }
 }

@@ -1567,6 +1567,7 @@ async fn up_runs_the_system_and_stops_cleanly() {
     use std::io::BufRead;
     let dir = tempfile::tempdir().expect("tempdir");
     let port = bootfleet_testkit::free_port();
+    let grpc_port = bootfleet_testkit::free_port();
     let nats_port = bootfleet_testkit::free_port();
     let mut child = ChildGuard(
         bootfleet_bin()
@@ -1574,6 +1575,8 @@ async fn up_runs_the_system_and_stops_cleanly() {
                 "up",
                 "--listen",
                 &format!("127.0.0.1:{port}"),
+                "--grpc-listen",
+                &format!("127.0.0.1:{grpc_port}"),
                 "--nats-port",
                 &nats_port.to_string(),
                 "--distributor",
@@ -1600,6 +1603,8 @@ async fn up_runs_the_system_and_stops_cleanly() {
         .iter()
         .find_map(|l| l.strip_prefix("export BOOTFLEET_TOKEN=").map(str::to_owned))
         .expect("up printed a token");
+    let grpc_url = format!("export BOOTFLEET_GRPC_URL=http://127.0.0.1:{grpc_port}");
+    assert!(printed.contains(&grpc_url), "{printed:?}");
     let http = reqwest::Client::new();
     let base = format!("http://127.0.0.1:{port}");
     let ready: Value = http
@@ -1619,6 +1624,21 @@ async fn up_runs_the_system_and_stops_cleanly() {
         .await
         .expect("create");
     assert_eq!(created.status(), 201);
+    // The CLI, over the gRPC API `up` serves, with the URL and token it printed, sees the row.
+    let listed = tokio::process::Command::new(env!("CARGO_BIN_EXE_bootfleet"))
+        .args(["postbootscripts", "list", "-o", "json"])
+        .env(
+            "BOOTFLEET_GRPC_URL",
+            format!("http://127.0.0.1:{grpc_port}"),
+        )
+        .env("BOOTFLEET_TOKEN", &token)
+        .env("XDG_CONFIG_HOME", dir.path())
+        .output()
+        .await
+        .expect("run the cli");
+    assert!(listed.status.success(), "{listed:?}");
+    let listed: Value = serde_json::from_slice(&listed.stdout).expect("json");
+    assert_eq!(listed["total"], 1, "{listed}");
     assert!(dir.path().join("bootfleet.db").exists());
     let secret_mode = std::os::unix::fs::PermissionsExt::mode(
         &std::fs::metadata(dir.path().join("jwt-secret"))

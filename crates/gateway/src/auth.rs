@@ -257,6 +257,14 @@ pub fn mint_for_site(
 }
 
 /// Decides whether a caller may use a route: 401 without a valid token, 403 with the wrong role.
+/// The token of an `Authorization` value `Bearer <token>` (the scheme in any case).
+pub fn bearer_token(value: &str) -> Option<String> {
+    let (scheme, token) = value.trim().split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| token.trim().to_owned())
+}
+
 pub fn authorize(
     verifier: &Verifier,
     access: Access,

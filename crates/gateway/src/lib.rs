@@ -2,6 +2,7 @@
 //! errors), authenticates, and asks the services over NATS; it never opens a database.
 
 pub mod auth;
+pub mod grpc;
 pub mod http;
 pub mod idempotency;
 pub mod insomnia;
@@ -62,12 +63,7 @@ async fn require(
         .headers()
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| {
-            let (scheme, token) = v.trim().split_once(' ')?;
-            scheme
-                .eq_ignore_ascii_case("bearer")
-                .then(|| token.trim().to_owned())
-        });
+        .and_then(auth::bearer_token);
     let query_token = req.uri().query().and_then(|q| {
         serde_urlencoded::from_str::<Vec<(String, String)>>(q)
             .ok()?

@@ -20,7 +20,7 @@ use crate::http::{HttpError, HttpResult, Trace};
 use crate::AppState;
 
 mod actions;
-mod artifacts;
+pub(crate) mod artifacts;
 mod boot_events;
 mod commands;
 mod distributors;

@@ -180,8 +180,7 @@ async fn create<K: Kind>(
     let req = proto::CreateArtifact {
         kind: K::KIND.name().to_owned(),
         id: id.clone(),
-        inputs_json: serde_json::to_string(&input)
-            .map_err(|e| ApiError::internal(format!("cannot encode the inputs: {e}")))?,
+        inputs_json: encode_inputs(&input)?,
     };
     let row: proto::Artifact = s
         .bus
@@ -191,6 +190,28 @@ async fn create<K: Kind>(
         format!("/api/{}/{id}", K::KIND.name()),
         K::row(row)?,
     ))
+}
+
+fn encode_inputs(input: &impl Serialize) -> Result<String, ApiError> {
+    serde_json::to_string(input)
+        .map_err(|e| ApiError::internal(format!("cannot encode the inputs: {e}")))
+}
+
+/// A kind's inputs as the gRPC API takes them (its REST body as JSON text), parsed and
+/// normalized as [`create`] does, encoded for the service. No host resolves: URLs must be
+/// paths or ids.
+pub(crate) fn inputs_json(kind: ArtifactKind, json: &str) -> Result<String, ApiError> {
+    fn of<K: Kind>(json: &str) -> Result<String, ApiError> {
+        let mut input: K::Input = crate::http::parse_json(json.as_bytes())?;
+        K::normalize(&mut input, None)?;
+        encode_inputs(&input)
+    }
+    match kind {
+        ArtifactKind::Ipxes => of::<Ipxes>(json),
+        ArtifactKind::Grubs => of::<Grubs>(json),
+        ArtifactKind::Syslinuxs => of::<Syslinuxs>(json),
+        ArtifactKind::Isos => of::<Isos>(json),
+    }
 }
 
 async fn download_file<K: Kind>(

@@ -1,0 +1,772 @@
+//! The gRPC API and the CLI over it, against the whole system: the gateway (REST and gRPC) and
+//! every service in this process, a real `nats-server`, SQLite; the CLI is the built binary.
+
+use std::process::Output;
+
+use bootfleet::{System, SystemConfig};
+use bootfleet_api::proto;
+use bootfleet_bus::BusConfig;
+use bootfleet_gateway::auth::{self, Role, Secret, Verifier};
+use bootfleet_gateway::grpc::pb;
+use bootfleet_gateway::{GatewayConfig, DEFAULT_BODY_LIMIT};
+use bootfleet_testkit::{database_url, Backend, NatsServer};
+use futures_util::StreamExt;
+use sha2::{Digest, Sha256};
+use tonic::metadata::MetadataValue;
+use tonic::transport::Channel;
+use tonic::{Code, Request};
+
+const SECRET: &[u8] = b"grpc-test-secret-0123456789abcdef-012345";
+const ISOLINUX: &str = "/usr/lib/ISOLINUX/isolinux.bin";
+
+struct Lab {
+    _nats: NatsServer,
+    _dir: tempfile::TempDir,
+    system: System,
+    grpc: String,
+    admin: String,
+    user: String,
+}
+
+/// An iPXE source tree whose build always fails with this message, so that the builders
+/// compile iPXE here and an `ipxes` build fails in the builder (a failed build to follow).
+fn failing_ipxe_tree() -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("bootfleet-grpc-test-{}", std::process::id()));
+    let src = dir.join("ipxe-src/src");
+    std::fs::create_dir_all(&src).expect("mkdir");
+    std::fs::write(
+        src.join("Makefile"),
+        "%:\n\t@echo 'no such compiler (boom)' >&2; exit 2\n",
+    )
+    .expect("makefile");
+    dir.join("ipxe-src")
+}
+
+async fn lab() -> Lab {
+    let _ = tracing_subscriber::fmt().with_test_writer().try_init();
+    // Read by the builders as they start; set once, before any lab starts.
+    static SET: std::sync::Once = std::sync::Once::new();
+    SET.call_once(|| std::env::set_var("BOOTFLEET_IPXE_SOURCE", failing_ipxe_tree()));
+    let nats = NatsServer::start();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let secret = || Secret::new(SECRET.to_vec()).expect("long enough");
+    let mut system = System::start(SystemConfig {
+        nats: BusConfig::new(nats.url(), "grpc-test"),
+        database_url: database_url(Backend::Sqlite, dir.path()),
+        listen: "127.0.0.1:0".parse().expect("addr"),
+        gateway: GatewayConfig {
+            services: bootfleet::service_names(),
+            verifier: Verifier::new(secret()),
+            open_node_reads: false,
+            body_limit: DEFAULT_BODY_LIMIT,
+            limits: Default::default(),
+        },
+    })
+    .await
+    .expect("start the system");
+    system
+        .serve_grpc("127.0.0.1:0".parse().expect("addr"))
+        .await
+        .expect("serve grpc");
+    let token = |role| auth::mint(&secret(), role, "test", 1).expect("mint");
+    Lab {
+        grpc: system.grpc_url().expect("grpc url"),
+        system,
+        _nats: nats,
+        _dir: dir,
+        admin: token(Role::Admin),
+        user: token(Role::User),
+    }
+}
+
+impl Lab {
+    async fn channel(&self) -> Channel {
+        Channel::from_shared(self.grpc.clone())
+            .expect("url")
+            .connect()
+            .await
+            .expect("connect")
+    }
+}
+
+/// `message` with the bearer `token` (or none).
+fn authed<T>(message: T, token: Option<&str>) -> Request<T> {
+    let mut req = Request::new(message);
+    if let Some(t) = token {
+        let value: MetadataValue<_> = format!("Bearer {t}").parse().expect("ascii");
+        req.metadata_mut().insert("authorization", value);
+    }
+    req
+}
+
+/// Asserts the status's code and, when given, the field it names (metadata and message).
+fn expect_status<T: std::fmt::Debug>(
+    result: Result<T, tonic::Status>,
+    code: Code,
+    field: Option<&str>,
+) {
+    let status = result.expect_err("an error");
+    assert_eq!(status.code(), code, "{status:?}");
+    assert!(!status.message().is_empty());
+    if let Some(field) = field {
+        let named = status
+            .metadata()
+            .get("bf-field")
+            .and_then(|v| v.to_str().ok());
+        assert_eq!(named, Some(field), "{status:?}");
+        assert!(status.message().starts_with(field), "{}", status.message());
+    }
+}
+
+fn sha256_hex(bytes: &[u8]) -> String {
+    Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grpc_crud_roles_errors_streams_and_reflection() {
+    let lab = lab().await;
+    let channel = lab.channel().await;
+    let admin = Some(lab.admin.as_str());
+    let mut scripts = pb::scripts_client::ScriptsClient::new(channel.clone());
+
+    // Create, get, list with search, update, delete: what REST does, over gRPC.
+    let created = scripts
+        .create_script(authed(
+            pb::CreateScriptRequest {
+                kind: "mainscripts".into(),
+                text: "#!ipxe\nchain http://boot/x".into(),
+            },
+            admin,
+        ))
+        .await
+        .expect("create")
+        .into_inner();
+    let script_ref = |id: &str| pb::ScriptRef {
+        kind: "mainscripts".into(),
+        id: id.into(),
+    };
+    let got = scripts
+        .get_script(authed(script_ref(&created.id), Some(&lab.user)))
+        .await
+        .expect("get")
+        .into_inner();
+    assert_eq!(got.text, "#!ipxe\nchain http://boot/x");
+    let page = scripts
+        .list_scripts(authed(
+            pb::ListScriptsRequest {
+                kind: "mainscripts".into(),
+                list: Some(pb::ListOptions {
+                    search: "chain".into(),
+                    page_size: 5,
+                    ..Default::default()
+                }),
+            },
+            admin,
+        ))
+        .await
+        .expect("list")
+        .into_inner();
+    assert_eq!(page.rows.len(), 1);
+    let info = page.page.expect("page info");
+    assert_eq!(
+        (info.total, info.page, info.page_size, info.total_pages),
+        (1, 1, 5, 1)
+    );
+    let updated = scripts
+        .update_script(authed(
+            pb::UpdateScriptRequest {
+                kind: "mainscripts".into(),
+                id: created.id.clone(),
+                text: "#!ipxe\nshell".into(),
+            },
+            admin,
+        ))
+        .await
+        .expect("update")
+        .into_inner();
+    assert_eq!(updated.text, "#!ipxe\nshell");
+    // The same kind over REST sees the row gRPC made.
+    let rest = reqwest::Client::new()
+        .get(format!(
+            "{}/api/mainscripts/{}",
+            lab.system.base_url(),
+            created.id
+        ))
+        .bearer_auth(&lab.admin)
+        .send()
+        .await
+        .expect("rest get");
+    assert_eq!(rest.text().await.expect("body"), "#!ipxe\nshell");
+
+    // Roles: no token, a forged one, a user writing.
+    let create = |text: &str| pb::CreateScriptRequest {
+        kind: "mainscripts".into(),
+        text: text.into(),
+    };
+    expect_status(
+        scripts.create_script(authed(create("#!ipxe"), None)).await,
+        Code::Unauthenticated,
+        None,
+    );
+    expect_status(
+        scripts
+            .create_script(authed(create("#!ipxe"), Some("not.a.token")))
+            .await,
+        Code::Unauthenticated,
+        None,
+    );
+    expect_status(
+        scripts
+            .create_script(authed(create("#!ipxe"), Some(&lab.user)))
+            .await,
+        Code::PermissionDenied,
+        None,
+    );
+
+    // Bad input names its field; nothing is written.
+    expect_status(
+        scripts.create_script(authed(create(""), admin)).await,
+        Code::InvalidArgument,
+        Some("text"),
+    );
+    expect_status(
+        scripts
+            .create_script(authed(
+                pb::CreateScriptRequest {
+                    kind: "nope".into(),
+                    text: "#!ipxe".into(),
+                },
+                admin,
+            ))
+            .await,
+        Code::InvalidArgument,
+        Some("kind"),
+    );
+    expect_status(
+        scripts
+            .list_scripts(authed(
+                pb::ListScriptsRequest {
+                    kind: "mainscripts".into(),
+                    list: Some(pb::ListOptions {
+                        page_size: 500,
+                        ..Default::default()
+                    }),
+                },
+                admin,
+            ))
+            .await,
+        Code::InvalidArgument,
+        Some("pageSize"),
+    );
+    expect_status(
+        scripts
+            .get_script(authed(script_ref("../etc"), admin))
+            .await,
+        Code::InvalidArgument,
+        Some("id"),
+    );
+
+    // Delete answers with the row; it is gone after.
+    let deleted = scripts
+        .delete_script(authed(script_ref(&created.id), admin))
+        .await
+        .expect("delete")
+        .into_inner();
+    assert_eq!(deleted.id, created.id);
+    expect_status(
+        scripts
+            .get_script(authed(script_ref(&created.id), admin))
+            .await,
+        Code::NotFound,
+        None,
+    );
+
+    // SSH keys: a generated pair registered for a site; a bad site is refused by name.
+    let mut keys = pb::ssh_keys_client::SshKeysClient::new(channel.clone());
+    let pair = keys
+        .generate_ssh_key(authed(
+            proto::GenerateSshKey {
+                algorithm: "ed25519".into(),
+            },
+            admin,
+        ))
+        .await
+        .expect("generate")
+        .into_inner();
+    let key = keys
+        .create_ssh_key(authed(
+            pb::SshKeyInput {
+                text: pair.public_key.clone(),
+                artifact_id: "site-1".into(),
+            },
+            admin,
+        ))
+        .await
+        .expect("register key")
+        .into_inner();
+    assert_eq!(key.fingerprint, pair.fingerprint);
+    expect_status(
+        keys.create_ssh_key(authed(
+            pb::SshKeyInput {
+                text: pair.public_key.clone(),
+                artifact_id: "site 1; reboot".into(),
+            },
+            admin,
+        ))
+        .await,
+        Code::InvalidArgument,
+        Some("artifactId"),
+    );
+    // The same key twice for one site is a conflict, as on REST.
+    expect_status(
+        keys.create_ssh_key(authed(
+            pb::SshKeyInput {
+                text: pair.public_key,
+                artifact_id: "site-1".into(),
+            },
+            admin,
+        ))
+        .await,
+        Code::Aborted,
+        None,
+    );
+    let listed = keys
+        .list_ssh_keys(authed(pb::ListOptions::default(), admin))
+        .await
+        .expect("list keys")
+        .into_inner();
+    assert_eq!(listed.page.expect("page").total, 1);
+
+    // A build followed to its end, then its file downloaded with the digest the API reports.
+    let mut artifacts = pb::artifacts_client::ArtifactsClient::new(channel.clone());
+    expect_status(
+        artifacts
+            .create_artifact(authed(
+                pb::CreateArtifactRequest {
+                    kind: "syslinuxs".into(),
+                    inputs_json: "[]".into(),
+                },
+                admin,
+            ))
+            .await,
+        Code::InvalidArgument,
+        Some("inputs_json"),
+    );
+    expect_status(
+        artifacts
+            .create_artifact(authed(
+                pb::CreateArtifactRequest {
+                    kind: "syslinuxs".into(),
+                    inputs_json: r#"{"fragment": "../../../etc/shadow"}"#.into(),
+                },
+                admin,
+            ))
+            .await,
+        Code::InvalidArgument,
+        Some("fragment"),
+    );
+    let build = artifacts
+        .create_artifact(authed(
+            pb::CreateArtifactRequest {
+                kind: "syslinuxs".into(),
+                inputs_json: r#"{"fragment": "isolinux.bin"}"#.into(),
+            },
+            admin,
+        ))
+        .await
+        .expect("create build")
+        .into_inner();
+    let reference = proto::ArtifactRef {
+        kind: "syslinuxs".into(),
+        id: build.id.clone(),
+    };
+    let rows: Vec<proto::Artifact> = tokio::time::timeout(
+        std::time::Duration::from_secs(120),
+        artifacts
+            .watch_artifact(authed(reference.clone(), Some(&lab.user)))
+            .await
+            .expect("watch")
+            .into_inner()
+            .map(|r| r.expect("row"))
+            .collect(),
+    )
+    .await
+    .expect("the build ends");
+    let last = rows.last().expect("rows");
+    assert_eq!(last.status, "done", "{rows:?}");
+    let original = std::fs::read(ISOLINUX).expect("isolinux package");
+    let mut chunks = artifacts
+        .download_artifact(authed(
+            pb::DownloadArtifactRequest {
+                kind: "syslinuxs".into(),
+                id: build.id.clone(),
+                file: "isolinux.bin".into(),
+            },
+            admin,
+        ))
+        .await
+        .expect("download")
+        .into_inner();
+    let mut meta = None;
+    let mut bytes = Vec::new();
+    while let Some(chunk) = chunks.next().await {
+        let chunk = chunk.expect("chunk");
+        if chunk.file.is_some() {
+            meta = chunk.file;
+        }
+        bytes.extend_from_slice(&chunk.data);
+    }
+    let meta = meta.expect("file description");
+    assert_eq!(bytes, original);
+    assert_eq!(meta.sha256, sha256_hex(&original));
+    assert_eq!(meta.size, original.len() as u64);
+    expect_status(
+        artifacts
+            .download_artifact(authed(
+                pb::DownloadArtifactRequest {
+                    kind: "syslinuxs".into(),
+                    id: build.id.clone(),
+                    file: "ldlinux.c32".into(),
+                },
+                admin,
+            ))
+            .await,
+        Code::NotFound,
+        None,
+    );
+    expect_status(
+        artifacts.watch_artifact(authed(reference, None)).await,
+        Code::Unauthenticated,
+        None,
+    );
+
+    // A distributor's boot events, streamed as its site publishes them.
+    let bus = lab.system.bus.clone();
+    let distributor: proto::Distributor = bus
+        .request(
+            &bootfleet_bus::TraceParent::new_root(),
+            &bootfleet_api::subjects::distributor_heartbeat("site-grpc"),
+            &proto::DistributorHeartbeat {
+                artifact_id: "site-grpc".into(),
+                ..Default::default()
+            },
+        )
+        .await
+        .expect("heartbeat answered");
+    let mut distributors = pb::distributors_client::DistributorsClient::new(channel.clone());
+    let id = |id: &str| proto::IdRequest { id: id.into() };
+    expect_status(
+        distributors
+            .watch_boot_events(authed(id(&distributor.id), None))
+            .await,
+        Code::Unauthenticated,
+        None,
+    );
+    let mut events = distributors
+        .watch_boot_events(authed(id(&distributor.id), Some(&lab.user)))
+        .await
+        .expect("watch events")
+        .into_inner();
+    let event = proto::BootEvent {
+        artifact_id: "site-grpc".into(),
+        kind: "dhcp_answered".into(),
+        mac: "52:54:00:12:34:56".into(),
+        ..Default::default()
+    };
+    bus.client()
+        .publish(
+            bootfleet_api::subjects::boot_events("site-grpc"),
+            prost::Message::encode_to_vec(&event).into(),
+        )
+        .await
+        .expect("publish");
+    let got = tokio::time::timeout(std::time::Duration::from_secs(10), events.next())
+        .await
+        .expect("an event in time")
+        .expect("the stream goes on")
+        .expect("an event");
+    assert_eq!(got, event);
+    drop(events);
+
+    // Reflection lists every service of the API.
+    use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
+    use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
+    use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
+    use tonic_reflection::pb::v1::ServerReflectionRequest;
+    let mut reflection = ServerReflectionClient::new(channel);
+    let request = ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(MessageRequest::ListServices(String::new())),
+    };
+    let mut answers = reflection
+        .server_reflection_info(futures_util::stream::iter([request]))
+        .await
+        .expect("reflection")
+        .into_inner();
+    let answer = answers.next().await.expect("an answer").expect("ok");
+    let Some(MessageResponse::ListServicesResponse(list)) = answer.message_response else {
+        panic!("not a service list: {answer:?}");
+    };
+    let names: Vec<String> = list.service.into_iter().map(|s| s.name).collect();
+    for service in bootfleet_gateway::grpc::SERVICES {
+        assert!(names.iter().any(|n| n == service), "{service} in {names:?}");
+    }
+    lab.system.stop().await;
+}
+
+/// The `bootfleet` binary as a client of `lab`, with a config directory of its own.
+struct Cli<'a> {
+    lab: &'a Lab,
+    config: tempfile::TempDir,
+}
+
+impl Cli<'_> {
+    /// Runs `bootfleet args...` with the URL and `token` in the environment (none if `None`).
+    async fn run_as(&self, token: Option<&str>, args: &[&str]) -> Output {
+        let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_bootfleet"));
+        command
+            .args(args)
+            .env("XDG_CONFIG_HOME", self.config.path())
+            .env("BOOTFLEET_GRPC_URL", &self.lab.grpc)
+            .env_remove("BOOTFLEET_TOKEN")
+            .env_remove("BOOTFLEET_LOG");
+        if let Some(t) = token {
+            command.env("BOOTFLEET_TOKEN", t);
+        }
+        tokio::time::timeout(std::time::Duration::from_secs(180), command.output())
+            .await
+            .expect("the cli ends")
+            .expect("run the cli")
+    }
+
+    async fn run(&self, args: &[&str]) -> Output {
+        self.run_as(Some(&self.lab.admin), args).await
+    }
+
+    /// Runs, asserts exit 0, and parses stdout as JSON.
+    async fn json(&self, args: &[&str]) -> serde_json::Value {
+        let out = self.run(args).await;
+        assert_eq!(out.status.code(), Some(0), "{args:?}: {}", text(&out));
+        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", text(&out)))
+    }
+}
+
+fn text(out: &Output) -> String {
+    format!(
+        "exit {:?}\nstdout: {}\nstderr: {}",
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+fn expect_exit(out: &Output, code: i32, stderr_has: &str) {
+    assert_eq!(out.status.code(), Some(code), "{}", text(out));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains(stderr_has), "{}", text(out));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cli_scripts_keys_a_followed_build_a_checked_download_and_exit_codes() {
+    let lab = lab().await;
+    let cli = Cli {
+        lab: &lab,
+        config: tempfile::tempdir().expect("tempdir"),
+    };
+
+    // Scripts: create, get as YAML, list as a table, update, delete.
+    let script = cli
+        .json(&[
+            "mainscripts",
+            "create",
+            "--text",
+            "#!ipxe\nshell",
+            "-o",
+            "json",
+        ])
+        .await;
+    let id = script["id"].as_str().expect("id").to_owned();
+    assert_eq!(script["text"], "#!ipxe\nshell");
+    let yaml = cli
+        .run(&["mainscripts", "get", &id, "--output", "yaml"])
+        .await;
+    assert_eq!(yaml.status.code(), Some(0), "{}", text(&yaml));
+    assert!(String::from_utf8_lossy(&yaml.stdout).contains(&format!("id: {id}")));
+    let table = cli.run(&["mainscripts", "list", "--search", "shell"]).await;
+    let table_text = String::from_utf8_lossy(&table.stdout).to_string();
+    assert!(table_text.starts_with("ID"), "{table_text}");
+    assert!(
+        table_text.contains(&id) && table_text.contains("(1 in all)"),
+        "{table_text}"
+    );
+    let kickstart_file = cli.config.path().join("ks.cfg");
+    std::fs::write(&kickstart_file, "text\nreboot\n").expect("write");
+    let ks = cli
+        .json(&[
+            "kickstarts",
+            "create",
+            "--file",
+            kickstart_file.to_str().expect("utf-8"),
+            "-o",
+            "json",
+        ])
+        .await;
+    assert_eq!(ks["text"], "text\nreboot\n");
+    let updated = cli
+        .json(&[
+            "mainscripts",
+            "update",
+            &id,
+            "--text",
+            "#!ipxe\nexit",
+            "-o",
+            "json",
+        ])
+        .await;
+    assert_eq!(updated["text"], "#!ipxe\nexit");
+
+    // Keys: a generated pair, its public half registered for a site.
+    let pair = cli.json(&["sshkeys", "generate", "-o", "json"]).await;
+    let public = pair["publicKey"].as_str().expect("public key").to_owned();
+    let key = cli
+        .json(&[
+            "sshkeys", "create", "--site", "site-1", "--text", &public, "-o", "json",
+        ])
+        .await;
+    assert_eq!(key["artifactId"], "site-1");
+    let keys = cli.json(&["sshkeys", "list", "-o", "json"]).await;
+    assert_eq!(keys["total"], 1);
+    // The same key twice for one site: a conflict, exit 5.
+    expect_exit(
+        &cli.run(&["sshkeys", "create", "--site", "site-1", "--text", &public])
+            .await,
+        5,
+        "hint:",
+    );
+
+    // A build followed to completion (plain lines when piped), then its file downloaded and
+    // checked against the digest the API reports.
+    let followed = cli
+        .run(&[
+            "syslinuxs",
+            "create",
+            "--inputs",
+            r#"{"fragment": "isolinux.bin"}"#,
+            "--follow",
+            "-o",
+            "json",
+        ])
+        .await;
+    expect_exit(&followed, 0, "done 100%");
+    let row: serde_json::Value = serde_json::from_slice(&followed.stdout).expect("json row");
+    assert_eq!(row["status"], "done");
+    let build = row["id"].as_str().expect("id").to_owned();
+    let original = std::fs::read(ISOLINUX).expect("isolinux package");
+    assert_eq!(row["sha256"], sha256_hex(&original));
+    let target = cli.config.path().join("isolinux.bin");
+    let download = cli
+        .run(&[
+            "syslinuxs",
+            "download",
+            &build,
+            "isolinux.bin",
+            "-O",
+            target.to_str().expect("utf-8"),
+        ])
+        .await;
+    assert_eq!(download.status.code(), Some(0), "{}", text(&download));
+    assert_eq!(std::fs::read(&target).expect("downloaded"), original);
+    assert!(!cli.config.path().join("isolinux.bin.part").exists());
+    assert!(String::from_utf8_lossy(&download.stdout).starts_with(&sha256_hex(&original)));
+
+    // A build that fails in the builder: exit 1 with the builder's error.
+    let failed = cli
+        .run(&[
+            "ipxes",
+            "create",
+            "--inputs",
+            r##"{"script": "#!ipxe\nshell\n", "platform": "bin-x86_64-efi", "driver": "ipxe", "extension": "efi"}"##,
+            "--follow",
+        ])
+        .await;
+    expect_exit(&failed, 1, "failed: ");
+    assert!(
+        String::from_utf8_lossy(&failed.stderr).contains("no such compiler (boom)"),
+        "{}",
+        text(&failed)
+    );
+
+    // Exit codes: bad input 2, a missing object 3, no or a wrong token 4, a user writing 4,
+    // nothing listening 7; each says what went wrong and what to do.
+    expect_exit(
+        &cli.run(&["mainscripts", "create", "--text", ""]).await,
+        2,
+        "text:",
+    );
+    expect_exit(
+        &cli.run(&["mainscripts", "list", "--page-size", "500"])
+            .await,
+        2,
+        "pageSize",
+    );
+    expect_exit(
+        &cli.run(&["mainscripts", "frobnicate"]).await,
+        2,
+        "frobnicate",
+    );
+    let missing = "00000000-0000-4000-8000-000000000000";
+    expect_exit(&cli.run(&["mainscripts", "get", missing]).await, 3, "hint:");
+    expect_exit(
+        &cli.run(&["syslinuxs", "download", missing, "isolinux.bin"])
+            .await,
+        3,
+        "not found",
+    );
+    expect_exit(
+        &cli.run_as(None, &["mainscripts", "list"]).await,
+        4,
+        "BOOTFLEET_TOKEN",
+    );
+    expect_exit(
+        &cli.run_as(Some("wrong"), &["mainscripts", "list"]).await,
+        4,
+        "hint:",
+    );
+    expect_exit(
+        &cli.run_as(Some(&lab.user), &["mainscripts", "delete", &id])
+            .await,
+        4,
+        "admin",
+    );
+    let closed = format!("http://127.0.0.1:{}", bootfleet_testkit::free_port());
+    expect_exit(
+        &cli.run(&["mainscripts", "list", "--url", &closed]).await,
+        7,
+        "cannot reach",
+    );
+
+    // The config file gives the URL and token when neither flag nor environment does.
+    let config_dir = cli.config.path().join("bootfleet");
+    std::fs::create_dir_all(&config_dir).expect("mkdir");
+    std::fs::write(
+        config_dir.join("config.toml"),
+        format!(
+            "url = \"{}\"\ntoken = \"{}\"\noutput = \"json\"\n",
+            lab.grpc, lab.admin
+        ),
+    )
+    .expect("write config");
+    let from_file = cli.run_as(None, &["mainscripts", "delete", &id]).await;
+    assert_eq!(from_file.status.code(), Some(0), "{}", text(&from_file));
+    let deleted: serde_json::Value = serde_json::from_slice(&from_file.stdout).expect("json");
+    assert_eq!(deleted["id"], id.as_str());
+
+    // Completions for a shell name the client commands.
+    let completions = cli.run(&["completions", "bash"]).await;
+    assert_eq!(completions.status.code(), Some(0), "{}", text(&completions));
+    assert!(String::from_utf8_lossy(&completions.stdout).contains("mainscripts"));
+    lab.system.stop().await;
+}

@@ -1,0 +1,101 @@
+//! `bootfleet.api.v1.Distributors`: the site agents of `/api/distributors`, and their boot
+//! events as `/api/distributors/{id}/events` streams them.
+
+use std::pin::Pin;
+
+use bootfleet_api::subjects::{self, Op};
+use bootfleet_api::{proto, validate, ApiError};
+use bootfleet_bus::BootEventItem;
+use futures_util::Stream;
+use tonic::{Request, Response, Status};
+
+use super::pb::{self, distributors_server::Distributors};
+use super::{checked_id, id_request, page_info, status, Api};
+use crate::auth::Access;
+
+/// Events a reader may fall behind by before they are dropped (as on REST).
+const QUEUE: usize = 256;
+
+fn subject(op: Op) -> String {
+    subjects::subject(subjects::DISTRIBUTORS, op)
+}
+
+type BootEventStream = Pin<Box<dyn Stream<Item = Result<proto::BootEvent, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl Distributors for Api {
+    async fn list_distributors(
+        &self,
+        req: Request<pb::ListOptions>,
+    ) -> Result<Response<pb::DistributorPage>, Status> {
+        let (list, params): (proto::DistributorList, _) =
+            self.list(req, &subject(Op::List)).await?;
+        Ok(Response::new(pb::DistributorPage {
+            page: page_info(list.total, &params),
+            rows: list.rows,
+        }))
+    }
+
+    async fn get_distributor(
+        &self,
+        req: Request<proto::IdRequest>,
+    ) -> Result<Response<proto::Distributor>, Status> {
+        self.by_id(req, Access::Read, &subject(Op::Get)).await
+    }
+
+    async fn set_distributor_status(
+        &self,
+        req: Request<proto::SetDistributorStatus>,
+    ) -> Result<Response<proto::Distributor>, Status> {
+        let call = self.authorize(&req, Access::Write)?;
+        let mut set = req.into_inner();
+        set.id = checked_id(&set.id)?;
+        if !set.artifact_id.is_empty() {
+            validate::artifact_id("artifactId", &set.artifact_id).map_err(status)?;
+        }
+        Ok(Response::new(
+            self.ask(&call, &subjects::distributor_set_status(), &set)
+                .await?,
+        ))
+    }
+
+    type WatchBootEventsStream = BootEventStream;
+
+    async fn watch_boot_events(
+        &self,
+        req: Request<proto::IdRequest>,
+    ) -> Result<Response<BootEventStream>, Status> {
+        let call = self.authorize(&req, Access::Read)?;
+        let id = id_request(req.into_inner())?;
+        let row: proto::Distributor = self.ask(&call, &subject(Op::Get), &id).await?;
+        let site = row.artifact_id;
+        let events = self
+            .bus()
+            .boot_events(&site, None, QUEUE)
+            .await
+            .map_err(|e| {
+                status(ApiError::unavailable(format!(
+                    "cannot follow the boot events of {site}: {e}"
+                )))
+            })?;
+        // Ends when the client hangs up (tonic drops the stream, and with it the subscription)
+        // or the bus connection closes.
+        let stream = futures_util::stream::unfold(events, move |mut events| {
+            let site = site.clone();
+            async move {
+                let event = match events.next().await? {
+                    BootEventItem::Event(event) => event,
+                    // A gap is an event of its own, so the reader knows it missed some.
+                    BootEventItem::Missed(missed) => proto::BootEvent {
+                        artifact_id: site,
+                        kind: "gap".into(),
+                        detail: format!("{missed} events missed: this reader fell behind"),
+                        ..Default::default()
+                    },
+                };
+                Some((Ok(event), events))
+            }
+        });
+        Ok(Response::new(Box::pin(stream)))
+    }
+}

@@ -1,0 +1,74 @@
+//! `bootfleet.api.v1.LocalNodes`: the registered nodes of `/api/localnodes`.
+
+use bootfleet_api::subjects::{self, Op};
+use bootfleet_api::{proto, ApiError, ErrorCode};
+use tonic::{Request, Response, Status};
+
+use super::pb::{self, local_nodes_server::LocalNodes};
+use super::{invalid, page_info, status, Api};
+use crate::auth::Access;
+
+fn subject(op: Op) -> String {
+    subjects::subject(subjects::LOCALNODES, op)
+}
+
+#[tonic::async_trait]
+impl LocalNodes for Api {
+    async fn list_local_nodes(
+        &self,
+        req: Request<pb::ListOptions>,
+    ) -> Result<Response<pb::LocalNodePage>, Status> {
+        let (list, params): (proto::LocalNodeList, _) = self.list(req, &subject(Op::List)).await?;
+        Ok(Response::new(pb::LocalNodePage {
+            page: page_info(list.total, &params),
+            rows: list.rows,
+        }))
+    }
+
+    async fn get_local_node(
+        &self,
+        req: Request<proto::IdRequest>,
+    ) -> Result<Response<proto::LocalNode>, Status> {
+        self.by_id(req, Access::Read, &subject(Op::Get)).await
+    }
+
+    async fn register_local_node(
+        &self,
+        req: Request<proto::RegisterLocalNode>,
+    ) -> Result<Response<proto::RegisteredLocalNode>, Status> {
+        let call = self.authorize(&req, Access::NodeWrite)?;
+        let register = req.into_inner();
+        if register.ip.is_empty() {
+            return Err(invalid("ip", "is required"));
+        }
+        if register.artifact_id.is_empty() {
+            return Err(invalid("artifactId", "is required"));
+        }
+        // A node token scoped to a site registers nodes of that site only (as on REST); the
+        // service checks every field by name.
+        if let Some(site) = call
+            .claims
+            .as_ref()
+            .and_then(|c| c.site.as_deref())
+            .filter(|site| *site != register.artifact_id)
+        {
+            return Err(status(ApiError::new(
+                ErrorCode::PermissionDenied,
+                format!(
+                    "artifactId: this node token is for site {site:?}, not {:?}",
+                    register.artifact_id
+                ),
+            )));
+        }
+        Ok(Response::new(
+            self.ask(&call, &subject(Op::Create), &register).await?,
+        ))
+    }
+
+    async fn delete_local_node(
+        &self,
+        req: Request<proto::IdRequest>,
+    ) -> Result<Response<proto::LocalNode>, Status> {
+        self.by_id(req, Access::Write, &subject(Op::Delete)).await
+    }
+}

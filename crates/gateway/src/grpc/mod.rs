@@ -1,0 +1,313 @@
+//! The gRPC API (`proto/bootfleet/v1/api.proto`), served beside REST on its own listener
+//! (`BOOTFLEET_GRPC_LISTEN`). Each call does what its REST route does: the same checks, the
+//! same bus requests, the same roles; errors carry the code of [`ErrorCode::statuses`], the
+//! one table both sides use.
+
+mod artifacts;
+mod distributors;
+mod localnodes;
+mod scripts;
+mod sshkeys;
+
+use std::sync::Arc;
+
+use bootfleet_api::{proto, ApiError, ListParams};
+use bootfleet_bus::{Bus, TraceParent};
+use tonic::metadata::MetadataValue;
+use tonic::{Code, Request, Status};
+
+use crate::auth::{self, Access, Claims};
+use crate::{AppState, GatewayConfig};
+
+/// The generated messages and services; rows shared with the bus are `bootfleet_api::proto`'s.
+#[allow(missing_debug_implementations, clippy::all)]
+pub mod pb {
+    include!(concat!(env!("OUT_DIR"), "/bootfleet.api.v1.rs"));
+}
+
+/// The encoded descriptors of the API and what it imports, for reflection.
+pub const DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/api_descriptor.bin"));
+
+/// The services, by their full names (what reflection lists besides itself).
+pub const SERVICES: [&str; 5] = [
+    "bootfleet.api.v1.Scripts",
+    "bootfleet.api.v1.SshKeys",
+    "bootfleet.api.v1.Distributors",
+    "bootfleet.api.v1.LocalNodes",
+    "bootfleet.api.v1.Artifacts",
+];
+
+/// What every service of the API shares: the gateway's state (bus, verifier, artifact store).
+#[derive(Clone, Debug)]
+pub(crate) struct Api {
+    state: AppState,
+}
+
+/// An authorized call: its trace and, unless the access was public, the caller's claims.
+#[derive(Debug)]
+pub(crate) struct Call {
+    trace: TraceParent,
+    claims: Option<Claims>,
+}
+
+/// A gRPC status for an error of the system: the code from the one table, the message as
+/// REST gives it, and the code's name and the field in `bf-code`/`bf-field` metadata.
+pub fn status(e: ApiError) -> Status {
+    let (http, grpc) = e.code.statuses();
+    if http >= 500 {
+        tracing::warn!(code = %e.code, message = %e.message, "grpc call failed");
+    }
+    let mut status = Status::new(Code::from_i32(grpc), e.message);
+    let metadata = status.metadata_mut();
+    metadata.insert("bf-code", MetadataValue::from_static(e.code.as_str()));
+    if let Some(field) = e.field.and_then(|f| f.parse().ok()) {
+        metadata.insert("bf-field", field);
+    }
+    status
+}
+
+impl Api {
+    fn new(bus: Bus, config: GatewayConfig) -> Api {
+        Api {
+            state: AppState {
+                bus,
+                config: Arc::new(config),
+                openapi: Arc::from(""),
+                artifacts: Arc::default(),
+                replays: Arc::default(),
+            },
+        }
+    }
+
+    fn bus(&self) -> &Bus {
+        &self.state.bus
+    }
+
+    /// Checks the bearer token in the `authorization` metadata against `access`, as REST's
+    /// `require` does for a route.
+    fn authorize<T>(&self, req: &Request<T>, access: Access) -> Result<Call, Status> {
+        let metadata = req.metadata();
+        let bearer = metadata
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .and_then(auth::bearer_token);
+        let claims = auth::authorize(
+            &self.state.config.verifier,
+            access,
+            self.state.config.open_node_reads,
+            bearer.as_deref(),
+            None,
+        )
+        .map_err(status)?;
+        let trace = metadata
+            .get("traceparent")
+            .and_then(|v| v.to_str().ok())
+            .and_then(TraceParent::parse)
+            .map(|t| t.child())
+            .unwrap_or_else(TraceParent::new_root);
+        Ok(Call { trace, claims })
+    }
+
+    /// One bus request, its error as a gRPC status.
+    async fn ask<Req, Resp>(&self, call: &Call, subject: &str, req: &Req) -> Result<Resp, Status>
+    where
+        Req: prost::Message,
+        Resp: prost::Message + Default,
+    {
+        self.bus()
+            .request(&call.trace, subject, req)
+            .await
+            .map_err(status)
+    }
+
+    /// A list of one service (`Access::Read`): its answer and the parameters it was asked with.
+    async fn list<L>(
+        &self,
+        req: Request<pb::ListOptions>,
+        subject: &str,
+    ) -> Result<(L, ListParams), Status>
+    where
+        L: prost::Message + Default,
+    {
+        let call = self.authorize(&req, Access::Read)?;
+        let params = list_params(Some(req.into_inner()))?;
+        let list = self.ask(&call, subject, &params.to_proto()).await?;
+        Ok((list, params))
+    }
+
+    /// A get or a delete of a row named by its id alone.
+    async fn by_id<R>(
+        &self,
+        req: Request<proto::IdRequest>,
+        access: Access,
+        subject: &str,
+    ) -> Result<tonic::Response<R>, Status>
+    where
+        R: prost::Message + Default,
+    {
+        let call = self.authorize(&req, access)?;
+        let id = id_request(req.into_inner())?;
+        Ok(tonic::Response::new(self.ask(&call, subject, &id).await?))
+    }
+}
+
+/// The list parameters of `options`, checked as REST checks its query (0 and "" are unset).
+fn list_params(options: Option<pb::ListOptions>) -> Result<ListParams, Status> {
+    let o = options.unwrap_or_default();
+    let (page, page_size) = (o.page.to_string(), o.page_size.to_string());
+    let pairs = [
+        ("page", page.as_str(), o.page != 0),
+        ("pageSize", page_size.as_str(), o.page_size != 0),
+        ("sort", o.sort.as_str(), !o.sort.is_empty()),
+        ("search", o.search.as_str(), !o.search.is_empty()),
+        (
+            "searchFields",
+            o.search_fields.as_str(),
+            !o.search_fields.is_empty(),
+        ),
+    ];
+    ListParams::from_query(
+        pairs
+            .into_iter()
+            .filter(|(_, _, set)| *set)
+            .map(|(k, v, _)| (k, v)),
+        &[],
+    )
+    .map_err(status)
+}
+
+fn page_info(total: u64, params: &ListParams) -> Option<pb::PageInfo> {
+    Some(pb::PageInfo {
+        total,
+        page: params.page,
+        page_size: params.page_size,
+        total_pages: params.total_pages(total),
+    })
+}
+
+/// The id of a request, checked as a REST path id is.
+fn checked_id(id: &str) -> Result<String, Status> {
+    bootfleet_api::validate::id("id", id).map_err(status)
+}
+
+fn id_request(req: proto::IdRequest) -> Result<proto::IdRequest, Status> {
+    Ok(proto::IdRequest {
+        id: checked_id(&req.id)?,
+    })
+}
+
+fn invalid(field: &str, message: impl std::fmt::Display) -> Status {
+    status(ApiError::invalid(field, message))
+}
+
+/// The router of every service of the API and reflection.
+pub fn router(bus: Bus, config: GatewayConfig) -> Result<tonic::service::Routes, String> {
+    let api = Api::new(bus, config);
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(DESCRIPTOR_SET)
+        .build_v1()
+        .map_err(|e| format!("grpc reflection: {e}"))?;
+    Ok(tonic::service::Routes::new(reflection)
+        .add_service(pb::scripts_server::ScriptsServer::new(api.clone()))
+        .add_service(pb::ssh_keys_server::SshKeysServer::new(api.clone()))
+        .add_service(pb::distributors_server::DistributorsServer::new(
+            api.clone(),
+        ))
+        .add_service(pb::local_nodes_server::LocalNodesServer::new(api.clone()))
+        .add_service(pb::artifacts_server::ArtifactsServer::new(api)))
+}
+
+/// Serves the gRPC API on `listener` until `shutdown` resolves. Plain HTTP/2 (h2c), as REST is
+/// plain HTTP/1.1: TLS is terminated in front of the gateway.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    bus: Bus,
+    config: GatewayConfig,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    tracing::info!(addr = ?listener.local_addr().ok(), "grpc listening");
+    let limits = config.limits;
+    let routes = router(bus, config).map_err(std::io::Error::other)?;
+    tonic::transport::Server::builder()
+        // Each call's log lines carry its method, as REST's carry the route.
+        .trace_fn(|req| tracing::info_span!("grpc", method = %req.uri().path()))
+        .timeout(limits.request_timeout)
+        .concurrency_limit_per_connection(256)
+        .http2_keepalive_interval(Some(std::time::Duration::from_secs(30)))
+        .add_routes(routes)
+        .serve_with_incoming_shutdown(
+            tokio_stream::wrappers::TcpListenerStream::new(listener),
+            shutdown,
+        )
+        .await
+        .map_err(std::io::Error::other)
+}
+
+#[cfg(test)]
+mod tests {
+    use bootfleet_api::ErrorCode;
+
+    use super::*;
+
+    #[test]
+    fn every_code_maps_through_the_one_table_and_client_mistakes_stay_client_codes() {
+        for code in ErrorCode::ALL {
+            let s = status(ApiError::new(code, "x"));
+            assert_eq!(s.code(), Code::from_i32(code.grpc_code()), "{code}");
+            assert_ne!(s.code(), Code::Unknown, "{code}");
+            assert_eq!(
+                s.metadata().get("bf-code").and_then(|v| v.to_str().ok()),
+                Some(code.as_str())
+            );
+            // A client's mistake is never a server-side code, as it is never a 5xx.
+            if code.http_status() < 500 {
+                assert!(
+                    !matches!(
+                        s.code(),
+                        Code::Internal | Code::Unavailable | Code::Unknown | Code::DataLoss
+                    ),
+                    "{code}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn a_field_error_names_its_field_in_metadata_and_message() {
+        let s = status(ApiError::invalid(
+            "pageSize",
+            "must be a whole number from 1 to 100",
+        ));
+        assert_eq!(s.code(), Code::InvalidArgument);
+        assert_eq!(
+            s.metadata().get("bf-field").and_then(|v| v.to_str().ok()),
+            Some("pageSize")
+        );
+        assert!(s.message().starts_with("pageSize: "));
+        assert!(status(ApiError::not_found("x"))
+            .metadata()
+            .get("bf-field")
+            .is_none());
+    }
+
+    #[test]
+    fn list_options_are_checked_as_the_rest_query() {
+        let defaults = list_params(None).expect("defaults");
+        assert_eq!((defaults.page, defaults.page_size), (1, 10));
+        let bad = list_params(Some(pb::ListOptions {
+            page_size: 101,
+            ..Default::default()
+        }))
+        .expect_err("too many rows");
+        assert_eq!(bad.code(), Code::InvalidArgument);
+        assert!(bad.message().starts_with("pageSize"), "{}", bad.message());
+        let sorted = list_params(Some(pb::ListOptions {
+            sort: "-createdAt".into(),
+            search_fields: "text".into(),
+            ..Default::default()
+        }))
+        .expect("sort and search fields");
+        assert!(sorted.sort[0].descending);
+        assert_eq!(sorted.search_fields, vec!["text".to_owned()]);
+    }
+}

@@ -1,0 +1,101 @@
+//! `bootfleet.api.v1.Scripts`: the five text registries, as `/api/<kind>` does them.
+
+use bootfleet_api::subjects::{Op, ScriptKind};
+use bootfleet_api::{proto, validate};
+use tonic::{Request, Response, Status};
+
+use super::pb::{self, scripts_server::Scripts};
+use super::{checked_id, invalid, list_params, page_info, status, Api};
+use crate::auth::Access;
+
+fn kind(name: &str) -> Result<ScriptKind, Status> {
+    ScriptKind::ALL
+        .into_iter()
+        .find(|k| k.name() == name)
+        .ok_or_else(|| {
+            let names: Vec<&str> = ScriptKind::ALL.iter().map(|k| k.name()).collect();
+            invalid("kind", format!("must be one of {}", names.join(", ")))
+        })
+}
+
+/// A get or a delete: both name the row by kind and id and answer with it.
+async fn by_id(
+    api: &Api,
+    req: Request<pb::ScriptRef>,
+    access: Access,
+    op: Op,
+) -> Result<Response<proto::Script>, Status> {
+    let call = api.authorize(&req, access)?;
+    let r = req.into_inner();
+    let kind = kind(&r.kind)?;
+    let id = proto::IdRequest {
+        id: checked_id(&r.id)?,
+    };
+    Ok(Response::new(api.ask(&call, &kind.subject(op), &id).await?))
+}
+
+#[tonic::async_trait]
+impl Scripts for Api {
+    async fn list_scripts(
+        &self,
+        req: Request<pb::ListScriptsRequest>,
+    ) -> Result<Response<pb::ScriptPage>, Status> {
+        let call = self.authorize(&req, Access::Read)?;
+        let r = req.into_inner();
+        let kind = kind(&r.kind)?;
+        let params = list_params(r.list)?;
+        let list: proto::ScriptList = self
+            .ask(&call, &kind.subject(Op::List), &params.to_proto())
+            .await?;
+        Ok(Response::new(pb::ScriptPage {
+            page: page_info(list.total, &params),
+            rows: list.rows,
+        }))
+    }
+
+    async fn get_script(
+        &self,
+        req: Request<pb::ScriptRef>,
+    ) -> Result<Response<proto::Script>, Status> {
+        by_id(self, req, Access::NodeRead, Op::Get).await
+    }
+
+    async fn create_script(
+        &self,
+        req: Request<pb::CreateScriptRequest>,
+    ) -> Result<Response<proto::Script>, Status> {
+        let call = self.authorize(&req, Access::Write)?;
+        let r = req.into_inner();
+        let kind = kind(&r.kind)?;
+        validate::text("text", &r.text).map_err(status)?;
+        let create = proto::CreateScript {
+            id: uuid::Uuid::new_v4().to_string(),
+            text: r.text,
+        };
+        Ok(Response::new(
+            self.ask(&call, &kind.subject(Op::Create), &create).await?,
+        ))
+    }
+
+    async fn update_script(
+        &self,
+        req: Request<pb::UpdateScriptRequest>,
+    ) -> Result<Response<proto::Script>, Status> {
+        let call = self.authorize(&req, Access::Write)?;
+        let r = req.into_inner();
+        let kind = kind(&r.kind)?;
+        let id = checked_id(&r.id)?;
+        validate::text("text", &r.text).map_err(status)?;
+        let update = proto::UpdateScript { id, text: r.text };
+        Ok(Response::new(
+            self.ask(&call, &kind.subject(Op::Update), &update).await?,
+        ))
+    }
+
+    async fn delete_script(
+        &self,
+        req: Request<pb::ScriptRef>,
+    ) -> Result<Response<proto::Script>, Status> {
+        by_id(self, req, Access::Write, Op::Delete).await
+    }
+}

@@ -1,0 +1,121 @@
+//! `bootfleet.api.v1.SshKeys`: the SSH public keys of `/api/sshkeys` and the key-pair generator
+//! of `/api/sshkey`.
+
+use bootfleet_api::subjects::{self, Op};
+use bootfleet_api::{proto, validate, ApiError, ErrorCode};
+use tonic::{Request, Response, Status};
+
+use super::pb::{self, ssh_keys_server::SshKeys};
+use super::{checked_id, id_request, page_info, status, Api};
+use crate::auth::{Access, Role};
+
+/// RSA-4096 can take seconds; as REST, one attempt with a long wait.
+const KEYGEN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
+
+fn subject(op: Op) -> String {
+    subjects::subject(subjects::SSHKEYS, op)
+}
+
+fn check_site(artifact_id: &str) -> Result<(), Status> {
+    validate::artifact_id("artifactId", artifact_id)
+        .map(drop)
+        .map_err(status)
+}
+
+#[tonic::async_trait]
+impl SshKeys for Api {
+    async fn list_ssh_keys(
+        &self,
+        req: Request<pb::ListOptions>,
+    ) -> Result<Response<pb::SshKeyPage>, Status> {
+        let (list, params): (proto::SshKeyList, _) = self.list(req, &subject(Op::List)).await?;
+        Ok(Response::new(pb::SshKeyPage {
+            page: page_info(list.total, &params),
+            rows: list.rows,
+        }))
+    }
+
+    async fn get_ssh_key(
+        &self,
+        req: Request<proto::IdRequest>,
+    ) -> Result<Response<proto::SshKey>, Status> {
+        let call = self.authorize(&req, Access::NodeRead)?;
+        let id = id_request(req.into_inner())?;
+        let row: proto::SshKey = self.ask(&call, &subject(Op::Get), &id).await?;
+        // A node token bound to a site reads that site's keys only (as on REST).
+        if let Some(site) = call
+            .claims
+            .as_ref()
+            .filter(|c| c.role == Role::Node)
+            .and_then(|c| c.site.as_deref())
+        {
+            if site != row.artifact_id {
+                return Err(status(ApiError::new(
+                    ErrorCode::PermissionDenied,
+                    format!(
+                        "this node token is for site \"{site}\"; key {} belongs to another site",
+                        row.id
+                    ),
+                )));
+            }
+        }
+        Ok(Response::new(row))
+    }
+
+    async fn create_ssh_key(
+        &self,
+        req: Request<pb::SshKeyInput>,
+    ) -> Result<Response<proto::SshKey>, Status> {
+        let call = self.authorize(&req, Access::Write)?;
+        let r = req.into_inner();
+        check_site(&r.artifact_id)?;
+        let create = proto::CreateSshKey {
+            id: uuid::Uuid::new_v4().to_string(),
+            text: r.text,
+            artifact_id: r.artifact_id,
+        };
+        Ok(Response::new(
+            self.ask(&call, &subject(Op::Create), &create).await?,
+        ))
+    }
+
+    async fn update_ssh_key(
+        &self,
+        req: Request<pb::UpdateSshKeyRequest>,
+    ) -> Result<Response<proto::SshKey>, Status> {
+        let call = self.authorize(&req, Access::Write)?;
+        let r = req.into_inner();
+        let id = checked_id(&r.id)?;
+        check_site(&r.artifact_id)?;
+        let update = proto::UpdateSshKey {
+            id,
+            text: r.text,
+            artifact_id: r.artifact_id,
+        };
+        Ok(Response::new(
+            self.ask(&call, &subject(Op::Update), &update).await?,
+        ))
+    }
+
+    async fn delete_ssh_key(
+        &self,
+        req: Request<proto::IdRequest>,
+    ) -> Result<Response<proto::SshKey>, Status> {
+        self.by_id(req, Access::Write, &subject(Op::Delete)).await
+    }
+
+    async fn generate_ssh_key(
+        &self,
+        req: Request<proto::GenerateSshKey>,
+    ) -> Result<Response<proto::GeneratedSshKey>, Status> {
+        let call = self.authorize(&req, Access::Read)?;
+        let generate = req.into_inner();
+        let pair = self
+            .bus()
+            .with_timeout(KEYGEN_TIMEOUT, 1)
+            .request(&call.trace, &subject(Op::Generate), &generate)
+            .await
+            .map_err(status)?;
+        Ok(Response::new(pair))
+    }
+}
