@@ -40,6 +40,8 @@ enum Command {
         /// them all. Repeatable. Only with the nats-server bootfleet starts.
         #[arg(long = "distributor", value_name = "SITE")]
         distributors: Vec<String>,
+        #[command(flatten)]
+        metrics: MetricsArgs,
     },
     /// Print a nats-server `authorization` block: a `services` user and one restricted user per
     /// distributor site, with random passwords, and how to run each with its login.
@@ -58,6 +60,8 @@ enum Command {
     Gateway {
         #[arg(long, env = "BOOTFLEET_LISTEN", default_value = config::DEFAULT_LISTEN)]
         listen: SocketAddr,
+        #[command(flatten)]
+        metrics: MetricsArgs,
     },
     /// Run one service alone (needs NATS_URL; DATABASE_URL or SQLite in the data directory).
     /// A builder kind (ipxes, grubs, syslinuxs, isos) takes only that kind's build jobs;
@@ -65,6 +69,8 @@ enum Command {
     Service {
         #[arg(value_parser = service_name_parser())]
         name: String,
+        #[command(flatten)]
+        metrics: MetricsArgs,
     },
     /// Exit 0 when a role answers: the gateway's /healthz, or a service's ping over NATS (for
     /// container health checks and probes). Without a role, checks the bootfleet process beside it.
@@ -91,30 +97,47 @@ enum Command {
     },
 }
 
+#[derive(clap::Args, Debug)]
+struct MetricsArgs {
+    /// Also serve `/metrics` (and `/healthz`) without a token on this address, for Prometheus
+    /// (loopback, or an address only the scraper reaches). Off when unset; the gateway's own
+    /// `/metrics` needs an operator token.
+    #[arg(long, env = "BOOTFLEET_METRICS_LISTEN", value_name = "ADDR")]
+    metrics_listen: Option<SocketAddr>,
+}
+
+impl MetricsArgs {
+    /// Binds the metrics listener, if asked for, and serves it until the process ends.
+    async fn start(&self) -> Result<(), String> {
+        let Some(addr) = self.metrics_listen else {
+            return Ok(());
+        };
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|e| format!("cannot listen on {addr} (BOOTFLEET_METRICS_LISTEN): {e}"))?;
+        tokio::spawn(async move {
+            if let Err(e) =
+                bootfleet_telemetry::serve_metrics(listener, std::future::pending()).await
+            {
+                tracing::error!(error = %e, "metrics listener stopped");
+            }
+        });
+        Ok(())
+    }
+}
+
 fn parse_role(s: &str) -> Result<Role, String> {
     s.parse()
 }
 
-fn init_logging() {
-    use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_env("BOOTFLEET_LOG").unwrap_or_else(|_| {
-        EnvFilter::new("info,sqlx=warn,sea_orm_migration=warn,async_nats=warn")
-    });
+/// Logs to stderr; exports spans over OTLP when `OTEL_EXPORTER_OTLP_ENDPOINT` is set.
+fn init_logging(role: &str) -> Result<bootfleet_telemetry::TraceGuard, String> {
     // Never trace raw NATS payloads (they may carry secrets).
-    let filter = filter.add_directive(
-        bootfleet_bus::LOG_SECRET_GUARD
-            .parse()
-            .unwrap_or_else(|_| unreachable!("a valid directive")),
-    );
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
-    if std::env::var("BOOTFLEET_LOG_FORMAT").as_deref() == Ok("json") {
-        builder.json().init();
-    } else {
-        builder.init();
-    }
+    bootfleet_telemetry::init_logging(
+        "info,sqlx=warn,sea_orm_migration=warn,async_nats=warn",
+        &[bootfleet_bus::LOG_SECRET_GUARD],
+        &format!("bootfleet-{role}"),
+    )
 }
 
 /// SIGINT/SIGTERM, listened for from the start: a signal that arrives while the system is still
@@ -357,7 +380,9 @@ async fn run(cli: Cli) -> Result<(), String> {
             nats_port,
             nats_listen,
             distributors,
+            metrics,
         } => {
+            metrics.start().await?;
             up(
                 UpArgs {
                     listen,
@@ -374,7 +399,8 @@ async fn run(cli: Cli) -> Result<(), String> {
             out,
             nats_url,
         } => nats_config_command(&distributors, out, &nats_url),
-        Command::Gateway { listen } => {
+        Command::Gateway { listen, metrics } => {
+            metrics.start().await?;
             let data_dir = config::data_dir();
             let gateway = config::gateway_config(config::jwt_secret(&data_dir, false)?)?;
             let bus = Bus::connect(&nats_config(require_nats_url()?, "gateway"))
@@ -387,7 +413,8 @@ async fn run(cli: Cli) -> Result<(), String> {
                 .await
                 .map_err(|e| e.to_string())
         }
-        Command::Service { name } => {
+        Command::Service { name, metrics } => {
+            metrics.start().await?;
             let selected = bootfleet::services_named(&name);
             let selected: Vec<_> = selected.iter().collect();
             let bus = Bus::connect(&nats_config(require_nats_url()?, &name))
@@ -445,7 +472,18 @@ async fn run(cli: Cli) -> Result<(), String> {
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging();
+    let role = match &cli.command {
+        Command::Service { name, .. } => name.as_str(),
+        Command::Gateway { .. } => "gateway",
+        _ => "up",
+    };
+    let _traces = match init_logging(role) {
+        Ok(guard) => guard,
+        Err(e) => {
+            eprintln!("bootfleet: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
     match run(cli).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

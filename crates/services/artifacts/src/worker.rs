@@ -209,6 +209,18 @@ struct Builder {
     config: WorkerConfig,
 }
 
+/// Build attempts by kind and outcome (`done`, `failed`, `retry`: another attempt follows,
+/// `cancelled`: the builder stopped), with their durations.
+static BUILDS: std::sync::LazyLock<bootfleet_telemetry::LabeledHistogram<2>> =
+    std::sync::LazyLock::new(|| {
+        bootfleet_telemetry::histogram(
+            "build_duration_seconds",
+            "Build attempts by artifact kind and outcome, with their durations",
+            ["kind", "outcome"],
+            bootfleet_telemetry::Buckets::Build,
+        )
+    });
+
 /// A builder of one kind of artifact: the service named after its kind (`ipxes`, `grubs`,
 /// `syslinuxs`, `isos`; it answers `ping`) and a consumer of that kind's jobs only, so each kind
 /// is deployed and scaled alone with only its tools. Builders are worker roles of `artifacts`
@@ -268,6 +280,7 @@ async fn routes(
         }
     }
     let consumer = job_consumer(&stream, kind, config).await?;
+    std::sync::LazyLock::force(&BUILDS);
     let builder = Builder {
         registry: Registry::new(ctx.db.clone()),
         objects: Objects::open(&ctx.bus).await?,
@@ -415,6 +428,7 @@ impl Builder {
             })
         };
         let cancel = Cancel::default();
+        let started = std::time::Instant::now();
         let outcome = {
             let build = self.build(&record, &cancel);
             tokio::pin!(build);
@@ -427,6 +441,14 @@ impl Builder {
             }
         };
         keepalive.abort();
+        let label = match &outcome {
+            Ok(_) => "done",
+            Err(JobError::Failed(_)) => "failed",
+            Err(JobError::Retry(_)) => "retry",
+            Err(JobError::Cancelled) => "cancelled",
+        };
+        let kind = kind_of(&record.kind).map_or("unknown", |k| k.name());
+        BUILDS.observe([kind, label], started.elapsed());
         match outcome {
             Ok((files, embedded)) => {
                 match self

@@ -20,27 +20,6 @@ enum Command {
     Serve(ServeArgs),
 }
 
-fn init_logging() {
-    use tracing_subscriber::EnvFilter;
-    let filter =
-        EnvFilter::try_from_env("BOOTFLEET_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
-    // Never trace raw NATS payloads (they may carry secrets).
-    let filter = filter.add_directive(
-        bootfleet_bus::LOG_SECRET_GUARD
-            .parse()
-            .unwrap_or_else(|_| unreachable!("a valid directive")),
-    );
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
-    if std::env::var("BOOTFLEET_LOG_FORMAT").as_deref() == Ok("json") {
-        builder.json().init();
-    } else {
-        builder.init();
-    }
-}
-
 /// SIGINT/SIGTERM, listened for before anything starts, so a signal during startup is honoured.
 fn shutdown_signal() -> std::io::Result<impl std::future::Future<Output = ()>> {
     use tokio::signal::unix::{signal, SignalKind};
@@ -57,7 +36,18 @@ fn shutdown_signal() -> std::io::Result<impl std::future::Future<Output = ()>> {
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging();
+    // Never trace raw NATS payloads (they may carry secrets).
+    let _traces = match bootfleet_telemetry::init_logging(
+        "info",
+        &[bootfleet_bus::LOG_SECRET_GUARD],
+        "bootfleet-distributor",
+    ) {
+        Ok(guard) => guard,
+        Err(e) => {
+            eprintln!("bootfleet-distributor: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
     let result = match shutdown_signal() {
         Err(e) => Err(format!("cannot install signal handlers: {e}")),
         Ok(shutdown) => match cli.command {
