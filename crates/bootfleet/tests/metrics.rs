@@ -2,23 +2,17 @@
 //! shape, every service in this process) and a `bootfleet service` process's tokenless
 //! listener. Its own test binary: the registry is per process, so counts here are exact.
 
+mod support;
+
 use std::time::Duration;
 
-use bootfleet::{System, SystemConfig};
 use bootfleet_api::proto;
 use bootfleet_api::subjects::{Op, ScriptKind};
 use bootfleet_bus::{Bus, BusConfig, TraceParent};
-use bootfleet_gateway::auth::{self, Role, Secret, Verifier};
-use bootfleet_gateway::{GatewayConfig, DEFAULT_BODY_LIMIT};
+use bootfleet_gateway::auth::Role;
 use bootfleet_testkit::metrics::Scrape;
 use bootfleet_testkit::{database_url, Backend, ChildGuard, NatsServer};
 use serde_json::{json, Value};
-
-const SECRET: &[u8] = b"test-secret-0123456789abcdef-0123456789";
-
-fn secret() -> Secret {
-    Secret::new(SECRET.to_vec()).expect("test secret is long enough")
-}
 
 async fn scrape(http: &reqwest::Client, url: &str, token: Option<&str>) -> Scrape {
     let mut request = http.get(url);
@@ -45,24 +39,11 @@ async fn scrape(http: &reqwest::Client, url: &str, token: Option<&str>) -> Scrap
 async fn gateway_metrics_count_requests_by_route_bus_requests_and_builds() {
     let nats = NatsServer::start();
     let dir = tempfile::tempdir().expect("tempdir");
-    let system = System::start(SystemConfig {
-        nats: BusConfig::new(nats.url(), "metrics-test"),
-        database_url: database_url(Backend::Sqlite, dir.path()),
-        listen: "127.0.0.1:0".parse().expect("addr"),
-        gateway: GatewayConfig {
-            services: bootfleet::service_names(),
-            verifier: Verifier::new(secret()),
-            open_node_reads: false,
-            body_limit: DEFAULT_BODY_LIMIT,
-            limits: Default::default(),
-        },
-    })
-    .await
-    .expect("start the system");
+    let system = support::start_system(&nats, dir.path()).await;
     let base = system.base_url();
-    let admin = auth::mint(&secret(), Role::Admin, "test", 1).expect("mint");
-    let user = auth::mint(&secret(), Role::User, "test", 1).expect("mint");
-    let node = auth::mint(&secret(), Role::Node, "test", 1).expect("mint");
+    let admin = support::token(Role::Admin);
+    let user = support::token(Role::User);
+    let node = support::token(Role::Node);
     let http = reqwest::Client::new();
     let metrics = format!("{base}/metrics");
 
