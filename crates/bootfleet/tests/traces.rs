@@ -1,4 +1,5 @@
-//! One REST request is one trace from the gateway to the service: spans exported by an
+//! One REST request is one trace from the gateway to the service (and to the builder, for a
+//! build): spans exported by an
 //! in-process exporter, through the same layer `OTEL_EXPORTER_OTLP_ENDPOINT` turns on. Its own
 //! test binary: the subscriber is global.
 
@@ -17,15 +18,20 @@ fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// The finished spans of trace `trace_id` so far.
+fn spans_in(exporter: &InMemorySpanExporter, trace_id: &str) -> Vec<SpanData> {
+    exporter
+        .get_finished_spans()
+        .expect("finished spans")
+        .into_iter()
+        .filter(|s| hex(&s.span_context.trace_id().to_bytes()) == trace_id)
+        .collect()
+}
+
 /// The finished spans of trace `trace_id`, once the gateway's and the service's are both in.
 async fn spans_of(exporter: &InMemorySpanExporter, trace_id: &str, service: &str) -> Vec<SpanData> {
     for _ in 0..100 {
-        let spans: Vec<SpanData> = exporter
-            .get_finished_spans()
-            .expect("finished spans")
-            .into_iter()
-            .filter(|s| hex(&s.span_context.trace_id().to_bytes()) == trace_id)
-            .collect();
+        let spans = spans_in(exporter, trace_id);
         if spans.iter().any(|s| s.name == service)
             && spans.iter().any(|s| s.name.starts_with("POST "))
         {
@@ -114,5 +120,35 @@ async fn a_request_is_one_trace_from_the_gateway_to_the_service() {
         .find(|s| s.name == create)
         .expect("the service's span");
     assert_eq!(service.parent_span_id, gateway.span_context.span_id());
+
+    // A build: the builder's span, taken from the queue, is in the request's trace too.
+    let response = http
+        .post(format!("{}/api/syslinuxs", system.base_url()))
+        .bearer_auth(&admin)
+        .json(&json!({"fragment": "ldlinux.c32"}))
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(response.status(), 201);
+    let trace_id = response.headers()["x-trace-id"]
+        .to_str()
+        .expect("ascii")
+        .to_owned();
+    let create_artifact = bootfleet_api::subjects::subject("artifacts", Op::Create);
+    let mut build = None;
+    for _ in 0..600 {
+        let spans = spans_in(&exporter, &trace_id);
+        if let (Some(service), Some(built)) = (
+            spans.iter().find(|s| s.name == create_artifact),
+            spans.iter().find(|s| s.name == "build syslinuxs"),
+        ) {
+            build = Some((service.span_context.span_id(), built.parent_span_id));
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let (service, parent_of_build) =
+        build.expect("the artifacts service's and the builder's spans in the trace within 60 s");
+    assert_eq!(parent_of_build, service, "the build is the create's child");
     system.stop().await;
 }

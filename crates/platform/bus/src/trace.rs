@@ -85,6 +85,18 @@ impl TraceParent {
         }
     }
 
+    /// The current span's context, when spans are exported: for work that leaves the bus's
+    /// request/reply (a build job in the queue) and should stay in the request's trace.
+    pub fn of_current_span() -> Option<TraceParent> {
+        bootfleet_telemetry::traces::span_ids(&tracing::Span::current()).map(
+            |(trace_id, span_id, sampled)| TraceParent {
+                trace_id,
+                span_id,
+                sampled,
+            },
+        )
+    }
+
     pub fn trace_id(&self) -> String {
         hex(&self.trace_id)
     }

@@ -16,6 +16,7 @@ use bootfleet_store::sea_orm::DatabaseConnection;
 use futures_util::StreamExt;
 use prost::Message;
 use tokio::sync::watch;
+use tracing::Instrument;
 
 use crate::inputs::{self, IsoRefs, Request};
 use crate::objects::Objects;
@@ -385,6 +386,28 @@ impl Builder {
                 return true;
             }
         };
+        let parent = msg
+            .headers
+            .as_ref()
+            .and_then(|h| h.get(bootfleet_bus::TRACEPARENT_HEADER))
+            .and_then(|v| bootfleet_bus::TraceParent::parse(v.as_str()));
+        let span = tracing::info_span!(
+            "build",
+            otel.name = %format_args!("build {}", job.kind),
+            otel.kind = "consumer",
+            artifact = %job.id,
+            kind = %job.kind,
+        );
+        bootfleet_bus::TraceParent::for_span(parent.as_ref(), &span);
+        self.handle_job(job, msg, stop).instrument(span).await
+    }
+
+    async fn handle_job(
+        &self,
+        job: proto::BuildJob,
+        msg: jetstream::Message,
+        stop: &mut watch::Receiver<bool>,
+    ) -> bool {
         let delivered = msg.info().map(|i| i.delivered).unwrap_or(1);
         let record = match self.registry.find(&job.id).await {
             Ok(Some(r)) => r,
