@@ -43,6 +43,8 @@ enum Command {
         /// them all. Repeatable. Only with the nats-server bootfleet starts.
         #[arg(long = "distributor", value_name = "SITE")]
         distributors: Vec<String>,
+        #[command(flatten)]
+        metrics: MetricsArgs,
     },
     /// Print a nats-server `authorization` block: a `services` user and one restricted user per
     /// distributor site, with random passwords, and how to run each with its login.
@@ -63,6 +65,8 @@ enum Command {
         listen: SocketAddr,
         #[arg(long, env = "BOOTFLEET_GRPC_LISTEN", default_value = config::DEFAULT_GRPC_LISTEN)]
         grpc_listen: SocketAddr,
+        #[command(flatten)]
+        metrics: MetricsArgs,
     },
     /// Run one service alone (needs NATS_URL; DATABASE_URL or SQLite in the data directory).
     /// A builder kind (ipxes, grubs, syslinuxs, isos) takes only that kind's build jobs;
@@ -70,6 +74,8 @@ enum Command {
     Service {
         #[arg(value_parser = service_name_parser())]
         name: String,
+        #[command(flatten)]
+        metrics: MetricsArgs,
     },
     /// Exit 0 when a role answers: the gateway's /healthz, or a service's ping over NATS (for
     /// container health checks and probes). Without a role, checks the bootfleet process beside it.
@@ -100,8 +106,47 @@ enum Command {
     Client(bootfleet::cli::ClientCommand),
 }
 
+#[derive(clap::Args, Debug)]
+struct MetricsArgs {
+    /// Also serve `/metrics` (and `/healthz`) without a token on this address, for Prometheus
+    /// (loopback, or an address only the scraper reaches). Off when unset; the gateway's own
+    /// `/metrics` needs an operator token.
+    #[arg(long, env = "BOOTFLEET_METRICS_LISTEN", value_name = "ADDR")]
+    metrics_listen: Option<SocketAddr>,
+}
+
+impl MetricsArgs {
+    /// Binds the metrics listener, if asked for, and serves it until the process ends.
+    async fn start(&self) -> Result<(), String> {
+        let Some(addr) = self.metrics_listen else {
+            return Ok(());
+        };
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|e| format!("cannot listen on {addr} (BOOTFLEET_METRICS_LISTEN): {e}"))?;
+        tokio::spawn(async move {
+            if let Err(e) =
+                bootfleet_telemetry::serve_metrics(listener, std::future::pending()).await
+            {
+                tracing::error!(error = %e, "metrics listener stopped");
+            }
+        });
+        Ok(())
+    }
+}
+
 fn parse_role(s: &str) -> Result<Role, String> {
     s.parse()
+}
+
+/// Logs to stderr; exports spans over OTLP when `OTEL_EXPORTER_OTLP_ENDPOINT` is set.
+fn init_logging(role: &str) -> Result<bootfleet_telemetry::TraceGuard, String> {
+    // Never trace raw NATS payloads (they may carry secrets).
+    bootfleet_telemetry::init_logging(
+        LOG_FILTER,
+        &[bootfleet_bus::LOG_SECRET_GUARD],
+        &format!("bootfleet-{role}"),
+    )
 }
 
 /// SIGINT/SIGTERM, listened for from the start: a signal that arrives while the system is still
@@ -360,7 +405,9 @@ async fn run(cli: Cli) -> Result<(), String> {
             nats_port,
             nats_listen,
             distributors,
+            metrics,
         } => {
+            metrics.start().await?;
             up(
                 UpArgs {
                     listen,
@@ -381,7 +428,9 @@ async fn run(cli: Cli) -> Result<(), String> {
         Command::Gateway {
             listen,
             grpc_listen,
+            metrics,
         } => {
+            metrics.start().await?;
             let data_dir = config::data_dir();
             let gateway = config::gateway_config(config::jwt_secret(&data_dir, false)?)?;
             let bus = Bus::connect(&nats_config(require_nats_url()?, "gateway"))
@@ -413,7 +462,8 @@ async fn run(cli: Cli) -> Result<(), String> {
             let grpc = grpc.await.map_err(|e| e.to_string())?;
             rest.and(grpc).map_err(|e| e.to_string())
         }
-        Command::Service { name } => {
+        Command::Service { name, metrics } => {
+            metrics.start().await?;
             let selected = bootfleet::services_named(&name);
             let selected: Vec<_> = selected.iter().collect();
             let bus = Bus::connect(&nats_config(require_nats_url()?, &name))
@@ -482,17 +532,28 @@ const LOG_FILTER: &str = "info,sqlx=warn,sea_orm_migration=warn,async_nats=warn"
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
-    if let Command::Client(command) = cli.command {
-        // A client prints only its answer; BOOTFLEET_LOG still turns its logging on.
-        if std::env::var_os("BOOTFLEET_LOG").is_some() {
-            bootfleet_bus::init_logging(LOG_FILTER);
+    let role = match &cli.command {
+        Command::Service { name, .. } => name.as_str(),
+        Command::Gateway { .. } => "gateway",
+        Command::Client(_) => "client",
+        _ => "up",
+    };
+    // A client prints only its answer; BOOTFLEET_LOG still turns its logging on.
+    let logs =
+        !matches!(cli.command, Command::Client(_)) || std::env::var_os("BOOTFLEET_LOG").is_some();
+    let _traces = match logs.then(|| init_logging(role)).transpose() {
+        Ok(guard) => guard,
+        Err(e) => {
+            eprintln!("bootfleet: {e}");
+            return ExitCode::FAILURE;
         }
+    };
+    if let Command::Client(command) = cli.command {
         return match bootfleet::cli::run(command).await {
             Ok(()) => ExitCode::SUCCESS,
             Err(failure) => failure.report(),
         };
     }
-    bootfleet_bus::init_logging(LOG_FILTER);
     match run(cli).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

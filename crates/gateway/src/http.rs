@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-use axum::extract::{FromRequest, FromRequestParts, Request, State};
+use axum::extract::{FromRequest, FromRequestParts, MatchedPath, Request, State};
 use axum::http::{header, request::Parts, HeaderValue, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
@@ -223,26 +223,47 @@ macro_rules! from_extensions {
 
 from_extensions!(Trace, Trace(TraceParent::new_root()));
 
-/// Outermost middleware: takes or starts the trace, logs each request with structured fields,
+/// Outermost middleware: takes or starts the trace (the exported span's, when spans are
+/// exported), logs each request with structured fields, counts it by route template and status,
 /// and returns the trace id in `X-Trace-Id` so an operator can find the request in the logs.
 pub async fn observe(mut req: Request, next: Next) -> Response {
-    let trace = req
+    let parent = req
         .headers()
         .get("traceparent")
         .and_then(|v| v.to_str().ok())
-        .and_then(TraceParent::parse)
-        .map(|t| t.child())
-        .unwrap_or_else(TraceParent::new_root);
-    req.extensions_mut().insert(Trace(trace));
+        .and_then(TraceParent::parse);
     let method = req.method().clone();
     let path = req.uri().path().to_owned();
-    let span = tracing::info_span!("http", %method, %path, trace_id = %trace.trace_id());
+    // Set by the router before this layer runs (it wraps each route and the fallback).
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or(crate::metrics::UNMATCHED, MatchedPath::as_str)
+        .to_owned();
+    let span = tracing::info_span!(
+        "http",
+        otel.name = %format_args!("{method} {route}"),
+        otel.kind = "server",
+        otel.status_code = tracing::field::Empty,
+        %method,
+        %path,
+        %route,
+        status = tracing::field::Empty,
+        trace_id = tracing::field::Empty,
+    );
+    let trace = TraceParent::for_span(parent.as_ref(), &span);
+    span.record("trace_id", tracing::field::display(trace.trace_id()));
+    req.extensions_mut().insert(Trace(trace));
     let started = Instant::now();
     let mut response = next.run(req).instrument(span.clone()).await;
     let status = response.status().as_u16();
-    let elapsed_ms = started.elapsed().as_secs_f64() * 1000.0;
+    let elapsed = started.elapsed();
+    crate::metrics::record(&route, method.as_str(), status, elapsed);
+    let elapsed_ms = elapsed.as_secs_f64() * 1000.0;
+    span.record("status", status);
     span.in_scope(|| {
         if status >= 500 {
+            span.record("otel.status_code", "ERROR");
             tracing::warn!(status, elapsed_ms, "request failed");
         } else {
             tracing::debug!(status, elapsed_ms, "request served");

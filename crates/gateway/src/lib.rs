@@ -6,6 +6,7 @@ pub mod grpc;
 pub mod http;
 pub mod idempotency;
 pub mod insomnia;
+pub mod metrics;
 pub mod openapi;
 pub mod routes;
 pub mod server;
@@ -102,6 +103,7 @@ async fn require(
 
 /// The gateway's router: every route of [`routes::routes`], each behind its access check.
 pub fn router(bus: Bus, config: GatewayConfig) -> Router {
+    metrics::register();
     let routes = routes::routes();
     let openapi = openapi::document(&routes)
         .to_pretty_json()

@@ -74,6 +74,16 @@ helm.sh/chart: {{ printf "%s-%s" .ctx.Chart.Name .ctx.Chart.Version }}
   value: {{ .Values.log.filter | quote }}
 - name: BOOTFLEET_LOG_FORMAT
   value: {{ .Values.log.format | quote }}
+# Prometheus scrapes each pod here without a token (see "bootfleet.metricsAnnotations").
+- name: BOOTFLEET_METRICS_LISTEN
+  value: "0.0.0.0:9464"
+{{- end -}}
+
+{{/* Where Prometheus's usual pod discovery finds the tokenless metrics listener. */}}
+{{- define "bootfleet.metricsAnnotations" -}}
+prometheus.io/scrape: "true"
+prometheus.io/port: "9464"
+prometheus.io/path: /metrics
 {{- end -}}
 
 {{/* Pod settings shared by the bootfleet images (uid 10001 in docker/*.Dockerfile). */}}

@@ -15,6 +15,11 @@ async fn healthz() -> Response {
     raw_text("ok\n".into())
 }
 
+/// Every series of this process (in `bootfleet up`, of every service too).
+async fn metrics() -> Response {
+    bootfleet_telemetry::metrics::response()
+}
+
 async fn readyz(State(s): State<AppState>) -> (StatusCode, Json<Readiness>) {
     let nats = s.bus.is_connected();
     let mut services = Vec::new();
@@ -75,6 +80,22 @@ pub(super) fn routes() -> Vec<RouteDef> {
             status: 200,
             response: Body::json::<Readiness>(),
             handler: routing::get(readyz),
+        },
+        RouteDef {
+            method: Method::GET,
+            path: "/metrics".into(),
+            // The API's listener may face the world: an operator token (Prometheus's
+            // `authorization`), as for other reads. `BOOTFLEET_METRICS_LISTEN` serves the same
+            // page without one, on an address only the scraper reaches.
+            access: Access::Read,
+            operation_id: "metrics".into(),
+            summary: "Prometheus metrics of this process (OpenMetrics text)".into(),
+            tag: "system",
+            params: vec![],
+            request: None,
+            status: 200,
+            response: Body::Text,
+            handler: routing::get(metrics),
         },
         RouteDef {
             method: Method::GET,

@@ -191,6 +191,7 @@ impl BusConfig {
         if let Some(tls) = &self.tls {
             options = tls.apply(options)?;
         }
+        let lost = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
         options = options
             .name(self.name.clone())
             .max_reconnects(None)
@@ -198,11 +199,25 @@ impl BusConfig {
             .reconnect_delay_callback(|attempts| {
                 Duration::from_millis((100u64 << attempts.min(5) as u64).min(2000))
             })
-            .event_callback(|event| async move {
-                match event {
-                    async_nats::Event::Connected => tracing::info!("connected to nats"),
-                    async_nats::Event::Disconnected => tracing::warn!("disconnected from nats"),
-                    other => tracing::debug!(event = %other, "nats event"),
+            .event_callback(move |event| {
+                let lost = lost.clone();
+                async move {
+                    match event {
+                        async_nats::Event::Connected => {
+                            // The first connection reports `Connected` too; only one after a
+                            // loss is a reconnect.
+                            if lost.swap(false, std::sync::atomic::Ordering::Relaxed) {
+                                crate::metrics::METRICS.reconnects.inc();
+                            }
+                            tracing::info!("connected to nats");
+                        }
+                        async_nats::Event::Disconnected => {
+                            lost.store(true, std::sync::atomic::Ordering::Relaxed);
+                            crate::metrics::METRICS.disconnects.inc();
+                            tracing::warn!("disconnected from nats");
+                        }
+                        other => tracing::debug!(event = %other, "nats event"),
+                    }
                 }
             });
         options

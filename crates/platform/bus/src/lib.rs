@@ -10,11 +10,13 @@
 mod artifact_store;
 mod boot_events;
 mod config;
+mod metrics;
 mod replays;
 mod service;
 mod trace;
 
-use std::time::Duration;
+use std::sync::LazyLock;
+use std::time::{Duration, Instant};
 
 use async_nats::header::HeaderMap;
 use bootfleet_api::{proto, ApiError, ErrorCode};
@@ -32,29 +34,6 @@ pub use trace::TraceParent;
 /// and some requests carry secrets (a BMC's password, an SSH private key). This keeps that module
 /// at `debug`, whatever the operator's filter says.
 pub const LOG_SECRET_GUARD: &str = "async_nats::connection=debug";
-
-/// Logs to stderr for a process: the filter `BOOTFLEET_LOG` (`default_filter` without it) with
-/// [`LOG_SECRET_GUARD`] after it, as JSON lines when `BOOTFLEET_LOG_FORMAT=json`.
-#[cfg(feature = "logging")]
-pub fn init_logging(default_filter: &str) {
-    use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_env("BOOTFLEET_LOG")
-        .unwrap_or_else(|_| EnvFilter::new(default_filter))
-        .add_directive(
-            LOG_SECRET_GUARD
-                .parse()
-                .unwrap_or_else(|_| unreachable!("a valid directive")),
-        );
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
-    if std::env::var("BOOTFLEET_LOG_FORMAT").as_deref() == Ok("json") {
-        builder.json().init();
-    } else {
-        builder.init();
-    }
-}
 
 pub const STATUS_HEADER: &str = "Bf-Status";
 pub const INSTANCE_HEADER: &str = "Bf-Instance";
@@ -114,6 +93,8 @@ pub struct Reply<R> {
 impl Bus {
     pub async fn connect(config: &BusConfig) -> Result<Bus, BusError> {
         let client = config.connect().await?;
+        // Every series of the bus is on the page from the start, not from its first use.
+        LazyLock::force(&metrics::METRICS);
         Ok(Bus {
             client,
             timeout: config.request_timeout,
@@ -189,6 +170,28 @@ impl Bus {
         Req: Message,
         Resp: Message + Default,
     {
+        let started = Instant::now();
+        let reply = self.request_with_retries(trace, subject, req).await;
+        let outcome = match &reply {
+            Ok(_) => "ok",
+            Err(e) => e.code.as_str(),
+        };
+        metrics::METRICS
+            .requests
+            .observe([subject, outcome], started.elapsed());
+        reply
+    }
+
+    async fn request_with_retries<Req, Resp>(
+        &self,
+        trace: &TraceParent,
+        subject: &str,
+        req: &Req,
+    ) -> Result<Reply<Resp>, ApiError>
+    where
+        Req: Message,
+        Resp: Message + Default,
+    {
         let payload = bytes::Bytes::from(req.encode_to_vec());
         let mut last = ApiError::unavailable("no attempt made");
         // An attempt that timed out may have been taken (and committed) by a service that then
@@ -243,6 +246,11 @@ impl Bus {
         self.client
             .send_request(subject.to_owned(), request)
             .await
+            .inspect_err(|e| {
+                metrics::METRICS
+                    .attempt_errors
+                    .inc([subject, attempt_error_kind(e.kind())]);
+            })
             .map_err(|e| match e.kind() {
                 // Retryable: no instance is subscribed right now, or the one that took the
                 // request died or stalled; another instance (or a restarted one) may answer.
@@ -273,6 +281,16 @@ impl Bus {
                     Failed::MaybeTaken,
                 ),
             })
+    }
+}
+
+fn attempt_error_kind(kind: async_nats::RequestErrorKind) -> &'static str {
+    match kind {
+        async_nats::RequestErrorKind::NoResponders => "no_responders",
+        async_nats::RequestErrorKind::TimedOut => "timed_out",
+        async_nats::RequestErrorKind::MaxPayloadExceeded => "max_payload_exceeded",
+        async_nats::RequestErrorKind::InvalidSubject => "invalid_subject",
+        async_nats::RequestErrorKind::Other => "other",
     }
 }
 

@@ -159,6 +159,7 @@ impl ServiceBuilder {
                 })?;
             loops.spawn(serve_subject(
                 self.bus.client.clone(),
+                subject,
                 subscriber,
                 handler,
                 self.instance.clone(),
@@ -258,6 +259,7 @@ where
 
 async fn serve_subject(
     client: async_nats::Client,
+    pattern: String,
     mut subscriber: async_nats::Subscriber,
     handler: Handler,
     instance: String,
@@ -281,24 +283,38 @@ async fn serve_subject(
         let Some(reply_to) = msg.reply.clone() else {
             continue; // A publish without a reply subject expects nothing.
         };
-        let trace = msg
+        let parent = msg
             .headers
             .as_ref()
             .and_then(|h| h.get(TRACEPARENT_HEADER))
-            .and_then(|v| TraceParent::parse(v.as_str()))
-            .map(|t| t.child())
-            .unwrap_or_else(TraceParent::new_root);
+            .and_then(|v| TraceParent::parse(v.as_str()));
         let subject = msg.subject.to_string();
-        let span =
-            tracing::info_span!("bus_request", subject = %subject, trace_id = %trace.trace_id());
+        let span = tracing::info_span!(
+            "bus_request",
+            otel.name = %pattern,
+            otel.kind = "server",
+            subject = %subject,
+            trace_id = tracing::field::Empty,
+        );
+        let trace = TraceParent::for_span(parent.as_ref(), &span);
+        span.record("trace_id", tracing::field::display(trace.trace_id()));
         let ctx = RequestCtx { trace, subject };
         let handler = handler.clone();
         let client = client.clone();
         let instance = instance.clone();
+        let pattern = pattern.clone();
         in_flight.spawn(
             async move {
                 let _permit = permit;
+                let started = std::time::Instant::now();
                 let outcome = handler(ctx, msg.payload).await;
+                let status = match &outcome {
+                    Ok(_) => "ok",
+                    Err(e) => e.code.as_str(),
+                };
+                crate::metrics::METRICS
+                    .handled
+                    .observe([pattern.as_str(), status], started.elapsed());
                 let mut headers = HeaderMap::new();
                 headers.insert(INSTANCE_HEADER, instance.as_str());
                 let body = match outcome {

@@ -66,6 +66,37 @@ impl TraceParent {
         })
     }
 
+    /// Places `span` (not yet entered) in the trace: the child of `parent`, the context the
+    /// request arrived with, if any. Returns the context the next hop carries: with spans
+    /// exported, `span`'s own ids, so the next hop's span is its child; otherwise a new span id
+    /// in the same trace (or a new trace).
+    pub fn for_span(parent: Option<&TraceParent>, span: &tracing::Span) -> TraceParent {
+        use bootfleet_telemetry::traces;
+        if let Some(p) = parent {
+            traces::set_remote_parent(span, p.trace_id, p.span_id, p.sampled);
+        }
+        match traces::span_ids(span) {
+            Some((trace_id, span_id, sampled)) => TraceParent {
+                trace_id,
+                span_id,
+                sampled,
+            },
+            None => parent.map_or_else(TraceParent::new_root, TraceParent::child),
+        }
+    }
+
+    /// The current span's context, when spans are exported: for work that leaves the bus's
+    /// request/reply (a build job in the queue) and should stay in the request's trace.
+    pub fn of_current_span() -> Option<TraceParent> {
+        bootfleet_telemetry::traces::span_ids(&tracing::Span::current()).map(
+            |(trace_id, span_id, sampled)| TraceParent {
+                trace_id,
+                span_id,
+                sampled,
+            },
+        )
+    }
+
     pub fn trace_id(&self) -> String {
         hex(&self.trace_id)
     }

@@ -365,6 +365,13 @@ impl Artifacts {
         let mut headers = async_nats::HeaderMap::new();
         // JetStream drops a second publish of the same job within its duplicate window.
         headers.insert("Nats-Msg-Id", id.as_str());
+        // The builder's span joins this request's trace.
+        if let Some(trace) = bootfleet_bus::TraceParent::of_current_span() {
+            headers.insert(
+                bootfleet_bus::TRACEPARENT_HEADER,
+                trace.to_string().as_str(),
+            );
+        }
         let queued = async {
             self.js
                 .publish_with_headers(

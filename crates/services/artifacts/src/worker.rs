@@ -16,6 +16,7 @@ use bootfleet_store::sea_orm::DatabaseConnection;
 use futures_util::StreamExt;
 use prost::Message;
 use tokio::sync::watch;
+use tracing::Instrument;
 
 use crate::inputs::{self, IsoRefs, Request};
 use crate::objects::Objects;
@@ -209,6 +210,18 @@ struct Builder {
     config: WorkerConfig,
 }
 
+/// Build attempts by kind and outcome (`done`, `failed`, `retry`: another attempt follows,
+/// `cancelled`: the builder stopped), with their durations.
+static BUILDS: std::sync::LazyLock<bootfleet_telemetry::LabeledHistogram<2>> =
+    std::sync::LazyLock::new(|| {
+        bootfleet_telemetry::histogram(
+            "build_duration_seconds",
+            "Build attempts by artifact kind and outcome, with their durations",
+            ["kind", "outcome"],
+            bootfleet_telemetry::Buckets::Build,
+        )
+    });
+
 /// A builder of one kind of artifact: the service named after its kind (`ipxes`, `grubs`,
 /// `syslinuxs`, `isos`; it answers `ping`) and a consumer of that kind's jobs only, so each kind
 /// is deployed and scaled alone with only its tools. Builders are worker roles of `artifacts`
@@ -276,6 +289,7 @@ async fn routes(
         }
     }
     let consumer = job_consumer(&stream, kind, config).await?;
+    std::sync::LazyLock::force(&BUILDS);
     let builder = Builder {
         registry: Registry::new(ctx.db.clone()),
         objects: Objects::open(&ctx.bus).await?,
@@ -380,6 +394,28 @@ impl Builder {
                 return true;
             }
         };
+        let parent = msg
+            .headers
+            .as_ref()
+            .and_then(|h| h.get(bootfleet_bus::TRACEPARENT_HEADER))
+            .and_then(|v| bootfleet_bus::TraceParent::parse(v.as_str()));
+        let span = tracing::info_span!(
+            "build",
+            otel.name = %format_args!("build {}", job.kind),
+            otel.kind = "consumer",
+            artifact = %job.id,
+            kind = %job.kind,
+        );
+        bootfleet_bus::TraceParent::for_span(parent.as_ref(), &span);
+        self.handle_job(job, msg, stop).instrument(span).await
+    }
+
+    async fn handle_job(
+        &self,
+        job: proto::BuildJob,
+        msg: jetstream::Message,
+        stop: &mut watch::Receiver<bool>,
+    ) -> bool {
         let delivered = msg.info().map(|i| i.delivered).unwrap_or(1);
         let record = match self.registry.find(&job.id).await {
             Ok(Some(r)) => r,
@@ -421,6 +457,7 @@ impl Builder {
             })
         };
         let cancel = Cancel::default();
+        let started = std::time::Instant::now();
         let outcome = {
             let build = self.build(&record, &cancel);
             tokio::pin!(build);
@@ -433,6 +470,14 @@ impl Builder {
             }
         };
         keepalive.abort();
+        let label = match &outcome {
+            Ok(_) => "done",
+            Err(JobError::Failed(_)) => "failed",
+            Err(JobError::Retry(_)) => "retry",
+            Err(JobError::Cancelled) => "cancelled",
+        };
+        let kind = kind_of(&record.kind).map_or("unknown", |k| k.name());
+        BUILDS.observe([kind, label], started.elapsed());
         match outcome {
             Ok((files, embedded)) => {
                 match self

@@ -59,4 +59,8 @@ pub struct ServeArgs {
     /// Do not run TFTP (udp/69).
     #[arg(long)]
     pub no_tftp: bool,
+    /// Serve `/metrics` (and `/healthz`) without a token on this address, for Prometheus:
+    /// loopback, or an address only the scraper reaches. Off when unset.
+    #[arg(long, env = "BOOTFLEET_METRICS_LISTEN", value_name = "ADDR")]
+    pub metrics_listen: Option<std::net::SocketAddr>,
 }

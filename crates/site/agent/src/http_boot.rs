@@ -54,6 +54,15 @@ fn representation(file: &std::fs::File) -> std::io::Result<Representation> {
 }
 
 async fn serve_file(State(state): State<HttpState>, req: Request) -> Response {
+    let response = answer(&state, req).await;
+    state
+        .reporting
+        .counters
+        .http_response(response.status().as_u16());
+    response
+}
+
+async fn answer(state: &HttpState, req: Request) -> Response {
     let started = Instant::now();
     if !state.reporting.switch.is_on() {
         return plain(StatusCode::SERVICE_UNAVAILABLE, "switched off\n");
@@ -115,6 +124,7 @@ async fn serve_file(State(state): State<HttpState>, req: Request) -> Response {
             let planned = slice.end - slice.start;
             let reporting = state.reporting.clone();
             slice_body(tokio::fs::File::from_std(file), planned, move |sent| {
+                reporting.counters.http_body(sent, planned);
                 report(&reporting, event, started, sent, planned)
             })
         }

@@ -73,6 +73,21 @@ pub async fn serve(
     if let Some(url) = &args.ipxe_script_url {
         write_ipxe_bootstrap(&cache, url)?;
     }
+    if let Some(addr) = args.metrics_listen {
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|e| format!("cannot listen on {addr} (--metrics-listen): {e}"))?;
+        crate::reporting::register_metrics();
+        let mut stop = stop_rx.clone();
+        tasks.spawn(async move {
+            let stopped = async move {
+                let _ = stop.changed().await;
+            };
+            if let Err(e) = bootfleet_telemetry::serve_metrics(listener, stopped).await {
+                tracing::error!(error = %e, "metrics listener stopped");
+            }
+        });
+    }
     let switch = Switch::default();
     let counters = Arc::new(Counters::default());
     let live = LiveConfig::new(ProxyConfig {

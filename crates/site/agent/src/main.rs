@@ -36,7 +36,18 @@ fn shutdown_signal() -> std::io::Result<impl std::future::Future<Output = ()>> {
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
-    bootfleet_bus::init_logging("info");
+    // Never trace raw NATS payloads (they may carry secrets).
+    let _traces = match bootfleet_telemetry::init_logging(
+        "info",
+        &[bootfleet_bus::LOG_SECRET_GUARD],
+        "bootfleet-distributor",
+    ) {
+        Ok(guard) => guard,
+        Err(e) => {
+            eprintln!("bootfleet-distributor: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
     let result = match shutdown_signal() {
         Err(e) => Err(format!("cannot install signal handlers: {e}")),
         Ok(shutdown) => match cli.command {

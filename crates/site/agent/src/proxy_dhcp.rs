@@ -2,7 +2,6 @@
 //! bytes out. Malformed packets are counted and dropped; nothing here can panic on input.
 
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use bootfleet_netboot::dhcp::{self, ClientArch, Decision, Packet, Port, ProxyConfig};
@@ -134,19 +133,13 @@ async fn serve(
             continue;
         };
         if !reporting.switch.is_on() {
-            reporting
-                .counters
-                .dhcp_ignored
-                .fetch_add(1, Ordering::Relaxed);
+            reporting.counters.dhcp_silent("switched_off");
             continue;
         }
         let request = match Packet::parse(datagram) {
             Ok(p) => p,
             Err(e) => {
-                reporting
-                    .counters
-                    .dhcp_malformed
-                    .fetch_add(1, Ordering::Relaxed);
+                reporting.counters.dhcp_malformed();
                 tracing::debug!(port = port.number(), %source, error = %e, "malformed dhcp packet dropped");
                 continue;
             }
@@ -156,14 +149,12 @@ async fn serve(
             // Mid-move to another interface: the configuration names the other listeners'
             // address. Silence for that instant is safe (the client repeats); a wrong
             // next-server is not.
+            reporting.counters.dhcp_silent("moving_interface");
             continue;
         }
         match dhcp::decide(&request, port, source, &config) {
             Decision::Ignore(reason) => {
-                reporting
-                    .counters
-                    .dhcp_ignored
-                    .fetch_add(1, Ordering::Relaxed);
+                reporting.counters.dhcp_silent(reason.kind());
                 tracing::debug!(port = port.number(), %source, %reason, "dhcp request ignored");
             }
             Decision::Reply { packet, to, client } => {
@@ -187,11 +178,9 @@ async fn serve(
                 // Asking may take up to the request timeout: never in this loop.
                 tokio::spawn(async move {
                     let (boot, via) = machines.decide(mac, firmware, ip).await;
-                    if boot == MacBoot::Ignore {
-                        reporting
-                            .counters
-                            .dhcp_ignored
-                            .fetch_add(1, Ordering::Relaxed);
+                    let ignored = boot == MacBoot::Ignore;
+                    if ignored {
+                        reporting.counters.dhcp_silent("machine_ignored");
                         reporting.events.emit(bootfleet_api::proto::BootEvent {
                             kind: "dhcp_ignored".into(),
                             mac: client.mac.to_string(),
@@ -204,6 +193,9 @@ async fn serve(
                     let Some(answer) = per_mac(
                         &request, port, source, &config, packet, to, client, boot, via,
                     ) else {
+                        if !ignored {
+                            reporting.counters.dhcp_silent("own_script_unanswerable");
+                        }
                         return;
                     };
                     send(&socket, port, answer, &reporting).await;
@@ -288,10 +280,7 @@ async fn send(socket: &UdpSocket, port: Port, answer: Answer, reporting: &Report
     let bytes = packet.encode();
     match socket.send_to(&bytes, to.socket_addr()).await {
         Ok(_) => {
-            reporting
-                .counters
-                .dhcp_answered
-                .fetch_add(1, Ordering::Relaxed);
+            reporting.counters.dhcp_answered(client.arch.name());
             let detail = if via == Source::Local {
                 String::new()
             } else {
@@ -325,6 +314,7 @@ async fn send(socket: &UdpSocket, port: Port, answer: Answer, reporting: &Report
             );
         }
         Err(e) => {
+            reporting.counters.dhcp_silent("send_failed");
             tracing::warn!(mac = %client.mac, to = %to.socket_addr(), error = %e, "cannot send dhcp reply");
         }
     }

@@ -5,7 +5,6 @@
 use std::collections::HashSet;
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::os::unix::fs::FileExt;
-use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -17,7 +16,7 @@ use tokio::sync::watch;
 
 use crate::cache::{Cache, OpenError};
 use crate::machines::Machines;
-use crate::reporting::Reporting;
+use crate::reporting::{Reporting, TftpOutcome};
 use crate::sockets::{self, Sharing};
 
 pub const TFTP_PORT: u16 = 69;
@@ -117,10 +116,7 @@ impl TftpServer {
                 // A stray ACK/DATA/ERROR on udp/69 belongs to no transfer; stay silent.
                 Ok(_) => {}
                 Err(e) => {
-                    reporting
-                        .counters
-                        .tftp_malformed
-                        .fetch_add(1, Ordering::Relaxed);
+                    reporting.counters.tftp(TftpOutcome::Malformed, 0);
                     tracing::debug!(%peer, error = %e, "malformed tftp request dropped");
                 }
             }
@@ -140,10 +136,7 @@ impl TftpServer {
 
     /// Counts a refused request and answers it with `datagram` (an ERROR), best effort.
     async fn refuse_with(&self, reporting: &Reporting, peer: SocketAddrV4, datagram: &[u8]) {
-        reporting
-            .counters
-            .tftp_refused
-            .fetch_add(1, Ordering::Relaxed);
+        reporting.counters.tftp(TftpOutcome::Refused, 0);
         let _ = self.socket.send_to(datagram, peer).await;
     }
 
@@ -245,22 +238,14 @@ impl TftpServer {
                 ..Default::default()
             };
             let failed = |bytes: u64, detail: String| {
-                reporting
-                    .counters
-                    .tftp_failed
-                    .fetch_add(1, Ordering::Relaxed);
+                reporting.counters.tftp(TftpOutcome::Failed, bytes);
                 reporting.events.emit(event("tftp_failed", bytes, detail));
             };
             match &outcome {
                 Some(Outcome::Completed(s)) => {
                     reporting
                         .counters
-                        .tftp_completed
-                        .fetch_add(1, Ordering::Relaxed);
-                    reporting
-                        .counters
-                        .tftp_bytes
-                        .fetch_add(s.bytes_acknowledged, Ordering::Relaxed);
+                        .tftp(TftpOutcome::Completed, s.bytes_acknowledged);
                     reporting.events.emit(event(
                         "tftp_served",
                         s.bytes_acknowledged,
@@ -270,10 +255,7 @@ impl TftpServer {
                 }
                 Some(Outcome::Declined { code, message }) => {
                     // EDK2 asks for the size first and ends that transfer on purpose.
-                    reporting
-                        .counters
-                        .tftp_declined
-                        .fetch_add(1, Ordering::Relaxed);
+                    reporting.counters.tftp(TftpOutcome::Declined, 0);
                     tracing::debug!(%peer, file = %file_name, ?code, message = %message, "client ended after option negotiation");
                 }
                 Some(Outcome::AbortedByClient {

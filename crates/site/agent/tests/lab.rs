@@ -664,6 +664,7 @@ mod refusals {
                 .arg("--cache-dir")
                 .arg(cache.path())
                 .args(["--bios-file", "undionly.kpxe", "--http-port", "8081"])
+                .args(["--metrics-listen", &format!("{INFRA_IP}:9464")])
                 .stdout(std::process::Stdio::null())
                 .stderr(std::process::Stdio::null())
                 .spawn()
@@ -798,6 +799,33 @@ mod refusals {
                     assert!(status(&answer).contains(code), "{request:?}: {}", status(&answer));
                     assert!(!String::from_utf8_lossy(&answer).contains("not for tftp"));
                 }
+
+                // What an operator's Prometheus sees of all that, on the metrics listener.
+                let page = {
+                    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+                    let mut stream = tokio::net::TcpStream::connect((INFRA_IP, 9464)).await.expect("connect");
+                    stream.write_all(b"GET /metrics HTTP/1.1\r\nHost: d\r\nConnection: close\r\n\r\n").await.expect("write");
+                    let mut answer = Vec::new();
+                    stream.read_to_end(&mut answer).await.expect("read");
+                    let answer = String::from_utf8(answer).expect("utf-8");
+                    assert!(status(answer.as_bytes()).contains(" 200 "), "{answer}");
+                    let (_, body) = answer.split_once("\r\n\r\n").expect("a body");
+                    bootfleet_testkit::metrics::Scrape::parse(body).unwrap_or_else(|e| panic!("{e}"))
+                };
+                assert!(page.total("bootfleet_dhcp_answers", &[("arch", "x86 bios")]) >= Some(1.0));
+                assert_eq!(page.label_values("bootfleet_dhcp_answers", "arch"), ["x86 bios"]);
+                assert!(
+                    page.total("bootfleet_dhcp_silences", &[("reason", "not_netboot_client")]) >= Some(1.0),
+                    "the plain DHCP client's DISCOVER is a silence with its reason"
+                );
+                assert_eq!(page.total("bootfleet_tftp_transfers", &[("outcome", "refused")]), Some(6.0));
+                assert!(page.has("bootfleet_tftp_bytes"));
+                let http_boot = |status| page.total("bootfleet_http_boot_responses", &[("status", status)]);
+                assert_eq!(
+                    (http_boot("200"), http_boot("403"), http_boot("404"), http_boot("405")),
+                    (Some(1.0), Some(3.0), Some(1.0), Some(1.0))
+                );
+                assert!(page.total("bootfleet_http_boot_bytes", &[]) >= Some(kpxe.len() as f64));
             });
         });
     }

@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 pub mod bmc;
 pub mod disk_image;
 pub mod http_recorder;
+pub mod metrics;
 pub mod netlab;
 pub mod node_image;
 pub mod qemu;

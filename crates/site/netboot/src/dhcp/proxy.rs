@@ -159,9 +159,10 @@ impl ClientArch {
     }
 }
 
-impl fmt::Display for ClientArch {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let name = match self {
+impl ClientArch {
+    /// The architecture's name without its number: one of a fixed few (a metric label).
+    pub fn name(self) -> &'static str {
+        match self {
             ClientArch::Bios => "x86 bios",
             ClientArch::EfiIa32 => "x86 uefi",
             ClientArch::EfiBc | ClientArch::EfiX64 => "x64 uefi",
@@ -171,8 +172,13 @@ impl fmt::Display for ClientArch {
             ClientArch::HttpX64 => "x64 uefi http",
             ClientArch::HttpArm64 => "arm64 uefi http",
             ClientArch::Other(_) => "other",
-        };
-        write!(f, "{name} ({})", u16::from(*self))
+        }
+    }
+}
+
+impl fmt::Display for ClientArch {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} ({})", self.name(), u16::from(*self))
     }
 }
 
@@ -241,6 +247,25 @@ pub enum IgnoreReason {
     NoBootFile { arch: ClientArch, http: bool },
     /// The reply would not fit in what the client accepts (option 57, default 576).
     ReplyTooLarge { size: usize, limit: usize },
+}
+
+impl IgnoreReason {
+    /// The reason as a fixed snake_case name, without addresses or sizes (a metric label).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            IgnoreReason::NotBootRequest => "not_boot_request",
+            IgnoreReason::NotNetbootClient => "not_netboot_client",
+            IgnoreReason::NotDhcp => "not_dhcp",
+            IgnoreReason::UnhandledMessageType { .. } => "unhandled_message_type",
+            IgnoreReason::RequestForAddress { .. } => "request_for_address",
+            IgnoreReason::RequestForAnotherServer { .. } => "request_for_another_server",
+            IgnoreReason::UnspecifiedSource => "unspecified_source",
+            IgnoreReason::NotEthernet { .. } => "not_ethernet",
+            IgnoreReason::MalformedOption { .. } => "malformed_option",
+            IgnoreReason::NoBootFile { .. } => "no_boot_file",
+            IgnoreReason::ReplyTooLarge { .. } => "reply_too_large",
+        }
+    }
 }
 
 impl fmt::Display for IgnoreReason {
@@ -1444,6 +1469,14 @@ mod tests {
             },
         ];
         for reason in reasons {
+            assert!(
+                reason
+                    .kind()
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b == b'_'),
+                "{}",
+                reason.kind()
+            );
             let text = reason.to_string();
             assert!(
                 text.chars().next().is_some_and(|c| !c.is_uppercase()),

@@ -1,0 +1,273 @@
+//! `/metrics` after real traffic, parsed as OpenMetrics text: the gateway's (in `bootfleet up`'s
+//! shape, every service in this process) and a `bootfleet service` process's tokenless
+//! listener. Its own test binary: the registry is per process, so counts here are exact.
+
+mod support;
+
+use std::time::Duration;
+
+use bootfleet_api::proto;
+use bootfleet_api::subjects::{Op, ScriptKind};
+use bootfleet_bus::{Bus, BusConfig, TraceParent};
+use bootfleet_gateway::auth::Role;
+use bootfleet_testkit::metrics::Scrape;
+use bootfleet_testkit::{database_url, Backend, ChildGuard, NatsServer};
+use serde_json::{json, Value};
+
+async fn scrape(http: &reqwest::Client, url: &str, token: Option<&str>) -> Scrape {
+    let mut request = http.get(url);
+    if let Some(token) = token {
+        request = request.bearer_auth(token);
+    }
+    let response = request.send().await.expect("scrape");
+    assert_eq!(response.status(), 200);
+    let content_type = response
+        .headers()
+        .get(reqwest::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    assert!(
+        content_type.starts_with("application/openmetrics-text"),
+        "{content_type}"
+    );
+    let text = response.text().await.expect("body");
+    Scrape::parse(&text).unwrap_or_else(|e| panic!("{e}\n{text}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gateway_metrics_count_requests_by_route_bus_requests_and_builds() {
+    let nats = NatsServer::start();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let system = support::start_system(&nats, dir.path()).await;
+    let base = system.base_url();
+    let admin = support::token(Role::Admin);
+    let user = support::token(Role::User);
+    let node = support::token(Role::Node);
+    let http = reqwest::Client::new();
+    let metrics = format!("{base}/metrics");
+
+    // Services talk among themselves too: bus series are compared with this first page.
+    let before = scrape(&http, &metrics, Some(&user)).await;
+    // The API's listener wants an operator token for its metrics.
+    let anonymous = http.get(&metrics).send().await.expect("get");
+    assert_eq!(anonymous.status(), 401);
+    let as_node = http
+        .get(&metrics)
+        .bearer_auth(&node)
+        .send()
+        .await
+        .expect("get");
+    assert_eq!(as_node.status(), 403);
+
+    for i in 0..3 {
+        let created = http
+            .post(format!("{base}/api/mainscripts"))
+            .bearer_auth(&admin)
+            .json(&json!({"text": format!("#!ipxe\necho {i}")}))
+            .send()
+            .await
+            .expect("post");
+        assert_eq!(created.status(), 201);
+    }
+    for _ in 0..2 {
+        let missing = http
+            .get(format!("{base}/api/mainscripts/{}", uuid::Uuid::new_v4()))
+            .bearer_auth(&admin)
+            .send()
+            .await
+            .expect("get");
+        assert_eq!(missing.status(), 404);
+    }
+    let unrouted = http
+        .get(format!("{base}/no/such/route/{}", uuid::Uuid::new_v4()))
+        .send()
+        .await
+        .expect("get");
+    assert_eq!(unrouted.status(), 404);
+
+    // A build, so the builders' series has an outcome.
+    let built = http
+        .post(format!("{base}/api/syslinuxs"))
+        .bearer_auth(&admin)
+        .json(&json!({"fragment": "isolinux.bin"}))
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(built.status(), 201);
+    let id = built.json::<Value>().await.expect("json")["id"]
+        .as_str()
+        .expect("id")
+        .to_owned();
+    let mut status = Value::Null;
+    for _ in 0..600 {
+        let row: Value = http
+            .get(format!("{base}/api/syslinuxs/{id}"))
+            .bearer_auth(&admin)
+            .send()
+            .await
+            .expect("get")
+            .json()
+            .await
+            .expect("json");
+        status = row["status"].clone();
+        if status == "done" || status == "failed" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(status, "done");
+
+    let page = scrape(&http, &metrics, Some(&user)).await;
+    let requests = "bootfleet_http_requests";
+    let count = |route, method, status| {
+        page.total(
+            requests,
+            &[("route", route), ("method", method), ("status", status)],
+        )
+    };
+    assert_eq!(count("/api/mainscripts", "POST", "201"), Some(3.0));
+    // The route template, never the raw path with its id.
+    assert_eq!(count("/api/mainscripts/{id}", "GET", "404"), Some(2.0));
+    assert_eq!(count("unmatched", "GET", "404"), Some(1.0));
+    assert_eq!(count("/metrics", "GET", "401"), Some(1.0));
+    assert_eq!(count("/metrics", "GET", "403"), Some(1.0));
+    assert!(
+        page.label_values(requests, "route")
+            .iter()
+            .all(|r| !r.contains(&id) && !r.starts_with("/no/")),
+        "raw paths leaked into labels: {:?}",
+        page.label_values(requests, "route")
+    );
+    assert_eq!(
+        page.total(
+            "bootfleet_http_request_duration_seconds",
+            &[("route", "/api/mainscripts"), ("method", "POST")]
+        ),
+        Some(3.0)
+    );
+
+    // The gateway's bus requests and, in this one process, the services' side of them.
+    let create = ScriptKind::Mainscripts.subject(Op::Create);
+    let get = ScriptKind::Mainscripts.subject(Op::Get);
+    let added = |family: &str, labels: &[(&str, &str)]| {
+        page.total(family, labels).unwrap_or(0.0) - before.total(family, labels).unwrap_or(0.0)
+    };
+    let sent = "bootfleet_nats_request_duration_seconds";
+    let handled = "bootfleet_nats_handled_duration_seconds";
+    assert_eq!(added(sent, &[("subject", &create), ("outcome", "ok")]), 3.0);
+    assert_eq!(
+        added(sent, &[("subject", &get), ("outcome", "not_found")]),
+        2.0
+    );
+    assert_eq!(
+        added(handled, &[("subject", &create), ("status", "ok")]),
+        3.0
+    );
+    assert_eq!(
+        added(handled, &[("subject", &get), ("status", "not_found")]),
+        2.0
+    );
+    for family in [
+        "bootfleet_nats_request_errors",
+        "bootfleet_nats_reconnects",
+        "bootfleet_nats_disconnects",
+    ] {
+        assert!(page.has(family), "{family} missing");
+    }
+    assert_eq!(
+        page.total(
+            "bootfleet_build_duration_seconds",
+            &[("kind", "syslinuxs"), ("outcome", "done")]
+        ),
+        Some(1.0)
+    );
+    system.stop().await;
+}
+
+/// `bootfleet service kickstarts` with `BOOTFLEET_METRICS_LISTEN`: its own page, without a
+/// token, counts what it answered and that it got NATS back after a restart. (Kickstarts: the
+/// other test of this process asks the mainscripts subjects, and the registry is shared.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_service_process_serves_its_metrics_on_its_own_listener() {
+    let mut nats = NatsServer::start();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let listen = format!("127.0.0.1:{}", bootfleet_testkit::free_port());
+    let _service = ChildGuard(
+        std::process::Command::new(env!("CARGO_BIN_EXE_bootfleet"))
+            .args(["service", "kickstarts"])
+            .env("NATS_URL", nats.url())
+            .env("DATABASE_URL", database_url(Backend::Sqlite, dir.path()))
+            .env("BOOTFLEET_DATA_DIR", dir.path())
+            .env("BOOTFLEET_METRICS_LISTEN", &listen)
+            .env_remove("OTEL_EXPORTER_OTLP_ENDPOINT")
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("start bootfleet service"),
+    );
+    let bus = Bus::connect(&BusConfig::new(nats.url(), "metrics-test"))
+        .await
+        .expect("connect");
+    let mut up = false;
+    for _ in 0..100 {
+        if bus.ping("kickstarts").await.is_ok() {
+            up = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(up, "the service did not answer within 10 s");
+    let list = ScriptKind::Kickstarts.subject(Op::List);
+    for _ in 0..3 {
+        let _: proto::ScriptList = bus
+            .request(
+                &TraceParent::new_root(),
+                &list,
+                &proto::ListRequest::default(),
+            )
+            .await
+            .expect("list");
+    }
+    let get = ScriptKind::Kickstarts.subject(Op::Get);
+    let missing = bus
+        .request::<_, proto::Script>(
+            &TraceParent::new_root(),
+            &get,
+            &proto::IdRequest {
+                id: uuid::Uuid::new_v4().to_string(),
+            },
+        )
+        .await;
+    assert!(missing.is_err());
+
+    let http = reqwest::Client::new();
+    let url = format!("http://{listen}/metrics");
+    let page = scrape(&http, &url, None).await;
+    let handled = "bootfleet_nats_handled_duration_seconds";
+    assert_eq!(
+        page.total(handled, &[("subject", &list), ("status", "ok")]),
+        Some(3.0)
+    );
+    assert_eq!(
+        page.total(handled, &[("subject", &get), ("status", "not_found")]),
+        Some(1.0)
+    );
+    assert_eq!(page.total("bootfleet_nats_reconnects", &[]), Some(0.0));
+    // No gateway in this process: no HTTP request series with samples.
+    assert_eq!(page.total("bootfleet_http_requests", &[]), None);
+
+    nats.restart();
+    let mut reconnected = None;
+    for _ in 0..100 {
+        let page = scrape(&http, &url, None).await;
+        if page.total("bootfleet_nats_reconnects", &[]) >= Some(1.0) {
+            reconnected = page.total("bootfleet_nats_disconnects", &[]);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        reconnected >= Some(1.0),
+        "no reconnect counted within 10 s of a nats-server restart"
+    );
+}

@@ -1,0 +1,36 @@
+//! The whole system in this process on SQLite, as the observability tests start it.
+
+use bootfleet::{System, SystemConfig};
+use bootfleet_bus::BusConfig;
+use bootfleet_gateway::auth::{self, Role, Secret, Verifier};
+use bootfleet_gateway::{GatewayConfig, DEFAULT_BODY_LIMIT};
+use bootfleet_testkit::{database_url, Backend, NatsServer};
+
+const SECRET: &[u8] = b"test-secret-0123456789abcdef-0123456789";
+
+fn secret() -> Secret {
+    Secret::new(SECRET.to_vec()).expect("test secret is long enough")
+}
+
+/// Every service and the gateway on `nats`, their database in `dir`.
+pub async fn start_system(nats: &NatsServer, dir: &std::path::Path) -> System {
+    System::start(SystemConfig {
+        nats: BusConfig::new(nats.url(), "observability-test"),
+        database_url: database_url(Backend::Sqlite, dir),
+        listen: "127.0.0.1:0".parse().expect("addr"),
+        gateway: GatewayConfig {
+            services: bootfleet::service_names(),
+            verifier: Verifier::new(secret()),
+            open_node_reads: false,
+            body_limit: DEFAULT_BODY_LIMIT,
+            limits: Default::default(),
+        },
+    })
+    .await
+    .expect("start the system")
+}
+
+/// A token of `role` for that gateway.
+pub fn token(role: Role) -> String {
+    auth::mint(&secret(), role, "test", 1).expect("mint")
+}
