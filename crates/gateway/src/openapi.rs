@@ -226,6 +226,12 @@ fn operation(route: &RouteDef) -> utoipa::openapi::path::Operation {
                 .schema(Some(ObjectBuilder::new().schema_type(Type::Object).build()))
                 .build(),
         ),
+        Body::OpenMetrics => ResponseBuilder::new().description("success").content(
+            "application/openmetrics-text",
+            ContentBuilder::new()
+                .schema(Some(ObjectBuilder::new().schema_type(Type::String).build()))
+                .build(),
+        ),
         Body::Text => ResponseBuilder::new().description("success").content(
             "text/plain",
             ContentBuilder::new()
@@ -276,6 +282,12 @@ fn operation(route: &RouteDef) -> utoipa::openapi::path::Operation {
     let upsert = route.method == axum::http::Method::PUT
         && route.params.iter().any(|p| p.in_path && p.name == "name");
     let ok = ok.build();
+    // A node registering again (same address at its site) updates its row.
+    if route.method == axum::http::Method::POST && route.path == "/api/localnodes" {
+        let mut updated = ok.clone();
+        updated.description = "updated: the node was registered before".into();
+        op = op.response("200", updated);
+    }
     if upsert {
         let mut created = ok.clone();
         created.description = "created: no row had this name".into();

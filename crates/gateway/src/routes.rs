@@ -149,6 +149,8 @@ pub enum Body {
     /// A JSON document with no schema of ours (the OpenAPI document itself).
     AnyJson,
     Text,
+    /// Prometheus metrics (`application/openmetrics-text`).
+    OpenMetrics,
     /// Bytes (`application/octet-stream`).
     Binary,
     /// Server-sent events (`text/event-stream`) whose `data` is JSON of this schema.

@@ -83,6 +83,13 @@ macro_rules! kind {
             Ok(())
         }
     };
+    // The script's bound is checked here too: one larger than the bus carries would otherwise
+    // be refused as "too large for the bus" rather than by the rule it breaks.
+    (@normalize IpxeInput) => {
+        fn normalize(input: &mut IpxeInput, _host: Option<&str>) -> Result<(), ApiError> {
+            bootfleet_api::validate::text("script", &input.script)
+        }
+    };
     (@normalize $input:ident) => {};
 }
 

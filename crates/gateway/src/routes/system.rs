@@ -94,7 +94,7 @@ pub(super) fn routes() -> Vec<RouteDef> {
             params: vec![],
             request: None,
             status: 200,
-            response: Body::Text,
+            response: Body::OpenMetrics,
             handler: routing::get(metrics),
         },
         RouteDef {
