@@ -110,9 +110,13 @@ fn path_param_default(name: &str) -> &'static str {
     }
 }
 
+/// The body's schema name: its `$ref`, or the first part of an `allOf` (a route that requires
+/// more of the type than the type itself does).
 fn schema_name(reference: &Value) -> Option<&str> {
-    reference
-        .pointer("/content/application~1json/schema/$ref")?
+    let schema = reference.pointer("/content/application~1json/schema")?;
+    schema
+        .get("$ref")
+        .or_else(|| schema.pointer("/allOf/0/$ref"))?
         .as_str()?
         .rsplit('/')
         .next()
