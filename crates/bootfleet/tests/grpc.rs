@@ -8,7 +8,6 @@ use bootfleet_api::proto;
 use bootfleet_bus::BusConfig;
 use bootfleet_gateway::auth::{self, Role, Secret, Verifier};
 use bootfleet_gateway::grpc::pb;
-use bootfleet_gateway::{GatewayConfig, DEFAULT_BODY_LIMIT};
 use bootfleet_testkit::{database_url, Backend, NatsServer};
 use futures_util::StreamExt;
 use sha2::{Digest, Sha256};
@@ -54,13 +53,7 @@ async fn lab() -> Lab {
         nats: BusConfig::new(nats.url(), "grpc-test"),
         database_url: database_url(Backend::Sqlite, dir.path()),
         listen: "127.0.0.1:0".parse().expect("addr"),
-        gateway: GatewayConfig {
-            services: bootfleet::service_names(),
-            verifier: Verifier::new(secret()),
-            open_node_reads: false,
-            body_limit: DEFAULT_BODY_LIMIT,
-            limits: Default::default(),
-        },
+        gateway: bootfleet::gateway_config(Verifier::new(secret())),
     })
     .await
     .expect("start the system");

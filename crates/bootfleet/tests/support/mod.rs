@@ -3,7 +3,6 @@
 use bootfleet::{System, SystemConfig};
 use bootfleet_bus::BusConfig;
 use bootfleet_gateway::auth::{self, Role, Secret, Verifier};
-use bootfleet_gateway::{GatewayConfig, DEFAULT_BODY_LIMIT};
 use bootfleet_testkit::{database_url, Backend, NatsServer};
 
 const SECRET: &[u8] = b"test-secret-0123456789abcdef-0123456789";
@@ -18,13 +17,7 @@ pub async fn start_system(nats: &NatsServer, dir: &std::path::Path) -> System {
         nats: BusConfig::new(nats.url(), "observability-test"),
         database_url: database_url(Backend::Sqlite, dir),
         listen: "127.0.0.1:0".parse().expect("addr"),
-        gateway: GatewayConfig {
-            services: bootfleet::service_names(),
-            verifier: Verifier::new(secret()),
-            open_node_reads: false,
-            body_limit: DEFAULT_BODY_LIMIT,
-            limits: Default::default(),
-        },
+        gateway: bootfleet::gateway_config(Verifier::new(secret())),
     })
     .await
     .expect("start the system")
