@@ -106,6 +106,11 @@ pub struct IpxeInput {
     pub driver: String,
     /// `efi`, `kpxe`, `lkrn`.
     pub extension: String,
+    /// The sites whose site-bound node tokens may download it; empty or absent: every site.
+    /// Not part of what is built: artifacts that differ only here share their bytes.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schema(schema_with = crate::rules::schema::sites)]
+    pub sites: Vec<String>,
 }
 
 /// `POST /api/grubs`.
@@ -129,6 +134,11 @@ pub struct GrubInput {
     /// `img` (a FAT image for El Torito) or `efi` (a zip of `EFI/BOOT/`).
     #[schema(schema_with = crate::rules::schema::grub_fragment)]
     pub fragment: String,
+    /// The sites whose site-bound node tokens may download it; empty or absent: every site.
+    /// Not part of what is built: artifacts that differ only here share their bytes.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schema(schema_with = crate::rules::schema::sites)]
+    pub sites: Vec<String>,
 }
 
 /// `POST /api/syslinuxs`.
@@ -138,6 +148,11 @@ pub struct SyslinuxInput {
     /// `ldlinux.c32`, `isolinux.bin` or `isohdpfx.bin`.
     #[schema(schema_with = crate::rules::schema::syslinux_fragment)]
     pub fragment: String,
+    /// The sites whose site-bound node tokens may download it; empty or absent: every site.
+    /// Not part of what is built: artifacts that differ only here share their bytes.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schema(schema_with = crate::rules::schema::sites)]
+    pub sites: Vec<String>,
 }
 
 /// `POST /api/isos`. Every `…Url` names an artifact of this system: `/<kind>/<id>/<file>`, the
@@ -157,6 +172,11 @@ pub struct IsoInput {
     pub ld_linux_url: String,
     pub isolinux_bin_url: String,
     pub isohdpfx_bin_url: String,
+    /// The sites whose site-bound node tokens may download it; empty or absent: every site.
+    /// Not part of what is built: artifacts that differ only here share their bytes.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schema(schema_with = crate::rules::schema::sites)]
+    pub sites: Vec<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
@@ -167,6 +187,18 @@ pub struct ArtifactFileRow {
     pub sha256: String,
     /// Where to download it (`GET`, with Range and ETag).
     pub url: String,
+}
+
+/// The sites an artifact's stored inputs mark it for (every kind's inputs carry `sites`).
+pub fn sites_of(inputs_json: &str) -> Vec<String> {
+    #[derive(Deserialize)]
+    struct Sites {
+        #[serde(default)]
+        sites: Vec<String>,
+    }
+    serde_json::from_str::<Sites>(inputs_json)
+        .map(|s| s.sites)
+        .unwrap_or_default()
 }
 
 /// What every artifact row carries besides its inputs.

@@ -51,6 +51,12 @@ pub struct ScriptInput {
     /// The script itself; at most 256 KiB.
     #[schema(schema_with = crate::rules::schema::text)]
     pub text: String,
+    /// The sites whose site-bound node tokens may read the script; empty: every site. Left out
+    /// of a `PUT`, the script keeps the sites it has (an update written for the original API
+    /// never widens who may read a script).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(schema_with = crate::rules::schema::sites)]
+    pub sites: Option<Vec<String>>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
@@ -58,6 +64,8 @@ pub struct ScriptInput {
 pub struct ScriptRow {
     pub id: String,
     pub text: String,
+    /// The sites whose node tokens may read it; empty: every site.
+    pub sites: Vec<String>,
     /// RFC 3339, UTC.
     pub created_at: String,
     pub updated_at: String,
@@ -68,6 +76,7 @@ impl From<proto::Script> for ScriptRow {
         ScriptRow {
             id: s.id,
             text: s.text,
+            sites: s.sites,
             created_at: format_timestamp(s.created_at_ms),
             updated_at: format_timestamp(s.updated_at_ms),
         }

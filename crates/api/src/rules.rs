@@ -6,7 +6,7 @@
 use utoipa::openapi::schema::{ObjectBuilder, OneOfBuilder, SchemaFormat, Type};
 use utoipa::openapi::{KnownFormat, RefOr, Schema};
 
-use crate::validate::{MAX_ARTIFACT_ID_LEN, MAX_TEXT_BYTES};
+use crate::validate::{MAX_ARTIFACT_ID_LEN, MAX_SITES, MAX_TEXT_BYTES};
 
 /// What `char::is_whitespace` (and so `str::trim`) treats as white space, as a regex class body.
 /// A test checks it against every `char`.
@@ -186,6 +186,20 @@ pub mod schema {
                 .max_length(Some(LABEL_MAX_LEN))
                 .pattern(Some(LABEL_PATTERN)),
         )
+    }
+
+    /// [`crate::validate::sites`]: the sites a script or an artifact is marked for.
+    pub fn sites() -> RefOr<Schema> {
+        RefOr::T(Schema::Array(
+            utoipa::openapi::schema::ArrayBuilder::new()
+                .items(string().pattern(Some(artifact_id_pattern())))
+                .max_items(Some(MAX_SITES))
+                .unique_items(true)
+                .description(Some(
+                    "The sites (artifact ids) whose site-bound node tokens may read this; empty or absent: every site.",
+                ))
+                .build(),
+        ))
     }
 
     /// A list of names ([`word_pattern`]).

@@ -6,6 +6,8 @@ use crate::error::ApiError;
 /// Scripts and kickstarts are small; this bounds memory per request and row.
 pub const MAX_TEXT_BYTES: usize = 256 * 1024;
 pub const MAX_ARTIFACT_ID_LEN: usize = 64;
+/// How many sites one script or artifact may be marked for.
+pub const MAX_SITES: usize = 64;
 
 pub fn text(field: &str, value: &str) -> Result<(), ApiError> {
     if value.trim().is_empty() {
@@ -51,6 +53,27 @@ pub fn artifact_id(field: &str, value: &str) -> Result<(), ApiError> {
             format!("must be 1 to {MAX_ARTIFACT_ID_LEN} letters, digits, '.', '_' or '-', starting with a letter or digit"),
         ))
     }
+}
+
+/// The sites a script or an artifact is marked for: each a site id ([`artifact_id`]), no
+/// repeats, at most [`MAX_SITES`]. An empty list means every site.
+pub fn sites(field: &str, sites: &[String]) -> Result<(), ApiError> {
+    if sites.len() > MAX_SITES {
+        return Err(ApiError::invalid(
+            field,
+            format!("at most {MAX_SITES} sites"),
+        ));
+    }
+    for (i, site) in sites.iter().enumerate() {
+        artifact_id(&format!("{field}[{i}]"), site)?;
+        if sites[..i].contains(site) {
+            return Err(ApiError::invalid(
+                &format!("{field}[{i}]"),
+                format!("site \"{site}\" is listed twice"),
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// Row ids are UUIDs; returns the canonical lowercase hyphenated form.

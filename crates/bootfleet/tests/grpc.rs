@@ -131,6 +131,7 @@ async fn grpc_crud_roles_errors_streams_and_reflection() {
             pb::CreateScriptRequest {
                 kind: "mainscripts".into(),
                 text: "#!ipxe\nchain http://boot/x".into(),
+                ..Default::default()
             },
             admin,
         ))
@@ -174,6 +175,7 @@ async fn grpc_crud_roles_errors_streams_and_reflection() {
                 kind: "mainscripts".into(),
                 id: created.id.clone(),
                 text: "#!ipxe\nshell".into(),
+                ..Default::default()
             },
             admin,
         ))
@@ -194,10 +196,62 @@ async fn grpc_crud_roles_errors_streams_and_reflection() {
         .expect("rest get");
     assert_eq!(rest.text().await.expect("body"), "#!ipxe\nshell");
 
+    // A script marked for a site: a node token bound to another site may not read it, its own
+    // site's may, and an update that does not name sites keeps them.
+    let marked = scripts
+        .create_script(authed(
+            pb::CreateScriptRequest {
+                kind: "mainscripts".into(),
+                text: "#!ipxe\necho site-b".into(),
+                sites: vec!["site-b".into()],
+            },
+            admin,
+        ))
+        .await
+        .expect("create a marked script")
+        .into_inner();
+    assert_eq!(marked.sites, ["site-b"]);
+    let node_of = |site: &str| {
+        let secret = Secret::new(SECRET.to_vec()).expect("long enough");
+        auth::mint_for_site(&secret, Role::Node, "rack", 1, Some(site)).expect("mint")
+    };
+    expect_status(
+        scripts
+            .get_script(authed(script_ref(&marked.id), Some(&node_of("site-a"))))
+            .await,
+        Code::PermissionDenied,
+        None,
+    );
+    let kept = scripts
+        .update_script(authed(
+            pb::UpdateScriptRequest {
+                kind: "mainscripts".into(),
+                id: marked.id.clone(),
+                text: "#!ipxe\necho still site-b".into(),
+                ..Default::default()
+            },
+            admin,
+        ))
+        .await
+        .expect("update without sites")
+        .into_inner();
+    assert_eq!(kept.sites, ["site-b"]);
+    let got = scripts
+        .get_script(authed(script_ref(&marked.id), Some(&node_of("site-b"))))
+        .await
+        .expect("its own site reads it")
+        .into_inner();
+    assert_eq!(got.text, "#!ipxe\necho still site-b");
+    scripts
+        .get_script(authed(script_ref(&created.id), Some(&node_of("site-a"))))
+        .await
+        .expect("an unmarked script is every site's");
+
     // Roles: no token, a forged one, a user writing.
     let create = |text: &str| pb::CreateScriptRequest {
         kind: "mainscripts".into(),
         text: text.into(),
+        ..Default::default()
     };
     expect_status(
         scripts.create_script(authed(create("#!ipxe"), None)).await,
@@ -231,6 +285,7 @@ async fn grpc_crud_roles_errors_streams_and_reflection() {
                 pb::CreateScriptRequest {
                     kind: "nope".into(),
                     text: "#!ipxe".into(),
+                    ..Default::default()
                 },
                 admin,
             ))

@@ -1430,6 +1430,7 @@ async fn two_instances_share_the_load_and_survive_a_kill() {
             let req = proto::CreateScript {
                 id: uuid_for(i),
                 text: format!("#!ipxe\necho {i}"),
+                sites: Vec::new(),
             };
             bus.request_from::<_, proto::Script>(
                 &TraceParent::new_root(),
@@ -1917,6 +1918,134 @@ async fn artifacts_over_rest_build_download_and_refuse_bad_input() {
     lab.call(Method::GET, &url, Some(&lab.admin), None)
         .await
         .expect_error(404, None);
+    lab.stop().await;
+}
+
+/// Finding 5 of the reliability issue: a node token bound to a site read any script and any
+/// artifact. Scripts and artifacts may now be marked for sites; such a token reads only what is
+/// marked for its site or for every site (unmarked), on REST as on gRPC (`grpc.rs`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn node_tokens_bound_to_a_site_read_only_that_sites_scripts_and_artifacts() {
+    let lab = lab(Backend::Sqlite).await;
+    let site_a =
+        auth::mint_for_site(&secret(), Role::Node, "rack-a", 1, Some("site-a")).expect("mint");
+    let create = |path: &'static str, body: serde_json::Value| {
+        let lab = &lab;
+        async move {
+            let r = lab.admin(Method::POST, path, Some(body)).await;
+            assert_eq!(r.status, 201, "{}", r.text);
+            r.json()
+        }
+    };
+    let shared = create(
+        "/api/mainscripts",
+        json!({"text": "#!ipxe\necho every site"}),
+    )
+    .await;
+    assert_eq!(shared["sites"], json!([]));
+    let for_b = create(
+        "/api/kickstarts",
+        json!({"text": "lang en_US", "sites": ["site-b"]}),
+    )
+    .await;
+    assert_eq!(for_b["sites"], json!(["site-b"]));
+    let for_a_and_c = create(
+        "/api/subscripts",
+        json!({"text": "#!ipxe\necho a or c", "sites": ["site-a", "site-c"]}),
+    )
+    .await;
+    // What a booting node does: the token in the query string.
+    let read = |path: String, token: String| {
+        let lab = &lab;
+        async move {
+            lab.http
+                .get(format!("{}{path}?token={token}", lab.base))
+                .send()
+                .await
+                .expect("get")
+                .status()
+                .as_u16()
+        }
+    };
+    let shared_path = format!("/api/mainscripts/{}", shared["id"].as_str().expect("id"));
+    let b_path = format!("/api/kickstarts/{}", for_b["id"].as_str().expect("id"));
+    let ac_path = format!(
+        "/api/subscripts/{}",
+        for_a_and_c["id"].as_str().expect("id")
+    );
+    assert_eq!(read(shared_path.clone(), site_a.clone()).await, 200);
+    assert_eq!(read(ac_path.clone(), site_a.clone()).await, 200);
+    assert_eq!(read(b_path.clone(), site_a.clone()).await, 403);
+    let message = lab
+        .call(Method::GET, &b_path, Some(&site_a), None)
+        .await
+        .expect_error(403, None);
+    assert!(message.contains("\"site-a\""), "{message}");
+    // Tokens not bound to a site read everything their role allows.
+    for token in [&lab.node, &lab.user, &lab.admin] {
+        assert_eq!(read(b_path.clone(), token.clone()).await, 200);
+    }
+    // An update written for the original API (text only) keeps the sites; one that names
+    // them replaces them.
+    let kept = lab
+        .admin(Method::PUT, &b_path, Some(json!({"text": "lang de_DE"})))
+        .await;
+    assert_eq!(kept.status, 200, "{}", kept.text);
+    assert_eq!(kept.json()["sites"], json!(["site-b"]));
+    assert_eq!(read(b_path.clone(), site_a.clone()).await, 403);
+    let opened = lab
+        .admin(
+            Method::PUT,
+            &b_path,
+            Some(json!({"text": "lang de_DE", "sites": []})),
+        )
+        .await;
+    assert_eq!(opened.status, 200, "{}", opened.text);
+    assert_eq!(read(b_path.clone(), site_a.clone()).await, 200);
+    for (sites, field) in [
+        (json!(["site a"]), "sites[0]"),
+        (json!(["x", "x"]), "sites[1]"),
+        (json!("site-a"), "sites"),
+    ] {
+        lab.admin(
+            Method::POST,
+            "/api/mainscripts",
+            Some(json!({"text": "#!ipxe", "sites": sites})),
+        )
+        .await
+        .expect_error(400, Some(field));
+    }
+    assert_eq!(lab.total("/api/mainscripts").await, 1);
+
+    // Artifacts: the same fragment marked for site-b and unmarked share their bytes (sites are
+    // not what is built), but only the unmarked row is site-a's to download.
+    let marked = create(
+        "/api/syslinuxs",
+        json!({"fragment": "ldlinux.c32", "sites": ["site-b"]}),
+    )
+    .await;
+    let marked_id = marked["id"].as_str().expect("id").to_owned();
+    let marked = finished_row(&lab, &format!("/api/syslinuxs/{marked_id}")).await;
+    assert_eq!(marked["status"], "done", "{marked}");
+    assert_eq!(marked["sites"], json!(["site-b"]));
+    let unmarked = create("/api/syslinuxs", json!({"fragment": "ldlinux.c32"})).await;
+    let unmarked_id = unmarked["id"].as_str().expect("id").to_owned();
+    let unmarked = finished_row(&lab, &format!("/api/syslinuxs/{unmarked_id}")).await;
+    assert_eq!(unmarked["sha256"], marked["sha256"]);
+    let site_b =
+        auth::mint_for_site(&secret(), Role::Node, "rack-b", 1, Some("site-b")).expect("mint");
+    let file = |id: &str| format!("/syslinuxs/{id}/ldlinux.c32");
+    assert_eq!(read(file(&marked_id), site_a.clone()).await, 403);
+    assert_eq!(read(file(&marked_id), site_b.clone()).await, 200);
+    assert_eq!(read(file(&unmarked_id), site_a.clone()).await, 200);
+    assert_eq!(read(file(&marked_id), lab.node.clone()).await, 200);
+    lab.admin(
+        Method::POST,
+        "/api/syslinuxs",
+        Some(json!({"fragment": "ldlinux.c32", "sites": ["../etc"]})),
+    )
+    .await
+    .expect_error(400, Some("sites[0]"));
     lab.stop().await;
 }
 

@@ -51,9 +51,38 @@ pub struct Claims {
     pub iss: String,
     pub iat: u64,
     pub exp: u64,
-    /// A `node` token scoped to one site (artifactId): it registers nodes of that site only.
+    /// A `node` token scoped to one site (artifactId): it registers nodes of that site only,
+    /// and reads only what is marked for its site or for every site ([`Claims::may_read`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub site: Option<String>,
+}
+
+impl Claims {
+    /// Whether these claims may read a thing marked for `sites` (empty: every site). Only a
+    /// node token bound to a site is limited; `what` names the thing in the refusal.
+    pub fn may_read(&self, sites: &[String], what: &dyn Fn() -> String) -> Result<(), ApiError> {
+        match (&self.role, &self.site) {
+            (Role::Node, Some(site)) if !sites.is_empty() && !sites.contains(site) => {
+                Err(ApiError::new(
+                    ErrorCode::PermissionDenied,
+                    format!(
+                        "this node token is for site \"{site}\"; {} is for other sites",
+                        what()
+                    ),
+                ))
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
+/// [`Claims::may_read`] for a request that may carry no claims (a machine token, say).
+pub fn may_read(
+    claims: Option<&Claims>,
+    sites: &[String],
+    what: &dyn Fn() -> String,
+) -> Result<(), ApiError> {
+    claims.map_or(Ok(()), |c| c.may_read(sites, what))
 }
 
 /// What a route requires of the caller.

@@ -89,17 +89,35 @@ fn read_file(path: &Path) -> Result<String, Failure> {
     read.map_err(|e| Failure::usage(format!("cannot read {}: {e}", path.display())))
 }
 
+/// Which sites' node tokens may read a script.
+#[derive(clap::Args, Debug)]
+pub struct SitesArgs {
+    /// Mark it for a site (repeat for several); node tokens bound to other sites may not read it.
+    #[arg(long = "site", value_name = "SITE")]
+    sites: Vec<String>,
+    /// On update: readable by every site again (without this or --site, the sites stay).
+    #[arg(long, conflicts_with = "sites")]
+    every_site: bool,
+}
+
 #[derive(Subcommand, Debug)]
 pub enum ScriptVerb {
     List(ListArgs),
     Get {
         id: String,
     },
-    Create(TextArgs),
+    Create {
+        #[command(flatten)]
+        text: TextArgs,
+        #[command(flatten)]
+        sites: SitesArgs,
+    },
     Update {
         id: String,
         #[command(flatten)]
         text: TextArgs,
+        #[command(flatten)]
+        sites: SitesArgs,
     },
     Delete {
         id: String,
@@ -331,19 +349,22 @@ async fn scripts(kind: &str, r: Resource<ScriptVerb>) -> Result<(), Failure> {
             )
         }
         ScriptVerb::Get { id } => output::script(api.get_script(row(id)).await?.into_inner()),
-        ScriptVerb::Create(text) => output::script(
+        ScriptVerb::Create { text, sites } => output::script(
             api.create_script(pb::CreateScriptRequest {
                 kind: kind.clone(),
                 text: text.read()?,
+                sites: sites.sites,
             })
             .await?
             .into_inner(),
         ),
-        ScriptVerb::Update { id, text } => output::script(
+        ScriptVerb::Update { id, text, sites } => output::script(
             api.update_script(pb::UpdateScriptRequest {
                 kind: kind.clone(),
                 id,
                 text: text.read()?,
+                replace_sites: sites.every_site || !sites.sites.is_empty(),
+                sites: sites.sites,
             })
             .await?
             .into_inner(),

@@ -203,6 +203,13 @@ impl Artifacts for Api {
             id: d.id,
         })?;
         let row = self.artifact(&call, &r).await?;
+        // A node token bound to a site downloads what is marked for its site or every site.
+        crate::auth::may_read(
+            call.claims.as_ref(),
+            &bootfleet_api::artifacts::sites_of(&row.inputs_json),
+            &|| format!("{} {}", r.kind, row.id),
+        )
+        .map_err(status)?;
         if row.status != "done" {
             return Err(status(ApiError::new(
                 ErrorCode::Conflict,

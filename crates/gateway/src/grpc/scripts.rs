@@ -18,7 +18,7 @@ fn kind(name: &str) -> Result<ScriptKind, Status> {
         })
 }
 
-/// A get or a delete: both name the row by kind and id and answer with it.
+/// A delete: names the row by kind and id and answers with it.
 async fn by_id(
     api: &Api,
     req: Request<pb::ScriptRef>,
@@ -57,7 +57,19 @@ impl Scripts for Api {
         &self,
         req: Request<pb::ScriptRef>,
     ) -> Result<Response<proto::Script>, Status> {
-        by_id(self, req, Access::NodeRead, Op::Get).await
+        let call = self.authorize(&req, Access::NodeRead)?;
+        let r = req.into_inner();
+        let kind = kind(&r.kind)?;
+        let id = proto::IdRequest {
+            id: checked_id(&r.id)?,
+        };
+        let row: proto::Script = self.ask(&call, &kind.subject(Op::Get), &id).await?;
+        // A node token bound to a site reads what is marked for its site or for every site.
+        crate::auth::may_read(call.claims.as_ref(), &row.sites, &|| {
+            format!("{} {}", kind.singular(), row.id)
+        })
+        .map_err(status)?;
+        Ok(Response::new(row))
     }
 
     async fn create_script(
@@ -68,9 +80,11 @@ impl Scripts for Api {
         let r = req.into_inner();
         let kind = kind(&r.kind)?;
         validate::text("text", &r.text).map_err(status)?;
+        validate::sites("sites", &r.sites).map_err(status)?;
         let create = proto::CreateScript {
             id: uuid::Uuid::new_v4().to_string(),
             text: r.text,
+            sites: r.sites,
         };
         Ok(Response::new(
             self.ask(&call, &kind.subject(Op::Create), &create).await?,
@@ -86,7 +100,13 @@ impl Scripts for Api {
         let kind = kind(&r.kind)?;
         let id = checked_id(&r.id)?;
         validate::text("text", &r.text).map_err(status)?;
-        let update = proto::UpdateScript { id, text: r.text };
+        validate::sites("sites", &r.sites).map_err(status)?;
+        let update = proto::UpdateScript {
+            id,
+            text: r.text,
+            sites: r.sites,
+            replace_sites: r.replace_sites,
+        };
         Ok(Response::new(
             self.ask(&call, &kind.subject(Op::Update), &update).await?,
         ))

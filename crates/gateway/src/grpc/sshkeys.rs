@@ -2,12 +2,12 @@
 //! of `/api/sshkey`.
 
 use bootfleet_api::subjects::{self, Op};
-use bootfleet_api::{proto, validate, ApiError, ErrorCode};
+use bootfleet_api::{proto, validate};
 use tonic::{Request, Response, Status};
 
 use super::pb::{self, ssh_keys_server::SshKeys};
 use super::{checked_id, id_request, page_info, status, Api};
-use crate::auth::{Access, Role};
+use crate::auth::Access;
 
 /// RSA-4096 can take seconds; as REST, one attempt with a long wait.
 const KEYGEN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
@@ -43,22 +43,12 @@ impl SshKeys for Api {
         let id = id_request(req.into_inner())?;
         let row: proto::SshKey = self.ask(&call, &subject(Op::Get), &id).await?;
         // A node token bound to a site reads that site's keys only (as on REST).
-        if let Some(site) = call
-            .claims
-            .as_ref()
-            .filter(|c| c.role == Role::Node)
-            .and_then(|c| c.site.as_deref())
-        {
-            if site != row.artifact_id {
-                return Err(status(ApiError::new(
-                    ErrorCode::PermissionDenied,
-                    format!(
-                        "this node token is for site \"{site}\"; key {} belongs to another site",
-                        row.id
-                    ),
-                )));
-            }
-        }
+        crate::auth::may_read(
+            call.claims.as_ref(),
+            std::slice::from_ref(&row.artifact_id),
+            &|| format!("key {}", row.id),
+        )
+        .map_err(status)?;
         Ok(Response::new(row))
     }
 

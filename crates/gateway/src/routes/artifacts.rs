@@ -7,8 +7,8 @@ use axum::http::{header, HeaderMap, HeaderValue, Method};
 use axum::response::Response;
 use axum::routing;
 use bootfleet_api::artifacts::{
-    object_name, ArtifactKind, BuildState, GrubInput, GrubRow, IpxeInput, IpxeRow, IsoInput,
-    IsoRow, SyslinuxInput, SyslinuxRow,
+    object_name, sites_of, ArtifactKind, BuildState, GrubInput, GrubRow, IpxeInput, IpxeRow,
+    IsoInput, IsoRow, SyslinuxInput, SyslinuxRow,
 };
 use bootfleet_api::subjects::{self, Op};
 use bootfleet_api::{proto, ApiError, ErrorCode};
@@ -290,6 +290,12 @@ async fn download(
         .bus
         .request(&t, &subjects::subject(SERVICE, Op::Get), &artifact)
         .await?;
+    // A node token bound to a site downloads what is marked for its site or for every site.
+    crate::auth::may_read(
+        req.extensions().get::<crate::auth::Claims>(),
+        &sites_of(&row.inputs_json),
+        &|| format!("{} {}", artifact.kind, row.id),
+    )?;
     if row.status != "done" {
         return Err(ApiError::new(
             ErrorCode::Conflict,

@@ -14,7 +14,7 @@ use super::{
     capitalized, created, list_reply, list_route, path_id, raw_text, row_route, wants_json, Body,
     BodySchema, Collection, RouteDef, ID, NODE_TOKEN,
 };
-use crate::auth::Access;
+use crate::auth::{Access, Claims};
 use crate::http::{HttpResult, JsonBody, NewId, Trace};
 use crate::AppState;
 
@@ -49,9 +49,12 @@ async fn create(
     JsonBody(body): JsonBody<ScriptInput>,
 ) -> HttpResult<Response> {
     validate::text("text", &body.text)?;
+    let sites = body.sites.unwrap_or_default();
+    validate::sites("sites", &sites)?;
     let req = proto::CreateScript {
         id: id.clone(),
         text: body.text,
+        sites,
     };
     let row: proto::Script = s.bus.request(&t, &kind.subject(Op::Create), &req).await?;
     Ok(created(
@@ -65,10 +68,14 @@ async fn get(
     Extension(kind): Extension<ScriptKind>,
     Trace(t): Trace,
     Path(id): Path<String>,
+    claims: Option<Extension<Claims>>,
     headers: HeaderMap,
 ) -> HttpResult<Response> {
     let req = proto::IdRequest { id: path_id(&id)? };
     let row: proto::Script = s.bus.request(&t, &kind.subject(Op::Get), &req).await?;
+    crate::auth::may_read(claims.as_deref(), &row.sites, &|| {
+        format!("{} {}", kind.singular(), row.id)
+    })?;
     Ok(if wants_json(&headers) {
         Json(ScriptRow::from(row)).into_response()
     } else {
@@ -85,9 +92,14 @@ async fn update(
 ) -> HttpResult<Json<ScriptRow>> {
     let id = path_id(&id)?;
     validate::text("text", &body.text)?;
+    let replace_sites = body.sites.is_some();
+    let sites = body.sites.unwrap_or_default();
+    validate::sites("sites", &sites)?;
     let req = proto::UpdateScript {
         id,
         text: body.text,
+        sites,
+        replace_sites,
     };
     let row: proto::Script = s.bus.request(&t, &kind.subject(Op::Update), &req).await?;
     Ok(Json(ScriptRow::from(row)))
@@ -138,7 +150,10 @@ fn kind_routes(kind: ScriptKind) -> Vec<RouteDef> {
             path: item.clone(),
             access: Access::Write,
             operation_id: format!("update{one}"),
-            summary: format!("Replace a {}'s text", kind.singular()),
+            summary: format!(
+                "Replace a {}'s text (and its sites, when the body has them)",
+                kind.singular()
+            ),
             tag: name,
             params: vec![ID],
             request: Some(BodySchema::of::<ScriptInput>()),

@@ -9,13 +9,13 @@ use axum::Extension;
 use axum::Json;
 use bootfleet_api::rest::{GeneratedKeyPair, SshKeyInput, SshKeyRow};
 use bootfleet_api::subjects::{self, Op};
-use bootfleet_api::{proto, validate, ApiError, ErrorCode};
+use bootfleet_api::{proto, validate, ApiError};
 
 use super::{
     collection, created, list_route, path_id, query_pairs, raw_text, row_route, uncached,
     wants_json, Body, BodySchema, Param, ParamType, RouteDef, ID, NODE_TOKEN,
 };
-use crate::auth::{Access, Claims, Role};
+use crate::auth::{Access, Claims};
 use crate::http::{Deadline, HttpError, HttpResult, JsonBody, NewId, Trace};
 use crate::AppState;
 
@@ -53,21 +53,11 @@ async fn get(
     let req = proto::IdRequest { id: path_id(&id)? };
     let row: proto::SshKey = s.bus.request(&t, &subject(Op::Get), &req).await?;
     // A node token bound to a site reads that site's keys only.
-    if let Some(site) = claims
-        .as_ref()
-        .filter(|c| c.role == Role::Node)
-        .and_then(|c| c.site.as_deref())
-    {
-        if site != row.artifact_id {
-            return Err(HttpError(ApiError::new(
-                ErrorCode::PermissionDenied,
-                format!(
-                    "this node token is for site \"{site}\"; key {} belongs to another site",
-                    row.id
-                ),
-            )));
-        }
-    }
+    crate::auth::may_read(
+        claims.as_deref(),
+        std::slice::from_ref(&row.artifact_id),
+        &|| format!("key {}", row.id),
+    )?;
     Ok(if wants_json(&headers) {
         Json(SshKeyRow::from(row)).into_response()
     } else {

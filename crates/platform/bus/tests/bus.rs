@@ -49,6 +49,7 @@ fn echo(text: &str) -> proto::CreateScript {
     proto::CreateScript {
         id: String::new(),
         text: text.to_owned(),
+        sites: Vec::new(),
     }
 }
 

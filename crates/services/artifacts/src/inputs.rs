@@ -44,7 +44,25 @@ fn from_json<T: DeserializeOwned>(json: &str) -> Result<T, ApiError> {
     })
 }
 
+impl Request {
+    /// The sites the artifact is marked for (not part of what is built).
+    pub fn sites(&self) -> &[String] {
+        match self {
+            Request::Ipxe(i, _) => &i.sites,
+            Request::Grub(i, _) => &i.sites,
+            Request::Syslinux(i, _) => &i.sites,
+            Request::Iso(i, _) => &i.sites,
+        }
+    }
+}
+
 pub fn parse(kind: ArtifactKind, json: &str) -> Result<Request, ApiError> {
+    let request = parse_kind(kind, json)?;
+    validate::sites("sites", request.sites())?;
+    Ok(request)
+}
+
+fn parse_kind(kind: ArtifactKind, json: &str) -> Result<Request, ApiError> {
     match kind {
         ArtifactKind::Ipxes => {
             let input: IpxeInput = from_json(json)?;

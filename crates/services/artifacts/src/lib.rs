@@ -15,7 +15,7 @@ pub mod worker;
 use std::sync::Arc;
 
 use async_nats::jetstream;
-use bootfleet_api::artifacts::ArtifactKind;
+use bootfleet_api::artifacts::{ArtifactKind, GrubInput, IpxeInput, SyslinuxInput};
 use bootfleet_api::subjects::{self, Op};
 use bootfleet_api::{proto, validate, ApiError, ErrorCode, ListParams};
 use bootfleet_boot_media::{Kind, Toolbox};
@@ -285,10 +285,20 @@ impl Artifacts {
     /// Computes what a request's content address is made of: its normalised inputs (for an
     /// ISO, its parts' addresses, which must all be `done`) and the tool versions.
     async fn canonical_inputs(&self, request: &Request) -> Result<String, ApiError> {
+        // `sites` says who may download the bytes, not what they are: left out of the address.
         let parts = match request {
-            Request::Ipxe(input, _) => serde_json::to_string(input),
-            Request::Grub(input, _) => serde_json::to_string(input),
-            Request::Syslinux(input, _) => serde_json::to_string(input),
+            Request::Ipxe(input, _) => serde_json::to_string(&IpxeInput {
+                sites: Vec::new(),
+                ..input.clone()
+            }),
+            Request::Grub(input, _) => serde_json::to_string(&GrubInput {
+                sites: Vec::new(),
+                ..input.clone()
+            }),
+            Request::Syslinux(input, _) => serde_json::to_string(&SyslinuxInput {
+                sites: Vec::new(),
+                ..input.clone()
+            }),
             Request::Iso(input, refs) => {
                 let parts = worker::resolve_iso_parts(&self.registry, &input.label, refs).await?;
                 let keys: Vec<&str> = parts.iter().map(|p| p.content_key.as_str()).collect();

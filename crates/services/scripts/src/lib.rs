@@ -21,6 +21,7 @@ pub use migrations::{KickstartsMigrator, MainscriptsMigrator};
 const FIELDS: &[(&str, &str)] = &[
     ("id", "id"),
     ("text", "text"),
+    ("sites", "sites"),
     ("createdAt", "created_at"),
     ("updatedAt", "updated_at"),
 ];
@@ -55,6 +56,8 @@ fn spec(kind: ScriptKind) -> &'static TableSpec {
 struct Record {
     id: String,
     text: String,
+    /// A JSON array of site ids.
+    sites: String,
     created_at: i64,
     updated_at: i64,
 }
@@ -64,10 +67,16 @@ impl From<Record> for proto::Script {
         proto::Script {
             id: r.id,
             text: r.text,
+            // Written only by this service from a checked list.
+            sites: serde_json::from_str(&r.sites).unwrap_or_default(),
             created_at_ms: r.created_at,
             updated_at_ms: r.updated_at,
         }
     }
+}
+
+fn sites_json(sites: &[String]) -> String {
+    serde_json::to_string(sites).unwrap_or_else(|_| "[]".into())
 }
 
 /// The registry of one kind of text, on one database.
@@ -91,15 +100,18 @@ impl TextRegistry {
     pub async fn create(&self, req: proto::CreateScript) -> Result<proto::Script, ApiError> {
         let id = validate::id("id", &req.id)?;
         validate::text("text", &req.text)?;
+        validate::sites("sites", &req.sites)?;
+        let sites = sites_json(&req.sites);
         let now = now_ms();
         let spec = spec(self.kind);
         let mut insert = Query::insert();
         insert
             .into_table(Alias::new(spec.table))
-            .columns(["id", "text", "created_at", "updated_at"].map(Alias::new))
+            .columns(["id", "text", "sites", "created_at", "updated_at"].map(Alias::new))
             .values_panic([
                 id.clone().into(),
                 req.text.clone().into(),
+                sites.clone().into(),
                 now.into(),
                 now.into(),
             ])
@@ -111,7 +123,7 @@ impl TextRegistry {
         let row: Record = bootfleet_store::get(&self.db, spec, &id)
             .await?
             .ok_or_else(|| ApiError::internal("created row vanished"))?;
-        if row.text != req.text {
+        if row.text != req.text || row.sites != sites {
             return Err(ApiError::new(
                 ErrorCode::Conflict,
                 format!("{} {id} already exists", self.kind.singular()),
@@ -131,6 +143,7 @@ impl TextRegistry {
     pub async fn update(&self, req: proto::UpdateScript) -> Result<proto::Script, ApiError> {
         let id = validate::id("id", &req.id)?;
         validate::text("text", &req.text)?;
+        validate::sites("sites", &req.sites)?;
         let spec = spec(self.kind);
         let mut update = Query::update();
         update
@@ -138,6 +151,9 @@ impl TextRegistry {
             .value(Alias::new("text"), req.text)
             .value(Alias::new("updated_at"), now_ms())
             .and_where(Expr::col(Alias::new("id")).eq(id.as_str()));
+        if req.replace_sites {
+            update.value(Alias::new("sites"), sites_json(&req.sites));
+        }
         let result = self
             .db
             .execute(self.db.get_database_backend().build(&update))
