@@ -113,6 +113,9 @@ impl std::fmt::Display for ErrorCode {
     }
 }
 
+/// How every "the database is unavailable" error begins ([`ApiError::database_unavailable`]).
+pub const DATABASE_UNAVAILABLE: &str = "the database is unavailable";
+
 /// An error as it crosses the bus and reaches the client.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ApiError {
@@ -149,6 +152,26 @@ impl ApiError {
 
     pub fn unavailable(message: impl std::fmt::Display) -> Self {
         ApiError::new(ErrorCode::Unavailable, message.to_string())
+    }
+
+    /// A service could not reach its database. Only a read may answer this as is (503, nothing
+    /// was done); a write may have committed before its next statement failed, so the service
+    /// kit turns it into [`ApiError::outcome_unknown`] for every request that is not a read.
+    pub fn database_unavailable(detail: impl std::fmt::Display) -> Self {
+        ApiError::unavailable(format!("{DATABASE_UNAVAILABLE} ({detail}); retry later"))
+    }
+
+    pub fn is_database_unavailable(&self) -> bool {
+        self.code == ErrorCode::Unavailable && self.message.starts_with(DATABASE_UNAVAILABLE)
+    }
+
+    /// 504: the request may or may not have taken effect. Read before repeating it, or repeat
+    /// it with the same `Idempotency-Key`.
+    pub fn outcome_unknown(what: impl std::fmt::Display) -> Self {
+        ApiError::new(
+            ErrorCode::Timeout,
+            format!("outcome unknown: {what}; read the resource before repeating the request, or repeat it with the same Idempotency-Key"),
+        )
     }
 
     pub fn envelope(&self) -> ErrorEnvelope {

@@ -3,7 +3,7 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bootfleet::{System, SystemConfig};
 use bootfleet_api::proto;
@@ -89,12 +89,23 @@ async fn lab_on(
     open_node_reads: bool,
     limits: bootfleet_gateway::server::ServeLimits,
 ) -> Lab {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let database_url = database_url(backend, dir.path());
+    lab_at(nats, dir, database_url, open_node_reads, limits).await
+}
+
+/// A lab whose services use the database at `database_url`.
+async fn lab_at(
+    nats: NatsServer,
+    dir: tempfile::TempDir,
+    database_url: String,
+    open_node_reads: bool,
+    limits: bootfleet_gateway::server::ServeLimits,
+) -> Lab {
     let _ = tracing_subscriber::fmt().with_test_writer().try_init();
     // The machines service reads it from its environment as it starts; once, before any does.
     static NODE_API_SET: std::sync::Once = std::sync::Once::new();
     NODE_API_SET.call_once(|| std::env::set_var(bootfleet_machines::NODE_API_URL_ENV, NODE_API));
-    let dir = tempfile::tempdir().expect("tempdir");
-    let database_url = database_url(backend, dir.path());
     let system = System::start(SystemConfig {
         nats: BusConfig::new(nats.url(), "system-test"),
         database_url,
@@ -1918,6 +1929,100 @@ async fn artifacts_over_rest_build_download_and_refuse_bad_input() {
     lab.call(Method::GET, &url, Some(&lab.admin), None)
         .await
         .expect_error(404, None);
+    lab.stop().await;
+}
+
+/// PostgreSQL stopped (as `pg_ctl stop -m fast` does) and started again under a running
+/// system: while it is down, reads answer 503 `unavailable` naming the database and writes 504
+/// "outcome unknown" (a write may have committed before a later statement failed), never a 500
+/// and never a hang; afterwards the services serve again from new connections without a
+/// restart, nothing acknowledged is lost, and a write repeated with its Idempotency-Key is
+/// stored once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_database_restarting_answers_503_for_reads_504_for_writes_then_serves_again() {
+    let mut pg = bootfleet_testkit::OwnedPostgres::start();
+    let url = pg.create_database();
+    let lab = lab_at(
+        NatsServer::start(),
+        tempfile::tempdir().expect("tempdir"),
+        url,
+        false,
+        Default::default(),
+    )
+    .await;
+    let stored = lab
+        .admin(
+            Method::POST,
+            "/api/mainscripts",
+            Some(json!({"text": "#!ipxe\necho before"})),
+        )
+        .await
+        .ok(201);
+    let path = format!("/api/mainscripts/{}", stored["id"].as_str().expect("id"));
+
+    tokio::task::block_in_place(|| pg.stop());
+    let started = Instant::now();
+    let read = lab.admin(Method::GET, &path, None).await;
+    let message = read.expect_error(503, None);
+    assert_eq!(read.json()["error"]["code"], "unavailable");
+    assert!(message.contains("database"), "{message}");
+    let list = lab.admin(Method::GET, "/api/mainscripts", None).await;
+    list.expect_error(503, None);
+    let write = |key: &'static str| {
+        let lab = &lab;
+        async move {
+            let r = lab
+                .http
+                .post(format!("{}/api/mainscripts", lab.base))
+                .bearer_auth(&lab.admin)
+                .header("idempotency-key", key)
+                .json(&json!({"text": "#!ipxe\necho during"}))
+                .send()
+                .await
+                .expect("post");
+            let status = r.status().as_u16();
+            (status, r.json::<Value>().await.expect("json"))
+        }
+    };
+    let (status, body) = write("db-restart-1").await;
+    assert_eq!(status, 504, "{body}");
+    assert_eq!(body["error"]["code"], "timeout");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.starts_with("outcome unknown")),
+        "{body}"
+    );
+    // Each answer came within the bus's bounds, not after a client-side timeout.
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "{:?}",
+        started.elapsed()
+    );
+
+    tokio::task::block_in_place(|| pg.restart());
+    let back = Instant::now();
+    let mut answered = None;
+    for _ in 0..100 {
+        let r = lab.admin(Method::GET, &path, None).await;
+        if r.status == 200 {
+            answered = Some(r.text);
+            break;
+        }
+        assert_eq!(r.status, 503, "{}", r.text);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(answered.as_deref(), Some("#!ipxe\necho before"));
+    eprintln!(
+        "served again {:?} after PostgreSQL was back",
+        back.elapsed()
+    );
+    // The write answered 504 is repeated with its key: stored once.
+    let (status, body) = write("db-restart-1").await;
+    assert_eq!(status, 201, "{body}");
+    let (status, again) = write("db-restart-1").await;
+    assert_eq!((status, &again["id"]), (201, &body["id"]));
+    assert_eq!(lab.total("/api/mainscripts").await, 2);
     lab.stop().await;
 }
 

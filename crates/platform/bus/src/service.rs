@@ -61,6 +61,37 @@ impl std::fmt::Debug for ServiceBuilder {
     }
 }
 
+/// Whether a route only reads: its subject ends in `.get`, `.list`, `.ping` or `.lookup`. Any
+/// other route may write.
+#[derive(Clone, Debug)]
+struct SubjectKind {
+    subject: Arc<str>,
+    read_only: bool,
+}
+
+impl SubjectKind {
+    fn of(subject: &str) -> SubjectKind {
+        let op = subject.rsplit('.').next().unwrap_or_default();
+        SubjectKind {
+            subject: subject.into(),
+            read_only: matches!(op, "get" | "list" | "ping" | "lookup"),
+        }
+    }
+}
+
+/// A write whose database went away may have committed a statement before the one that
+/// failed: "unavailable" (nothing was done, retry freely) would be a promise the service cannot
+/// keep, so it answers "outcome unknown" instead.
+fn honest(kind: &SubjectKind, e: ApiError) -> ApiError {
+    if !kind.read_only && e.is_database_unavailable() {
+        return ApiError::outcome_unknown(format!(
+            "the database became unavailable while {} ran",
+            kind.subject
+        ));
+    }
+    e
+}
+
 impl ServiceBuilder {
     /// A service named `service` (also its queue group). It answers `bootfleet.v1.<service>.ping`.
     pub fn new(bus: Bus, service: &'static str) -> Self {
@@ -90,8 +121,10 @@ impl ServiceBuilder {
         Fut: Future<Output = Result<Resp, ApiError>> + Send + 'static,
     {
         let handler = Arc::new(handler);
+        let subject_kind = SubjectKind::of(&subject);
         let erased: Handler = Arc::new(move |ctx, payload: Bytes| {
             let handler = handler.clone();
+            let subject_kind = subject_kind.clone();
             Box::pin(async move {
                 let req = Req::decode(payload).map_err(|e| {
                     ApiError::new(
@@ -99,7 +132,9 @@ impl ServiceBuilder {
                         format!("malformed request message: {e}"),
                     )
                 })?;
-                let resp = handler(ctx, req).await?;
+                let resp = handler(ctx, req)
+                    .await
+                    .map_err(|e| honest(&subject_kind, e))?;
                 Ok(Bytes::from(resp.encode_to_vec()))
             })
         });
@@ -359,5 +394,36 @@ impl RunningService {
         let _ = self.stop.send(true);
         while self.loops.join_next().await.is_some() {}
         tracing::info!(service = self.service, "service stopped");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{honest, SubjectKind};
+    use bootfleet_api::{ApiError, ErrorCode};
+
+    #[test]
+    fn only_reads_answer_database_unavailable_as_503() {
+        let down = || ApiError::database_unavailable("no connection");
+        for read in ["bootfleet.v1.kickstarts.get", "bootfleet.v1.machines.list"] {
+            let e = honest(&SubjectKind::of(read), down());
+            assert_eq!(e.code, ErrorCode::Unavailable, "{read}");
+        }
+        for write in [
+            "bootfleet.v1.kickstarts.create",
+            "bootfleet.v1.machines.power",
+            "bootfleet.v1.localnodes.register.site-1",
+        ] {
+            let e = honest(&SubjectKind::of(write), down());
+            assert_eq!(e.code, ErrorCode::Timeout, "{write}");
+            assert!(e.message.starts_with("outcome unknown"), "{}", e.message);
+        }
+        // Other 503s say what they mean (nothing was sent on): left alone.
+        let offline = ApiError::unavailable("no distributor of site-1 is online");
+        let e = honest(
+            &SubjectKind::of("bootfleet.v1.machines.power"),
+            offline.clone(),
+        );
+        assert_eq!(e, offline);
     }
 }

@@ -56,6 +56,9 @@ pub fn redact_url(url: &str) -> String {
     }
 }
 
+/// How long a request waits for a pooled connection before answering "database unavailable".
+pub const ACQUIRE_TIMEOUT: std::time::Duration = std::time::Duration::from_millis(1500);
+
 pub async fn connect(url: &str) -> Result<DatabaseConnection, StoreError> {
     if let Some(rest) = url.strip_prefix("sqlite://") {
         let path = rest.split('?').next().unwrap_or_default();
@@ -73,6 +76,9 @@ pub async fn connect(url: &str) -> Result<DatabaseConnection, StoreError> {
         .max_connections(16)
         .sqlx_logging(false)
         .connect_timeout(std::time::Duration::from_secs(10))
+        // Shorter than the gateway's per-attempt bus timeout (2 s), so a service whose database
+        // is down answers "database unavailable" rather than letting the gateway time out.
+        .acquire_timeout(ACQUIRE_TIMEOUT)
         // WAL lets several processes (two instances of a service) share one file. Set on every
         // connection as it opens: a PRAGMA run through `execute` afterwards returns a row that is
         // never stepped to its end, and the statement's open read transaction pinned that
@@ -144,8 +150,59 @@ pub fn db_error(e: DbErr) -> ApiError {
             "another request wrote the same unique value (a name, a key) at the same time; read it and retry",
         );
     }
-    tracing::error!(error = %e, "database error");
-    ApiError::new(ErrorCode::Internal, "database error (see the service log)")
+    match connection_failure(&e) {
+        // No connection: no statement of this call ran.
+        Some(Lost::BeforeStatement) => {
+            tracing::warn!(error = %e, "database unavailable");
+            ApiError::database_unavailable("no connection")
+        }
+        // The connection broke while a read ran: nothing changed.
+        Some(Lost::DuringRead) => {
+            tracing::warn!(error = %e, "database connection lost during a read");
+            ApiError::database_unavailable("the connection was lost")
+        }
+        // The connection broke while a write ran: it may have committed.
+        Some(Lost::DuringWrite) => {
+            tracing::warn!(error = %e, "database connection lost during a write");
+            ApiError::outcome_unknown("the database connection was lost during a write")
+        }
+        None => {
+            tracing::error!(error = %e, "database error");
+            ApiError::new(ErrorCode::Internal, "database error (see the service log)")
+        }
+    }
+}
+
+/// When a database failure is the connection's (the server is down, restarting or shutting
+/// down), not the statement's.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Lost {
+    BeforeStatement,
+    DuringRead,
+    DuringWrite,
+}
+
+fn connection_failure(e: &DbErr) -> Option<Lost> {
+    use sea_orm::RuntimeErr;
+    let (sqlx, during) = match e {
+        DbErr::ConnectionAcquire(_) => return Some(Lost::BeforeStatement),
+        DbErr::Conn(_) => return Some(Lost::BeforeStatement),
+        DbErr::Exec(RuntimeErr::SqlxError(x)) => (x, Lost::DuringWrite),
+        DbErr::Query(RuntimeErr::SqlxError(x)) => (x, Lost::DuringRead),
+        _ => return None,
+    };
+    use sea_orm::sqlx::Error as X;
+    let lost = match sqlx {
+        X::Io(_) | X::Tls(_) | X::Protocol(_) | X::WorkerCrashed => true,
+        X::PoolTimedOut | X::PoolClosed => return Some(Lost::BeforeStatement),
+        // SQLSTATE class 08 (connection exception) and 57P01-57P03 (the server shutting down,
+        // crashing, or not accepting connections yet).
+        X::Database(db) => db
+            .code()
+            .is_some_and(|c| c.starts_with("08") || matches!(&*c, "57P01" | "57P02" | "57P03")),
+        _ => false,
+    };
+    lost.then_some(during)
 }
 
 /// How a registry's table is listed: its REST field names mapped to columns.

@@ -305,18 +305,7 @@ extern "C" fn stop_postgres_at_exit() {
     if let Ok(mut guard) = POSTGRES_CHILD.lock() {
         if let Some(mut child) = guard.take() {
             // SIGQUIT: immediate shutdown; the data is thrown away anyway.
-            let _ = Command::new("kill")
-                .args(["-QUIT", &child.id().to_string()])
-                .status();
-            let deadline = Instant::now() + Duration::from_secs(5);
-            while Instant::now() < deadline {
-                if let Ok(Some(_)) = child.try_wait() {
-                    break;
-                }
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            let _ = child.kill();
-            let _ = child.wait();
+            signal_and_wait(&mut child, "-QUIT", Duration::from_secs(5));
         }
     }
     if let Some(pg) = POSTGRES.get() {
@@ -377,6 +366,17 @@ impl Postgres {
     }
 
     fn start() -> Postgres {
+        let (pg, child) = Postgres::init_and_start();
+        *POSTGRES_CHILD.lock().expect("postgres child lock") = Some(child);
+        // SAFETY: registering a plain `extern "C" fn` with no arguments is what atexit expects.
+        unsafe {
+            libc::atexit(stop_postgres_at_exit);
+        }
+        pg
+    }
+
+    /// A new cluster in a new temporary directory, started.
+    fn init_and_start() -> (Postgres, Child) {
         let bin_dir = postgres_bin_dir();
         let uid = unprivileged_ids();
         if std::fs::metadata("/proc/self").is_ok() && uid.is_none() && is_root() {
@@ -387,7 +387,6 @@ impl Postgres {
             .tempdir()
             .expect("create a temporary directory")
             .keep();
-        let data = dir.join("data");
         let socket_dir = dir.join("socket");
         std::fs::create_dir_all(&socket_dir).expect("create socket dir");
         if let Some((u, g)) = uid {
@@ -413,18 +412,14 @@ impl Postgres {
                     "--no-sync",
                     "-D",
                 ])
-                .arg(&data),
+                .arg(pg.data()),
             "initdb",
         );
-        let log = std::fs::File::create(pg.dir.join("postgres.log")).expect("create log");
-        if let Some((u, g)) = uid {
-            let _ = std::os::unix::fs::chown(pg.dir.join("postgres.log"), Some(u), Some(g));
-        }
         let mut pg = pg;
         let mut attempts = 0;
         let child = loop {
             attempts += 1;
-            match pg.start_server(&data, log.try_clone().expect("clone the log handle")) {
+            match pg.start_server() {
                 Ok(child) => break child,
                 // The port picked was taken before postgres bound it: pick another.
                 Err(why) if attempts < 3 => {
@@ -437,22 +432,37 @@ impl Postgres {
                 ),
             }
         };
-        *POSTGRES_CHILD.lock().expect("postgres child lock") = Some(child);
-        // SAFETY: registering a plain `extern "C" fn` with no arguments is what atexit expects.
-        unsafe {
-            libc::atexit(stop_postgres_at_exit);
+        (pg, child)
+    }
+
+    fn data(&self) -> PathBuf {
+        self.dir.join("data")
+    }
+
+    /// The server's log, appended to by every start.
+    fn log(&self) -> std::fs::File {
+        let path = self.dir.join("postgres.log");
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .expect("open the postgres log");
+        if let Some((u, g)) = self.uid {
+            let _ = std::os::unix::fs::chown(&path, Some(u), Some(g));
         }
-        pg
+        log
     }
 
     /// Starts the server on `self.port` and waits until it is ready. Readiness is the status
     /// line of `postmaster.pid` in its own data directory: a port that merely answers might
     /// belong to someone else.
-    fn start_server(&self, data: &Path, log: std::fs::File) -> Result<Child, String> {
+    fn start_server(&self) -> Result<Child, String> {
+        let data = self.data();
+        let log = self.log();
         let mut child = self
             .command("postgres")
             .arg("-D")
-            .arg(data)
+            .arg(&data)
             .args(["-p", &self.port.to_string(), "-k"])
             .arg(&self.socket_dir)
             .args([
@@ -528,6 +538,73 @@ impl Postgres {
     pub fn data_dir(&self) -> &Path {
         &self.dir
     }
+}
+
+/// A PostgreSQL cluster of one test's own, which the test may stop and start again (the
+/// database-restart tests): the shared cluster must stay up for the binary's other tests.
+/// Stopped and removed on drop.
+#[derive(Debug)]
+pub struct OwnedPostgres {
+    pg: Postgres,
+    child: Option<Child>,
+}
+
+impl OwnedPostgres {
+    pub fn start() -> OwnedPostgres {
+        let (pg, child) = Postgres::init_and_start();
+        OwnedPostgres {
+            pg,
+            child: Some(child),
+        }
+    }
+
+    /// A new database in this cluster (see [`Postgres::create_database`]).
+    pub fn create_database(&self) -> String {
+        self.pg.create_database()
+    }
+
+    /// Stops the server as an operator's `pg_ctl stop -m fast` does (SIGINT): open connections
+    /// are cut, and nothing is accepted until [`OwnedPostgres::restart`].
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            signal_and_wait(&mut child, "-INT", Duration::from_secs(30));
+        }
+    }
+
+    /// Starts the server again on the same port and data.
+    pub fn restart(&mut self) {
+        assert!(self.child.is_none(), "stop the server before restarting it");
+        let child = self
+            .pg
+            .start_server()
+            .unwrap_or_else(|why| panic!("postgres did not start again: {why}"));
+        self.child = Some(child);
+    }
+}
+
+impl Drop for OwnedPostgres {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            signal_and_wait(&mut child, "-QUIT", Duration::from_secs(5));
+        }
+        let _ = std::fs::remove_dir_all(&self.pg.dir);
+    }
+}
+
+/// Sends `signal` to the server and reaps it within `within`; kills it after that.
+fn signal_and_wait(child: &mut Child, signal: &str, within: Duration) {
+    let _ = Command::new("kill")
+        .args([signal, &child.id().to_string()])
+        .status();
+    let deadline = Instant::now() + within;
+    while Instant::now() < deadline {
+        if let Ok(Some(_)) = child.try_wait() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
 }
 
 fn is_root() -> bool {
