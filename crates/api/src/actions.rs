@@ -65,8 +65,10 @@ pub const OUTPUT_TAIL_BYTES: usize = 64 * 1024;
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct GroupMatch {
     #[serde(default)]
+    #[schema(schema_with = crate::rules::schema::ranks)]
     pub ranks: Vec<String>,
     #[serde(default)]
+    #[schema(schema_with = crate::rules::schema::metadata)]
     pub metadata: BTreeMap<String, String>,
 }
 
@@ -91,12 +93,14 @@ impl GroupMatch {
 pub struct GroupInput {
     /// Letters, digits, `_`, `-`, `.`; required on `POST` (on `PUT` the path names it).
     #[serde(default)]
+    #[schema(schema_with = crate::rules::schema::word_nullable)]
     pub name: Option<String>,
     #[serde(default)]
+    #[schema(schema_with = crate::rules::schema::description_nullable)]
     pub description: Option<String>,
-    /// Machines by id or name (a name must be unique among the machines).
+    /// Machines by id or name (a name must be unique among the machines; each must exist).
     #[serde(default)]
-    #[schema(schema_with = crate::rules::schema::words)]
+    #[schema(schema_with = crate::rules::schema::refs)]
     pub members: Vec<String>,
     /// Every machine with one of these ranks and all of these metadata pairs.
     #[serde(default, rename = "match")]
@@ -141,7 +145,9 @@ pub struct GroupMachines {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Variant {
+    #[schema(schema_with = crate::rules::schema::word)]
     pub rank: String,
+    #[schema(schema_with = crate::rules::schema::command_script)]
     pub script: String,
 }
 
@@ -149,17 +155,23 @@ pub struct Variant {
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct CommandInput {
-    /// Letters, digits, `_`, `-`, `.`; required on `POST` (on `PUT` the path names it).
+    /// Letters, digits, `_`, `-`, `.`; required on `POST` (on `PUT` the path names it). Not
+    /// the name of a built-in command.
     #[serde(default)]
+    #[schema(schema_with = crate::rules::schema::word_nullable)]
     pub name: Option<String>,
     #[serde(default)]
+    #[schema(schema_with = crate::rules::schema::summary_nullable)]
     pub summary: Option<String>,
     #[serde(default)]
+    #[schema(schema_with = crate::rules::schema::description_nullable)]
     pub description: Option<String>,
     /// The default script (at most 64 KiB), run by the node's login shell.
+    #[schema(schema_with = crate::rules::schema::command_script)]
     pub script: String,
     /// Per-rank scripts: a machine runs the variant of its first rank that has one.
     #[serde(default)]
+    #[schema(schema_with = crate::rules::schema::variants)]
     pub variants: Vec<Variant>,
 }
 
@@ -184,24 +196,30 @@ pub struct CommandRow {
 #[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct RunInput {
-    /// Machines by id or name.
+    /// Machines by id or name. At least one machine or group.
     #[serde(default)]
+    #[schema(schema_with = crate::rules::schema::refs)]
     pub machines: Vec<String>,
     /// Groups by name: their machines are added.
     #[serde(default)]
+    #[schema(schema_with = crate::rules::schema::refs)]
     pub groups: Vec<String>,
     /// The SSH user (default `root`).
     #[serde(default)]
+    #[schema(schema_with = crate::rules::schema::run_user_nullable)]
     pub user: Option<String>,
     /// An unencrypted OpenSSH private key; needed by script commands, not by power commands.
     /// Never stored or logged.
     #[serde(default)]
+    #[schema(schema_with = crate::rules::schema::private_key_nullable)]
     pub private_key: Option<String>,
     /// Machines at a time (default 8, at most 64).
     #[serde(default)]
+    #[schema(schema_with = crate::rules::schema::concurrency_nullable)]
     pub concurrency: Option<u32>,
     /// Per machine, from connecting to the end (default 300, at most 3600).
     #[serde(default)]
+    #[schema(schema_with = crate::rules::schema::timeout_seconds_nullable)]
     pub timeout_seconds: Option<u32>,
     /// Each machine's SSH host key is recorded at its first run and must be the same at every
     /// later run (else the machine is refused before the key is offered). `true` accepts and

@@ -95,28 +95,37 @@ impl UnknownMacs {
 pub struct MachineInput {
     /// The key: `52:54:00:12:34:56`, `52-54-00-12-34-56` or `5254.0012.3456`, any case; stored
     /// lowercase with `:`. Required on create.
+    #[schema(schema_with = crate::rules::schema::mac_nullable)]
     #[serde(default)]
     pub mac: Option<String>,
     /// Unique per site; a host name label (letters, digits, `-`).
+    #[schema(schema_with = crate::rules::schema::machine_name_or_empty_nullable)]
     #[serde(default)]
     pub name: Option<String>,
     /// The site (its distributor's artifact id). Required on create.
+    #[schema(schema_with = crate::rules::schema::artifact_id_nullable)]
     #[serde(default)]
     pub artifact_id: Option<String>,
     /// `bios` or `uefi` (learned from DHCP option 93 when not given).
+    #[schema(schema_with = crate::rules::schema::firmware_or_empty_nullable)]
     #[serde(default)]
     pub firmware: Option<String>,
     /// The machine's management address, if known.
+    #[schema(schema_with = crate::rules::schema::ip_or_empty_nullable)]
     #[serde(default)]
     pub ip: Option<String>,
     #[serde(default)]
+    #[schema(schema_with = crate::rules::schema::words_nullable)]
     pub ranks: Option<Vec<String>>,
     #[serde(default)]
+    #[schema(schema_with = crate::rules::schema::words_nullable)]
     pub groups: Option<Vec<String>>,
     /// Free string values; keys of letters, digits, `_`, `-`, `.` (at most 64 keys).
+    #[schema(schema_with = crate::rules::schema::metadata_nullable)]
     #[serde(default)]
     pub metadata: Option<BTreeMap<String, String>>,
     /// A profile's name (`/api/profiles`); `""` clears it.
+    #[schema(schema_with = crate::rules::schema::word_or_empty_nullable)]
     #[serde(default)]
     pub profile: Option<String>,
     /// Default on create: `ready`. Changing it here is recorded in the history like
@@ -206,8 +215,10 @@ pub struct MachineEventInput {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct SitePolicyInput {
     pub unknown_macs: UnknownMacs,
-    /// The profile whose iPXE template `discovered` and `inventory` machines boot.
+    /// The profile whose iPXE template `discovered` and `inventory` machines boot (it must
+    /// exist; `""` or `null`: none).
     #[serde(default)]
+    #[schema(schema_with = crate::rules::schema::word_or_empty_nullable)]
     pub discovery_profile: Option<String>,
 }
 
@@ -227,16 +238,19 @@ pub struct SitePolicy {
 pub struct ProfileInput {
     /// Letters, digits, `_`, `-`, `.`; at most 64. On PUT it must match the path (or be left out).
     #[serde(default)]
+    #[schema(schema_with = crate::rules::schema::word_nullable)]
     pub name: Option<String>,
-    /// MiniJinja template of the iPXE script an `install` machine boots.
+    /// MiniJinja template of the iPXE script an `install` machine boots; it must compile.
     #[schema(schema_with = crate::rules::schema::text)]
     pub ipxe_template: String,
-    /// The iPXE script a `rescue` machine boots.
+    /// The iPXE script a `rescue` machine boots (MiniJinja that must compile).
     #[serde(default)]
+    #[schema(schema_with = crate::rules::schema::text_or_empty_nullable)]
     pub rescue_template: Option<String>,
     /// Installer templates by name (`kickstart`, `user-data`, `preseed`, `postboot`, ...; names
     /// of `a-z`, `0-9`, `-`, at most 64), served at `{files}/<name>`.
     #[serde(default)]
+    #[schema(schema_with = crate::rules::schema::templates)]
     pub templates: BTreeMap<String, String>,
 }
 
@@ -257,41 +271,51 @@ pub struct ProfileRow {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Inventory {
     /// `bios` or `uefi`.
+    #[schema(schema_with = crate::rules::schema::firmware)]
     pub firmware: String,
     pub cpu: InventoryCpu,
     #[serde(deserialize_with = "crate::whole_number::u64")]
     pub memory_bytes: u64,
     #[serde(default)]
+    #[schema(schema_with = crate::rules::schema::disks)]
     pub disks: Vec<InventoryDisk>,
     #[serde(default)]
+    #[schema(schema_with = crate::rules::schema::nics)]
     pub nics: Vec<InventoryNic>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct InventoryCpu {
+    #[schema(schema_with = crate::rules::schema::inventory_text)]
     pub model: String,
     #[serde(deserialize_with = "crate::whole_number::u32")]
+    #[schema(schema_with = crate::rules::schema::cpu_count)]
     pub count: u32,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct InventoryDisk {
+    #[schema(schema_with = crate::rules::schema::inventory_name)]
     pub name: String,
     #[serde(deserialize_with = "crate::whole_number::u64")]
     pub size_bytes: u64,
     #[serde(default)]
+    #[schema(schema_with = crate::rules::schema::inventory_text)]
     pub model: String,
     #[serde(default)]
+    #[schema(schema_with = crate::rules::schema::inventory_text)]
     pub serial: String,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct InventoryNic {
+    #[schema(schema_with = crate::rules::schema::mac)]
     pub mac: String,
     #[serde(default)]
+    #[schema(schema_with = crate::rules::schema::inventory_text)]
     pub driver: String,
     #[serde(default, deserialize_with = "crate::whole_number::option_u32")]
     pub speed_mbps: Option<u32>,

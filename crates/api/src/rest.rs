@@ -55,7 +55,7 @@ pub struct ScriptInput {
     /// of a `PUT`, the script keeps the sites it has (an update written for the original API
     /// never widens who may read a script).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schema(schema_with = crate::rules::schema::sites)]
+    #[schema(schema_with = crate::rules::schema::sites_nullable)]
     pub sites: Option<Vec<String>>,
 }
 
