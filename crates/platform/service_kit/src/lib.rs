@@ -259,9 +259,8 @@ impl Services {
     /// runtime still runs: a pool dropped during runtime teardown closes its connections on a
     /// runtime that is gone.
     pub async fn stop(self) {
-        for service in self.running {
-            service.stop().await;
-        }
+        // Together: a builder finishing its build must not hold up the others' goodbyes.
+        futures_util::future::join_all(self.running.into_iter().map(RunningService::stop)).await;
         if let Err(e) = self.db.close().await {
             tracing::warn!(error = %e, "closing the database pool failed");
         }

@@ -371,7 +371,14 @@ impl Builder {
                     continue;
                 }
             };
-            while let Some(msg) = batch.next().await {
+            // The pull waits up to its expiry for a job; a stop must not wait with it (a job
+            // that arrives as the builder stops stays unacked and goes to another builder).
+            loop {
+                let msg = tokio::select! {
+                    msg = batch.next() => msg,
+                    _ = stop.changed() => return,
+                };
+                let Some(msg) = msg else { break };
                 match msg {
                     Ok(msg) => {
                         if !self.handle(msg, &mut stop).await {
