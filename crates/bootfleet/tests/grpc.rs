@@ -15,6 +15,8 @@ use tonic::metadata::MetadataValue;
 use tonic::transport::Channel;
 use tonic::{Code, Request};
 
+mod nodes;
+
 const SECRET: &[u8] = b"grpc-test-secret-0123456789abcdef-012345";
 const ISOLINUX: &str = "/usr/lib/ISOLINUX/isolinux.bin";
 
@@ -761,5 +763,453 @@ async fn cli_scripts_keys_a_followed_build_a_checked_download_and_exit_codes() {
     let completions = cli.run(&["completions", "bash"]).await;
     assert_eq!(completions.status.code(), Some(0), "{}", text(&completions));
     assert!(String::from_utf8_lossy(&completions.stdout).contains("mainscripts"));
+    lab.system.stop().await;
+}
+
+/// A row of the relayed services as REST's JSON.
+fn json_of(row: &pb::JsonRow) -> serde_json::Value {
+    serde_json::from_str(&row.json).expect("a row is JSON")
+}
+
+fn write(key: &str, json: serde_json::Value) -> pb::JsonWrite {
+    pb::JsonWrite {
+        key: key.into(),
+        json: json.to_string(),
+    }
+}
+
+/// Machines, profiles, groups, commands and runs over gRPC and the CLI: what their REST routes
+/// do, with the same roles and errors; a machine's timeline followed as it grows and a command
+/// run on a real sshd node through the site's real distributor, its output streamed as it
+/// comes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grpc_and_cli_machines_profiles_groups_commands_and_a_streamed_run() {
+    use serde_json::json;
+
+    let lab = lab().await;
+    let site = "site-grpc";
+    let distributor = nodes::Distributor::start(&lab._nats.url(), site, &lab.system.bus).await;
+    let (private_key, public_key) = nodes::keypair();
+    let node_ip = nodes::node_ip(nodes::node_net(), 1);
+    let node = bootfleet_testkit::sshd::Sshd::start(
+        std::net::SocketAddr::from((node_ip, 22)),
+        &public_key,
+    );
+    let channel = lab.channel().await;
+    let admin = Some(lab.admin.as_str());
+    let mut profiles = pb::profiles_client::ProfilesClient::new(channel.clone());
+    let mut machines = pb::machines_client::MachinesClient::new(channel.clone());
+    let mut groups = pb::groups_client::GroupsClient::new(channel.clone());
+    let mut commands = pb::commands_client::CommandsClient::new(channel.clone());
+    let mut runs = pb::runs_client::RunsClient::new(channel.clone());
+
+    // Profiles by name: create (made), put again (replaced), get.
+    let profile = json!({"name": "p1", "ipxeTemplate": "#!ipxe\necho {{ machine.mac }}"});
+    let made = profiles
+        .create_profile(authed(write("", profile.clone()), admin))
+        .await
+        .expect("create profile")
+        .into_inner();
+    assert!(made.created);
+    assert_eq!(json_of(&made)["name"], "p1");
+    let replaced = profiles
+        .put_profile(authed(write("p1", profile), admin))
+        .await
+        .expect("put profile")
+        .into_inner();
+    assert!(!replaced.created);
+    let got = profiles
+        .get_profile(authed(pb::NameRef { name: "p1".into() }, admin))
+        .await
+        .expect("get profile")
+        .into_inner();
+    assert_eq!(
+        json_of(&got)["ipxeTemplate"],
+        "#!ipxe\necho {{ machine.mac }}"
+    );
+
+    // Machines: create, list with search, update, state, history; errors as on REST.
+    let machine = machines
+        .create_machine(authed(
+            write(
+                "",
+                json!({"mac": "52:54:00:00:30:01", "name": "node-a", "artifactId": site,
+                    "ip": node_ip.to_string(), "profile": "p1"}),
+            ),
+            admin,
+        ))
+        .await
+        .expect("create machine")
+        .into_inner();
+    assert!(machine.created);
+    let machine = json_of(&machine);
+    let id = machine["id"].as_str().expect("id").to_owned();
+    assert_eq!(machine["state"], "ready");
+    let page = machines
+        .list_machines(authed(
+            pb::ListOptions {
+                search: "node-a".into(),
+                ..Default::default()
+            },
+            Some(&lab.user),
+        ))
+        .await
+        .expect("list machines")
+        .into_inner();
+    assert_eq!(page.page.expect("page info").total, 1);
+    assert_eq!(json_of(&page.rows[0])["mac"], "52:54:00:00:30:01");
+    let updated = machines
+        .update_machine(authed(write(&id, json!({"ranks": ["metal"]})), admin))
+        .await
+        .expect("update machine")
+        .into_inner();
+    assert_eq!(json_of(&updated)["ranks"], json!(["metal"]));
+    expect_status(
+        machines
+            .create_machine(authed(write("", json!({"mac": "52:54:00:00:30:02"})), None))
+            .await,
+        Code::Unauthenticated,
+        None,
+    );
+    expect_status(
+        machines
+            .create_machine(authed(
+                write("", json!({"mac": "52:54:00:00:30:02", "artifactId": site})),
+                Some(&lab.user),
+            ))
+            .await,
+        Code::PermissionDenied,
+        None,
+    );
+    expect_status(
+        machines
+            .create_machine(authed(write("", json!({"mac": "x", "nope": 1})), admin))
+            .await,
+        Code::InvalidArgument,
+        Some("nope"),
+    );
+    expect_status(
+        machines
+            .get_machine(authed(
+                proto::IdRequest {
+                    id: uuid::Uuid::new_v4().to_string(),
+                },
+                admin,
+            ))
+            .await,
+        Code::NotFound,
+        None,
+    );
+    expect_status(
+        machines
+            .set_machine_state(authed(
+                pb::SetMachineStateRequest {
+                    id: id.clone(),
+                    state: "asleep".into(),
+                    reason: String::new(),
+                },
+                admin,
+            ))
+            .await,
+        Code::InvalidArgument,
+        Some("state"),
+    );
+
+    // The timeline followed: a state change arrives as a step while the stream is open.
+    let mut steps = machines
+        .watch_machine_timeline(authed(proto::IdRequest { id: id.clone() }, admin))
+        .await
+        .expect("watch timeline")
+        .into_inner();
+    let installing = machines
+        .set_machine_state(authed(
+            pb::SetMachineStateRequest {
+                id: id.clone(),
+                state: "install".into(),
+                reason: "grpc test".into(),
+            },
+            admin,
+        ))
+        .await
+        .expect("set state")
+        .into_inner();
+    assert_eq!(json_of(&installing)["state"], "install");
+    let step = loop {
+        let step = tokio::time::timeout(nodes::WAIT, steps.next())
+            .await
+            .expect("a step in time")
+            .expect("the stream goes on")
+            .expect("a step");
+        if step.kind == "state_changed"
+            && step.detail.get("to").map(String::as_str) == Some("install")
+        {
+            break step;
+        }
+    };
+    assert!(!step.boot_started_at.is_empty() && !step.at.is_empty());
+    drop(steps);
+    let history = machines
+        .get_machine_history(authed(proto::IdRequest { id: id.clone() }, admin))
+        .await
+        .expect("history")
+        .into_inner();
+    let changes = json_of(&history)["changes"].clone();
+    assert_eq!(changes.as_array().map(Vec::len), Some(2), "{changes}");
+    assert_eq!(changes[1]["reason"], "grpc test");
+    // Power without a BMC: refused naming the field, as on REST.
+    let no_bmc = machines
+        .power_machine(authed(
+            pb::PowerMachineRequest {
+                id: id.clone(),
+                action: "status".into(),
+                boot_device: String::new(),
+            },
+            admin,
+        ))
+        .await
+        .expect_err("no bmc");
+    assert_eq!(no_bmc.code(), Code::InvalidArgument, "{no_bmc:?}");
+
+    // Groups and commands by name.
+    let group = groups
+        .create_group(authed(
+            write("", json!({"name": "g1", "members": ["node-a"]})),
+            admin,
+        ))
+        .await
+        .expect("create group")
+        .into_inner();
+    assert!(group.created);
+    let members = groups
+        .get_group_machines(authed(pb::NameRef { name: "g1".into() }, admin))
+        .await
+        .expect("group machines")
+        .into_inner();
+    assert_eq!(json_of(&members)["machines"][0]["id"], id.as_str());
+    expect_status(
+        groups
+            .create_group(authed(write("", json!({"name": "g1"})), admin))
+            .await,
+        Code::Aborted,
+        Some("name"),
+    );
+    let command = commands
+        .create_command(authed(
+            write(
+                "",
+                json!({"name": "hello", "script": "echo \"hello from $BF_NODE_NAME\"; echo oops >&2"}),
+            ),
+            admin,
+        ))
+        .await
+        .expect("create command")
+        .into_inner();
+    assert!(command.created);
+
+    // A run streamed as messages: the run and its machines first, each line, the machine's
+    // end, and the run's end; then the run's record.
+    let mut events = commands
+        .run_command(authed(
+            pb::RunCommandRequest {
+                name: "hello".into(),
+                groups: vec!["g1".into()],
+                private_key: private_key.clone(),
+                accept_new_host_keys: true,
+                ..Default::default()
+            },
+            admin,
+        ))
+        .await
+        .expect("run")
+        .into_inner();
+    let mut seen = Vec::new();
+    while let Some(event) = tokio::time::timeout(nodes::WAIT, events.next())
+        .await
+        .expect("an event in time")
+    {
+        seen.push(event.expect("an event"));
+    }
+    let run_id = seen[0].run.clone().expect("the run's id first");
+    assert_eq!(seen[0].machines, vec!["node-a".to_owned()]);
+    let line = |stream: &str, text: &str| {
+        seen.iter()
+            .any(|e| e.stream.as_deref() == Some(stream) && e.line.as_deref() == Some(text))
+    };
+    assert!(line("stdout", "hello from node-a"), "{seen:?}");
+    assert!(line("stderr", "oops"), "{seen:?}");
+    assert!(seen.iter().any(|e| e.exit_code == Some(0)), "{seen:?}");
+    assert_eq!(seen.last().and_then(|e| e.done), Some(true), "{seen:?}");
+    let run = runs
+        .get_run(authed(proto::IdRequest { id: run_id.clone() }, admin))
+        .await
+        .expect("get run")
+        .into_inner();
+    let run = json_of(&run);
+    assert_eq!(run["command"], "hello");
+    assert_eq!(run["machines"][0]["exitCode"], 0);
+    // A refused run is an error before anything streams.
+    expect_status(
+        commands
+            .run_command(authed(
+                pb::RunCommandRequest {
+                    name: "hello".into(),
+                    machines: vec!["no-such-node".into()],
+                    ..Default::default()
+                },
+                admin,
+            ))
+            .await,
+        Code::InvalidArgument,
+        None,
+    );
+
+    // The same through the CLI.
+    let cli = Cli {
+        lab: &lab,
+        config: tempfile::tempdir().expect("tempdir"),
+    };
+    let listed = cli.json(&["machines", "list", "-o", "json"]).await;
+    assert_eq!(listed["total"], 1);
+    assert_eq!(listed["rows"][0]["id"], id.as_str());
+    let table = cli.run(&["machines", "get", &id]).await;
+    assert!(
+        String::from_utf8_lossy(&table.stdout).contains("52:54:00:00:30:01"),
+        "{}",
+        text(&table)
+    );
+    let yaml = cli.run(&["profiles", "list", "-o", "yaml"]).await;
+    assert!(
+        String::from_utf8_lossy(&yaml.stdout).contains("name: p1"),
+        "{}",
+        text(&yaml)
+    );
+    let second = cli
+        .json(&[
+            "machines",
+            "create",
+            "--json",
+            &json!({"mac": "52:54:00:00:30:09", "artifactId": site}).to_string(),
+            "-o",
+            "json",
+        ])
+        .await;
+    let second_id = second["id"].as_str().expect("id").to_owned();
+    let ready = cli
+        .json(&[
+            "machines", "state", &second_id, "rescue", "--reason", "cli", "-o", "json",
+        ])
+        .await;
+    assert_eq!(ready["state"], "rescue");
+    cli.json(&["machines", "delete", &second_id, "-o", "json"])
+        .await;
+    let command = cli
+        .json(&[
+            "commands",
+            "update",
+            "hi",
+            "--json",
+            r#"{"script": "echo hi"}"#,
+            "-o",
+            "json",
+        ])
+        .await;
+    assert_eq!(command["name"], "hi");
+    let groups_table = cli.run(&["groups", "machines", "g1"]).await;
+    assert!(
+        String::from_utf8_lossy(&groups_table.stdout).contains("node-a"),
+        "{}",
+        text(&groups_table)
+    );
+    let key_file = cli.config.path().join("id_ed25519");
+    std::fs::write(&key_file, &private_key).expect("write key");
+    let key_path = key_file.to_str().expect("utf-8");
+    let ran = cli
+        .run(&[
+            "commands",
+            "run",
+            "hello",
+            "--target",
+            "node-a",
+            "--private-key",
+            key_path,
+        ])
+        .await;
+    assert_eq!(ran.status.code(), Some(0), "{}", text(&ran));
+    assert!(
+        String::from_utf8_lossy(&ran.stdout).contains("node-a: hello from node-a"),
+        "{}",
+        text(&ran)
+    );
+    assert!(
+        String::from_utf8_lossy(&ran.stderr).contains("node-a: oops"),
+        "{}",
+        text(&ran)
+    );
+    // A failing command: its output still streams, and the CLI exits 1.
+    cli.json(&[
+        "commands",
+        "create",
+        "--json",
+        r#"{"name": "fails", "script": "echo before; exit 3"}"#,
+        "-o",
+        "json",
+    ])
+    .await;
+    let failed = cli
+        .run(&[
+            "commands",
+            "run",
+            "fails",
+            "--target",
+            "node-a",
+            "--private-key",
+            key_path,
+            "-o",
+            "json",
+        ])
+        .await;
+    expect_exit(&failed, 1, "failed on node-a");
+    let lines: Vec<serde_json::Value> = String::from_utf8_lossy(&failed.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("ndjson"))
+        .collect();
+    assert!(lines.iter().any(|l| l["line"] == "before"), "{lines:?}");
+    assert!(lines.iter().any(|l| l["exitCode"] == 3), "{lines:?}");
+    let listed_runs = cli.json(&["runs", "list", "-o", "json"]).await;
+    assert_eq!(listed_runs["total"], 3);
+    let one = cli.json(&["runs", "get", &run_id, "-o", "json"]).await;
+    assert_eq!(one["id"], run_id.as_str());
+    expect_exit(&cli.run(&["commands", "get", "no-such"]).await, 3, "hint:");
+    expect_exit(
+        &cli.run(&[
+            "profiles",
+            "create",
+            "--json",
+            r##"{"name": "bad name", "ipxeTemplate": "#!ipxe"}"##,
+        ])
+        .await,
+        2,
+        "name",
+    );
+
+    // Deletes answer the deleted row.
+    let deleted = groups
+        .delete_group(authed(pb::NameRef { name: "g1".into() }, admin))
+        .await
+        .expect("delete group")
+        .into_inner();
+    assert_eq!(json_of(&deleted)["name"], "g1");
+    let deleted = machines
+        .delete_machine(authed(proto::IdRequest { id: id.clone() }, admin))
+        .await
+        .expect("delete machine")
+        .into_inner();
+    assert_eq!(json_of(&deleted)["id"], id.as_str());
+    profiles
+        .delete_profile(authed(pb::NameRef { name: "p1".into() }, admin))
+        .await
+        .expect("delete profile");
+    drop(node);
+    distributor.stop().await;
     lab.system.stop().await;
 }

@@ -1,6 +1,7 @@
 //! The client subcommands, `bootfleet <resource> <verb>`, over the gateway's gRPC API.
 
 pub mod client;
+mod fleet;
 pub mod output;
 
 use std::io::{IsTerminal, Write};
@@ -244,6 +245,16 @@ pub enum ClientCommand {
     Syslinuxs(Resource<ArtifactVerb>),
     /// ISO builds (client; gRPC).
     Isos(Resource<ArtifactVerb>),
+    /// Machines by MAC: states, power, timelines (client; gRPC).
+    Machines(Resource<fleet::MachineVerb>),
+    /// Profiles of install templates (client; gRPC).
+    Profiles(Resource<fleet::NamedVerb>),
+    /// Groups of machines (client; gRPC).
+    Groups(Resource<fleet::GroupVerb>),
+    /// The command library, and runs on machines with live output (client; gRPC).
+    Commands(Resource<fleet::CommandVerb>),
+    /// What command runs did (client; gRPC).
+    Runs(Resource<fleet::RunVerb>),
 }
 
 #[derive(Args, Debug)]
@@ -305,6 +316,11 @@ pub async fn run(command: ClientCommand) -> Result<(), Failure> {
         C::Grubs(r) => artifacts("grubs", r).await,
         C::Syslinuxs(r) => artifacts("syslinuxs", r).await,
         C::Isos(r) => artifacts("isos", r).await,
+        C::Machines(r) => fleet::machines(r).await,
+        C::Profiles(r) => fleet::profiles(r).await,
+        C::Groups(r) => fleet::groups(r).await,
+        C::Commands(r) => fleet::commands(r).await,
+        C::Runs(r) => fleet::runs(r).await,
     }
 }
 

@@ -3,9 +3,12 @@
 //! same bus requests, the same roles; errors carry the code of [`ErrorCode::statuses`], the
 //! one table both sides use.
 
+mod actions;
 mod artifacts;
 mod distributors;
 mod localnodes;
+mod machines;
+mod relayed;
 mod scripts;
 mod sshkeys;
 
@@ -29,12 +32,17 @@ pub mod pb {
 pub const DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/api_descriptor.bin"));
 
 /// The services, by their full names (what reflection lists besides itself).
-pub const SERVICES: [&str; 5] = [
+pub const SERVICES: [&str; 10] = [
     "bootfleet.api.v1.Scripts",
     "bootfleet.api.v1.SshKeys",
     "bootfleet.api.v1.Distributors",
     "bootfleet.api.v1.LocalNodes",
     "bootfleet.api.v1.Artifacts",
+    "bootfleet.api.v1.Machines",
+    "bootfleet.api.v1.Profiles",
+    "bootfleet.api.v1.Groups",
+    "bootfleet.api.v1.Commands",
+    "bootfleet.api.v1.Runs",
 ];
 
 /// What every service of the API shares: the gateway's state (bus, verifier, artifact store).
@@ -196,6 +204,15 @@ fn id_request(req: proto::IdRequest) -> Result<proto::IdRequest, Status> {
     })
 }
 
+/// The id a create gives its new row: derived from the call's `idempotency-key` when it has
+/// one (so a repeat finds the row the first made), else a new one.
+fn new_id<T>(req: &Request<T>) -> String {
+    req.extensions()
+        .get::<crate::idempotency::KeyedId>()
+        .map_or_else(uuid::Uuid::new_v4, |k| k.0)
+        .to_string()
+}
+
 fn invalid(field: &str, message: impl std::fmt::Display) -> Status {
     status(ApiError::invalid(field, message))
 }
@@ -214,7 +231,12 @@ pub fn router(bus: Bus, config: GatewayConfig) -> Result<tonic::service::Routes,
             api.clone(),
         ))
         .add_service(pb::local_nodes_server::LocalNodesServer::new(api.clone()))
-        .add_service(pb::artifacts_server::ArtifactsServer::new(api)))
+        .add_service(pb::artifacts_server::ArtifactsServer::new(api.clone()))
+        .add_service(pb::machines_server::MachinesServer::new(api.clone()))
+        .add_service(pb::profiles_server::ProfilesServer::new(api.clone()))
+        .add_service(pb::groups_server::GroupsServer::new(api.clone()))
+        .add_service(pb::commands_server::CommandsServer::new(api.clone()))
+        .add_service(pb::runs_server::RunsServer::new(api)))
 }
 
 /// Serves the gRPC API on `listener` until `shutdown` resolves. Plain HTTP/2 (h2c), as REST is
