@@ -1213,3 +1213,167 @@ async fn grpc_and_cli_machines_profiles_groups_commands_and_a_streamed_run() {
     distributor.stop().await;
     lab.system.stop().await;
 }
+
+/// `message` as admin with the metadata `idempotency-key: key`.
+fn keyed<T>(message: T, token: &str, key: &str) -> Request<T> {
+    let mut req = authed(message, Some(token));
+    req.metadata_mut()
+        .insert("idempotency-key", key.parse().expect("ascii"));
+    req
+}
+
+fn replayed<T>(response: &tonic::Response<T>) -> bool {
+    response.metadata().get("idempotent-replayed").is_some()
+}
+
+/// Writes with the metadata `idempotency-key`, as REST's `Idempotency-Key`: a repeat gets the
+/// first outcome (a create the same row, made once, its id derived from the key; a delete the
+/// deleted row, not NOT_FOUND; a refusal the same refusal), and the key with another request
+/// is refused naming it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grpc_writes_with_an_idempotency_key_repeat_their_first_outcome() {
+    use serde_json::json;
+
+    let lab = lab().await;
+    let channel = lab.channel().await;
+    let admin = lab.admin.as_str();
+    let mut scripts = pb::scripts_client::ScriptsClient::new(channel.clone());
+    let mut machines = pb::machines_client::MachinesClient::new(channel.clone());
+    let create = |text: &str| pb::CreateScriptRequest {
+        kind: "mainscripts".into(),
+        text: text.into(),
+    };
+
+    // A create repeated: the first row again, made once.
+    let first = scripts
+        .create_script(keyed(create("#!ipxe\nshell"), admin, "create-1"))
+        .await
+        .expect("create");
+    assert!(!replayed(&first));
+    let again = scripts
+        .create_script(keyed(create("#!ipxe\nshell"), admin, "create-1"))
+        .await
+        .expect("create again");
+    assert!(replayed(&again));
+    assert_eq!(again.get_ref(), first.get_ref());
+    let listed = scripts
+        .list_scripts(authed(
+            pb::ListScriptsRequest {
+                kind: "mainscripts".into(),
+                list: None,
+            },
+            Some(admin),
+        ))
+        .await
+        .expect("list")
+        .into_inner();
+    assert_eq!(listed.page.expect("page").total, 1);
+    // The same key with another body: refused, naming the key; the first row is untouched.
+    expect_status(
+        scripts
+            .create_script(keyed(create("#!ipxe\nexit"), admin, "create-1"))
+            .await,
+        Code::Aborted,
+        Some("idempotency-key"),
+    );
+    // A key that is no key.
+    expect_status(
+        scripts
+            .create_script(keyed(create("#!ipxe\nshell"), admin, "two words"))
+            .await,
+        Code::InvalidArgument,
+        Some("idempotency-key"),
+    );
+
+    // A machine's id is derived from the key: a repeat after a lost answer finds its row.
+    let body = json!({"mac": "52:54:00:00:40:01", "artifactId": "site-1"}).to_string();
+    let write = || pb::JsonWrite {
+        key: String::new(),
+        json: body.clone(),
+    };
+    let made = machines
+        .create_machine(keyed(write(), admin, "machine-1"))
+        .await
+        .expect("create machine")
+        .into_inner();
+    let again = machines
+        .create_machine(keyed(write(), admin, "machine-1"))
+        .await
+        .expect("create machine again");
+    assert!(replayed(&again));
+    assert_eq!(again.get_ref(), &made);
+    let id = json_of(&made)["id"].as_str().expect("id").to_owned();
+    // The key with another machine's body is refused rather than making a second row.
+    expect_status(
+        machines
+            .create_machine(keyed(
+                pb::JsonWrite {
+                    key: String::new(),
+                    json: json!({"mac": "52:54:00:00:40:02", "artifactId": "site-1"}).to_string(),
+                },
+                admin,
+                "machine-1",
+            ))
+            .await,
+        Code::Aborted,
+        Some("idempotency-key"),
+    );
+    // A refusal is an outcome too: repeated as it was.
+    let bad = || pb::JsonWrite {
+        key: String::new(),
+        json: json!({"mac": "52:54:00:00:40:01", "artifactId": "site-1"}).to_string(),
+    };
+    expect_status(
+        machines
+            .create_machine(keyed(bad(), admin, "machine-2"))
+            .await,
+        Code::Aborted,
+        Some("mac"),
+    );
+    let status = machines
+        .create_machine(keyed(bad(), admin, "machine-2"))
+        .await
+        .expect_err("the same refusal");
+    assert_eq!(status.code(), Code::Aborted);
+    assert!(
+        status.metadata().get("idempotent-replayed").is_some(),
+        "{status:?}"
+    );
+
+    // A delete repeated answers as the first did, not NOT_FOUND; without a key it is NOT_FOUND.
+    let delete = || proto::IdRequest { id: id.clone() };
+    let deleted = machines
+        .delete_machine(keyed(delete(), admin, "delete-1"))
+        .await
+        .expect("delete")
+        .into_inner();
+    assert_eq!(json_of(&deleted)["id"], id.as_str());
+    let again = machines
+        .delete_machine(keyed(delete(), admin, "delete-1"))
+        .await
+        .expect("delete again");
+    assert!(replayed(&again));
+    assert_eq!(again.get_ref(), &deleted);
+    expect_status(
+        machines.delete_machine(authed(delete(), Some(admin))).await,
+        Code::NotFound,
+        None,
+    );
+    // Reads ignore the key.
+    let script_id = first.get_ref().id.clone();
+    for _ in 0..2 {
+        let got = scripts
+            .get_script(keyed(
+                pb::ScriptRef {
+                    kind: "mainscripts".into(),
+                    id: script_id.clone(),
+                },
+                admin,
+                "read-1",
+            ))
+            .await
+            .expect("get");
+        assert!(!replayed(&got));
+    }
+    lab.system.stop().await;
+}

@@ -6,6 +6,7 @@
 mod actions;
 mod artifacts;
 mod distributors;
+pub mod idempotency;
 mod localnodes;
 mod machines;
 mod relayed;
@@ -217,14 +218,16 @@ fn invalid(field: &str, message: impl std::fmt::Display) -> Status {
     status(ApiError::invalid(field, message))
 }
 
-/// The router of every service of the API and reflection.
+/// The router of every service of the API and reflection, behind the layer of
+/// `idempotency-key`.
 pub fn router(bus: Bus, config: GatewayConfig) -> Result<tonic::service::Routes, String> {
     let api = Api::new(bus, config);
+    let layer = axum::middleware::from_fn_with_state(api.clone(), idempotency::layer);
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(DESCRIPTOR_SET)
         .build_v1()
         .map_err(|e| format!("grpc reflection: {e}"))?;
-    Ok(tonic::service::Routes::new(reflection)
+    let routes = tonic::service::Routes::new(reflection)
         .add_service(pb::scripts_server::ScriptsServer::new(api.clone()))
         .add_service(pb::ssh_keys_server::SshKeysServer::new(api.clone()))
         .add_service(pb::distributors_server::DistributorsServer::new(
@@ -236,7 +239,8 @@ pub fn router(bus: Bus, config: GatewayConfig) -> Result<tonic::service::Routes,
         .add_service(pb::profiles_server::ProfilesServer::new(api.clone()))
         .add_service(pb::groups_server::GroupsServer::new(api.clone()))
         .add_service(pb::commands_server::CommandsServer::new(api.clone()))
-        .add_service(pb::runs_server::RunsServer::new(api)))
+        .add_service(pb::runs_server::RunsServer::new(api));
+    Ok(routes.into_axum_router().layer(layer).into())
 }
 
 /// Serves the gRPC API on `listener` until `shutdown` resolves. Plain HTTP/2 (h2c), as REST is
