@@ -21,7 +21,7 @@ use http_body_util::BodyExt;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use super::{status, Api};
+use super::{grpc_status, status, Api};
 use crate::auth::{self, Access};
 use crate::idempotency::{keyed_id, slot, valid, INVALID, REPLAYED, REUSED, RUNNING};
 
@@ -77,12 +77,6 @@ fn conflict(message: &str) -> ApiError {
         message: format!("{KEY}: {message}"),
         field: Some(KEY.to_owned()),
     }
-}
-
-/// The gRPC status code of an answer, from its headers (an answer with no message) or its
-/// trailers.
-fn grpc_status(headers: &HeaderMap) -> Option<i32> {
-    headers.get("grpc-status")?.to_str().ok()?.parse().ok()
 }
 
 /// Kept: OK, and the codes that only a client's mistake gives (REST keeps its 4xx). A code that

@@ -9,6 +9,7 @@ mod distributors;
 pub mod idempotency;
 mod localnodes;
 mod machines;
+mod metrics;
 mod relayed;
 mod scripts;
 mod sshkeys;
@@ -214,12 +215,18 @@ fn new_id<T>(req: &Request<T>) -> String {
         .to_string()
 }
 
+/// The gRPC status code of an answer, from its head (an answer with no message) or its
+/// trailers.
+fn grpc_status(headers: &axum::http::HeaderMap) -> Option<i32> {
+    headers.get("grpc-status")?.to_str().ok()?.parse().ok()
+}
+
 fn invalid(field: &str, message: impl std::fmt::Display) -> Status {
     status(ApiError::invalid(field, message))
 }
 
-/// The router of every service of the API and reflection, behind the layer of
-/// `idempotency-key`.
+/// The router of every service of the API and reflection, behind the layers of
+/// `idempotency-key` and, outermost, of the metrics.
 pub fn router(bus: Bus, config: GatewayConfig) -> Result<tonic::service::Routes, String> {
     let api = Api::new(bus, config);
     let layer = axum::middleware::from_fn_with_state(api.clone(), idempotency::layer);
@@ -240,7 +247,11 @@ pub fn router(bus: Bus, config: GatewayConfig) -> Result<tonic::service::Routes,
         .add_service(pb::groups_server::GroupsServer::new(api.clone()))
         .add_service(pb::commands_server::CommandsServer::new(api.clone()))
         .add_service(pb::runs_server::RunsServer::new(api));
-    Ok(routes.into_axum_router().layer(layer).into())
+    Ok(routes
+        .into_axum_router()
+        .layer(layer)
+        .layer(axum::middleware::from_fn(metrics::layer))
+        .into())
 }
 
 /// Serves the gRPC API on `listener` until `shutdown` resolves. Plain HTTP/2 (h2c), as REST is
