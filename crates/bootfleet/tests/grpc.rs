@@ -44,6 +44,11 @@ fn failing_ipxe_tree() -> std::path::PathBuf {
 }
 
 async fn lab() -> Lab {
+    lab_with(None).await
+}
+
+/// A lab whose gRPC API is served over TLS with `grpc_tls` (plain without).
+async fn lab_with(grpc_tls: Option<bootfleet_gateway::TlsIdentity>) -> Lab {
     let _ = tracing_subscriber::fmt().with_test_writer().try_init();
     // Read by the builders as they start; set once, before any lab starts.
     static SET: std::sync::Once = std::sync::Once::new();
@@ -55,7 +60,10 @@ async fn lab() -> Lab {
         nats: BusConfig::new(nats.url(), "grpc-test"),
         database_url: database_url(Backend::Sqlite, dir.path()),
         listen: "127.0.0.1:0".parse().expect("addr"),
-        gateway: bootfleet::gateway_config(Verifier::new(secret())),
+        gateway: bootfleet_gateway::GatewayConfig {
+            grpc_tls,
+            ..bootfleet::gateway_config(Verifier::new(secret()))
+        },
     })
     .await
     .expect("start the system");
@@ -527,6 +535,7 @@ impl Cli<'_> {
             .env("XDG_CONFIG_HOME", self.config.path())
             .env("BOOTFLEET_GRPC_URL", &self.lab.grpc)
             .env_remove("BOOTFLEET_TOKEN")
+            .env_remove("BOOTFLEET_GRPC_CA")
             .env_remove("BOOTFLEET_LOG");
         if let Some(t) = token {
             command.env("BOOTFLEET_TOKEN", t);
@@ -1375,5 +1384,77 @@ async fn grpc_writes_with_an_idempotency_key_repeat_their_first_outcome() {
             .expect("get");
         assert!(!replayed(&got));
     }
+    lab.system.stop().await;
+}
+
+/// `openssl <args>` in `dir` (`args` split at spaces).
+fn openssl(dir: &std::path::Path, args: &str) {
+    bootfleet_testkit::run_ok(
+        std::process::Command::new("openssl")
+            .current_dir(dir)
+            .args(args.split(' ')),
+        "openssl (Debian's openssl)",
+    );
+}
+
+/// With `BOOTFLEET_GRPC_TLS_CERT`/`_KEY`'s identity the API speaks TLS: the CLI reaches it over
+/// `https://` trusting the CA given with `--ca`; without that CA, or in plain text, it cannot.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grpc_over_tls_with_the_gateway_s_certificate() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = dir.path();
+    let new_key = "req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 1";
+    openssl(
+        d,
+        &format!("{new_key} -x509 -keyout ca.key -out ca.pem -subj /CN=test-ca"),
+    );
+    openssl(
+        d,
+        &format!("{new_key} -keyout server.key -out server.csr -subj /CN=localhost"),
+    );
+    std::fs::write(
+        d.join("server.ext"),
+        "basicConstraints=critical,CA:FALSE\nsubjectAltName=IP:127.0.0.1,DNS:localhost\n",
+    )
+    .expect("write ext");
+    openssl(
+        d,
+        "x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial -out server.pem -days 1 -extfile server.ext",
+    );
+    let read = |name: &str| std::fs::read(d.join(name)).expect("read pem");
+    let lab = lab_with(Some(bootfleet_gateway::TlsIdentity {
+        cert_pem: read("server.pem"),
+        key_pem: read("server.key"),
+    }))
+    .await;
+    assert!(lab.grpc.starts_with("https://"), "{}", lab.grpc);
+    let cli = Cli {
+        lab: &lab,
+        config: tempfile::tempdir().expect("tempdir"),
+    };
+    let ca = d.join("ca.pem");
+    let ca = ca.to_str().expect("utf-8");
+    let created = cli
+        .json(&[
+            "mainscripts",
+            "create",
+            "--text",
+            "#!ipxe\nshell",
+            "--ca",
+            ca,
+            "-o",
+            "json",
+        ])
+        .await;
+    let listed = cli
+        .json(&["mainscripts", "list", "--ca", ca, "-o", "json"])
+        .await;
+    assert_eq!(listed["rows"][0]["id"], created["id"]);
+    // The system's roots do not know the test CA.
+    expect_exit(&cli.run(&["mainscripts", "list"]).await, 7, "cannot reach");
+    // Plain HTTP/2 to the TLS port is no gRPC.
+    let plain = lab.grpc.replacen("https://", "http://", 1);
+    let out = cli.run(&["mainscripts", "list", "--url", &plain]).await;
+    assert_ne!(out.status.code(), Some(0), "{}", text(&out));
     lab.system.stop().await;
 }

@@ -29,6 +29,10 @@ pub struct Connection {
     /// How to print rows [default: table].
     #[arg(long, short, global = true, value_enum)]
     output: Option<Output>,
+    /// PEM file of the CA that signed an `https://` gateway's certificate [default: the
+    /// system's roots].
+    #[arg(long, env = "BOOTFLEET_GRPC_CA", global = true, value_name = "PATH")]
+    ca: Option<PathBuf>,
 }
 
 /// Paging and search, as the REST list's query.
@@ -284,8 +288,9 @@ impl Session {
             .or(file.url)
             .unwrap_or_else(|| client::DEFAULT_URL.to_owned());
         let token = c.token.or(file.token);
+        let ca = c.ca.or(file.ca);
         Ok(Session {
-            conn: client::connect(&url, token.as_deref()).await?,
+            conn: client::connect(&url, token.as_deref(), ca.as_deref()).await?,
             output,
         })
     }

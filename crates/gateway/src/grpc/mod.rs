@@ -1,5 +1,5 @@
 //! The gRPC API (`proto/bootfleet/v1/api.proto`), served beside REST on its own listener
-//! (`BOOTFLEET_GRPC_LISTEN`). Each call does what its REST route does: the same checks, the
+//! (`BOOTFLEET_GRPC_LISTEN`; TLS with `BOOTFLEET_GRPC_TLS_CERT`/`_KEY`). Each call does what its REST route does: the same checks, the
 //! same bus requests, the same roles; errors carry the code of [`ErrorCode::statuses`], the
 //! one table both sides use.
 
@@ -254,18 +254,26 @@ pub fn router(bus: Bus, config: GatewayConfig) -> Result<tonic::service::Routes,
         .into())
 }
 
-/// Serves the gRPC API on `listener` until `shutdown` resolves. Plain HTTP/2 (h2c), as REST is
-/// plain HTTP/1.1: TLS is terminated in front of the gateway.
+/// Serves the gRPC API on `listener` until `shutdown` resolves: over TLS with the
+/// configuration's `grpc_tls`, else plain HTTP/2 (h2c), as REST is plain HTTP/1.1.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     bus: Bus,
     config: GatewayConfig,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    tracing::info!(addr = ?listener.local_addr().ok(), "grpc listening");
+    tracing::info!(addr = ?listener.local_addr().ok(), tls = config.grpc_tls.is_some(), "grpc listening");
     let limits = config.limits;
+    let tls = config.grpc_tls.clone();
     let routes = router(bus, config).map_err(std::io::Error::other)?;
-    tonic::transport::Server::builder()
+    let mut server = tonic::transport::Server::builder();
+    if let Some(tls) = tls {
+        let identity = tonic::transport::Identity::from_pem(tls.cert_pem, tls.key_pem);
+        server = server
+            .tls_config(tonic::transport::ServerTlsConfig::new().identity(identity))
+            .map_err(|e| std::io::Error::other(format!("grpc tls: {e}")))?;
+    }
+    server
         // Each call's log lines carry its method, as REST's carry the route.
         .trace_fn(|req| tracing::info_span!("grpc", method = %req.uri().path()))
         .timeout(limits.request_timeout)
