@@ -1056,6 +1056,36 @@ async fn grpc_and_cli_machines_profiles_groups_commands_and_a_streamed_run() {
     let run = json_of(&run);
     assert_eq!(run["command"], "hello");
     assert_eq!(run["machines"][0]["exitCode"], 0);
+    // With an idempotency key a run runs once: a repeat is refused, pointing at the records.
+    let keyed_run = || {
+        keyed(
+            pb::RunCommandRequest {
+                name: "hello".into(),
+                machines: vec!["node-a".into()],
+                private_key: private_key.clone(),
+                ..Default::default()
+            },
+            &lab.admin,
+            "run-1",
+        )
+    };
+    let mut once = commands
+        .run_command(keyed_run())
+        .await
+        .expect("a keyed run")
+        .into_inner();
+    while let Some(event) = tokio::time::timeout(nodes::WAIT, once.next())
+        .await
+        .expect("an event in time")
+    {
+        event.expect("an event");
+    }
+    let twice = commands
+        .run_command(keyed_run())
+        .await
+        .expect_err("not run twice");
+    assert_eq!(twice.code(), Code::Aborted, "{twice:?}");
+    assert!(twice.message().contains("Runs/ListRuns"), "{twice:?}");
     // A refused run is an error before anything streams.
     expect_status(
         commands
@@ -1092,16 +1122,19 @@ async fn grpc_and_cli_machines_profiles_groups_commands_and_a_streamed_run() {
         "{}",
         text(&yaml)
     );
-    let second = cli
-        .json(&[
-            "machines",
-            "create",
-            "--json",
-            &json!({"mac": "52:54:00:00:30:09", "artifactId": site}).to_string(),
-            "-o",
-            "json",
-        ])
-        .await;
+    // Created with a key: the same command again answers the same row.
+    let create_second = [
+        "machines",
+        "create",
+        "--json",
+        &json!({"mac": "52:54:00:00:30:09", "artifactId": site}).to_string(),
+        "--idempotency-key",
+        "cli-create-1",
+        "-o",
+        "json",
+    ];
+    let second = cli.json(&create_second).await;
+    assert_eq!(cli.json(&create_second).await, second);
     let second_id = second["id"].as_str().expect("id").to_owned();
     let ready = cli
         .json(&[
@@ -1185,7 +1218,7 @@ async fn grpc_and_cli_machines_profiles_groups_commands_and_a_streamed_run() {
     assert!(lines.iter().any(|l| l["line"] == "before"), "{lines:?}");
     assert!(lines.iter().any(|l| l["exitCode"] == 3), "{lines:?}");
     let listed_runs = cli.json(&["runs", "list", "-o", "json"]).await;
-    assert_eq!(listed_runs["total"], 3);
+    assert_eq!(listed_runs["total"], 4);
     let one = cli.json(&["runs", "get", &run_id, "-o", "json"]).await;
     assert_eq!(one["id"], run_id.as_str());
     expect_exit(&cli.run(&["commands", "get", "no-such"]).await, 3, "hint:");

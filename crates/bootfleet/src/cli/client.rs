@@ -135,30 +135,51 @@ impl ConfigFile {
     }
 }
 
-/// Sends the bearer token with every call.
-#[derive(Clone, Debug)]
-pub struct Bearer(Option<MetadataValue<Ascii>>);
+/// Sends the bearer token, and the idempotency key when one is given, with every call (the
+/// gateway ignores a key on reads).
+#[derive(Clone, Debug, Default)]
+pub struct Metadata {
+    bearer: Option<MetadataValue<Ascii>>,
+    idempotency_key: Option<MetadataValue<Ascii>>,
+}
 
-impl tonic::service::Interceptor for Bearer {
+impl tonic::service::Interceptor for Metadata {
     fn call(&mut self, mut req: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
-        if let Some(value) = &self.0 {
-            req.metadata_mut().insert("authorization", value.clone());
+        for (name, value) in [
+            ("authorization", &self.bearer),
+            ("idempotency-key", &self.idempotency_key),
+        ] {
+            if let Some(value) = value {
+                req.metadata_mut().insert(name, value.clone());
+            }
         }
         Ok(req)
     }
 }
 
-/// A connection to the gateway's gRPC API, with the token every client sends.
-pub type Conn = InterceptedService<Channel, Bearer>;
+/// A connection to the gateway's gRPC API, with the metadata every client sends.
+pub type Conn = InterceptedService<Channel, Metadata>;
 
 /// Connects to `url`: plain HTTP/2 for `http://`, TLS for `https://`, trusting the CA in the
 /// PEM file `ca` or, without one, the system's roots.
-pub async fn connect(url: &str, token: Option<&str>, ca: Option<&Path>) -> Result<Conn, Failure> {
+pub async fn connect(
+    url: &str,
+    token: Option<&str>,
+    ca: Option<&Path>,
+    idempotency_key: Option<&str>,
+) -> Result<Conn, Failure> {
     let bearer = token
         .map(|t| {
             format!("Bearer {t}").parse().map_err(|_| {
                 Failure::usage("the token has characters a header cannot carry")
                     .hint("copy the token again, without line breaks")
+            })
+        })
+        .transpose()?;
+    let idempotency_key = idempotency_key
+        .map(|k| {
+            k.parse().map_err(|_| {
+                Failure::usage("--idempotency-key: must be 1 to 255 visible ASCII characters")
             })
         })
         .transpose()?;
@@ -191,5 +212,11 @@ pub async fn connect(url: &str, token: Option<&str>, ca: Option<&Path>) -> Resul
             "is the gateway's gRPC listener up (BOOTFLEET_GRPC_LISTEN)? set --url or BOOTFLEET_GRPC_URL to it",
         )
     })?;
-    Ok(InterceptedService::new(channel, Bearer(bearer)))
+    Ok(InterceptedService::new(
+        channel,
+        Metadata {
+            bearer,
+            idempotency_key,
+        },
+    ))
 }

@@ -33,6 +33,10 @@ pub struct Connection {
     /// system's roots].
     #[arg(long, env = "BOOTFLEET_GRPC_CA", global = true, value_name = "PATH")]
     ca: Option<PathBuf>,
+    /// Makes a write safe to repeat: the same write with the same key gets the first answer
+    /// (a UUID is fine; reads ignore it).
+    #[arg(long, global = true, value_name = "KEY")]
+    idempotency_key: Option<String>,
 }
 
 /// Paging and search, as the REST list's query.
@@ -290,7 +294,13 @@ impl Session {
         let token = c.token.or(file.token);
         let ca = c.ca.or(file.ca);
         Ok(Session {
-            conn: client::connect(&url, token.as_deref(), ca.as_deref()).await?,
+            conn: client::connect(
+                &url,
+                token.as_deref(),
+                ca.as_deref(),
+                c.idempotency_key.as_deref(),
+            )
+            .await?,
             output,
         })
     }
