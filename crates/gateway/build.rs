@@ -6,7 +6,9 @@
 use prost::Message;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../proto");
+    // Read when the script runs, not when it is compiled: a build script compiled for another
+    // checkout (a target directory copied from it) must still read this one's contract.
+    let root = std::path::PathBuf::from(std::env::var("CARGO_MANIFEST_DIR")?).join("../../proto");
     let api = "bootfleet/v1/api.proto";
     println!("cargo:rerun-if-changed={}", root.display());
     let descriptors = protox::compile([root.join(api)], [&root])?;

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use bootfleet_gateway::auth::{Secret, Verifier};
 use bootfleet_gateway::server::ServeLimits;
-use bootfleet_gateway::{GatewayConfig, DEFAULT_BODY_LIMIT};
+use bootfleet_gateway::{GatewayConfig, TlsIdentity, DEFAULT_BODY_LIMIT};
 use rand_core::{OsRng, RngCore};
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
@@ -154,5 +154,25 @@ pub fn gateway_config(secret: Secret) -> Result<GatewayConfig, String> {
         body_limit,
         limits,
         services: crate::service_names(),
+        grpc_tls: grpc_tls()?,
     })
+}
+
+/// `BOOTFLEET_GRPC_TLS_CERT` and `BOOTFLEET_GRPC_TLS_KEY`: PEM files of the gRPC API's
+/// certificate chain and key (both or neither).
+fn grpc_tls() -> Result<Option<TlsIdentity>, String> {
+    let read = |name: &str, path: String| {
+        std::fs::read(&path).map_err(|e| format!("{name}: cannot read {path}: {e}"))
+    };
+    match (
+        env("BOOTFLEET_GRPC_TLS_CERT"),
+        env("BOOTFLEET_GRPC_TLS_KEY"),
+    ) {
+        (None, None) => Ok(None),
+        (Some(cert), Some(key)) => Ok(Some(TlsIdentity {
+            cert_pem: read("BOOTFLEET_GRPC_TLS_CERT", cert)?,
+            key_pem: read("BOOTFLEET_GRPC_TLS_KEY", key)?,
+        })),
+        _ => Err("set both BOOTFLEET_GRPC_TLS_CERT and BOOTFLEET_GRPC_TLS_KEY, or neither".into()),
+    }
 }

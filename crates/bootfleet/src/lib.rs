@@ -51,6 +51,7 @@ pub fn gateway_config(verifier: bootfleet_gateway::auth::Verifier) -> GatewayCon
         open_node_reads: false,
         body_limit: bootfleet_gateway::DEFAULT_BODY_LIMIT,
         limits: Default::default(),
+        grpc_tls: None,
     }
 }
 
@@ -169,9 +170,14 @@ impl System {
         Ok(addr)
     }
 
-    /// The gRPC API's URL, when it is served.
+    /// The gRPC API's URL, when it is served (`https` with the configuration's `grpc_tls`).
     pub fn grpc_url(&self) -> Option<String> {
-        self.grpc.as_ref().map(|g| format!("http://{}", g.addr))
+        let scheme = if self.gateway_config.grpc_tls.is_some() {
+            "https"
+        } else {
+            "http"
+        };
+        self.grpc.as_ref().map(|g| format!("{scheme}://{}", g.addr))
     }
 
     pub fn base_url(&self) -> String {

@@ -15,6 +15,8 @@ use tonic::metadata::MetadataValue;
 use tonic::transport::Channel;
 use tonic::{Code, Request};
 
+mod nodes;
+
 const SECRET: &[u8] = b"grpc-test-secret-0123456789abcdef-012345";
 const ISOLINUX: &str = "/usr/lib/ISOLINUX/isolinux.bin";
 
@@ -42,6 +44,11 @@ fn failing_ipxe_tree() -> std::path::PathBuf {
 }
 
 async fn lab() -> Lab {
+    lab_with(None).await
+}
+
+/// A lab whose gRPC API is served over TLS with `grpc_tls` (plain without).
+async fn lab_with(grpc_tls: Option<bootfleet_gateway::TlsIdentity>) -> Lab {
     let _ = tracing_subscriber::fmt().with_test_writer().try_init();
     // Read by the builders as they start; set once, before any lab starts.
     static SET: std::sync::Once = std::sync::Once::new();
@@ -53,7 +60,10 @@ async fn lab() -> Lab {
         nats: BusConfig::new(nats.url(), "grpc-test"),
         database_url: database_url(Backend::Sqlite, dir.path()),
         listen: "127.0.0.1:0".parse().expect("addr"),
-        gateway: bootfleet::gateway_config(Verifier::new(secret())),
+        gateway: bootfleet_gateway::GatewayConfig {
+            grpc_tls,
+            ..bootfleet::gateway_config(Verifier::new(secret()))
+        },
     })
     .await
     .expect("start the system");
@@ -580,6 +590,7 @@ impl Cli<'_> {
             .env("XDG_CONFIG_HOME", self.config.path())
             .env("BOOTFLEET_GRPC_URL", &self.lab.grpc)
             .env_remove("BOOTFLEET_TOKEN")
+            .env_remove("BOOTFLEET_GRPC_CA")
             .env_remove("BOOTFLEET_LOG");
         if let Some(t) = token {
             command.env("BOOTFLEET_TOKEN", t);
@@ -816,5 +827,723 @@ async fn cli_scripts_keys_a_followed_build_a_checked_download_and_exit_codes() {
     let completions = cli.run(&["completions", "bash"]).await;
     assert_eq!(completions.status.code(), Some(0), "{}", text(&completions));
     assert!(String::from_utf8_lossy(&completions.stdout).contains("mainscripts"));
+    lab.system.stop().await;
+}
+
+/// A row of the relayed services as REST's JSON.
+fn json_of(row: &pb::JsonRow) -> serde_json::Value {
+    serde_json::from_str(&row.json).expect("a row is JSON")
+}
+
+fn write(key: &str, json: serde_json::Value) -> pb::JsonWrite {
+    pb::JsonWrite {
+        key: key.into(),
+        json: json.to_string(),
+    }
+}
+
+/// Machines, profiles, groups, commands and runs over gRPC and the CLI: what their REST routes
+/// do, with the same roles and errors; a machine's timeline followed as it grows and a command
+/// run on a real sshd node through the site's real distributor, its output streamed as it
+/// comes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grpc_and_cli_machines_profiles_groups_commands_and_a_streamed_run() {
+    use serde_json::json;
+
+    let lab = lab().await;
+    let site = "site-grpc";
+    let distributor = nodes::Distributor::start(&lab._nats.url(), site, &lab.system.bus).await;
+    let (private_key, public_key) = nodes::keypair();
+    let node_ip = nodes::node_ip(nodes::node_net(), 1);
+    let node = bootfleet_testkit::sshd::Sshd::start(
+        std::net::SocketAddr::from((node_ip, 22)),
+        &public_key,
+    );
+    let channel = lab.channel().await;
+    let admin = Some(lab.admin.as_str());
+    let mut profiles = pb::profiles_client::ProfilesClient::new(channel.clone());
+    let mut machines = pb::machines_client::MachinesClient::new(channel.clone());
+    let mut groups = pb::groups_client::GroupsClient::new(channel.clone());
+    let mut commands = pb::commands_client::CommandsClient::new(channel.clone());
+    let mut runs = pb::runs_client::RunsClient::new(channel.clone());
+
+    // Profiles by name: create (made), put again (replaced), get.
+    let profile = json!({"name": "p1", "ipxeTemplate": "#!ipxe\necho {{ machine.mac }}"});
+    let made = profiles
+        .create_profile(authed(write("", profile.clone()), admin))
+        .await
+        .expect("create profile")
+        .into_inner();
+    assert!(made.created);
+    assert_eq!(json_of(&made)["name"], "p1");
+    let replaced = profiles
+        .put_profile(authed(write("p1", profile), admin))
+        .await
+        .expect("put profile")
+        .into_inner();
+    assert!(!replaced.created);
+    let got = profiles
+        .get_profile(authed(pb::NameRef { name: "p1".into() }, admin))
+        .await
+        .expect("get profile")
+        .into_inner();
+    assert_eq!(
+        json_of(&got)["ipxeTemplate"],
+        "#!ipxe\necho {{ machine.mac }}"
+    );
+
+    // Machines: create, list with search, update, state, history; errors as on REST.
+    let machine = machines
+        .create_machine(authed(
+            write(
+                "",
+                json!({"mac": "52:54:00:00:30:01", "name": "node-a", "artifactId": site,
+                    "ip": node_ip.to_string(), "profile": "p1"}),
+            ),
+            admin,
+        ))
+        .await
+        .expect("create machine")
+        .into_inner();
+    assert!(machine.created);
+    let machine = json_of(&machine);
+    let id = machine["id"].as_str().expect("id").to_owned();
+    assert_eq!(machine["state"], "ready");
+    let page = machines
+        .list_machines(authed(
+            pb::ListOptions {
+                search: "node-a".into(),
+                ..Default::default()
+            },
+            Some(&lab.user),
+        ))
+        .await
+        .expect("list machines")
+        .into_inner();
+    assert_eq!(page.page.expect("page info").total, 1);
+    assert_eq!(json_of(&page.rows[0])["mac"], "52:54:00:00:30:01");
+    let updated = machines
+        .update_machine(authed(write(&id, json!({"ranks": ["metal"]})), admin))
+        .await
+        .expect("update machine")
+        .into_inner();
+    assert_eq!(json_of(&updated)["ranks"], json!(["metal"]));
+    expect_status(
+        machines
+            .create_machine(authed(write("", json!({"mac": "52:54:00:00:30:02"})), None))
+            .await,
+        Code::Unauthenticated,
+        None,
+    );
+    expect_status(
+        machines
+            .create_machine(authed(
+                write("", json!({"mac": "52:54:00:00:30:02", "artifactId": site})),
+                Some(&lab.user),
+            ))
+            .await,
+        Code::PermissionDenied,
+        None,
+    );
+    expect_status(
+        machines
+            .create_machine(authed(write("", json!({"mac": "x", "nope": 1})), admin))
+            .await,
+        Code::InvalidArgument,
+        Some("nope"),
+    );
+    expect_status(
+        machines
+            .get_machine(authed(
+                proto::IdRequest {
+                    id: uuid::Uuid::new_v4().to_string(),
+                },
+                admin,
+            ))
+            .await,
+        Code::NotFound,
+        None,
+    );
+    expect_status(
+        machines
+            .set_machine_state(authed(
+                pb::SetMachineStateRequest {
+                    id: id.clone(),
+                    state: "asleep".into(),
+                    reason: String::new(),
+                },
+                admin,
+            ))
+            .await,
+        Code::InvalidArgument,
+        Some("state"),
+    );
+
+    // The timeline followed: a state change arrives as a step while the stream is open.
+    let mut steps = machines
+        .watch_machine_timeline(authed(proto::IdRequest { id: id.clone() }, admin))
+        .await
+        .expect("watch timeline")
+        .into_inner();
+    let installing = machines
+        .set_machine_state(authed(
+            pb::SetMachineStateRequest {
+                id: id.clone(),
+                state: "install".into(),
+                reason: "grpc test".into(),
+            },
+            admin,
+        ))
+        .await
+        .expect("set state")
+        .into_inner();
+    assert_eq!(json_of(&installing)["state"], "install");
+    let step = loop {
+        let step = tokio::time::timeout(nodes::WAIT, steps.next())
+            .await
+            .expect("a step in time")
+            .expect("the stream goes on")
+            .expect("a step");
+        if step.kind == "state_changed"
+            && step.detail.get("to").map(String::as_str) == Some("install")
+        {
+            break step;
+        }
+    };
+    assert!(!step.boot_started_at.is_empty() && !step.at.is_empty());
+    drop(steps);
+    let history = machines
+        .get_machine_history(authed(proto::IdRequest { id: id.clone() }, admin))
+        .await
+        .expect("history")
+        .into_inner();
+    let changes = json_of(&history)["changes"].clone();
+    assert_eq!(changes.as_array().map(Vec::len), Some(2), "{changes}");
+    assert_eq!(changes[1]["reason"], "grpc test");
+    // Power without a BMC: refused naming the field, as on REST.
+    let no_bmc = machines
+        .power_machine(authed(
+            pb::PowerMachineRequest {
+                id: id.clone(),
+                action: "status".into(),
+                boot_device: String::new(),
+            },
+            admin,
+        ))
+        .await
+        .expect_err("no bmc");
+    assert_eq!(no_bmc.code(), Code::InvalidArgument, "{no_bmc:?}");
+
+    // Groups and commands by name.
+    let group = groups
+        .create_group(authed(
+            write("", json!({"name": "g1", "members": ["node-a"]})),
+            admin,
+        ))
+        .await
+        .expect("create group")
+        .into_inner();
+    assert!(group.created);
+    let members = groups
+        .get_group_machines(authed(pb::NameRef { name: "g1".into() }, admin))
+        .await
+        .expect("group machines")
+        .into_inner();
+    assert_eq!(json_of(&members)["machines"][0]["id"], id.as_str());
+    expect_status(
+        groups
+            .create_group(authed(write("", json!({"name": "g1"})), admin))
+            .await,
+        Code::Aborted,
+        Some("name"),
+    );
+    let command = commands
+        .create_command(authed(
+            write(
+                "",
+                json!({"name": "hello", "script": "echo \"hello from $BF_NODE_NAME\"; echo oops >&2"}),
+            ),
+            admin,
+        ))
+        .await
+        .expect("create command")
+        .into_inner();
+    assert!(command.created);
+
+    // A run streamed as messages: the run and its machines first, each line, the machine's
+    // end, and the run's end; then the run's record.
+    let mut events = commands
+        .run_command(authed(
+            pb::RunCommandRequest {
+                name: "hello".into(),
+                groups: vec!["g1".into()],
+                private_key: private_key.clone(),
+                accept_new_host_keys: true,
+                ..Default::default()
+            },
+            admin,
+        ))
+        .await
+        .expect("run")
+        .into_inner();
+    let mut seen = Vec::new();
+    while let Some(event) = tokio::time::timeout(nodes::WAIT, events.next())
+        .await
+        .expect("an event in time")
+    {
+        seen.push(event.expect("an event"));
+    }
+    let run_id = seen[0].run.clone().expect("the run's id first");
+    assert_eq!(seen[0].machines, vec!["node-a".to_owned()]);
+    let line = |stream: &str, text: &str| {
+        seen.iter()
+            .any(|e| e.stream.as_deref() == Some(stream) && e.line.as_deref() == Some(text))
+    };
+    assert!(line("stdout", "hello from node-a"), "{seen:?}");
+    assert!(line("stderr", "oops"), "{seen:?}");
+    assert!(seen.iter().any(|e| e.exit_code == Some(0)), "{seen:?}");
+    assert_eq!(seen.last().and_then(|e| e.done), Some(true), "{seen:?}");
+    let run = runs
+        .get_run(authed(proto::IdRequest { id: run_id.clone() }, admin))
+        .await
+        .expect("get run")
+        .into_inner();
+    let run = json_of(&run);
+    assert_eq!(run["command"], "hello");
+    assert_eq!(run["machines"][0]["exitCode"], 0);
+    // With an idempotency key a run runs once: a repeat is refused, pointing at the records.
+    let keyed_run = || {
+        keyed(
+            pb::RunCommandRequest {
+                name: "hello".into(),
+                machines: vec!["node-a".into()],
+                private_key: private_key.clone(),
+                ..Default::default()
+            },
+            &lab.admin,
+            "run-1",
+        )
+    };
+    let mut once = commands
+        .run_command(keyed_run())
+        .await
+        .expect("a keyed run")
+        .into_inner();
+    while let Some(event) = tokio::time::timeout(nodes::WAIT, once.next())
+        .await
+        .expect("an event in time")
+    {
+        event.expect("an event");
+    }
+    let twice = commands
+        .run_command(keyed_run())
+        .await
+        .expect_err("not run twice");
+    assert_eq!(twice.code(), Code::Aborted, "{twice:?}");
+    assert!(twice.message().contains("Runs/ListRuns"), "{twice:?}");
+    // A refused run is an error before anything streams.
+    expect_status(
+        commands
+            .run_command(authed(
+                pb::RunCommandRequest {
+                    name: "hello".into(),
+                    machines: vec!["no-such-node".into()],
+                    ..Default::default()
+                },
+                admin,
+            ))
+            .await,
+        Code::InvalidArgument,
+        None,
+    );
+
+    // The same through the CLI.
+    let cli = Cli {
+        lab: &lab,
+        config: tempfile::tempdir().expect("tempdir"),
+    };
+    let listed = cli.json(&["machines", "list", "-o", "json"]).await;
+    assert_eq!(listed["total"], 1);
+    assert_eq!(listed["rows"][0]["id"], id.as_str());
+    let table = cli.run(&["machines", "get", &id]).await;
+    assert!(
+        String::from_utf8_lossy(&table.stdout).contains("52:54:00:00:30:01"),
+        "{}",
+        text(&table)
+    );
+    let yaml = cli.run(&["profiles", "list", "-o", "yaml"]).await;
+    assert!(
+        String::from_utf8_lossy(&yaml.stdout).contains("name: p1"),
+        "{}",
+        text(&yaml)
+    );
+    // Created with a key: the same command again answers the same row.
+    let create_second = [
+        "machines",
+        "create",
+        "--json",
+        &json!({"mac": "52:54:00:00:30:09", "artifactId": site}).to_string(),
+        "--idempotency-key",
+        "cli-create-1",
+        "-o",
+        "json",
+    ];
+    let second = cli.json(&create_second).await;
+    assert_eq!(cli.json(&create_second).await, second);
+    let second_id = second["id"].as_str().expect("id").to_owned();
+    let ready = cli
+        .json(&[
+            "machines", "state", &second_id, "rescue", "--reason", "cli", "-o", "json",
+        ])
+        .await;
+    assert_eq!(ready["state"], "rescue");
+    cli.json(&["machines", "delete", &second_id, "-o", "json"])
+        .await;
+    let command = cli
+        .json(&[
+            "commands",
+            "update",
+            "hi",
+            "--json",
+            r#"{"script": "echo hi"}"#,
+            "-o",
+            "json",
+        ])
+        .await;
+    assert_eq!(command["name"], "hi");
+    let groups_table = cli.run(&["groups", "machines", "g1"]).await;
+    assert!(
+        String::from_utf8_lossy(&groups_table.stdout).contains("node-a"),
+        "{}",
+        text(&groups_table)
+    );
+    let key_file = cli.config.path().join("id_ed25519");
+    std::fs::write(&key_file, &private_key).expect("write key");
+    let key_path = key_file.to_str().expect("utf-8");
+    let ran = cli
+        .run(&[
+            "commands",
+            "run",
+            "hello",
+            "--target",
+            "node-a",
+            "--private-key",
+            key_path,
+        ])
+        .await;
+    assert_eq!(ran.status.code(), Some(0), "{}", text(&ran));
+    assert!(
+        String::from_utf8_lossy(&ran.stdout).contains("node-a: hello from node-a"),
+        "{}",
+        text(&ran)
+    );
+    assert!(
+        String::from_utf8_lossy(&ran.stderr).contains("node-a: oops"),
+        "{}",
+        text(&ran)
+    );
+    // A failing command: its output still streams, and the CLI exits 1.
+    cli.json(&[
+        "commands",
+        "create",
+        "--json",
+        r#"{"name": "fails", "script": "echo before; exit 3"}"#,
+        "-o",
+        "json",
+    ])
+    .await;
+    let failed = cli
+        .run(&[
+            "commands",
+            "run",
+            "fails",
+            "--target",
+            "node-a",
+            "--private-key",
+            key_path,
+            "-o",
+            "json",
+        ])
+        .await;
+    expect_exit(&failed, 1, "failed on node-a");
+    let lines: Vec<serde_json::Value> = String::from_utf8_lossy(&failed.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("ndjson"))
+        .collect();
+    assert!(lines.iter().any(|l| l["line"] == "before"), "{lines:?}");
+    assert!(lines.iter().any(|l| l["exitCode"] == 3), "{lines:?}");
+    let listed_runs = cli.json(&["runs", "list", "-o", "json"]).await;
+    assert_eq!(listed_runs["total"], 4);
+    let one = cli.json(&["runs", "get", &run_id, "-o", "json"]).await;
+    assert_eq!(one["id"], run_id.as_str());
+    expect_exit(&cli.run(&["commands", "get", "no-such"]).await, 3, "hint:");
+    expect_exit(
+        &cli.run(&[
+            "profiles",
+            "create",
+            "--json",
+            r##"{"name": "bad name", "ipxeTemplate": "#!ipxe"}"##,
+        ])
+        .await,
+        2,
+        "name",
+    );
+
+    // Deletes answer the deleted row.
+    let deleted = groups
+        .delete_group(authed(pb::NameRef { name: "g1".into() }, admin))
+        .await
+        .expect("delete group")
+        .into_inner();
+    assert_eq!(json_of(&deleted)["name"], "g1");
+    let deleted = machines
+        .delete_machine(authed(proto::IdRequest { id: id.clone() }, admin))
+        .await
+        .expect("delete machine")
+        .into_inner();
+    assert_eq!(json_of(&deleted)["id"], id.as_str());
+    profiles
+        .delete_profile(authed(pb::NameRef { name: "p1".into() }, admin))
+        .await
+        .expect("delete profile");
+    drop(node);
+    distributor.stop().await;
+    lab.system.stop().await;
+}
+
+/// `message` as admin with the metadata `idempotency-key: key`.
+fn keyed<T>(message: T, token: &str, key: &str) -> Request<T> {
+    let mut req = authed(message, Some(token));
+    req.metadata_mut()
+        .insert("idempotency-key", key.parse().expect("ascii"));
+    req
+}
+
+fn replayed<T>(response: &tonic::Response<T>) -> bool {
+    response.metadata().get("idempotent-replayed").is_some()
+}
+
+/// Writes with the metadata `idempotency-key`, as REST's `Idempotency-Key`: a repeat gets the
+/// first outcome (a create the same row, made once, its id derived from the key; a delete the
+/// deleted row, not NOT_FOUND; a refusal the same refusal), and the key with another request
+/// is refused naming it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grpc_writes_with_an_idempotency_key_repeat_their_first_outcome() {
+    use serde_json::json;
+
+    let lab = lab().await;
+    let channel = lab.channel().await;
+    let admin = lab.admin.as_str();
+    let mut scripts = pb::scripts_client::ScriptsClient::new(channel.clone());
+    let mut machines = pb::machines_client::MachinesClient::new(channel.clone());
+    let create = |text: &str| pb::CreateScriptRequest {
+        kind: "mainscripts".into(),
+        text: text.into(),
+        ..Default::default()
+    };
+
+    // A create repeated: the first row again, made once.
+    let first = scripts
+        .create_script(keyed(create("#!ipxe\nshell"), admin, "create-1"))
+        .await
+        .expect("create");
+    assert!(!replayed(&first));
+    let again = scripts
+        .create_script(keyed(create("#!ipxe\nshell"), admin, "create-1"))
+        .await
+        .expect("create again");
+    assert!(replayed(&again));
+    assert_eq!(again.get_ref(), first.get_ref());
+    let listed = scripts
+        .list_scripts(authed(
+            pb::ListScriptsRequest {
+                kind: "mainscripts".into(),
+                list: None,
+            },
+            Some(admin),
+        ))
+        .await
+        .expect("list")
+        .into_inner();
+    assert_eq!(listed.page.expect("page").total, 1);
+    // The same key with another body: refused, naming the key; the first row is untouched.
+    expect_status(
+        scripts
+            .create_script(keyed(create("#!ipxe\nexit"), admin, "create-1"))
+            .await,
+        Code::Aborted,
+        Some("idempotency-key"),
+    );
+    // A key that is no key.
+    expect_status(
+        scripts
+            .create_script(keyed(create("#!ipxe\nshell"), admin, "two words"))
+            .await,
+        Code::InvalidArgument,
+        Some("idempotency-key"),
+    );
+
+    // A machine's id is derived from the key: a repeat after a lost answer finds its row.
+    let body = json!({"mac": "52:54:00:00:40:01", "artifactId": "site-1"}).to_string();
+    let write = || pb::JsonWrite {
+        key: String::new(),
+        json: body.clone(),
+    };
+    let made = machines
+        .create_machine(keyed(write(), admin, "machine-1"))
+        .await
+        .expect("create machine")
+        .into_inner();
+    let again = machines
+        .create_machine(keyed(write(), admin, "machine-1"))
+        .await
+        .expect("create machine again");
+    assert!(replayed(&again));
+    assert_eq!(again.get_ref(), &made);
+    let id = json_of(&made)["id"].as_str().expect("id").to_owned();
+    // The key with another machine's body is refused rather than making a second row.
+    expect_status(
+        machines
+            .create_machine(keyed(
+                pb::JsonWrite {
+                    key: String::new(),
+                    json: json!({"mac": "52:54:00:00:40:02", "artifactId": "site-1"}).to_string(),
+                },
+                admin,
+                "machine-1",
+            ))
+            .await,
+        Code::Aborted,
+        Some("idempotency-key"),
+    );
+    // A refusal is an outcome too: repeated as it was.
+    let bad = || pb::JsonWrite {
+        key: String::new(),
+        json: json!({"mac": "52:54:00:00:40:01", "artifactId": "site-1"}).to_string(),
+    };
+    expect_status(
+        machines
+            .create_machine(keyed(bad(), admin, "machine-2"))
+            .await,
+        Code::Aborted,
+        Some("mac"),
+    );
+    let status = machines
+        .create_machine(keyed(bad(), admin, "machine-2"))
+        .await
+        .expect_err("the same refusal");
+    assert_eq!(status.code(), Code::Aborted);
+    assert!(
+        status.metadata().get("idempotent-replayed").is_some(),
+        "{status:?}"
+    );
+
+    // A delete repeated answers as the first did, not NOT_FOUND; without a key it is NOT_FOUND.
+    let delete = || proto::IdRequest { id: id.clone() };
+    let deleted = machines
+        .delete_machine(keyed(delete(), admin, "delete-1"))
+        .await
+        .expect("delete")
+        .into_inner();
+    assert_eq!(json_of(&deleted)["id"], id.as_str());
+    let again = machines
+        .delete_machine(keyed(delete(), admin, "delete-1"))
+        .await
+        .expect("delete again");
+    assert!(replayed(&again));
+    assert_eq!(again.get_ref(), &deleted);
+    expect_status(
+        machines.delete_machine(authed(delete(), Some(admin))).await,
+        Code::NotFound,
+        None,
+    );
+    // Reads ignore the key.
+    let script_id = first.get_ref().id.clone();
+    for _ in 0..2 {
+        let got = scripts
+            .get_script(keyed(
+                pb::ScriptRef {
+                    kind: "mainscripts".into(),
+                    id: script_id.clone(),
+                },
+                admin,
+                "read-1",
+            ))
+            .await
+            .expect("get");
+        assert!(!replayed(&got));
+    }
+    lab.system.stop().await;
+}
+
+/// `openssl <args>` in `dir` (`args` split at spaces).
+fn openssl(dir: &std::path::Path, args: &str) {
+    bootfleet_testkit::run_ok(
+        std::process::Command::new("openssl")
+            .current_dir(dir)
+            .args(args.split(' ')),
+        "openssl (Debian's openssl)",
+    );
+}
+
+/// With `BOOTFLEET_GRPC_TLS_CERT`/`_KEY`'s identity the API speaks TLS: the CLI reaches it over
+/// `https://` trusting the CA given with `--ca`; without that CA, or in plain text, it cannot.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grpc_over_tls_with_the_gateway_s_certificate() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = dir.path();
+    let new_key = "req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 1";
+    openssl(
+        d,
+        &format!("{new_key} -x509 -keyout ca.key -out ca.pem -subj /CN=test-ca"),
+    );
+    openssl(
+        d,
+        &format!("{new_key} -keyout server.key -out server.csr -subj /CN=localhost"),
+    );
+    std::fs::write(
+        d.join("server.ext"),
+        "basicConstraints=critical,CA:FALSE\nsubjectAltName=IP:127.0.0.1,DNS:localhost\n",
+    )
+    .expect("write ext");
+    openssl(
+        d,
+        "x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial -out server.pem -days 1 -extfile server.ext",
+    );
+    let read = |name: &str| std::fs::read(d.join(name)).expect("read pem");
+    let lab = lab_with(Some(bootfleet_gateway::TlsIdentity {
+        cert_pem: read("server.pem"),
+        key_pem: read("server.key"),
+    }))
+    .await;
+    assert!(lab.grpc.starts_with("https://"), "{}", lab.grpc);
+    let cli = Cli {
+        lab: &lab,
+        config: tempfile::tempdir().expect("tempdir"),
+    };
+    let ca = d.join("ca.pem");
+    let ca = ca.to_str().expect("utf-8");
+    let created = cli
+        .json(&[
+            "mainscripts",
+            "create",
+            "--text",
+            "#!ipxe\nshell",
+            "--ca",
+            ca,
+            "-o",
+            "json",
+        ])
+        .await;
+    let listed = cli
+        .json(&["mainscripts", "list", "--ca", ca, "-o", "json"])
+        .await;
+    assert_eq!(listed["rows"][0]["id"], created["id"]);
+    // The system's roots do not know the test CA.
+    expect_exit(&cli.run(&["mainscripts", "list"]).await, 7, "cannot reach");
+    // Plain HTTP/2 to the TLS port is no gRPC.
+    let plain = lab.grpc.replacen("https://", "http://", 1);
+    let out = cli.run(&["mainscripts", "list", "--url", &plain]).await;
+    assert_ne!(out.status.code(), Some(0), "{}", text(&out));
     lab.system.stop().await;
 }

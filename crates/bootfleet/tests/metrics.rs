@@ -185,6 +185,178 @@ async fn gateway_metrics_count_requests_by_route_bus_requests_and_builds() {
     system.stop().await;
 }
 
+/// `message` with the bearer `token` in its metadata.
+fn authed<T>(message: T, token: &str) -> tonic::Request<T> {
+    let mut req = tonic::Request::new(message);
+    let value = format!("Bearer {token}").parse().expect("ascii");
+    req.metadata_mut().insert("authorization", value);
+    req
+}
+
+/// gRPC calls on the gateway's page: by service, method and status code, a stream counted when
+/// it ends (here: the client hangs up, `CANCELLED`), a client's made-up service not a label.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grpc_calls_are_counted_by_service_method_and_code() {
+    use bootfleet_gateway::grpc::pb;
+    use futures_util::StreamExt;
+
+    let nats = NatsServer::start();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut system = support::start_system(&nats, dir.path()).await;
+    system
+        .serve_grpc("127.0.0.1:0".parse().expect("addr"))
+        .await
+        .expect("serve grpc");
+    let admin = support::token(Role::Admin);
+    let user = support::token(Role::User);
+    let channel = tonic::transport::Channel::from_shared(system.grpc_url().expect("grpc url"))
+        .expect("url")
+        .connect()
+        .await
+        .expect("connect");
+    let mut scripts = pb::scripts_client::ScriptsClient::new(channel.clone());
+    let mut machines = pb::machines_client::MachinesClient::new(channel.clone());
+    let create = || pb::CreateScriptRequest {
+        kind: "mainscripts".into(),
+        text: "#!ipxe\nshell".into(),
+        ..Default::default()
+    };
+    for _ in 0..2 {
+        scripts
+            .create_script(authed(create(), &admin))
+            .await
+            .expect("create");
+    }
+    let missing = pb::ScriptRef {
+        kind: "mainscripts".into(),
+        id: uuid::Uuid::new_v4().to_string(),
+    };
+    let not_found = scripts
+        .get_script(authed(missing, &admin))
+        .await
+        .expect_err("missing");
+    assert_eq!(not_found.code(), tonic::Code::NotFound);
+    let refused = scripts
+        .create_script(tonic::Request::new(create()))
+        .await
+        .expect_err("no token");
+    assert_eq!(refused.code(), tonic::Code::Unauthenticated);
+    let machine = machines
+        .create_machine(authed(
+            pb::JsonWrite {
+                key: String::new(),
+                json: json!({"mac": "52:54:00:00:50:01", "artifactId": "site-1"}).to_string(),
+            },
+            &admin,
+        ))
+        .await
+        .expect("create machine")
+        .into_inner();
+    let id: Value = serde_json::from_str(&machine.json).expect("json");
+    let mut steps = machines
+        .watch_machine_timeline(authed(
+            proto::IdRequest {
+                id: id["id"].as_str().expect("id").to_owned(),
+            },
+            &admin,
+        ))
+        .await
+        .expect("watch")
+        .into_inner();
+    // The machine has no boot yet: nothing comes; the client hangs up.
+    assert!(
+        tokio::time::timeout(Duration::from_millis(300), steps.next())
+            .await
+            .is_err()
+    );
+    drop(steps);
+    // Not a service of the API: counted, but not under the name the client made up.
+    let mut grpc = tonic::client::Grpc::new(channel.clone());
+    grpc.ready().await.expect("ready");
+    let made_up: Result<tonic::Response<proto::IdRequest>, _> = grpc
+        .unary(
+            tonic::Request::new(proto::IdRequest::default()),
+            "/made.up.Service/Steal".parse().expect("path"),
+            tonic_prost::ProstCodec::default(),
+        )
+        .await;
+    assert_eq!(
+        made_up.expect_err("no such service").code(),
+        tonic::Code::Unimplemented
+    );
+
+    let http = reqwest::Client::new();
+    let metrics = format!("{}/metrics", system.base_url());
+    let calls = "bootfleet_grpc_requests";
+    let count = |page: &Scrape, service: &str, method: &str, code: &str| {
+        page.total(
+            calls,
+            &[("service", service), ("method", method), ("code", code)],
+        )
+    };
+    let scripts_service = "bootfleet.api.v1.Scripts";
+    // The hung-up stream ends on the server a moment after the client drops it.
+    let mut page = scrape(&http, &metrics, Some(&user)).await;
+    for _ in 0..50 {
+        if count(
+            &page,
+            "bootfleet.api.v1.Machines",
+            "WatchMachineTimeline",
+            "CANCELLED",
+        )
+        .is_some()
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        page = scrape(&http, &metrics, Some(&user)).await;
+    }
+    assert_eq!(
+        count(&page, scripts_service, "CreateScript", "OK"),
+        Some(2.0)
+    );
+    assert_eq!(
+        count(&page, scripts_service, "GetScript", "NOT_FOUND"),
+        Some(1.0)
+    );
+    assert_eq!(
+        count(&page, scripts_service, "CreateScript", "UNAUTHENTICATED"),
+        Some(1.0)
+    );
+    assert_eq!(
+        count(&page, "bootfleet.api.v1.Machines", "CreateMachine", "OK"),
+        Some(1.0)
+    );
+    assert_eq!(
+        count(
+            &page,
+            "bootfleet.api.v1.Machines",
+            "WatchMachineTimeline",
+            "CANCELLED"
+        ),
+        Some(1.0)
+    );
+    assert_eq!(
+        count(&page, "unknown", "unknown", "UNIMPLEMENTED"),
+        Some(1.0)
+    );
+    assert!(
+        page.label_values(calls, "service")
+            .iter()
+            .all(|s| !s.contains("made.up")),
+        "{:?}",
+        page.label_values(calls, "service")
+    );
+    assert_eq!(
+        page.total(
+            "bootfleet_grpc_request_duration_seconds",
+            &[("service", scripts_service), ("method", "CreateScript")]
+        ),
+        Some(3.0)
+    );
+    system.stop().await;
+}
+
 /// `bootfleet service kickstarts` with `BOOTFLEET_METRICS_LISTEN`: its own page, without a
 /// token, counts what it answered and that it got NATS back after a restart. (Kickstarts: the
 /// other test of this process asks the mainscripts subjects, and the registry is shared.)

@@ -181,6 +181,7 @@ impl Lab {
 
 mod actions;
 mod machines;
+mod nodes;
 
 bootfleet_testkit::on_both_backends!(
     text_registries_crud_list_search_and_page,

@@ -71,8 +71,32 @@ fn refused(message: &str) -> Response {
 }
 
 /// 1 to 255 visible ASCII characters (what clients generate: UUIDs, random strings).
-fn valid(key: &str) -> bool {
+pub(crate) fn valid(key: &str) -> bool {
     (1..=255).contains(&key.len()) && key.bytes().all(|b| b.is_ascii_graphic())
+}
+
+/// What an invalid key is told.
+pub(crate) const INVALID: &str = "must be 1 to 255 visible ASCII characters";
+/// What a repeat is told while the first request with its key runs.
+pub(crate) const RUNNING: &str =
+    "a request with this key is still running; repeat it after that one has answered";
+/// What another request with a used key is told.
+pub(crate) const REUSED: &str =
+    "was first used with another request (method, path or body); use a new key for a new request";
+
+/// The store's slot of `key` for `caller` on `method` and `path`.
+pub(crate) fn slot(caller: &str, method: &str, path: &str, key: &str) -> String {
+    hex(&Sha256::digest(
+        format!("{caller}\n{method}\n{path}\n{key}").as_bytes(),
+    ))
+}
+
+/// The id a create with the key of `slot` gives its row.
+pub(crate) fn keyed_id(slot: &str) -> KeyedId {
+    let id = Sha256::digest(format!("id\n{slot}").as_bytes());
+    let mut random = [0u8; 16];
+    random.copy_from_slice(&id[..16]);
+    KeyedId(uuid::Builder::from_random_bytes(random).into_uuid())
 }
 
 /// Who asks: an operator token's subject, a machine token, or nobody (open node reads).
@@ -93,22 +117,14 @@ pub async fn layer(State(state): State<AppState>, req: Request, next: Next) -> R
     };
     let key = match value.to_str() {
         Ok(k) if valid(k) => k.to_owned(),
-        _ => {
-            return HttpError(ApiError::invalid(
-                FIELD,
-                "must be 1 to 255 visible ASCII characters",
-            ))
-            .into_response()
-        }
+        _ => return HttpError(ApiError::invalid(FIELD, INVALID)).into_response(),
     };
     let method = req.method().clone();
     let target = req
         .uri()
         .path_and_query()
         .map_or_else(|| req.uri().path().to_owned(), |p| p.as_str().to_owned());
-    let slot = hex(&Sha256::digest(
-        format!("{}\n{method}\n{}\n{key}", caller(&req), req.uri().path()).as_bytes(),
-    ));
+    let slot = slot(&caller(&req), method.as_str(), req.uri().path(), &key);
     let (parts, body) = req.into_parts();
     let mut sized = Request::new(body);
     if let Some(len) = parts.headers.get(header::CONTENT_LENGTH) {
@@ -131,14 +147,10 @@ pub async fn layer(State(state): State<AppState>, req: Request, next: Next) -> R
     };
     match store.claim(&slot).await {
         Err(e) => HttpError(e).into_response(),
-        Ok(Claim::Running) => refused(
-            "a request with this key is still running; repeat it after that one has answered",
-        ),
+        Ok(Claim::Running) => refused(RUNNING),
         Ok(Claim::Answered(kept)) => match serde_json::from_slice::<Kept>(&kept) {
             Ok(kept) if kept.fingerprint == fingerprint => replay(kept),
-            Ok(_) => refused(
-                "was first used with another request (method, path or body); use a new key for a new request",
-            ),
+            Ok(_) => refused(REUSED),
             Err(e) => HttpError(ApiError::internal(format!(
                 "a kept answer cannot be read: {e}"
             )))
@@ -146,12 +158,7 @@ pub async fn layer(State(state): State<AppState>, req: Request, next: Next) -> R
         },
         Ok(Claim::Taken) => {
             let mut req = Request::from_parts(parts, Body::from(bytes));
-            let id = Sha256::digest(format!("id\n{slot}").as_bytes());
-            let mut random = [0u8; 16];
-            random.copy_from_slice(&id[..16]);
-            req.extensions_mut().insert(KeyedId(
-                uuid::Builder::from_random_bytes(random).into_uuid(),
-            ));
+            req.extensions_mut().insert(keyed_id(&slot));
             let response = next.run(req).await;
             keep(store, &slot, fingerprint, response).await
         }

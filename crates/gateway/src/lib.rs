@@ -41,6 +41,24 @@ pub struct GatewayConfig {
     pub limits: server::ServeLimits,
     /// The services `/readyz` asks, by their bus names (`bootfleet::service_names()`).
     pub services: Vec<&'static str>,
+    /// The gRPC API's certificate and key; `None` serves it in plain text (h2c).
+    pub grpc_tls: Option<TlsIdentity>,
+}
+
+/// A server's certificate chain and private key, PEM. Its `Debug` leaves the key out.
+#[derive(Clone)]
+pub struct TlsIdentity {
+    pub cert_pem: Vec<u8>,
+    pub key_pem: Vec<u8>,
+}
+
+impl std::fmt::Debug for TlsIdentity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TlsIdentity")
+            .field("cert_pem", &format_args!("{} bytes", self.cert_pem.len()))
+            .field("key_pem", &"<redacted>")
+            .finish()
+    }
 }
 
 #[derive(Clone, Debug)]

@@ -1,5 +1,6 @@
 //! The gateway's series: every HTTP request by its route template (never the raw path, which
-//! carries ids), method and status, with its latency.
+//! carries ids), method and status, with its latency; every gRPC call by its service, method and
+//! status code, with its duration.
 
 use std::sync::LazyLock;
 use std::time::Duration;
@@ -9,23 +10,51 @@ use bootfleet_telemetry::{counter, histogram, Buckets, LabeledCounter, LabeledHi
 /// The route label of a request no route matched (a 404 from the fallback).
 pub const UNMATCHED: &str = "unmatched";
 
-struct HttpMetrics {
-    requests: LabeledCounter<3>,
+/// A count of answered requests and a histogram of their durations, by the same labels.
+struct Requests {
+    count: LabeledCounter<3>,
     latency: LabeledHistogram<3>,
 }
 
-static METRICS: LazyLock<HttpMetrics> = LazyLock::new(|| HttpMetrics {
-    requests: counter(
-        "http_requests",
+impl Requests {
+    fn new(name: &str, counted: &str, timed: &str, labels: [&'static str; 3]) -> Requests {
+        Requests {
+            count: counter(&format!("{name}_requests"), counted, labels),
+            latency: histogram(
+                &format!("{name}_request_duration_seconds"),
+                timed,
+                labels,
+                Buckets::Request,
+            ),
+        }
+    }
+
+    fn record(&self, labels: [&str; 3], elapsed: Duration) {
+        self.count.inc(labels);
+        self.latency.observe(labels, elapsed);
+    }
+}
+
+struct Metrics {
+    http: Requests,
+    grpc: Requests,
+}
+
+static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
+    Metrics {
+    http: Requests::new(
+        "http",
         "HTTP requests the gateway answered, by route template, method and status",
-        ["route", "method", "status"],
-    ),
-    latency: histogram(
-        "http_request_duration_seconds",
         "Time to the response head, by route template, method and status",
         ["route", "method", "status"],
-        Buckets::Request,
     ),
+    grpc: Requests::new(
+        "grpc",
+        "gRPC calls the gateway answered, by service, method and status code",
+        "Time from a gRPC call to its status (a stream's: to its end), by service, method and status code",
+        ["service", "method", "code"],
+    ),
+}
 });
 
 /// Puts the gateway's series on the page before its first request.
@@ -36,7 +65,12 @@ pub fn register() {
 /// Counts one answered request.
 pub fn record(route: &str, method: &str, status: u16, elapsed: Duration) {
     let status = status.to_string();
-    let labels = [route, method, status.as_str()];
-    METRICS.requests.inc(labels);
-    METRICS.latency.observe(labels, elapsed);
+    METRICS
+        .http
+        .record([route, method, status.as_str()], elapsed);
+}
+
+/// Counts one ended gRPC call.
+pub fn record_grpc(service: &str, method: &str, code: &str, elapsed: Duration) {
+    METRICS.grpc.record([service, method, code], elapsed);
 }

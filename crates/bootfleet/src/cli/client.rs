@@ -1,12 +1,12 @@
 //! The CLI's side of the wire: where the gateway's gRPC API is, the token it sends, the config
 //! file they may come from, and what each failure means as an exit code and a hint.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use tonic::metadata::{Ascii, MetadataValue};
 use tonic::service::interceptor::InterceptedService;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
 use tonic::Code;
 
 /// Where the gRPC API listens when nothing else says (`bootfleet up`'s default).
@@ -103,6 +103,8 @@ pub struct ConfigFile {
     pub url: Option<String>,
     pub token: Option<String>,
     pub output: Option<String>,
+    /// PEM file of the CA that signed an `https://` gateway's certificate.
+    pub ca: Option<PathBuf>,
 }
 
 pub fn config_path() -> Option<PathBuf> {
@@ -122,7 +124,7 @@ impl ConfigFile {
         match std::fs::read_to_string(&path) {
             Ok(text) => toml::from_str(&text).map_err(|e| {
                 Failure::usage(format!("{}: {e}", path.display()))
-                    .hint("its keys are url, token and output (table, json or yaml)")
+                    .hint("its keys are url, token, output (table, json or yaml) and ca")
             }),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(ConfigFile::default()),
             Err(e) => Err(Failure::usage(format!(
@@ -133,23 +135,39 @@ impl ConfigFile {
     }
 }
 
-/// Sends the bearer token with every call.
-#[derive(Clone, Debug)]
-pub struct Bearer(Option<MetadataValue<Ascii>>);
+/// Sends the bearer token, and the idempotency key when one is given, with every call (the
+/// gateway ignores a key on reads).
+#[derive(Clone, Debug, Default)]
+pub struct Metadata {
+    bearer: Option<MetadataValue<Ascii>>,
+    idempotency_key: Option<MetadataValue<Ascii>>,
+}
 
-impl tonic::service::Interceptor for Bearer {
+impl tonic::service::Interceptor for Metadata {
     fn call(&mut self, mut req: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
-        if let Some(value) = &self.0 {
-            req.metadata_mut().insert("authorization", value.clone());
+        for (name, value) in [
+            ("authorization", &self.bearer),
+            ("idempotency-key", &self.idempotency_key),
+        ] {
+            if let Some(value) = value {
+                req.metadata_mut().insert(name, value.clone());
+            }
         }
         Ok(req)
     }
 }
 
-/// A connection to the gateway's gRPC API, with the token every client sends.
-pub type Conn = InterceptedService<Channel, Bearer>;
+/// A connection to the gateway's gRPC API, with the metadata every client sends.
+pub type Conn = InterceptedService<Channel, Metadata>;
 
-pub async fn connect(url: &str, token: Option<&str>) -> Result<Conn, Failure> {
+/// Connects to `url`: plain HTTP/2 for `http://`, TLS for `https://`, trusting the CA in the
+/// PEM file `ca` or, without one, the system's roots.
+pub async fn connect(
+    url: &str,
+    token: Option<&str>,
+    ca: Option<&Path>,
+    idempotency_key: Option<&str>,
+) -> Result<Conn, Failure> {
     let bearer = token
         .map(|t| {
             format!("Bearer {t}").parse().map_err(|_| {
@@ -158,12 +176,34 @@ pub async fn connect(url: &str, token: Option<&str>) -> Result<Conn, Failure> {
             })
         })
         .transpose()?;
-    let endpoint = Endpoint::from_shared(url.to_owned())
+    let idempotency_key = idempotency_key
+        .map(|k| {
+            k.parse().map_err(|_| {
+                Failure::usage("--idempotency-key: must be 1 to 255 visible ASCII characters")
+            })
+        })
+        .transpose()?;
+    let mut endpoint = Endpoint::from_shared(url.to_owned())
         .map_err(|e| {
             Failure::usage(format!("--url {url:?}: {e}"))
                 .hint("give the gateway's gRPC URL, e.g. http://127.0.0.1:8081")
         })?
         .connect_timeout(std::time::Duration::from_secs(5));
+    if url.starts_with("https://") {
+        let tls = match ca {
+            Some(path) => {
+                let pem = std::fs::read(path).map_err(|e| {
+                    Failure::usage(format!("--ca {}: {e}", path.display()))
+                        .hint("give the PEM file of the CA that signed the gateway's certificate")
+                })?;
+                ClientTlsConfig::new().ca_certificate(Certificate::from_pem(pem))
+            }
+            None => ClientTlsConfig::new().with_native_roots(),
+        };
+        endpoint = endpoint
+            .tls_config(tls)
+            .map_err(|e| Failure::usage(format!("tls for {url}: {e}")))?;
+    }
     let channel = endpoint.connect().await.map_err(|e| {
         let cause = std::error::Error::source(&e)
             .map(|s| s.to_string())
@@ -172,5 +212,11 @@ pub async fn connect(url: &str, token: Option<&str>) -> Result<Conn, Failure> {
             "is the gateway's gRPC listener up (BOOTFLEET_GRPC_LISTEN)? set --url or BOOTFLEET_GRPC_URL to it",
         )
     })?;
-    Ok(InterceptedService::new(channel, Bearer(bearer)))
+    Ok(InterceptedService::new(
+        channel,
+        Metadata {
+            bearer,
+            idempotency_key,
+        },
+    ))
 }

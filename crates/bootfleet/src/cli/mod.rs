@@ -1,6 +1,7 @@
 //! The client subcommands, `bootfleet <resource> <verb>`, over the gateway's gRPC API.
 
 pub mod client;
+mod fleet;
 pub mod output;
 
 use std::io::{IsTerminal, Write};
@@ -28,6 +29,14 @@ pub struct Connection {
     /// How to print rows [default: table].
     #[arg(long, short, global = true, value_enum)]
     output: Option<Output>,
+    /// PEM file of the CA that signed an `https://` gateway's certificate [default: the
+    /// system's roots].
+    #[arg(long, env = "BOOTFLEET_GRPC_CA", global = true, value_name = "PATH")]
+    ca: Option<PathBuf>,
+    /// Makes a write safe to repeat: the same write with the same key gets the first answer
+    /// (a UUID is fine; reads ignore it).
+    #[arg(long, global = true, value_name = "KEY")]
+    idempotency_key: Option<String>,
 }
 
 /// Paging and search, as the REST list's query.
@@ -262,6 +271,16 @@ pub enum ClientCommand {
     Syslinuxs(Resource<ArtifactVerb>),
     /// ISO builds (client; gRPC).
     Isos(Resource<ArtifactVerb>),
+    /// Machines by MAC: states, power, timelines (client; gRPC).
+    Machines(Resource<fleet::MachineVerb>),
+    /// Profiles of install templates (client; gRPC).
+    Profiles(Resource<fleet::NamedVerb>),
+    /// Groups of machines (client; gRPC).
+    Groups(Resource<fleet::GroupVerb>),
+    /// The command library, and runs on machines with live output (client; gRPC).
+    Commands(Resource<fleet::CommandVerb>),
+    /// What command runs did (client; gRPC).
+    Runs(Resource<fleet::RunVerb>),
 }
 
 #[derive(Args, Debug)]
@@ -291,8 +310,15 @@ impl Session {
             .or(file.url)
             .unwrap_or_else(|| client::DEFAULT_URL.to_owned());
         let token = c.token.or(file.token);
+        let ca = c.ca.or(file.ca);
         Ok(Session {
-            conn: client::connect(&url, token.as_deref()).await?,
+            conn: client::connect(
+                &url,
+                token.as_deref(),
+                ca.as_deref(),
+                c.idempotency_key.as_deref(),
+            )
+            .await?,
             output,
         })
     }
@@ -323,6 +349,11 @@ pub async fn run(command: ClientCommand) -> Result<(), Failure> {
         C::Grubs(r) => artifacts("grubs", r).await,
         C::Syslinuxs(r) => artifacts("syslinuxs", r).await,
         C::Isos(r) => artifacts("isos", r).await,
+        C::Machines(r) => fleet::machines(r).await,
+        C::Profiles(r) => fleet::profiles(r).await,
+        C::Groups(r) => fleet::groups(r).await,
+        C::Commands(r) => fleet::commands(r).await,
+        C::Runs(r) => fleet::runs(r).await,
     }
 }
 

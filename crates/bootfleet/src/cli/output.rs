@@ -47,6 +47,32 @@ pub fn boot_event(e: proto::BootEvent) -> Value {
     json(bootfleet_api::rest::BootEventRow::from(e))
 }
 
+/// A run's event as REST streams it (one NDJSON line).
+pub fn run_event(e: &pb::RunEvent) -> Value {
+    json(bootfleet_api::actions::RunEvent {
+        machine: e.machine.clone(),
+        stream: e.stream.clone(),
+        line: e.line.clone(),
+        exit_code: e.exit_code,
+        error: e.error.clone(),
+        power_state: e.power_state.clone(),
+        run: e.run.clone(),
+        machines: (!e.machines.is_empty()).then(|| e.machines.clone()),
+        done: e.done,
+    })
+}
+
+/// A step of a machine's timeline, named as REST's `Timeline` names it.
+pub fn timeline_step(s: pb::TimelineStep) -> Value {
+    serde_json::json!({
+        "bootStartedAt": s.boot_started_at,
+        "kind": s.kind,
+        "at": s.at,
+        "sincePreviousMs": s.since_previous_ms,
+        "detail": s.detail.into_iter().collect::<std::collections::BTreeMap<_, _>>(),
+    })
+}
+
 /// An artifact as REST shows it: its build state, its inputs, and (ipxes) `embedded`.
 pub fn artifact(a: proto::Artifact) -> Value {
     let mut row = match json(BuildState::from_proto(&a)) {

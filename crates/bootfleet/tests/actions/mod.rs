@@ -1,30 +1,17 @@
 //! The `actions` service through the gateway's REST API: groups, the command library and runs,
 //! with a real distributor agent (its NATS side) running the commands over SSH on real sshd
-//! nodes, a real `nats-server`, and SQLite or a real PostgreSQL.
-//!
-//! Nodes: each sshd listens on port 22 of an address of its own in 127.0.0.0/8 (the whole block
-//! is the loopback interface's on Linux), so the machines' `ip` is what the distributor dials,
-//! on port 22 as on a real site, with no port setting of ours. The addresses are per process
-//! and per test, so tests running side by side do not meet.
+//! nodes (`crate::nodes`), a real `nats-server`, and SQLite or a real PostgreSQL.
 //!
 //! Tests of this module run inside the `system` test binary and share its `Lab`.
 
-use std::net::{Ipv4Addr, SocketAddr};
-use std::sync::atomic::{AtomicU8, Ordering};
-use std::sync::Arc;
-use std::time::Duration;
-
-use bootfleet_api::{proto, subjects};
-use bootfleet_bus::{Bus, BusConfig, TraceParent};
 use bootfleet_testkit::sshd::Sshd;
 use bootfleet_testkit::Backend;
 use reqwest::Method;
 use serde_json::{json, Value};
+use std::net::{Ipv4Addr, SocketAddr};
 
 use super::{lab, Lab};
-
-/// Only there so a broken system fails the test instead of hanging it.
-const WAIT: Duration = Duration::from_secs(20);
+use crate::nodes::{keypair, node_ip, node_net, Distributor, WAIT};
 
 bootfleet_testkit::on_both_backends!(
     groups_resolve_members_matches_and_own_groups,
@@ -33,110 +20,6 @@ bootfleet_testkit::on_both_backends!(
     run_output_streams_before_the_command_ends,
     runs_refuse_bad_input_and_power_commands_report_per_machine,
 );
-
-/// A fresh `127.<pid>.<test>.0/24` for one test's nodes.
-fn node_net() -> [u8; 3] {
-    static NEXT: AtomicU8 = AtomicU8::new(1);
-    let test = NEXT.fetch_add(1, Ordering::SeqCst);
-    [127, (std::process::id() % 200 + 20) as u8, test]
-}
-
-fn node_ip(net: [u8; 3], host: u8) -> Ipv4Addr {
-    Ipv4Addr::new(net[0], net[1], net[2], host)
-}
-
-/// An ed25519 key pair from ssh-keygen; the files are deleted at once.
-fn keypair() -> (String, String) {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let path = dir.path().join("key");
-    bootfleet_testkit::run_ok(
-        std::process::Command::new("ssh-keygen")
-            .args(["-q", "-t", "ed25519", "-N", "", "-C", "actions-test", "-f"])
-            .arg(&path),
-        "ssh-keygen (Debian's openssh-client)",
-    );
-    (
-        std::fs::read_to_string(&path).expect("private key"),
-        std::fs::read_to_string(path.with_extension("pub")).expect("public key"),
-    )
-}
-
-/// The real distributor agent of `site` (its NATS side only: no DHCP, TFTP or HTTP listener),
-/// answering runs once this returns.
-struct Distributor {
-    stop: tokio::sync::watch::Sender<bool>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl Distributor {
-    async fn start(nats_url: &str, site: &str, bus: &Bus) -> Distributor {
-        use bootfleet_site_agent as agent;
-        let cache_dir = tempfile::tempdir().expect("cache dir");
-        let cache = agent::cache::Cache::new(cache_dir.path()).expect("cache");
-        let live = agent::proxy_dhcp::LiveConfig::new(bootfleet_netboot::dhcp::ProxyConfig {
-            server_ip: "127.0.0.1".parse().expect("ip"),
-            boot: Default::default(),
-        });
-        let a = agent::agent::Agent::new(
-            BusConfig::new(nats_url.to_owned(), "distributor-actions-test"),
-            site.to_owned(),
-            Duration::from_secs(1),
-        );
-        let (stop, stop_rx) = tokio::sync::watch::channel(false);
-        let switch = agent::reporting::Switch::default();
-        let counters = Arc::new(agent::reporting::Counters::default());
-        let lan = Arc::new(agent::lan::Lan::new(
-            agent::lan::Listeners {
-                dhcp: false,
-                tftp: false,
-                http_port: None,
-            },
-            cache.clone(),
-            live.clone(),
-            agent::reporting::Reporting {
-                events: a.events.clone(),
-                switch: switch.clone(),
-                counters: counters.clone(),
-            },
-            stop_rx.clone(),
-        ));
-        let applier = Arc::new(agent::boot_config::Applier::new(cache, live, lan));
-        let task = tokio::spawn(a.run(switch, counters, applier, false, stop_rx));
-        // Ready when its run route answers: a request with no key is answered by the agent
-        // itself with the key's error (before that, nats-server says nobody listens).
-        let deadline = std::time::Instant::now() + WAIT;
-        loop {
-            let answer = bus
-                .with_timeout(Duration::from_secs(5), 1)
-                .request::<_, proto::NodeRunResult>(
-                    &TraceParent::new_root(),
-                    &subjects::distributor_run(site),
-                    &proto::NodeRun {
-                        ip: "127.0.0.1".into(),
-                        script: "true".into(),
-                        timeout_seconds: 1,
-                        ..Default::default()
-                    },
-                )
-                .await;
-            match answer {
-                Ok(result) if result.error.starts_with("privateKey") => break,
-                other => assert!(
-                    std::time::Instant::now() < deadline,
-                    "the distributor does not answer runs: {other:?}"
-                ),
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        drop(cache_dir);
-        Distributor { stop, task }
-    }
-
-    async fn stop(self) {
-        let _ = self.stop.send(true);
-        let _ = tokio::time::timeout(WAIT, self.task).await;
-    }
-}
 
 impl Lab {
     async fn new_machine(&self, body: Value) -> Value {

@@ -11,6 +11,7 @@ use futures_util::{Stream, StreamExt};
 use tonic::{Request, Response, Status};
 
 use super::pb::{self, artifacts_server::Artifacts};
+use super::relayed::renamed_body;
 use super::{checked_id, invalid, list_params, page_info, status, Api, Call};
 use crate::auth::Access;
 
@@ -143,15 +144,9 @@ impl Artifacts for Api {
         let call = self.authorize(&req, Access::Write)?;
         let r = req.into_inner();
         let kind = kind(&r.kind)?;
-        let inputs_json =
-            crate::routes::artifacts::inputs_json(kind, &r.inputs_json).map_err(|mut e| {
-                // REST calls the inputs the body; here they are a field of the request.
-                if e.field.as_deref() == Some("body") {
-                    e.field = Some("inputs_json".into());
-                    e.message = e.message.replacen("body", "inputs_json", 1);
-                }
-                status(e)
-            })?;
+        // REST calls the inputs the body; here they are a field of the request.
+        let inputs_json = crate::routes::artifacts::inputs_json(kind, &r.inputs_json)
+            .map_err(|e| status(renamed_body(e, "inputs_json")))?;
         let create = proto::CreateArtifact {
             kind: kind.name().to_owned(),
             id: uuid::Uuid::new_v4().to_string(),

@@ -1,11 +1,16 @@
 //! The gRPC API (`proto/bootfleet/v1/api.proto`), served beside REST on its own listener
-//! (`BOOTFLEET_GRPC_LISTEN`). Each call does what its REST route does: the same checks, the
+//! (`BOOTFLEET_GRPC_LISTEN`; TLS with `BOOTFLEET_GRPC_TLS_CERT`/`_KEY`). Each call does what its REST route does: the same checks, the
 //! same bus requests, the same roles; errors carry the code of [`ErrorCode::statuses`], the
 //! one table both sides use.
 
+mod actions;
 mod artifacts;
 mod distributors;
+pub mod idempotency;
 mod localnodes;
+mod machines;
+mod metrics;
+mod relayed;
 mod scripts;
 mod sshkeys;
 
@@ -29,12 +34,17 @@ pub mod pb {
 pub const DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/api_descriptor.bin"));
 
 /// The services, by their full names (what reflection lists besides itself).
-pub const SERVICES: [&str; 5] = [
+pub const SERVICES: [&str; 10] = [
     "bootfleet.api.v1.Scripts",
     "bootfleet.api.v1.SshKeys",
     "bootfleet.api.v1.Distributors",
     "bootfleet.api.v1.LocalNodes",
     "bootfleet.api.v1.Artifacts",
+    "bootfleet.api.v1.Machines",
+    "bootfleet.api.v1.Profiles",
+    "bootfleet.api.v1.Groups",
+    "bootfleet.api.v1.Commands",
+    "bootfleet.api.v1.Runs",
 ];
 
 /// What every service of the API shares: the gateway's state (bus, verifier, artifact store).
@@ -196,39 +206,74 @@ fn id_request(req: proto::IdRequest) -> Result<proto::IdRequest, Status> {
     })
 }
 
+/// The id a create gives its new row: derived from the call's `idempotency-key` when it has
+/// one (so a repeat finds the row the first made), else a new one.
+fn new_id<T>(req: &Request<T>) -> String {
+    req.extensions()
+        .get::<crate::idempotency::KeyedId>()
+        .map_or_else(uuid::Uuid::new_v4, |k| k.0)
+        .to_string()
+}
+
+/// The gRPC status code of an answer, from its head (an answer with no message) or its
+/// trailers.
+fn grpc_status(headers: &axum::http::HeaderMap) -> Option<i32> {
+    headers.get("grpc-status")?.to_str().ok()?.parse().ok()
+}
+
 fn invalid(field: &str, message: impl std::fmt::Display) -> Status {
     status(ApiError::invalid(field, message))
 }
 
-/// The router of every service of the API and reflection.
+/// The router of every service of the API and reflection, behind the layers of
+/// `idempotency-key` and, outermost, of the metrics.
 pub fn router(bus: Bus, config: GatewayConfig) -> Result<tonic::service::Routes, String> {
     let api = Api::new(bus, config);
+    let layer = axum::middleware::from_fn_with_state(api.clone(), idempotency::layer);
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(DESCRIPTOR_SET)
         .build_v1()
         .map_err(|e| format!("grpc reflection: {e}"))?;
-    Ok(tonic::service::Routes::new(reflection)
+    let routes = tonic::service::Routes::new(reflection)
         .add_service(pb::scripts_server::ScriptsServer::new(api.clone()))
         .add_service(pb::ssh_keys_server::SshKeysServer::new(api.clone()))
         .add_service(pb::distributors_server::DistributorsServer::new(
             api.clone(),
         ))
         .add_service(pb::local_nodes_server::LocalNodesServer::new(api.clone()))
-        .add_service(pb::artifacts_server::ArtifactsServer::new(api)))
+        .add_service(pb::artifacts_server::ArtifactsServer::new(api.clone()))
+        .add_service(pb::machines_server::MachinesServer::new(api.clone()))
+        .add_service(pb::profiles_server::ProfilesServer::new(api.clone()))
+        .add_service(pb::groups_server::GroupsServer::new(api.clone()))
+        .add_service(pb::commands_server::CommandsServer::new(api.clone()))
+        .add_service(pb::runs_server::RunsServer::new(api));
+    Ok(routes
+        .into_axum_router()
+        .layer(layer)
+        .layer(axum::middleware::from_fn(metrics::layer))
+        .into())
 }
 
-/// Serves the gRPC API on `listener` until `shutdown` resolves. Plain HTTP/2 (h2c), as REST is
-/// plain HTTP/1.1: TLS is terminated in front of the gateway.
+/// Serves the gRPC API on `listener` until `shutdown` resolves: over TLS with the
+/// configuration's `grpc_tls`, else plain HTTP/2 (h2c), as REST is plain HTTP/1.1.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     bus: Bus,
     config: GatewayConfig,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    tracing::info!(addr = ?listener.local_addr().ok(), "grpc listening");
+    tracing::info!(addr = ?listener.local_addr().ok(), tls = config.grpc_tls.is_some(), "grpc listening");
     let limits = config.limits;
+    let tls = config.grpc_tls.clone();
     let routes = router(bus, config).map_err(std::io::Error::other)?;
-    tonic::transport::Server::builder()
+    let mut server = tonic::transport::Server::builder();
+    if let Some(tls) = tls {
+        let identity = tonic::transport::Identity::from_pem(tls.cert_pem, tls.key_pem);
+        server = server
+            .tls_config(tonic::transport::ServerTlsConfig::new().identity(identity))
+            .map_err(|e| std::io::Error::other(format!("grpc tls: {e}")))?;
+    }
+    server
         // Each call's log lines carry its method, as REST's carry the route.
         .trace_fn(|req| tracing::info_span!("grpc", method = %req.uri().path()))
         .timeout(limits.request_timeout)

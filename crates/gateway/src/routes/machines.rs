@@ -62,7 +62,7 @@ struct SealKey {
 
 /// Seals a BMC password of `body` to the machines service's key before it is relayed, so the
 /// cleartext never crosses NATS (only the one request to the distributor carries it).
-async fn sealed(r: &Relay, mut body: MachineInput) -> HttpResult<MachineInput> {
+pub(crate) async fn sealed(r: &Relay, mut body: MachineInput) -> Result<MachineInput, ApiError> {
     let Some(Some(bmc)) = body.bmc.as_mut() else {
         return Ok(body);
     };
@@ -70,18 +70,12 @@ async fn sealed(r: &Relay, mut body: MachineInput) -> HttpResult<MachineInput> {
         return Ok(body);
     };
     if bmc.sealed_password.is_some() {
-        return Err(
-            ApiError::invalid("bmc.password", "give password or sealedPassword, not both").into(),
-        );
+        return Err(ApiError::invalid(
+            "bmc.password",
+            "give password or sealedPassword, not both",
+        ));
     }
-    let reply: proto::MachinesReply = r
-        .bus
-        .request(
-            &r.trace.0,
-            &MachinesCall::subject(ops::SEAL_KEY),
-            &MachinesCall::default(),
-        )
-        .await?;
+    let reply = r.ask(ops::SEAL_KEY, MachinesCall::default()).await?;
     let key: SealKey = serde_json::from_str(&reply.body)
         .map_err(|e| ApiError::internal(format!("the machines service's seal key: {e}")))?;
     let sealed = bootfleet_sealbox::seal(&key.public_key, password.as_bytes())
@@ -90,13 +84,47 @@ async fn sealed(r: &Relay, mut body: MachineInput) -> HttpResult<MachineInput> {
     Ok(body)
 }
 
+/// Powers machine `id` through its BMC (REST's and gRPC's power).
+pub(crate) async fn power_machine(
+    r: &Relay,
+    id: String,
+    body: &PowerInput,
+) -> Result<proto::MachinesReply, ApiError> {
+    let call = r.call_with::<MachinesCall, _>(id, body)?;
+    r.waiting(POWER_WAIT).ask(ops::POWER, call).await
+}
+
+/// State `install` (reason `reinstall`), then, with `power_cycle`, a one-time PXE boot and a
+/// power cycle through its BMC: the machine's row, or the power error.
+pub(crate) async fn reinstall_machine(
+    r: &Relay,
+    id: String,
+    power_cycle: bool,
+) -> Result<proto::MachinesReply, ApiError> {
+    let to_install = StateInput {
+        state: bootfleet_api::machines::MachineState::Install,
+        reason: Some("reinstall".into()),
+    };
+    let call = r.call_with::<MachinesCall, _>(id.clone(), &to_install)?;
+    let changed = r.ask(ops::STATE, call).await?;
+    if power_cycle {
+        // Through its BMC: a one-time PXE boot, then a power cycle, so the installer starts now.
+        let cycle = PowerInput {
+            action: PowerAction::Cycle,
+            boot_device: Some(BootDevice::Pxe),
+        };
+        power_machine(r, id, &cycle).await?;
+    }
+    Ok(changed)
+}
+
 async fn power(
     r: Relay,
     Path(id): Path<String>,
     JsonBody(body): JsonBody<PowerInput>,
 ) -> HttpResult<Response> {
-    let call = r.call_with::<MachinesCall, _>(path_id(&id)?, &body)?;
-    r.waiting(POWER_WAIT).send(ops::POWER, call, None).await
+    let reply = power_machine(&r, path_id(&id)?, &body).await?;
+    Ok(MachinesCall::answer(reply, None))
 }
 
 async fn reinstall(
@@ -117,28 +145,8 @@ async fn reinstall(
             }
         }
     }
-    let id = path_id(&id)?;
-    let to_install = StateInput {
-        state: bootfleet_api::machines::MachineState::Install,
-        reason: Some("reinstall".into()),
-    };
-    let call = r.call_with::<MachinesCall, _>(id.clone(), &to_install)?;
-    let changed = r.send(ops::STATE, call, None).await?;
-    if !power_cycle || !changed.status().is_success() {
-        return Ok(changed);
-    }
-    // Through its BMC: a one-time PXE boot, then a power cycle, so the installer starts now.
-    let cycle = PowerInput {
-        action: PowerAction::Cycle,
-        boot_device: Some(BootDevice::Pxe),
-    };
-    let call = r.call_with::<MachinesCall, _>(id, &cycle)?;
-    let cycled = r.waiting(POWER_WAIT).send(ops::POWER, call, None).await?;
-    Ok(if cycled.status().is_success() {
-        changed
-    } else {
-        cycled
-    })
+    let reply = reinstall_machine(&r, path_id(&id)?, power_cycle).await?;
+    Ok(MachinesCall::answer(reply, None))
 }
 
 async fn import(State(s): State<AppState>, r: Relay, req: Request) -> HttpResult<Response> {

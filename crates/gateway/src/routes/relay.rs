@@ -19,14 +19,14 @@ use crate::AppState;
 
 /// Who calls: an operator's claims or a machine's token (from the access check).
 #[derive(Clone, Debug, Default)]
-pub(super) struct Caller {
+pub(crate) struct Caller {
     pub actor: String,
     pub role: String,
     pub machine_token: String,
 }
 
 /// A service's call message and what its answer becomes.
-pub(super) trait ServiceCall: prost::Message + Sized {
+pub(crate) trait ServiceCall: prost::Message + Sized {
     type Reply: prost::Message + Default;
 
     /// The subject of the service's operation `op`.
@@ -41,6 +41,9 @@ pub(super) trait ServiceCall: prost::Message + Sized {
 
     /// The service's answer as HTTP: 201 with `location` when it made a row.
     fn answer(reply: Self::Reply, location: Option<String>) -> Response;
+
+    /// The answer's body (JSON or text) and whether it made a row (gRPC's `JsonRow`).
+    fn into_body(reply: Self::Reply) -> (String, bool);
 }
 
 /// `service_call!(Call => Reply, subject, [caller fields], |reply, location| answer)`: the call
@@ -81,6 +84,10 @@ macro_rules! service_call {
             fn answer($r: proto::$reply, $location: Option<String>) -> Response {
                 $answer
             }
+
+            fn into_body(reply: proto::$reply) -> (String, bool) {
+                (reply.body, reply.created)
+            }
         }
     };
 }
@@ -105,7 +112,8 @@ service_call!(
 );
 
 /// What a relaying handler takes from its request: the bus, the trace and who calls.
-pub(super) struct Relay {
+#[derive(Clone)]
+pub(crate) struct Relay {
     pub bus: Bus,
     pub trace: Trace,
     pub caller: Caller,
@@ -139,7 +147,11 @@ impl Relay {
     }
 
     /// A call about row `id` that carries `body` as JSON.
-    pub fn call_with<C: ServiceCall, T: Serialize>(&self, id: String, body: &T) -> HttpResult<C> {
+    pub fn call_with<C: ServiceCall, T: Serialize>(
+        &self,
+        id: String,
+        body: &T,
+    ) -> Result<C, ApiError> {
         let mut call = self.call::<C>(id);
         call.set_body(to_json(body)?);
         Ok(call)
@@ -147,9 +159,18 @@ impl Relay {
 
     /// This relay with one attempt of up to `wait` per request (an operation slower than the
     /// bus's default timeout).
-    pub fn waiting(mut self, wait: Duration) -> Relay {
-        self.bus = self.bus.with_timeout(wait, 1);
-        self
+    pub fn waiting(&self, wait: Duration) -> Relay {
+        Relay {
+            bus: self.bus.with_timeout(wait, 1),
+            ..self.clone()
+        }
+    }
+
+    /// Sends `call` to the service's `op`: its answer.
+    pub async fn ask<C: ServiceCall>(&self, op: &str, call: C) -> Result<C::Reply, ApiError> {
+        self.bus
+            .request(&self.trace.0, &C::subject(op), &call)
+            .await
     }
 
     /// Sends `call` to the service's `op` and answers as it says.
@@ -159,11 +180,7 @@ impl Relay {
         call: C,
         location: Option<String>,
     ) -> HttpResult<Response> {
-        let reply: C::Reply = self
-            .bus
-            .request(&self.trace.0, &C::subject(op), &call)
-            .await?;
-        Ok(C::answer(reply, location))
+        Ok(C::answer(self.ask(op, call).await?, location))
     }
 }
 
@@ -183,12 +200,12 @@ pub(super) async fn list<C: ServiceCall>(
 }
 
 /// How a path names its row, checked before anything is sent.
-pub(super) trait RowKey {
+pub(crate) trait RowKey {
     fn check(value: String) -> HttpResult<String>;
 }
 
 /// By id (a UUID).
-pub(super) struct Id;
+pub(crate) struct Id;
 
 impl RowKey for Id {
     fn check(value: String) -> HttpResult<String> {
@@ -197,7 +214,7 @@ impl RowKey for Id {
 }
 
 /// By name (letters, digits, `_`, `-`, `.`).
-pub(super) struct Name;
+pub(crate) struct Name;
 
 impl RowKey for Name {
     fn check(value: String) -> HttpResult<String> {

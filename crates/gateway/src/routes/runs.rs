@@ -17,7 +17,7 @@ use axum::routing;
 use bootfleet_api::actions::{ops, RunEvent, RunInput, RunRow, DEFAULT_TIMEOUT_SECONDS};
 use bootfleet_api::{proto, subjects, ApiError};
 use bytes::Bytes;
-use futures_util::StreamExt;
+use futures_util::{Stream, StreamExt};
 
 use super::actions::NAME;
 use super::relay::{by_key, list, Id, Relay};
@@ -42,6 +42,31 @@ async fn start_run(
     stopping: Option<Extension<Stopping>>,
     JsonBody(body): JsonBody<RunInput>,
 ) -> HttpResult<Response> {
+    let (run_id, events) = start(&r, name, &body, stopping.map(|Extension(s)| s)).await?;
+    let stream = events.map(|event| Ok::<Bytes, std::convert::Infallible>(line(&event)));
+    let mut response = (StatusCode::OK, axum::body::Body::from_stream(stream)).into_response();
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/x-ndjson"),
+    );
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    if let Ok(v) = HeaderValue::from_str(&format!("/api/runs/{run_id}")) {
+        headers.insert(header::LOCATION, v);
+    }
+    Ok(response)
+}
+
+/// Starts a run of command `name` (REST's and gRPC's): its id and its events, `{run,
+/// machines}` first and `{run, done}` last (or an `error` event when the stream ends before
+/// the run: silence past the timeout, or `stopping`). A refused run is an error before any
+/// event.
+pub(crate) async fn start(
+    r: &Relay,
+    name: String,
+    body: &RunInput,
+    stopping: Option<Stopping>,
+) -> Result<(String, impl Stream<Item = RunEvent> + Send + 'static), ApiError> {
     bootfleet_api::actions::name("name", &name)?;
     let run_id = uuid::Uuid::new_v4().to_string();
     let silence = Duration::from_secs(u64::from(
@@ -56,25 +81,22 @@ async fn start_run(
         .await
         .map_err(|e| unavailable(&e))?;
     r.bus.sync().await.map_err(|e| unavailable(&e))?;
-    let mut call = r.call_with::<proto::ActionsCall, _>(name, &body)?;
+    let mut call = r.call_with::<proto::ActionsCall, _>(name, body)?;
     call.run_id = run_id.clone();
-    let reply: proto::ActionsReply = r
-        .bus
-        .request(&r.trace.0, &subjects::actions_op(ops::RUN_START), &call)
-        .await?;
+    let reply = r.ask(ops::RUN_START, call).await?;
     let row: RunRow = serde_json::from_str(&reply.body).map_err(|e| {
         ApiError::internal(format!(
             "the actions service answered a run that does not parse: {e}"
         ))
     })?;
-    let first = line(&RunEvent {
+    let first = RunEvent {
         run: Some(row.id.clone()),
         machines: Some(row.machines.iter().map(|m| m.machine.clone()).collect()),
         ..Default::default()
-    });
+    };
     let following = Following {
         events,
-        stopping: stopping.map(|Extension(s)| s),
+        stopping,
         silence,
         run_id: run_id.clone(),
         done: false,
@@ -96,39 +118,31 @@ async fn start_run(
             },
             None => next.await,
         };
-        let bytes = match msg {
+        let event = match msg {
             Some(msg) => {
                 let event: RunEvent = serde_json::from_slice(&msg.payload).unwrap_or_default();
                 f.done = event.done == Some(true);
-                line(&event)
+                event
             }
             None => {
                 // Silence or shutdown: say so and end; the run's record has the rest.
                 f.done = true;
-                line(&RunEvent {
+                RunEvent {
                     run: Some(f.run_id.clone()),
                     error: Some(format!(
                         "the stream ended before the run did; see /api/runs/{}",
                         f.run_id
                     )),
                     ..Default::default()
-                })
+                }
             }
         };
-        Some((Ok::<Bytes, std::convert::Infallible>(bytes), f))
+        Some((event, f))
     });
-    let stream = futures_util::stream::once(async move { Ok(first) }).chain(rest);
-    let mut response = (StatusCode::OK, axum::body::Body::from_stream(stream)).into_response();
-    let headers = response.headers_mut();
-    headers.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/x-ndjson"),
-    );
-    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    if let Ok(v) = HeaderValue::from_str(&format!("/api/runs/{run_id}")) {
-        headers.insert(header::LOCATION, v);
-    }
-    Ok(response)
+    Ok((
+        run_id,
+        futures_util::stream::once(async move { first }).chain(rest),
+    ))
 }
 
 struct Following {

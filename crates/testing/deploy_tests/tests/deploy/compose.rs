@@ -55,6 +55,7 @@ impl Stack {
             )
             // Published on loopback only, on ports the kernel picks.
             .env("BOOTFLEET_HTTP_PUBLISH", "127.0.0.1:")
+            .env("BOOTFLEET_GRPC_PUBLISH", "127.0.0.1:")
             .env("BOOTFLEET_NATS_PUBLISH", "127.0.0.1:");
         cmd
     }
@@ -237,6 +238,17 @@ fn compose_stack_serves_scripts_and_builds_through_per_kind_builders() {
     assert_eq!(
         distributor["cap_add"],
         json!(["NET_BIND_SERVICE", "NET_RAW"])
+    );
+    // The gateway publishes its gRPC API (the CLI's --url) beside REST.
+    let gateway = &config[0]["services"]["gateway"];
+    assert!(
+        gateway["ports"]
+            .as_array()
+            // Compose v2 writes `{target: 8081, ...}`, docker-compose v1 `127.0.0.1::8081/tcp`.
+            .is_some_and(|p| p.iter().any(
+                |p| p["target"] == 8081 || p.as_str().is_some_and(|s| s.ends_with(":8081/tcp"))
+            )),
+        "{gateway}"
     );
 
     let started = std::time::Instant::now();

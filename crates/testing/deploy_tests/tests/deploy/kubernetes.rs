@@ -170,6 +170,24 @@ fn the_chart_lints_and_renders_manifests_valid_for_kubernetes() {
         !names.iter().any(|n| n.starts_with("DaemonSet/")),
         "{names:?}"
     );
+    // The gateway's gRPC API beside REST: a port of its own on the Pod and the Service, plain
+    // unless a certificate is given.
+    let gateway = find(default, "Deployment", "bf-bootfleet-gateway").expect("gateway");
+    let ports = &container(gateway)["ports"];
+    assert!(
+        ports.as_array().is_some_and(|p| p
+            .iter()
+            .any(|p| p["name"] == "grpc" && p["containerPort"] == 8081)),
+        "{ports}"
+    );
+    assert!(env(container(gateway), "BOOTFLEET_GRPC_TLS_CERT").is_none());
+    let service = find(default, "Service", "bf-bootfleet-gateway").expect("service");
+    assert!(
+        service["spec"]["ports"].as_array().is_some_and(|p| p
+            .iter()
+            .any(|p| p["name"] == "grpc" && p["targetPort"] == "grpc")),
+        "{service}"
+    );
 
     // External database and NATS: neither StatefulSet, DATABASE_URL from the operator's Secret.
     let (_, _, external) = &rendered[1];
@@ -185,6 +203,18 @@ fn the_chart_lints_and_renders_manifests_valid_for_kubernetes() {
     assert_eq!(
         env(container(gateway), "NATS_URL").expect("NATS_URL")["value"],
         "tls://nats.example:4222"
+    );
+    // The gRPC API's certificate from the operator's Secret, mounted read-only.
+    assert_eq!(
+        env(container(gateway), "BOOTFLEET_GRPC_TLS_CERT").expect("cert")["value"],
+        "/etc/bootfleet/grpc-tls/tls.crt"
+    );
+    let volumes = &gateway["spec"]["template"]["spec"]["volumes"];
+    assert!(
+        volumes.as_array().is_some_and(|v| v
+            .iter()
+            .any(|v| v["secret"]["secretName"] == "bootfleet-grpc-tls")),
+        "{volumes}"
     );
 
     // The distributor: host network, exactly two added capabilities, its site's own login.

@@ -1,0 +1,202 @@
+//! What the services that take REST's bodies as JSON (`machines`, `actions`) share on gRPC:
+//! the calls go through the REST routes' relay (`routes/relay.rs`), the rows come back as the
+//! service's JSON (`JsonRow`), and a body is REST's, refused as REST refuses it.
+
+use bootfleet_api::{ApiError, ListParams};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use tonic::{Request, Response, Status};
+
+use super::pb;
+use super::{list_params, page_info, status, Api, Call};
+use crate::auth::Access;
+use crate::http::Trace;
+use crate::routes::relay::{Caller, Relay, RowKey, ServiceCall};
+
+/// A request that names one row: by id (`IdRequest`) or by name (`NameRef`).
+pub(super) trait RowRef {
+    fn key(self) -> String;
+}
+
+impl RowRef for bootfleet_api::proto::IdRequest {
+    fn key(self) -> String {
+        self.id
+    }
+}
+
+impl RowRef for pb::NameRef {
+    fn key(self) -> String {
+        self.name
+    }
+}
+
+/// The answer as a row.
+pub(super) fn row<C: ServiceCall>(reply: C::Reply) -> Response<pb::JsonRow> {
+    let (json, created) = C::into_body(reply);
+    Response::new(pb::JsonRow { json, created })
+}
+
+/// `value` checked as the REST path's `K`.
+pub(super) fn checked<K: RowKey>(value: String) -> Result<String, Status> {
+    K::check(value).map_err(|e| status(e.0))
+}
+
+/// REST's body of type `T` from a request's `json` (what REST calls the body, gRPC calls
+/// `json`), refused as REST refuses it, naming the field.
+pub(super) fn body<T: DeserializeOwned>(json: &str) -> Result<T, Status> {
+    crate::http::parse_json(json.as_bytes()).map_err(|e| status(renamed_body(e, "json")))
+}
+
+/// An error about REST's `body` as one about the gRPC field `field`.
+pub(super) fn renamed_body(mut e: ApiError, field: &str) -> ApiError {
+    if e.field.as_deref() == Some("body") {
+        e.field = Some(field.into());
+        e.message = e.message.replacen("body", field, 1);
+    }
+    e
+}
+
+/// A create names its row by its body (or gets a new id): a key is a mistake.
+pub(super) fn no_key(key: &str) -> Result<(), ApiError> {
+    if key.is_empty() {
+        Ok(())
+    } else {
+        Err(ApiError::invalid(
+            "key",
+            "must be empty on a create (the body names the row)",
+        ))
+    }
+}
+
+/// A page of the service's list answer (`{rows, total, ...}`) as rows.
+fn page(json: &str, params: &ListParams) -> Result<pb::JsonPage, Status> {
+    #[derive(serde::Deserialize)]
+    struct Listed {
+        rows: Vec<serde_json::Value>,
+        total: u64,
+    }
+    let listed: Listed = serde_json::from_str(json).map_err(|e| {
+        status(ApiError::internal(format!(
+            "a service answered a list that does not parse: {e}"
+        )))
+    })?;
+    Ok(pb::JsonPage {
+        rows: listed
+            .rows
+            .into_iter()
+            .map(|r| pb::JsonRow {
+                json: r.to_string(),
+                created: false,
+            })
+            .collect(),
+        page: page_info(listed.total, params),
+    })
+}
+
+impl Api {
+    /// The relay of an authorized call: the caller is the token's subject and role.
+    pub(super) fn relay(&self, call: &Call) -> Relay {
+        let mut caller = Caller::default();
+        if let Some(claims) = &call.claims {
+            caller.actor.clone_from(&claims.sub);
+            caller.role = claims.role.to_string();
+        }
+        Relay {
+            bus: self.bus().clone(),
+            trace: Trace(call.trace),
+            caller,
+        }
+    }
+
+    /// Sends `c` to the service's `op` and answers its row.
+    pub(super) async fn relayed<C: ServiceCall>(
+        &self,
+        call: &Call,
+        op: &str,
+        c: C,
+    ) -> Result<Response<pb::JsonRow>, Status> {
+        let reply = self.relay(call).ask(op, c).await.map_err(status)?;
+        Ok(row::<C>(reply))
+    }
+
+    /// A list (`Access::Read`).
+    pub(super) async fn relay_list<C: ServiceCall>(
+        &self,
+        req: Request<pb::ListOptions>,
+        op: &str,
+    ) -> Result<Response<pb::JsonPage>, Status> {
+        let call = self.authorize(&req, Access::Read)?;
+        let params = list_params(Some(req.into_inner()))?;
+        let mut c = self.relay(&call).call::<C>(String::new());
+        c.set_list(params.to_proto());
+        let reply = self.relay(&call).ask(op, c).await.map_err(status)?;
+        let (json, _) = C::into_body(reply);
+        Ok(Response::new(page(&json, &params)?))
+    }
+
+    /// A call that names a row (by `K`) and carries nothing else: a get, a delete, ...
+    pub(super) async fn relay_by<C, K, R>(
+        &self,
+        req: Request<R>,
+        access: Access,
+        op: &str,
+    ) -> Result<Response<pb::JsonRow>, Status>
+    where
+        C: ServiceCall,
+        K: RowKey,
+        R: RowRef,
+    {
+        let call = self.authorize(&req, access)?;
+        let key = checked::<K>(req.into_inner().key())?;
+        let c = self.relay(&call).call::<C>(key);
+        self.relayed(&call, op, c).await
+    }
+
+    /// A write of REST's body `T` about the row `key` (`""` for none): `prepare` checks the
+    /// key and the body and may change the body (seal a secret) before it is sent.
+    pub(super) async fn relay_write<C, T, F, Fut>(
+        &self,
+        req: Request<pb::JsonWrite>,
+        op: &str,
+        prepare: F,
+    ) -> Result<Response<pb::JsonRow>, Status>
+    where
+        C: ServiceCall,
+        T: Serialize + DeserializeOwned,
+        F: FnOnce(Relay, String, T) -> Fut,
+        Fut: std::future::Future<Output = Result<(String, T), ApiError>>,
+    {
+        let call = self.authorize(&req, Access::Write)?;
+        let write = req.into_inner();
+        let parsed: T = body(&write.json)?;
+        let relay = self.relay(&call);
+        let (key, parsed) = prepare(relay.clone(), write.key, parsed)
+            .await
+            .map_err(status)?;
+        let c = relay.call_with::<C, T>(key, &parsed).map_err(status)?;
+        self.relayed(&call, op, c).await
+    }
+
+    /// A write of a registry keyed by name (profiles, groups, commands): a create (`create`)
+    /// names its row in its body and takes no key; a put creates or replaces the row `key`.
+    pub(super) async fn named_write<C, T>(
+        &self,
+        req: Request<pb::JsonWrite>,
+        op: &str,
+        create: bool,
+    ) -> Result<Response<pb::JsonRow>, Status>
+    where
+        C: ServiceCall,
+        T: Serialize + DeserializeOwned,
+    {
+        self.relay_write::<C, T, _, _>(req, op, |_, key, input| async move {
+            if create {
+                no_key(&key)?;
+            } else {
+                bootfleet_api::machines::word("key", &key)?;
+            }
+            Ok((key, input))
+        })
+        .await
+    }
+}
