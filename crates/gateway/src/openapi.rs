@@ -278,20 +278,11 @@ fn operation(route: &RouteDef) -> utoipa::openapi::path::Operation {
                     .build(),
             ),
     };
-    // A PUT to a named row (`/api/groups/{name}`, ...) makes the row when there is none.
-    let upsert = route.method == axum::http::Method::PUT
-        && route.params.iter().any(|p| p.in_path && p.name == "name");
     let ok = ok.build();
-    // A node registering again (same address at its site) updates its row.
-    if route.method == axum::http::Method::POST && route.path == "/api/localnodes" {
-        let mut updated = ok.clone();
-        updated.description = "updated: the node was registered before".into();
-        op = op.response("200", updated);
-    }
-    if upsert {
-        let mut created = ok.clone();
-        created.description = "created: no row had this name".into();
-        op = op.response("201", created);
+    for (status, meaning) in &route.also {
+        let mut other = ok.clone();
+        other.description = (*meaning).into();
+        op = op.response(status.to_string(), other);
     }
     op = op.response(route.status.to_string(), ok);
     let on_bus = route.tag != "system";
@@ -467,6 +458,7 @@ mod tests {
             request: None,
             status: 200,
             response,
+            also: Vec::new(),
             handler: axum::routing::get(|| async { "" }),
         }
     }

@@ -182,7 +182,21 @@ pub struct RouteDef {
     pub request: Option<BodySchema>,
     pub status: u16,
     pub response: Body,
+    /// Other success statuses the route answers besides `status`, each with what it means (a
+    /// PUT that makes a missing named row answers 201 as well as 200).
+    pub also: Vec<(u16, &'static str)>,
     pub handler: MethodRouter<AppState>,
+}
+
+/// What a 201 from a name-keyed PUT means.
+const CREATED_BY_NAME: &str = "created: no row had this name";
+
+impl RouteDef {
+    /// The route also answers `status` (a success besides its main one), meaning `meaning`.
+    fn also(mut self, status: u16, meaning: &'static str) -> RouteDef {
+        self.also.push((status, meaning));
+        self
+    }
 }
 
 impl std::fmt::Debug for RouteDef {
@@ -395,6 +409,7 @@ fn list_route<C: Collection>(
         request: None,
         status: 200,
         response: Body::Json(BodySchema::page_of::<C::Row>()),
+        also: Vec::new(),
         handler: routing::get(list::<C>).layer(Extension(collection)),
     }
 }
@@ -423,6 +438,7 @@ fn row_route<C: Collection>(
         request: None,
         status: 200,
         response: Body::json::<C::Row>(),
+        also: Vec::new(),
         handler: handler.layer(Extension(collection)),
     }
 }
@@ -453,6 +469,7 @@ fn route(
         request,
         status,
         response,
+        also: Vec::new(),
         handler,
     }
 }

@@ -248,6 +248,7 @@ fn kind_routes<K: Kind>(kind: K) -> Vec<RouteDef> {
             request: Some(BodySchema::of::<K::Input>()),
             status: 201,
             response: Body::json::<K::Row>(),
+            also: Vec::new(),
             handler: routing::post(create::<K>),
         },
         list_route(kind, format!("list{}", capitalized(name)), format!("List {name}")),
@@ -274,6 +275,7 @@ fn kind_routes<K: Kind>(kind: K) -> Vec<RouteDef> {
             request: None,
             status: 200,
             response: Body::Binary,
+            also: Vec::new(),
             handler: routing::get(download_file::<K>),
         },
     ]

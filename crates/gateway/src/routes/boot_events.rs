@@ -47,6 +47,7 @@ pub(super) fn routes() -> Vec<RouteDef> {
         request: None,
         status: 200,
         response: Body::event_stream::<BootEventRow>(),
+        also: Vec::new(),
         handler: routing::get(watch),
     }]
 }

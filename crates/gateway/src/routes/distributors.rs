@@ -106,6 +106,7 @@ pub(super) fn routes() -> Vec<RouteDef> {
             request: Some(BodySchema::of::<DistributorConfigInput>()),
             status: 200,
             response: Body::json::<DistributorRow>(),
+            also: Vec::new(),
             handler: routing::put(configure),
         },
         RouteDef {
@@ -119,6 +120,7 @@ pub(super) fn routes() -> Vec<RouteDef> {
             request: Some(BodySchema::of::<DistributorStatusInput>()),
             status: 200,
             response: Body::json::<DistributorRow>(),
+            also: Vec::new(),
             handler: routing::put(set_status),
         },
     ]

@@ -9,7 +9,7 @@ use bootfleet_api::proto::ActionsCall;
 
 use super::actions::{create, put, Writes, NAME};
 use super::relay::{by_key, list, op, Name};
-use super::{list_query, route, Body, BodySchema, RouteDef};
+use super::{list_query, route, Body, BodySchema, RouteDef, CREATED_BY_NAME};
 use crate::auth::Access;
 
 const WRITES: Writes = Writes {
@@ -72,7 +72,8 @@ pub(super) fn routes() -> Vec<RouteDef> {
             200,
             Body::json::<GroupRow>(),
             routing::put(put::<GroupInput>).layer(Extension(WRITES)),
-        ),
+        )
+        .also(201, CREATED_BY_NAME),
         route(
             Method::DELETE,
             "/api/groups/{name}",

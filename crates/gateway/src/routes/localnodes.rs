@@ -203,6 +203,7 @@ pub(super) fn routes() -> Vec<RouteDef> {
             request: Some(BodySchema::of::<LocalNodeInput>()),
             status: 201,
             response: Body::json::<LocalNodeRow>(),
+            also: vec![(200, "updated: the node was registered before")],
             handler: routing::post(register),
         },
         list_route(
@@ -222,6 +223,7 @@ pub(super) fn routes() -> Vec<RouteDef> {
             request: Some(BodySchema::of::<LocalNodeScriptInput>()),
             status: 200,
             response: Body::json::<LocalNodeScriptResult>(),
+            also: Vec::new(),
             handler: routing::put(run_script),
         },
         row_route(LocalNodes, Op::Delete,

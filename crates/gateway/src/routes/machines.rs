@@ -20,8 +20,8 @@ use bootfleet_api::{proto, ApiError};
 
 use super::relay::{by_key, json_by_id, list, op, Id, Name, Relay, ServiceCall};
 use super::{
-    list_query, path_id, query_pairs, route, Body, BodySchema, Param, ParamType, RouteDef, ID,
-    NODE_TOKEN,
+    list_query, path_id, query_pairs, route, Body, BodySchema, Param, ParamType, RouteDef,
+    CREATED_BY_NAME, ID, NODE_TOKEN,
 };
 use crate::auth::Access;
 use crate::http::{read_body, HttpResult, JsonBody, NewId};
@@ -544,7 +544,8 @@ pub(super) fn routes() -> Vec<RouteDef> {
             200,
             Body::json::<ProfileRow>(),
             routing::put(put_profile),
-        ),
+        )
+        .also(201, CREATED_BY_NAME),
         route(
             Method::DELETE,
             "/api/profiles/{name}",

@@ -122,6 +122,7 @@ fn kind_routes(kind: ScriptKind) -> Vec<RouteDef> {
             request: Some(BodySchema::of::<ScriptInput>()),
             status: 201,
             response: Body::json::<ScriptRow>(),
+            also: Vec::new(),
             handler: routing::post(create).layer(Extension(kind)),
         },
         list_route(
@@ -143,6 +144,7 @@ fn kind_routes(kind: ScriptKind) -> Vec<RouteDef> {
             request: None,
             status: 200,
             response: Body::Text,
+            also: Vec::new(),
             handler: routing::get(get).layer(Extension(kind)),
         },
         RouteDef {
@@ -159,6 +161,7 @@ fn kind_routes(kind: ScriptKind) -> Vec<RouteDef> {
             request: Some(BodySchema::of::<ScriptInput>()),
             status: 200,
             response: Body::json::<ScriptRow>(),
+            also: Vec::new(),
             handler: routing::put(update).layer(Extension(kind)),
         },
         row_route(

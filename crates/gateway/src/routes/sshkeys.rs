@@ -121,6 +121,7 @@ pub(super) fn routes() -> Vec<RouteDef> {
             request: Some(BodySchema::of::<SshKeyInput>()),
             status: 201,
             response: Body::json::<SshKeyRow>(),
+            also: Vec::new(),
             handler: routing::post(create),
         },
         list_route(SshKeys, "listSshkeys", "List SSH public keys"),
@@ -135,6 +136,7 @@ pub(super) fn routes() -> Vec<RouteDef> {
             request: None,
             status: 200,
             response: Body::Text,
+            also: Vec::new(),
             handler: routing::get(get),
         },
         RouteDef {
@@ -148,6 +150,7 @@ pub(super) fn routes() -> Vec<RouteDef> {
             request: Some(BodySchema::of::<SshKeyInput>()),
             status: 200,
             response: Body::json::<SshKeyRow>(),
+            also: Vec::new(),
             handler: routing::put(update),
         },
         row_route(SshKeys, Op::Delete,
@@ -171,6 +174,7 @@ pub(super) fn routes() -> Vec<RouteDef> {
             request: None,
             status: 200,
             response: Body::json::<GeneratedKeyPair>(),
+            also: Vec::new(),
             handler: routing::get(generate),
         },
     ]

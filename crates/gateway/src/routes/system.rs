@@ -66,6 +66,7 @@ pub(super) fn routes() -> Vec<RouteDef> {
             request: None,
             status: 200,
             response: Body::Text,
+            also: Vec::new(),
             handler: routing::get(healthz),
         },
         RouteDef {
@@ -79,6 +80,7 @@ pub(super) fn routes() -> Vec<RouteDef> {
             request: None,
             status: 200,
             response: Body::json::<Readiness>(),
+            also: Vec::new(),
             handler: routing::get(readyz),
         },
         RouteDef {
@@ -95,6 +97,7 @@ pub(super) fn routes() -> Vec<RouteDef> {
             request: None,
             status: 200,
             response: Body::OpenMetrics,
+            also: Vec::new(),
             handler: routing::get(metrics),
         },
         RouteDef {
@@ -108,6 +111,7 @@ pub(super) fn routes() -> Vec<RouteDef> {
             request: None,
             status: 200,
             response: Body::AnyJson,
+            also: Vec::new(),
             handler: routing::get(openapi),
         },
     ]
