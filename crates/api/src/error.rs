@@ -25,6 +25,10 @@ pub enum ErrorCode {
     RequestTimeout,
     /// The request body is larger than allowed (413).
     PayloadTooLarge,
+    /// The request's URI is longer than allowed (414).
+    UriTooLong,
+    /// The request's headers are too many or too large (431).
+    HeadersTooLarge,
     /// The request body is not JSON (415).
     UnsupportedMediaType,
     /// The feature exists in the API but is not built yet (501).
@@ -38,7 +42,7 @@ pub enum ErrorCode {
 }
 
 impl ErrorCode {
-    pub const ALL: [ErrorCode; 13] = [
+    pub const ALL: [ErrorCode; 15] = [
         ErrorCode::InvalidArgument,
         ErrorCode::Unauthenticated,
         ErrorCode::PermissionDenied,
@@ -47,6 +51,8 @@ impl ErrorCode {
         ErrorCode::Conflict,
         ErrorCode::RequestTimeout,
         ErrorCode::PayloadTooLarge,
+        ErrorCode::UriTooLong,
+        ErrorCode::HeadersTooLarge,
         ErrorCode::UnsupportedMediaType,
         ErrorCode::NotImplemented,
         ErrorCode::Unavailable,
@@ -67,6 +73,8 @@ impl ErrorCode {
             ErrorCode::Conflict => (409, 10),         // ABORTED (HTTP 409 in google.rpc)
             ErrorCode::RequestTimeout => (408, 4),    // DEADLINE_EXCEEDED
             ErrorCode::PayloadTooLarge => (413, 8),   // RESOURCE_EXHAUSTED
+            ErrorCode::UriTooLong => (414, 8),        // RESOURCE_EXHAUSTED
+            ErrorCode::HeadersTooLarge => (431, 8),   // RESOURCE_EXHAUSTED
             ErrorCode::UnsupportedMediaType => (415, 3), // INVALID_ARGUMENT
             ErrorCode::Internal => (500, 13),         // INTERNAL
             ErrorCode::NotImplemented => (501, 12),   // UNIMPLEMENTED
@@ -94,6 +102,8 @@ impl ErrorCode {
             ErrorCode::Conflict => "conflict",
             ErrorCode::RequestTimeout => "request_timeout",
             ErrorCode::PayloadTooLarge => "payload_too_large",
+            ErrorCode::UriTooLong => "uri_too_long",
+            ErrorCode::HeadersTooLarge => "headers_too_large",
             ErrorCode::UnsupportedMediaType => "unsupported_media_type",
             ErrorCode::NotImplemented => "not_implemented",
             ErrorCode::Unavailable => "unavailable",

@@ -279,6 +279,43 @@ pub async fn observe(mut req: Request, next: Next) -> Response {
 /// segment that is not UTF-8, a query string that does not parse) come as plain text and are
 /// wrapped here, keeping their status and headers. (Refusals hyper makes before a request
 /// reaches the router, such as a head that is too large, cannot be shaped.)
+/// The longest URI (path and query) the gateway reads.
+pub const MAX_URI_BYTES: usize = 8 * 1024;
+/// How many headers a request may carry, and their size together (names, values, `: ` and
+/// line ends).
+pub const MAX_HEADERS: usize = 100;
+pub const MAX_HEADER_BYTES: usize = 32 * 1024;
+
+/// Refuses a request whose head is larger than the gateway reads, in the error envelope. The
+/// HTTP server's own limits lie above these (see `server.rs`), so it answers a head only when
+/// one is larger still, and then without a body.
+pub async fn head_limits(req: Request, next: Next) -> Response {
+    let uri = req.uri().path_and_query().map_or(0, |p| p.as_str().len());
+    if uri > MAX_URI_BYTES {
+        return HttpError(ApiError::new(
+            ErrorCode::UriTooLong,
+            format!("the request's URI is {uri} bytes; at most {MAX_URI_BYTES} are read"),
+        ))
+        .into_response();
+    }
+    let headers = req.headers();
+    let bytes: usize = headers
+        .iter()
+        .map(|(name, value)| name.as_str().len() + value.len() + 4)
+        .sum();
+    if headers.len() > MAX_HEADERS || bytes > MAX_HEADER_BYTES {
+        return HttpError(ApiError::new(
+            ErrorCode::HeadersTooLarge,
+            format!(
+                "the request has {} headers of {bytes} bytes; at most {MAX_HEADERS} headers of {MAX_HEADER_BYTES} bytes are read",
+                headers.len()
+            ),
+        ))
+        .into_response();
+    }
+    next.run(req).await
+}
+
 pub async fn envelope(req: Request, next: Next) -> Response {
     /// Plain-text refusals are one line; more is not read.
     const MAX_MESSAGE: usize = 4096;

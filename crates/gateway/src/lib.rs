@@ -163,6 +163,7 @@ pub fn router(bus: Bus, config: GatewayConfig) -> Router {
             ))
         })
         .layer(middleware::from_fn(http::envelope))
+        .layer(middleware::from_fn(http::head_limits))
         .layer(middleware::from_fn_with_state(
             limits.request_timeout,
             http::deadline,

@@ -318,6 +318,16 @@ fn operation(route: &RouteDef) -> utoipa::openapi::path::Operation {
             ),
         );
     }
+    // Every route: the gateway refuses a head larger than it reads (`http::head_limits`).
+    op = op
+        .response(
+            "414",
+            error_response("uri_too_long: the URI is over the gateway's limit (8 KiB)"),
+        )
+        .response(
+            "431",
+            error_response("headers_too_large: more than 100 headers, or over 32 KiB of them"),
+        );
     if route.request.is_some() {
         op = op
             .response(

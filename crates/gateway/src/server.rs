@@ -17,6 +17,10 @@ use std::time::Duration;
 
 use axum::Router;
 use hyper_util::rt::{TokioIo, TokioTimer};
+
+/// How many headers hyper parses before it refuses a request itself (431, no body): well
+/// above [`crate::http::MAX_HEADERS`], which the gateway refuses in its envelope.
+const HYPER_MAX_HEADERS: usize = 1000;
 use hyper_util::service::TowerToHyperService;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::sync::{watch, Semaphore};
@@ -125,7 +129,10 @@ pub async fn serve_router(
             let mut builder = hyper::server::conn::http1::Builder::new();
             builder
                 .timer(TokioTimer::new())
-                .header_read_timeout(limits.header_read_timeout);
+                .header_read_timeout(limits.header_read_timeout)
+                // Above the gateway's own limits (`http::head_limits`), which answer in the
+                // error envelope; hyper's own 431 has no body.
+                .max_headers(HYPER_MAX_HEADERS);
             let io = TokioIo::new(StalledWrites::new(stream, limits.write_timeout));
             let mut conn = pin!(builder.serve_connection(io, service));
             let mut stopping = false;
