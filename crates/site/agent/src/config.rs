@@ -60,8 +60,8 @@ pub struct ServeArgs {
     #[arg(long)]
     pub no_tftp: bool,
     /// How the proxyDHCP thread is scheduled: `realtime` asks for SCHED_FIFO priority 1 (needs
-    /// CAP_SYS_NICE; without it the thread runs as `normal`, said once in the log), so an OFFER
-    /// does not wait for a core behind TFTP work under a boot storm; `normal` never asks.
+    /// CAP_SYS_NICE; without it the thread runs as `normal` and logs that as it starts), so an
+    /// OFFER does not wait for a core behind TFTP work under a boot storm; `normal` never asks.
     #[arg(
         long,
         env = "DISTRIBUTOR_DHCP_PRIORITY",
