@@ -2,7 +2,7 @@
 # Benchmark: bootfleet-distributor versus dnsmasq as proxyDHCP + TFTP server, measured side by
 # side by crates/testing/labbench inside a LAN made of network namespaces (created and removed by the
 # bench; nothing touches the root namespace's interfaces). Each server runs alone in turn with
-# the same files; simulated BIOS PXE clients live in their own namespace.
+# the same files; simulated PXE clients (BIOS and x64 UEFI) live in their own namespace.
 #
 # Usage: sudo ./scripts/bench/distributor-vs-dnsmasq.sh [extra bootfleet-labbench flags]
 #   e.g. ... --repeats 1 --storm 50         (see: target/release/bootfleet-labbench --help)

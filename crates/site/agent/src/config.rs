@@ -59,6 +59,16 @@ pub struct ServeArgs {
     /// Do not run TFTP (udp/69).
     #[arg(long)]
     pub no_tftp: bool,
+    /// How the proxyDHCP thread is scheduled: `realtime` asks for SCHED_FIFO priority 1 (needs
+    /// CAP_SYS_NICE; without it the thread runs as `normal` and logs that as it starts), so an
+    /// OFFER does not wait for a core behind TFTP work under a boot storm; `normal` never asks.
+    #[arg(
+        long,
+        env = "DISTRIBUTOR_DHCP_PRIORITY",
+        value_enum,
+        default_value = "realtime"
+    )]
+    pub dhcp_priority: crate::proxy_dhcp::Priority,
     /// Serve `/metrics` (and `/healthz`) without a token on this address, for Prometheus:
     /// loopback, or an address only the scraper reaches. Off when unset.
     #[arg(long, env = "BOOTFLEET_METRICS_LISTEN", value_name = "ADDR")]

@@ -64,6 +64,8 @@ pub struct Lan {
     serving: std::sync::Mutex<Option<Serving>>,
     /// Per-MAC boot decisions (with NATS); `None`: the site's configuration for everyone.
     machines: Option<std::sync::Arc<crate::machines::Machines>>,
+    /// How the proxyDHCP thread asks to be scheduled.
+    dhcp_priority: crate::proxy_dhcp::Priority,
 }
 
 impl Lan {
@@ -82,7 +84,14 @@ impl Lan {
             process_stop,
             serving: std::sync::Mutex::new(None),
             machines: None,
+            dhcp_priority: crate::proxy_dhcp::Priority::Normal,
         }
+    }
+
+    /// Schedules the proxyDHCP thread this way (`Normal` unless set).
+    pub fn with_dhcp_priority(mut self, priority: crate::proxy_dhcp::Priority) -> Lan {
+        self.dhcp_priority = priority;
+        self
     }
 
     /// Answers each PXE client by its MAC's decision (issue 15).
@@ -152,11 +161,22 @@ impl Lan {
             ));
         }
         if let Some(proxy) = bound.dhcp {
-            tasks.spawn(proxy.run(
+            // Its own OS thread and runtime: answers never queue behind TFTP blocks (issue 19).
+            match proxy.spawn_thread(
                 self.reporting.clone(),
                 self.machines.clone(),
                 stop_rx.clone(),
-            ));
+                self.dhcp_priority,
+            ) {
+                Ok(ended) => {
+                    tasks.spawn(async move {
+                        let _ = ended.await;
+                    });
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot start the proxyDHCP thread: not answering DHCP");
+                }
+            }
         }
         if let Some(tftp) = bound.tftp {
             tasks.spawn(tftp.run(

@@ -16,6 +16,7 @@ pub mod proxy_dhcp;
 pub mod reachability;
 pub mod reporting;
 pub mod runs;
+pub mod sched;
 pub mod sockets;
 pub mod ssh_exec;
 pub mod tftp_server;
@@ -161,6 +162,7 @@ pub async fn serve(
     if let Some(machines) = agent.as_ref().and_then(|a| a.machines.clone()) {
         lan = lan.with_machines(machines);
     }
+    lan = lan.with_dhcp_priority(args.dhcp_priority);
     let lan = Arc::new(lan);
     lan.serve(lan.bind(&args.interface, args.server_ip).await?);
     let applier = Arc::new(Applier::new(cache, live, lan.clone()));

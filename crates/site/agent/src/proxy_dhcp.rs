@@ -1,5 +1,12 @@
 //! The proxyDHCP socket loops (udp/67 and udp/4011): bytes in, `bootfleet_netboot::dhcp::decide`,
 //! bytes out. Malformed packets are counted and dropped; nothing here can panic on input.
+//!
+//! The loops run on an OS thread of their own with a current-thread runtime
+//! ([`ProxyDhcp::spawn_thread`]), so an answer never waits behind TFTP transfers on the
+//! distributor's main runtime (issue 19: OFFER p99 of 30–50 ms under a 500-client storm when
+//! both shared it). Their sockets are registered with that runtime's reactor; the per-MAC
+//! decisions asked over NATS run there too (the NATS connection's own task stays on the main
+//! runtime and is reached through channels).
 
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::sync::Arc;
@@ -13,8 +20,9 @@ use crate::reporting::Reporting;
 use crate::sockets::{self, Sharing};
 
 pub struct ProxyDhcp {
-    dhcp: UdpSocket,
-    binl: UdpSocket,
+    /// Plain sockets until `run`, which registers them with the runtime it runs on.
+    dhcp: std::net::UdpSocket,
+    binl: std::net::UdpSocket,
     /// The address these sockets serve for: the next-server in every answer.
     server_ip: Ipv4Addr,
     config: LiveConfig,
@@ -42,6 +50,19 @@ impl LiveConfig {
 
 bootfleet_api::debug_fields!(ProxyDhcp as p { config });
 
+/// How the proxyDHCP thread asks to be scheduled.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Priority {
+    /// SCHED_FIFO priority 1 when the process may (CAP_SYS_NICE), else `Normal`.
+    Realtime,
+    /// The ordinary scheduler, like every other thread.
+    Normal,
+}
+
+/// How long a stopped proxyDHCP thread waits for decisions still being asked (each is bounded
+/// by the machines request timeout, 750 ms) before its runtime drops them.
+pub const DECISIONS_DRAIN: std::time::Duration = std::time::Duration::from_secs(1);
+
 impl ProxyDhcp {
     /// Binds 0.0.0.0:67 and 0.0.0.0:4011 on `device`, answering for `server_ip`.
     pub fn bind(
@@ -51,13 +72,13 @@ impl ProxyDhcp {
     ) -> std::io::Result<ProxyDhcp> {
         let any = |port| SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, port);
         Ok(ProxyDhcp {
-            dhcp: sockets::udp(
+            dhcp: sockets::udp_std(
                 any(dhcp::DHCP_SERVER_PORT),
                 Some(device),
                 true,
                 Sharing::SharedWithSiteDhcp,
             )?,
-            binl: sockets::udp(
+            binl: sockets::udp_std(
                 any(dhcp::PXE_BOOT_SERVER_PORT),
                 Some(device),
                 true,
@@ -68,7 +89,52 @@ impl ProxyDhcp {
         })
     }
 
-    /// Serves until `shutdown`. With `machines`, each PXE client gets its MAC's decision.
+    /// Serves on an OS thread of its own ("bootfleet-dhcp") with a current-thread runtime
+    /// until `shutdown`; the returned receiver completes when that thread has ended (after the
+    /// decisions still being asked have had their bound, see [`DECISIONS_DRAIN`]).
+    ///
+    /// With `Priority::Realtime` the thread runs before ordinary threads (SCHED_FIFO 1): on a
+    /// busy host the OS otherwise lets it wait for a core behind the TFTP workers (BENCHMARKS:
+    /// most of the OFFER p99 left once DHCP had its own thread). Its work per datagram is a
+    /// parse and a send, and the kernel's real-time throttling still leaves 5 % of every core to
+    /// ordinary threads should a flood keep it busy.
+    pub fn spawn_thread(
+        self,
+        reporting: Reporting,
+        machines: Option<Arc<Machines>>,
+        shutdown: watch::Receiver<bool>,
+        priority: Priority,
+    ) -> std::io::Result<tokio::sync::oneshot::Receiver<()>> {
+        let (done, ended) = tokio::sync::oneshot::channel();
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        std::thread::Builder::new()
+            .name("bootfleet-dhcp".into())
+            .spawn(move || {
+                if priority == Priority::Realtime {
+                    match crate::sched::realtime_current_thread() {
+                        Ok(()) => tracing::debug!("proxyDHCP thread runs SCHED_FIFO 1"),
+                        Err(e) => tracing::info!(error = %e, "proxyDHCP thread keeps the ordinary scheduler (SCHED_FIFO needs CAP_SYS_NICE)"),
+                    }
+                }
+                runtime.block_on(async move {
+                    self.run(reporting, machines, shutdown).await;
+                    // Answers still waiting for their MAC's decision (each bounded by the
+                    // request timeout) are sent before the runtime goes.
+                    let started = tokio::time::Instant::now();
+                    let metrics = tokio::runtime::Handle::current().metrics();
+                    while metrics.num_alive_tasks() > 0 && started.elapsed() < DECISIONS_DRAIN {
+                        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+                    }
+                });
+                let _ = done.send(());
+            })?;
+        Ok(ended)
+    }
+
+    /// Serves until `shutdown` on the runtime it is polled on. With `machines`, each PXE client
+    /// gets its MAC's decision.
     pub async fn run(
         self,
         reporting: Reporting,
@@ -81,6 +147,13 @@ impl ProxyDhcp {
             server_ip,
             config,
         } = self;
+        let (dhcp, binl) = match (UdpSocket::from_std(dhcp), UdpSocket::from_std(binl)) {
+            (Ok(dhcp), Ok(binl)) => (dhcp, binl),
+            (Err(e), _) | (_, Err(e)) => {
+                tracing::error!(error = %e, "cannot register the proxyDHCP sockets: not answering");
+                return;
+            }
+        };
         tokio::join!(
             serve(
                 Arc::new(dhcp),
@@ -374,6 +447,40 @@ mod tests {
             Source::Machines,
         )
         .map(|a| a.client.boot_file)
+    }
+
+    /// The thread ends when told to stop, and says so (no datagram is sent: loopback
+    /// sockets on ephemeral ports stand in for udp/67 and udp/4011).
+    #[tokio::test]
+    async fn the_dhcp_thread_stops_when_told() {
+        let any = SocketAddrV4::new(Ipv4Addr::LOCALHOST, 0);
+        let socket = || sockets::udp_std(any, None, false, Sharing::Exclusive).expect("bind");
+        let proxy = ProxyDhcp {
+            dhcp: socket(),
+            binl: socket(),
+            server_ip: Ipv4Addr::LOCALHOST,
+            config: LiveConfig::new(config()),
+        };
+        let (events, _queue) = crate::reporting::Events::queued("site".into());
+        let reporting = Reporting {
+            events,
+            switch: crate::reporting::Switch::default(),
+            counters: Arc::default(),
+        };
+        let (stop, stop_rx) = watch::channel(false);
+        let mut ended = proxy
+            .spawn_thread(reporting, None, stop_rx, Priority::Normal)
+            .expect("thread");
+        let wait = std::time::Duration::from_millis(200);
+        assert!(
+            tokio::time::timeout(wait, &mut ended).await.is_err(),
+            "the thread serves until stopped"
+        );
+        stop.send(true).expect("the thread listens");
+        tokio::time::timeout(std::time::Duration::from_secs(10), ended)
+            .await
+            .expect("the thread ends")
+            .expect("and says so");
     }
 
     #[test]

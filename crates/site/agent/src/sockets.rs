@@ -24,6 +24,17 @@ pub fn udp(
     broadcast: bool,
     sharing: Sharing,
 ) -> std::io::Result<tokio::net::UdpSocket> {
+    tokio::net::UdpSocket::from_std(udp_std(addr, device, broadcast, sharing)?)
+}
+
+/// A bound, non-blocking socket not yet registered with any tokio runtime: for a listener that
+/// runs on a runtime of its own (proxyDHCP), whose reactor must be the one that polls it.
+pub fn udp_std(
+    addr: SocketAddrV4,
+    device: Option<&str>,
+    broadcast: bool,
+    sharing: Sharing,
+) -> std::io::Result<std::net::UdpSocket> {
     let socket = Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP))?;
     if sharing == Sharing::SharedWithSiteDhcp {
         socket.set_reuse_address(true)?;
@@ -36,7 +47,7 @@ pub fn udp(
     }
     socket.set_nonblocking(true)?;
     socket.bind(&addr.into())?;
-    tokio::net::UdpSocket::from_std(socket.into())
+    Ok(socket.into())
 }
 
 #[cfg(test)]

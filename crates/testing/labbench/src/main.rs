@@ -17,8 +17,8 @@ use std::time::Duration;
 use bootfleet_testkit::netlab::NetLab;
 use clap::Parser;
 
-use crate::dhcp_client::DhcpClient;
-use crate::measure::{Ctx, Identities};
+use crate::dhcp_client::{BinlRound, DhcpClient};
+use crate::measure::{Ctx, Identities, Mix};
 use crate::report::{Round, Rounds};
 use crate::servers::{ServerKind, ServerSetup};
 
@@ -27,6 +27,8 @@ const CLIENT_IP: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 10);
 const SERVER_IF: &str = "s0";
 const CLIENT_IF: &str = "c0";
 const BOOT_FILE: &str = "bench-boot.kpxe";
+/// The x64 UEFI clients' boot file: the same bytes under another name.
+const BOOT_FILE_EFI: &str = "bench-boot.efi";
 const BIG_FILE: &str = "bench-10m.bin";
 const READY_FILE: &str = "bench-ready.bin";
 
@@ -36,13 +38,22 @@ const READY_FILE: &str = "bench-ready.bin";
 /// simulated PXE clients on 10.77.0.10 in `cli`; all removed at exit) and, for each repeat,
 /// starts each server in turn in `srv` with the same files (never both at once), then measures:
 ///
-///  1. proxyDHCP latency: sequential BIOS PXE DISCOVERs (option 60 PXEClient:Arch:00000,
-///     option 93 = 0), time to the OFFER and to the boot file (dnsmasq's pxe-service offer
-///     carries a boot menu, so a BIOS ROM needs a second round trip to udp/4011; ours names the
-///     file in the OFFER);
+///  1. proxyDHCP latency: sequential PXE DISCOVERs, time to the OFFER and to the boot file
+///     (dnsmasq's pxe-service offer carries a boot menu, so a BIOS ROM needs a second round
+///     trip to udp/4011; ours names the file in the OFFER; UEFI clients always ask again on
+///     udp/4011, as EDK2 does);
 ///  2. TFTP throughput of a 10 MiB file, lock-step (blksize 1468) and with windowsize;
 ///  3. boot storms: N clients started evenly within `--storm-spread-ms`, each doing the
-///     proxyDHCP exchange and a lock-step TFTP read of a 1 MiB boot file, every byte checked.
+///     proxyDHCP exchange (with the udp/4011 round) and a TFTP read of a 1 MiB boot file,
+///     lock-step or asking `--storm-windowsize`, every byte checked. Each client's OFFER
+///     latency (first DISCOVER sent to OFFER received) is recorded during the storm, twice:
+///     by the kernel's receive timestamp on the client socket (the server's share) and when the
+///     client's receiver task read it (adding the client runtime's own delay); p50/p99/max.
+///
+/// Clients are BIOS (arch 0, `PXEClient:Arch:00000`) and x64 UEFI (arch 7,
+/// `PXEClient:Arch:00007`), alternating by default (`--firmware`). Servers: the distributor,
+/// dnsmasq with `--tftp-max` raised to `--dnsmasq-tftp-max` (`dnsmasq`), and dnsmasq at its
+/// default `--tftp-max` of 50 (`dnsmasq-defaults`).
 ///
 /// Prints a markdown table of medians over the repeats (stdout); progress goes to stderr.
 /// Needs root (namespaces, udp/67, udp/69) and dnsmasq (Debian: dnsmasq-base).
@@ -52,15 +63,20 @@ struct Args {
     /// The distributor binary [default: bootfleet-distributor next to this binary].
     #[arg(long)]
     distributor_bin: Option<PathBuf>,
+    /// A second distributor build, measured as server `distributor-baseline` (e.g. the build
+    /// before a change, side by side with `distributor` in the same run).
+    #[arg(long)]
+    baseline_distributor_bin: Option<PathBuf>,
     /// The dnsmasq binary.
     #[arg(long, default_value = "dnsmasq")]
     dnsmasq_bin: PathBuf,
-    /// Servers to measure, in order.
+    /// Servers to measure, in order (distributor, distributor-baseline, dnsmasq,
+    /// dnsmasq-defaults).
     #[arg(
         long,
         value_enum,
         value_delimiter = ',',
-        default_value = "distributor,dnsmasq"
+        default_value = "distributor,dnsmasq,dnsmasq-defaults"
     )]
     servers: Vec<ServerKind>,
     /// Repeats of every measurement (medians are reported).
@@ -72,6 +88,17 @@ struct Args {
     /// Storm sizes (simulated clients); empty skips the storms.
     #[arg(long, value_delimiter = ',', default_value = "50,200,500")]
     storm: Vec<u32>,
+    /// TFTP windowsize the storm clients ask for (RFC 7440; 1 = lock-step, no option); every
+    /// storm size runs once per value, e.g. `1,16`.
+    #[arg(long, value_delimiter = ',', default_value = "1", value_parser = clap::value_parser!(u16).range(1..=64))]
+    storm_windowsize: Vec<u16>,
+    /// Firmware the simulated clients play: BIOS and x64 UEFI alternating, or one kind.
+    #[arg(long, value_enum, default_value = "mixed")]
+    firmware: Mix,
+    /// When clients take the udp/4011 boot-server round: as firmware does (UEFI always, BIOS
+    /// only when the OFFER names no file), or always.
+    #[arg(long, value_enum, default_value = "firmware")]
+    binl_round: BinlRound,
     /// All storm clients start within this many milliseconds.
     #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(0..=60_000))]
     storm_spread_ms: u64,
@@ -90,7 +117,8 @@ struct Args {
     /// blksize every client asks for (EDK2 asks 1468).
     #[arg(long, default_value_t = 1468, value_parser = clap::value_parser!(u16).range(512..=1468))]
     blksize: u16,
-    /// dnsmasq --tftp-max (its default, 50, would queue the larger storms).
+    /// dnsmasq --tftp-max for the `dnsmasq` server (its default, 50, would queue the larger
+    /// storms; the `dnsmasq-defaults` server keeps 50).
     #[arg(long, default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..=10_000))]
     dnsmasq_tftp_max: u32,
     /// Before each round, wait until other processes use less than this many cores (their
@@ -176,8 +204,20 @@ fn run(mut args: Args) -> Result<(), String> {
             distributor_bin.display()
         ));
     }
+    if args.servers.contains(&ServerKind::DistributorBaseline)
+        && !args
+            .baseline_distributor_bin
+            .as_ref()
+            .is_some_and(|p| p.is_file())
+    {
+        return Err("server distributor-baseline needs --baseline-distributor-bin FILE".into());
+    }
     let dnsmasq_bin = find_in_path(&args.dnsmasq_bin).unwrap_or(args.dnsmasq_bin.clone());
-    if args.servers.contains(&ServerKind::Dnsmasq) && !dnsmasq_bin.is_file() {
+    let wants_dnsmasq = args
+        .servers
+        .iter()
+        .any(|k| matches!(k, ServerKind::Dnsmasq | ServerKind::DnsmasqDefaults));
+    if wants_dnsmasq && !dnsmasq_bin.is_file() {
         return Err("dnsmasq not found (apt-get install dnsmasq-base)".into());
     }
 
@@ -194,7 +234,12 @@ fn run(mut args: Args) -> Result<(), String> {
     let boot = measure::pseudo_random_bytes(kib(args.boot_file_kib), 1);
     let big = measure::pseudo_random_bytes(kib(args.throughput_mib.max(1) * 1024), 2);
     let ready = measure::pseudo_random_bytes(3000, 3);
-    for (name, bytes) in [(BOOT_FILE, &boot), (BIG_FILE, &big), (READY_FILE, &ready)] {
+    for (name, bytes) in [
+        (BOOT_FILE, &boot),
+        (BOOT_FILE_EFI, &boot),
+        (BIG_FILE, &big),
+        (READY_FILE, &ready),
+    ] {
         std::fs::write(root.join(name), bytes).map_err(|e| e.to_string())?;
     }
     let (boot, big, ready) = (Arc::new(boot), Arc::new(big), Arc::new(ready));
@@ -209,7 +254,9 @@ fn run(mut args: Args) -> Result<(), String> {
         network: "10.77.0.0".into(),
         root,
         boot_file: BOOT_FILE.into(),
+        boot_file_efi: BOOT_FILE_EFI.into(),
         distributor_bin,
+        baseline_distributor_bin: args.baseline_distributor_bin.clone(),
         dnsmasq_bin,
         dnsmasq_tftp_max: args.dnsmasq_tftp_max,
         work: work.clone(),
@@ -243,7 +290,7 @@ fn run(mut args: Args) -> Result<(), String> {
                 latency_requests: args.latency_requests,
                 throughput: args.throughput_mib > 0,
                 windowsize: args.windowsize,
-                storms: args.storm.clone(),
+                storms: storm_plan(&args),
                 spread: Duration::from_millis(args.storm_spread_ms),
                 storm_limit: Duration::from_secs(args.storm_limit_s),
             };
@@ -253,6 +300,8 @@ fn run(mut args: Args) -> Result<(), String> {
                 big: big.clone(),
                 ready: ready.clone(),
                 blksize: args.blksize,
+                mix: args.firmware,
+                binl_round: args.binl_round,
             };
             let round = lab.run_in(&cli, move || run_round(ctx_parts, plan));
             let foreign = load::foreign_cores(load_before, load::sample(Some(pid)));
@@ -276,7 +325,11 @@ fn run(mut args: Args) -> Result<(), String> {
                     .push(format!("server exited during the round: {status}"));
             }
             let noisy: Vec<&str> = log.lines().filter(|l| !l.trim().is_empty()).collect();
-            if kind == ServerKind::Distributor && !noisy.is_empty() {
+            let ours = matches!(
+                kind,
+                ServerKind::Distributor | ServerKind::DistributorBaseline
+            );
+            if ours && !noisy.is_empty() {
                 round.notes.push(format!(
                     "distributor logged {} warning lines, e.g. {:?}",
                     noisy.len(),
@@ -296,6 +349,18 @@ fn kib(k: u64) -> usize {
     usize::try_from(k * 1024).unwrap_or(usize::MAX)
 }
 
+/// Every storm size once per windowsize asked for: (clients, windowsize).
+fn storm_plan(args: &Args) -> Vec<(u32, u16)> {
+    let mut windows = args.storm_windowsize.clone();
+    if windows.is_empty() {
+        windows.push(1);
+    }
+    windows
+        .iter()
+        .flat_map(|&w| args.storm.iter().map(move |&n| (n, w)))
+        .collect()
+}
+
 fn report_params(args: &Args) -> report::Params {
     report::Params {
         latency_requests: args.latency_requests,
@@ -305,7 +370,9 @@ fn report_params(args: &Args) -> report::Params {
         boot_file_kib: args.boot_file_kib,
         spread_ms: args.storm_spread_ms,
         repeats: args.repeats,
-        storms: args.storm.clone(),
+        storms: storm_plan(args),
+        firmware: args.firmware,
+        binl_round: args.binl_round,
     }
 }
 
@@ -314,7 +381,7 @@ struct Plan {
     latency_requests: u32,
     throughput: bool,
     windowsize: u16,
-    storms: Vec<u32>,
+    storms: Vec<(u32, u16)>,
     spread: Duration,
     storm_limit: Duration,
 }
@@ -326,6 +393,8 @@ struct CtxParts {
     big: Arc<Vec<u8>>,
     ready: Arc<Vec<u8>>,
     blksize: u16,
+    mix: Mix,
+    binl_round: BinlRound,
 }
 
 /// One server, one repeat: everything, on a runtime inside the client namespace.
@@ -336,11 +405,11 @@ fn run_round(parts: CtxParts, plan: Plan) -> Result<Round, String> {
         .build()
         .map_err(|e| e.to_string())?;
     rt.block_on(async move {
-        let dhcp = DhcpClient::bind(CLIENT_IF, CLIENT_IP)
-            .map_err(|e| format!("cannot bind udp/68 in the client namespace: {e}"))?;
+        let dhcp = DhcpClient::bind(CLIENT_IF, CLIENT_IP, parts.binl_round)
+            .map_err(|e| format!("cannot bind udp/68 and udp/4011 in the client namespace: {e}"))?;
         let ctx = Arc::new(Ctx {
             dhcp,
-            ids: Identities::new(parts.seed),
+            ids: Identities::new(parts.seed, parts.mix),
             server_ip: SERVER_IP,
             boot_content: parts.boot,
             big_file: BIG_FILE.into(),
@@ -360,10 +429,11 @@ fn run_round(parts: CtxParts, plan: Plan) -> Result<Round, String> {
             round.lockstep = Some(measure::throughput(&ctx, None).await);
             round.windowed = Some(measure::throughput(&ctx, Some(plan.windowsize)).await);
         }
-        for &n in &plan.storms {
+        for &(n, windowsize) in &plan.storms {
             // Let the previous step's stragglers (a server resending a lost last ACK) drain.
             tokio::time::sleep(Duration::from_millis(300)).await;
-            let storm = measure::storm(ctx.clone(), n, plan.spread, plan.storm_limit).await;
+            let storm =
+                measure::storm(ctx.clone(), n, windowsize, plan.spread, plan.storm_limit).await;
             round.storms.push(storm);
         }
         round.unclaimed_replies = ctx

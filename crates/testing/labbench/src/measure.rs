@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::dhcp_client::{DhcpClient, PxeIdentity, Retry};
+use crate::dhcp_client::{DhcpClient, Firmware, PxeIdentity, Retry};
 use crate::tftp_client::{self, GetOptions};
 
 /// SplitMix64: deterministic, good enough for file contents and identities.
@@ -29,18 +29,29 @@ pub fn pseudo_random_bytes(len: usize, seed: u64) -> Vec<u8> {
     out
 }
 
+/// Which firmware the simulated clients play.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Mix {
+    /// Every other client BIOS (arch 0), the others x64 UEFI (arch 7).
+    Mixed,
+    Bios,
+    Uefi,
+}
+
 /// Fresh MAC/xid/UUID per simulated client.
 #[derive(Debug)]
 pub struct Identities {
     seed: u64,
     next: AtomicU64,
+    mix: Mix,
 }
 
 impl Identities {
-    pub fn new(seed: u64) -> Identities {
+    pub fn new(seed: u64, mix: Mix) -> Identities {
         Identities {
             seed,
             next: AtomicU64::new(1),
+            mix,
         }
     }
 
@@ -58,6 +69,12 @@ impl Identities {
             // Distinct per client: the low 32 bits of the counter, scrambled by the seed's.
             xid: (n as u32) ^ (r as u32 & 0xfff0_0000),
             uuid,
+            firmware: match self.mix {
+                Mix::Bios => Firmware::Bios,
+                Mix::Uefi => Firmware::UefiX64,
+                Mix::Mixed if n.is_multiple_of(2) => Firmware::Bios,
+                Mix::Mixed => Firmware::UefiX64,
+            },
         }
     }
 }
@@ -191,6 +208,13 @@ pub async fn throughput(ctx: &Ctx, windowsize: Option<u16>) -> Result<Throughput
 #[derive(Debug, Clone, Default)]
 pub struct Storm {
     pub clients: u32,
+    /// Windowsize the TFTP clients asked for (1: lock-step, no option sent).
+    pub windowsize: u16,
+    /// Per client that got an OFFER: first DISCOVER to the OFFER on its socket (kernel
+    /// timestamp), ms: the server's share.
+    pub offer_wire_ms: Vec<f64>,
+    /// The same, to the OFFER read by the client's receiver task, ms: adds the client's delay.
+    pub offer_task_ms: Vec<f64>,
     /// From the first client's start to the last client's end (success or failure).
     pub total: Duration,
     pub ok: u32,
@@ -214,13 +238,24 @@ enum ClientEnd {
         discovers: u32,
         timeouts: u32,
         boot_server: bool,
+        offer: Offer,
     },
-    Failed(String),
+    Failed(String, Option<Offer>),
 }
 
-/// `n` simulated BIOS PXE clients, started evenly over `spread`, each doing the proxyDHCP
-/// exchange then a lock-step TFTP read of the boot file it was given. Bounded by `limit`.
-pub async fn storm(ctx: Arc<Ctx>, n: u32, spread: Duration, limit: Duration) -> Storm {
+/// When a storm client's OFFER came: (kernel timestamp, receiver task), after its first DISCOVER.
+type Offer = (Option<Duration>, Duration);
+
+/// `n` simulated PXE clients, started evenly over `spread`, each doing the proxyDHCP exchange
+/// (with the udp/4011 round where its firmware takes it) then a TFTP read of the boot file it
+/// was given, lock-step or asking `windowsize` (> 1). Bounded by `limit`.
+pub async fn storm(
+    ctx: Arc<Ctx>,
+    n: u32,
+    windowsize: u16,
+    spread: Duration,
+    limit: Duration,
+) -> Storm {
     let start = tokio::time::Instant::now();
     let mut set = tokio::task::JoinSet::new();
     for i in 0..n {
@@ -237,15 +272,16 @@ pub async fn storm(ctx: Arc<Ctx>, n: u32, spread: Duration, limit: Duration) -> 
             };
             let ex = match ctx.dhcp.exchange(&who, retry).await {
                 Ok(ex) => ex,
-                Err(e) => return ClientEnd::Failed(format!("dhcp: {e}")),
+                Err(e) => return ClientEnd::Failed(format!("dhcp: {e}"), None),
             };
+            let offer = (ex.offer_wire, ex.offer_after);
             let got = tftp_client::get(
                 tftp_addr(ex.tftp_server),
                 &ex.boot_file,
                 &ctx.boot_content,
                 GetOptions {
                     blksize: Some(ctx.blksize),
-                    windowsize: None,
+                    windowsize: (windowsize > 1).then_some(windowsize),
                     tsize: true,
                     timeout: Duration::from_secs(1),
                     max_retries: 8,
@@ -259,15 +295,18 @@ pub async fn storm(ctx: Arc<Ctx>, n: u32, spread: Duration, limit: Duration) -> 
                     discovers: ex.discovers_sent,
                     timeouts: r.timeouts,
                     boot_server: ex.used_boot_server,
+                    offer,
                 },
-                Err(e) => ClientEnd::Failed(format!("tftp: {}", error_kind(&e))),
+                Err(e) => ClientEnd::Failed(format!("tftp: {}", error_kind(&e)), Some(offer)),
             }
         });
     }
     let mut out = Storm {
         clients: n,
+        windowsize: windowsize.max(1),
         ..Storm::default()
     };
+    let mut offers = Vec::new();
     let deadline = start + limit;
     let mut last_end = start;
     loop {
@@ -281,14 +320,19 @@ pub async fn storm(ctx: Arc<Ctx>, n: u32, spread: Duration, limit: Duration) -> 
                         discovers,
                         timeouts,
                         boot_server,
+                        offer,
                     }) => {
+                        offers.push(offer);
                         out.ok += 1;
                         out.per_client_ms.push(took.as_secs_f64() * 1e3);
                         out.discover_retransmits += discovers.saturating_sub(1);
                         out.tftp_timeouts += timeouts;
                         out.boot_server_rounds += u32::from(boot_server);
                     }
-                    Ok(ClientEnd::Failed(why)) => *out.failures.entry(why).or_default() += 1,
+                    Ok(ClientEnd::Failed(why, offer)) => {
+                        offers.extend(offer);
+                        *out.failures.entry(why).or_default() += 1;
+                    }
                     Err(e) => *out.failures.entry(format!("task: {e}")).or_default() += 1,
                 }
             }
@@ -304,6 +348,12 @@ pub async fn storm(ctx: Arc<Ctx>, n: u32, spread: Duration, limit: Duration) -> 
         }
     }
     out.total = last_end.duration_since(start);
+    for (wire, task) in offers {
+        out.offer_task_ms.push(task.as_secs_f64() * 1e3);
+        if let Some(wire) = wire {
+            out.offer_wire_ms.push(wire.as_secs_f64() * 1e3);
+        }
+    }
     out
 }
 

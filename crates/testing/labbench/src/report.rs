@@ -2,7 +2,8 @@
 
 use std::fmt::Write;
 
-use crate::measure::{Latency, Storm, Throughput};
+use crate::dhcp_client::BinlRound;
+use crate::measure::{Latency, Mix, Storm, Throughput};
 use crate::servers::ServerKind;
 
 /// One server, one repeat.
@@ -56,7 +57,10 @@ pub struct Params {
     pub boot_file_kib: u64,
     pub spread_ms: u64,
     pub repeats: u32,
-    pub storms: Vec<u32>,
+    /// (clients, windowsize) in the order run.
+    pub storms: Vec<(u32, u16)>,
+    pub firmware: Mix,
+    pub binl_round: BinlRound,
 }
 
 /// Nearest-rank percentile of unsorted values.
@@ -129,12 +133,18 @@ pub fn progress(kind: ServerKind, rep: u32, round: &Round) {
     for s in &round.storms {
         let _ = write!(
             line,
-            " storm {}: {:.2} s, {} ok, {} failed {:?}, p99 client {:.0} ms, discover resends {}, tftp timeouts {};",
+            " storm {}{}: {:.2} s, {} ok, {} failed {:?}, offer p50/p99/max {:.2}/{:.2}/{:.2} ms (task p99 {:.2} ms), udp/4011 rounds {}, p99 client {:.0} ms, discover resends {}, tftp timeouts {};",
             s.clients,
+            window_label(s.windowsize),
             s.total.as_secs_f64(),
             s.ok,
             s.failed(),
             s.failures,
+            percentile(&s.offer_wire_ms, 0.5).unwrap_or(f64::NAN),
+            percentile(&s.offer_wire_ms, 0.99).unwrap_or(f64::NAN),
+            percentile(&s.offer_wire_ms, 1.0).unwrap_or(f64::NAN),
+            percentile(&s.offer_task_ms, 0.99).unwrap_or(f64::NAN),
+            s.boot_server_rounds,
             percentile(&s.per_client_ms, 0.99).unwrap_or(f64::NAN),
             s.discover_retransmits,
             s.tftp_timeouts
@@ -149,6 +159,36 @@ pub fn progress(kind: ServerKind, rep: u32, round: &Round) {
     for note in &round.notes {
         eprintln!("labbench: {} rep{rep}: NOTE {note}", kind.name());
     }
+}
+
+fn window_label(windowsize: u16) -> String {
+    if windowsize > 1 {
+        format!(" windowsize {windowsize}")
+    } else {
+        String::new()
+    }
+}
+
+/// Medians over the storms of each storm's p50 / p99 / max of `pick`, ms.
+fn percentiles_cell(storms: &[Storm], pick: fn(&Storm) -> &Vec<f64>) -> String {
+    let at = |q: f64| -> f64 {
+        let per: Vec<f64> = storms
+            .iter()
+            .filter_map(|s| percentile(pick(s), q))
+            .collect();
+        median(&per).unwrap_or(f64::NAN)
+    };
+    let p99: Vec<f64> = storms
+        .iter()
+        .filter_map(|s| percentile(pick(s), 0.99))
+        .collect();
+    format!(
+        "{:.2} / {:.2} / {:.2} (p99 {})",
+        at(0.5),
+        at(0.99),
+        at(1.0),
+        spread(&p99, 2)
+    )
 }
 
 fn row(out: &mut String, label: &str, cells: &[String]) {
@@ -250,14 +290,20 @@ pub fn markdown(rounds: &Rounds, p: &Params) -> String {
         );
     }
 
-    for (i, &n) in p.storms.iter().enumerate() {
+    for (i, &(n, windowsize)) in p.storms.iter().enumerate() {
         let pick = |rs: &[Round]| -> Vec<Storm> {
             rs.iter().filter_map(|r| r.storms.get(i).cloned()).collect()
         };
         let kib = p.boot_file_kib;
+        let tftp = if windowsize > 1 {
+            format!("{kib} KiB TFTP asking windowsize {windowsize}")
+        } else {
+            format!("{kib} KiB TFTP lock-step")
+        };
+        let w = window_label(windowsize);
         row(
             &mut out,
-            &format!("storm {n} clients (DHCP + {kib} KiB TFTP), all done in, s"),
+            &format!("storm {n}{w} clients (DHCP + {tftp}), all done in, s"),
             &cells(&|rs| {
                 let totals: Vec<f64> = pick(rs).iter().map(|s| s.total.as_secs_f64()).collect();
                 spread(&totals, 2)
@@ -265,7 +311,29 @@ pub fn markdown(rounds: &Rounds, p: &Params) -> String {
         );
         row(
             &mut out,
-            &format!("storm {n}: failed clients (all repeats)"),
+            &format!("storm {n}{w}: OFFER latency p50 / p99 / max, ms (kernel receive stamp)"),
+            &cells(&|rs| percentiles_cell(&pick(rs), |s| &s.offer_wire_ms)),
+        );
+        row(
+            &mut out,
+            &format!(
+                "storm {n}{w}: OFFER latency p50 / p99 / max, ms (as the client task read it)"
+            ),
+            &cells(&|rs| percentiles_cell(&pick(rs), |s| &s.offer_task_ms)),
+        );
+        row(
+            &mut out,
+            &format!("storm {n}{w}: udp/4011 rounds (all repeats)"),
+            &cells(&|rs| {
+                let storms = pick(rs);
+                let used: u32 = storms.iter().map(|s| s.boot_server_rounds).sum();
+                let ok: u32 = storms.iter().map(|s| s.ok).sum();
+                format!("{used} / {ok}")
+            }),
+        );
+        row(
+            &mut out,
+            &format!("storm {n}{w}: failed clients (all repeats)"),
             &cells(&|rs| {
                 let storms = pick(rs);
                 let failed: u32 = storms.iter().map(Storm::failed).sum();
@@ -275,7 +343,7 @@ pub fn markdown(rounds: &Rounds, p: &Params) -> String {
         );
         row(
             &mut out,
-            &format!("storm {n}: per-client p50 / p99, ms"),
+            &format!("storm {n}{w}: per-client p50 / p99, ms"),
             &cells(&|rs| {
                 let storms = pick(rs);
                 let p50: Vec<f64> = storms
@@ -295,7 +363,7 @@ pub fn markdown(rounds: &Rounds, p: &Params) -> String {
         );
         row(
             &mut out,
-            &format!("storm {n}: client resends (DISCOVER + TFTP timeouts)"),
+            &format!("storm {n}{w}: client resends (DISCOVER + TFTP timeouts)"),
             &cells(&|rs| {
                 let storms = pick(rs);
                 let d: u32 = storms.iter().map(|s| s.discover_retransmits).sum();
@@ -322,8 +390,18 @@ pub fn markdown(rounds: &Rounds, p: &Params) -> String {
     );
     let _ = writeln!(
         out,
-        "\nMedians of {} repeats, (min–max) where shown; MB/s = 10^6 bytes/s; storm clients start evenly within {} ms.",
-        p.repeats, p.spread_ms
+        "\nMedians of {} repeats, (min–max) where shown; MB/s = 10^6 bytes/s; storm clients start evenly within {} ms; clients: {}; udp/4011 round: {}.",
+        p.repeats,
+        p.spread_ms,
+        match p.firmware {
+            Mix::Mixed => "BIOS (arch 0) and x64 UEFI (arch 7) alternating",
+            Mix::Bios => "BIOS (arch 0)",
+            Mix::Uefi => "x64 UEFI (arch 7)",
+        },
+        match p.binl_round {
+            BinlRound::Firmware => "as firmware (UEFI always, BIOS when the OFFER names no file)",
+            BinlRound::Always => "every client",
+        }
     );
     let mut notes = String::new();
     for &k in servers {
@@ -335,9 +413,10 @@ pub fn markdown(rounds: &Rounds, p: &Params) -> String {
                 if !s.failures.is_empty() {
                     let _ = writeln!(
                         notes,
-                        "- {} rep{rep} storm {}: failures {:?}",
+                        "- {} rep{rep} storm {}{}: failures {:?}",
                         k.name(),
                         s.clients,
+                        window_label(s.windowsize),
                         s.failures
                     );
                 }

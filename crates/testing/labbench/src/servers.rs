@@ -9,14 +9,33 @@ use bootfleet_testkit::netlab::NetLab;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum ServerKind {
     Distributor,
+    /// Another distributor build (`--baseline-distributor-bin`), to compare two builds in one run.
+    DistributorBaseline,
+    /// dnsmasq with `--tftp-max` raised (`--dnsmasq-tftp-max`).
     Dnsmasq,
+    /// dnsmasq at its default `--tftp-max` of 50.
+    DnsmasqDefaults,
 }
+
+/// dnsmasq's default `--tftp-max`.
+pub const DNSMASQ_DEFAULT_TFTP_MAX: u32 = 50;
 
 impl ServerKind {
     pub fn name(self) -> &'static str {
         match self {
             ServerKind::Distributor => "bootfleet-distributor",
+            ServerKind::DistributorBaseline => "bootfleet-distributor (baseline)",
             ServerKind::Dnsmasq => "dnsmasq",
+            ServerKind::DnsmasqDefaults => "dnsmasq (tftp-max 50)",
+        }
+    }
+
+    fn file_tag(self) -> &'static str {
+        match self {
+            ServerKind::Distributor => "bootfleet-distributor",
+            ServerKind::DistributorBaseline => "bootfleet-distributor-baseline",
+            ServerKind::Dnsmasq => "dnsmasq",
+            ServerKind::DnsmasqDefaults => "dnsmasq-defaults",
         }
     }
 }
@@ -31,7 +50,10 @@ pub struct ServerSetup {
     pub network: String,
     pub root: PathBuf,
     pub boot_file: String,
+    /// The x64 UEFI clients' boot file.
+    pub boot_file_efi: String,
     pub distributor_bin: PathBuf,
+    pub baseline_distributor_bin: Option<PathBuf>,
     pub dnsmasq_bin: PathBuf,
     pub dnsmasq_tftp_max: u32,
     pub work: PathBuf,
@@ -66,9 +88,9 @@ impl Drop for Running {
     }
 }
 
-/// dnsmasq's arguments: proxyDHCP for BIOS PXE (`pxe-service`, since a proxy with only
-/// `dhcp-boot` stays silent, LAB-NOTES) and TFTP from the same root, nothing else.
-pub fn dnsmasq_args(setup: &ServerSetup) -> Vec<String> {
+/// dnsmasq's arguments: proxyDHCP for BIOS and x64 UEFI PXE (`pxe-service`, since a proxy
+/// with only `dhcp-boot` stays silent, LAB-NOTES) and TFTP from the same root, nothing else.
+pub fn dnsmasq_args(setup: &ServerSetup, tftp_max: u32) -> Vec<String> {
     let dir = &setup.work;
     vec![
         "--keep-in-foreground".into(),
@@ -84,9 +106,10 @@ pub fn dnsmasq_args(setup: &ServerSetup) -> Vec<String> {
         "--quiet-tftp".into(),
         format!("--dhcp-range={},proxy", setup.network),
         format!("--pxe-service=x86PC,boot,{}", setup.boot_file),
+        format!("--pxe-service=X86-64_EFI,boot,{}", setup.boot_file_efi),
         "--enable-tftp".into(),
         format!("--tftp-root={}", setup.root.display()),
-        format!("--tftp-max={}", setup.dnsmasq_tftp_max),
+        format!("--tftp-max={tftp_max}"),
         format!("--dhcp-leasefile={}", dir.join("dnsmasq.leases").display()),
         format!("--pid-file={}", dir.join("dnsmasq.pid").display()),
     ]
@@ -103,14 +126,30 @@ pub fn distributor_args(setup: &ServerSetup) -> Vec<String> {
         setup.root.display().to_string(),
         "--bios-file".into(),
         setup.boot_file.clone(),
+        "--uefi-x64-file".into(),
+        setup.boot_file_efi.clone(),
     ]
 }
 
 pub fn start(lab: &NetLab, setup: &ServerSetup, kind: ServerKind, tag: &str) -> Running {
-    let log = setup.work.join(format!("{}-{tag}.log", kind.name()));
+    let log = setup.work.join(format!("{}-{tag}.log", kind.file_tag()));
     let (program, args): (&Path, Vec<String>) = match kind {
         ServerKind::Distributor => (&setup.distributor_bin, distributor_args(setup)),
-        ServerKind::Dnsmasq => (&setup.dnsmasq_bin, dnsmasq_args(setup)),
+        ServerKind::DistributorBaseline => (
+            setup
+                .baseline_distributor_bin
+                .as_deref()
+                .unwrap_or(&setup.distributor_bin),
+            distributor_args(setup),
+        ),
+        ServerKind::Dnsmasq => (
+            &setup.dnsmasq_bin,
+            dnsmasq_args(setup, setup.dnsmasq_tftp_max),
+        ),
+        ServerKind::DnsmasqDefaults => (
+            &setup.dnsmasq_bin,
+            dnsmasq_args(setup, DNSMASQ_DEFAULT_TFTP_MAX),
+        ),
     };
     let stderr = std::fs::File::create(&log).expect("server log file");
     let child = lab
