@@ -87,7 +87,8 @@ impl GroupMatch {
     }
 }
 
-/// `POST /api/groups`, `PUT /api/groups/:name`.
+/// `POST /api/groups`, `PUT /api/groups/:name`. Every name in `members` must be an existing
+/// machine's id or unique name; on `PUT` a `name` must be the path's.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct GroupInput {
@@ -151,7 +152,9 @@ pub struct Variant {
     pub script: String,
 }
 
-/// `POST /api/commands`, `PUT /api/commands/:name`.
+/// `POST /api/commands`, `PUT /api/commands/:name`. At most one variant per rank; the name is
+/// not a built-in command's (`power-on`, `power-off`, `power-cycle`, `power-status`); on `PUT`
+/// a `name` must be the path's.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct CommandInput {
@@ -192,7 +195,9 @@ pub struct CommandRow {
     pub updated_at: Option<String>,
 }
 
-/// `POST /api/commands/:name/runs`. Its `Debug` leaves the private key out.
+/// `POST /api/commands/:name/runs`: at least one of `machines` and `groups`, each naming an
+/// existing machine or group; a script command needs `privateKey`.
+// Its `Debug` leaves the private key out.
 #[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct RunInput {

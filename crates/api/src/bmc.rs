@@ -45,6 +45,13 @@ pub const MAX_CA_CERTIFICATE: usize = 16 * 1024;
 
 /// `bmc` of `POST /api/machines` and `PUT /api/machines/:id` (the whole BMC; a `password` left
 /// out keeps the stored one).
+///
+/// Checked for its `protocol`. ipmi: `address` is `host[:port]`, `username` at most 16 and
+/// `password` at most 20 bytes of printable text, and `caCertificate`, `insecure` and `systemId`
+/// are refused. redfish: `address` is `https://host[:port]` without a path, `username` at most
+/// 64 and `password` at most 256 bytes of printable text, `caCertificate` PEM certificates of at
+/// most 16 KiB and not with `insecure`, `systemId` 1 to 128 letters, digits, `-`, `_` or `.`.
+/// Never both `password` and `sealedPassword`.
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct BmcInput {

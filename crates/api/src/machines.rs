@@ -90,6 +90,8 @@ impl UnknownMacs {
 }
 
 /// `POST /api/machines`, `PUT /api/machines/:id`. On update, a field left out keeps its value.
+/// A `name` is unique per site; a `profile` must exist (`/api/profiles`); `bmc` is checked for
+/// its `protocol` (see `BmcInput`).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct MachineInput {
