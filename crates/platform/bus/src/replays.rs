@@ -54,11 +54,12 @@ fn now_ms() -> u64 {
 impl ReplayStore {
     /// Opens the bucket, making it on first use. The bucket's stream is made here with the
     /// settings a key-value bucket has, rather than by `create_key_value`, which first asks
-    /// the account's JetStream limits in a form nats-server 2.9 (Debian 12's) does not answer.
+    /// the account's JetStream limits in a form nats-server 2.9 (Debian 12's) does not answer;
+    /// its replicas are the bus's (`BOOTFLEET_JETSTREAM_REPLICAS`).
     pub async fn open(bus: &Bus) -> Result<ReplayStore, ApiError> {
         let js = jetstream::new(bus.client().clone());
         let bucket = subjects::IDEMPOTENCY_BUCKET;
-        js.get_or_create_stream(jetstream::stream::Config {
+        let config = jetstream::stream::Config {
             name: format!("KV_{bucket}"),
             description: Some("first answers to writes with an Idempotency-Key".into()),
             subjects: vec![format!("$KV.{bucket}.>")],
@@ -70,9 +71,10 @@ impl ReplayStore {
             allow_direct: true,
             discard: jetstream::stream::DiscardPolicy::New,
             ..Default::default()
-        })
-        .await
-        .map_err(unavailable)?;
+        };
+        crate::streams::ensure_stream(&js, config, bus.jetstream_replicas())
+            .await
+            .map_err(unavailable)?;
         let kv = js.get_key_value(bucket).await.map_err(unavailable)?;
         Ok(ReplayStore { kv })
     }
