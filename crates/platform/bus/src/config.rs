@@ -5,7 +5,8 @@
 //! distributor's NATS user may subscribe to its own prefix only), `NATS_TLS_CA`,
 //! `NATS_TLS_CERT`/`NATS_TLS_KEY` (TLS to a server with a private CA, and a client certificate
 //! for one that verifies clients), `BOOTFLEET_BUS_TIMEOUT_MS` / `BOOTFLEET_BUS_ATTEMPTS`, and
-//! `BOOTFLEET_JETSTREAM_REPLICAS` (the replicas of the streams and buckets this process makes).
+//! `BOOTFLEET_JETSTREAM_REPLICAS` (the replicas of the streams and buckets this process makes),
+//! `BOOTFLEET_NATS_PING_SECS` (how soon a server that stopped answering is left).
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -35,6 +36,10 @@ pub struct BusConfig {
     /// the least it raises an existing one to (`BOOTFLEET_JETSTREAM_REPLICAS`, default 1; 3 on
     /// a three-node NATS cluster).
     pub jetstream_replicas: usize,
+    /// How often the client pings its server (`BOOTFLEET_NATS_PING_SECS`, default 10). Three
+    /// unanswered pings end the connection and the client moves to another server: a server cut
+    /// off by the network (no reset ever arrives) is left within about three of these.
+    pub ping_interval: Duration,
 }
 
 /// TLS settings for the connection to nats-server (`NATS_TLS_CA`, `NATS_TLS_CERT`,
@@ -114,6 +119,7 @@ bootfleet_api::debug_fields!(BusConfig as c {
     inbox_prefix,
     tls,
     jetstream_replicas,
+    ping_interval,
 });
 
 /// `nats://` before each URL of a comma-separated list that has no scheme; None when empty.
@@ -141,6 +147,7 @@ fn servers(url: &str) -> Vec<&str> {
 
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(2);
 pub const DEFAULT_ATTEMPTS: u32 = 3;
+pub const DEFAULT_PING_INTERVAL: Duration = Duration::from_secs(10);
 
 impl BusConfig {
     pub fn new(url: impl Into<String>, name: impl Into<String>) -> Self {
@@ -153,6 +160,7 @@ impl BusConfig {
             inbox_prefix: None,
             tls: None,
             jetstream_replicas: 1,
+            ping_interval: DEFAULT_PING_INTERVAL,
         }
     }
 
@@ -175,6 +183,9 @@ impl BusConfig {
         }
         if let Some(n) = var("BOOTFLEET_BUS_ATTEMPTS").and_then(|v| v.parse().ok()) {
             config.attempts = n;
+        }
+        if let Some(secs) = var("BOOTFLEET_NATS_PING_SECS").and_then(|v| v.parse::<u64>().ok()) {
+            config.ping_interval = Duration::from_secs(secs.max(1));
         }
         config.auth = if let (Some(u), Some(p)) = (var("NATS_USER"), var("NATS_PASSWORD")) {
             Auth::UserPassword(u, p)
@@ -224,6 +235,7 @@ impl BusConfig {
         let lost = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
         options = options
             .name(self.name.clone())
+            .ping_interval(self.ping_interval)
             .max_reconnects(None)
             // Reconnect quickly after a NATS restart; back off to at most 2 s.
             .reconnect_delay_callback(|attempts| {

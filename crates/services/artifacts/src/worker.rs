@@ -380,7 +380,13 @@ impl Builder {
                             return;
                         }
                     }
-                    Err(e) => tracing::warn!(error = %e, "bad message from the build queue"),
+                    // A status instead of a job (503 while the stream elects a leader on a
+                    // NATS cluster): wait a moment rather than ask again at once.
+                    Err(e) => {
+                        tracing::warn!(error = %e, "bad message from the build queue; asking again in a moment");
+                        tokio::time::sleep(Duration::from_millis(500)).await;
+                        break;
+                    }
                 }
             }
         }
