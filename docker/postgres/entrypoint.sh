@@ -1,5 +1,6 @@
 #!/bin/sh
-# Creates the cluster on first start (empty $PGDATA), then runs postgres in the foreground.
+# Creates the cluster on first start (empty $PGDATA), then runs postgres in the foreground with
+# the container's arguments added (`-c max_connections=300`).
 set -eu
 user=${POSTGRES_USER:-bootfleet}
 db=${POSTGRES_DB:-$user}
@@ -24,4 +25,4 @@ if [ ! -s "$PGDATA/PG_VERSION" ]; then
   fi
   echo "bootfleet-postgres: created the cluster, user $user, database $db" >&2
 fi
-exec postgres -D "$PGDATA" -c listen_addresses='*' -c unix_socket_directories=/var/run/postgresql
+exec postgres -D "$PGDATA" -c listen_addresses='*' -c unix_socket_directories=/var/run/postgresql "$@"

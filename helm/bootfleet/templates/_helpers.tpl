@@ -65,6 +65,8 @@ helm.sh/chart: {{ printf "%s-%s" .ctx.Chart.Name .ctx.Chart.Version }}
     secretKeyRef:
       name: {{ include "bootfleet.natsSecret" . }}
       key: services-password
+- name: BOOTFLEET_JETSTREAM_REPLICAS
+  value: {{ .Values.nats.jetstreamReplicas | quote }}
 - name: DATABASE_URL
   valueFrom:
     secretKeyRef:

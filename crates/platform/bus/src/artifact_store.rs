@@ -82,16 +82,25 @@ impl ArtifactStore {
         ArtifactStore::with_stream(&js, store).await
     }
 
-    /// Opens the bucket, making it on first use (the artifacts service, at its start).
+    /// Opens the bucket, making it on first use (the artifacts service, at its start) with the
+    /// bus's JetStream replicas, and raising an existing one that has fewer.
     pub async fn open_or_create(bus: &Bus) -> Result<ArtifactStore, ArtifactStoreError> {
         let js = jetstream::new(bus.client().clone());
+        let replicas = bus.jetstream_replicas();
         let store = match js.get_object_store(subjects::ARTIFACT_BUCKET).await {
-            Ok(store) => store,
+            Ok(store) => {
+                let stream = format!("OBJ_{}", subjects::ARTIFACT_BUCKET);
+                crate::streams::raise_replicas(&js, &stream, replicas)
+                    .await
+                    .map_err(unreachable)?;
+                store
+            }
             Err(_) => js
                 .create_object_store(object_store::Config {
                     bucket: subjects::ARTIFACT_BUCKET.to_owned(),
                     description: Some("bootfleet boot artifacts by content address".into()),
                     storage: jetstream::stream::StorageType::File,
+                    num_replicas: replicas,
                     ..Default::default()
                 })
                 .await

@@ -4,7 +4,9 @@
 //! `NATS_NKEY_SEED`, `NATS_INBOX_PREFIX` (where replies to this client's requests go; a
 //! distributor's NATS user may subscribe to its own prefix only), `NATS_TLS_CA`,
 //! `NATS_TLS_CERT`/`NATS_TLS_KEY` (TLS to a server with a private CA, and a client certificate
-//! for one that verifies clients), and `BOOTFLEET_BUS_TIMEOUT_MS` / `BOOTFLEET_BUS_ATTEMPTS`.
+//! for one that verifies clients), `BOOTFLEET_BUS_TIMEOUT_MS` / `BOOTFLEET_BUS_ATTEMPTS`, and
+//! `BOOTFLEET_JETSTREAM_REPLICAS` (the replicas of the streams and buckets this process makes),
+//! `BOOTFLEET_NATS_PING_SECS` (how soon a server that stopped answering is left).
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -30,6 +32,14 @@ pub struct BusConfig {
     /// TLS to nats-server. Without it, TLS is still used when the URL is `tls://` or the
     /// server demands it, trusting only the built-in roots.
     pub tls: Option<Tls>,
+    /// Replicas of the JetStream streams, object stores and buckets this process makes, and
+    /// the least it raises an existing one to (`BOOTFLEET_JETSTREAM_REPLICAS`, default 1; 3 on
+    /// a three-node NATS cluster).
+    pub jetstream_replicas: usize,
+    /// How often the client pings its server (`BOOTFLEET_NATS_PING_SECS`, default 10). Three
+    /// unanswered pings end the connection and the client moves to another server: a server cut
+    /// off by the network (no reset ever arrives) is left within about three of these.
+    pub ping_interval: Duration,
 }
 
 /// TLS settings for the connection to nats-server (`NATS_TLS_CA`, `NATS_TLS_CERT`,
@@ -108,10 +118,36 @@ bootfleet_api::debug_fields!(BusConfig as c {
     auth,
     inbox_prefix,
     tls,
+    jetstream_replicas,
+    ping_interval,
 });
+
+/// `nats://` before each URL of a comma-separated list that has no scheme; None when empty.
+fn with_schemes(raw: &str) -> Option<String> {
+    let urls: Vec<String> = servers(raw)
+        .into_iter()
+        .map(|url| {
+            if url.contains("://") {
+                url.to_owned()
+            } else {
+                format!("nats://{url}")
+            }
+        })
+        .collect();
+    (!urls.is_empty()).then(|| urls.join(","))
+}
+
+/// The URLs of a comma-separated list.
+fn servers(url: &str) -> Vec<&str> {
+    url.split(',')
+        .map(str::trim)
+        .filter(|u| !u.is_empty())
+        .collect()
+}
 
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(2);
 pub const DEFAULT_ATTEMPTS: u32 = 3;
+pub const DEFAULT_PING_INTERVAL: Duration = Duration::from_secs(10);
 
 impl BusConfig {
     pub fn new(url: impl Into<String>, name: impl Into<String>) -> Self {
@@ -123,23 +159,19 @@ impl BusConfig {
             auth: Auth::None,
             inbox_prefix: None,
             tls: None,
+            jetstream_replicas: 1,
+            ping_interval: DEFAULT_PING_INTERVAL,
         }
     }
 
-    /// The NATS URL from the environment, if one is set (`NATS_URL`, else `TRANSPORTER`).
+    /// The NATS URL from the environment, if one is set (`NATS_URL`, else `TRANSPORTER`). A
+    /// comma-separated list names several nodes of one NATS cluster: the client connects to one
+    /// of them, and moves to another when it goes away.
     pub fn url_from_env() -> Option<String> {
         let raw = std::env::var("NATS_URL")
             .ok()
             .or_else(|| std::env::var("TRANSPORTER").ok())?;
-        let raw = raw.trim();
-        if raw.is_empty() {
-            return None;
-        }
-        Some(if raw.contains("://") {
-            raw.to_owned()
-        } else {
-            format!("nats://{raw}")
-        })
+        with_schemes(&raw)
     }
 
     /// Everything but the URL from the environment.
@@ -151,6 +183,9 @@ impl BusConfig {
         }
         if let Some(n) = var("BOOTFLEET_BUS_ATTEMPTS").and_then(|v| v.parse().ok()) {
             config.attempts = n;
+        }
+        if let Some(secs) = var("BOOTFLEET_NATS_PING_SECS").and_then(|v| v.parse::<u64>().ok()) {
+            config.ping_interval = Duration::from_secs(secs.max(1));
         }
         config.auth = if let (Some(u), Some(p)) = (var("NATS_USER"), var("NATS_PASSWORD")) {
             Auth::UserPassword(u, p)
@@ -164,6 +199,12 @@ impl BusConfig {
             Auth::None
         };
         config.inbox_prefix = var("NATS_INBOX_PREFIX");
+        if let Some(value) = var(crate::streams::REPLICAS_VAR) {
+            match crate::streams::parse_replicas(&value) {
+                Ok(n) => config.jetstream_replicas = n,
+                Err(e) => tracing::warn!("{e}; using 1"),
+            }
+        }
         let tls = Tls {
             ca_file: var("NATS_TLS_CA").map(PathBuf::from),
             client_cert: var("NATS_TLS_CERT").map(PathBuf::from),
@@ -194,6 +235,7 @@ impl BusConfig {
         let lost = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
         options = options
             .name(self.name.clone())
+            .ping_interval(self.ping_interval)
             .max_reconnects(None)
             // Reconnect quickly after a NATS restart; back off to at most 2 s.
             .reconnect_delay_callback(|attempts| {
@@ -221,11 +263,29 @@ impl BusConfig {
                 }
             });
         options
-            .connect(self.url.as_str())
+            .connect(servers(&self.url))
             .await
             .map_err(|source| BusError::Connect {
                 url: self.url.clone(),
                 source,
             })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::with_schemes;
+
+    #[test]
+    fn urls_get_a_scheme_each_and_lists_keep_their_order() {
+        assert_eq!(with_schemes(" "), None);
+        assert_eq!(
+            with_schemes("nats:4222").as_deref(),
+            Some("nats://nats:4222")
+        );
+        assert_eq!(
+            with_schemes("tls://a:4222, b:4222,,").as_deref(),
+            Some("tls://a:4222,nats://b:4222")
+        );
     }
 }

@@ -13,6 +13,7 @@ mod config;
 mod metrics;
 mod replays;
 mod service;
+pub mod streams;
 mod trace;
 
 use std::sync::LazyLock;
@@ -81,6 +82,7 @@ pub struct Bus {
     client: async_nats::Client,
     timeout: Duration,
     attempts: u32,
+    jetstream_replicas: usize,
 }
 
 /// A reply as received, before decoding: which instance answered, and the outcome.
@@ -99,6 +101,7 @@ impl Bus {
             client,
             timeout: config.request_timeout,
             attempts: config.attempts.max(1),
+            jetstream_replicas: config.jetstream_replicas.max(1),
         })
     }
 
@@ -109,7 +112,14 @@ impl Bus {
             client: self.client.clone(),
             timeout,
             attempts: attempts.max(1),
+            jetstream_replicas: self.jetstream_replicas,
         }
+    }
+
+    /// The replicas of the JetStream streams and buckets this process makes
+    /// ([`BusConfig::jetstream_replicas`]).
+    pub fn jetstream_replicas(&self) -> usize {
+        self.jetstream_replicas
     }
 
     pub fn client(&self) -> &async_nats::Client {

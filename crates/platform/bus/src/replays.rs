@@ -20,6 +20,31 @@ const ABANDONED_AFTER_MS: u64 = 10 * 60 * 1000;
 
 const PENDING: &[u8] = b"pending:";
 
+/// How long the outcome of a claimed key is retried when the bucket does not take it (its
+/// stream electing a new leader after a NATS cluster node went away): a key neither finished
+/// nor released refuses every repeat until it is abandoned.
+const OUTCOME_RETRIED_FOR: Duration = Duration::from_secs(8);
+const OUTCOME_RETRY_EVERY: Duration = Duration::from_millis(500);
+
+/// Runs `write` until it succeeds, for at most [`OUTCOME_RETRIED_FOR`]: the last error.
+async fn retried<T, E: std::fmt::Display, F>(mut write: impl FnMut() -> F) -> Result<T, String>
+where
+    F: std::future::Future<Output = Result<T, E>>,
+{
+    let deadline = tokio::time::Instant::now() + OUTCOME_RETRIED_FOR;
+    loop {
+        let error = match tokio::time::timeout_at(deadline, write()).await {
+            Ok(Ok(value)) => return Ok(value),
+            Ok(Err(e)) => e.to_string(),
+            Err(_) => format!("no answer within {OUTCOME_RETRIED_FOR:?}"),
+        };
+        if tokio::time::Instant::now() + OUTCOME_RETRY_EVERY >= deadline {
+            return Err(error);
+        }
+        tokio::time::sleep(OUTCOME_RETRY_EVERY).await;
+    }
+}
+
 /// What a key holds when a write arrives with it.
 #[derive(Debug)]
 pub enum Claim {
@@ -54,11 +79,12 @@ fn now_ms() -> u64 {
 impl ReplayStore {
     /// Opens the bucket, making it on first use. The bucket's stream is made here with the
     /// settings a key-value bucket has, rather than by `create_key_value`, which first asks
-    /// the account's JetStream limits in a form nats-server 2.9 (Debian 12's) does not answer.
+    /// the account's JetStream limits in a form nats-server 2.9 (Debian 12's) does not answer;
+    /// its replicas are the bus's (`BOOTFLEET_JETSTREAM_REPLICAS`).
     pub async fn open(bus: &Bus) -> Result<ReplayStore, ApiError> {
         let js = jetstream::new(bus.client().clone());
         let bucket = subjects::IDEMPOTENCY_BUCKET;
-        js.get_or_create_stream(jetstream::stream::Config {
+        let config = jetstream::stream::Config {
             name: format!("KV_{bucket}"),
             description: Some("first answers to writes with an Idempotency-Key".into()),
             subjects: vec![format!("$KV.{bucket}.>")],
@@ -70,9 +96,10 @@ impl ReplayStore {
             allow_direct: true,
             discard: jetstream::stream::DiscardPolicy::New,
             ..Default::default()
-        })
-        .await
-        .map_err(unavailable)?;
+        };
+        crate::streams::ensure_stream(&js, config, bus.jetstream_replicas())
+            .await
+            .map_err(unavailable)?;
         let kv = js.get_key_value(bucket).await.map_err(unavailable)?;
         Ok(ReplayStore { kv })
     }
@@ -115,15 +142,18 @@ impl ReplayStore {
     }
 
     /// Keeps `answer` as the key's first answer.
+    /// Retried for a few seconds while the bucket does not answer.
     pub async fn finish(&self, key: &str, answer: Bytes) -> Result<(), ApiError> {
-        self.kv.put(key, answer).await.map_err(unavailable)?;
+        retried(|| self.kv.put(key, answer.clone()))
+            .await
+            .map_err(unavailable)?;
         Ok(())
     }
 
     /// Gives the key back (the request's outcome is not one to repeat, say a 5xx): the next
-    /// request with it runs again.
+    /// request with it runs again. Retried for a few seconds while the bucket does not answer.
     pub async fn release(&self, key: &str) {
-        if let Err(e) = self.kv.delete(key).await {
+        if let Err(e) = retried(|| self.kv.delete(key)).await {
             tracing::warn!(error = %e, "cannot release an idempotency key; it stays claimed until it is abandoned");
         }
     }

@@ -490,7 +490,7 @@ pub(crate) static SCHEMA: Schema = Schema::new::<ArtifactsMigrator>(&["artifacts
 /// Makes sure the queue and the bucket exist, then answers.
 async fn routes(service: ServiceBuilder, ctx: Context, toolbox: Arc<Toolbox>) -> Routes {
     let js = jetstream::new(ctx.bus.client().clone());
-    worker::ensure_stream(&js).await?;
+    worker::ensure_stream(&ctx.bus).await?;
     let objects = objects::Objects::open(&ctx.bus).await?;
     let artifacts = Artifacts {
         registry: Registry::new(ctx.db.clone()),

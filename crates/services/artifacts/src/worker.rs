@@ -50,18 +50,21 @@ impl WorkerConfig {
     }
 }
 
-/// The work-queue stream: each job is delivered to one builder and removed once acked.
-pub async fn ensure_stream(js: &jetstream::Context) -> Result<stream::Stream, StartError> {
-    js.get_or_create_stream(stream::Config {
+/// The work-queue stream: each job is delivered to one builder and removed once acked. It has
+/// the bus's JetStream replicas (`BOOTFLEET_JETSTREAM_REPLICAS`); one made with fewer is raised.
+pub async fn ensure_stream(bus: &Bus) -> Result<stream::Stream, StartError> {
+    let js = jetstream::new(bus.client().clone());
+    let config = stream::Config {
         name: subjects::BUILD_STREAM.to_owned(),
         subjects: vec![subjects::BUILD_SUBJECTS.to_owned()],
         retention: stream::RetentionPolicy::WorkQueue,
         storage: stream::StorageType::File,
         duplicate_window: Duration::from_secs(120),
         ..Default::default()
-    })
-    .await
-    .map_err(|e| StartError::Setup(format!("cannot create the build queue: {e}")))
+    };
+    bootfleet_bus::streams::ensure_stream(&js, config, bus.jetstream_replicas())
+        .await
+        .map_err(|e| StartError::Setup(format!("cannot create the build queue: {e}")))
 }
 
 /// What an ISO is made of, checked: each part exists, is `done`, and is the right thing.
@@ -276,8 +279,7 @@ async fn routes(
     config: WorkerConfig,
     toolbox: Arc<Toolbox>,
 ) -> Routes {
-    let js = jetstream::new(ctx.bus.client().clone());
-    let stream = ensure_stream(&js).await?;
+    let stream = ensure_stream(&ctx.bus).await?;
     if stream.consumer_info(LEGACY_CONSUMER).await.is_ok() {
         match stream.delete_consumer(LEGACY_CONSUMER).await {
             Ok(_) => tracing::info!(
@@ -385,7 +387,13 @@ impl Builder {
                             return;
                         }
                     }
-                    Err(e) => tracing::warn!(error = %e, "bad message from the build queue"),
+                    // A status instead of a job (503 while the stream elects a leader on a
+                    // NATS cluster): wait a moment rather than ask again at once.
+                    Err(e) => {
+                        tracing::warn!(error = %e, "bad message from the build queue; asking again in a moment");
+                        tokio::time::sleep(Duration::from_millis(500)).await;
+                        break;
+                    }
                 }
             }
         }

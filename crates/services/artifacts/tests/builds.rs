@@ -555,8 +555,7 @@ async fn a_job_waits_for_a_builder_of_its_kind() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_builder_updates_a_consumer_made_with_an_older_ack_wait() {
     let mut lab = Lab::start_with_builders(Toolbox::debian(), &[]).await;
-    let js = jetstream::new(lab.bus.client().clone());
-    let stream = bootfleet_artifacts::worker::ensure_stream(&js)
+    let stream = bootfleet_artifacts::worker::ensure_stream(&lab.bus)
         .await
         .expect("stream");
     let old = WorkerConfig {

@@ -15,12 +15,15 @@ pub mod bmc;
 pub mod disk_image;
 pub mod http_recorder;
 pub mod metrics;
+pub mod nats_cluster;
 pub mod netlab;
 pub mod node_image;
 pub mod qemu;
 pub mod sse;
 pub mod sshd;
 pub mod test_pki;
+
+pub use nats_cluster::NatsCluster;
 
 /// A free TCP port on 127.0.0.1 (the kernel picks it; the listener is closed again).
 pub fn free_port() -> u16 {
@@ -111,6 +114,20 @@ fn wait_for_child<T>(
     }
 }
 
+/// The `nats-server` binary (`NATS_SERVER_BIN`, else the PATH) and a new temporary directory
+/// for its store and logs, named with `prefix`.
+pub(crate) fn nats_server_bin_and_dir(prefix: &str) -> (PathBuf, tempfile::TempDir) {
+    let bin = std::env::var_os("NATS_SERVER_BIN")
+        .map(PathBuf::from)
+        .or_else(|| find_in_path("nats-server"))
+        .expect("nats-server not found: install Debian's nats-server (./scripts/setup)");
+    let dir = tempfile::Builder::new()
+        .prefix(prefix)
+        .tempdir()
+        .expect("create a temporary directory");
+    (bin, dir)
+}
+
 fn find_in_path(name: &str) -> Option<PathBuf> {
     let path = std::env::var_os("PATH")?;
     std::env::split_paths(&path)
@@ -163,14 +180,7 @@ impl NatsServer {
     }
 
     fn start_inner(config: Option<&str>) -> NatsServer {
-        let bin = std::env::var_os("NATS_SERVER_BIN")
-            .map(PathBuf::from)
-            .or_else(|| find_in_path("nats-server"))
-            .expect("nats-server not found: install Debian's nats-server (./scripts/setup)");
-        let dir = tempfile::Builder::new()
-            .prefix("bootfleet-nats-")
-            .tempdir()
-            .expect("create a temporary directory");
+        let (bin, dir) = nats_server_bin_and_dir("bootfleet-nats-");
         let config = config.map(|text| {
             let path = dir.path().join("nats-server.conf");
             std::fs::write(&path, text).expect("write the nats-server configuration");

@@ -24,25 +24,45 @@ fn compose_program() -> Vec<String> {
     }
 }
 
-/// One compose project of this test, brought down with its volumes on drop.
-struct Stack {
-    project: String,
+/// One compose project of a test, brought down with its volumes on drop.
+pub(crate) struct Stack {
+    pub(crate) project: String,
     dir: tempfile::TempDir,
     tag: String,
     program: Vec<String>,
+    /// The compose file, from the workspace root.
+    file: &'static str,
 }
 
 impl Stack {
-    fn compose(&self) -> Command {
+    /// The project `<prefix><pid>` of `file`, its secrets written into a temporary directory
+    /// by `scripts/compose-init` with `init` as further arguments.
+    pub(crate) fn init(
+        prefix: &str,
+        file: &'static str,
+        images: &support::Images,
+        init: &[&str],
+    ) -> Stack {
+        let stack = Stack {
+            project: format!("{prefix}{}", std::process::id()),
+            dir: tempfile::tempdir().expect("tempdir"),
+            tag: images.tag.clone(),
+            program: compose_program(),
+            file,
+        };
+        support::run(
+            support::command("scripts/compose-init")
+                .args(["--dir"])
+                .arg(stack.dir.path())
+                .args(init),
+        );
+        stack
+    }
+
+    pub(crate) fn compose(&self) -> Command {
         let mut cmd = support::command(&self.program[0]);
         cmd.args(&self.program[1..])
-            .args([
-                "-p",
-                &self.project,
-                "-f",
-                "deploy/compose.yaml",
-                "--env-file",
-            ])
+            .args(["-p", &self.project, "-f", self.file, "--env-file"])
             .arg(self.dir.path().join(".env"))
             .env("BOOTFLEET_TAG", &self.tag)
             .env(
@@ -56,19 +76,29 @@ impl Stack {
             // Published on loopback only, on ports the kernel picks.
             .env("BOOTFLEET_HTTP_PUBLISH", "127.0.0.1:")
             .env("BOOTFLEET_GRPC_PUBLISH", "127.0.0.1:")
+            .env("BOOTFLEET_HTTP_PUBLISH_1", "127.0.0.1:")
+            .env("BOOTFLEET_HTTP_PUBLISH_2", "127.0.0.1:")
             .env("BOOTFLEET_NATS_PUBLISH", "127.0.0.1:");
         cmd
     }
 
-    fn run(&self, args: &[&str]) -> Output {
+    pub(crate) fn run(&self, args: &[&str]) -> Output {
         support::run(self.compose().args(args))
     }
 
-    fn container(&self, service: &str) -> String {
+    /// The ids of the project's running containers.
+    pub(crate) fn containers(&self) -> Vec<String> {
+        stdout(&self.run(&["ps", "-q"]))
+            .lines()
+            .map(String::from)
+            .collect()
+    }
+
+    pub(crate) fn container(&self, service: &str) -> String {
         stdout(&self.run(&["ps", "-q", service])).trim().to_owned()
     }
 
-    fn logs(&self, service: &str) -> String {
+    pub(crate) fn logs(&self, service: &str) -> String {
         self.compose()
             .args(["logs", "--no-color", service])
             .output()
@@ -76,12 +106,22 @@ impl Stack {
             .unwrap_or_default()
     }
 
-    fn env_value(&self, key: &str) -> String {
+    pub(crate) fn env_value(&self, key: &str) -> String {
         let text = std::fs::read_to_string(self.dir.path().join(".env")).expect(".env");
         text.lines()
             .find_map(|l| l.strip_prefix(&format!("{key}=")))
             .unwrap_or_else(|| panic!("{key} not in .env"))
             .to_owned()
+    }
+
+    /// `down -v`, which must leave no container, network or volume of the project behind.
+    pub(crate) fn down(&self) {
+        self.run(&["down", "-v"]);
+        assert_eq!(
+            self.leftovers(),
+            Vec::<String>::new(),
+            "left behind by down -v"
+        );
     }
 
     /// Objects of this project that Docker still has.
@@ -119,7 +159,7 @@ impl Drop for Stack {
 }
 
 /// A token minted with the stack's secret by the same binary the images hold.
-fn token(secret: &str, data: &Path, args: &[&str]) -> String {
+pub(crate) fn token(secret: &str, data: &Path, args: &[&str]) -> String {
     let out = support::run(
         Command::new(release_binary("bootfleet"))
             .arg("token")
@@ -128,6 +168,23 @@ fn token(secret: &str, data: &Path, args: &[&str]) -> String {
             .env("BOOTFLEET_DATA_DIR", data),
     );
     stdout(&out).trim().to_owned()
+}
+
+/// Waits (polling every half second, at most `within`) until the gateway at `base` says every
+/// service is ready.
+pub(crate) async fn wait_ready(http: &reqwest::Client, base: &str, within: Duration) {
+    let mut last = Value::Null;
+    let deadline = std::time::Instant::now() + within;
+    while std::time::Instant::now() < deadline {
+        if let Ok(r) = http.get(format!("{base}/readyz")).send().await {
+            last = r.json().await.unwrap_or(Value::Null);
+            if last["ready"] == true {
+                return;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    panic!("{base} not ready within {within:?}: {last}");
 }
 
 struct Api {
@@ -201,22 +258,16 @@ fn compose_stack_serves_scripts_and_builds_through_per_kind_builders() {
     ) else {
         return;
     };
-    let stack = Stack {
-        project: format!("bfdeploy{}", std::process::id()),
-        dir: tempfile::tempdir().expect("tempdir"),
-        tag: images.tag.clone(),
-        program: compose_program(),
-    };
-    support::run(
-        support::command("scripts/compose-init")
-            .args(["--dir"])
-            .arg(stack.dir.path())
-            .args([
-                "--distributor",
-                "site-ctr",
-                "--nats-url",
-                "nats://127.0.0.1:4222",
-            ]),
+    let stack = Stack::init(
+        "bfdeploy",
+        "deploy/compose.yaml",
+        images,
+        &[
+            "--distributor",
+            "site-ctr",
+            "--nats-url",
+            "nats://127.0.0.1:4222",
+        ],
     );
     let distributor_env =
         std::fs::read_to_string(stack.dir.path().join("distributor.env")).expect("distributor.env");
@@ -292,17 +343,7 @@ fn compose_stack_serves_scripts_and_builds_through_per_kind_builders() {
     };
     rt.block_on(async {
         // Every service, builders included, answers through the gateway.
-        let mut last = Value::Null;
-        for _ in 0..240 {
-            if let Ok(r) = api.http.get(format!("{base}/readyz")).send().await {
-                last = r.json().await.unwrap_or(Value::Null);
-                if last["ready"] == true {
-                    break;
-                }
-            }
-            tokio::time::sleep(Duration::from_millis(500)).await;
-        }
-        assert_eq!(last["ready"], true, "not ready: {last}");
+        wait_ready(&api.http, &base, Duration::from_secs(120)).await;
         eprintln!("compose stack ready in {:?}", started.elapsed());
 
         // A script: created, listed, fetched raw by a node token in the query string.
@@ -377,10 +418,7 @@ fn compose_stack_serves_scripts_and_builds_through_per_kind_builders() {
     });
 
     // Every container's own health check passes (services ping over NATS, the gateway /healthz).
-    let ids: Vec<String> = stdout(&stack.run(&["ps", "-q"]))
-        .lines()
-        .map(String::from)
-        .collect();
+    let ids = stack.containers();
     assert_eq!(
         ids.len(),
         15,
@@ -400,12 +438,7 @@ fn compose_stack_serves_scripts_and_builds_through_per_kind_builders() {
         assert!(!user.is_empty() && user != "0" && user != "root", "{state}");
     }
 
-    stack.run(&["down", "-v"]);
-    assert_eq!(
-        stack.leftovers(),
-        Vec::<String>::new(),
-        "left behind by down -v"
-    );
+    stack.down();
     eprintln!("compose test done in {:?}", started.elapsed());
 }
 

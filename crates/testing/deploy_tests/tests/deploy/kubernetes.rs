@@ -188,6 +188,7 @@ fn the_chart_lints_and_renders_manifests_valid_for_kubernetes() {
             .any(|p| p["name"] == "grpc" && p["targetPort"] == "grpc")),
         "{service}"
     );
+    check_nats(default, 1, "1");
 
     // External database and NATS: neither StatefulSet, DATABASE_URL from the operator's Secret.
     let (_, _, external) = &rendered[1];
@@ -259,6 +260,25 @@ fn the_chart_lints_and_renders_manifests_valid_for_kubernetes() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    // A NATS cluster has an odd number of servers, and no stream more copies than servers.
+    for (set, error) in [
+        ("nats.replicas=2", "/nats/replicas"),
+        (
+            "nats.jetstreamReplicas=3",
+            "nats.jetstreamReplicas (3) cannot exceed nats.replicas (1)",
+        ),
+    ] {
+        let out = tools
+            .tool("helm")
+            .args(["template", "bf", CHART, "--set", set])
+            .output()
+            .expect("helm");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !out.status.success() && stderr.contains(error),
+            "{set}: {stderr}"
+        );
+    }
     // The validator rejects an unknown field (it is not a no-op).
     let bad = dir.path().join("bad.yaml");
     std::fs::write(
@@ -273,6 +293,63 @@ fn the_chart_lints_and_renders_manifests_valid_for_kubernetes() {
         .output()
         .expect("kubernetes-validate");
     assert!(!out.status.success(), "an unknown field passed validation");
+}
+
+/// The NATS StatefulSet of a render has `servers` servers (one cluster with routes to each
+/// pod's stable name when more than one), and every service, builder and the gateway makes its
+/// streams with `copies` replicas.
+fn check_nats(docs: &[Value], servers: u64, copies: &str) {
+    let nats = find(docs, "StatefulSet", "bf-bootfleet-nats").expect("nats");
+    assert_eq!(nats["spec"]["replicas"], servers, "{nats}");
+    let args = &container(nats)["args"];
+    if servers == 1 {
+        assert!(args.is_null(), "one server is no cluster: {args}");
+    } else {
+        assert_eq!(nats["spec"]["podManagementPolicy"], "Parallel");
+        let args: Vec<&str> = args
+            .as_array()
+            .expect("args")
+            .iter()
+            .filter_map(Value::as_str)
+            .collect();
+        let routes: Vec<String> = (0..servers)
+            .map(|i| format!("nats://bf-bootfleet-nats-{i}.bf-bootfleet-nats-headless:6222"))
+            .collect();
+        assert_eq!(
+            args,
+            [
+                "--name=$(POD_NAME)",
+                "--cluster_name=bf-bootfleet-nats",
+                "--cluster=nats://0.0.0.0:6222",
+                &format!("--routes={}", routes.join(",")),
+            ],
+        );
+        assert_eq!(
+            env(container(nats), "POD_NAME").expect("POD_NAME")["valueFrom"]["fieldRef"]
+                ["fieldPath"],
+            "metadata.name"
+        );
+        let headless = find(docs, "Service", "bf-bootfleet-nats-headless").expect("headless");
+        assert_eq!(headless["spec"]["publishNotReadyAddresses"], true);
+        assert!(
+            headless["spec"]["ports"]
+                .as_array()
+                .expect("ports")
+                .iter()
+                .any(|p| p["name"] == "cluster" && p["port"] == 6222),
+            "{headless}"
+        );
+    }
+    let deployments: Vec<&Value> = docs.iter().filter(|d| d["kind"] == "Deployment").collect();
+    assert!(!deployments.is_empty());
+    for d in deployments {
+        assert_eq!(
+            env(container(d), "BOOTFLEET_JETSTREAM_REPLICAS").map(|e| &e["value"]),
+            Some(&Value::from(copies)),
+            "{}",
+            d["metadata"]["name"]
+        );
+    }
 }
 
 /// The value at a dotted path of the chart's values (`images.bootfleet.repository`).
@@ -413,6 +490,9 @@ fn skaffold_builds_what_the_chart_deploys() {
             }),
             "{name}: an image not set by Skaffold"
         );
+        // prod: a three-node NATS cluster with three copies of every stream; dev: one of each.
+        let (nats, copies) = if name == "prod" { (3, "3") } else { (1, "1") };
+        check_nats(&docs, nats, copies);
         let path = dir.path().join(format!("{name}.yaml"));
         std::fs::write(&path, text).expect("write");
         files.push(path);
