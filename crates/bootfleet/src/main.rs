@@ -168,12 +168,20 @@ impl Shutdown {
     }
 
     async fn wait(mut self) {
+        self.signalled().await;
+    }
+
+    /// The first signal, leaving the handlers installed.
+    async fn signalled(&mut self) {
         tokio::select! {
             _ = self.int.recv() => {},
             _ = self.term.recv() => {},
         }
     }
 }
+
+/// How long `bootfleet service` keeps trying to start before it gives up.
+const START_RETRY_FOR: std::time::Duration = std::time::Duration::from_secs(120);
 
 fn service_name_parser() -> clap::builder::PossibleValuesParser {
     let mut names = bootfleet::service_names();
@@ -397,7 +405,7 @@ async fn up(args: UpArgs, shutdown: Shutdown) -> Result<(), String> {
 }
 
 async fn run(cli: Cli) -> Result<(), String> {
-    let shutdown = Shutdown::install()?;
+    let mut shutdown = Shutdown::install()?;
     match cli.command {
         Command::Up {
             listen,
@@ -470,9 +478,24 @@ async fn run(cli: Cli) -> Result<(), String> {
                 .await
                 .map_err(|e| e.to_string())?;
             let database_url = config::database_url(&config::data_dir());
-            let services = bootfleet_service_kit::Services::start(&bus, &database_url, &selected)
-                .await
-                .map_err(|e| e.to_string())?;
+            // What a service needs may come up after it (a NATS cluster electing its JetStream
+            // leaders, the bucket the artifacts service makes, a database still starting): try
+            // again for a bounded while rather than exit and leave it to the restart policy,
+            // whose back-off doubles with each quick failure.
+            let started = std::time::Instant::now();
+            let services = loop {
+                match bootfleet_service_kit::Services::start(&bus, &database_url, &selected).await {
+                    Ok(services) => break services,
+                    Err(e) if started.elapsed() < START_RETRY_FOR => {
+                        tracing::warn!(error = %e, "cannot start yet; trying again in 2 s");
+                        tokio::select! {
+                            () = tokio::time::sleep(std::time::Duration::from_secs(2)) => {}
+                            () = shutdown.signalled() => return Ok(()),
+                        }
+                    }
+                    Err(e) => return Err(e.to_string()),
+                }
+            };
             shutdown.wait().await;
             services.stop().await;
             Ok(())

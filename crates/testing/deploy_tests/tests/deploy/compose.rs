@@ -184,7 +184,46 @@ pub(crate) async fn wait_ready(http: &reqwest::Client, base: &str, within: Durat
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
-    panic!("{base} not ready within {within:?}: {last}");
+    panic!(
+        "{base} not ready within {within:?}: {last}\n{}",
+        not_ready_diagnostics(&last)
+    );
+}
+
+/// The containers' states and the last log lines of those whose service is not ready, so that
+/// a start-up failure on a CI machine can be explained afterwards.
+fn not_ready_diagnostics(readiness: &Value) -> String {
+    let docker = |args: &[&str]| {
+        Command::new("docker")
+            .args(args)
+            .output()
+            .map(|o| {
+                format!(
+                    "{}{}",
+                    String::from_utf8_lossy(&o.stdout),
+                    String::from_utf8_lossy(&o.stderr)
+                )
+            })
+            .unwrap_or_else(|e| format!("docker {args:?}: {e}\n"))
+    };
+    let states = docker(&["ps", "-a", "--format", "{{.Names}} {{.Status}}"]);
+    let not_ready: Vec<&str> = readiness["services"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|s| s["ready"] != true)
+        .filter_map(|s| s["service"].as_str())
+        .collect();
+    let mut out = format!("containers:\n{states}");
+    for name in states.lines().filter_map(|l| l.split_whitespace().next()) {
+        let wanted = not_ready
+            .iter()
+            .any(|s| name.contains(&format!("_{s}")) || name.contains("builders"));
+        if wanted {
+            out += &format!("--- {name}:\n{}", docker(&["logs", "--tail", "15", name]));
+        }
+    }
+    out
 }
 
 struct Api {
