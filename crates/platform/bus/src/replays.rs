@@ -117,12 +117,16 @@ impl ReplayStore {
             Err(e) if e.kind() == kv::CreateErrorKind::AlreadyExists => {}
             Err(e) => return Err(unavailable(e)),
         }
-        let Some(entry) = self.kv.entry(key).await.map_err(unavailable)? else {
-            // Expired between the two calls: as good as new.
-            return Ok(match self.kv.create(key, pending()).await {
-                Ok(_) => Claim::Taken,
-                Err(_) => Claim::Running,
-            });
+        let entry = self.kv.entry(key).await.map_err(unavailable)?;
+        // A released key reads back as its delete marker (no value): as good as new, like one
+        // that expired between the two calls. (Seen on a NATS cluster when a node rejoined.)
+        let Some(entry) = entry.filter(|e| e.operation == kv::Operation::Put) else {
+            let revision = self.kv.entry(key).await.ok().flatten().map(|e| e.revision);
+            let taken = match revision {
+                Some(revision) => self.kv.update(key, pending(), revision).await.is_ok(),
+                None => self.kv.create(key, pending()).await.is_ok(),
+            };
+            return Ok(if taken { Claim::Taken } else { Claim::Running });
         };
         let Some(since) = entry.value.strip_prefix(PENDING) else {
             return Ok(Claim::Answered(entry.value));
