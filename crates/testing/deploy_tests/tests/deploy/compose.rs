@@ -193,19 +193,7 @@ pub(crate) async fn wait_ready(http: &reqwest::Client, base: &str, within: Durat
 /// The containers' states and the last log lines of those whose service is not ready, so that
 /// a start-up failure on a CI machine can be explained afterwards.
 fn not_ready_diagnostics(readiness: &Value) -> String {
-    let docker = |args: &[&str]| {
-        Command::new("docker")
-            .args(args)
-            .output()
-            .map(|o| {
-                format!(
-                    "{}{}",
-                    String::from_utf8_lossy(&o.stdout),
-                    String::from_utf8_lossy(&o.stderr)
-                )
-            })
-            .unwrap_or_else(|e| format!("docker {args:?}: {e}\n"))
-    };
+    let docker = support::docker_output;
     let states = docker(&["ps", "-a", "--format", "{{.Names}} {{.Status}}"]);
     let not_ready: Vec<&str> = readiness["services"]
         .as_array()

@@ -312,18 +312,23 @@ impl Container {
     }
 
     pub fn logs(&self) -> String {
-        Command::new("docker")
-            .args(["logs", "--tail", "200", &self.id])
-            .output()
-            .map(|o| {
-                format!(
-                    "{}{}",
-                    String::from_utf8_lossy(&o.stdout),
-                    String::from_utf8_lossy(&o.stderr)
-                )
-            })
-            .unwrap_or_default()
+        docker_output(&["logs", "--tail", "200", &self.id])
     }
+}
+
+/// `docker <args>`'s stdout and stderr together, for a failure's diagnostics (never panics).
+pub fn docker_output(args: &[&str]) -> String {
+    Command::new("docker")
+        .args(args)
+        .output()
+        .map(|o| {
+            format!(
+                "{}{}",
+                String::from_utf8_lossy(&o.stdout),
+                String::from_utf8_lossy(&o.stderr)
+            )
+        })
+        .unwrap_or_else(|e| format!("docker {args:?}: {e}\n"))
 }
 
 impl Drop for Container {
