@@ -269,6 +269,10 @@ impl Registry {
 /// package upgrade, creates within this window may still reuse an artifact built before it.
 const VERSIONS_TTL: std::time::Duration = std::time::Duration::from_secs(60);
 
+/// How long a create keeps offering its job to a build queue that cannot take it before the
+/// row is marked `failed`.
+pub const QUEUE_WAIT: std::time::Duration = std::time::Duration::from_secs(15);
+
 /// The `artifacts` service: validates, deduplicates by content, queues.
 #[derive(Clone, Debug)]
 pub struct Artifacts {
@@ -382,28 +386,57 @@ impl Artifacts {
                 trace.to_string().as_str(),
             );
         }
-        let queued = async {
-            self.js
-                .publish_with_headers(
-                    subjects::build_job(kind.name()),
-                    headers,
-                    job.encode_to_vec().into(),
-                )
-                .await
-                .map_err(|e| e.to_string())?
-                .await
-                .map_err(|e| e.to_string())
-        }
-        .await;
-        if let Err(e) = queued {
+        if let Err(e) = self.enqueue(&job, headers).await {
+            // The row is stored and may already have been answered (the gateway repeats a
+            // request that takes longer than its attempt timeout and finds the row), so it is
+            // kept and marked, never answered as "not taken".
             let message = format!("cannot queue the build: {e}");
+            tracing::warn!(artifact = %id, kind = kind.name(), error = %e, "build not queued");
             self.registry
                 .update_state(&id, FAILED, 0, &message, None)
                 .await?;
-            return Err(ApiError::unavailable(message));
+            record.status = FAILED.into();
+            record.error = message;
+            return Ok(record.into_proto());
         }
         tracing::info!(artifact = %id, kind = kind.name(), "build queued");
         Ok(record.into_proto())
+    }
+
+    /// Publishes a build job, repeating for up to [`QUEUE_WAIT`] while the build queue cannot take
+    /// it (a NATS node lost and the stream electing a new leader, measured at 2-6 s). The job's
+    /// `Nats-Msg-Id` makes a repeat of a publish that did land a no-op.
+    async fn enqueue(
+        &self,
+        job: &proto::BuildJob,
+        headers: async_nats::HeaderMap,
+    ) -> Result<(), String> {
+        let deadline = std::time::Instant::now() + QUEUE_WAIT;
+        let mut pause = std::time::Duration::from_millis(100);
+        loop {
+            let published = async {
+                self.js
+                    .publish_with_headers(
+                        subjects::build_job(&job.kind),
+                        headers.clone(),
+                        job.encode_to_vec().into(),
+                    )
+                    .await
+                    .map_err(|e| e.to_string())?
+                    .await
+                    .map_err(|e| e.to_string())
+            }
+            .await;
+            match published {
+                Ok(_) => return Ok(()),
+                Err(e) if std::time::Instant::now() + pause >= deadline => return Err(e),
+                Err(e) => {
+                    tracing::info!(artifact = %job.id, error = %e, "the build queue did not take the job; repeating");
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(std::time::Duration::from_secs(1));
+                }
+            }
+        }
     }
 
     async fn tool_versions(&self, kind: ArtifactKind) -> Result<String, ApiError> {

@@ -574,3 +574,62 @@ async fn a_builder_updates_a_consumer_made_with_an_older_ack_wait() {
     assert_eq!(info.config.max_deliver, WORKER.max_deliver);
     lab.stop().await;
 }
+
+/// Takes the build queue away (as in the seconds a NATS cluster elects its new leader), and
+/// gives it back after `away` if that is set.
+async fn queue_away(lab: &Lab, away: Option<Duration>) {
+    let js = jetstream::new(lab.bus.client().clone());
+    js.delete_stream(subjects::BUILD_STREAM)
+        .await
+        .expect("delete the build stream");
+    if let Some(away) = away {
+        let bus = lab.bus.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(away).await;
+            bootfleet_artifacts::worker::ensure_stream(&bus)
+                .await
+                .expect("the build stream again");
+        });
+    }
+}
+
+/// A create meeting a build queue that cannot take its job keeps offering it: the row is
+/// answered `queued` (never "unavailable", which would say nothing was stored) and built.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_build_created_while_the_queue_is_away_is_queued_when_it_is_back() {
+    let mut lab = Lab::start_with_builders(Toolbox::debian(), &[]).await;
+    queue_away(&lab, Some(Duration::from_millis(1500))).await;
+    let row = lab
+        .create("syslinuxs", json!({"fragment": "ldlinux.c32"}))
+        .await
+        .expect("a create while the queue is away is answered, not refused");
+    assert_eq!(row.status, "queued", "{}", row.error);
+    lab.start_builder(ArtifactKind::Syslinuxs).await;
+    let (row, _) = lab
+        .finished("syslinuxs", &row.id, Duration::from_secs(60))
+        .await;
+    assert_eq!(row.status, "done", "{}", row.error);
+    lab.stop().await;
+}
+
+/// A queue that stays away longer than the create's wait: the stored row is answered as it is,
+/// `failed` with the reason, and reads back the same.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_build_the_queue_never_takes_is_answered_and_stored_failed() {
+    let lab = Lab::start_with_builders(Toolbox::debian(), &[]).await;
+    queue_away(&lab, None).await;
+    let row = lab
+        .create("syslinuxs", json!({"fragment": "ldlinux.c32"}))
+        .await
+        .expect("a stored row is answered, never refused");
+    assert_eq!(row.status, "failed");
+    assert!(
+        row.error.contains("cannot queue the build"),
+        "{}",
+        row.error
+    );
+    let stored = lab.get("syslinuxs", &row.id).await;
+    assert_eq!(stored.status, "failed");
+    assert_eq!(stored.error, row.error);
+    lab.stop().await;
+}
