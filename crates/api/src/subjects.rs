@@ -249,6 +249,16 @@ pub fn run_events(run_id: &str) -> String {
     format!("{PREFIX}.{ACTIONS}.events.{run_id}")
 }
 
+/// A script of this kind was changed or deleted; the payload is its id. Its service publishes
+/// this before it answers the write, so a gateway drops its cached copy (the gateways' read
+/// cache) before the write's answer can reach anyone.
+pub fn script_changed(kind: ScriptKind) -> String {
+    format!("{PREFIX}.events.changed.{}", kind.name())
+}
+
+/// Every script change (a subscription wildcard).
+pub const ALL_SCRIPT_CHANGES: &str = "bootfleet.v1.events.changed.*";
+
 /// Boot events of one site.
 pub fn boot_events(artifact_id: &str) -> String {
     format!("{PREFIX}.events.boot.{artifact_id}")

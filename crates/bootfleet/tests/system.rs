@@ -3350,3 +3350,105 @@ async fn nats_killed_under_writes_loses_no_acknowledged_row_and_answers_503_only
     );
     lab.stop().await;
 }
+
+/// The gateway keeps scripts that nodes read, and never serves one after its change or delete
+/// was acknowledged: not to the reader that follows the writer, not while other readers keep
+/// filling the cache, not when the write went to the service without this gateway's REST route.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn node_reads_from_the_gateway_cache_never_outlive_an_acknowledged_change() {
+    use bootfleet_store::sea_orm::{ConnectionTrait, Statement};
+    let lab = lab(Backend::Sqlite).await;
+    let created = lab
+        .admin(
+            Method::POST,
+            "/api/mainscripts",
+            Some(json!({"text": "#!ipxe\necho v0\n"})),
+        )
+        .await
+        .ok(201);
+    let id = created["id"].as_str().expect("id").to_owned();
+    let path = format!("/api/mainscripts/{id}");
+    async fn node_read_of(lab: &Lab, path: &str) -> Resp {
+        lab.call(Method::GET, path, Some(&lab.node), None).await
+    }
+    let node_read = |lab| node_read_of(lab, &path);
+    assert_eq!(node_read(&lab).await.text, "#!ipxe\necho v0\n");
+
+    // The copy is what the gateway serves: a change made in the database behind the service's
+    // back (no change event) is not seen until the service announces one.
+    let db = bootfleet_store::connect(&database_url(Backend::Sqlite, lab._dir.path()))
+        .await
+        .expect("db");
+    db.execute(Statement::from_sql_and_values(
+        db.get_database_backend(),
+        "UPDATE mainscripts SET text = 'behind its back' WHERE id = $1",
+        [id.clone().into()],
+    ))
+    .await
+    .expect("update behind the service");
+    assert_eq!(node_read(&lab).await.text, "#!ipxe\necho v0\n", "cached");
+
+    // Readers keep filling the cache while a writer changes the script; after each
+    // acknowledged write, the next read gives exactly that write's text.
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let readers: Vec<_> = (0..4)
+        .map(|_| {
+            let (http, url, node, stop) = (
+                lab.http.clone(),
+                format!("{}{path}", lab.base),
+                lab.node.clone(),
+                stop.clone(),
+            );
+            tokio::spawn(async move {
+                let mut reads = 0u32;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) && reads < 5000 {
+                    let r = http
+                        .get(&url)
+                        .bearer_auth(&node)
+                        .send()
+                        .await
+                        .expect("read");
+                    assert_eq!(r.status(), 200);
+                    reads += 1;
+                }
+            })
+        })
+        .collect();
+    for i in 1..=60 {
+        let text = format!("#!ipxe\necho v{i}\n");
+        if i % 3 == 0 {
+            // Straight to the service on the gateway's own bus connection, as a write relayed
+            // by gRPC or by another route would reach it.
+            let _: proto::Script = lab
+                .bus()
+                .request(
+                    &TraceParent::new_root(),
+                    &ScriptKind::Mainscripts.subject(Op::Update),
+                    &proto::UpdateScript {
+                        id: id.clone(),
+                        text: text.clone(),
+                        sites: Vec::new(),
+                        replace_sites: false,
+                    },
+                )
+                .await
+                .expect("update over the bus");
+        } else {
+            lab.admin(Method::PUT, &path, Some(json!({ "text": text })))
+                .await
+                .ok(200);
+        }
+        let read = node_read(&lab).await;
+        assert_eq!(read.text, text, "read after write {i}");
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for reader in readers {
+        reader.await.expect("reader");
+    }
+
+    // A delete is never answered from the cache either.
+    assert_eq!(node_read(&lab).await.status, 200);
+    lab.admin(Method::DELETE, &path, None).await.ok(200);
+    node_read(&lab).await.expect_error(404, None);
+    lab.stop().await;
+}

@@ -9,6 +9,7 @@ pub mod insomnia;
 pub mod metrics;
 pub mod openapi;
 pub mod routes;
+pub mod script_cache;
 pub mod server;
 
 use std::net::SocketAddr;
@@ -24,6 +25,7 @@ use bootfleet_bus::{ArtifactStore, Bus, ReplayStore};
 
 use crate::auth::{Access, Verifier};
 use crate::http::HttpError;
+use crate::script_cache::ScriptCache;
 
 /// Bodies above this are refused with 413. Scripts themselves are bounded at 256 KiB, which JSON
 /// may escape to six times as many bytes (`\u0003` for each control character), so the largest
@@ -71,6 +73,8 @@ pub struct AppState {
     artifacts: Arc<tokio::sync::OnceCell<ArtifactStore>>,
     /// The first answers to writes with an `Idempotency-Key`, opened on first use.
     replays: Arc<tokio::sync::OnceCell<ReplayStore>>,
+    /// Recently read scripts, opened on the first node read.
+    script_cache: Arc<tokio::sync::OnceCell<Arc<ScriptCache>>>,
 }
 
 async fn require(
@@ -133,6 +137,7 @@ pub fn router(bus: Bus, config: GatewayConfig) -> Router {
         openapi: openapi.into(),
         artifacts: Arc::default(),
         replays: Arc::default(),
+        script_cache: Arc::default(),
     };
     let mut router = Router::new();
     for route in routes {
@@ -186,6 +191,26 @@ impl AppState {
         self.replays
             .get_or_try_init(|| ReplayStore::open(&self.bus))
             .await
+    }
+
+    /// The cache of scripts read by nodes; `None` when it cannot be opened now (the reads then
+    /// go to the service, and the next read tries again).
+    pub async fn script_cache(&self) -> Option<&ScriptCache> {
+        let opened = self
+            .script_cache
+            .get_or_try_init(|| async {
+                let cache = Arc::new(ScriptCache::open(&self.bus).await?);
+                ScriptCache::spawn_drain(cache.clone());
+                Ok::<_, String>(cache)
+            })
+            .await;
+        match opened {
+            Ok(cache) => Some(cache),
+            Err(e) => {
+                tracing::warn!(error = %e, "scripts are read uncached");
+                None
+            }
+        }
     }
 
     /// The bucket the builders put artifacts in.

@@ -85,6 +85,7 @@ impl Api {
                 openapi: Arc::from(""),
                 artifacts: Arc::default(),
                 replays: Arc::default(),
+                script_cache: Arc::default(),
             },
         }
     }

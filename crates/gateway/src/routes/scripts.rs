@@ -1,6 +1,8 @@
 //! The text registries, `/api/{mainscripts,subscripts,kickstarts,prebootscripts,postbootscripts}`:
 //! the same five routes for each kind. The handlers find their kind in the request's extensions.
 
+use std::sync::Arc;
+
 use axum::extract::{Extension, Path, State};
 use axum::http::{HeaderMap, Method};
 use axum::response::{IntoResponse, Response};
@@ -71,16 +73,36 @@ async fn get(
     claims: Option<Extension<Claims>>,
     headers: HeaderMap,
 ) -> HttpResult<Response> {
-    let req = proto::IdRequest { id: path_id(&id)? };
-    let row: proto::Script = s.bus.request(&t, &kind.subject(Op::Get), &req).await?;
+    let id = path_id(&id)?;
+    let row = read(&s, &t, kind, id).await?;
     crate::auth::may_read(claims.as_deref(), &row.sites, &|| {
         format!("{} {}", kind.singular(), row.id)
     })?;
     Ok(if wants_json(&headers) {
-        Json(ScriptRow::from(row)).into_response()
+        Json(ScriptRow::from(Arc::unwrap_or_clone(row))).into_response()
     } else {
-        raw_text(row.text)
+        raw_text(row.text.clone())
     })
+}
+
+/// The script, from the gateway's cache when it holds it (see [`crate::script_cache`]).
+async fn read(
+    s: &AppState,
+    t: &bootfleet_bus::TraceParent,
+    kind: ScriptKind,
+    id: String,
+) -> Result<Arc<proto::Script>, ApiError> {
+    let cache = s.script_cache().await;
+    if let Some(hit) = cache.and_then(|c| c.get(kind, &id)) {
+        return Ok(hit);
+    }
+    let epoch = cache.map(|c| c.epoch());
+    let req = proto::IdRequest { id };
+    let row: proto::Script = s.bus.request(t, &kind.subject(Op::Get), &req).await?;
+    if let (Some(cache), Some(epoch)) = (cache, epoch) {
+        cache.keep(kind, row.clone(), epoch);
+    }
+    Ok(Arc::new(row))
 }
 
 async fn update(

@@ -84,11 +84,34 @@ fn sites_json(sites: &[String]) -> String {
 pub struct TextRegistry {
     kind: ScriptKind,
     db: DatabaseConnection,
+    /// Where changes are announced ([`subjects::script_changed`]), for the gateways' caches.
+    changes: Option<async_nats::Client>,
 }
 
 impl TextRegistry {
     pub fn new(kind: ScriptKind, db: DatabaseConnection) -> Self {
-        TextRegistry { kind, db }
+        TextRegistry {
+            kind,
+            db,
+            changes: None,
+        }
+    }
+
+    /// Announces each update and delete on the bus before answering it.
+    pub fn announcing_changes(mut self, client: async_nats::Client) -> Self {
+        self.changes = Some(client);
+        self
+    }
+
+    /// Tells the gateways that `id` changed. Sent on this connection before the write's reply,
+    /// so a gateway on the same nats-server sees it first. If it cannot be sent the cached
+    /// copies still expire (the gateway's cache keeps a script for a bounded time).
+    async fn announce(&self, id: &str) {
+        let Some(client) = &self.changes else { return };
+        let subject = subjects::script_changed(self.kind);
+        if let Err(e) = client.publish(subject, id.to_owned().into()).await {
+            tracing::warn!(kind = self.kind.name(), id, error = %e, "cannot announce a change");
+        }
     }
 
     fn not_found(&self, id: &str) -> ApiError {
@@ -162,6 +185,7 @@ impl TextRegistry {
         if result.rows_affected() == 0 {
             return Err(self.not_found(&id));
         }
+        self.announce(&id).await;
         self.get(proto::IdRequest { id }).await
     }
 
@@ -171,6 +195,7 @@ impl TextRegistry {
         if !bootfleet_store::delete(&self.db, spec(self.kind), &row.id).await? {
             return Err(self.not_found(&row.id));
         }
+        self.announce(&row.id).await;
         Ok(row)
     }
 
@@ -219,7 +244,9 @@ async fn routes(mut builder: ServiceBuilder, ctx: Context) -> Routes {
         .into_iter()
         .filter(|k| k.service() == service)
     {
-        builder = register(builder, TextRegistry::new(kind, ctx.db.clone()));
+        let registry =
+            TextRegistry::new(kind, ctx.db.clone()).announcing_changes(ctx.bus.client().clone());
+        builder = register(builder, registry);
     }
     Ok(builder)
 }
