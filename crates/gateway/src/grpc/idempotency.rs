@@ -66,7 +66,7 @@ fn write_kind(path: &str) -> Option<bool> {
 }
 
 /// An answer made by this layer: an error of the system as gRPC answers it.
-fn refused(e: ApiError) -> Response {
+pub(super) fn refused(e: ApiError) -> Response {
     let (parts, ()) = status(e).into_http::<()>().into_parts();
     Response::from_parts(parts, Body::empty())
 }
