@@ -32,7 +32,7 @@ pub const KEY: &str = "idempotency-key";
 const MAX_KEPT: usize = 1 << 20;
 
 /// The methods that write, by the start of their names; of those, the ones that stream.
-const WRITES: [&str; 8] = [
+const WRITES: [&str; 12] = [
     "Create",
     "Update",
     "Delete",
@@ -41,6 +41,10 @@ const WRITES: [&str; 8] = [
     "Register",
     "Power",
     "Reinstall",
+    "Configure",
+    "Import",
+    "Report",
+    "Run",
 ];
 const STREAMED_WRITES: [&str; 1] = ["RunCommand"];
 
@@ -124,6 +128,10 @@ impl Api {
             .get("authorization")
             .and_then(|v| v.to_str().ok())
             .and_then(auth::bearer_token);
+        // A machine token is scoped as REST scopes it (it is the machines service's to check).
+        if let Some(token) = auth::MachineToken::of(Access::MachineWrite, bearer.as_deref()) {
+            return Some(crate::idempotency::machine_caller(&token));
+        }
         let config = &self.state.config;
         match auth::authorize(
             &config.verifier,

@@ -54,11 +54,13 @@ pub(crate) struct Api {
     state: AppState,
 }
 
-/// An authorized call: its trace and, unless the access was public, the caller's claims.
+/// An authorized call: its trace and, unless the access was public, the caller's claims, or
+/// the machine token of a node-facing call (the `machines` service checks it).
 #[derive(Debug)]
 pub(crate) struct Call {
     trace: TraceParent,
     claims: Option<Claims>,
+    machine_token: Option<crate::auth::MachineToken>,
 }
 
 /// A gRPC status for an error of the system: the code from the one table, the message as
@@ -95,13 +97,27 @@ impl Api {
     }
 
     /// Checks the bearer token in the `authorization` metadata against `access`, as REST's
-    /// `require` does for a route.
+    /// `require` does for a route; a node-facing access passes a machine token on to the
+    /// `machines` service, which holds its key.
     fn authorize<T>(&self, req: &Request<T>, access: Access) -> Result<Call, Status> {
         let metadata = req.metadata();
         let bearer = metadata
             .get("authorization")
             .and_then(|v| v.to_str().ok())
             .and_then(auth::bearer_token);
+        let trace = metadata
+            .get("traceparent")
+            .and_then(|v| v.to_str().ok())
+            .and_then(TraceParent::parse)
+            .map(|t| t.child())
+            .unwrap_or_else(TraceParent::new_root);
+        if let Some(token) = auth::MachineToken::of(access, bearer.as_deref()) {
+            return Ok(Call {
+                trace,
+                claims: None,
+                machine_token: Some(token),
+            });
+        }
         let claims = auth::authorize(
             &self.state.config.verifier,
             access,
@@ -110,13 +126,11 @@ impl Api {
             None,
         )
         .map_err(status)?;
-        let trace = metadata
-            .get("traceparent")
-            .and_then(|v| v.to_str().ok())
-            .and_then(TraceParent::parse)
-            .map(|t| t.child())
-            .unwrap_or_else(TraceParent::new_root);
-        Ok(Call { trace, claims })
+        Ok(Call {
+            trace,
+            claims,
+            machine_token: None,
+        })
     }
 
     /// One bus request, its error as a gRPC status.
