@@ -294,6 +294,19 @@ mod tests {
         assert_eq!(at("DeleteMachine"), Some(false));
         assert_eq!(at("PowerMachine"), Some(false));
         assert_eq!(at("RunCommand"), Some(true));
+        for write in [
+            "ConfigureDistributor",
+            "RunLocalNodeScript",
+            "ImportMachines",
+            "SetMachineSitePolicy",
+            "ReportMachineInventory",
+            "ReportMachineEvent",
+        ] {
+            assert_eq!(at(write), Some(false), "{write}");
+        }
+        assert_eq!(at("GetMachineScript"), None);
+        assert_eq!(at("GetMachineFile"), None);
+        assert_eq!(at("GetMachineSitePolicy"), None);
         assert_eq!(at("GetMachine"), None);
         assert_eq!(at("ListMachines"), None);
         assert_eq!(at("WatchMachineTimeline"), None);
