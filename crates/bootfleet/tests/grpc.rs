@@ -44,11 +44,11 @@ fn failing_ipxe_tree() -> std::path::PathBuf {
 }
 
 async fn lab() -> Lab {
-    lab_with(None).await
+    lab_with(|_| {}).await
 }
 
-/// A lab whose gRPC API is served over TLS with `grpc_tls` (plain without).
-async fn lab_with(grpc_tls: Option<bootfleet_gateway::TlsIdentity>) -> Lab {
+/// A lab whose gateway's configuration is changed by `change` first (TLS for gRPC, limits).
+async fn lab_with(change: impl FnOnce(&mut bootfleet_gateway::GatewayConfig)) -> Lab {
     let _ = tracing_subscriber::fmt().with_test_writer().try_init();
     // Read by the builders as they start; set once, before any lab starts.
     static SET: std::sync::Once = std::sync::Once::new();
@@ -60,9 +60,10 @@ async fn lab_with(grpc_tls: Option<bootfleet_gateway::TlsIdentity>) -> Lab {
         nats: BusConfig::new(nats.url(), "grpc-test"),
         database_url: database_url(Backend::Sqlite, dir.path()),
         listen: "127.0.0.1:0".parse().expect("addr"),
-        gateway: bootfleet_gateway::GatewayConfig {
-            grpc_tls,
-            ..bootfleet::gateway_config(Verifier::new(secret()))
+        gateway: {
+            let mut config = bootfleet::gateway_config(Verifier::new(secret()));
+            change(&mut config);
+            config
         },
     })
     .await
@@ -605,6 +606,13 @@ impl Cli<'_> {
         self.run_as(Some(&self.lab.admin), args).await
     }
 
+    /// `private_key` in a file of the CLI's config directory, for `--private-key`.
+    fn key_file(&self, private_key: &str) -> std::path::PathBuf {
+        let path = self.config.path().join("id_ed25519");
+        std::fs::write(&path, private_key).expect("write key");
+        path
+    }
+
     /// Runs, asserts exit 0, and parses stdout as JSON.
     async fn json(&self, args: &[&str]) -> serde_json::Value {
         let out = self.run(args).await;
@@ -852,13 +860,8 @@ async fn grpc_and_cli_machines_profiles_groups_commands_and_a_streamed_run() {
 
     let lab = lab().await;
     let site = "site-grpc";
-    let distributor = nodes::Distributor::start(&lab._nats.url(), site, &lab.system.bus).await;
-    let (private_key, public_key) = nodes::keypair();
-    let node_ip = nodes::node_ip(nodes::node_net(), 1);
-    let node = bootfleet_testkit::sshd::Sshd::start(
-        std::net::SocketAddr::from((node_ip, 22)),
-        &public_key,
-    );
+    let node = SiteNode::start(&lab, site).await;
+    let (private_key, node_ip) = (node.private_key.clone(), node.ip);
     let channel = lab.channel().await;
     let admin = Some(lab.admin.as_str());
     let mut profiles = pb::profiles_client::ProfilesClient::new(channel.clone());
@@ -1217,8 +1220,7 @@ async fn grpc_and_cli_machines_profiles_groups_commands_and_a_streamed_run() {
         "{}",
         text(&groups_table)
     );
-    let key_file = cli.config.path().join("id_ed25519");
-    std::fs::write(&key_file, &private_key).expect("write key");
+    let key_file = cli.key_file(&private_key);
     let key_path = key_file.to_str().expect("utf-8");
     let ran = cli
         .run(&[
@@ -1306,9 +1308,572 @@ async fn grpc_and_cli_machines_profiles_groups_commands_and_a_streamed_run() {
         .delete_profile(authed(pb::NameRef { name: "p1".into() }, admin))
         .await
         .expect("delete profile");
-    drop(node);
-    distributor.stop().await;
+    node.stop().await;
     lab.system.stop().await;
+}
+
+/// What an operator does at a site beyond its rows, over gRPC and the CLI: configuring its
+/// distributor (refusals from the gateway and from the distributors service, which checks the
+/// agent's reported interfaces), running a script on a registered node through the real
+/// distributor over SSH, the site's policy for unknown MACs, a bulk import, and the
+/// node-facing machine calls with an operator's JWT and with the machine's own token.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grpc_and_cli_site_configuration_node_scripts_imports_and_node_facing_calls() {
+    use serde_json::json;
+
+    // A request timeout shorter than the script below: the run extends its call's deadline.
+    let lab =
+        lab_with(|config| config.limits.request_timeout = std::time::Duration::from_secs(2)).await;
+    let site = "site-ops";
+    let node = SiteNode::start(&lab, site).await;
+    let (private_key, node_ip) = (node.private_key.clone(), node.ip);
+    let channel = lab.channel().await;
+    let admin = Some(lab.admin.as_str());
+    let user = Some(lab.user.as_str());
+    let mut distributors = pb::distributors_client::DistributorsClient::new(channel.clone());
+    let mut localnodes = pb::local_nodes_client::LocalNodesClient::new(channel.clone());
+    let mut machines = pb::machines_client::MachinesClient::new(channel.clone());
+    let mut profiles = pb::profiles_client::ProfilesClient::new(channel.clone());
+    let cli = Cli {
+        lab: &lab,
+        config: tempfile::tempdir().expect("tempdir"),
+    };
+
+    // The distributor's row, made by its heartbeat.
+    let deadline = std::time::Instant::now() + nodes::WAIT;
+    let row = loop {
+        let page = distributors
+            .list_distributors(authed(
+                pb::ListOptions {
+                    search: site.into(),
+                    ..Default::default()
+                },
+                admin,
+            ))
+            .await
+            .expect("list distributors")
+            .into_inner();
+        if let Some(row) = page.rows.into_iter().next() {
+            break row;
+        }
+        assert!(std::time::Instant::now() < deadline, "no distributor row");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    };
+    let configure = |device: &str, range: &str, uefi: &str| proto::ConfigureDistributor {
+        id: row.id.clone(),
+        artifact_id: site.into(),
+        ipxe_pxe_uefi: uefi.into(),
+        ipxe_pxe_bios: String::new(),
+        device: device.into(),
+        range: range.into(),
+    };
+    // Refused as REST refuses: the role, the range and a URL of another host by the gateway,
+    // an interface the agent did not report by the distributors service, an unknown row.
+    expect_status(
+        distributors
+            .configure_distributor(authed(configure("lo", "10.77.0.0/24", ""), user))
+            .await,
+        Code::PermissionDenied,
+        None,
+    );
+    expect_status(
+        distributors
+            .configure_distributor(authed(configure("lo", "10.77.0.0/33", ""), admin))
+            .await,
+        Code::InvalidArgument,
+        Some("range"),
+    );
+    expect_status(
+        distributors
+            .configure_distributor(authed(
+                configure("lo", "10.77.0.0/24", "http://evil.example/ipxes/x/ipxe.efi"),
+                admin,
+            ))
+            .await,
+        Code::InvalidArgument,
+        Some("ipxePxeUefiUrl"),
+    );
+    let not_reported = distributors
+        .configure_distributor(authed(configure("eth-none9", "10.77.0.0/24", ""), admin))
+        .await;
+    let refused = not_reported.as_ref().err().map(|s| s.message().to_owned());
+    expect_status(not_reported, Code::InvalidArgument, Some("device"));
+    assert!(
+        refused
+            .as_deref()
+            .unwrap_or_default()
+            .contains("it reported"),
+        "{refused:?}"
+    );
+    expect_status(
+        distributors
+            .configure_distributor(authed(
+                proto::ConfigureDistributor {
+                    id: uuid::Uuid::new_v4().to_string(),
+                    ..configure("lo", "10.77.0.0/24", "")
+                },
+                admin,
+            ))
+            .await,
+        Code::NotFound,
+        None,
+    );
+    let by_cli = cli
+        .run(&[
+            "distributors",
+            "configure",
+            &row.id,
+            "--device",
+            "eth-none9",
+            "--range",
+            "10.77.0.0/24",
+        ])
+        .await;
+    expect_exit(&by_cli, 2, "device");
+
+    // A script run on a registered node, over SSH through the site's distributor.
+    let registered = localnodes
+        .register_local_node(authed(
+            proto::RegisterLocalNode {
+                ip: node_ip.to_string(),
+                artifact_id: site.into(),
+                ..Default::default()
+            },
+            admin,
+        ))
+        .await
+        .expect("register")
+        .into_inner();
+    let node_id = registered.node.expect("node").id;
+    let script = |script: &str, key: &str| proto::RunNodeScript {
+        id: node_id.clone(),
+        script: script.into(),
+        private_key: key.into(),
+        user: String::new(),
+        timeout_seconds: 0,
+    };
+    let ran = localnodes
+        .run_local_node_script(authed(
+            script("echo out-$((40+2)); echo err >&2; exit 3", &private_key),
+            admin,
+        ))
+        .await
+        .expect("run a script")
+        .into_inner();
+    assert_eq!(String::from_utf8_lossy(&ran.stdout), "out-42\n");
+    assert_eq!(String::from_utf8_lossy(&ran.stderr), "err\n");
+    assert_eq!(ran.exit_code, Some(3));
+    let slow = localnodes
+        .run_local_node_script(authed(script("sleep 3; echo late", &private_key), admin))
+        .await
+        .expect("a run longer than the request timeout")
+        .into_inner();
+    assert_eq!(String::from_utf8_lossy(&slow.stdout), "late\n");
+    expect_status(
+        localnodes
+            .run_local_node_script(authed(script("true", &private_key), user))
+            .await,
+        Code::PermissionDenied,
+        None,
+    );
+    expect_status(
+        localnodes
+            .run_local_node_script(authed(
+                proto::RunNodeScript {
+                    id: "not-an-id".into(),
+                    ..script("true", &private_key)
+                },
+                admin,
+            ))
+            .await,
+        Code::InvalidArgument,
+        Some("id"),
+    );
+    expect_status(
+        localnodes
+            .run_local_node_script(authed(
+                proto::RunNodeScript {
+                    id: uuid::Uuid::new_v4().to_string(),
+                    ..script("true", &private_key)
+                },
+                admin,
+            ))
+            .await,
+        Code::NotFound,
+        None,
+    );
+    let key_file = cli.key_file(&private_key);
+    let key_path = key_file.to_str().expect("utf-8");
+    let ok = cli
+        .run(&[
+            "localnodes",
+            "script",
+            &node_id,
+            "--text",
+            "echo by-cli",
+            "--private-key",
+            key_path,
+        ])
+        .await;
+    assert_eq!(ok.status.code(), Some(0), "{}", text(&ok));
+    assert_eq!(
+        String::from_utf8_lossy(&ok.stdout),
+        "by-cli\n",
+        "{}",
+        text(&ok)
+    );
+    let failed = cli
+        .run(&[
+            "localnodes",
+            "script",
+            &node_id,
+            "--text",
+            "exit 5",
+            "--private-key",
+            key_path,
+            "-o",
+            "json",
+        ])
+        .await;
+    expect_exit(&failed, 1, "exited with 5");
+    let result: serde_json::Value = serde_json::from_slice(&failed.stdout).expect("json");
+    assert_eq!(result["exitCode"], 5);
+
+    // The site's policy for unknown MACs: the default, set, read back; refusals by name.
+    let policy = machines
+        .get_machine_site_policy(authed(
+            pb::SiteRef {
+                artifact_id: site.into(),
+            },
+            user,
+        ))
+        .await
+        .expect("site policy")
+        .into_inner();
+    assert_eq!(json_of(&policy)["unknownMacs"], "serve");
+    assert!(json_of(&policy)["updatedAt"].is_null());
+    let set = machines
+        .set_machine_site_policy(authed(write(site, json!({"unknownMacs": "ignore"})), admin))
+        .await
+        .expect("set site policy")
+        .into_inner();
+    assert_eq!(json_of(&set)["unknownMacs"], "ignore");
+    expect_status(
+        machines
+            .set_machine_site_policy(authed(write(site, json!({"unknownMacs": "ignore"})), user))
+            .await,
+        Code::PermissionDenied,
+        None,
+    );
+    expect_status(
+        machines
+            .set_machine_site_policy(authed(write(site, json!({"unknownMacs": "maybe"})), admin))
+            .await,
+        Code::InvalidArgument,
+        Some("unknownMacs"),
+    );
+    expect_status(
+        machines
+            .get_machine_site_policy(authed(
+                pb::SiteRef {
+                    artifact_id: "bad site".into(),
+                },
+                admin,
+            ))
+            .await,
+        Code::InvalidArgument,
+        Some("artifactId"),
+    );
+    let by_cli = cli
+        .json(&[
+            "machines",
+            "set-site-policy",
+            site,
+            "--json",
+            r#"{"unknownMacs": "discover"}"#,
+            "-o",
+            "json",
+        ])
+        .await;
+    assert_eq!(by_cli["unknownMacs"], "discover");
+    let read = cli
+        .json(&["machines", "site-policy", site, "-o", "json"])
+        .await;
+    assert_eq!(read["unknownMacs"], "discover");
+    assert!(read["updatedAt"].is_string(), "{read}");
+
+    // Bulk import: good lines land, a bad one is refused with its line number.
+    let report = machines
+        .import_machines(authed(
+            pb::ImportMachinesRequest {
+                artifact_id: site.into(),
+                content_type: String::new(),
+                text: "52:54:00:00:41:01 10.0.0.1\nnot a line\n".into(),
+            },
+            admin,
+        ))
+        .await
+        .expect("import")
+        .into_inner();
+    let report = json_of(&report);
+    assert_eq!(
+        (report["created"].as_u64(), report["refused"].as_u64()),
+        (Some(1), Some(1)),
+        "{report}"
+    );
+    assert_eq!(report["lines"][1]["line"], 2, "{report}");
+    expect_status(
+        machines
+            .import_machines(authed(
+                pb::ImportMachinesRequest {
+                    artifact_id: site.into(),
+                    content_type: "text/csv".into(),
+                    text: "x".into(),
+                },
+                admin,
+            ))
+            .await,
+        Code::InvalidArgument,
+        None,
+    );
+    // With an idempotency key an import lands once: the repeat is the first report, replayed
+    // (not a second pass that would find the line's machine and answer `updated`).
+    let keyed_import = || {
+        keyed(
+            pb::ImportMachinesRequest {
+                artifact_id: site.into(),
+                content_type: "text/plain".into(),
+                text: "52:54:00:00:41:03 10.0.0.3\n".into(),
+            },
+            &lab.admin,
+            "import-1",
+        )
+    };
+    let first = machines
+        .import_machines(keyed_import())
+        .await
+        .expect("keyed import");
+    let repeat = machines
+        .import_machines(keyed_import())
+        .await
+        .expect("repeated import");
+    assert!(!replayed(&first) && replayed(&repeat));
+    assert_eq!(
+        json_of(repeat.get_ref())["created"],
+        1,
+        "{}",
+        repeat.get_ref().json
+    );
+    let nodes_file = cli.config.path().join("nodes.yaml");
+    std::fs::write(
+        &nodes_file,
+        "node-y:\n  mac: 52:54:00:00:41:02\n  ranks: [metal]\n",
+    )
+    .expect("write nodes");
+    let imported = cli
+        .json(&[
+            "machines",
+            "import",
+            "--site",
+            site,
+            "--file",
+            nodes_file.to_str().expect("utf-8"),
+            "--content-type",
+            "application/yaml",
+            "-o",
+            "json",
+        ])
+        .await;
+    assert_eq!(imported["created"], 1, "{imported}");
+    let again = cli
+        .run(&["machines", "import", "--site", site, "--text", "bogus"])
+        .await;
+    expect_exit(&again, 1, "refused");
+
+    // The node-facing calls: the rendered script carries the machine's own token, which
+    // then reads its files and reports for it (and is no operator token elsewhere).
+    profiles
+        .create_profile(authed(
+            write(
+                "",
+                json!({"name": "pf", "ipxeTemplate": "#!ipxe\necho {{ machine.mac }} {{ token }}\n",
+                    "templates": {"kickstart": "network --hostname={{ machine.name }}\n"}}),
+            ),
+            admin,
+        ))
+        .await
+        .expect("create profile");
+    let machine = machines
+        .create_machine(authed(
+            write(
+                "",
+                json!({"mac": "52:54:00:00:41:09", "name": "node-f", "artifactId": site,
+                    "profile": "pf"}),
+            ),
+            admin,
+        ))
+        .await
+        .expect("create machine")
+        .into_inner();
+    let machine_id = json_of(&machine)["id"].as_str().expect("id").to_owned();
+    machines
+        .set_machine_state(authed(
+            pb::SetMachineStateRequest {
+                id: machine_id.clone(),
+                state: "install".into(),
+                reason: String::new(),
+            },
+            admin,
+        ))
+        .await
+        .expect("install");
+    let id_ref = || proto::IdRequest {
+        id: machine_id.clone(),
+    };
+    let rendered = machines
+        .get_machine_script(authed(id_ref(), user))
+        .await
+        .expect("script")
+        .into_inner()
+        .text;
+    assert!(
+        rendered.starts_with("#!ipxe\necho 52:54:00:00:41:09 bfm1."),
+        "{rendered}"
+    );
+    let token = rendered
+        .split_whitespace()
+        .find(|w| w.starts_with("bfm1."))
+        .expect("a machine token")
+        .to_owned();
+    let as_machine = Some(token.as_str());
+    let again = machines
+        .get_machine_script(authed(id_ref(), as_machine))
+        .await
+        .expect("script with the machine's token")
+        .into_inner();
+    assert!(again
+        .text
+        .starts_with("#!ipxe\necho 52:54:00:00:41:09 bfm1."));
+    let file = machines
+        .get_machine_file(authed(
+            pb::MachineFileRequest {
+                id: machine_id.clone(),
+                template: "kickstart".into(),
+            },
+            as_machine,
+        ))
+        .await
+        .expect("file")
+        .into_inner();
+    assert_eq!(file.text, "network --hostname=node-f\n");
+    expect_status(
+        machines
+            .get_machine_file(authed(
+                pb::MachineFileRequest {
+                    id: machine_id.clone(),
+                    template: "No Such!".into(),
+                },
+                admin,
+            ))
+            .await,
+        Code::InvalidArgument,
+        Some("template"),
+    );
+    // The machine's token is for the node-facing calls only.
+    expect_status(
+        machines.get_machine(authed(id_ref(), as_machine)).await,
+        Code::Unauthenticated,
+        None,
+    );
+    let inventory = json!({"firmware": "uefi", "cpu": {"model": "qemu", "count": 2},
+        "memoryBytes": 2_147_483_648_u64});
+    expect_status(
+        machines
+            .report_machine_inventory(authed(write(&machine_id, inventory.clone()), user))
+            .await,
+        Code::PermissionDenied,
+        None,
+    );
+    let reported = machines
+        .report_machine_inventory(authed(write(&machine_id, inventory), as_machine))
+        .await
+        .expect("inventory")
+        .into_inner();
+    assert_eq!(json_of(&reported)["firmware"], "uefi", "{}", reported.json);
+    let installed = machines
+        .report_machine_event(authed(
+            write(&machine_id, json!({"type": "installed"})),
+            as_machine,
+        ))
+        .await
+        .expect("installed")
+        .into_inner();
+    assert_eq!(json_of(&installed)["state"], "installed");
+    expect_status(
+        machines
+            .report_machine_event(authed(write("nope", json!({"type": "installed"})), admin))
+            .await,
+        Code::InvalidArgument,
+        Some("key"),
+    );
+    let script_by_cli = cli
+        .run(&["machines", "file", &machine_id, "kickstart"])
+        .await;
+    assert_eq!(
+        script_by_cli.status.code(),
+        Some(0),
+        "{}",
+        text(&script_by_cli)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&script_by_cli.stdout),
+        "network --hostname=node-f\n"
+    );
+    let by_cli = cli
+        .json(&[
+            "machines",
+            "event",
+            &machine_id,
+            "--json",
+            r#"{"type": "installed"}"#,
+            "-o",
+            "json",
+        ])
+        .await;
+    assert_eq!(by_cli["id"], machine_id.as_str());
+
+    node.stop().await;
+    lab.system.stop().await;
+}
+
+/// One sshd node of a site (on an address of its own, port 22) that takes `private_key`, and
+/// the real distributor agent (its NATS side) of the site.
+struct SiteNode {
+    distributor: nodes::Distributor,
+    sshd: bootfleet_testkit::sshd::Sshd,
+    private_key: String,
+    ip: std::net::Ipv4Addr,
+}
+
+impl SiteNode {
+    async fn start(lab: &Lab, site: &str) -> SiteNode {
+        let distributor = nodes::Distributor::start(&lab._nats.url(), site, &lab.system.bus).await;
+        let (private_key, public_key) = nodes::keypair();
+        let ip = nodes::node_ip(nodes::node_net(), 1);
+        let sshd =
+            bootfleet_testkit::sshd::Sshd::start(std::net::SocketAddr::from((ip, 22)), &public_key);
+        SiteNode {
+            distributor,
+            sshd,
+            private_key,
+            ip,
+        }
+    }
+
+    async fn stop(self) {
+        drop(self.sshd);
+        self.distributor.stop().await;
+    }
 }
 
 /// `message` as admin with the metadata `idempotency-key: key`.
@@ -1511,10 +2076,12 @@ async fn grpc_over_tls_with_the_gateway_s_certificate() {
         "x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial -out server.pem -days 1 -extfile server.ext",
     );
     let read = |name: &str| std::fs::read(d.join(name)).expect("read pem");
-    let lab = lab_with(Some(bootfleet_gateway::TlsIdentity {
-        cert_pem: read("server.pem"),
-        key_pem: read("server.key"),
-    }))
+    let lab = lab_with(|config| {
+        config.grpc_tls = Some(bootfleet_gateway::TlsIdentity {
+            cert_pem: read("server.pem"),
+            key_pem: read("server.key"),
+        });
+    })
     .await;
     assert!(lab.grpc.starts_with("https://"), "{}", lab.grpc);
     let cli = Cli {

@@ -146,6 +146,19 @@ impl std::fmt::Debug for MachineToken {
     }
 }
 
+impl MachineToken {
+    /// `token` as a machine token, when `access` takes one and it is one: the `machines`
+    /// service checks it (it holds the key), so it passes the gateway unverified.
+    pub fn of(access: Access, token: Option<&str>) -> Option<MachineToken> {
+        token
+            .filter(|t| {
+                access.accepts_machine_token()
+                    && t.starts_with(bootfleet_api::machines::MACHINE_TOKEN_PREFIX)
+            })
+            .map(|t| MachineToken(t.to_owned()))
+    }
+}
+
 /// A secret that never shows in `Debug` output.
 #[derive(Clone)]
 pub struct Secret(Vec<u8>);

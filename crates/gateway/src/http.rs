@@ -385,6 +385,11 @@ impl Deadline {
         }
     }
 
+    /// A deadline that never comes (a call that did not pass the middleware).
+    pub fn unbounded() -> Deadline {
+        Deadline::new(Duration::MAX)
+    }
+
     /// Lets the request run until `wait` (plus a little) from now, if that is later than due.
     pub fn allow(&self, wait: Duration) {
         let due = self
@@ -409,7 +414,7 @@ fn millis(d: Duration) -> u64 {
 }
 
 // Without the middleware, extending changes nothing.
-from_extensions!(Deadline, Deadline::new(Duration::MAX));
+from_extensions!(Deadline, Deadline::unbounded());
 
 /// A request body that records whether its reader is waiting for the client, so that a
 /// deadline passing while the body trickles in is the client's 408, not our 504.
@@ -446,6 +451,20 @@ impl hyper::body::Body for Watched {
 /// the answer is 504 `timeout`, or 408 `request_timeout` when the handler was waiting for
 /// the client's body.
 pub async fn deadline(State(timeout): State<Duration>, req: Request, next: Next) -> Response {
+    bounded(timeout, req, next)
+        .await
+        .unwrap_or_else(|e| HttpError(e).into_response())
+}
+
+/// The rest of the stack's response to `req` within `timeout`, unless a handler extended its
+/// [`Deadline`] (REST's [`deadline`], and gRPC's): on expiry the handler is dropped and the
+/// error says whose the delay was (`request_timeout` while the body was awaited, else
+/// `timeout`).
+pub(crate) async fn bounded(
+    timeout: Duration,
+    req: Request,
+    next: Next,
+) -> Result<Response, ApiError> {
     let deadline = Deadline::new(timeout);
     let waiting = Arc::new(AtomicBool::new(false));
     let (mut parts, body) = req.into_parts();
@@ -458,7 +477,7 @@ pub async fn deadline(State(timeout): State<Duration>, req: Request, next: Next)
     loop {
         let due = deadline.due();
         match tokio::time::timeout_at(due, handled.as_mut()).await {
-            Ok(response) => return response,
+            Ok(response) => return Ok(response),
             // A handler extended it meanwhile.
             Err(_) if deadline.due() > due => continue,
             Err(_) => break,
@@ -466,21 +485,19 @@ pub async fn deadline(State(timeout): State<Duration>, req: Request, next: Next)
     }
     let allowed = (deadline.due() - deadline.start).as_secs_f64();
     if waiting.load(Ordering::Relaxed) {
-        return HttpError(ApiError::new(
+        return Err(ApiError::new(
             ErrorCode::RequestTimeout,
             format!("the request body did not arrive within {allowed} s"),
-        ))
-        .into_response();
+        ));
     }
     tracing::warn!(
         allowed_secs = allowed,
         "no response within the request deadline"
     );
-    HttpError(ApiError::new(
+    Err(ApiError::new(
         ErrorCode::Timeout,
         format!("no response could be made within {allowed} s"),
     ))
-    .into_response()
 }
 
 #[cfg(test)]

@@ -99,13 +99,18 @@ pub(crate) fn keyed_id(slot: &str) -> KeyedId {
     KeyedId(uuid::Builder::from_random_bytes(random).into_uuid())
 }
 
+/// A machine token as the owner of its keys (its digest: the token is a secret).
+pub(crate) fn machine_caller(MachineToken(token): &MachineToken) -> String {
+    format!("machine:{}", hex(&Sha256::digest(token.as_bytes())))
+}
+
 /// Who asks: an operator token's subject, a machine token, or nobody (open node reads).
 fn caller(req: &Request) -> String {
     if let Some(claims) = req.extensions().get::<Claims>() {
         return format!("token:{}", claims.sub);
     }
-    if let Some(MachineToken(token)) = req.extensions().get::<MachineToken>() {
-        return format!("machine:{}", hex(&Sha256::digest(token.as_bytes())));
+    if let Some(token) = req.extensions().get::<MachineToken>() {
+        return machine_caller(token);
     }
     "anonymous".to_owned()
 }

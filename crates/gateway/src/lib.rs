@@ -95,16 +95,11 @@ async fn require(
             .map(|(_, v)| v)
     });
     // A machine token is the `machines` service's to check (it holds the key).
-    if access.accepts_machine_token() {
-        if let Some(token) = bearer
-            .as_deref()
-            .or(query_token.as_deref())
-            .filter(|t| t.starts_with(bootfleet_api::machines::MACHINE_TOKEN_PREFIX))
-        {
-            req.extensions_mut()
-                .insert(auth::MachineToken(token.to_owned()));
-            return next.run(req).await;
-        }
+    if let Some(token) =
+        auth::MachineToken::of(access, bearer.as_deref().or(query_token.as_deref()))
+    {
+        req.extensions_mut().insert(token);
+        return next.run(req).await;
     }
     match auth::authorize(
         &state.config.verifier,

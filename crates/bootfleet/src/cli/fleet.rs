@@ -12,7 +12,7 @@ use tonic::Response;
 
 use super::client::{exit, Conn, Failure};
 use super::output::{self, Output};
-use super::{read_file, ListArgs, Resource, Session};
+use super::{read_file, ListArgs, Resource, Session, TextArgs};
 
 /// A REST body: given inline or read from a file (`-` for standard input).
 #[derive(Args, Debug, Clone)]
@@ -104,6 +104,51 @@ pub enum MachineVerb {
         id: String,
         #[arg(long)]
         follow: bool,
+    },
+    /// Bulk import into a site: a machines.txt (`<mac> <management-ip>` per line) or, with
+    /// `--content-type application/yaml`, a YAML nodes file. Prints each line's outcome.
+    Import {
+        /// The site (artifactId).
+        #[arg(long)]
+        site: String,
+        #[command(flatten)]
+        text: TextArgs,
+        /// text/plain (machines.txt) or application/yaml (a nodes file).
+        #[arg(long, default_value = "text/plain")]
+        content_type: String,
+    },
+    /// A site's policy for MACs it has no machine for.
+    SitePolicy {
+        /// The site (artifactId).
+        site: String,
+    },
+    /// Set a site's policy from REST's body (`{"unknownMacs": "discover", "discoveryProfile": ...}`).
+    SetSitePolicy {
+        /// The site (artifactId).
+        site: String,
+        #[command(flatten)]
+        body: JsonArgs,
+    },
+    /// The iPXE script it boots in its state, rendered for it (as the machine fetches it).
+    Script {
+        id: String,
+    },
+    /// One of its profile's templates (kickstart, user-data, ...) rendered for it.
+    File {
+        id: String,
+        template: String,
+    },
+    /// Report its hardware (REST's `Inventory`): a discovered or inventory machine becomes ready.
+    Inventory {
+        id: String,
+        #[command(flatten)]
+        body: JsonArgs,
+    },
+    /// Report an event of its install (`{"type": "installed"}`).
+    Event {
+        id: String,
+        #[command(flatten)]
+        body: JsonArgs,
     },
 }
 
@@ -405,6 +450,52 @@ pub(super) async fn machines(r: Resource<MachineVerb>) -> Result<(), Failure> {
         MachineVerb::Timeline { id, follow: false } => {
             row(api.get_machine_timeline(id_ref(id)).await)?
         }
+        MachineVerb::Import {
+            site,
+            text,
+            content_type,
+        } => {
+            let report = row(api
+                .import_machines(pb::ImportMachinesRequest {
+                    artifact_id: site,
+                    content_type,
+                    text: text.read()?,
+                })
+                .await)?;
+            s.print(&report, &[]);
+            return match report["refused"].as_u64() {
+                Some(0) | None => Ok(()),
+                Some(n) => Err(Failure::new(
+                    exit::FAILED,
+                    format!("{n} lines were refused; the others landed"),
+                )
+                .hint("fix the lines whose `reason` is shown and import them again")),
+            };
+        }
+        MachineVerb::SitePolicy { site } => row(api
+            .get_machine_site_policy(pb::SiteRef { artifact_id: site })
+            .await)?,
+        MachineVerb::SetSitePolicy { site, body } => {
+            row(api.set_machine_site_policy(body.write(site)?).await)?
+        }
+        MachineVerb::Script { id } => {
+            print!(
+                "{}",
+                api.get_machine_script(id_ref(id)).await?.into_inner().text
+            );
+            return Ok(());
+        }
+        MachineVerb::File { id, template } => {
+            let file = api
+                .get_machine_file(pb::MachineFileRequest { id, template })
+                .await?;
+            print!("{}", file.into_inner().text);
+            return Ok(());
+        }
+        MachineVerb::Inventory { id, body } => {
+            row(api.report_machine_inventory(body.write(id)?).await)?
+        }
+        MachineVerb::Event { id, body } => row(api.report_machine_event(body.write(id)?).await)?,
         MachineVerb::Timeline { id, follow: true } => {
             let mut steps = api.watch_machine_timeline(id_ref(id)).await?.into_inner();
             while let Some(step) = steps.next().await {

@@ -178,6 +178,26 @@ pub enum DistributorVerb {
     Off {
         id: String,
     },
+    /// Hand ipxes artifacts to the site's PXE clients: the distributor fetches them, checks
+    /// their digests and answers with what it now serves.
+    Configure {
+        id: String,
+        /// The interface to answer on (one the distributor reported).
+        #[arg(long)]
+        device: String,
+        /// The IPv4 network served (`192.168.1.0/24`, or one address in it).
+        #[arg(long)]
+        range: String,
+        /// The ipxes artifact for x64 UEFI clients: its file's path (`/ipxes/<id>/ipxe.efi`) or id.
+        #[arg(long, default_value = "", value_name = "PATH_OR_ID")]
+        uefi: String,
+        /// The ipxes artifact for BIOS clients: its file's path or id.
+        #[arg(long, default_value = "", value_name = "PATH_OR_ID")]
+        bios: String,
+        /// The site (artifactId) the distributor must be of, checked [default: not checked].
+        #[arg(long, default_value = "")]
+        site: String,
+    },
     /// Print the site's boot events as they happen (Ctrl-C ends).
     Events {
         id: String,
@@ -205,6 +225,23 @@ pub enum LocalNodeVerb {
     },
     Delete {
         id: String,
+    },
+    /// Run a script on the node over SSH through its site's distributor: its stdout and stderr
+    /// as they were, exit 1 when it exited non-zero (or was killed by a signal).
+    Script {
+        id: String,
+        /// The script (`--text`) or a file of it (`--file`, `-` for standard input).
+        #[command(flatten)]
+        script: TextArgs,
+        /// An unencrypted OpenSSH private key the node accepts; used for this run only.
+        #[arg(long, value_name = "PATH")]
+        private_key: PathBuf,
+        /// The SSH user [default: root].
+        #[arg(long, default_value = "", hide_default_value = true)]
+        user: String,
+        /// Seconds before the run is cut [default: 60; at most 3600].
+        #[arg(long, default_value_t = 0, hide_default_value = true)]
+        timeout: u32,
     },
 }
 
@@ -483,6 +520,25 @@ async fn distributors(r: Resource<DistributorVerb>) -> Result<(), Failure> {
                 .await?
                 .into_inner(),
         ),
+        DistributorVerb::Configure {
+            id,
+            device,
+            range,
+            uefi,
+            bios,
+            site,
+        } => output::distributor(
+            api.configure_distributor(proto::ConfigureDistributor {
+                id,
+                artifact_id: site,
+                ipxe_pxe_uefi: uefi,
+                ipxe_pxe_bios: bios,
+                device,
+                range,
+            })
+            .await?
+            .into_inner(),
+        ),
         DistributorVerb::Events { id } => {
             let mut events = api
                 .watch_boot_events(proto::IdRequest { id })
@@ -539,9 +595,55 @@ async fn localnodes(r: Resource<LocalNodeVerb>) -> Result<(), Failure> {
                 .await?
                 .into_inner(),
         ),
+        LocalNodeVerb::Script {
+            id,
+            script,
+            private_key,
+            user,
+            timeout,
+        } => {
+            let result = api
+                .run_local_node_script(proto::RunNodeScript {
+                    id: id.clone(),
+                    script: script.read()?,
+                    private_key: read_file(&private_key)?,
+                    user,
+                    timeout_seconds: timeout,
+                })
+                .await?
+                .into_inner();
+            return script_result(&s, &id, result);
+        }
     };
     s.print(&value, LOCALNODE_COLUMNS);
     Ok(())
+}
+
+/// What a script run on a node did: on a table its output as it was (stdout's on stdout,
+/// stderr's on stderr), otherwise REST's `LocalNodeScriptResult`; a failure when it did not
+/// exit 0.
+fn script_result(s: &Session, id: &str, r: proto::NodeExecResult) -> Result<(), Failure> {
+    let result = bootfleet_api::rest::LocalNodeScriptResult::from(r);
+    if s.output == Output::Table {
+        print!("{}", result.stdout);
+        eprint!("{}", result.stderr);
+    } else {
+        s.print(&serde_json::to_value(&result).unwrap_or(Value::Null), &[]);
+    }
+    match (result.exit_code, &result.exit_signal) {
+        (Some(0), _) => Ok(()),
+        (Some(code), _) => Err(Failure::new(
+            exit::FAILED,
+            format!("the script exited with {code} on node {id}"),
+        )),
+        (None, signal) => Err(Failure::new(
+            exit::FAILED,
+            format!(
+                "the script was ended by signal {} on node {id}",
+                signal.as_deref().unwrap_or("?")
+            ),
+        )),
+    }
 }
 
 async fn artifacts(kind: &str, r: Resource<ArtifactVerb>) -> Result<(), Failure> {

@@ -10,8 +10,9 @@ use futures_util::Stream;
 use tonic::{Request, Response, Status};
 
 use super::pb::{self, distributors_server::Distributors};
-use super::{checked_id, id_request, page_info, status, Api};
+use super::{checked_id, deadline_of, id_request, page_info, status, Api};
 use crate::auth::Access;
+use crate::routes::distributors::configure_distributor;
 
 /// Events a reader may fall behind by before they are dropped (as on REST).
 const QUEUE: usize = 256;
@@ -57,6 +58,19 @@ impl Distributors for Api {
             self.ask(&call, &subjects::distributor_set_status(), &set)
                 .await?,
         ))
+    }
+
+    async fn configure_distributor(
+        &self,
+        req: Request<proto::ConfigureDistributor>,
+    ) -> Result<Response<proto::Distributor>, Status> {
+        let call = self.authorize(&req, Access::Write)?;
+        let deadline = deadline_of(&req);
+        // No host: an artifact is named by its path or id here, not by a URL.
+        let row = configure_distributor(self.bus(), &call.trace, &deadline, req.into_inner(), None)
+            .await
+            .map_err(status)?;
+        Ok(Response::new(row))
     }
 
     type WatchBootEventsStream = BootEventStream;

@@ -32,7 +32,7 @@ pub const KEY: &str = "idempotency-key";
 const MAX_KEPT: usize = 1 << 20;
 
 /// The methods that write, by the start of their names; of those, the ones that stream.
-const WRITES: [&str; 8] = [
+const WRITES: [&str; 12] = [
     "Create",
     "Update",
     "Delete",
@@ -41,6 +41,10 @@ const WRITES: [&str; 8] = [
     "Register",
     "Power",
     "Reinstall",
+    "Configure",
+    "Import",
+    "Report",
+    "Run",
 ];
 const STREAMED_WRITES: [&str; 1] = ["RunCommand"];
 
@@ -66,7 +70,7 @@ fn write_kind(path: &str) -> Option<bool> {
 }
 
 /// An answer made by this layer: an error of the system as gRPC answers it.
-fn refused(e: ApiError) -> Response {
+pub(super) fn refused(e: ApiError) -> Response {
     let (parts, ()) = status(e).into_http::<()>().into_parts();
     Response::from_parts(parts, Body::empty())
 }
@@ -124,6 +128,10 @@ impl Api {
             .get("authorization")
             .and_then(|v| v.to_str().ok())
             .and_then(auth::bearer_token);
+        // A machine token is scoped as REST scopes it (it is the machines service's to check).
+        if let Some(token) = auth::MachineToken::of(Access::MachineWrite, bearer.as_deref()) {
+            return Some(crate::idempotency::machine_caller(&token));
+        }
         let config = &self.state.config;
         match auth::authorize(
             &config.verifier,
@@ -286,6 +294,19 @@ mod tests {
         assert_eq!(at("DeleteMachine"), Some(false));
         assert_eq!(at("PowerMachine"), Some(false));
         assert_eq!(at("RunCommand"), Some(true));
+        for write in [
+            "ConfigureDistributor",
+            "RunLocalNodeScript",
+            "ImportMachines",
+            "SetMachineSitePolicy",
+            "ReportMachineInventory",
+            "ReportMachineEvent",
+        ] {
+            assert_eq!(at(write), Some(false), "{write}");
+        }
+        assert_eq!(at("GetMachineScript"), None);
+        assert_eq!(at("GetMachineFile"), None);
+        assert_eq!(at("GetMachineSitePolicy"), None);
         assert_eq!(at("GetMachine"), None);
         assert_eq!(at("ListMachines"), None);
         assert_eq!(at("WatchMachineTimeline"), None);

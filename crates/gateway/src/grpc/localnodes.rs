@@ -5,8 +5,9 @@ use bootfleet_api::{proto, ApiError, ErrorCode};
 use tonic::{Request, Response, Status};
 
 use super::pb::{self, local_nodes_server::LocalNodes};
-use super::{invalid, page_info, status, Api};
+use super::{deadline_of, invalid, page_info, status, Api};
 use crate::auth::Access;
+use crate::routes::localnodes::run_node_script;
 
 fn subject(op: Op) -> String {
     subjects::subject(subjects::LOCALNODES, op)
@@ -63,6 +64,18 @@ impl LocalNodes for Api {
         Ok(Response::new(
             self.ask(&call, &subject(Op::Create), &register).await?,
         ))
+    }
+
+    async fn run_local_node_script(
+        &self,
+        req: Request<proto::RunNodeScript>,
+    ) -> Result<Response<proto::NodeExecResult>, Status> {
+        let call = self.authorize(&req, Access::Write)?;
+        let deadline = deadline_of(&req);
+        let result = run_node_script(self.bus(), &call.trace, &deadline, req.into_inner())
+            .await
+            .map_err(status)?;
+        Ok(Response::new(result))
     }
 
     async fn delete_local_node(

@@ -6,7 +6,10 @@ use std::collections::HashMap;
 use std::pin::Pin;
 use std::time::Duration;
 
-use bootfleet_api::machines::{ops, MachineInput, PowerInput, ProfileInput, StateInput, Timeline};
+use bootfleet_api::machines::{
+    ops, Inventory, MachineEventInput, MachineInput, PowerInput, ProfileInput, SitePolicyInput,
+    StateInput, Timeline,
+};
 use bootfleet_api::proto::{self, MachinesCall};
 use bootfleet_api::ApiError;
 use futures_util::Stream;
@@ -14,11 +17,13 @@ use serde_json::json;
 use tonic::{Request, Response, Status};
 
 use super::pb::{self, machines_server::Machines, profiles_server::Profiles};
-use super::relayed::{body, checked, no_key, row};
+use super::relayed::{body, checked, id_key, no_key, row};
 use super::{new_id, status, Api, Call};
 use crate::auth::Access;
-use crate::routes::machines::{power_machine, reinstall_machine, sealed};
-use crate::routes::relay::{Id, Name, Relay};
+use crate::routes::machines::{
+    import_machines, machine_file, power_machine, reinstall_machine, sealed,
+};
+use crate::routes::relay::{Id, Name, Relay, Site};
 
 /// How often a followed timeline is asked for (boot steps are seconds apart).
 const TIMELINE_EVERY: Duration = Duration::from_secs(1);
@@ -109,6 +114,7 @@ impl Machines for Api {
         let id = new_id(&req);
         self.relay_write::<MachinesCall, MachineInput, _, _>(
             req,
+            Access::Write,
             ops::CREATE,
             |r: Relay, key, input| async move {
                 no_key(&key)?;
@@ -124,6 +130,7 @@ impl Machines for Api {
     ) -> Result<Response<pb::JsonRow>, Status> {
         self.relay_write::<MachinesCall, MachineInput, _, _>(
             req,
+            Access::Write,
             ops::UPDATE,
             |r: Relay, key, input| async move {
                 let id = bootfleet_api::validate::id("key", &key)?;
@@ -223,6 +230,98 @@ impl Machines for Api {
             tokio_stream::wrappers::ReceiverStream::new(rx),
         )))
     }
+
+    async fn import_machines(
+        &self,
+        req: Request<pb::ImportMachinesRequest>,
+    ) -> Result<Response<pb::JsonRow>, Status> {
+        let call = self.authorize(&req, Access::Write)?;
+        let r = req.into_inner();
+        let content_type = if r.content_type.is_empty() {
+            "text/plain".to_owned()
+        } else {
+            r.content_type
+        };
+        let reply = import_machines(&self.relay(&call), r.artifact_id, content_type, r.text)
+            .await
+            .map_err(status)?;
+        Ok(row::<MachinesCall>(reply))
+    }
+
+    async fn get_machine_site_policy(
+        &self,
+        req: Request<pb::SiteRef>,
+    ) -> Result<Response<pb::JsonRow>, Status> {
+        self.relay_by::<MachinesCall, Site, _>(req, Access::Read, ops::SITE_GET)
+            .await
+    }
+
+    async fn set_machine_site_policy(
+        &self,
+        req: Request<pb::JsonWrite>,
+    ) -> Result<Response<pb::JsonRow>, Status> {
+        self.relay_write::<MachinesCall, SitePolicyInput, _, _>(
+            req,
+            Access::Write,
+            ops::SITE_PUT,
+            |_, key, input| async move {
+                bootfleet_api::validate::artifact_id("key", &key)?;
+                Ok((key, input))
+            },
+        )
+        .await
+    }
+
+    async fn get_machine_script(
+        &self,
+        req: Request<proto::IdRequest>,
+    ) -> Result<Response<pb::MachineText>, Status> {
+        let script = self
+            .relay_by::<MachinesCall, Id, _>(req, Access::MachineRead, ops::SCRIPT)
+            .await?;
+        // The service answers text (REST's text/plain), carried in the row's body.
+        Ok(Response::new(pb::MachineText {
+            text: script.into_inner().json,
+        }))
+    }
+
+    async fn get_machine_file(
+        &self,
+        req: Request<pb::MachineFileRequest>,
+    ) -> Result<Response<pb::MachineText>, Status> {
+        let call = self.authorize(&req, Access::MachineRead)?;
+        let r = req.into_inner();
+        let reply = machine_file(&self.relay(&call), r.id, r.template)
+            .await
+            .map_err(status)?;
+        Ok(Response::new(pb::MachineText { text: reply.body }))
+    }
+
+    async fn report_machine_inventory(
+        &self,
+        req: Request<pb::JsonWrite>,
+    ) -> Result<Response<pb::JsonRow>, Status> {
+        self.relay_write::<MachinesCall, Inventory, _, _>(
+            req,
+            Access::MachineWrite,
+            ops::INVENTORY,
+            id_key,
+        )
+        .await
+    }
+
+    async fn report_machine_event(
+        &self,
+        req: Request<pb::JsonWrite>,
+    ) -> Result<Response<pb::JsonRow>, Status> {
+        self.relay_write::<MachinesCall, MachineEventInput, _, _>(
+            req,
+            Access::MachineWrite,
+            ops::EVENT,
+            id_key,
+        )
+        .await
+    }
 }
 
 #[tonic::async_trait]
@@ -250,6 +349,7 @@ impl Profiles for Api {
         let id = new_id(&req);
         self.relay_write::<MachinesCall, ProfileInput, _, _>(
             req,
+            Access::Write,
             ops::PROFILE_CREATE,
             |_, key, input| async move {
                 no_key(&key)?;

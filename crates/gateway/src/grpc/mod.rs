@@ -22,6 +22,7 @@ use tonic::metadata::MetadataValue;
 use tonic::{Code, Request, Status};
 
 use crate::auth::{self, Access, Claims};
+use crate::http::Deadline;
 use crate::{AppState, GatewayConfig};
 
 /// The generated messages and services; rows shared with the bus are `bootfleet_api::proto`'s.
@@ -53,11 +54,13 @@ pub(crate) struct Api {
     state: AppState,
 }
 
-/// An authorized call: its trace and, unless the access was public, the caller's claims.
+/// An authorized call: its trace and, unless the access was public, the caller's claims, or
+/// the machine token of a node-facing call (the `machines` service checks it).
 #[derive(Debug)]
 pub(crate) struct Call {
     trace: TraceParent,
     claims: Option<Claims>,
+    machine_token: Option<crate::auth::MachineToken>,
 }
 
 /// A gRPC status for an error of the system: the code from the one table, the message as
@@ -95,13 +98,27 @@ impl Api {
     }
 
     /// Checks the bearer token in the `authorization` metadata against `access`, as REST's
-    /// `require` does for a route.
+    /// `require` does for a route; a node-facing access passes a machine token on to the
+    /// `machines` service, which holds its key.
     fn authorize<T>(&self, req: &Request<T>, access: Access) -> Result<Call, Status> {
         let metadata = req.metadata();
         let bearer = metadata
             .get("authorization")
             .and_then(|v| v.to_str().ok())
             .and_then(auth::bearer_token);
+        let trace = metadata
+            .get("traceparent")
+            .and_then(|v| v.to_str().ok())
+            .and_then(TraceParent::parse)
+            .map(|t| t.child())
+            .unwrap_or_else(TraceParent::new_root);
+        if let Some(token) = auth::MachineToken::of(access, bearer.as_deref()) {
+            return Ok(Call {
+                trace,
+                claims: None,
+                machine_token: Some(token),
+            });
+        }
         let claims = auth::authorize(
             &self.state.config.verifier,
             access,
@@ -110,13 +127,11 @@ impl Api {
             None,
         )
         .map_err(status)?;
-        let trace = metadata
-            .get("traceparent")
-            .and_then(|v| v.to_str().ok())
-            .and_then(TraceParent::parse)
-            .map(|t| t.child())
-            .unwrap_or_else(TraceParent::new_root);
-        Ok(Call { trace, claims })
+        Ok(Call {
+            trace,
+            claims,
+            machine_token: None,
+        })
     }
 
     /// One bus request, its error as a gRPC status.
@@ -247,12 +262,38 @@ pub fn router(bus: Bus, config: GatewayConfig) -> Result<tonic::service::Routes,
         .add_service(pb::profiles_server::ProfilesServer::new(api.clone()))
         .add_service(pb::groups_server::GroupsServer::new(api.clone()))
         .add_service(pb::commands_server::CommandsServer::new(api.clone()))
-        .add_service(pb::runs_server::RunsServer::new(api));
+        .add_service(pb::runs_server::RunsServer::new(api.clone()));
     Ok(routes
         .into_axum_router()
         .layer(layer)
+        .layer(axum::middleware::from_fn_with_state(
+            api.state.config.limits.request_timeout,
+            deadline,
+        ))
         .layer(axum::middleware::from_fn(metrics::layer))
         .into())
+}
+
+/// Bounds each call's time to its answer's head as REST's request deadline does
+/// ([`crate::http::bounded`]): the request timeout, unless the call extends its [`Deadline`]
+/// (a configuration the distributor applies, a script run on a node, a key generated); a
+/// stream's messages are not held to it. On expiry: DEADLINE_EXCEEDED (`timeout`).
+async fn deadline(
+    axum::extract::State(timeout): axum::extract::State<std::time::Duration>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    crate::http::bounded(timeout, req, next)
+        .await
+        .unwrap_or_else(idempotency::refused)
+}
+
+/// The [`Deadline`] of a call, to extend (none when the call did not pass the layer).
+fn deadline_of<T>(req: &Request<T>) -> Deadline {
+    req.extensions()
+        .get::<Deadline>()
+        .cloned()
+        .unwrap_or_else(Deadline::unbounded)
 }
 
 /// Serves the gRPC API on `listener` until `shutdown` resolves: over TLS with the
@@ -264,7 +305,6 @@ pub async fn serve(
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     tracing::info!(addr = ?listener.local_addr().ok(), tls = config.grpc_tls.is_some(), "grpc listening");
-    let limits = config.limits;
     let tls = config.grpc_tls.clone();
     let routes = router(bus, config).map_err(std::io::Error::other)?;
     let mut server = tonic::transport::Server::builder();
@@ -274,10 +314,11 @@ pub async fn serve(
             .tls_config(tonic::transport::ServerTlsConfig::new().identity(identity))
             .map_err(|e| std::io::Error::other(format!("grpc tls: {e}")))?;
     }
+    // The request timeout is the `deadline` layer's, which a call may extend (tonic's own
+    // cannot be).
     server
         // Each call's log lines carry its method, as REST's carry the route.
         .trace_fn(|req| tracing::info_span!("grpc", method = %req.uri().path()))
-        .timeout(limits.request_timeout)
         .concurrency_limit_per_connection(256)
         .http2_keepalive_interval(Some(std::time::Duration::from_secs(30)))
         .add_routes(routes)

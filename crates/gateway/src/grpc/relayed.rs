@@ -30,6 +30,12 @@ impl RowRef for pb::NameRef {
     }
 }
 
+impl RowRef for pb::SiteRef {
+    fn key(self) -> String {
+        self.artifact_id
+    }
+}
+
 /// The answer as a row.
 pub(super) fn row<C: ServiceCall>(reply: C::Reply) -> Response<pb::JsonRow> {
     let (json, created) = C::into_body(reply);
@@ -68,6 +74,11 @@ pub(super) fn no_key(key: &str) -> Result<(), ApiError> {
     }
 }
 
+/// A write's `key` that names a machine by id; the body as it is.
+pub(super) async fn id_key<T>(_: Relay, key: String, input: T) -> Result<(String, T), ApiError> {
+    Ok((bootfleet_api::validate::id("key", &key)?, input))
+}
+
 /// A page of the service's list answer (`{rows, total, ...}`) as rows.
 fn page(json: &str, params: &ListParams) -> Result<pb::JsonPage, Status> {
     #[derive(serde::Deserialize)]
@@ -100,6 +111,9 @@ impl Api {
         if let Some(claims) = &call.claims {
             caller.actor.clone_from(&claims.sub);
             caller.role = claims.role.to_string();
+        }
+        if let Some(crate::auth::MachineToken(token)) = &call.machine_token {
+            caller.machine_token.clone_from(token);
         }
         Relay {
             bus: self.bus().clone(),
@@ -152,11 +166,13 @@ impl Api {
         self.relayed(&call, op, c).await
     }
 
-    /// A write of REST's body `T` about the row `key` (`""` for none): `prepare` checks the
-    /// key and the body and may change the body (seal a secret) before it is sent.
+    /// A write of REST's body `T` about the row `key` (`""` for none), allowed to `access`:
+    /// `prepare` checks the key and the body and may change the body (seal a secret) before
+    /// it is sent.
     pub(super) async fn relay_write<C, T, F, Fut>(
         &self,
         req: Request<pb::JsonWrite>,
+        access: Access,
         op: &str,
         prepare: F,
     ) -> Result<Response<pb::JsonRow>, Status>
@@ -166,7 +182,7 @@ impl Api {
         F: FnOnce(Relay, String, T) -> Fut,
         Fut: std::future::Future<Output = Result<(String, T), ApiError>>,
     {
-        let call = self.authorize(&req, Access::Write)?;
+        let call = self.authorize(&req, access)?;
         let write = req.into_inner();
         let parsed: T = body(&write.json)?;
         let relay = self.relay(&call);
@@ -189,7 +205,7 @@ impl Api {
         C: ServiceCall,
         T: Serialize + DeserializeOwned,
     {
-        self.relay_write::<C, T, _, _>(req, op, |_, key, input| async move {
+        self.relay_write::<C, T, _, _>(req, Access::Write, op, |_, key, input| async move {
             if create {
                 no_key(&key)?;
             } else {

@@ -6,7 +6,7 @@ use bootfleet_api::{proto, validate};
 use tonic::{Request, Response, Status};
 
 use super::pb::{self, ssh_keys_server::SshKeys};
-use super::{checked_id, id_request, page_info, status, Api};
+use super::{checked_id, deadline_of, id_request, page_info, status, Api};
 use crate::auth::Access;
 
 /// RSA-4096 can take seconds; as REST, one attempt with a long wait.
@@ -99,6 +99,7 @@ impl SshKeys for Api {
         req: Request<proto::GenerateSshKey>,
     ) -> Result<Response<proto::GeneratedSshKey>, Status> {
         let call = self.authorize(&req, Access::Read)?;
+        deadline_of(&req).allow(KEYGEN_TIMEOUT);
         let generate = req.into_inner();
         let pair = self
             .bus()

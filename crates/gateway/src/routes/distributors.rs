@@ -10,6 +10,7 @@ use bootfleet_api::rest::{
 };
 use bootfleet_api::subjects::{self, Op};
 use bootfleet_api::{proto, validate, ApiError};
+use bootfleet_bus::{Bus, TraceParent};
 
 use super::artifacts::local_path;
 use super::{collection, list_route, path_id, row_route, Body, BodySchema, RouteDef, ID};
@@ -42,30 +43,45 @@ async fn configure(
     JsonBody(body): JsonBody<DistributorConfigInput>,
 ) -> HttpResult<Json<DistributorRow>> {
     let host = headers.get(header::HOST).and_then(|h| h.to_str().ok());
-    let artifact_id = site_check(body.artifact_id.as_ref())?;
-    validate::ipv4_range("range", &body.range)?;
-    let url = |field, value: Option<String>| -> Result<String, ApiError> {
-        value
-            .filter(|v| !v.is_empty())
-            .map(|v| local_path(field, &v, host))
-            .transpose()
-            .map(Option::unwrap_or_default)
-    };
     let req = proto::ConfigureDistributor {
-        id: path_id(&id)?,
-        artifact_id,
-        ipxe_pxe_uefi: url("ipxePxeUefiUrl", body.ipxe_pxe_uefi_url)?,
-        ipxe_pxe_bios: url("ipxePxeBiosUrl", body.ipxe_pxe_bios_url)?,
+        id,
+        artifact_id: site_check(body.artifact_id.as_ref())?,
+        ipxe_pxe_uefi: body.ipxe_pxe_uefi_url.unwrap_or_default(),
+        ipxe_pxe_bios: body.ipxe_pxe_bios_url.unwrap_or_default(),
         device: body.device,
         range: body.range,
     };
-    deadline.allow(CONFIGURE_TIMEOUT);
-    let row: proto::Distributor = s
-        .bus
-        .with_timeout(CONFIGURE_TIMEOUT, 1)
-        .request(&t, &subjects::distributor_configure(), &req)
-        .await?;
+    let row = configure_distributor(&s.bus, &t, &deadline, req, host).await?;
     Ok(Json(DistributorRow::from(row)))
+}
+
+/// Configures the distributor `req.id` (REST's and gRPC's configure): `req` as the caller gave
+/// it, its artifacts named by URL (of this gateway, `host`), path or id; checked, the URLs made
+/// paths, then sent with the wait the distributor needs to fetch and check the files.
+pub(crate) async fn configure_distributor(
+    bus: &Bus,
+    trace: &TraceParent,
+    deadline: &Deadline,
+    mut req: proto::ConfigureDistributor,
+    host: Option<&str>,
+) -> Result<proto::Distributor, ApiError> {
+    if !req.artifact_id.is_empty() {
+        validate::artifact_id("artifactId", &req.artifact_id)?;
+    }
+    validate::ipv4_range("range", &req.range)?;
+    for (field, url) in [
+        ("ipxePxeUefiUrl", &mut req.ipxe_pxe_uefi),
+        ("ipxePxeBiosUrl", &mut req.ipxe_pxe_bios),
+    ] {
+        if !url.is_empty() {
+            *url = local_path(field, url, host)?;
+        }
+    }
+    req.id = validate::id("id", &req.id)?;
+    deadline.allow(CONFIGURE_TIMEOUT);
+    bus.with_timeout(CONFIGURE_TIMEOUT, 1)
+        .request(trace, &subjects::distributor_configure(), &req)
+        .await
 }
 
 async fn set_status(

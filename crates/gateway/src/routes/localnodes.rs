@@ -11,10 +11,11 @@ use bootfleet_api::rest::{
 };
 use bootfleet_api::subjects::{self, Op};
 use bootfleet_api::{proto, validate, ApiError, ErrorCode};
+use bootfleet_bus::{Bus, TraceParent};
 
 use super::{
-    collection, created, list_route, path_id, query_pairs, row_route, uncached, Body, BodySchema,
-    Param, ParamType, RouteDef, ID,
+    collection, created, list_route, query_pairs, row_route, uncached, Body, BodySchema, Param,
+    ParamType, RouteDef, ID,
 };
 use crate::auth::Access;
 use crate::http::{Deadline, HttpResult, JsonBody, Trace};
@@ -166,22 +167,32 @@ async fn run_script(
     Path(id): Path<String>,
     JsonBody(body): JsonBody<LocalNodeScriptInput>,
 ) -> HttpResult<Response> {
-    validate::text("script", &body.script)?;
     let req = proto::RunNodeScript {
-        id: path_id(&id)?,
+        id,
         script: body.script,
         private_key: body.private_key,
         user: body.user.unwrap_or_default(),
         timeout_seconds: body.timeout_seconds.unwrap_or(0),
     };
+    let result = run_node_script(&s.bus, &t, &deadline, req).await?;
+    Ok(uncached(LocalNodeScriptResult::from(result)))
+}
+
+/// Runs a script on the node `req.id` through its site's distributor (REST's and gRPC's run),
+/// waiting as long as the script may take.
+pub(crate) async fn run_node_script(
+    bus: &Bus,
+    trace: &TraceParent,
+    deadline: &Deadline,
+    mut req: proto::RunNodeScript,
+) -> Result<proto::NodeExecResult, ApiError> {
+    validate::text("script", &req.script)?;
+    req.id = validate::id("id", &req.id)?;
     let wait = std::time::Duration::from_secs(u64::from(req.timeout_seconds.max(60)) + 30);
     deadline.allow(wait);
-    let result: proto::NodeExecResult = s
-        .bus
-        .with_timeout(wait, 1)
-        .request(&t, &subjects::localnodes_run_script(), &req)
-        .await?;
-    Ok(uncached(LocalNodeScriptResult::from(result)))
+    bus.with_timeout(wait, 1)
+        .request(trace, &subjects::localnodes_run_script(), &req)
+        .await
 }
 
 pub(super) fn routes() -> Vec<RouteDef> {

@@ -18,7 +18,7 @@ use bootfleet_api::machines::{
 use bootfleet_api::proto::MachinesCall;
 use bootfleet_api::{proto, ApiError};
 
-use super::relay::{by_key, json_by_id, list, op, Id, Name, Relay, ServiceCall};
+use super::relay::{by_key, json_by_key, list, op, Id, Name, Relay, ServiceCall, Site};
 use super::{
     list_query, path_id, query_pairs, route, Body, BodySchema, Param, ParamType, RouteDef,
     CREATED_BY_NAME, ID, NODE_TOKEN,
@@ -161,7 +161,6 @@ async fn import(State(s): State<AppState>, r: Relay, req: Request) -> HttpResult
     let site = site.ok_or_else(|| {
         ApiError::invalid("artifactId", "is required: the site the machines belong to")
     })?;
-    bootfleet_api::validate::artifact_id("artifactId", &site)?;
     let content_type = req
         .headers()
         .get(header::CONTENT_TYPE)
@@ -171,19 +170,42 @@ async fn import(State(s): State<AppState>, r: Relay, req: Request) -> HttpResult
     let bytes = read_body(req, &s).await?;
     let text =
         String::from_utf8(bytes).map_err(|_| ApiError::invalid("body", "must be utf-8 text"))?;
+    let reply = import_machines(&r, site, content_type, text).await?;
+    Ok(MachinesCall::answer(reply, None))
+}
+
+/// Imports the machines of `text` (machines.txt or a YAML nodes file, by `content_type`) into
+/// the site `site`, checked (REST's and gRPC's import).
+pub(crate) async fn import_machines(
+    r: &Relay,
+    site: String,
+    content_type: String,
+    text: String,
+) -> Result<proto::MachinesReply, ApiError> {
+    bootfleet_api::validate::artifact_id("artifactId", &site)?;
     let mut call = r.call::<MachinesCall>(site);
     call.body = text;
     call.name = content_type;
-    r.send(ops::IMPORT, call, None).await
+    r.ask(ops::IMPORT, call).await
 }
 
 // ---- node-facing ------------------------------------------------------------------------
 
 async fn file(r: Relay, Path((id, template)): Path<(String, String)>) -> HttpResult<Response> {
+    let reply = machine_file(&r, id, template).await?;
+    Ok(MachinesCall::answer(reply, None))
+}
+
+/// The template `template` of machine `id`'s profile, rendered for it (REST's and gRPC's).
+pub(crate) async fn machine_file(
+    r: &Relay,
+    id: String,
+    template: String,
+) -> Result<proto::MachinesReply, ApiError> {
     bootfleet_api::machines::template_name("template", &template)?;
-    let mut call = r.call::<MachinesCall>(path_id(&id)?);
+    let mut call = r.call::<MachinesCall>(bootfleet_api::validate::id("id", &id)?);
     call.name = template;
-    r.send(ops::FILE, call, None).await
+    r.ask(ops::FILE, call).await
 }
 
 // ---- profiles and sites -----------------------------------------------------------------
@@ -208,22 +230,6 @@ async fn put_profile(
     let location = format!("/api/profiles/{name}");
     let call = r.call_with::<MachinesCall, _>(name, &body)?;
     r.send(ops::PROFILE_PUT, call, Some(location)).await
-}
-
-async fn get_site(r: Relay, Path(site): Path<String>) -> HttpResult<Response> {
-    bootfleet_api::validate::artifact_id("artifactId", &site)?;
-    r.send(ops::SITE_GET, r.call::<MachinesCall>(site), None)
-        .await
-}
-
-async fn put_site(
-    r: Relay,
-    Path(site): Path<String>,
-    JsonBody(body): JsonBody<SitePolicyInput>,
-) -> HttpResult<Response> {
-    bootfleet_api::validate::artifact_id("artifactId", &site)?;
-    let call = r.call_with::<MachinesCall, _>(site, &body)?;
-    r.send(ops::SITE_PUT, call, None).await
 }
 
 // ---- the table ----------------------------------------------------------------------------
@@ -361,7 +367,7 @@ pub(super) fn routes() -> Vec<RouteDef> {
             Some(BodySchema::of::<StateInput>()),
             200,
             Body::json::<MachineRow>(),
-            routing::put(json_by_id::<MachinesCall, StateInput>).layer(op(ops::STATE)),
+            routing::put(json_by_key::<MachinesCall, Id, StateInput>).layer(op(ops::STATE)),
         ),
         route(
             Method::POST,
@@ -452,7 +458,7 @@ pub(super) fn routes() -> Vec<RouteDef> {
             Some(BodySchema::of::<Inventory>()),
             200,
             Body::json::<MachineRow>(),
-            routing::post(json_by_id::<MachinesCall, Inventory>).layer(op(ops::INVENTORY)),
+            routing::post(json_by_key::<MachinesCall, Id, Inventory>).layer(op(ops::INVENTORY)),
         ),
         route(
             Method::POST,
@@ -465,7 +471,7 @@ pub(super) fn routes() -> Vec<RouteDef> {
             Some(BodySchema::of::<MachineEventInput>()),
             200,
             Body::json::<MachineRow>(),
-            routing::post(json_by_id::<MachinesCall, MachineEventInput>).layer(op(ops::EVENT)),
+            routing::post(json_by_key::<MachinesCall, Id, MachineEventInput>).layer(op(ops::EVENT)),
         ),
         route(
             Method::GET,
@@ -478,7 +484,7 @@ pub(super) fn routes() -> Vec<RouteDef> {
             None,
             200,
             Body::json::<SitePolicy>(),
-            routing::get(get_site),
+            routing::get(by_key::<MachinesCall, Site>).layer(op(ops::SITE_GET)),
         ),
         route(
             Method::PUT,
@@ -491,7 +497,7 @@ pub(super) fn routes() -> Vec<RouteDef> {
             Some(BodySchema::of::<SitePolicyInput>()),
             200,
             Body::json::<SitePolicy>(),
-            routing::put(put_site),
+            routing::put(json_by_key::<MachinesCall, Site, SitePolicyInput>).layer(op(ops::SITE_PUT)),
         ),
         route(
             Method::GET,

@@ -223,6 +223,16 @@ impl RowKey for Name {
     }
 }
 
+/// By a site's artifact id (the path's `artifactId`).
+pub(crate) struct Site;
+
+impl RowKey for Site {
+    fn check(value: String) -> HttpResult<String> {
+        bootfleet_api::validate::artifact_id("artifactId", &value)?;
+        Ok(value)
+    }
+}
+
 /// A route that names a row (by `K`) and sends no body (the operation is in the extensions).
 pub(super) async fn by_key<C: ServiceCall, K: RowKey>(
     r: Relay,
@@ -233,18 +243,19 @@ pub(super) async fn by_key<C: ServiceCall, K: RowKey>(
     r.send(op, call, None).await
 }
 
-/// A JSON body about the row the path names by id (the operation is in the extensions).
-pub(super) async fn json_by_id<C, T>(
+/// A JSON body about the row the path names (by `K`; the operation is in the extensions).
+pub(super) async fn json_by_key<C, K, T>(
     r: Relay,
     Extension(op): Extension<&'static str>,
-    Path(id): Path<String>,
+    Path(key): Path<String>,
     JsonBody(body): JsonBody<T>,
 ) -> HttpResult<Response>
 where
     C: ServiceCall,
+    K: RowKey,
     T: Serialize + DeserializeOwned + Send + 'static,
 {
-    let call = r.call_with::<C, T>(path_id(&id)?, &body)?;
+    let call = r.call_with::<C, T>(K::check(key)?, &body)?;
     r.send(op, call, None).await
 }
 
