@@ -426,6 +426,16 @@ mod tests {
     /// Only there so a broken agent fails the test instead of hanging it.
     const WAIT: Duration = Duration::from_secs(10);
 
+    /// Distributor `a`'s row, switched `on` or off, as the bus carries it.
+    fn distributor_a(on: bool) -> Vec<u8> {
+        proto::Distributor {
+            artifact_id: "a".into(),
+            on,
+            ..Default::default()
+        }
+        .encode_to_vec()
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn events_and_pushes_do_not_wait_for_an_unanswered_heartbeat() {
         let nats = bootfleet_testkit::NatsServer::start();
@@ -494,15 +504,10 @@ mod tests {
         let event = proto::BootEvent::decode(event.payload).expect("decode");
         assert_eq!(event.kind, "dhcp_answered");
 
-        let off = proto::Distributor {
-            artifact_id: "a".into(),
-            on: false,
-            ..Default::default()
-        };
         client
             .publish(
                 subjects::distributor_control("a"),
-                off.encode_to_vec().into(),
+                distributor_a(false).into(),
             )
             .await
             .expect("publish");
@@ -518,16 +523,11 @@ mod tests {
         // the push. The next heartbeat shows the answer was taken.
         let mut headers = async_nats::HeaderMap::new();
         headers.insert(bootfleet_bus::STATUS_HEADER, "ok");
-        let stale = proto::Distributor {
-            artifact_id: "a".into(),
-            on: true,
-            ..Default::default()
-        };
         client
             .publish_with_headers(
                 held.reply.expect("a request has a reply subject"),
                 headers,
-                stale.encode_to_vec().into(),
+                distributor_a(true).into(),
             )
             .await
             .expect("answer the held heartbeat");
