@@ -419,9 +419,6 @@ async fn probe_nodes(
 mod tests {
     use super::*;
     use crate::cache::Cache;
-    use crate::lan::{Lan, Listeners};
-    use crate::proxy_dhcp::LiveConfig;
-    use crate::reporting::Reporting;
 
     /// Only there so a broken agent fails the test instead of hanging it.
     const WAIT: Duration = Duration::from_secs(10);
@@ -460,32 +457,11 @@ mod tests {
         // publishes events and takes pushes, both would wait this long.
         agent.heartbeat_timeout = Duration::from_secs(60);
         let events = agent.events.clone();
-        let switch = Switch::default();
-        let counters = Arc::new(Counters::default());
-        let (stop, stop_rx) = tokio::sync::watch::channel(false);
         let cache_dir = tempfile::tempdir().expect("tempdir");
         let cache = Cache::new(cache_dir.path()).expect("cache");
-        let live = LiveConfig::new(bootfleet_netboot::dhcp::ProxyConfig {
-            server_ip: "127.0.0.1".parse().expect("ip"),
-            boot: Default::default(),
-        });
-        let lan = Arc::new(Lan::new(
-            Listeners {
-                dhcp: false,
-                tftp: false,
-                http_port: None,
-            },
-            cache.clone(),
-            live.clone(),
-            Reporting {
-                events: events.clone(),
-                switch: switch.clone(),
-                counters: counters.clone(),
-            },
-            stop_rx.clone(),
-        ));
-        let applier = Arc::new(Applier::new(cache, live, lan));
-        let task = tokio::spawn(agent.run(switch.clone(), counters, applier, false, stop_rx));
+        let crate::NatsSide { switch, stop, task } = crate::nats_side(agent, cache, None)
+            .await
+            .expect("no listener to bind");
 
         // A heartbeat is now waiting for its answer.
         let held = tokio::time::timeout(WAIT, heartbeats.next())
