@@ -20,20 +20,28 @@ pub enum BmcProtocol {
     Redfish,
 }
 
-impl BmcProtocol {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            BmcProtocol::Ipmi => "ipmi",
-            BmcProtocol::Redfish => "redfish",
-        }
-    }
+/// `words!(Enum { Variant => "word", ... })`: `as_str`, the variant's word (as serde writes it),
+/// and `parse`, the variant of a word, for an enum of unit variants.
+macro_rules! words {
+    ($enum:ident { $($variant:ident => $word:literal),+ $(,)? }) => {
+        impl $enum {
+            pub fn as_str(self) -> &'static str {
+                match self {
+                    $($enum::$variant => $word,)+
+                }
+            }
 
-    pub fn parse(s: &str) -> Option<BmcProtocol> {
-        [BmcProtocol::Ipmi, BmcProtocol::Redfish]
-            .into_iter()
-            .find(|p| p.as_str() == s)
-    }
+            pub fn parse(s: &str) -> Option<$enum> {
+                [$($enum::$variant),+].into_iter().find(|v| v.as_str() == s)
+            }
+        }
+    };
 }
+
+words!(BmcProtocol {
+    Ipmi => "ipmi",
+    Redfish => "redfish",
+});
 
 /// The default IPMI LAN port.
 pub const IPMI_PORT: u16 = 623;
@@ -271,29 +279,13 @@ pub enum PowerAction {
     Status,
 }
 
-impl PowerAction {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            PowerAction::On => "on",
-            PowerAction::Off => "off",
-            PowerAction::Cycle => "cycle",
-            PowerAction::Reset => "reset",
-            PowerAction::Status => "status",
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<PowerAction> {
-        [
-            PowerAction::On,
-            PowerAction::Off,
-            PowerAction::Cycle,
-            PowerAction::Reset,
-            PowerAction::Status,
-        ]
-        .into_iter()
-        .find(|a| a.as_str() == s)
-    }
-}
+words!(PowerAction {
+    On => "on",
+    Off => "off",
+    Cycle => "cycle",
+    Reset => "reset",
+    Status => "status",
+});
 
 /// The next boot's device, set before the action.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
@@ -303,20 +295,10 @@ pub enum BootDevice {
     Disk,
 }
 
-impl BootDevice {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            BootDevice::Pxe => "pxe",
-            BootDevice::Disk => "disk",
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<BootDevice> {
-        [BootDevice::Pxe, BootDevice::Disk]
-            .into_iter()
-            .find(|d| d.as_str() == s)
-    }
-}
+words!(BootDevice {
+    Pxe => "pxe",
+    Disk => "disk",
+});
 
 /// `POST /api/machines/:id/power` (and the bus operation `machines_op("power")`).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]

@@ -60,15 +60,10 @@ async fn gateway_metrics_count_requests_by_route_bus_requests_and_builds() {
         .expect("get");
     assert_eq!(as_node.status(), 403);
 
+    let mainscripts = format!("{base}/api/mainscripts");
     for i in 0..3 {
-        let created = http
-            .post(format!("{base}/api/mainscripts"))
-            .bearer_auth(&admin)
-            .json(&json!({"text": format!("#!ipxe\necho {i}")}))
-            .send()
-            .await
-            .expect("post");
-        assert_eq!(created.status(), 201);
+        let body = json!({"text": format!("#!ipxe\necho {i}")});
+        support::post_created(&http, &mainscripts, &admin, body).await;
     }
     for _ in 0..2 {
         let missing = http
@@ -87,14 +82,9 @@ async fn gateway_metrics_count_requests_by_route_bus_requests_and_builds() {
     assert_eq!(unrouted.status(), 404);
 
     // A build, so the builders' series has an outcome.
-    let built = http
-        .post(format!("{base}/api/syslinuxs"))
-        .bearer_auth(&admin)
-        .json(&json!({"fragment": "isolinux.bin"}))
-        .send()
-        .await
-        .expect("post");
-    assert_eq!(built.status(), 201);
+    let syslinuxs = format!("{base}/api/syslinuxs");
+    let body = json!({"fragment": "isolinux.bin"});
+    let built = support::post_created(&http, &syslinuxs, &admin, body).await;
     let id = built.json::<Value>().await.expect("json")["id"]
         .as_str()
         .expect("id")

@@ -2320,7 +2320,6 @@ async fn a_builder_killed_mid_build_leaves_the_job_to_another() {
 // ---- NATS permissions: `bootfleet nats-config` users against a real nats-server ----
 
 mod nats_permissions {
-    use std::sync::Arc;
     use std::time::Duration;
 
     use bootfleet::nats_auth::{NatsAuth, SERVICES_USER};
@@ -2436,46 +2435,15 @@ mod nats_permissions {
         a_bus.inbox_prefix = a.inbox_prefix.clone();
         let cache_dir = tempfile::tempdir().expect("cache dir");
         let cache = bootfleet_site_agent::cache::Cache::new(cache_dir.path()).expect("cache");
-        let live = bootfleet_site_agent::proxy_dhcp::LiveConfig::new(
-            bootfleet_netboot::dhcp::ProxyConfig {
-                server_ip: "127.0.0.1".parse().expect("ip"),
-                boot: Default::default(),
-            },
-        );
         let mut agent =
             bootfleet_site_agent::agent::Agent::new(a_bus, "a".into(), Duration::from_millis(200));
         agent.probe_every = Some(Duration::from_millis(200));
         let events = agent.events.clone();
-        let (stop_agent, stop_rx) = tokio::sync::watch::channel(false);
-        let switch = bootfleet_site_agent::reporting::Switch::default();
-        let counters = Arc::new(bootfleet_site_agent::reporting::Counters::default());
         // No DHCP, TFTP or HTTP listener: only the distributor's NATS side runs.
-        let lan = Arc::new(bootfleet_site_agent::lan::Lan::new(
-            bootfleet_site_agent::lan::Listeners {
-                dhcp: false,
-                tftp: false,
-                http_port: None,
-            },
-            cache.clone(),
-            live.clone(),
-            bootfleet_site_agent::reporting::Reporting {
-                events: events.clone(),
-                switch: switch.clone(),
-                counters: counters.clone(),
-            },
-            stop_rx.clone(),
-        ));
-        lan.serve(
-            lan.bind("lo", "127.0.0.1".parse().expect("ip"))
-                .await
-                .expect("no listener to bind"),
-        );
-        let applier = Arc::new(bootfleet_site_agent::boot_config::Applier::new(
-            cache.clone(),
-            live,
-            lan,
-        ));
-        let agent_task = tokio::spawn(agent.run(switch, counters, applier, false, stop_rx));
+        let nats_side = bootfleet_site_agent::nats_side(agent, cache.clone(), Some("lo"))
+            .await
+            .expect("no listener to bind");
+        let (stop_agent, agent_task) = (nats_side.stop, nats_side.task);
 
         // Heartbeats (a request with a reply on its own inbox) register it.
         let http = reqwest::Client::new();

@@ -122,14 +122,9 @@ async fn a_request_is_one_trace_from_the_gateway_to_the_service() {
     assert_eq!(service.parent_span_id, gateway.span_context.span_id());
 
     // A build: the builder's span, taken from the queue, is in the request's trace too.
-    let response = http
-        .post(format!("{}/api/syslinuxs", system.base_url()))
-        .bearer_auth(&admin)
-        .json(&json!({"fragment": "ldlinux.c32"}))
-        .send()
-        .await
-        .expect("post");
-    assert_eq!(response.status(), 201);
+    let syslinuxs = format!("{}/api/syslinuxs", system.base_url());
+    let body = json!({"fragment": "ldlinux.c32"});
+    let response = support::post_created(&http, &syslinuxs, &admin, body).await;
     let trace_id = response.headers()["x-trace-id"]
         .to_str()
         .expect("ascii")

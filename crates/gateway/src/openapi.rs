@@ -106,15 +106,29 @@ fn method(m: &axum::http::Method) -> HttpMethod {
 }
 
 fn error_response(description: &str) -> utoipa::openapi::Response {
-    ResponseBuilder::new()
-        .description(description)
-        .content(
-            "application/json",
-            ContentBuilder::new()
-                .schema(Some(Ref::from_schema_name(error_schema().name())))
-                .build(),
-        )
-        .build()
+    response(
+        description,
+        "application/json",
+        Ref::from_schema_name(error_schema().name()),
+    )
+    .build()
+}
+
+/// A response meaning `description` whose body, of `content_type`, is `schema`.
+fn response(
+    description: impl Into<String>,
+    content_type: &str,
+    schema: impl Into<RefOr<Schema>>,
+) -> ResponseBuilder {
+    ResponseBuilder::new().description(description).content(
+        content_type,
+        ContentBuilder::new().schema(Some(schema)).build(),
+    )
+}
+
+/// A schema that says only its type.
+fn of_type(ty: Type) -> utoipa::openapi::schema::Object {
+    ObjectBuilder::new().schema_type(ty).build()
 }
 
 fn operation(route: &RouteDef) -> utoipa::openapi::path::Operation {
@@ -214,69 +228,44 @@ fn operation(route: &RouteDef) -> utoipa::openapi::path::Operation {
         ));
     }
     let ok = match route.response {
-        Body::Json(schema) => ResponseBuilder::new().description("success").content(
+        Body::Json(schema) => response(
+            "success",
             "application/json",
-            ContentBuilder::new()
-                .schema(Some(Ref::from_schema_name(schema.name())))
-                .build(),
+            Ref::from_schema_name(schema.name()),
         ),
-        Body::AnyJson => ResponseBuilder::new().description("success").content(
-            "application/json",
-            ContentBuilder::new()
-                .schema(Some(ObjectBuilder::new().schema_type(Type::Object).build()))
-                .build(),
-        ),
-        Body::OpenMetrics => ResponseBuilder::new().description("success").content(
+        Body::AnyJson => response("success", "application/json", of_type(Type::Object)),
+        Body::OpenMetrics => response(
+            "success",
             "application/openmetrics-text",
-            ContentBuilder::new()
-                .schema(Some(ObjectBuilder::new().schema_type(Type::String).build()))
-                .build(),
+            of_type(Type::String),
         ),
-        Body::Text => ResponseBuilder::new().description("success").content(
-            "text/plain",
-            ContentBuilder::new()
-                .schema(Some(ObjectBuilder::new().schema_type(Type::String).build()))
-                .build(),
-        ),
+        Body::Text => response("success", "text/plain", of_type(Type::String)),
         Body::EventStream(schema) => {
             let schema = schema.name();
-            ResponseBuilder::new()
-                .description(format!(
+            response(
+                format!(
                     "server-sent events until the client or the server goes away: `ready` once \
                  subscribed, one event named after each {schema}'s `kind` with the {schema} as \
                  JSON `data`, `gap` with `{{\"missed\": n}}` when a slow reader lost n events, \
                  and a comment line as keep-alive"
-                ))
-                .content(
-                    "text/event-stream",
-                    ContentBuilder::new()
-                        .schema(Some(ObjectBuilder::new().schema_type(Type::String).build()))
-                        .build(),
-                )
-        }
-        Body::NdJson(schema) => ResponseBuilder::new()
-            .description(
-                "newline-delimited JSON, streamed as it happens (chunked): one object per line",
+                ),
+                "text/event-stream",
+                of_type(Type::String),
             )
-            .content(
-                "application/x-ndjson",
-                ContentBuilder::new()
-                    .schema(Some(Ref::from_schema_name(schema.name())))
-                    .build(),
-            ),
-        Body::Binary => ResponseBuilder::new()
-            .description("the file's bytes (206 for a Range, 304 when the ETag matches)")
-            .content(
-                "application/octet-stream",
-                ContentBuilder::new()
-                    .schema(Some(
-                        ObjectBuilder::new()
-                            .schema_type(Type::String)
-                            .format(Some(SchemaFormat::KnownFormat(KnownFormat::Binary)))
-                            .build(),
-                    ))
-                    .build(),
-            ),
+        }
+        Body::NdJson(schema) => response(
+            "newline-delimited JSON, streamed as it happens (chunked): one object per line",
+            "application/x-ndjson",
+            Ref::from_schema_name(schema.name()),
+        ),
+        Body::Binary => response(
+            "the file's bytes (206 for a Range, 304 when the ETag matches)",
+            "application/octet-stream",
+            ObjectBuilder::new()
+                .schema_type(Type::String)
+                .format(Some(SchemaFormat::KnownFormat(KnownFormat::Binary)))
+                .build(),
+        ),
     };
     let ok = ok.build();
     for (status, meaning) in &route.also {

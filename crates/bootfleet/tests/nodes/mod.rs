@@ -9,7 +9,6 @@
 
 use std::net::Ipv4Addr;
 use std::sync::atomic::{AtomicU8, Ordering};
-use std::sync::Arc;
 use std::time::Duration;
 
 use bootfleet_api::{proto, subjects};
@@ -57,35 +56,14 @@ impl Distributor {
         use bootfleet_site_agent as agent;
         let cache_dir = tempfile::tempdir().expect("cache dir");
         let cache = agent::cache::Cache::new(cache_dir.path()).expect("cache");
-        let live = agent::proxy_dhcp::LiveConfig::new(bootfleet_netboot::dhcp::ProxyConfig {
-            server_ip: "127.0.0.1".parse().expect("ip"),
-            boot: Default::default(),
-        });
         let a = agent::agent::Agent::new(
             BusConfig::new(nats_url.to_owned(), "distributor-actions-test"),
             site.to_owned(),
             Duration::from_secs(1),
         );
-        let (stop, stop_rx) = tokio::sync::watch::channel(false);
-        let switch = agent::reporting::Switch::default();
-        let counters = Arc::new(agent::reporting::Counters::default());
-        let lan = Arc::new(agent::lan::Lan::new(
-            agent::lan::Listeners {
-                dhcp: false,
-                tftp: false,
-                http_port: None,
-            },
-            cache.clone(),
-            live.clone(),
-            agent::reporting::Reporting {
-                events: a.events.clone(),
-                switch: switch.clone(),
-                counters: counters.clone(),
-            },
-            stop_rx.clone(),
-        ));
-        let applier = Arc::new(agent::boot_config::Applier::new(cache, live, lan));
-        let task = tokio::spawn(a.run(switch, counters, applier, false, stop_rx));
+        let agent::NatsSide { stop, task, .. } = agent::nats_side(a, cache, None)
+            .await
+            .expect("no listener to bind");
         // Ready when its run route answers: a request with no key is answered by the agent
         // itself with the key's error (before that, nats-server says nobody listens).
         let deadline = std::time::Instant::now() + WAIT;

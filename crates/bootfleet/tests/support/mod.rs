@@ -27,3 +27,21 @@ pub async fn start_system(nats: &NatsServer, dir: &std::path::Path) -> System {
 pub fn token(role: Role) -> String {
     auth::mint(&secret(), role, "test", 1).expect("mint")
 }
+
+/// `POST url` of `body` as `token`, which must answer 201 Created.
+pub async fn post_created(
+    http: &reqwest::Client,
+    url: &str,
+    token: &str,
+    body: serde_json::Value,
+) -> reqwest::Response {
+    let response = http
+        .post(url)
+        .bearer_auth(token)
+        .json(&body)
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(response.status(), 201);
+    response
+}

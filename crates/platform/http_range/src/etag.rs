@@ -183,12 +183,27 @@ mod tests {
         assert_eq!(tag("abc").as_str(), "\"abc\"");
         assert_eq!(tag("").as_str(), "\"\"");
         assert_eq!(tag("abc").to_string(), "\"abc\"");
-        for bad in ["a\"b", "a b", "tab\t", "é", "\n"] {
-            assert!(ETag::new(bad).is_err(), "{bad:?}");
+        refuses(
+            ETag::new,
+            &["a\"b", "a b", "tab\t", "é", "\n"],
+            "a b",
+            "an entity tag is printable ascii without quotes or spaces",
+        );
+    }
+
+    /// `make` refuses every one of `bad`, and says `message` for `example`.
+    fn refuses<E: std::fmt::Display>(
+        make: impl Fn(&str) -> Result<ETag, E>,
+        bad: &[&str],
+        example: &str,
+        message: &str,
+    ) {
+        for bad in bad {
+            assert!(make(bad).is_err(), "{bad:?}");
         }
         assert_eq!(
-            ETag::new("a b").map_err(|e| e.to_string()),
-            Err("an entity tag is printable ascii without quotes or spaces".to_owned())
+            make(example).map_err(|e| e.to_string()),
+            Err(message.to_owned())
         );
     }
 
@@ -205,20 +220,19 @@ mod tests {
             Ok(expected.to_owned())
         );
         assert!(ETag::from_digest(&"a".repeat(32)).is_ok());
-        for bad in [
-            "",
-            "sha256:",
-            "sha256:abc",
-            &"a".repeat(31),
-            &format!("sha256:{}g", "a".repeat(40)),
-            &format!("sha256:{} ", "a".repeat(40)),
-            &format!("{}:", "a".repeat(40)),
-        ] {
-            assert!(ETag::from_digest(bad).is_err(), "{bad:?}");
-        }
-        assert_eq!(
-            ETag::from_digest("md5:x").map_err(|e| e.to_string()),
-            Err("a digest is <algorithm>:<hex> with at least 32 hex digits".to_owned())
+        refuses(
+            ETag::from_digest,
+            &[
+                "",
+                "sha256:",
+                "sha256:abc",
+                &"a".repeat(31),
+                &format!("sha256:{}g", "a".repeat(40)),
+                &format!("sha256:{} ", "a".repeat(40)),
+                &format!("{}:", "a".repeat(40)),
+            ],
+            "md5:x",
+            "a digest is <algorithm>:<hex> with at least 32 hex digits",
         );
     }
 

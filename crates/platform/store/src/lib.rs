@@ -338,8 +338,19 @@ pub async fn one_where<T: FromQueryResult>(
     column: &str,
     value: &str,
 ) -> Result<Option<T>, ApiError> {
+    one_where_all(db, spec, &[(column, value)]).await
+}
+
+/// The first row whose columns have all these values (together unique), if any.
+pub async fn one_where_all<T: FromQueryResult>(
+    db: &DatabaseConnection,
+    spec: &TableSpec,
+    conditions: &[(&str, &str)],
+) -> Result<Option<T>, ApiError> {
     let mut select = spec.select();
-    select.and_where(Expr::col(Alias::new(column)).eq(value));
+    for (column, value) in conditions {
+        select.and_where(Expr::col(Alias::new(*column)).eq(*value));
+    }
     T::find_by_statement(db.get_database_backend().build(&select))
         .one(db)
         .await

@@ -95,11 +95,18 @@ pub fn create_tables(name: &'static str, tables: Vec<RegistryTable>) -> Box<dyn 
     Box::new(CreateTables { name, tables })
 }
 
-impl MigrationName for CreateTables {
-    fn name(&self) -> &str {
-        self.name
-    }
+/// Both migrations here are named by their `name` field.
+macro_rules! named_by_field {
+    ($($migration:ty),+) => {
+        $(impl MigrationName for $migration {
+            fn name(&self) -> &str {
+                self.name
+            }
+        })+
+    };
 }
+
+named_by_field!(CreateTables, AddColumns);
 
 #[async_trait::async_trait]
 impl MigrationTrait for CreateTables {
@@ -150,39 +157,36 @@ pub fn add_columns(
     })
 }
 
-impl MigrationName for AddColumns {
-    fn name(&self) -> &str {
-        self.name
-    }
-}
-
 #[async_trait::async_trait]
 impl MigrationTrait for AddColumns {
-    // One statement per column: SQLite adds one column per ALTER TABLE.
     async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
-        for column in &self.columns {
-            manager
-                .alter_table(
-                    Table::alter()
-                        .table(self.table.clone())
-                        .add_column(column.clone())
-                        .to_owned(),
-                )
-                .await?;
-        }
-        Ok(())
+        self.alter_each(manager, |alter, column| {
+            alter.add_column(column.clone());
+        })
+        .await
     }
 
     async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        self.alter_each(manager, |alter, column| {
+            alter.drop_column(Alias::new(column.get_column_name()));
+        })
+        .await
+    }
+}
+
+impl AddColumns {
+    /// One ALTER TABLE of the table per column, `change` saying what it does to the column:
+    /// SQLite adds or drops one column per ALTER TABLE.
+    async fn alter_each(
+        &self,
+        manager: &SchemaManager<'_>,
+        change: impl Fn(&mut TableAlterStatement, &ColumnDef),
+    ) -> Result<(), DbErr> {
         for column in &self.columns {
-            manager
-                .alter_table(
-                    Table::alter()
-                        .table(self.table.clone())
-                        .drop_column(Alias::new(column.get_column_name()))
-                        .to_owned(),
-                )
-                .await?;
+            let mut alter = Table::alter();
+            alter.table(self.table.clone());
+            change(&mut alter, column);
+            manager.alter_table(alter).await?;
         }
         Ok(())
     }

@@ -79,3 +79,35 @@ async fn instances_migrating_postgresql_at_once_all_start() {
         }
     }
 }
+
+/// Down undoes the steps in reverse, the added column by an ALTER TABLE of its own, then the
+/// table.
+#[tokio::test]
+async fn down_drops_the_added_column_then_the_table() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = bootfleet_store::connect(&database_url(Backend::Sqlite, dir.path()))
+        .await
+        .expect("connect");
+    bootfleet_store::migrate::<WidgetsMigrator>(&db)
+        .await
+        .expect("up");
+    WidgetsMigrator::down(&db, Some(1))
+        .await
+        .expect("down one step");
+    assert!(
+        db.execute_unprepared("SELECT colour FROM widgets")
+            .await
+            .is_err(),
+        "the column is dropped"
+    );
+    db.execute_unprepared("SELECT name FROM widgets")
+        .await
+        .expect("the table stays");
+    WidgetsMigrator::down(&db, None).await.expect("down");
+    assert!(
+        db.execute_unprepared("SELECT name FROM widgets")
+            .await
+            .is_err(),
+        "the table is dropped"
+    );
+}

@@ -137,12 +137,7 @@ impl Distributors {
     }
 
     async fn find(&self, column: &str, value: &str) -> Result<Option<Record>, ApiError> {
-        let mut select = SPEC.select();
-        select.and_where(Expr::col(Alias::new(column)).eq(value));
-        Record::find_by_statement(self.db.get_database_backend().build(&select))
-            .one(&self.db)
-            .await
-            .map_err(db_error)
+        bootfleet_store::one_where(&self.db, &SPEC, column, value).await
     }
 
     /// Registers or refreshes the distributor; answers with its row (and so the wanted status).

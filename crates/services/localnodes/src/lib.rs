@@ -155,14 +155,7 @@ impl Localnodes {
     }
 
     async fn find(&self, conditions: &[(&str, &str)]) -> Result<Option<Record>, ApiError> {
-        let mut select = SPEC.select();
-        for (column, value) in conditions {
-            select.and_where(Expr::col(Alias::new(*column)).eq(*value));
-        }
-        Record::find_by_statement(self.db.get_database_backend().build(&select))
-            .one(&self.db)
-            .await
-            .map_err(db_error)
+        bootfleet_store::one_where_all(&self.db, &SPEC, conditions).await
     }
 
     /// Registers a node, or updates the row of the same (ip, artifact id). A missing `mac` or

@@ -419,12 +419,19 @@ async fn probe_nodes(
 mod tests {
     use super::*;
     use crate::cache::Cache;
-    use crate::lan::{Lan, Listeners};
-    use crate::proxy_dhcp::LiveConfig;
-    use crate::reporting::Reporting;
 
     /// Only there so a broken agent fails the test instead of hanging it.
     const WAIT: Duration = Duration::from_secs(10);
+
+    /// Distributor `a`'s row, switched `on` or off, as the bus carries it.
+    fn distributor_a(on: bool) -> Vec<u8> {
+        proto::Distributor {
+            artifact_id: "a".into(),
+            on,
+            ..Default::default()
+        }
+        .encode_to_vec()
+    }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn events_and_pushes_do_not_wait_for_an_unanswered_heartbeat() {
@@ -450,32 +457,11 @@ mod tests {
         // publishes events and takes pushes, both would wait this long.
         agent.heartbeat_timeout = Duration::from_secs(60);
         let events = agent.events.clone();
-        let switch = Switch::default();
-        let counters = Arc::new(Counters::default());
-        let (stop, stop_rx) = tokio::sync::watch::channel(false);
         let cache_dir = tempfile::tempdir().expect("tempdir");
         let cache = Cache::new(cache_dir.path()).expect("cache");
-        let live = LiveConfig::new(bootfleet_netboot::dhcp::ProxyConfig {
-            server_ip: "127.0.0.1".parse().expect("ip"),
-            boot: Default::default(),
-        });
-        let lan = Arc::new(Lan::new(
-            Listeners {
-                dhcp: false,
-                tftp: false,
-                http_port: None,
-            },
-            cache.clone(),
-            live.clone(),
-            Reporting {
-                events: events.clone(),
-                switch: switch.clone(),
-                counters: counters.clone(),
-            },
-            stop_rx.clone(),
-        ));
-        let applier = Arc::new(Applier::new(cache, live, lan));
-        let task = tokio::spawn(agent.run(switch.clone(), counters, applier, false, stop_rx));
+        let crate::NatsSide { switch, stop, task } = crate::nats_side(agent, cache, None)
+            .await
+            .expect("no listener to bind");
 
         // A heartbeat is now waiting for its answer.
         let held = tokio::time::timeout(WAIT, heartbeats.next())
@@ -494,15 +480,10 @@ mod tests {
         let event = proto::BootEvent::decode(event.payload).expect("decode");
         assert_eq!(event.kind, "dhcp_answered");
 
-        let off = proto::Distributor {
-            artifact_id: "a".into(),
-            on: false,
-            ..Default::default()
-        };
         client
             .publish(
                 subjects::distributor_control("a"),
-                off.encode_to_vec().into(),
+                distributor_a(false).into(),
             )
             .await
             .expect("publish");
@@ -518,16 +499,11 @@ mod tests {
         // the push. The next heartbeat shows the answer was taken.
         let mut headers = async_nats::HeaderMap::new();
         headers.insert(bootfleet_bus::STATUS_HEADER, "ok");
-        let stale = proto::Distributor {
-            artifact_id: "a".into(),
-            on: true,
-            ..Default::default()
-        };
         client
             .publish_with_headers(
                 held.reply.expect("a request has a reply subject"),
                 headers,
-                stale.encode_to_vec().into(),
+                distributor_a(true).into(),
             )
             .await
             .expect("answer the held heartbeat");

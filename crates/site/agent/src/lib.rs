@@ -176,6 +176,54 @@ pub async fn serve(
     Ok(())
 }
 
+/// A distributor's NATS side alone, as tests of the services' side run it (see [`nats_side`]).
+#[derive(Debug)]
+pub struct NatsSide {
+    pub switch: Switch,
+    /// Stops the agent (send `true`).
+    pub stop: tokio::sync::watch::Sender<bool>,
+    pub task: tokio::task::JoinHandle<()>,
+}
+
+/// Runs `agent` with no DHCP, TFTP or HTTP listener: its files in `cache`, no boot files on
+/// 127.0.0.1 until it is configured. `serve_on`: the device its LAN side serves (with no
+/// listener) from the start, as [`serve`]'s does.
+pub async fn nats_side(
+    agent: Agent,
+    cache: Cache,
+    serve_on: Option<&str>,
+) -> Result<NatsSide, String> {
+    let server_ip = std::net::Ipv4Addr::LOCALHOST;
+    let live = LiveConfig::new(ProxyConfig {
+        server_ip,
+        boot: BootFiles::default(),
+    });
+    let (stop, stop_rx) = tokio::sync::watch::channel(false);
+    let switch = Switch::default();
+    let counters = Arc::new(Counters::default());
+    let lan = Arc::new(Lan::new(
+        Listeners {
+            dhcp: false,
+            tftp: false,
+            http_port: None,
+        },
+        cache.clone(),
+        live.clone(),
+        Reporting {
+            events: agent.events.clone(),
+            switch: switch.clone(),
+            counters: counters.clone(),
+        },
+        stop_rx.clone(),
+    ));
+    if let Some(device) = serve_on {
+        lan.serve(lan.bind(device, server_ip).await?);
+    }
+    let applier = Arc::new(Applier::new(cache, live, lan));
+    let task = tokio::spawn(agent.run(switch.clone(), counters, applier, false, stop_rx));
+    Ok(NatsSide { switch, stop, task })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

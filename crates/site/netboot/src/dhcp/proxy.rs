@@ -610,6 +610,14 @@ mod tests {
     };
 
     /// Writes a request byte by byte, as the wire has it, without `Packet::encode`.
+    /// A fresh DISCOVER with only its client architecture (option 93) and vendor class (60).
+    fn discover(arch: u16, vendor_class: &[u8]) -> Vec<u8> {
+        wire(
+            FRESH,
+            &[(53, &[1]), (93, &arch.to_be_bytes()), (60, vendor_class)],
+        )
+    }
+
     fn wire(header: Header, options: &[(u8, &[u8])]) -> Vec<u8> {
         let mut bytes = vec![1, 1, 6, 0]; // BOOTREQUEST, Ethernet, 6-byte address, no hops
         bytes.extend_from_slice(&header.xid.to_be_bytes());
@@ -927,14 +935,7 @@ mod tests {
         ];
         for (arch, expected) in cases {
             let vendor_class = format!("PXEClient:Arch:{arch:05}:UNDI:003000");
-            let request = wire(
-                FRESH,
-                &[
-                    (53, &[1]),
-                    (93, &arch.to_be_bytes()),
-                    (60, vendor_class.as_bytes()),
-                ],
-            );
+            let request = discover(arch, vendor_class.as_bytes());
             let decision = decide_on(&request, Port::Dhcp, from_client());
             match expected {
                 Some(file) => {
@@ -982,14 +983,7 @@ mod tests {
         assert_eq!(client.arch, ClientArch::HttpX64);
 
         // HTTPClient in option 60 with a plain x64 UEFI type still means HTTP boot.
-        let request = wire(
-            FRESH,
-            &[
-                (53, &[1]),
-                (93, &[0, 7]),
-                (60, b"HTTPClient:Arch:00007:UNDI:003001"),
-            ],
-        );
+        let request = discover(7, b"HTTPClient:Arch:00007:UNDI:003001");
         let (reply, _, _) = expect_reply(decide_on(&request, Port::Dhcp, from_client()));
         assert_eq!(reply.bootfile_name(), Some(&url[..]));
     }
@@ -1009,14 +1003,7 @@ mod tests {
         assert_eq!(reply.bootfile_name(), Some(&b"undionly.kpxe"[..]));
 
         // Option 93 wins over the text.
-        let request = wire(
-            FRESH,
-            &[
-                (53, &[1]),
-                (93, &[0, 9]),
-                (60, b"PXEClient:Arch:00000:UNDI:002001"),
-            ],
-        );
+        let request = discover(9, b"PXEClient:Arch:00000:UNDI:002001");
         let (_, _, client) = expect_reply(decide_on(&request, Port::Dhcp, from_client()));
         assert_eq!(client.arch, ClientArch::EfiX64);
     }
@@ -1297,15 +1284,18 @@ mod tests {
 
     #[test]
     fn relayed_requests_go_back_through_the_relay() {
-        let header = Header {
+        // OVMF's DISCOVER with `header`.
+        let answer = |header| {
+            expect_reply(decide_on(
+                &wire(header, &ovmf_options(1)),
+                Port::Dhcp,
+                from_client(),
+            ))
+        };
+        let (reply, to, _) = answer(Header {
             giaddr: [10, 20, 0, 1],
             ..FRESH
-        };
-        let (reply, to, _) = expect_reply(decide_on(
-            &wire(header, &ovmf_options(1)),
-            Port::Dhcp,
-            from_client(),
-        ));
+        });
         assert_eq!(to, Destination::Relay(Ipv4Addr::new(10, 20, 0, 1)));
         assert_eq!(
             to.socket_addr(),
@@ -1314,15 +1304,10 @@ mod tests {
         assert_eq!(reply.giaddr, Ipv4Addr::new(10, 20, 0, 1));
 
         // A client that has an address is answered there.
-        let header = Header {
+        let (_, to, _) = answer(Header {
             ciaddr: [192, 168, 1, 80],
             ..FRESH
-        };
-        let (_, to, _) = expect_reply(decide_on(
-            &wire(header, &ovmf_options(1)),
-            Port::Dhcp,
-            from_client(),
-        ));
+        });
         assert_eq!(
             to.socket_addr(),
             SocketAddrV4::new(Ipv4Addr::new(192, 168, 1, 80), 68)

@@ -634,6 +634,15 @@ mod tests {
         out
     }
 
+    /// An octet transfer of `file`, announced as `announced` bytes, whose first block the
+    /// client acknowledged.
+    fn first_block_acked(file: &[u8], announced: u64) -> ReadTransfer {
+        let mut transfer = ReadTransfer::start(&octet(&[]), announced, &Limits::default());
+        drain(&mut transfer, file);
+        transfer.on_packet(&ack(1));
+        transfer
+    }
+
     fn data_block(datagram: &[u8]) -> (u16, Vec<u8>) {
         match Packet::parse(datagram) {
             Ok(Packet::Data { block, data }) => (block, data.to_vec()),
@@ -1206,9 +1215,7 @@ mod tests {
     #[test]
     fn client_error_mid_transfer_is_an_abort() {
         let file = patterned_file(2000);
-        let mut transfer = ReadTransfer::start(&octet(&[]), 2000, &Limits::default());
-        drain(&mut transfer, file.as_slice());
-        transfer.on_packet(&ack(1));
+        let mut transfer = first_block_acked(&file, 2000);
         drain(&mut transfer, file.as_slice());
         assert_eq!(
             transfer.on_packet(&error(ErrorCode::DiskFull, "no room")),
@@ -1267,9 +1274,7 @@ mod tests {
     #[test]
     fn a_source_shorter_than_announced_fails() {
         let file = patterned_file(600);
-        let mut transfer = ReadTransfer::start(&octet(&[]), 1000, &Limits::default());
-        drain(&mut transfer, file.as_slice());
-        transfer.on_packet(&ack(1));
+        let mut transfer = first_block_acked(&file, 1000);
         let sent = drain(&mut transfer, file.as_slice());
         assert!(matches!(
             owned(&sent[0]),
