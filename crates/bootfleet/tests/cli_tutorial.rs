@@ -15,6 +15,8 @@ use bootfleet_testkit::NatsServer;
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
+// Shared with the observability tests; not every helper is used here.
+#[allow(dead_code)]
 mod support;
 
 /// The site the tutorial's key and nodes belong to (its `artifactId`).
