@@ -63,8 +63,34 @@ impl std::fmt::Debug for TlsIdentity {
     }
 }
 
+/// What every handler shares. Cloned for each request by every layer that holds it, so it is
+/// one `Arc` (the bus handle alone is several).
 #[derive(Clone, Debug)]
-pub struct AppState {
+pub struct AppState(Arc<Shared>);
+
+impl std::ops::Deref for AppState {
+    type Target = Shared;
+
+    fn deref(&self) -> &Shared {
+        &self.0
+    }
+}
+
+impl AppState {
+    fn new(bus: Bus, config: GatewayConfig, openapi: Arc<str>) -> AppState {
+        AppState(Arc::new(Shared {
+            bus,
+            config: Arc::new(config),
+            openapi,
+            artifacts: Arc::default(),
+            replays: Arc::default(),
+            script_cache: Arc::default(),
+        }))
+    }
+}
+
+#[derive(Debug)]
+pub struct Shared {
     pub bus: Bus,
     config: Arc<GatewayConfig>,
     openapi: Arc<str>,
@@ -126,14 +152,7 @@ pub fn router(bus: Bus, config: GatewayConfig) -> Router {
         .to_pretty_json()
         .unwrap_or_else(|e| format!("{{\"error\": \"{e}\"}}"));
     let limits = config.limits;
-    let state = AppState {
-        bus,
-        config: Arc::new(config),
-        openapi: openapi.into(),
-        artifacts: Arc::default(),
-        replays: Arc::default(),
-        script_cache: Arc::default(),
-    };
+    let state = AppState::new(bus, config, openapi.into());
     let mut router = Router::new();
     for route in routes {
         let mut handler = route.handler;

@@ -82,14 +82,7 @@ pub fn status(e: ApiError) -> Status {
 impl Api {
     fn new(bus: Bus, config: GatewayConfig) -> Api {
         Api {
-            state: AppState {
-                bus,
-                config: Arc::new(config),
-                openapi: Arc::from(""),
-                artifacts: Arc::default(),
-                replays: Arc::default(),
-                script_cache: Arc::default(),
-            },
+            state: AppState::new(bus, config, Arc::from("")),
         }
     }
 
