@@ -189,7 +189,12 @@ pub struct ArtifactFileRow {
     pub url: String,
 }
 
-/// The sites an artifact's stored inputs mark it for (every kind's inputs carry `sites`).
+/// Stands for the sites of inputs that cannot be read: no site has this (empty) id, so a node
+/// token bound to a site is refused such an artifact (fail closed), while operators still read it.
+pub const UNREADABLE_SITES: &str = "";
+
+/// The sites an artifact's stored inputs mark it for (every kind's inputs carry `sites`);
+/// `[UNREADABLE_SITES]` when they cannot be read.
 pub fn sites_of(inputs_json: &str) -> Vec<String> {
     #[derive(Deserialize)]
     struct Sites {
@@ -198,7 +203,7 @@ pub fn sites_of(inputs_json: &str) -> Vec<String> {
     }
     serde_json::from_str::<Sites>(inputs_json)
         .map(|s| s.sites)
-        .unwrap_or_default()
+        .unwrap_or_else(|_| vec![UNREADABLE_SITES.to_owned()])
 }
 
 /// What every artifact row carries besides its inputs.

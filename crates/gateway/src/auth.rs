@@ -348,6 +348,41 @@ mod tests {
         Secret::new(vec![7u8; 32]).expect("long enough")
     }
 
+    /// An artifact whose stored inputs cannot be read is refused to site-bound node tokens (fail
+    /// closed) and still read by operators and unbound node tokens.
+    #[test]
+    fn unreadable_artifact_sites_are_refused_to_site_bound_nodes() {
+        let claims = |role, site: Option<&str>| Claims {
+            sub: "t".into(),
+            role,
+            iss: ISSUER.into(),
+            iat: 0,
+            exp: u64::MAX,
+            site: site.map(str::to_owned),
+        };
+        let what = || "the artifact".to_owned();
+        let unreadable = bootfleet_api::artifacts::sites_of("{not json");
+        let error = claims(Role::Node, Some("site-1"))
+            .may_read(&unreadable, &what)
+            .expect_err("fails closed");
+        assert_eq!(error.code, ErrorCode::PermissionDenied);
+        for (role, site) in [(Role::Admin, None), (Role::User, None), (Role::Node, None)] {
+            claims(role, site)
+                .may_read(&unreadable, &what)
+                .expect("read");
+        }
+        let readable = bootfleet_api::artifacts::sites_of(r#"{"sites": ["site-1"]}"#);
+        assert_eq!(readable, ["site-1"]);
+        claims(Role::Node, Some("site-1"))
+            .may_read(&readable, &what)
+            .expect("its own site");
+        let every = bootfleet_api::artifacts::sites_of("{}");
+        assert!(every.is_empty());
+        claims(Role::Node, Some("site-2"))
+            .may_read(&every, &what)
+            .expect("every site");
+    }
+
     #[test]
     fn short_secrets_are_refused() {
         assert!(Secret::new(vec![1u8; 16]).is_err());
