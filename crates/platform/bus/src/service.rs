@@ -74,7 +74,18 @@ impl SubjectKind {
         let op = subject.rsplit('.').next().unwrap_or_default();
         SubjectKind {
             subject: subject.into(),
-            read_only: matches!(op, "get" | "list" | "ping" | "lookup"),
+            // A machine's `script` and `file` record that it fetched them: writes.
+            read_only: matches!(
+                op,
+                "get"
+                    | "list"
+                    | "ping"
+                    | "lookup"
+                    | "history"
+                    | "timeline"
+                    | "seal-key"
+                    | "machines"
+            ),
         }
     }
 }
@@ -405,13 +416,23 @@ mod tests {
     #[test]
     fn only_reads_answer_database_unavailable_as_503() {
         let down = || ApiError::database_unavailable("no connection");
-        for read in ["bootfleet.v1.kickstarts.get", "bootfleet.v1.machines.list"] {
+        for read in [
+            "bootfleet.v1.kickstarts.get",
+            "bootfleet.v1.machines.list",
+            "bootfleet.v1.machines.history",
+            "bootfleet.v1.machines.timeline",
+            "bootfleet.v1.machines.seal-key",
+            "bootfleet.v1.actions.groups.machines",
+            "bootfleet.v1.actions.runs.get",
+        ] {
             let e = honest(&SubjectKind::of(read), down());
             assert_eq!(e.code, ErrorCode::Unavailable, "{read}");
         }
         for write in [
             "bootfleet.v1.kickstarts.create",
             "bootfleet.v1.machines.power",
+            "bootfleet.v1.machines.script",
+            "bootfleet.v1.machines.file",
             "bootfleet.v1.localnodes.register.site-1",
         ] {
             let e = honest(&SubjectKind::of(write), down());
