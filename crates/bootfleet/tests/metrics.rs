@@ -61,9 +61,25 @@ async fn gateway_metrics_count_requests_by_route_bus_requests_and_builds() {
     assert_eq!(as_node.status(), 403);
 
     let mainscripts = format!("{base}/api/mainscripts");
+    let mut created = Vec::new();
     for i in 0..3 {
         let body = json!({"text": format!("#!ipxe\necho {i}")});
-        support::post_created(&http, &mainscripts, &admin, body).await;
+        let row: Value = support::post_created(&http, &mainscripts, &admin, body)
+            .await
+            .json()
+            .await
+            .expect("json");
+        created.push(row["id"].as_str().expect("id").to_owned());
+    }
+    // A node reads one script twice: the service answers the first, the gateway's copy the second.
+    for _ in 0..2 {
+        let read = http
+            .get(format!("{mainscripts}/{}", created[0]))
+            .bearer_auth(&node)
+            .send()
+            .await
+            .expect("get");
+        assert_eq!(read.status(), 200);
     }
     for _ in 0..2 {
         let missing = http
@@ -119,6 +135,16 @@ async fn gateway_metrics_count_requests_by_route_bus_requests_and_builds() {
     assert_eq!(count("/api/mainscripts", "POST", "201"), Some(3.0));
     // The route template, never the raw path with its id.
     assert_eq!(count("/api/mainscripts/{id}", "GET", "404"), Some(2.0));
+    assert_eq!(count("/api/mainscripts/{id}", "GET", "200"), Some(2.0));
+    let lookups = |result| {
+        page.total(
+            "bootfleet_gateway_script_cache_lookups",
+            &[("kind", "mainscripts"), ("result", result)],
+        )
+    };
+    // The two reads of missing ids and the first read of the script went to the service.
+    assert_eq!(lookups("miss"), Some(3.0));
+    assert_eq!(lookups("hit"), Some(1.0));
     assert_eq!(count("unmatched", "GET", "404"), Some(1.0));
     assert_eq!(count("/metrics", "GET", "401"), Some(1.0));
     assert_eq!(count("/metrics", "GET", "403"), Some(1.0));

@@ -38,6 +38,7 @@ impl Requests {
 struct Metrics {
     http: Requests,
     grpc: Requests,
+    script_cache: LabeledCounter<2>,
 }
 
 static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
@@ -53,6 +54,11 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
         "gRPC calls the gateway answered, by service, method and status code",
         "Time from a gRPC call to its status (a stream's: to its end), by service, method and status code",
         ["service", "method", "code"],
+    ),
+    script_cache: counter(
+        "gateway_script_cache_lookups",
+        "Node reads of scripts by kind: answered from the gateway's copy (hit) or by the service (miss)",
+        ["kind", "result"],
     ),
 }
 });
@@ -73,4 +79,11 @@ pub fn record(route: &str, method: &str, status: u16, elapsed: Duration) {
 /// Counts one ended gRPC call.
 pub fn record_grpc(service: &str, method: &str, code: &str, elapsed: Duration) {
     METRICS.grpc.record([service, method, code], elapsed);
+}
+
+/// Counts one lookup in the script cache.
+pub fn record_script_lookup(kind: &str, hit: bool) {
+    METRICS
+        .script_cache
+        .inc([kind, if hit { "hit" } else { "miss" }]);
 }

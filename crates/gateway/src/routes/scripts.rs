@@ -93,7 +93,9 @@ async fn read(
     id: String,
 ) -> Result<Arc<proto::Script>, ApiError> {
     let cache = s.script_cache().await;
-    if let Some(hit) = cache.and_then(|c| c.get(kind, &id)) {
+    let hit = cache.and_then(|c| c.get(kind, &id));
+    crate::metrics::record_script_lookup(kind.name(), hit.is_some());
+    if let Some(hit) = hit {
         return Ok(hit);
     }
     let epoch = cache.map(|c| c.epoch());
