@@ -100,20 +100,9 @@ impl Cli {
     }
 }
 
-fn text(out: &Output) -> String {
-    format!(
-        "exit {:?}\nstdout: {}\nstderr: {}",
-        out.status.code(),
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
-}
-
-fn expect_exit(out: &Output, code: i32, stderr_has: &str) {
-    assert_eq!(out.status.code(), Some(code), "{}", text(out));
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains(stderr_has), "{}", text(out));
-}
+#[path = "support/cli_output.rs"]
+mod cli_output;
+use cli_output::{expect_exit, text};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_tutorial_with_the_cli_alone_from_scripts_to_a_checked_iso() {

@@ -621,20 +621,9 @@ impl Cli<'_> {
     }
 }
 
-fn text(out: &Output) -> String {
-    format!(
-        "exit {:?}\nstdout: {}\nstderr: {}",
-        out.status.code(),
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
-}
-
-fn expect_exit(out: &Output, code: i32, stderr_has: &str) {
-    assert_eq!(out.status.code(), Some(code), "{}", text(out));
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains(stderr_has), "{}", text(out));
-}
+#[path = "support/cli_output.rs"]
+mod cli_output;
+use cli_output::{expect_exit, text};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cli_scripts_keys_a_followed_build_a_checked_download_and_exit_codes() {
