@@ -59,9 +59,11 @@ pub struct ServeArgs {
     /// Do not run TFTP (udp/69).
     #[arg(long)]
     pub no_tftp: bool,
-    /// How the proxyDHCP thread is scheduled: `realtime` asks for SCHED_FIFO priority 1 (needs
-    /// CAP_SYS_NICE; without it the thread runs as `normal` and logs that as it starts), so an
-    /// OFFER does not wait for a core behind TFTP work under a boot storm; `normal` never asks.
+    /// How the proxyDHCP thread is scheduled, so an OFFER does not wait for a core behind TFTP
+    /// work under a boot storm: `realtime` asks for SCHED_FIFO priority 1 (needs CAP_SYS_NICE;
+    /// without it the thread runs as `short-slice` and logs that as it starts); `short-slice`
+    /// keeps the ordinary scheduler with a 0.1 ms time slice, which Linux 6.12 and later turn
+    /// into a prompt wake-up (no capability needed); `normal` asks for nothing.
     #[arg(
         long,
         env = "DISTRIBUTOR_DHCP_PRIORITY",

@@ -53,10 +53,35 @@ bootfleet_api::debug_fields!(ProxyDhcp as p { config });
 /// How the proxyDHCP thread asks to be scheduled.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum Priority {
-    /// SCHED_FIFO priority 1 when the process may (CAP_SYS_NICE), else `Normal`.
+    /// SCHED_FIFO priority 1 when the process may (CAP_SYS_NICE), else `ShortSlice`.
     Realtime,
+    /// The ordinary scheduler with a 0.1 ms time slice, which since Linux 6.12 lets the
+    /// thread take a core as soon as a datagram wakes it; needs no capability.
+    ShortSlice,
     /// The ordinary scheduler, like every other thread.
     Normal,
+}
+
+/// Applies `priority` to the calling thread, stepping down to what the process may do.
+fn set_priority(priority: Priority) {
+    if priority == Priority::Realtime {
+        match crate::sched::realtime_current_thread() {
+            Ok(()) => {
+                tracing::debug!("proxyDHCP thread runs SCHED_FIFO 1");
+                return;
+            }
+            Err(e) => tracing::info!(
+                error = %e,
+                "proxyDHCP thread keeps the ordinary scheduler with a short slice (SCHED_FIFO needs CAP_SYS_NICE)"
+            ),
+        }
+    }
+    if priority != Priority::Normal {
+        match crate::sched::short_slice_current_thread() {
+            Ok(()) => tracing::debug!("proxyDHCP thread asks for a 0.1 ms slice"),
+            Err(e) => tracing::info!(error = %e, "proxyDHCP thread keeps the ordinary slice"),
+        }
+    }
 }
 
 /// How long a stopped proxyDHCP thread waits for decisions still being asked (each is bounded
@@ -112,12 +137,7 @@ impl ProxyDhcp {
         std::thread::Builder::new()
             .name("bootfleet-dhcp".into())
             .spawn(move || {
-                if priority == Priority::Realtime {
-                    match crate::sched::realtime_current_thread() {
-                        Ok(()) => tracing::debug!("proxyDHCP thread runs SCHED_FIFO 1"),
-                        Err(e) => tracing::info!(error = %e, "proxyDHCP thread keeps the ordinary scheduler (SCHED_FIFO needs CAP_SYS_NICE)"),
-                    }
-                }
+                set_priority(priority);
                 runtime.block_on(async move {
                     self.run(reporting, machines, shutdown).await;
                     // Answers still waiting for their MAC's decision (each bounded by the

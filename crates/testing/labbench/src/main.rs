@@ -25,6 +25,9 @@ use crate::servers::{ServerKind, ServerSetup};
 const SERVER_IP: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 2);
 const CLIENT_IP: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 10);
 const SERVER_IF: &str = "s0";
+/// With `--pin`: the server's CPU and the clients' CPU.
+const SERVER_CPU: usize = 0;
+const CLIENT_CPU: usize = 1;
 const CLIENT_IF: &str = "c0";
 const BOOT_FILE: &str = "bench-boot.kpxe";
 /// The x64 UEFI clients' boot file: the same bytes under another name.
@@ -131,6 +134,17 @@ struct Args {
     /// Measurements to leave out.
     #[arg(long, value_enum, value_delimiter = ',')]
     skip: Vec<Part>,
+    /// Pin the server to CPU 0 and the simulated clients to CPU 1 (as issue 19 measured), so
+    /// the server's threads compete only with each other; needs two CPUs.
+    #[arg(long)]
+    pin: bool,
+    /// An extra argument for the `distributor` server (repeat for several), e.g.
+    /// `--distributor-arg=--dhcp-priority=normal`.
+    #[arg(long, allow_hyphen_values = true)]
+    distributor_arg: Vec<String>,
+    /// An extra argument for the `distributor-baseline` server (repeat for several).
+    #[arg(long, allow_hyphen_values = true)]
+    baseline_distributor_arg: Vec<String>,
     /// Keep server logs and files in this directory instead of a removed temporary one.
     #[arg(long)]
     keep: Option<PathBuf>,
@@ -188,6 +202,12 @@ fn run(mut args: Args) -> Result<(), String> {
     }
     if !is_root() {
         return Err("needs root: it creates network namespaces and binds udp/67, udp/69".into());
+    }
+    if args.pin {
+        let cpus = std::thread::available_parallelism().map_or(1, usize::from);
+        if cpus < 2 {
+            return Err(format!("--pin needs two CPUs, this process may use {cpus}"));
+        }
     }
     if args.storm.iter().any(|&n| n == 0 || n > 2000) {
         return Err("--storm sizes must be 1..=2000".into());
@@ -260,6 +280,9 @@ fn run(mut args: Args) -> Result<(), String> {
         dnsmasq_bin,
         dnsmasq_tftp_max: args.dnsmasq_tftp_max,
         work: work.clone(),
+        server_cpu: args.pin.then_some(SERVER_CPU),
+        distributor_extra: args.distributor_arg.clone(),
+        baseline_extra: args.baseline_distributor_arg.clone(),
     };
     eprintln!("labbench: lab up; server {SERVER_IP} ({SERVER_IF}), clients {CLIENT_IP} ({CLIENT_IF}); work dir {}", work.display());
 
@@ -302,6 +325,7 @@ fn run(mut args: Args) -> Result<(), String> {
                 blksize: args.blksize,
                 mix: args.firmware,
                 binl_round: args.binl_round,
+                cpu: args.pin.then_some(CLIENT_CPU),
             };
             let round = lab.run_in(&cli, move || run_round(ctx_parts, plan));
             let foreign = load::foreign_cores(load_before, load::sample(Some(pid)));
@@ -395,10 +419,19 @@ struct CtxParts {
     blksize: u16,
     mix: Mix,
     binl_round: BinlRound,
+    /// Pin the client runtime (and every thread it starts) to this CPU.
+    cpu: Option<usize>,
 }
 
 /// One server, one repeat: everything, on a runtime inside the client namespace.
 fn run_round(parts: CtxParts, plan: Plan) -> Result<Round, String> {
+    if let Some(cpu) = parts.cpu {
+        // Threads inherit the affinity of the thread that starts them: the runtime's workers.
+        let mut set = nix::sched::CpuSet::new();
+        set.set(cpu).map_err(|e| format!("cpu {cpu}: {e}"))?;
+        nix::sched::sched_setaffinity(nix::unistd::Pid::from_raw(0), &set)
+            .map_err(|e| format!("cannot pin the clients to cpu {cpu}: {e}"))?;
+    }
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

@@ -57,6 +57,11 @@ pub struct ServerSetup {
     pub dnsmasq_bin: PathBuf,
     pub dnsmasq_tftp_max: u32,
     pub work: PathBuf,
+    /// Run the server on this CPU only (`taskset`).
+    pub server_cpu: Option<usize>,
+    /// Extra arguments for the `distributor` and `distributor-baseline` servers.
+    pub distributor_extra: Vec<String>,
+    pub baseline_extra: Vec<String>,
 }
 
 /// A running server; killed (SIGKILL to the pid we spawned) and reaped on drop.
@@ -134,13 +139,16 @@ pub fn distributor_args(setup: &ServerSetup) -> Vec<String> {
 pub fn start(lab: &NetLab, setup: &ServerSetup, kind: ServerKind, tag: &str) -> Running {
     let log = setup.work.join(format!("{}-{tag}.log", kind.file_tag()));
     let (program, args): (&Path, Vec<String>) = match kind {
-        ServerKind::Distributor => (&setup.distributor_bin, distributor_args(setup)),
+        ServerKind::Distributor => (
+            &setup.distributor_bin,
+            [distributor_args(setup), setup.distributor_extra.clone()].concat(),
+        ),
         ServerKind::DistributorBaseline => (
             setup
                 .baseline_distributor_bin
                 .as_deref()
                 .unwrap_or(&setup.distributor_bin),
-            distributor_args(setup),
+            [distributor_args(setup), setup.baseline_extra.clone()].concat(),
         ),
         ServerKind::Dnsmasq => (
             &setup.dnsmasq_bin,
@@ -152,8 +160,16 @@ pub fn start(lab: &NetLab, setup: &ServerSetup, kind: ServerKind, tag: &str) -> 
         ),
     };
     let stderr = std::fs::File::create(&log).expect("server log file");
-    let child = lab
-        .command(&setup.namespace, program)
+    // taskset execs the server, so the pid we measure is the server's.
+    let mut command = match setup.server_cpu {
+        Some(cpu) => {
+            let mut c = lab.command(&setup.namespace, "taskset");
+            c.args(["--cpu-list", &cpu.to_string()]).arg(program);
+            c
+        }
+        None => lab.command(&setup.namespace, program),
+    };
+    let child = command
         .args(&args)
         // Logging stays out of the measurement: warnings only.
         .env("BOOTFLEET_LOG", "warn")
