@@ -7,6 +7,7 @@ pub mod agent;
 pub mod boot_config;
 pub mod cache;
 pub mod config;
+pub mod datagram_batch;
 pub mod http_boot;
 pub mod lan;
 pub mod machines;

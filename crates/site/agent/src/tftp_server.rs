@@ -15,6 +15,7 @@ use tokio::net::UdpSocket;
 use tokio::sync::watch;
 
 use crate::cache::{Cache, OpenError};
+use crate::datagram_batch::{self, Batch, Offload};
 use crate::machines::Machines;
 use crate::reporting::{Reporting, TftpOutcome};
 use crate::sockets::{self, Sharing};
@@ -293,6 +294,8 @@ async fn drive(
     mut shutdown: watch::Receiver<bool>,
 ) -> Option<Outcome> {
     let mut tx = Vec::with_capacity(transfer.max_datagram_len());
+    let mut batch = Batch::default();
+    let mut offload = Offload::Try;
     let mut rx = vec![0u8; 65_536];
     let mut deadline = tokio::time::Instant::now();
     let timer = tokio::time::sleep_until(deadline);
@@ -301,11 +304,16 @@ async fn drive(
     tokio::pin!(stopping);
     loop {
         let mut sent = false;
+        // A window's blocks leave in one send where the kernel segments them.
         while let Some(datagram) = transfer.poll_transmit(source, &mut tx) {
-            if let Err(e) = socket.send_to(datagram, peer).await {
-                tracing::debug!(%peer, error = %e, "tftp send failed; the timer will resend");
+            if !batch.try_push(datagram) {
+                datagram_batch::send(socket, peer, &mut batch, &mut offload).await;
+                batch.try_push(&tx);
             }
             sent = true;
+        }
+        if !batch.is_empty() {
+            datagram_batch::send(socket, peer, &mut batch, &mut offload).await;
         }
         if let Some(outcome) = transfer.outcome() {
             return Some(outcome.clone());
