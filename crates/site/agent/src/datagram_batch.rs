@@ -189,10 +189,8 @@ mod tests {
         assert_eq!(taken, MAX_SEGMENTS, "segments bound it at blksize 512");
     }
 
-    /// The offload on a real socket: a window of datagrams, one of them short, arrives as
-    /// separate datagrams with their bytes intact (loopback inside this process, no server).
-    #[tokio::test]
-    async fn a_segmented_send_arrives_as_separate_datagrams() {
+    /// A sender and a receiver on loopback, and the receiver's address.
+    async fn pair() -> (UdpSocket, std::net::UdpSocket, SocketAddrV4) {
         let receiver = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
         receiver
             .set_read_timeout(Some(std::time::Duration::from_secs(5)))
@@ -201,6 +199,23 @@ mod tests {
             unreachable!("bound to IPv4")
         };
         let sender = UdpSocket::bind("127.0.0.1:0").await.expect("bind");
+        (sender, receiver, peer)
+    }
+
+    /// Each of `window` arrives as a datagram of its own, in order, bytes intact.
+    fn assert_arrive(receiver: &std::net::UdpSocket, window: &[Vec<u8>]) {
+        let mut buf = [0u8; 65_536];
+        for expected in window {
+            let n = receiver.recv(&mut buf).expect("a datagram");
+            assert_eq!(&buf[..n], expected.as_slice());
+        }
+    }
+
+    /// The offload on a real socket: a window of datagrams, one of them short, arrives as
+    /// separate datagrams with their bytes intact (loopback inside this process, no server).
+    #[tokio::test]
+    async fn a_segmented_send_arrives_as_separate_datagrams() {
+        let (sender, receiver, peer) = pair().await;
         let window: Vec<Vec<u8>> = (0..16u8)
             .map(|i| datagram(if i == 15 { 7 } else { 1472 }, i))
             .collect();
@@ -212,11 +227,7 @@ mod tests {
         send(&sender, peer, &mut batch, &mut offload).await;
         assert!(batch.is_empty());
         assert_eq!(offload, Offload::Try, "loopback segments");
-        let mut buf = [0u8; 65_536];
-        for expected in &window {
-            let n = receiver.recv(&mut buf).expect("a datagram");
-            assert_eq!(&buf[..n], expected.as_slice());
-        }
+        assert_arrive(&receiver, &window);
     }
 
     /// A socket the kernel will not segment for (no UDP checksums: EINVAL) still gets every
@@ -225,14 +236,7 @@ mod tests {
     #[allow(unsafe_code)]
     async fn a_refused_offload_falls_back_to_one_send_per_datagram() {
         use std::os::fd::AsRawFd;
-        let receiver = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
-        receiver
-            .set_read_timeout(Some(std::time::Duration::from_secs(5)))
-            .expect("timeout");
-        let std::net::SocketAddr::V4(peer) = receiver.local_addr().expect("addr") else {
-            unreachable!("bound to IPv4")
-        };
-        let sender = UdpSocket::bind("127.0.0.1:0").await.expect("bind");
+        let (sender, receiver, peer) = pair().await;
         let one: libc::c_int = 1;
         // SAFETY: a valid socket and a c_int option value that outlives the call.
         let rc = unsafe {
@@ -253,10 +257,6 @@ mod tests {
         let mut offload = Offload::Try;
         send(&sender, peer, &mut batch, &mut offload).await;
         assert_eq!(offload, Offload::Off);
-        let mut buf = [0u8; 65_536];
-        for expected in &window {
-            let n = receiver.recv(&mut buf).expect("a datagram");
-            assert_eq!(&buf[..n], expected.as_slice());
-        }
+        assert_arrive(&receiver, &window);
     }
 }
