@@ -32,6 +32,21 @@ impl Batch {
         self.count == 0
     }
 
+    /// Like [`Batch::try_push`] for a datagram that fills `datagram`, but an empty batch takes
+    /// the buffer itself (and leaves its own, emptied, in its place): the datagram of a
+    /// lock-step transfer is never copied.
+    pub fn try_take(&mut self, datagram: &mut Vec<u8>) -> bool {
+        if self.count != 0 {
+            return self.try_push(datagram);
+        }
+        std::mem::swap(&mut self.buf, datagram);
+        datagram.clear();
+        self.segment = self.buf.len();
+        self.count = 1;
+        self.closed = self.buf.is_empty();
+        true
+    }
+
     /// Adds `datagram` if it can travel in the same send as those already here.
     pub fn try_push(&mut self, datagram: &[u8]) -> bool {
         if self.count == 0 {
@@ -163,6 +178,25 @@ mod tests {
             sent,
             [datagram(1472, 1), datagram(1472, 2), datagram(100, 3)]
         );
+    }
+
+    #[test]
+    fn an_empty_batch_takes_the_buffer_and_a_full_one_copies() {
+        let mut batch = Batch::default();
+        let mut tx = datagram(1472, 1);
+        let pointer = tx.as_ptr();
+        assert!(batch.try_take(&mut tx));
+        assert!(tx.is_empty(), "the caller gets an empty buffer back");
+        assert_eq!(batch.buf.as_ptr(), pointer, "not copied");
+        tx.extend_from_slice(&datagram(1472, 2));
+        assert!(batch.try_take(&mut tx));
+        assert_eq!(
+            tx,
+            datagram(1472, 2),
+            "a second datagram is copied, its buffer kept"
+        );
+        let sent: Vec<Vec<u8>> = batch.datagrams().map(<[u8]>::to_vec).collect();
+        assert_eq!(sent, [datagram(1472, 1), datagram(1472, 2)]);
     }
 
     #[test]

@@ -8,6 +8,7 @@ pub mod boot_config;
 pub mod cache;
 pub mod config;
 pub mod datagram_batch;
+pub mod drained_recv;
 pub mod http_boot;
 pub mod lan;
 pub mod machines;

@@ -16,6 +16,7 @@ use tokio::sync::watch;
 
 use crate::cache::{Cache, OpenError};
 use crate::datagram_batch::{self, Batch, Offload};
+use crate::drained_recv;
 use crate::machines::Machines;
 use crate::reporting::{Reporting, TftpOutcome};
 use crate::sockets::{self, Sharing};
@@ -280,6 +281,9 @@ impl TftpServer {
     }
 }
 
+/// Room for one datagram from a transfer's client: a page, far above what a client may send.
+const RX_BUFFER: usize = 4096;
+
 /// Runs one transfer to its end (or until shutdown, then `None`).
 ///
 /// The retransmission deadline moves with every datagram sent, but the timer is not re-armed
@@ -296,7 +300,9 @@ async fn drive(
     let mut tx = Vec::with_capacity(transfer.max_datagram_len());
     let mut batch = Batch::default();
     let mut offload = Offload::Try;
-    let mut rx = vec![0u8; 65_536];
+    // A client sends a transfer ACKs and ERRORs (4 + 512 + 1 bytes at most, RFC 1350); a
+    // longer datagram is cut here and refused as malformed.
+    let (mut rx, mut rx2) = (vec![0u8; RX_BUFFER], vec![0u8; RX_BUFFER]);
     let mut deadline = tokio::time::Instant::now();
     let timer = tokio::time::sleep_until(deadline);
     tokio::pin!(timer);
@@ -305,10 +311,10 @@ async fn drive(
     loop {
         let mut sent = false;
         // A window's blocks leave in one send where the kernel segments them.
-        while let Some(datagram) = transfer.poll_transmit(source, &mut tx) {
-            if !batch.try_push(datagram) {
+        while transfer.poll_transmit(source, &mut tx).is_some() {
+            if !batch.try_take(&mut tx) {
                 datagram_batch::send(socket, peer, &mut batch, &mut offload).await;
-                batch.try_push(&tx);
+                batch.try_take(&mut tx);
             }
             sent = true;
         }
@@ -327,14 +333,16 @@ async fn drive(
         }
         tokio::select! {
             biased;
-            r = socket.recv_from(&mut rx) => match r {
-                Ok((len, SocketAddr::V4(from))) if from == peer => {
-                    if let Some(datagram) = rx.get(..len) {
-                        transfer.on_packet(datagram);
+            r = drained_recv::recv(socket, &mut rx, &mut rx2) => match r {
+                Ok(received) => {
+                    let second = received.second.map(|(len, from)| (&rx2, len, from));
+                    for (buf, len, from) in std::iter::once((&rx, received.first.0, received.first.1)).chain(second) {
+                        if from != peer {
+                            let _ = socket.send_to(&tftp::unknown_transfer_id_datagram(), from).await;
+                        } else if let Some(datagram) = buf.get(..len) {
+                            transfer.on_packet(datagram);
+                        }
                     }
-                }
-                Ok((_, from)) => {
-                    let _ = socket.send_to(&tftp::unknown_transfer_id_datagram(), from).await;
                 }
                 Err(e) => {
                     tracing::debug!(%peer, error = %e, "tftp receive failed");

@@ -171,8 +171,12 @@ pub fn start(lab: &NetLab, setup: &ServerSetup, kind: ServerKind, tag: &str) -> 
     };
     let child = command
         .args(&args)
-        // Logging stays out of the measurement: warnings only.
-        .env("BOOTFLEET_LOG", "warn")
+        // Logging stays out of the measurement: warnings only, unless asked (with --keep, to
+        // read what the server did).
+        .env(
+            "BOOTFLEET_LOG",
+            std::env::var("LABBENCH_SERVER_LOG").unwrap_or_else(|_| "warn".into()),
+        )
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(stderr)
