@@ -124,10 +124,19 @@ mod tests {
         (sender, receiver, from)
     }
 
-    fn within<T>(
-        f: impl std::future::Future<Output = T>,
-    ) -> tokio::time::Timeout<impl std::future::Future<Output = T>> {
-        tokio::time::timeout(std::time::Duration::from_secs(5), f)
+    /// The next `recv` on `receiver`, within 5 s.
+    async fn next(receiver: &UdpSocket, a: &mut [u8], b: &mut [u8]) -> Received {
+        tokio::time::timeout(std::time::Duration::from_secs(5), recv(receiver, a, b))
+            .await
+            .expect("in time")
+            .expect("recv")
+    }
+
+    fn one(len: usize, from: SocketAddrV4) -> Received {
+        Received {
+            first: (len, from),
+            second: None,
+        }
     }
 
     /// One queued datagram comes back alone; the next one, sent after the readiness was cleared,
@@ -138,25 +147,15 @@ mod tests {
         let to = receiver.local_addr().expect("addr");
         let (mut a, mut b) = ([0u8; 64], [0u8; 64]);
         sender.send_to(b"ack 1", to).expect("send");
-        let got = within(recv(&receiver, &mut a, &mut b))
-            .await
-            .expect("in time")
-            .expect("recv");
-        assert_eq!(
-            got,
-            Received {
-                first: (5, from),
-                second: None
-            }
-        );
+        let got = next(&receiver, &mut a, &mut b).await;
+        assert_eq!(got, one(5, from));
         assert_eq!(&a[..5], b"ack 1");
         let late = async {
             tokio::time::sleep(std::time::Duration::from_millis(50)).await;
             sender.send_to(b"ack 22", to).expect("send");
         };
-        let (got, ()) = tokio::join!(within(recv(&receiver, &mut a, &mut b)), late);
-        let got = got.expect("woken in time").expect("recv");
-        assert_eq!(got.first, (6, from));
+        let (got, ()) = tokio::join!(next(&receiver, &mut a, &mut b), late);
+        assert_eq!(got, one(6, from));
         assert_eq!(&a[..6], b"ack 22");
     }
 
@@ -172,10 +171,7 @@ mod tests {
         // Let all three reach the queue before the first read.
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
         let (mut a, mut b) = ([0u8; 64], [0u8; 64]);
-        let got = within(recv(&receiver, &mut a, &mut b))
-            .await
-            .expect("in time")
-            .expect("recv");
+        let got = next(&receiver, &mut a, &mut b).await;
         assert_eq!(
             got,
             Received {
@@ -184,17 +180,8 @@ mod tests {
             }
         );
         assert_eq!((&a[..3], &b[..3]), (&b"one"[..], &b"two"[..]));
-        let got = within(recv(&receiver, &mut a, &mut b))
-            .await
-            .expect("in time")
-            .expect("recv");
-        assert_eq!(
-            got,
-            Received {
-                first: (5, from),
-                second: None
-            }
-        );
+        let got = next(&receiver, &mut a, &mut b).await;
+        assert_eq!(got, one(5, from));
         assert_eq!(&a[..5], b"three");
     }
 }
