@@ -4,6 +4,9 @@
 //! operator configures (RS256/ES256/EdDSA public key in PEM). Roles: `admin` may do anything,
 //! `user` may only read, `node` may only read what a booting node needs and register itself.
 
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
 
@@ -185,6 +188,50 @@ impl std::fmt::Debug for Secret {
 pub struct Verifier {
     secret: Secret,
     keys: Vec<(Algorithm, DecodingKey)>,
+    verified: Arc<Verified>,
+}
+
+/// Seconds a token stays valid past its `exp` (clock skew between minter and gateway).
+const LEEWAY_SECS: u64 = 30;
+
+/// Tokens that passed every check, with their claims: a booting node sends the same token with
+/// every read, and its signature and JSON need checking once (issue 19). Whether a token is
+/// valid depends only on the keys, fixed for a `Verifier`'s life, and on the time, so a hit
+/// still checks `exp`. Only verified tokens get in, so nobody without a key can fill it; when
+/// full it starts over.
+#[derive(Default)]
+struct Verified(RwLock<HashMap<Box<str>, Claims>>);
+
+impl Verified {
+    const MAX: usize = 4096;
+
+    fn get(&self, token: &str) -> Option<Claims> {
+        self.0
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(token)
+            .cloned()
+    }
+
+    fn insert(&self, token: &str, claims: &Claims) {
+        let mut map = self.0.write().unwrap_or_else(|e| e.into_inner());
+        if map.len() >= Self::MAX {
+            map.clear();
+        }
+        map.insert(token.into(), claims.clone());
+    }
+
+    fn remove(&self, token: &str) {
+        self.0
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(token);
+    }
+
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.0.read().unwrap_or_else(|e| e.into_inner()).len()
+    }
 }
 
 impl std::fmt::Debug for Verifier {
@@ -200,6 +247,7 @@ impl Verifier {
         Verifier {
             secret,
             keys: Vec::new(),
+            verified: Arc::default(),
         }
     }
 
@@ -219,6 +267,26 @@ impl Verifier {
     }
 
     pub fn verify(&self, token: &str) -> Result<Claims, ApiError> {
+        self.verify_at(token, now_secs())
+    }
+
+    /// [`Verifier::verify`] at `now` (seconds since the epoch) for a token verified before;
+    /// a new token's `exp` is checked against the clock.
+    fn verify_at(&self, token: &str, now: u64) -> Result<Claims, ApiError> {
+        if let Some(claims) = self.verified.get(token) {
+            if claims.exp.saturating_add(LEEWAY_SECS) < now {
+                self.verified.remove(token);
+                return Err(unauthenticated("token expired"));
+            }
+            return Ok(claims);
+        }
+        let claims = self.verify_signed(token)?;
+        self.verified.insert(token, &claims);
+        Ok(claims)
+    }
+
+    /// Every check on a token not seen before: header, key, signature, issuer, expiry.
+    fn verify_signed(&self, token: &str) -> Result<Claims, ApiError> {
         let header =
             jsonwebtoken::decode_header(token).map_err(|_| unauthenticated("malformed token"))?;
         let key = if header.alg == Algorithm::HS256 {
@@ -235,7 +303,7 @@ impl Verifier {
         let mut validation = Validation::new(header.alg);
         validation.set_issuer(&[ISSUER]);
         validation.set_required_spec_claims(&["exp", "iss", "sub"]);
-        validation.leeway = 30;
+        validation.leeway = LEEWAY_SECS;
         jsonwebtoken::decode::<Claims>(token, &key, &validation)
             .map(|data| data.claims)
             .map_err(|e| match e.kind() {
@@ -346,6 +414,67 @@ mod tests {
 
     fn secret() -> Secret {
         Secret::new(vec![7u8; 32]).expect("long enough")
+    }
+
+    /// A token verified once is answered from memory, and still expires there on time.
+    #[test]
+    fn a_remembered_token_still_expires() {
+        let verifier = Verifier::new(secret());
+        let token = mint(&secret(), Role::Node, "n", 1).expect("mint");
+        let claims = verifier.verify(&token).expect("valid");
+        assert_eq!(verifier.verified.len(), 1);
+        assert_eq!(verifier.verify(&token).expect("remembered"), claims);
+        let within_leeway = claims.exp + LEEWAY_SECS;
+        assert_eq!(
+            verifier.verify_at(&token, within_leeway).expect("valid"),
+            claims
+        );
+        let error = verifier
+            .verify_at(&token, within_leeway + 1)
+            .expect_err("expired");
+        assert_eq!(error.code, ErrorCode::Unauthenticated);
+        assert_eq!(error.message, "token expired");
+        assert_eq!(verifier.verified.len(), 0, "forgotten once expired");
+    }
+
+    /// A forged, altered or foreign token is never remembered, however often it is sent.
+    #[test]
+    fn only_verified_tokens_are_remembered() {
+        let verifier = Verifier::new(secret());
+        let foreign = Secret::new(vec![8u8; 32]).expect("long enough");
+        let other = mint(&foreign, Role::Admin, "x", 1).expect("mint");
+        let good = mint(&secret(), Role::Node, "n", 1).expect("mint");
+        // One character inside the signature (the last one may carry only padding bits).
+        let at = good.len() - 10;
+        let swapped = if &good[at..=at] == "A" { "B" } else { "A" };
+        let altered = format!("{}{swapped}{}", &good[..at], &good[at + 1..]);
+        for _ in 0..2 {
+            for token in [&other, &altered, &"not.a.token".to_owned()] {
+                verifier.verify(token).expect_err("refused");
+            }
+        }
+        assert_eq!(verifier.verified.len(), 0);
+    }
+
+    #[test]
+    fn the_memory_of_tokens_is_bounded() {
+        let verified = Verified::default();
+        let claims = Claims {
+            sub: "n".into(),
+            role: Role::Node,
+            iss: ISSUER.into(),
+            iat: 0,
+            exp: u64::MAX,
+            site: None,
+        };
+        for i in 0..=Verified::MAX {
+            verified.insert(&format!("token-{i}"), &claims);
+        }
+        assert!(verified.len() <= Verified::MAX);
+        assert!(
+            verified.get(&format!("token-{}", Verified::MAX)).is_some(),
+            "the newest is kept"
+        );
     }
 
     /// An artifact whose stored inputs cannot be read is refused to site-bound node tokens (fail

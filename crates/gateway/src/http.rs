@@ -252,7 +252,11 @@ pub async fn observe(mut req: Request, next: Next) -> Response {
         trace_id = tracing::field::Empty,
     );
     let trace = TraceParent::for_span(parent.as_ref(), &span);
-    span.record("trace_id", tracing::field::display(trace.trace_id()));
+    // Made once: the span (when the log level keeps it) and the response header share it.
+    let trace_id = trace.trace_id();
+    if !span.is_disabled() {
+        span.record("trace_id", tracing::field::display(&trace_id));
+    }
     req.extensions_mut().insert(Trace(trace));
     let started = Instant::now();
     let mut response = next.run(req).instrument(span.clone()).await;
@@ -269,7 +273,7 @@ pub async fn observe(mut req: Request, next: Next) -> Response {
             tracing::debug!(status, elapsed_ms, "request served");
         }
     });
-    if let Ok(v) = HeaderValue::from_str(&trace.trace_id()) {
+    if let Ok(v) = HeaderValue::try_from(trace_id) {
         response.headers_mut().insert("x-trace-id", v);
     }
     response

@@ -275,14 +275,21 @@ fn run(mut args: Args) -> Result<(), String> {
         root,
         boot_file: BOOT_FILE.into(),
         boot_file_efi: BOOT_FILE_EFI.into(),
-        distributor_bin,
-        baseline_distributor_bin: args.baseline_distributor_bin.clone(),
+        distributor: servers::Build {
+            bin: distributor_bin,
+            extra_args: args.distributor_arg.clone(),
+        },
+        baseline: args
+            .baseline_distributor_bin
+            .clone()
+            .map(|bin| servers::Build {
+                bin,
+                extra_args: args.baseline_distributor_arg.clone(),
+            }),
         dnsmasq_bin,
         dnsmasq_tftp_max: args.dnsmasq_tftp_max,
         work: work.clone(),
         server_cpu: args.pin.then_some(SERVER_CPU),
-        distributor_extra: args.distributor_arg.clone(),
-        baseline_extra: args.baseline_distributor_arg.clone(),
     };
     eprintln!("labbench: lab up; server {SERVER_IP} ({SERVER_IF}), clients {CLIENT_IP} ({CLIENT_IF}); work dir {}", work.display());
 

@@ -52,16 +52,21 @@ pub struct ServerSetup {
     pub boot_file: String,
     /// The x64 UEFI clients' boot file.
     pub boot_file_efi: String,
-    pub distributor_bin: PathBuf,
-    pub baseline_distributor_bin: Option<PathBuf>,
+    pub distributor: Build,
+    /// Server `distributor-baseline`; without one it is the `distributor` build.
+    pub baseline: Option<Build>,
     pub dnsmasq_bin: PathBuf,
     pub dnsmasq_tftp_max: u32,
     pub work: PathBuf,
     /// Run the server on this CPU only (`taskset`).
     pub server_cpu: Option<usize>,
-    /// Extra arguments for the `distributor` and `distributor-baseline` servers.
-    pub distributor_extra: Vec<String>,
-    pub baseline_extra: Vec<String>,
+}
+
+/// A distributor binary and the arguments it gets besides the common ones.
+#[derive(Debug, Clone)]
+pub struct Build {
+    pub bin: PathBuf,
+    pub extra_args: Vec<String>,
 }
 
 /// A running server; killed (SIGKILL to the pid we spawned) and reaped on drop.
@@ -139,17 +144,17 @@ pub fn distributor_args(setup: &ServerSetup) -> Vec<String> {
 pub fn start(lab: &NetLab, setup: &ServerSetup, kind: ServerKind, tag: &str) -> Running {
     let log = setup.work.join(format!("{}-{tag}.log", kind.file_tag()));
     let (program, args): (&Path, Vec<String>) = match kind {
-        ServerKind::Distributor => (
-            &setup.distributor_bin,
-            [distributor_args(setup), setup.distributor_extra.clone()].concat(),
-        ),
-        ServerKind::DistributorBaseline => (
-            setup
-                .baseline_distributor_bin
-                .as_deref()
-                .unwrap_or(&setup.distributor_bin),
-            [distributor_args(setup), setup.baseline_extra.clone()].concat(),
-        ),
+        ServerKind::Distributor | ServerKind::DistributorBaseline => {
+            let build = match kind {
+                ServerKind::DistributorBaseline => setup.baseline.as_ref(),
+                _ => None,
+            }
+            .unwrap_or(&setup.distributor);
+            (
+                &build.bin,
+                [distributor_args(setup), build.extra_args.clone()].concat(),
+            )
+        }
         ServerKind::Dnsmasq => (
             &setup.dnsmasq_bin,
             dnsmasq_args(setup, setup.dnsmasq_tftp_max),
