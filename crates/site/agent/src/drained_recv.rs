@@ -30,25 +30,20 @@ pub struct Received {
 pub async fn recv(socket: &UdpSocket, first: &mut [u8], second: &mut [u8]) -> io::Result<Received> {
     loop {
         socket.readable().await?;
-        let mut got = None;
+        let mut drained = None;
         let result = socket.try_io(Interest::READABLE, || {
             let received = recv_two(socket.as_raw_fd(), first, second)?;
-            let drained = received.second.is_none();
-            got = Some(received);
-            if drained {
-                // Tells tokio the queue is empty: it clears the readiness it saw.
-                Err(io::ErrorKind::WouldBlock.into())
-            } else {
-                Ok(())
+            if received.second.is_some() {
+                return Ok(received);
             }
+            // Tells tokio the queue is empty: it clears the readiness it saw.
+            drained = Some(received);
+            Err(io::ErrorKind::WouldBlock.into())
         });
-        if let Some(received) = got {
-            return Ok(received);
-        }
-        match result {
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
-            Err(e) => return Err(e),
-            Ok(()) => unreachable!("a successful receive sets `got`"),
+        match (result, drained) {
+            (Ok(received), _) | (Err(_), Some(received)) => return Ok(received),
+            (Err(e), None) if e.kind() == io::ErrorKind::WouldBlock => continue,
+            (Err(e), None) => return Err(e),
         }
     }
 }

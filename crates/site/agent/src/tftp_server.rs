@@ -300,8 +300,9 @@ async fn drive(
     let mut tx = Vec::with_capacity(transfer.max_datagram_len());
     let mut batch = Batch::default();
     let mut offload = Offload::Try;
-    // A client sends a transfer ACKs and ERRORs (4 + 512 + 1 bytes at most, RFC 1350); a
-    // longer datagram is cut here and refused as malformed.
+    // A client sends a transfer ACKs and ERRORs (4 + 512 + 1 bytes at most, RFC 1350). A longer
+    // datagram is cut here: an ERROR keeps the start of its message, and an ACK that long was
+    // malformed anyway.
     let (mut rx, mut rx2) = (vec![0u8; RX_BUFFER], vec![0u8; RX_BUFFER]);
     let mut deadline = tokio::time::Instant::now();
     let timer = tokio::time::sleep_until(deadline);
@@ -314,6 +315,7 @@ async fn drive(
         while transfer.poll_transmit(source, &mut tx).is_some() {
             if !batch.try_take(&mut tx) {
                 datagram_batch::send(socket, peer, &mut batch, &mut offload).await;
+                // Sent batches are empty, and an empty batch takes any datagram.
                 batch.try_take(&mut tx);
             }
             sent = true;

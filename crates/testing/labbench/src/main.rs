@@ -145,7 +145,8 @@ struct Args {
     /// An extra argument for the `distributor-baseline` server (repeat for several).
     #[arg(long, allow_hyphen_values = true)]
     baseline_distributor_arg: Vec<String>,
-    /// Keep server logs and files in this directory instead of a removed temporary one.
+    /// Keep server logs and files in this directory instead of a removed temporary one. The
+    /// servers log warnings only; set LABBENCH_SERVER_LOG (e.g. `info`) for more.
     #[arg(long)]
     keep: Option<PathBuf>,
 }
