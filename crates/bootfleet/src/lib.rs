@@ -2,6 +2,7 @@
 //! per process (`bootfleet mainscripts`, ...). Only this crate knows every service.
 
 pub mod cli;
+pub mod command;
 pub mod config;
 pub mod healthcheck;
 pub mod nats_auth;
@@ -131,9 +132,9 @@ impl System {
             listener,
             bus.clone(),
             config.gateway.clone(),
-            async move {
+            Box::pin(async move {
                 let _ = stop_rx.await;
-            },
+            }),
         ));
         Ok(System {
             addr,
@@ -162,9 +163,9 @@ impl System {
             listener,
             self.bus.clone(),
             self.gateway_config.clone(),
-            async move {
+            Box::pin(async move {
                 let _ = stopped.await;
-            },
+            }),
         ));
         self.grpc = Some(Listening { addr, stop, task });
         Ok(addr)

@@ -1385,7 +1385,7 @@ async fn readyz_reports_a_missing_service() {
         listener,
         bus,
         config,
-        std::future::pending(),
+        Box::pin(std::future::pending()),
     ));
     let admin = auth::mint(&secret(), Role::Admin, "t", 1).expect("mint");
     let http = reqwest::Client::new();

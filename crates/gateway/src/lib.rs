@@ -12,6 +12,7 @@ pub mod routes;
 pub mod script_cache;
 pub mod server;
 
+use futures_util::future::BoxFuture;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
@@ -236,15 +237,24 @@ impl AppState {
     }
 }
 
+/// When a server should stop: a boxed future, so `serve` is one function, not one per caller.
+pub type Shutdown = BoxFuture<'static, ()>;
+
 /// Serves the gateway on `listener` until `shutdown` resolves.
-pub async fn serve(
+///
+/// It returns a boxed future rather than being an `async fn` on purpose: rustc compiles an
+/// async body again in every crate that awaits it, and the server stack under this one (axum,
+/// hyper, every handler) is a large part of a release build. Boxed, it is compiled here once.
+pub fn serve(
     listener: tokio::net::TcpListener,
     bus: Bus,
     config: GatewayConfig,
-    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
-) -> std::io::Result<()> {
-    let addr: Option<SocketAddr> = listener.local_addr().ok();
-    tracing::info!(addr = ?addr, "gateway listening");
-    let limits = config.limits;
-    server::serve_router(listener, router(bus, config), limits, shutdown).await
+    shutdown: Shutdown,
+) -> BoxFuture<'static, std::io::Result<()>> {
+    Box::pin(async move {
+        let addr: Option<SocketAddr> = listener.local_addr().ok();
+        tracing::info!(addr = ?addr, "gateway listening");
+        let limits = config.limits;
+        server::serve_router(listener, router(bus, config), limits, shutdown).await
+    })
 }

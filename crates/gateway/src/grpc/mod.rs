@@ -290,12 +290,22 @@ fn deadline_of<T>(req: &Request<T>) -> Deadline {
 }
 
 /// Serves the gRPC API on `listener` until `shutdown` resolves: over TLS with the
-/// configuration's `grpc_tls`, else plain HTTP/2 (h2c), as REST is plain HTTP/1.1.
-pub async fn serve(
+/// configuration's `grpc_tls`, else plain HTTP/2 (h2c), as REST is plain HTTP/1.1. Boxed for
+/// the reason `crate::serve` is: tonic's server stack is compiled once, in this crate.
+pub fn serve(
     listener: tokio::net::TcpListener,
     bus: Bus,
     config: GatewayConfig,
-    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    shutdown: crate::Shutdown,
+) -> futures_util::future::BoxFuture<'static, std::io::Result<()>> {
+    Box::pin(serve_until(listener, bus, config, shutdown))
+}
+
+async fn serve_until(
+    listener: tokio::net::TcpListener,
+    bus: Bus,
+    config: GatewayConfig,
+    shutdown: crate::Shutdown,
 ) -> std::io::Result<()> {
     tracing::info!(addr = ?listener.local_addr().ok(), tls = config.grpc_tls.is_some(), "grpc listening");
     let tls = config.grpc_tls.clone();

@@ -21,6 +21,7 @@ use std::time::{Duration, Instant};
 
 use async_nats::header::HeaderMap;
 use bootfleet_api::{proto, ApiError, ErrorCode};
+use futures_util::future::BoxFuture;
 use prost::Message;
 
 pub use artifact_store::{ArtifactStore, ArtifactStoreError, ObjectChunks, StoredObject};
@@ -93,7 +94,13 @@ pub struct Reply<R> {
 }
 
 impl Bus {
-    pub async fn connect(config: &BusConfig) -> Result<Bus, BusError> {
+    pub fn connect(config: &BusConfig) -> BoxFuture<'_, Result<Bus, BusError>> {
+        // Boxed: rustc compiles an async body again in every crate that awaits it, and the
+        // NATS client's connection code is large (see docs/architecture.md, "Compile time").
+        Box::pin(Self::open(config))
+    }
+
+    async fn open(config: &BusConfig) -> Result<Bus, BusError> {
         let client = config.connect().await?;
         // Every series of the bus is on the page from the start, not from its first use.
         LazyLock::force(&metrics::METRICS);
@@ -180,8 +187,15 @@ impl Bus {
         Req: Message,
         Resp: Message + Default,
     {
+        // Only encoding and decoding are generic: the retries and the NATS request are one
+        // boxed function, compiled once, not once per message type in every crate that asks
+        // (see docs/architecture.md, "Compile time").
         let started = Instant::now();
-        let reply = self.request_with_retries(trace, subject, req).await;
+        let payload = bytes::Bytes::from(req.encode_to_vec());
+        let reply = self
+            .request_with_retries(trace, subject, payload)
+            .await
+            .and_then(decode_reply);
         let outcome = match &reply {
             Ok(_) => "ok",
             Err(e) => e.code.as_str(),
@@ -192,53 +206,50 @@ impl Bus {
         reply
     }
 
-    async fn request_with_retries<Req, Resp>(
-        &self,
-        trace: &TraceParent,
-        subject: &str,
-        req: &Req,
-    ) -> Result<Reply<Resp>, ApiError>
-    where
-        Req: Message,
-        Resp: Message + Default,
-    {
-        let payload = bytes::Bytes::from(req.encode_to_vec());
-        let mut last = ApiError::unavailable("no attempt made");
-        // An attempt that timed out may have been taken (and committed) by a service that then
-        // could not answer: once one has, the outcome is unknown, and a later "no responders"
-        // must not turn that into "not taken" (503), which a client would retry.
-        let mut maybe_taken: Option<ApiError> = None;
-        for attempt in 1..=self.attempts {
-            match self.attempt(trace, subject, payload.clone()).await {
-                Ok(reply) => return decode_reply(reply),
-                Err((e, Failed::Final)) => return Err(e),
-                Err((e, retry)) => {
-                    if retry == Failed::MaybeTaken {
-                        maybe_taken.get_or_insert_with(|| {
-                            ApiError::new(
-                                ErrorCode::Timeout,
-                                format!(
-                                    "outcome unknown: a request to {subject} may have been taken but got no reply ({})",
-                                    e.message
-                                ),
-                            )
-                        });
+    fn request_with_retries<'a>(
+        &'a self,
+        trace: &'a TraceParent,
+        subject: &'a str,
+        payload: bytes::Bytes,
+    ) -> BoxFuture<'a, Result<async_nats::Message, ApiError>> {
+        Box::pin(async move {
+            let mut last = ApiError::unavailable("no attempt made");
+            // An attempt that timed out may have been taken (and committed) by a service that
+            // then could not answer: once one has, the outcome is unknown, and a later "no
+            // responders" must not turn that into "not taken" (503), which a client would retry.
+            let mut maybe_taken: Option<ApiError> = None;
+            for attempt in 1..=self.attempts {
+                match self.attempt(trace, subject, payload.clone()).await {
+                    Ok(reply) => return Ok(reply),
+                    Err((e, Failed::Final)) => return Err(e),
+                    Err((e, retry)) => {
+                        if retry == Failed::MaybeTaken {
+                            maybe_taken.get_or_insert_with(|| {
+                                ApiError::new(
+                                    ErrorCode::Timeout,
+                                    format!(
+                                        "outcome unknown: a request to {subject} may have been taken but got no reply ({})",
+                                        e.message
+                                    ),
+                                )
+                            });
+                        }
+                        tracing::warn!(
+                            subject,
+                            attempt,
+                            trace_id = %trace.trace_id(),
+                            error = %e,
+                            "bus request got no reply"
+                        );
+                        last = e;
                     }
-                    tracing::warn!(
-                        subject,
-                        attempt,
-                        trace_id = %trace.trace_id(),
-                        error = %e,
-                        "bus request got no reply"
-                    );
-                    last = e;
+                }
+                if attempt < self.attempts {
+                    tokio::time::sleep(Duration::from_millis(50 * u64::from(attempt))).await;
                 }
             }
-            if attempt < self.attempts {
-                tokio::time::sleep(Duration::from_millis(50 * u64::from(attempt))).await;
-            }
-        }
-        Err(maybe_taken.unwrap_or(last))
+            Err(maybe_taken.unwrap_or(last))
+        })
     }
 
     async fn attempt(

@@ -190,7 +190,15 @@ pub async fn build(service: &Service, ctx: &Context) -> Routes {
 
 /// Migrates, then starts every service on the bus. On an error the services already started
 /// are stopped again.
-pub async fn start(
+pub fn start<'a>(
+    ctx: &'a Context,
+    services: &'a [&'a Service],
+) -> BoxFuture<'a, Result<Vec<RunningService>, StartError>> {
+    // Boxed, as the other entry points here: see docs/architecture.md, "Compile time".
+    Box::pin(start_all(ctx, services))
+}
+
+async fn start_all(
     ctx: &Context,
     services: &[&Service],
 ) -> Result<Vec<RunningService>, StartError> {
@@ -218,13 +226,18 @@ pub async fn start(
 }
 
 /// Migrates and starts one service (a test or benchmark that runs a service alone).
-pub async fn start_one(ctx: &Context, service: &Service) -> Result<RunningService, StartError> {
-    migrate(&ctx.db, &[service]).await?;
-    build(service, ctx)
-        .await?
-        .start()
-        .await
-        .map_err(|e| StartError::of(service)(e.into()))
+pub fn start_one<'a>(
+    ctx: &'a Context,
+    service: &'a Service,
+) -> BoxFuture<'a, Result<RunningService, StartError>> {
+    Box::pin(async move {
+        migrate(&ctx.db, &[service]).await?;
+        build(service, ctx)
+            .await?
+            .start()
+            .await
+            .map_err(|e| StartError::of(service)(e.into()))
+    })
 }
 
 /// Started services and the database pool they share.
@@ -236,34 +249,39 @@ pub struct Services {
 
 impl Services {
     /// Connects to `database_url`, migrates and starts `services` on `bus`.
-    pub async fn start(
-        bus: &Bus,
-        database_url: &str,
-        services: &[&Service],
-    ) -> Result<Services, StartError> {
-        let db = bootfleet_store::connect(database_url).await?;
-        let ctx = Context {
-            bus: bus.clone(),
-            db: db.clone(),
-        };
-        match start(&ctx, services).await {
-            Ok(running) => Ok(Services { running, db }),
-            Err(e) => {
-                let _ = db.close().await;
-                Err(e)
+    pub fn start<'a>(
+        bus: &'a Bus,
+        database_url: &'a str,
+        services: &'a [&'a Service],
+    ) -> BoxFuture<'a, Result<Services, StartError>> {
+        Box::pin(async move {
+            let db = bootfleet_store::connect(database_url).await?;
+            let ctx = Context {
+                bus: bus.clone(),
+                db: db.clone(),
+            };
+            match start(&ctx, services).await {
+                Ok(running) => Ok(Services { running, db }),
+                Err(e) => {
+                    let _ = db.close().await;
+                    Err(e)
+                }
             }
-        }
+        })
     }
 
     /// Stops every service (requests under way finish), then closes the database pool while the
     /// runtime still runs: a pool dropped during runtime teardown closes its connections on a
     /// runtime that is gone.
-    pub async fn stop(self) {
-        // Together: a builder finishing its build must not hold up the others' goodbyes.
-        futures_util::future::join_all(self.running.into_iter().map(RunningService::stop)).await;
-        if let Err(e) = self.db.close().await {
-            tracing::warn!(error = %e, "closing the database pool failed");
-        }
+    pub fn stop(self) -> BoxFuture<'static, ()> {
+        Box::pin(async move {
+            // Together: a builder finishing its build must not hold up the others' goodbyes.
+            futures_util::future::join_all(self.running.into_iter().map(RunningService::stop))
+                .await;
+            if let Err(e) = self.db.close().await {
+                tracing::warn!(error = %e, "closing the database pool failed");
+            }
+        })
     }
 }
 

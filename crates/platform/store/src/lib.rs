@@ -3,6 +3,7 @@
 //! offers. Each service owns its tables; this crate knows none of them.
 
 use bootfleet_api::{ApiError, ErrorCode, ListParams};
+use futures_util::future::BoxFuture;
 use sea_orm::sea_query::{
     Alias, Asterisk, Condition, Expr, Func, LikeExpr, Order, Query, SelectStatement,
 };
@@ -59,7 +60,13 @@ pub fn redact_url(url: &str) -> String {
 /// How long a request waits for a pooled connection before answering "database unavailable".
 pub const ACQUIRE_TIMEOUT: std::time::Duration = std::time::Duration::from_millis(1500);
 
-pub async fn connect(url: &str) -> Result<DatabaseConnection, StoreError> {
+pub fn connect(url: &str) -> BoxFuture<'_, Result<DatabaseConnection, StoreError>> {
+    // Boxed: rustc compiles an async body again in every crate that awaits it, and sqlx's
+    // connection code under this one is large (see docs/architecture.md, "Compile time").
+    Box::pin(open(url))
+}
+
+async fn open(url: &str) -> Result<DatabaseConnection, StoreError> {
     if let Some(rest) = url.strip_prefix("sqlite://") {
         let path = rest.split('?').next().unwrap_or_default();
         if let Some(parent) = std::path::Path::new(path).parent() {

@@ -1,7 +1,7 @@
 //! The process's metric registry, the series types the crates declare, and the tokenless
 //! listener that serves them.
 
-use std::future::Future;
+use futures_util::future::BoxFuture;
 use std::sync::{LazyLock, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
@@ -160,17 +160,22 @@ pub fn histogram<const N: usize>(
 /// Serves `/metrics` (and `/healthz`) without a token on `listener` until `shutdown` resolves:
 /// the listener of `BOOTFLEET_METRICS_LISTEN`, meant for loopback or a private network that
 /// only the scraper reaches.
-pub async fn serve_metrics(
+///
+/// Boxed on both sides, so axum's server is compiled here once rather than in every crate that
+/// awaits it (see docs/architecture.md, "Compile time").
+pub fn serve_metrics(
     listener: tokio::net::TcpListener,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-) -> std::io::Result<()> {
+    shutdown: BoxFuture<'static, ()>,
+) -> BoxFuture<'static, std::io::Result<()>> {
     let app = axum::Router::new()
         .route("/metrics", axum::routing::get(|| async { response() }))
         .route("/healthz", axum::routing::get(|| async { "ok\n" }));
     tracing::info!(addr = ?listener.local_addr().ok(), "metrics listening");
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown)
-        .await
+    Box::pin(async move {
+        axum::serve(listener, app)
+            .with_graceful_shutdown(shutdown)
+            .await
+    })
 }
 
 #[cfg(test)]

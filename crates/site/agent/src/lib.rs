@@ -25,6 +25,7 @@ pub mod tftp_server;
 
 use bootfleet_netboot::dhcp::{BootFiles, ProxyConfig};
 
+use futures_util::future::BoxFuture;
 use std::sync::Arc;
 
 use crate::agent::Agent;
@@ -65,10 +66,18 @@ pub fn write_ipxe_bootstrap(cache: &Cache, script_url: &str) -> Result<(), Strin
 }
 
 /// Serves proxyDHCP and TFTP as configured until `shutdown` resolves.
-pub async fn serve(
+///
+/// Boxed on both sides on purpose: rustc compiles an async body again in every crate that awaits
+/// it, so an `async fn` here would make the `bootfleet-distributor` binary compile the whole
+/// agent a second time. Through a boxed future the agent is compiled once, in this crate.
+pub fn serve(
     args: ServeArgs,
-    shutdown: impl std::future::Future<Output = ()>,
-) -> Result<(), String> {
+    shutdown: BoxFuture<'static, ()>,
+) -> BoxFuture<'static, Result<(), String>> {
+    Box::pin(serve_until(args, shutdown))
+}
+
+async fn serve_until(args: ServeArgs, shutdown: BoxFuture<'static, ()>) -> Result<(), String> {
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let mut tasks = tokio::task::JoinSet::new();
     let cache = Cache::new(&args.cache_dir)
@@ -86,7 +95,7 @@ pub async fn serve(
             let stopped = async move {
                 let _ = stop.changed().await;
             };
-            if let Err(e) = bootfleet_telemetry::serve_metrics(listener, stopped).await {
+            if let Err(e) = bootfleet_telemetry::serve_metrics(listener, Box::pin(stopped)).await {
                 tracing::error!(error = %e, "metrics listener stopped");
             }
         });

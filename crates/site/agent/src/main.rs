@@ -51,7 +51,7 @@ async fn main() -> ExitCode {
     let result = match shutdown_signal() {
         Err(e) => Err(format!("cannot install signal handlers: {e}")),
         Ok(shutdown) => match cli.command {
-            Command::Serve(args) => bootfleet_site_agent::serve(args, shutdown).await,
+            Command::Serve(args) => bootfleet_site_agent::serve(args, Box::pin(shutdown)).await,
         },
     };
     match result {
