@@ -88,18 +88,18 @@ fn key_lines(text: &str) -> HashMap<String, u32> {
     lines
 }
 
-fn scalar(value: &serde_norway::Value) -> Option<String> {
+fn scalar(value: &serde_yaml_ng::Value) -> Option<String> {
     match value {
-        serde_norway::Value::String(s) => Some(s.clone()),
-        serde_norway::Value::Number(n) => Some(n.to_string()),
-        serde_norway::Value::Bool(b) => Some(b.to_string()),
+        serde_yaml_ng::Value::String(s) => Some(s.clone()),
+        serde_yaml_ng::Value::Number(n) => Some(n.to_string()),
+        serde_yaml_ng::Value::Bool(b) => Some(b.to_string()),
         _ => None,
     }
 }
 
-fn names(field: &str, value: &serde_norway::Value) -> Result<Vec<String>, String> {
+fn names(field: &str, value: &serde_yaml_ng::Value) -> Result<Vec<String>, String> {
     match value {
-        serde_norway::Value::Sequence(items) => items
+        serde_yaml_ng::Value::Sequence(items) => items
             .iter()
             .map(|v| scalar(v).ok_or_else(|| format!("{field}: must be a list of names")))
             .collect(),
@@ -109,8 +109,8 @@ fn names(field: &str, value: &serde_norway::Value) -> Result<Vec<String>, String
     }
 }
 
-fn entry(site: &str, name: &str, value: &serde_norway::Value) -> Result<MachineInput, String> {
-    let serde_norway::Value::Mapping(map) = value else {
+fn entry(site: &str, name: &str, value: &serde_yaml_ng::Value) -> Result<MachineInput, String> {
+    let serde_yaml_ng::Value::Mapping(map) = value else {
         return Err(format!("{name}: must be a mapping of ranks, ip, mac, ..."));
     };
     let mut input = MachineInput {
@@ -144,9 +144,9 @@ fn entry(site: &str, name: &str, value: &serde_norway::Value) -> Result<MachineI
 }
 
 fn yaml(site: &str, text: &str) -> Result<Parsed, ApiError> {
-    let doc: serde_norway::Value = serde_norway::from_str(text)
+    let doc: serde_yaml_ng::Value = serde_yaml_ng::from_str(text)
         .map_err(|e| ApiError::invalid("body", format!("not a yaml nodes file: {e}")))?;
-    let serde_norway::Value::Mapping(map) = doc else {
+    let serde_yaml_ng::Value::Mapping(map) = doc else {
         return Err(ApiError::invalid(
             "body",
             "a yaml nodes file is a mapping of node names",
@@ -223,4 +223,29 @@ pub(crate) async fn run(
         });
     }
     Ok(report)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn yaml_values_are_read_as_written() {
+        // A YAML 1.1 reader makes `no` and `on` booleans and an unquoted MAC a base-60 number;
+        // an inventory means the text it shows.
+        let doc: serde_yaml_ng::Value = serde_yaml_ng::from_str(
+            "node1:\n  mac: 52:54:00:ee:01:01\n  rack: no\n  slot: 4\n  ranks: [0, on]\n",
+        )
+        .expect("yaml");
+        let serde_yaml_ng::Value::Mapping(map) = doc else {
+            panic!("a mapping of node names");
+        };
+        let (name, value) = map.iter().next().expect("node1");
+        let input = entry("site", &scalar(name).expect("name"), value).expect("entry");
+        assert_eq!(input.mac.as_deref(), Some("52:54:00:ee:01:01"));
+        assert_eq!(input.ranks, Some(vec!["0".to_owned(), "on".to_owned()]));
+        let metadata = input.metadata.expect("metadata");
+        assert_eq!(metadata["rack"], "no");
+        assert_eq!(metadata["slot"], "4");
+    }
 }
