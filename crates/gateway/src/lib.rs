@@ -12,7 +12,6 @@ pub mod routes;
 pub mod script_cache;
 pub mod server;
 
-use futures_util::future::BoxFuture;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
@@ -23,6 +22,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Router;
 use bootfleet_api::{ApiError, ErrorCode};
 use bootfleet_bus::{ArtifactStore, Bus, ReplayStore};
+use futures_util::future::BoxFuture;
 
 use crate::auth::{Access, Verifier};
 use crate::http::HttpError;

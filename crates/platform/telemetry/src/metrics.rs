@@ -1,12 +1,12 @@
 //! The process's metric registry, the series types the crates declare, and the tokenless
 //! listener that serves them.
 
-use futures_util::future::BoxFuture;
 use std::sync::{LazyLock, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
+use futures_util::future::BoxFuture;
 use prometheus_client::encoding::text;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;

@@ -24,8 +24,8 @@ pub mod ssh_exec;
 pub mod tftp_server;
 
 use bootfleet_netboot::dhcp::{BootFiles, ProxyConfig};
-
 use futures_util::future::BoxFuture;
+
 use std::sync::Arc;
 
 use crate::agent::Agent;
