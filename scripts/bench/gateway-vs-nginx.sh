@@ -1,10 +1,15 @@
 #!/usr/bin/env bash
-# Benchmark: GET /api/mainscripts/:id through Bootfleet's REST gateway versus the same text served
-# as a static file by nginx, both on loopback, both hit by wrk with 64 concurrent connections.
+# Benchmark: a node-facing read through Bootfleet's REST gateway versus the same text served as a
+# static file by nginx, both on loopback, both hit by wrk with 64 concurrent connections.
 #
 # Usage: ./scripts/bench/gateway-vs-nginx.sh
 #
 # Environment (all optional):
+#   BENCH_READ      what the gateway serves (default script):
+#                   script   GET /api/mainscripts/:id, a stored script, with a node token
+#                   template GET /api/machines/:id/files/kickstart, a profile's template rendered for
+#                            one machine, with that machine's own token (as its installer fetches it;
+#                            each fetch is also written to the machine's timeline)
 #   BOOTFLEET_BIN   use this bootfleet binary instead of building target/release/bootfleet
 #   BENCH_DURATION  length of each measured run (default 10s)
 #   BENCH_RUNS      measured runs per target, the median is reported (default 3)
@@ -18,6 +23,8 @@
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
+READ="${BENCH_READ:-script}"
+case "$READ" in script|template) ;; *) echo "bench: BENCH_READ must be script or template, not '$READ'" >&2; exit 2 ;; esac
 DURATION="${BENCH_DURATION:-10s}"
 RUNS="${BENCH_RUNS:-3}"
 CONNS="${BENCH_CONNS:-64}"
@@ -120,22 +127,59 @@ BF_URL="$(sed -n 's/^export BOOTFLEET_URL=//p' "$TMP/bootfleet.stdout")"
 ADMIN_TOKEN="$(sed -n 's/^export BOOTFLEET_TOKEN=//p' "$TMP/bootfleet.stdout")"
 log "bootfleet gateway at $BF_URL"
 
-# Create the script (JSON-encode the text with jq-free escaping: backslash, quote, newline).
-json_text="$(sed -e 's/\\/\\\\/g' -e 's/"/\\"/g' "$SCRIPT_FILE" | awk '{printf "%s\\n", $0}')"
-created="$(curl -sS --fail-with-body -X POST "$BF_URL/api/mainscripts" \
-    -H "Authorization: Bearer $ADMIN_TOKEN" -H 'content-type: application/json' \
-    -d "{\"text\":\"$json_text\"}")" || die "creating the mainscript failed: $created"
-SCRIPT_ID="$(printf '%s' "$created" | sed -n 's/.*"id"[[:space:]]*:[[:space:]]*"\([^"]*\)".*/\1/p')"
-[ -n "$SCRIPT_ID" ] || die "no id in the create response: $created"
+# JSON-encodes a file's text as a string, jq-free: backslash, quote, newline.
+json_string() { printf '"%s"' "$(sed -e 's/\\/\\\\/g' -e 's/"/\\"/g' "$1" | awk '{printf "%s\\n", $0}')"; }
+admin_post() { # <path> <json body>: prints the response body, fails on a non-2xx answer
+    curl -sS --fail-with-body -X POST "$BF_URL$1" \
+        -H "Authorization: Bearer $ADMIN_TOKEN" -H 'content-type: application/json' -d "$2"
+}
+json_id() { sed -n 's/.*"id"[[:space:]]*:[[:space:]]*"\([^"]*\)".*/\1/p'; }
 
-# The node token, as a booting node would use it.
-NODE_TOKEN="$(BOOTFLEET_DATA_DIR="$BF_DATA" BOOTFLEET_LOG=warn "$BIN" token --role node --days 1)"
-BF_TARGET="$BF_URL/api/mainscripts/$SCRIPT_ID"
+if [ "$READ" = script ]; then
+    created="$(admin_post /api/mainscripts "{\"text\":$(json_string "$SCRIPT_FILE")}")" \
+        || die "creating the mainscript failed: $created"
+    SCRIPT_ID="$(printf '%s' "$created" | json_id)"
+    [ -n "$SCRIPT_ID" ] || die "no id in the create response: $created"
+    # The node token, as a booting node would use it.
+    NODE_TOKEN="$(BOOTFLEET_DATA_DIR="$BF_DATA" BOOTFLEET_LOG=warn "$BIN" token --role node --days 1)"
+    TOKEN_KIND="node token"
+    READ_PATH="/api/mainscripts/$SCRIPT_ID"
+else
+    # A profile whose kickstart uses the machine's fields, and whose iPXE script hands the
+    # machine its own token (how a real node learns it).
+    cat >"$TMP/kickstart.tmpl" <<'EOF'
+# kickstart for {{ machine.name }} ({{ machine.mac }}) at {{ machine.site }}
+lang en_US.UTF-8
+keyboard us
+network --bootproto=dhcp --hostname={{ machine.name }}
+rootpw --lock
+url --url={{ api }}/mirror/el9
+%post
+curl -fsS {{ files }}/post-install.sh | sh
+%end
+EOF
+    printf '#!ipxe\nset machine-token {{ token }}\n' >"$TMP/ipxe.tmpl"
+    admin_post /api/profiles "{\"name\":\"bench\",\"ipxeTemplate\":$(json_string "$TMP/ipxe.tmpl"),\"templates\":{\"kickstart\":$(json_string "$TMP/kickstart.tmpl")}}" \
+        >/dev/null || die "creating the profile failed"
+    created="$(admin_post /api/machines '{"mac":"52:54:00:be:00:01","name":"bench1","artifactId":"bench-site","profile":"bench","state":"install"}')" \
+        || die "creating the machine failed: $created"
+    MACHINE_ID="$(printf '%s' "$created" | json_id)"
+    [ -n "$MACHINE_ID" ] || die "no id in the create response: $created"
+    NODE_TOKEN="$(curl -sS --fail-with-body -H "Authorization: Bearer $ADMIN_TOKEN" "$BF_URL/api/machines/$MACHINE_ID/script" \
+        | sed -n 's/^set machine-token //p')"
+    [ -n "$NODE_TOKEN" ] || die "no machine token in the machine's script"
+    TOKEN_KIND="the machine's own token"
+    READ_PATH="/api/machines/$MACHINE_ID/files/kickstart"
+    # What nginx serves: the text as the gateway rendered it for this machine.
+    curl -sS --fail-with-body -H "Authorization: Bearer $NODE_TOKEN" -o "$SCRIPT_FILE" "$BF_URL$READ_PATH" \
+        || die "the first rendered read failed"
+fi
+BF_TARGET="$BF_URL$READ_PATH"
 
 # --- nginx serving the same bytes as a static file ------------------------------------------------
 NGINX_PORT="$(free_port)"
-mkdir -p "$TMP/nginx/logs" "$TMP/nginx/html/api/mainscripts"
-cp "$SCRIPT_FILE" "$TMP/nginx/html/api/mainscripts/$SCRIPT_ID"
+mkdir -p "$TMP/nginx/logs" "$TMP/nginx/html$(dirname "$READ_PATH")"
+cp "$SCRIPT_FILE" "$TMP/nginx/html$READ_PATH"
 # When run as root, nginx's workers run as nobody: let them through the (0700) temp dir to html/.
 chmod 711 "$TMP"
 chmod -R a+rX "$TMP/nginx/html"
@@ -165,7 +209,7 @@ EOF
 log "starting nginx on 127.0.0.1:$NGINX_PORT"
 "$NGINX" -c "$TMP/nginx/nginx.conf" -p "$TMP/nginx" -e "$TMP/nginx/logs/error.log" 2>>"$TMP/nginx/logs/error.log" &
 NGINX_PID=$!
-NGINX_TARGET="http://127.0.0.1:$NGINX_PORT/api/mainscripts/$SCRIPT_ID"
+NGINX_TARGET="http://127.0.0.1:$NGINX_PORT$READ_PATH"
 for _ in $(seq 100); do
     curl -sf -o /dev/null "$NGINX_TARGET" && break
     kill -0 "$NGINX_PID" 2>/dev/null || die "nginx exited during start"
@@ -257,7 +301,7 @@ done
 # --- result ----------------------------------------------------------------------------------------
 echo
 echo "wrk -t$THREADS -c$CONNS -d$DURATION --latency; $RUNS runs each: median (min–max)."
-echo "$(wc -c <"$SCRIPT_FILE")-byte script; node token in the Authorization header; wrk and the servers share $(nproc) CPUs."
+echo "GET $(sed 's/[0-9a-f-]\{36\}/:id/' <<<"$READ_PATH"): $(wc -c <"$SCRIPT_FILE") bytes; $TOKEN_KIND in the Authorization header; wrk and the servers share $(nproc) CPUs."
 echo
 echo "| Target | Requests/s | p99 latency, ms | other processes' CPU during the runs, cores (max) |"
 echo "|---|---:|---:|---:|"

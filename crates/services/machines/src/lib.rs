@@ -3,6 +3,7 @@
 //! of templates rendered per machine, inventory, the install callback, and each machine's boot
 //! timeline from the distributors' boot events and its own fetches.
 
+mod event_log;
 mod import;
 mod migrations;
 mod power;
@@ -258,8 +259,8 @@ impl Caller {
 }
 
 /// The service's state: its database, its token key, the node-facing address of the API, the
-/// keys of BMC passwords (at rest, and the key the gateway seals them to) and, once serving,
-/// the bus to reach distributors.
+/// keys of BMC passwords (at rest, and the key the gateway seals them to), the timeline's
+/// writer and, once serving, the bus to reach distributors.
 #[derive(Clone, Debug)]
 pub struct Machines {
     db: DatabaseConnection,
@@ -267,6 +268,7 @@ pub struct Machines {
     api_url: Arc<str>,
     bmc: Arc<power::BmcKeys>,
     bus: Option<bootfleet_bus::Bus>,
+    events: event_log::EventLog,
 }
 
 impl Machines {
@@ -302,6 +304,7 @@ impl Machines {
         let key = TokenKey::from_hex(&secret)
             .ok_or_else(|| ApiError::internal("the stored machine token key is unusable"))?;
         Ok(Machines {
+            events: event_log::EventLog::start(db.clone()),
             db,
             bmc: Arc::new(power::BmcKeys::derive(key.bytes())),
             key: Arc::new(key),
@@ -1429,7 +1432,8 @@ impl Machines {
 
     // ---- timeline -------------------------------------------------------------------------
 
-    /// Stores one event under its MAC and drops the MAC's oldest beyond the bound.
+    /// Stores one event under its MAC and drops the MAC's oldest beyond the bound; returns once
+    /// it is committed (with whatever other events were waiting: `event_log.rs`).
     pub async fn record_event(
         &self,
         mac: &str,
@@ -1438,52 +1442,14 @@ impl Machines {
         detail: BTreeMap<String, String>,
         at: i64,
     ) -> Result<(), ApiError> {
-        let now = now_ms();
-        let detail = serde_json::to_string(&detail).unwrap_or_else(|_| "{}".into());
-        let id = uuid::Uuid::new_v4().to_string();
-        let mut insert = Query::insert();
-        insert
-            .into_table(Alias::new("machine_events"))
-            .columns(
-                [
-                    "id",
-                    "mac",
-                    "artifact_id",
-                    "kind",
-                    "detail",
-                    "at",
-                    "created_at",
-                    "updated_at",
-                ]
-                .map(Alias::new),
-            )
-            .values_panic([
-                id.into(),
-                mac.into(),
-                site.chars().take(64).collect::<String>().into(),
-                kind.chars().take(32).collect::<String>().into(),
-                detail.into(),
-                at.into(),
-                now.into(),
-                now.into(),
-            ]);
-        self.exec(&insert).await?;
-        // Keep the newest MAX_EVENTS_PER_MAC of this MAC.
-        let mut newest = Query::select();
-        newest
-            .column(Alias::new("id"))
-            .from(Alias::new("machine_events"))
-            .and_where(Expr::col(Alias::new("mac")).eq(mac))
-            .order_by(Alias::new("at"), Order::Desc)
-            .order_by(Alias::new("created_at"), Order::Desc)
-            .limit(MAX_EVENTS_PER_MAC);
-        let mut prune = Query::delete();
-        prune
-            .from_table(Alias::new("machine_events"))
-            .and_where(Expr::col(Alias::new("mac")).eq(mac))
-            .and_where(Expr::col(Alias::new("id")).not_in_subquery(newest));
-        self.exec(&prune).await?;
-        Ok(())
+        let event = event_log::Event {
+            mac: mac.to_owned(),
+            site: site.to_owned(),
+            kind: kind.to_owned(),
+            detail: serde_json::to_string(&detail).unwrap_or_else(|_| "{}".into()),
+            at,
+        };
+        self.events.record(event).await
     }
 
     /// Drops every event older than [`MAX_EVENT_AGE_MS`].
