@@ -191,6 +191,13 @@ fn percentiles_cell(storms: &[Storm], pick: fn(&Storm) -> &Vec<f64>) -> String {
     )
 }
 
+/// The sums over the storms of `a` and of `b`, as `{a}{sep}{b}`.
+fn sums_cell(storms: &[Storm], a: fn(&Storm) -> u32, sep: &str, b: fn(&Storm) -> u32) -> String {
+    let a: u32 = storms.iter().map(a).sum();
+    let b: u32 = storms.iter().map(b).sum();
+    format!("{a}{sep}{b}")
+}
+
 fn row(out: &mut String, label: &str, cells: &[String]) {
     let _ = writeln!(out, "| {label} | {} |", cells.join(" | "));
 }
@@ -324,22 +331,12 @@ pub fn markdown(rounds: &Rounds, p: &Params) -> String {
         row(
             &mut out,
             &format!("storm {n}{w}: udp/4011 rounds (all repeats)"),
-            &cells(&|rs| {
-                let storms = pick(rs);
-                let used: u32 = storms.iter().map(|s| s.boot_server_rounds).sum();
-                let ok: u32 = storms.iter().map(|s| s.ok).sum();
-                format!("{used} / {ok}")
-            }),
+            &cells(&|rs| sums_cell(&pick(rs), |s| s.boot_server_rounds, " / ", |s| s.ok)),
         );
         row(
             &mut out,
             &format!("storm {n}{w}: failed clients (all repeats)"),
-            &cells(&|rs| {
-                let storms = pick(rs);
-                let failed: u32 = storms.iter().map(Storm::failed).sum();
-                let total: u32 = storms.iter().map(|s| s.clients).sum();
-                format!("{failed} / {total}")
-            }),
+            &cells(&|rs| sums_cell(&pick(rs), Storm::failed, " / ", |s| s.clients)),
         );
         row(
             &mut out,
@@ -365,10 +362,12 @@ pub fn markdown(rounds: &Rounds, p: &Params) -> String {
             &mut out,
             &format!("storm {n}{w}: client resends (DISCOVER + TFTP timeouts)"),
             &cells(&|rs| {
-                let storms = pick(rs);
-                let d: u32 = storms.iter().map(|s| s.discover_retransmits).sum();
-                let t: u32 = storms.iter().map(|s| s.tftp_timeouts).sum();
-                format!("{d} + {t}")
+                sums_cell(
+                    &pick(rs),
+                    |s| s.discover_retransmits,
+                    " + ",
+                    |s| s.tftp_timeouts,
+                )
             }),
         );
     }
