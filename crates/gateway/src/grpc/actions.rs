@@ -140,8 +140,7 @@ impl Commands for Api {
         &self,
         req: Request<pb::RunCommandRequest>,
     ) -> Result<Response<RunStream>, Status> {
-        let call = self.authorize(&req, Access::Write)?;
-        let mut r = req.into_inner();
+        let (call, mut r) = self.take(req, Access::Write)?;
         let name = std::mem::take(&mut r.name);
         let (_, events) = crate::routes::runs::start(&self.relay(&call), name, &run_input(r), None)
             .await

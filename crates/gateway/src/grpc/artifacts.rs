@@ -113,8 +113,7 @@ impl Artifacts for Api {
         &self,
         req: Request<pb::ListArtifactsRequest>,
     ) -> Result<Response<pb::ArtifactPage>, Status> {
-        let call = self.authorize(&req, Access::Read)?;
-        let r = req.into_inner();
+        let (call, r) = self.take(req, Access::Read)?;
         let kind = kind(&r.kind)?;
         let params = list_params(r.list)?;
         let list_request = proto::ListArtifacts {
@@ -141,8 +140,7 @@ impl Artifacts for Api {
         &self,
         req: Request<pb::CreateArtifactRequest>,
     ) -> Result<Response<proto::Artifact>, Status> {
-        let call = self.authorize(&req, Access::Write)?;
-        let r = req.into_inner();
+        let (call, r) = self.take(req, Access::Write)?;
         let kind = kind(&r.kind)?;
         // REST calls the inputs the body; here they are a field of the request.
         let inputs_json = crate::routes::artifacts::inputs_json(kind, &r.inputs_json)
@@ -152,9 +150,7 @@ impl Artifacts for Api {
             id: uuid::Uuid::new_v4().to_string(),
             inputs_json,
         };
-        Ok(Response::new(
-            self.ask(&call, &subject(Op::Create), &create).await?,
-        ))
+        self.answer(&call, &subject(Op::Create), &create).await
     }
 
     async fn delete_artifact(
@@ -163,9 +159,7 @@ impl Artifacts for Api {
     ) -> Result<Response<proto::Artifact>, Status> {
         let call = self.authorize(&req, Access::Write)?;
         let r = checked_ref(req.into_inner())?;
-        Ok(Response::new(
-            self.ask(&call, &subject(Op::Delete), &r).await?,
-        ))
+        self.answer(&call, &subject(Op::Delete), &r).await
     }
 
     type WatchArtifactStream = RowStream;
@@ -191,8 +185,7 @@ impl Artifacts for Api {
         &self,
         req: Request<pb::DownloadArtifactRequest>,
     ) -> Result<Response<ChunkStream>, Status> {
-        let call = self.authorize(&req, Access::NodeRead)?;
-        let d = req.into_inner();
+        let (call, d) = self.take(req, Access::NodeRead)?;
         let r = checked_ref(proto::ArtifactRef {
             kind: d.kind,
             id: d.id,

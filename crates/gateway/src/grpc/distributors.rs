@@ -48,16 +48,13 @@ impl Distributors for Api {
         &self,
         req: Request<proto::SetDistributorStatus>,
     ) -> Result<Response<proto::Distributor>, Status> {
-        let call = self.authorize(&req, Access::Write)?;
-        let mut set = req.into_inner();
+        let (call, mut set) = self.take(req, Access::Write)?;
         set.id = checked_id(&set.id)?;
         if !set.artifact_id.is_empty() {
             validate::artifact_id("artifactId", &set.artifact_id).map_err(status)?;
         }
-        Ok(Response::new(
-            self.ask(&call, &subjects::distributor_set_status(), &set)
-                .await?,
-        ))
+        self.answer(&call, &subjects::distributor_set_status(), &set)
+            .await
     }
 
     async fn configure_distributor(

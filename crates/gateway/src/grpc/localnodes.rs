@@ -37,8 +37,7 @@ impl LocalNodes for Api {
         &self,
         req: Request<proto::RegisterLocalNode>,
     ) -> Result<Response<proto::RegisteredLocalNode>, Status> {
-        let call = self.authorize(&req, Access::NodeWrite)?;
-        let register = req.into_inner();
+        let (call, register) = self.take(req, Access::NodeWrite)?;
         if register.ip.is_empty() {
             return Err(invalid("ip", "is required"));
         }
@@ -61,9 +60,7 @@ impl LocalNodes for Api {
                 ),
             )));
         }
-        Ok(Response::new(
-            self.ask(&call, &subject(Op::Create), &register).await?,
-        ))
+        self.answer(&call, &subject(Op::Create), &register).await
     }
 
     async fn run_local_node_script(

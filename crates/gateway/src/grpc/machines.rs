@@ -152,8 +152,7 @@ impl Machines for Api {
         &self,
         req: Request<pb::SetMachineStateRequest>,
     ) -> Result<Response<pb::JsonRow>, Status> {
-        let call = self.authorize(&req, Access::Write)?;
-        let r = req.into_inner();
+        let (call, r) = self.take(req, Access::Write)?;
         let id = checked::<Id>(r.id)?;
         let mut input = json!({ "state": r.state });
         if !r.reason.is_empty() {
@@ -171,8 +170,7 @@ impl Machines for Api {
         &self,
         req: Request<pb::ReinstallMachineRequest>,
     ) -> Result<Response<pb::JsonRow>, Status> {
-        let call = self.authorize(&req, Access::Write)?;
-        let r = req.into_inner();
+        let (call, r) = self.take(req, Access::Write)?;
         let id = checked::<Id>(r.id)?;
         let reply = reinstall_machine(&self.relay(&call), id, r.power_cycle)
             .await
@@ -184,8 +182,7 @@ impl Machines for Api {
         &self,
         req: Request<pb::PowerMachineRequest>,
     ) -> Result<Response<pb::JsonRow>, Status> {
-        let call = self.authorize(&req, Access::Write)?;
-        let r = req.into_inner();
+        let (call, r) = self.take(req, Access::Write)?;
         let id = checked::<Id>(r.id)?;
         let mut input = json!({ "action": r.action });
         if !r.boot_device.is_empty() {
@@ -235,8 +232,7 @@ impl Machines for Api {
         &self,
         req: Request<pb::ImportMachinesRequest>,
     ) -> Result<Response<pb::JsonRow>, Status> {
-        let call = self.authorize(&req, Access::Write)?;
-        let r = req.into_inner();
+        let (call, r) = self.take(req, Access::Write)?;
         let content_type = if r.content_type.is_empty() {
             "text/plain".to_owned()
         } else {
@@ -289,8 +285,7 @@ impl Machines for Api {
         &self,
         req: Request<pb::MachineFileRequest>,
     ) -> Result<Response<pb::MachineText>, Status> {
-        let call = self.authorize(&req, Access::MachineRead)?;
-        let r = req.into_inner();
+        let (call, r) = self.take(req, Access::MachineRead)?;
         let reply = machine_file(&self.relay(&call), r.id, r.template)
             .await
             .map_err(status)?;

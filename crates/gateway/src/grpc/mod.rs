@@ -127,6 +127,12 @@ impl Api {
         })
     }
 
+    /// [`Api::authorize`], then the request's message.
+    fn take<T>(&self, req: Request<T>, access: Access) -> Result<(Call, T), Status> {
+        let call = self.authorize(&req, access)?;
+        Ok((call, req.into_inner()))
+    }
+
     /// One bus request, its error as a gRPC status.
     async fn ask<Req, Resp>(&self, call: &Call, subject: &str, req: &Req) -> Result<Resp, Status>
     where
@@ -137,6 +143,20 @@ impl Api {
             .request(&call.trace, subject, req)
             .await
             .map_err(status)
+    }
+
+    /// One bus request whose answer is the call's response.
+    async fn answer<Req, Resp>(
+        &self,
+        call: &Call,
+        subject: &str,
+        req: &Req,
+    ) -> Result<tonic::Response<Resp>, Status>
+    where
+        Req: prost::Message,
+        Resp: prost::Message + Default,
+    {
+        self.ask(call, subject, req).await.map(tonic::Response::new)
     }
 
     /// A list of one service (`Access::Read`): its answer and the parameters it was asked with.
@@ -166,7 +186,7 @@ impl Api {
     {
         let call = self.authorize(&req, access)?;
         let id = id_request(req.into_inner())?;
-        Ok(tonic::Response::new(self.ask(&call, subject, &id).await?))
+        self.answer(&call, subject, &id).await
     }
 }
 

@@ -5,7 +5,7 @@ use bootfleet_api::{proto, validate};
 use tonic::{Request, Response, Status};
 
 use super::pb::{self, scripts_server::Scripts};
-use super::{checked_id, invalid, list_params, page_info, status, Api};
+use super::{checked_id, invalid, list_params, page_info, status, Api, Call};
 use crate::auth::Access;
 
 fn kind(name: &str) -> Result<ScriptKind, Status> {
@@ -18,20 +18,20 @@ fn kind(name: &str) -> Result<ScriptKind, Status> {
         })
 }
 
-/// A delete: names the row by kind and id and answers with it.
+/// A get or a delete: names the row by kind and id; the call, the kind and the row.
 async fn by_id(
     api: &Api,
     req: Request<pb::ScriptRef>,
     access: Access,
     op: Op,
-) -> Result<Response<proto::Script>, Status> {
-    let call = api.authorize(&req, access)?;
-    let r = req.into_inner();
+) -> Result<(Call, ScriptKind, proto::Script), Status> {
+    let (call, r) = api.take(req, access)?;
     let kind = kind(&r.kind)?;
     let id = proto::IdRequest {
         id: checked_id(&r.id)?,
     };
-    Ok(Response::new(api.ask(&call, &kind.subject(op), &id).await?))
+    let row = api.ask(&call, &kind.subject(op), &id).await?;
+    Ok((call, kind, row))
 }
 
 #[tonic::async_trait]
@@ -40,8 +40,7 @@ impl Scripts for Api {
         &self,
         req: Request<pb::ListScriptsRequest>,
     ) -> Result<Response<pb::ScriptPage>, Status> {
-        let call = self.authorize(&req, Access::Read)?;
-        let r = req.into_inner();
+        let (call, r) = self.take(req, Access::Read)?;
         let kind = kind(&r.kind)?;
         let params = list_params(r.list)?;
         let list: proto::ScriptList = self
@@ -57,13 +56,7 @@ impl Scripts for Api {
         &self,
         req: Request<pb::ScriptRef>,
     ) -> Result<Response<proto::Script>, Status> {
-        let call = self.authorize(&req, Access::NodeRead)?;
-        let r = req.into_inner();
-        let kind = kind(&r.kind)?;
-        let id = proto::IdRequest {
-            id: checked_id(&r.id)?,
-        };
-        let row: proto::Script = self.ask(&call, &kind.subject(Op::Get), &id).await?;
+        let (call, kind, row) = by_id(self, req, Access::NodeRead, Op::Get).await?;
         // A node token bound to a site reads what is marked for its site or for every site.
         crate::auth::may_read(call.claims.as_ref(), &row.sites, &|| {
             format!("{} {}", kind.singular(), row.id)
@@ -76,8 +69,7 @@ impl Scripts for Api {
         &self,
         req: Request<pb::CreateScriptRequest>,
     ) -> Result<Response<proto::Script>, Status> {
-        let call = self.authorize(&req, Access::Write)?;
-        let r = req.into_inner();
+        let (call, r) = self.take(req, Access::Write)?;
         let kind = kind(&r.kind)?;
         validate::text("text", &r.text).map_err(status)?;
         validate::sites("sites", &r.sites).map_err(status)?;
@@ -86,17 +78,14 @@ impl Scripts for Api {
             text: r.text,
             sites: r.sites,
         };
-        Ok(Response::new(
-            self.ask(&call, &kind.subject(Op::Create), &create).await?,
-        ))
+        self.answer(&call, &kind.subject(Op::Create), &create).await
     }
 
     async fn update_script(
         &self,
         req: Request<pb::UpdateScriptRequest>,
     ) -> Result<Response<proto::Script>, Status> {
-        let call = self.authorize(&req, Access::Write)?;
-        let r = req.into_inner();
+        let (call, r) = self.take(req, Access::Write)?;
         let kind = kind(&r.kind)?;
         let id = checked_id(&r.id)?;
         validate::text("text", &r.text).map_err(status)?;
@@ -107,15 +96,14 @@ impl Scripts for Api {
             sites: r.sites,
             replace_sites: r.replace_sites,
         };
-        Ok(Response::new(
-            self.ask(&call, &kind.subject(Op::Update), &update).await?,
-        ))
+        self.answer(&call, &kind.subject(Op::Update), &update).await
     }
 
     async fn delete_script(
         &self,
         req: Request<pb::ScriptRef>,
     ) -> Result<Response<proto::Script>, Status> {
-        by_id(self, req, Access::Write, Op::Delete).await
+        let (_, _, row) = by_id(self, req, Access::Write, Op::Delete).await?;
+        Ok(Response::new(row))
     }
 }

@@ -56,25 +56,21 @@ impl SshKeys for Api {
         &self,
         req: Request<pb::SshKeyInput>,
     ) -> Result<Response<proto::SshKey>, Status> {
-        let call = self.authorize(&req, Access::Write)?;
-        let r = req.into_inner();
+        let (call, r) = self.take(req, Access::Write)?;
         check_site(&r.artifact_id)?;
         let create = proto::CreateSshKey {
             id: uuid::Uuid::new_v4().to_string(),
             text: r.text,
             artifact_id: r.artifact_id,
         };
-        Ok(Response::new(
-            self.ask(&call, &subject(Op::Create), &create).await?,
-        ))
+        self.answer(&call, &subject(Op::Create), &create).await
     }
 
     async fn update_ssh_key(
         &self,
         req: Request<pb::UpdateSshKeyRequest>,
     ) -> Result<Response<proto::SshKey>, Status> {
-        let call = self.authorize(&req, Access::Write)?;
-        let r = req.into_inner();
+        let (call, r) = self.take(req, Access::Write)?;
         let id = checked_id(&r.id)?;
         check_site(&r.artifact_id)?;
         let update = proto::UpdateSshKey {
@@ -82,9 +78,7 @@ impl SshKeys for Api {
             text: r.text,
             artifact_id: r.artifact_id,
         };
-        Ok(Response::new(
-            self.ask(&call, &subject(Op::Update), &update).await?,
-        ))
+        self.answer(&call, &subject(Op::Update), &update).await
     }
 
     async fn delete_ssh_key(
