@@ -443,6 +443,96 @@ fn row_route<C: Collection>(
     }
 }
 
+/// A collection keyed by name (`/api/groups`, `/api/commands`, `/api/profiles`): what its five
+/// routes say and do; the rest of them is the same for all such collections.
+struct Named {
+    /// The path under `/api/` and the tag: `groups`.
+    name: &'static str,
+    /// One row, in operation ids: `Group` (`listGroups`, `createGroup`, ...).
+    one: &'static str,
+    /// The `{name}` path parameter.
+    key: Param,
+    fields: ListFields,
+    summaries: OfEach<&'static str>,
+    handlers: OfEach<MethodRouter<AppState>>,
+}
+
+/// One `T` for each route of a [`Named`] collection.
+struct OfEach<T> {
+    list: T,
+    create: T,
+    get: T,
+    /// Creates (201) or replaces (200) the row of its name.
+    put: T,
+    delete: T,
+}
+
+/// The list, create, get, put and delete routes of `n`, whose bodies are `I` and rows `R`.
+fn named_routes<I: ToSchema, R: ToSchema>(n: Named) -> Vec<RouteDef> {
+    let (name, one, s, h) = (n.name, n.one, n.summaries, n.handlers);
+    let all = format!("/api/{name}");
+    let by_name = |method, access, verb: &str, summary: &str, request, handler| RouteDef {
+        method,
+        path: format!("{all}/{{name}}"),
+        access,
+        operation_id: format!("{verb}{one}"),
+        summary: summary.into(),
+        tag: name,
+        params: vec![n.key],
+        request,
+        status: 200,
+        response: Body::json::<R>(),
+        also: Vec::new(),
+        handler,
+    };
+    vec![
+        route(
+            Method::GET,
+            &all,
+            Access::Read,
+            &format!("list{one}s"),
+            s.list,
+            name,
+            list_query(n.fields),
+            None,
+            200,
+            Body::Json(BodySchema::page_of::<R>()),
+            h.list,
+        ),
+        route(
+            Method::POST,
+            &all,
+            Access::Write,
+            &format!("create{one}"),
+            s.create,
+            name,
+            vec![],
+            Some(BodySchema::requiring::<I>(&["name"])),
+            201,
+            Body::json::<R>(),
+            h.create,
+        ),
+        by_name(Method::GET, Access::Read, "get", s.get, None, h.get),
+        by_name(
+            Method::PUT,
+            Access::Write,
+            "put",
+            s.put,
+            Some(BodySchema::of::<I>()),
+            h.put,
+        )
+        .also(201, CREATED_BY_NAME),
+        by_name(
+            Method::DELETE,
+            Access::Write,
+            "delete",
+            s.delete,
+            None,
+            h.delete,
+        ),
+    ]
+}
+
 /// A [`RouteDef`] from its parts, for tables of routes that do not fit [`Collection`].
 #[allow(clippy::too_many_arguments)]
 fn route(

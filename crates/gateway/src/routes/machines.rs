@@ -20,8 +20,8 @@ use bootfleet_api::{proto, ApiError};
 
 use super::relay::{by_key, json_by_key, list, op, Id, Name, Relay, ServiceCall, Site};
 use super::{
-    list_query, path_id, query_pairs, route, Body, BodySchema, Param, ParamType, RouteDef,
-    CREATED_BY_NAME, ID, NODE_TOKEN,
+    list_query, named_routes, path_id, query_pairs, route, Body, BodySchema, Named, OfEach, Param,
+    ParamType, RouteDef, ID, NODE_TOKEN,
 };
 use crate::auth::Access;
 use crate::http::{read_body, HttpResult, JsonBody, NewId};
@@ -276,8 +276,7 @@ const IMPORT_SITE: Param = Param {
 
 pub(super) fn routes() -> Vec<RouteDef> {
     let m = "machines";
-    let p = "profiles";
-    vec![
+    let mut routes = vec![
         route(
             Method::GET,
             "/api/machines",
@@ -499,71 +498,26 @@ pub(super) fn routes() -> Vec<RouteDef> {
             Body::json::<SitePolicy>(),
             routing::put(json_by_key::<MachinesCall, Site, SitePolicyInput>).layer(op(ops::SITE_PUT)),
         ),
-        route(
-            Method::GET,
-            "/api/profiles",
-            Access::Read,
-            "listProfiles",
-            "List profiles of templates",
-            p,
-            list_query(bootfleet_api::list::fields::PROFILES),
-            None,
-            200,
-            Body::Json(BodySchema::page_of::<ProfileRow>()),
-            routing::get(list::<MachinesCall>).layer(op(ops::PROFILE_LIST)),
-        ),
-        route(
-            Method::POST,
-            "/api/profiles",
-            Access::Write,
-            "createProfile",
-            "A profile: its iPXE template, an optional rescue template and named installer templates, all MiniJinja; a template naming an unknown variable is refused (400)",
-            p,
-            vec![],
-            Some(BodySchema::requiring::<ProfileInput>(&["name"])),
-            201,
-            Body::json::<ProfileRow>(),
-            routing::post(create_profile),
-        ),
-        route(
-            Method::GET,
-            "/api/profiles/{name}",
-            Access::Read,
-            "getProfile",
-            "One profile",
-            p,
-            vec![NAME],
-            None,
-            200,
-            Body::json::<ProfileRow>(),
-            routing::get(by_key::<MachinesCall, Name>).layer(op(ops::PROFILE_GET)),
-        ),
-        route(
-            Method::PUT,
-            "/api/profiles/{name}",
-            Access::Write,
-            "putProfile",
-            "Create (201) or replace (200) the profile of this name",
-            p,
-            vec![NAME],
-            Some(BodySchema::of::<ProfileInput>()),
-            200,
-            Body::json::<ProfileRow>(),
-            routing::put(put_profile),
-        )
-        .also(201, CREATED_BY_NAME),
-        route(
-            Method::DELETE,
-            "/api/profiles/{name}",
-            Access::Write,
-            "deleteProfile",
-            "Delete a profile no machine uses (409 otherwise); answers with the deleted row",
-            p,
-            vec![NAME],
-            None,
-            200,
-            Body::json::<ProfileRow>(),
-            routing::delete(by_key::<MachinesCall, Name>).layer(op(ops::PROFILE_DELETE)),
-        ),
-    ]
+    ];
+    routes.extend(named_routes::<ProfileInput, ProfileRow>(Named {
+        name: "profiles",
+        one: "Profile",
+        key: NAME,
+        fields: bootfleet_api::list::fields::PROFILES,
+        summaries: OfEach {
+            list: "List profiles of templates",
+            create: "A profile: its iPXE template, an optional rescue template and named installer templates, all MiniJinja; a template naming an unknown variable is refused (400)",
+            get: "One profile",
+            put: "Create (201) or replace (200) the profile of this name",
+            delete: "Delete a profile no machine uses (409 otherwise); answers with the deleted row",
+        },
+        handlers: OfEach {
+            list: routing::get(list::<MachinesCall>).layer(op(ops::PROFILE_LIST)),
+            create: routing::post(create_profile),
+            get: routing::get(by_key::<MachinesCall, Name>).layer(op(ops::PROFILE_GET)),
+            put: routing::put(put_profile),
+            delete: routing::delete(by_key::<MachinesCall, Name>).layer(op(ops::PROFILE_DELETE)),
+        },
+    }));
+    routes
 }
