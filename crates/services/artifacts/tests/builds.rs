@@ -141,6 +141,14 @@ impl Lab {
         }
     }
 
+    /// Waits up to a minute for `kind` `id` to finish, which must be `done`; its row and the
+    /// progress seen.
+    async fn done(&self, kind: &str, id: &str) -> (proto::Artifact, Vec<u32>) {
+        let (row, progress) = self.finished(kind, id, Duration::from_secs(60)).await;
+        assert_eq!(row.status, "done", "{kind} {id}: {}", row.error);
+        (row, progress)
+    }
+
     async fn build(&self, kind: &str, inputs: serde_json::Value) -> proto::Artifact {
         let row = self.create(kind, inputs.clone()).await.expect("create");
         let (row, _) = self.finished(kind, &row.id, Duration::from_secs(60)).await;
@@ -188,10 +196,7 @@ async fn prebuilt_ipxe_is_built_once_and_a_repeat_is_done_at_once() {
     let script = "#!ipxe\ndhcp\nchain http://10.0.2.100/boot\n";
     let queued = lab.create("ipxes", efi_ipxe(script)).await.expect("create");
     assert_eq!(queued.status, "queued");
-    let (row, progress) = lab
-        .finished("ipxes", &queued.id, Duration::from_secs(60))
-        .await;
-    assert_eq!(row.status, "done", "{}", row.error);
+    let (row, progress) = lab.done("ipxes", &queued.id).await;
     assert_eq!(row.progress, 100);
     assert!(
         progress.windows(2).all(|w| w[0] <= w[1]),
@@ -543,10 +548,7 @@ async fn a_job_waits_for_a_builder_of_its_kind() {
     assert_eq!(still.status, "queued", "built with no ipxes builder");
 
     lab.start_builder(ArtifactKind::Ipxes).await;
-    let (row, _) = lab
-        .finished("ipxes", &waiting.id, Duration::from_secs(60))
-        .await;
-    assert_eq!(row.status, "done", "{}", row.error);
+    lab.done("ipxes", &waiting.id).await;
     lab.stop().await;
 }
 
@@ -605,10 +607,7 @@ async fn a_build_created_while_the_queue_is_away_is_queued_when_it_is_back() {
         .expect("a create while the queue is away is answered, not refused");
     assert_eq!(row.status, "queued", "{}", row.error);
     lab.start_builder(ArtifactKind::Syslinuxs).await;
-    let (row, _) = lab
-        .finished("syslinuxs", &row.id, Duration::from_secs(60))
-        .await;
-    assert_eq!(row.status, "done", "{}", row.error);
+    lab.done("syslinuxs", &row.id).await;
     lab.stop().await;
 }
 
