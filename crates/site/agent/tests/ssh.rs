@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use bootfleet_site_agent::reachability::{probe, probe_all};
-use bootfleet_site_agent::ssh_exec::{run, ExecError, ExecRequest, SecretKey};
+use bootfleet_site_agent::ssh_exec::{run, ExecError, ExecOutcome, ExecRequest, SecretKey};
 use bootfleet_testkit::netlab::{run as must, NetLab};
 use bootfleet_testkit::{free_port, sshd::Sshd};
 
@@ -63,6 +63,13 @@ fn sshd_for(key: &Keypair) -> Sshd {
     )
 }
 
+/// A new ed25519 key and an sshd that takes it.
+fn ed25519_sshd() -> (Keypair, Sshd) {
+    let key = ed25519();
+    let sshd = sshd_for(&key);
+    (key, sshd)
+}
+
 fn request<'a>(sshd: &Sshd, key: &'a Keypair, script: &'a str) -> ExecRequest<'a> {
     ExecRequest {
         addr: sshd.addr(),
@@ -75,13 +82,15 @@ fn request<'a>(sshd: &Sshd, key: &'a Keypair, script: &'a str) -> ExecRequest<'a
     }
 }
 
+/// Runs `script` on `sshd` as root with `key`, which must reach the script's end.
+async fn run_ok(sshd: &Sshd, key: &Keypair, script: &str) -> ExecOutcome {
+    run(&request(sshd, key, script)).await.expect("run")
+}
+
 #[tokio::test]
 async fn runs_a_script_with_separate_streams_and_exit_code() {
-    let key = ed25519();
-    let sshd = sshd_for(&key);
-    let out = run(&request(&sshd, &key, "echo out; echo err >&2; exit 3"))
-        .await
-        .expect("run");
+    let (key, sshd) = ed25519_sshd();
+    let out = run_ok(&sshd, &key, "echo out; echo err >&2; exit 3").await;
     assert_eq!(String::from_utf8_lossy(&out.stdout), "out\n");
     assert_eq!(String::from_utf8_lossy(&out.stderr), "err\n");
     assert_eq!(out.exit_code, Some(3));
@@ -97,8 +106,7 @@ async fn runs_a_script_with_separate_streams_and_exit_code() {
 
 #[tokio::test]
 async fn script_is_interpreted_on_the_node_only() {
-    let key = ed25519();
-    let sshd = sshd_for(&key);
+    let (key, sshd) = ed25519_sshd();
     // Quotes, command substitution, a here-document and a variable only the remote side has:
     // sshd sets SSH_CONNECTION to "client-ip client-port server-ip server-port".
     let script = r#"a='it'"'"'s "quoted"'
@@ -111,7 +119,7 @@ literal $HOME `x` $(y)
 EOF
 test -t 0 || echo stdin-not-a-tty
 cat; echo stdin-at-eof"#;
-    let out = run(&request(&sshd, &key, script)).await.expect("run");
+    let out = run_ok(&sshd, &key, script).await;
     assert_eq!(
         String::from_utf8_lossy(&out.stdout),
         format!(
@@ -170,8 +178,7 @@ async fn wrong_key_is_auth_failed() {
 
 #[tokio::test]
 async fn unparsable_keys_are_invalid_and_never_quoted() {
-    let key = ed25519();
-    let sshd = sshd_for(&key);
+    let (key, sshd) = ed25519_sshd();
     let body = key_body_lines(&key.private);
     // A real key with its middle garbled, one cut short, and one without its armour.
     let mut garbled = key.private.clone();
@@ -213,8 +220,7 @@ async fn unparsable_keys_are_invalid_and_never_quoted() {
 
 #[tokio::test]
 async fn changed_host_key_is_refused_before_anything_runs() {
-    let key = ed25519();
-    let mut sshd = sshd_for(&key);
+    let (key, mut sshd) = ed25519_sshd();
     let marker_dir = tempfile::tempdir().expect("tempdir");
     let marker = marker_dir.path().join("ran");
     let script = format!("touch '{}'", marker.display());
@@ -282,8 +288,7 @@ fn read_pid(path: &Path) -> u32 {
 
 #[tokio::test]
 async fn timeout_kills_the_command_and_closes_the_session() {
-    let key = ed25519();
-    let sshd = sshd_for(&key);
+    let (key, sshd) = ed25519_sshd();
     let dir = tempfile::tempdir().expect("tempdir");
     let d = dir.path().display();
     // A background child as well: the kill must reach the whole process group.
@@ -329,13 +334,12 @@ async fn timeout_kills_the_command_and_closes_the_session() {
 
 #[tokio::test]
 async fn processes_detached_by_the_script_survive_a_normal_end() {
-    let key = ed25519();
-    let sshd = sshd_for(&key);
+    let (key, sshd) = ed25519_sshd();
     let dir = tempfile::tempdir().expect("tempdir");
     let d = dir.path().display();
     let script = format!("nohup sleep 20 >/dev/null 2>&1 & echo $! > {d}/bg.pid; echo done");
     let started = Instant::now();
-    let out = run(&request(&sshd, &key, &script)).await.expect("run");
+    let out = run_ok(&sshd, &key, &script).await;
     assert_eq!(out.stdout, b"done\n");
     assert_eq!(out.exit_code, Some(0));
     // The session ended with the script, not with its detached child.
@@ -354,15 +358,13 @@ async fn processes_detached_by_the_script_survive_a_normal_end() {
 
 #[tokio::test]
 async fn output_is_capped_per_stream() {
-    let key = ed25519();
-    let sshd = sshd_for(&key);
-    let out = run(&request(
+    let (key, sshd) = ed25519_sshd();
+    let out = run_ok(
         &sshd,
         &key,
         "head -c 3000000 /dev/zero; head -c 10 /dev/zero >&2",
-    ))
-    .await
-    .expect("run");
+    )
+    .await;
     assert!(out.truncated);
     assert_eq!(out.stdout.len(), MIB);
     assert!(out.stdout.iter().all(|&b| b == 0));
@@ -379,15 +381,8 @@ async fn output_is_capped_per_stream() {
 
 #[tokio::test]
 async fn a_command_killed_by_a_signal_reports_it() {
-    let key = ed25519();
-    let sshd = sshd_for(&key);
-    let out = run(&request(
-        &sshd,
-        &key,
-        "echo before; kill -TERM $$; echo after",
-    ))
-    .await
-    .expect("run");
+    let (key, sshd) = ed25519_sshd();
+    let out = run_ok(&sshd, &key, "echo before; kill -TERM $$; echo after").await;
     assert_eq!(out.stdout, b"before\n");
     assert_eq!(out.exit_code, None);
     assert_eq!(out.exit_signal.as_deref(), Some("TERM"));
@@ -411,15 +406,21 @@ async fn closed_port_is_a_connect_error() {
 
 #[tokio::test]
 async fn probe_answers_for_listening_and_closed_ports() {
-    let key = ed25519();
-    let sshd = sshd_for(&key);
+    let (_key, sshd) = ed25519_sshd();
     let t = Duration::from_secs(2);
     assert!(probe(sshd.addr(), t).await, "sshd port");
     // Refused (RST): the host answered, so it counts as reachable.
     let closed = SocketAddr::from((Ipv4Addr::LOCALHOST, free_port()));
+    let (reachable, took) = timed_probe(closed, t).await;
+    assert!(reachable, "closed port on a live host");
+    assert!(took < Duration::from_secs(1));
+}
+
+/// [`probe`]'s answer for `addr` and how long it took.
+async fn timed_probe(addr: SocketAddr, timeout: Duration) -> (bool, Duration) {
     let started = Instant::now();
-    assert!(probe(closed, t).await, "closed port on a live host");
-    assert!(started.elapsed() < Duration::from_secs(1));
+    let reachable = probe(addr, timeout).await;
+    (reachable, started.elapsed())
 }
 
 /// A namespace with only `lo` up, plus a veth pair holding 192.0.2.1/24 (TEST-NET-1) on one end
@@ -450,29 +451,14 @@ fn probe_is_false_for_unroutable_and_silent_addresses() {
     lab.run_in(&ns, || {
         runtime().block_on(async {
             // No route at all: "network unreachable" at once.
-            let started = Instant::now();
-            assert!(
-                !probe(
-                    "198.51.100.1:22".parse().expect("addr"),
-                    Duration::from_secs(5)
-                )
-                .await
-            );
-            assert!(
-                started.elapsed() < Duration::from_millis(500),
-                "{:?}",
-                started.elapsed()
-            );
+            let unroutable = "198.51.100.1:22".parse().expect("addr");
+            let (reachable, took) = timed_probe(unroutable, Duration::from_secs(5)).await;
+            assert!(!reachable);
+            assert!(took < Duration::from_millis(500), "{took:?}");
             // A route into a black hole: no answer, so false at the timeout.
-            let started = Instant::now();
-            assert!(
-                !probe(
-                    "192.0.2.2:22".parse().expect("addr"),
-                    Duration::from_millis(500)
-                )
-                .await
-            );
-            let took = started.elapsed();
+            let silent = "192.0.2.2:22".parse().expect("addr");
+            let (reachable, took) = timed_probe(silent, Duration::from_millis(500)).await;
+            assert!(!reachable);
             assert!(
                 took >= Duration::from_millis(500) && took < Duration::from_millis(1500),
                 "{took:?}"
@@ -598,7 +584,7 @@ async fn private_key_is_never_logged_or_written() {
     // that the subscriber is in place.
     tracing::callsite::rebuild_interest_cache();
     // Every path: success, wrong key, garbled key, timeout, changed host key.
-    let ok = run(&request(&sshd, &key, "echo hi")).await.expect("run");
+    let ok = run_ok(&sshd, &key, "echo hi").await;
     let _ = run(&request(&sshd, &other, "echo hi")).await;
     let garbled = key.private.replace('A', "*");
     let mut req = request(&sshd, &key, "echo hi");
