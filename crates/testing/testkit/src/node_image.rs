@@ -87,6 +87,17 @@ fail() {
   sleep 10
   exit 1
 }
+# Runs "$@" every 0.1 s until it prints something, at most 100 times (10 s); prints that.
+poll() {
+  i=0
+  while [ $i -lt 100 ]; do
+    found=$("$@")
+    if [ -n "$found" ]; then echo "$found"; return 0; fi
+    i=$((i + 1))
+    usleep 100000
+  done
+  return 1
+}
 # A last resort should any bounded step below still get stuck.
 ( sleep 150; say "failed: gave up after 150 s"; poweroff -f ) &
 
@@ -178,21 +189,17 @@ do_inventory() {
   exit 0
 }
 
+first_disk() {
+  for n in vda sda nvme0n1 hda; do
+    if [ -b "/dev/$n" ]; then echo "/dev/$n"; return; fi
+  done
+}
+
 do_install() {
   fw=$(firmware)
   image=/bootfleet/disk-$fw.img.gz
   [ -r "$image" ] || fail "no $image in this initramfs (boot the install initrd)"
-  disk=
-  i=0
-  while [ -z "$disk" ] && [ $i -lt 100 ]; do
-    for n in vda sda nvme0n1 hda; do
-      if [ -b "/dev/$n" ]; then disk=/dev/$n; break; fi
-    done
-    [ -n "$disk" ] && break
-    i=$((i + 1))
-    usleep 100000
-  done
-  [ -n "$disk" ] || fail "no disk appeared within 10 s"
+  disk=$(poll first_disk) || fail "no disk appeared within 10 s"
   say "installing the $fw disk image on $disk"
   zcat "$image" | dd of="$disk" bs=65536 2>/tmp/dd.err || fail "writing $disk: $(cat /tmp/dd.err | tr '\n' ' ')"
   sync
@@ -209,27 +216,20 @@ while read -r m; do
   insmod "/lib/modules/$m.ko" 2>/tmp/insmod.err || say "insmod $m: $(cat /tmp/insmod.err)"
 done </etc/bootfleet/modules
 
-IF=
-i=0
-while [ -z "$IF" ] && [ $i -lt 100 ]; do
+first_ethernet() {
   for d in /sys/class/net/*; do
     [ "${d##*/}" = lo ] && continue
-    if [ "$(cat "$d/type" 2>/dev/null)" = 1 ]; then IF=${d##*/}; break; fi
+    if [ "$(cat "$d/type" 2>/dev/null)" = 1 ]; then echo "${d##*/}"; return; fi
   done
-  [ -n "$IF" ] && break
-  i=$((i + 1))
-  usleep 100000
-done
-[ -n "$IF" ] || fail "no ethernet interface appeared within 10 s (modules: $(cat /etc/bootfleet/modules | tr '\n' ' '))"
+}
+IF=$(poll first_ethernet) ||
+  fail "no ethernet interface appeared within 10 s (modules: $(cat /etc/bootfleet/modules | tr '\n' ' '))"
 
 ip link set lo up
 ip link set "$IF" up || fail "cannot bring up $IF"
 # A DISCOVER sent before the link is up is lost (e1000 takes ~2 s): wait for the carrier.
-i=0
-while [ "$(cat "/sys/class/net/$IF/carrier" 2>/dev/null)" != 1 ] && [ $i -lt 100 ]; do
-  i=$((i + 1))
-  usleep 100000
-done
+carrier() { [ "$(cat "/sys/class/net/$IF/carrier" 2>/dev/null)" = 1 ] && echo up; }
+poll carrier >/dev/null
 say "dhcp on $IF"
 timeout 60 udhcpc -f -q -n -i "$IF" -s /etc/bootfleet/udhcpc.script -t 15 -T 1 -A 1 ||
   fail "no DHCP lease on $IF"
