@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use crate::error::ApiError;
+use crate::validate::bytes_of;
 
 pub use crate::bmc::*;
 
@@ -446,36 +447,24 @@ pub fn machine_name(field: &str, value: &str) -> Result<String, ApiError> {
 
 /// Names in ranks, groups, profiles and metadata keys: letters, digits, `_`, `-`, `.`.
 pub fn word(field: &str, value: &str) -> Result<(), ApiError> {
-    let ok = !value.is_empty()
-        && value.len() <= MAX_NAME_LEN
-        && value
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'));
-    if ok {
-        Ok(())
-    } else {
-        Err(ApiError::invalid(
-            field,
-            format!("must be 1 to {MAX_NAME_LEN} letters, digits, '_', '-' or '.'"),
-        ))
-    }
+    bytes_of(
+        field,
+        value,
+        MAX_NAME_LEN,
+        |b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'),
+        format_args!("must be 1 to {MAX_NAME_LEN} letters, digits, '_', '-' or '.'"),
+    )
 }
 
 /// A template's name: `a-z`, `0-9`, `-`, at most 64.
 pub fn template_name(field: &str, value: &str) -> Result<(), ApiError> {
-    let ok = !value.is_empty()
-        && value.len() <= MAX_NAME_LEN
-        && value
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
-    if ok {
-        Ok(())
-    } else {
-        Err(ApiError::invalid(
-            field,
-            format!("must be 1 to {MAX_NAME_LEN} of a-z, 0-9 or '-'"),
-        ))
-    }
+    bytes_of(
+        field,
+        value,
+        MAX_NAME_LEN,
+        |b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-',
+        format_args!("must be 1 to {MAX_NAME_LEN} of a-z, 0-9 or '-'"),
+    )
 }
 
 /// `bios` or `uefi` (`""` allowed when `optional`).

@@ -39,19 +39,32 @@ pub fn printable(field: &str, value: &str, max: usize) -> Result<(), ApiError> {
 /// An artifact id names a site (a distributor) or an artifact: letters, digits, `.`, `_`, `-`,
 /// starting with a letter or digit. It ends up in NATS subjects and file names, so nothing else.
 pub fn artifact_id(field: &str, value: &str) -> Result<(), ApiError> {
-    let ok = !value.is_empty()
-        && value.len() <= MAX_ARTIFACT_ID_LEN
-        && value.as_bytes()[0].is_ascii_alphanumeric()
-        && value
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
-    if ok {
+    let starts_right = value
+        .bytes()
+        .next()
+        .is_some_and(|b| b.is_ascii_alphanumeric());
+    bytes_of(
+        field,
+        value,
+        MAX_ARTIFACT_ID_LEN,
+        |b| starts_right && (b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-')),
+        format_args!("must be 1 to {MAX_ARTIFACT_ID_LEN} letters, digits, '.', '_' or '-', starting with a letter or digit"),
+    )
+}
+
+/// `Ok` when `value` is 1 to `max` bytes, each of them `allowed`; otherwise `field` is invalid
+/// because it `must` be something else.
+pub(crate) fn bytes_of(
+    field: &str,
+    value: &str,
+    max: usize,
+    allowed: impl Fn(u8) -> bool,
+    must: impl std::fmt::Display,
+) -> Result<(), ApiError> {
+    if !value.is_empty() && value.len() <= max && value.bytes().all(allowed) {
         Ok(())
     } else {
-        Err(ApiError::invalid(
-            field,
-            format!("must be 1 to {MAX_ARTIFACT_ID_LEN} letters, digits, '.', '_' or '-', starting with a letter or digit"),
-        ))
+        Err(ApiError::invalid(field, must))
     }
 }
 
