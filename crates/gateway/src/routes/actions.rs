@@ -4,13 +4,15 @@
 
 use axum::extract::{Extension, Path};
 use axum::response::Response;
+use axum::routing::{self, MethodRouter};
 use bootfleet_api::actions::{CommandInput, GroupInput};
-use bootfleet_api::proto;
+use bootfleet_api::proto::ActionsCall;
 use serde::Serialize;
 
-use super::relay::Relay;
-use super::{Param, ParamType};
+use super::relay::{by_key, list, op, Name, Relay};
+use super::{OfEach, Param, ParamType};
 use crate::http::{HttpResult, JsonBody};
+use crate::AppState;
 
 pub(super) const NAME: Param = Param {
     name: "name",
@@ -47,6 +49,25 @@ pub(super) struct Writes {
     pub path: &'static str,
 }
 
+impl Writes {
+    /// The handlers of the registry's routes (see `named_routes`) whose bodies are `T`: these
+    /// writes, and its list, get and delete operations relayed.
+    pub(super) fn handlers<T: NamedBody>(
+        self,
+        list_op: &'static str,
+        get_op: &'static str,
+        delete_op: &'static str,
+    ) -> OfEach<MethodRouter<AppState>> {
+        OfEach {
+            list: routing::get(list::<ActionsCall>).layer(op(list_op)),
+            create: routing::post(create::<T>).layer(Extension(self)),
+            get: routing::get(by_key::<ActionsCall, Name>).layer(op(get_op)),
+            put: routing::put(put::<T>).layer(Extension(self)),
+            delete: routing::delete(by_key::<ActionsCall, Name>).layer(op(delete_op)),
+        }
+    }
+}
+
 /// `POST /api/<path>`: 201 with `location`.
 pub(super) async fn create<T: NamedBody>(
     r: Relay,
@@ -54,7 +75,7 @@ pub(super) async fn create<T: NamedBody>(
     JsonBody(body): JsonBody<T>,
 ) -> HttpResult<Response> {
     let location = body.name().map(|n| format!("/api/{}/{n}", w.path));
-    let call = r.call_with::<proto::ActionsCall, T>(String::new(), &body)?;
+    let call = r.call_with::<ActionsCall, T>(String::new(), &body)?;
     r.send(w.create, call, location).await
 }
 
@@ -67,6 +88,6 @@ pub(super) async fn put<T: NamedBody>(
 ) -> HttpResult<Response> {
     bootfleet_api::actions::name("name", &name)?;
     let location = format!("/api/{}/{name}", w.path);
-    let call = r.call_with::<proto::ActionsCall, T>(name, &body)?;
+    let call = r.call_with::<ActionsCall, T>(name, &body)?;
     r.send(w.put, call, Some(location)).await
 }

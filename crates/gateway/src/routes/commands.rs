@@ -2,13 +2,9 @@
 //! the built-in power commands (`power-on`, `power-off`, `power-cycle`, `power-status`), which
 //! cannot be changed. Runs of a command are in `runs.rs`.
 
-use axum::routing;
-use axum::Extension;
 use bootfleet_api::actions::{ops, CommandInput, CommandRow};
-use bootfleet_api::proto::ActionsCall;
 
-use super::actions::{create, put, Writes, NAME};
-use super::relay::{by_key, list, op, Name};
+use super::actions::{Writes, NAME};
 use super::{named_routes, Named, OfEach, RouteDef};
 
 const WRITES: Writes = Writes {
@@ -30,12 +26,10 @@ pub(super) fn routes() -> Vec<RouteDef> {
             put: "Create (201) or replace (200) the command of this name; 409 for a built-in",
             delete: "Delete a command (409 for a built-in); answers with the deleted row",
         },
-        handlers: OfEach {
-            list: routing::get(list::<ActionsCall>).layer(op(ops::COMMAND_LIST)),
-            create: routing::post(create::<CommandInput>).layer(Extension(WRITES)),
-            get: routing::get(by_key::<ActionsCall, Name>).layer(op(ops::COMMAND_GET)),
-            put: routing::put(put::<CommandInput>).layer(Extension(WRITES)),
-            delete: routing::delete(by_key::<ActionsCall, Name>).layer(op(ops::COMMAND_DELETE)),
-        },
+        handlers: WRITES.handlers::<CommandInput>(
+            ops::COMMAND_LIST,
+            ops::COMMAND_GET,
+            ops::COMMAND_DELETE,
+        ),
     })
 }

@@ -3,12 +3,11 @@
 
 use axum::http::Method;
 use axum::routing;
-use axum::Extension;
 use bootfleet_api::actions::{ops, GroupInput, GroupMachines, GroupRow};
 use bootfleet_api::proto::ActionsCall;
 
-use super::actions::{create, put, Writes, NAME};
-use super::relay::{by_key, list, op, Name};
+use super::actions::{Writes, NAME};
+use super::relay::{by_key, op, Name};
 use super::{named_routes, route, Body, Named, OfEach, RouteDef};
 use crate::auth::Access;
 
@@ -32,13 +31,7 @@ pub(super) fn routes() -> Vec<RouteDef> {
             put: "Create (201) or replace (200) the group of this name",
             delete: "Delete a group; answers with the deleted row",
         },
-        handlers: OfEach {
-            list: routing::get(list::<ActionsCall>).layer(op(ops::GROUP_LIST)),
-            create: routing::post(create::<GroupInput>).layer(Extension(WRITES)),
-            get: routing::get(by_key::<ActionsCall, Name>).layer(op(ops::GROUP_GET)),
-            put: routing::put(put::<GroupInput>).layer(Extension(WRITES)),
-            delete: routing::delete(by_key::<ActionsCall, Name>).layer(op(ops::GROUP_DELETE)),
-        },
+        handlers: WRITES.handlers::<GroupInput>(ops::GROUP_LIST, ops::GROUP_GET, ops::GROUP_DELETE),
     });
     routes.extend([
         route(
