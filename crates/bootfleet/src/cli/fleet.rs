@@ -278,33 +278,36 @@ named_registry!(pb::groups_client::GroupsClient<Conn>:
 named_registry!(pb::commands_client::CommandsClient<Conn>:
     list_commands, get_command, create_command, put_command, delete_command);
 
-async fn named(api: &mut impl NamedRegistry, verb: NamedVerb) -> Result<Value, Failure> {
+/// Runs `verb` and prints its answer with `columns`.
+async fn named(
+    s: &Session,
+    api: &mut impl NamedRegistry,
+    verb: NamedVerb,
+    columns: &[&str],
+) -> Result<(), Failure> {
     let name_ref = |name| pb::NameRef { name };
-    match verb {
+    let value = match verb {
         NamedVerb::List(l) => page(api.list(l.options()).await),
         NamedVerb::Get { name } => row(api.get(name_ref(name)).await),
         NamedVerb::Create(body) => row(api.create(body.write(String::new())?).await),
         NamedVerb::Update { name, body } => row(api.put(body.write(name)?).await),
         NamedVerb::Delete { name } => row(api.delete(name_ref(name)).await),
-    }
+    }?;
+    s.print(&value, columns);
+    Ok(())
 }
 
 pub(super) async fn profiles(r: Resource<NamedVerb>) -> Result<(), Failure> {
     let s = Session::open(r.connection).await?;
     let mut api = pb::profiles_client::ProfilesClient::new(s.conn.clone());
-    let value = named(&mut api, r.verb).await?;
-    s.print(&value, PROFILE_COLUMNS);
-    Ok(())
+    named(&s, &mut api, r.verb, PROFILE_COLUMNS).await
 }
 
 pub(super) async fn groups(r: Resource<GroupVerb>) -> Result<(), Failure> {
     let s = Session::open(r.connection).await?;
     let mut api = pb::groups_client::GroupsClient::new(s.conn.clone());
     match r.verb {
-        GroupVerb::Row(verb) => {
-            let value = named(&mut api, verb).await?;
-            s.print(&value, GROUP_COLUMNS);
-        }
+        GroupVerb::Row(verb) => named(&s, &mut api, verb, GROUP_COLUMNS).await?,
         GroupVerb::Machines { name } => {
             let value = row(api.get_group_machines(pb::NameRef { name }).await)?;
             // The machines as a table of their own.
@@ -329,11 +332,7 @@ pub(super) async fn commands(r: Resource<CommandVerb>) -> Result<(), Failure> {
     let s = Session::open(r.connection).await?;
     let mut api = pb::commands_client::CommandsClient::new(s.conn.clone());
     match r.verb {
-        CommandVerb::Row(verb) => {
-            let value = named(&mut api, verb).await?;
-            s.print(&value, COMMAND_COLUMNS);
-            Ok(())
-        }
+        CommandVerb::Row(verb) => named(&s, &mut api, verb, COMMAND_COLUMNS).await,
         CommandVerb::Run(args) => run(&mut api, s.output, args).await,
     }
 }
