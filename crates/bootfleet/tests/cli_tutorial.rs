@@ -109,11 +109,7 @@ async fn the_tutorial_with_the_cli_alone_from_scripts_to_a_checked_iso() {
     let _ = tracing_subscriber::fmt().with_test_writer().try_init();
     let nats = NatsServer::start();
     let db = tempfile::tempdir().expect("tempdir");
-    let mut system = support::start_system(&nats, db.path()).await;
-    system
-        .serve_grpc("127.0.0.1:0".parse().expect("addr"))
-        .await
-        .expect("serve grpc");
+    let system = support::start_system_with_grpc(&nats, db.path()).await;
     let cli = Cli {
         url: system.grpc_url().expect("grpc url"),
         token: support::token(Role::Admin),

@@ -2,6 +2,8 @@
 //! shape, every service in this process) and a `bootfleet service` process's tokenless
 //! listener. Its own test binary: the registry is per process, so counts here are exact.
 
+#[path = "support/http.rs"]
+mod plain;
 mod support;
 
 use std::time::Duration;
@@ -15,11 +17,7 @@ use bootfleet_testkit::{database_url, Backend, ChildGuard, NatsServer};
 use serde_json::{json, Value};
 
 async fn scrape(http: &reqwest::Client, url: &str, token: Option<&str>) -> Scrape {
-    let mut request = http.get(url);
-    if let Some(token) = token {
-        request = request.bearer_auth(token);
-    }
-    let response = request.send().await.expect("scrape");
+    let response = plain::get(http, url, token).await;
     assert_eq!(response.status(), 200);
     let content_type = response
         .headers()
@@ -50,14 +48,9 @@ async fn gateway_metrics_count_requests_by_route_bus_requests_and_builds() {
     // Services talk among themselves too: bus series are compared with this first page.
     let before = scrape(&http, &metrics, Some(&user)).await;
     // The API's listener wants an operator token for its metrics.
-    let anonymous = http.get(&metrics).send().await.expect("get");
+    let anonymous = plain::get(&http, &metrics, None).await;
     assert_eq!(anonymous.status(), 401);
-    let as_node = http
-        .get(&metrics)
-        .bearer_auth(&node)
-        .send()
-        .await
-        .expect("get");
+    let as_node = plain::get(&http, &metrics, Some(&node)).await;
     assert_eq!(as_node.status(), 403);
 
     let mainscripts = format!("{base}/api/mainscripts");
@@ -73,28 +66,16 @@ async fn gateway_metrics_count_requests_by_route_bus_requests_and_builds() {
     }
     // A node reads one script twice: the service answers the first, the gateway's copy the second.
     for _ in 0..2 {
-        let read = http
-            .get(format!("{mainscripts}/{}", created[0]))
-            .bearer_auth(&node)
-            .send()
-            .await
-            .expect("get");
+        let read = plain::get(&http, &format!("{mainscripts}/{}", created[0]), Some(&node)).await;
         assert_eq!(read.status(), 200);
     }
     for _ in 0..2 {
-        let missing = http
-            .get(format!("{base}/api/mainscripts/{}", uuid::Uuid::new_v4()))
-            .bearer_auth(&admin)
-            .send()
-            .await
-            .expect("get");
+        let url = format!("{base}/api/mainscripts/{}", uuid::Uuid::new_v4());
+        let missing = plain::get(&http, &url, Some(&admin)).await;
         assert_eq!(missing.status(), 404);
     }
-    let unrouted = http
-        .get(format!("{base}/no/such/route/{}", uuid::Uuid::new_v4()))
-        .send()
-        .await
-        .expect("get");
+    let url = format!("{base}/no/such/route/{}", uuid::Uuid::new_v4());
+    let unrouted = plain::get(&http, &url, None).await;
     assert_eq!(unrouted.status(), 404);
 
     // A build, so the builders' series has an outcome.
@@ -107,15 +88,7 @@ async fn gateway_metrics_count_requests_by_route_bus_requests_and_builds() {
         .to_owned();
     let mut status = Value::Null;
     for _ in 0..600 {
-        let row: Value = http
-            .get(format!("{base}/api/syslinuxs/{id}"))
-            .bearer_auth(&admin)
-            .send()
-            .await
-            .expect("get")
-            .json()
-            .await
-            .expect("json");
+        let row = plain::get_json(&http, &format!("{base}/api/syslinuxs/{id}"), Some(&admin)).await;
         status = row["status"].clone();
         if status == "done" || status == "failed" {
             break;
@@ -218,11 +191,7 @@ async fn grpc_calls_are_counted_by_service_method_and_code() {
 
     let nats = NatsServer::start();
     let dir = tempfile::tempdir().expect("tempdir");
-    let mut system = support::start_system(&nats, dir.path()).await;
-    system
-        .serve_grpc("127.0.0.1:0".parse().expect("addr"))
-        .await
-        .expect("serve grpc");
+    let system = support::start_system_with_grpc(&nats, dir.path()).await;
     let admin = support::token(Role::Admin);
     let user = support::token(Role::User);
     let channel = tonic::transport::Channel::from_shared(system.grpc_url().expect("grpc url"))

@@ -182,6 +182,8 @@ impl Lab {
 mod actions;
 mod machines;
 mod nodes;
+#[path = "support/http.rs"]
+mod plain;
 
 bootfleet_testkit::on_both_backends!(
     text_registries_crud_list_search_and_page,
@@ -1156,15 +1158,8 @@ async fn registered_distributor(bus: &Bus, base: &str, admin: &str, site: &str) 
         )
         .await
         .expect("heartbeat answered");
-    let listed: Value = reqwest::Client::new()
-        .get(format!("{base}/api/distributors/{}", row.id))
-        .bearer_auth(admin)
-        .send()
-        .await
-        .expect("get")
-        .json()
-        .await
-        .expect("json");
+    let url = format!("{base}/api/distributors/{}", row.id);
+    let listed = plain::get_json(&reqwest::Client::new(), &url, Some(admin)).await;
     assert_eq!(listed["artifactId"], site, "{listed}");
     row.id
 }
@@ -1281,15 +1276,8 @@ async fn boot_events_stream_to_operators_as_server_sent_events() {
     // (nats-server then lists no subscription to the site's subject).
     let site_subject = bootfleet_api::subjects::boot_events("site-sse");
     let subscribed = || async {
-        let connz: Value = lab
-            .http
-            .get(format!("http://127.0.0.1:{monitor}/connz?subs=1"))
-            .send()
-            .await
-            .expect("nats monitoring")
-            .json()
-            .await
-            .expect("connz json");
+        let url = format!("http://127.0.0.1:{monitor}/connz?subs=1");
+        let connz = plain::get_json(&lab.http, &url, None).await;
         connz["connections"]
             .as_array()
             .into_iter()
@@ -1389,22 +1377,18 @@ async fn readyz_reports_a_missing_service() {
     ));
     let admin = auth::mint(&secret(), Role::Admin, "t", 1).expect("mint");
     let http = reqwest::Client::new();
-    let ready = http
-        .get(format!("http://{addr}/readyz"))
-        .send()
-        .await
-        .expect("readyz");
+    let ready = plain::get(&http, &format!("http://{addr}/readyz"), None).await;
     assert_eq!(ready.status(), 503);
     let body: Value = ready.json().await.expect("json");
     assert_eq!(body["nats"], true);
     assert_eq!(body["services"][0]["ready"], false);
     // With no service there, a request is a 503 with the envelope, not a hang or a 500.
-    let r = http
-        .get(format!("http://{addr}/api/mainscripts"))
-        .bearer_auth(&admin)
-        .send()
-        .await
-        .expect("list");
+    let r = plain::get(
+        &http,
+        &format!("http://{addr}/api/mainscripts"),
+        Some(&admin),
+    )
+    .await;
     assert_eq!(r.status(), 503);
     let body: Value = r.json().await.expect("json");
     assert_eq!(body["error"]["code"], "unavailable");
@@ -1648,14 +1632,7 @@ async fn up_runs_the_system_and_stops_cleanly() {
     assert!(printed.contains(&grpc_url), "{printed:?}");
     let http = reqwest::Client::new();
     let base = format!("http://127.0.0.1:{port}");
-    let ready: Value = http
-        .get(format!("{base}/readyz"))
-        .send()
-        .await
-        .expect("readyz")
-        .json()
-        .await
-        .expect("json");
+    let ready = plain::get_json(&http, &format!("{base}/readyz"), None).await;
     assert_eq!(ready["ready"], true, "{ready}");
     let created = http
         .post(format!("{base}/api/postbootscripts"))
@@ -1880,12 +1857,7 @@ async fn artifacts_over_rest_build_download_and_refuse_bad_input() {
         .await
         .expect("416");
     assert_eq!(past.status(), 416);
-    let anonymous = lab
-        .http
-        .get(format!("{}{url}", lab.base))
-        .send()
-        .await
-        .expect("anon");
+    let anonymous = plain::get(&lab.http, &format!("{}{url}", lab.base), None).await;
     assert_eq!(anonymous.status(), 401);
     lab.call(
         Method::GET,
@@ -2092,13 +2064,8 @@ async fn node_tokens_bound_to_a_site_read_only_that_sites_scripts_and_artifacts(
     let read = |path: String, token: String| {
         let lab = &lab;
         async move {
-            lab.http
-                .get(format!("{}{path}?token={token}", lab.base))
-                .send()
-                .await
-                .expect("get")
-                .status()
-                .as_u16()
+            let url = format!("{}{path}?token={token}", lab.base);
+            plain::get(&lab.http, &url, None).await.status().as_u16()
         }
     };
     let shared_path = format!("/api/mainscripts/{}", shared["id"].as_str().expect("id"));
@@ -2450,15 +2417,8 @@ mod nats_permissions {
         let admin = auth::mint(&secret, Role::Admin, "test", 1).expect("mint");
         let deadline = std::time::Instant::now() + WAIT;
         let a_id = loop {
-            let list: serde_json::Value = http
-                .get(format!("{}/api/distributors?search=a", system.base_url()))
-                .bearer_auth(&admin)
-                .send()
-                .await
-                .expect("list")
-                .json()
-                .await
-                .expect("json");
+            let url = format!("{}/api/distributors?search=a", system.base_url());
+            let list = super::plain::get_json(&http, &url, Some(&admin)).await;
             let online = list["rows"]
                 .as_array()
                 .into_iter()
@@ -3370,12 +3330,7 @@ async fn node_reads_from_the_gateway_cache_never_outlive_an_acknowledged_change(
             tokio::spawn(async move {
                 let mut reads = 0u32;
                 while !stop.load(std::sync::atomic::Ordering::Relaxed) && reads < 5000 {
-                    let r = http
-                        .get(&url)
-                        .bearer_auth(&node)
-                        .send()
-                        .await
-                        .expect("read");
+                    let r = plain::get(&http, &url, Some(&node)).await;
                     assert_eq!(r.status(), 200);
                     reads += 1;
                 }

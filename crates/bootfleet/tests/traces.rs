@@ -3,6 +3,8 @@
 //! in-process exporter, through the same layer `OTEL_EXPORTER_OTLP_ENDPOINT` turns on. Its own
 //! test binary: the subscriber is global.
 
+// Shared with the other observability tests; not every helper is used here.
+#[allow(dead_code)]
 mod support;
 
 use std::time::Duration;

@@ -23,6 +23,16 @@ pub async fn start_system(nats: &NatsServer, dir: &std::path::Path) -> System {
     .expect("start the system")
 }
 
+/// [`start_system`], serving gRPC too (on a free port: `System::grpc_url`).
+pub async fn start_system_with_grpc(nats: &NatsServer, dir: &std::path::Path) -> System {
+    let mut system = start_system(nats, dir).await;
+    system
+        .serve_grpc("127.0.0.1:0".parse().expect("addr"))
+        .await
+        .expect("serve grpc");
+    system
+}
+
 /// A token of `role` for that gateway.
 pub fn token(role: Role) -> String {
     auth::mint(&secret(), role, "test", 1).expect("mint")
