@@ -295,15 +295,7 @@ fn compile(
     cancel: &Cancel,
 ) -> Result<Built, BuildError> {
     let budget = Budget::new(tb.timeout);
-    if !source.join("src").join("Makefile").is_file() {
-        return Err(BuildError::Tool {
-            program: "make".into(),
-            message: format!(
-                "{} is not an ipxe source tree (no src/Makefile)",
-                source.display()
-            ),
-        });
-    }
+    check_source_tree(source)?;
     let work = scratch(out_dir)?;
     progress(5, "copying source");
     // make writes objects into the tree; builds never share one, so concurrent builds and the
@@ -346,6 +338,20 @@ fn compile(
             path: binary,
         }],
         embedded: Some(true),
+    })
+}
+
+/// An ipxe source tree has `src/Makefile`.
+fn check_source_tree(source: &Path) -> Result<(), BuildError> {
+    if source.join("src").join("Makefile").is_file() {
+        return Ok(());
+    }
+    Err(BuildError::Tool {
+        program: "make".into(),
+        message: format!(
+            "{} is not an ipxe source tree (no src/Makefile)",
+            source.display()
+        ),
     })
 }
 
@@ -399,15 +405,7 @@ fn copy_tree(from: &Path, to: &Path, cancel: &Cancel) -> Result<(), BuildError> 
 /// sha256 over the source tree's paths, link targets and file contents (sorted; no `.git`, no
 /// build outputs), so a changed tree changes the content address of what it builds.
 pub(crate) fn source_digest(source: &Path) -> Result<String, BuildError> {
-    if !source.join("src").join("Makefile").is_file() {
-        return Err(BuildError::Tool {
-            program: "make".into(),
-            message: format!(
-                "{} is not an ipxe source tree (no src/Makefile)",
-                source.display()
-            ),
-        });
-    }
+    check_source_tree(source)?;
     let mut hasher = Sha256::new();
     let mut stack: Vec<PathBuf> = vec![PathBuf::new()];
     while let Some(rel) = stack.pop() {
@@ -448,6 +446,14 @@ pub(crate) fn source_digest(source: &Path) -> Result<String, BuildError> {
 mod tests {
     use super::*;
 
+    /// The field and message `IpxeTarget::parse` refuses `p`/`d`.`e` with.
+    fn refusal(p: &str, d: &str, e: &str) -> (&'static str, String) {
+        match IpxeTarget::parse(p, d, e) {
+            Err(BuildError::Invalid { field, message }) => (field, message),
+            other => panic!("{p}/{d}.{e}: {other:?}"),
+        }
+    }
+
     #[test]
     fn allow_list_accepts_the_documented_targets() {
         for (p, d, e) in [
@@ -474,14 +480,10 @@ mod tests {
             (("bin-x86_64-efi", "ipxe", "kpxe"), "extension"),
         ];
         for ((p, d, e), want) in cases {
-            match IpxeTarget::parse(p, d, e) {
-                Err(BuildError::Invalid { field, message }) => {
-                    assert_eq!(field, want);
-                    assert!(message.contains("bin-x86_64-efi/ipxe.efi"), "{message}");
-                    assert!(message.contains("bin/ipxe.lkrn"), "{message}");
-                }
-                other => panic!("{p}/{d}.{e}: {other:?}"),
-            }
+            let (field, message) = refusal(p, d, e);
+            assert_eq!(field, want);
+            assert!(message.contains("bin-x86_64-efi/ipxe.efi"), "{message}");
+            assert!(message.contains("bin/ipxe.lkrn"), "{message}");
         }
     }
 
@@ -497,16 +499,12 @@ mod tests {
             (("", "ipxe", "lkrn"), "platform"),
         ];
         for ((p, d, e), want) in cases {
-            match IpxeTarget::parse(p, d, e) {
-                Err(BuildError::Invalid { field, message }) => {
-                    assert_eq!(field, want, "{p}/{d}.{e}");
-                    assert!(
-                        !message.contains("allowed: bin"),
-                        "charset first: {message}"
-                    );
-                }
-                other => panic!("{p}/{d}.{e}: {other:?}"),
-            }
+            let (field, message) = refusal(p, d, e);
+            assert_eq!(field, want, "{p}/{d}.{e}");
+            assert!(
+                !message.contains("allowed: bin"),
+                "charset first: {message}"
+            );
         }
     }
 
