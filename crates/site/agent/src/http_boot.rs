@@ -260,12 +260,27 @@ mod tests {
 
     struct Server {
         url: String,
+        http: reqwest::Client,
         dir: tempfile::TempDir,
         stop: tokio::sync::watch::Sender<bool>,
         task: tokio::task::JoinHandle<()>,
     }
 
     impl Server {
+        /// `method path` with `headers`, answered.
+        async fn ask(
+            &self,
+            method: Method,
+            path: &str,
+            headers: &[(header::HeaderName, &str)],
+        ) -> reqwest::Response {
+            let mut request = self.http.request(method, format!("{}{path}", self.url));
+            for (name, value) in headers {
+                request = request.header(name, *value);
+            }
+            request.send().await.expect("answered")
+        }
+
         async fn stop(self) {
             let _ = self.stop.send(true);
             let _ = self.task.await;
@@ -295,6 +310,7 @@ mod tests {
         (
             Server {
                 url,
+                http: reqwest::Client::new(),
                 dir,
                 stop,
                 task,
@@ -302,6 +318,9 @@ mod tests {
             kernel,
         )
     }
+
+    /// The file `start` serves as the kernel.
+    const KERNEL: &str = "/boot/kernel";
 
     fn text(response: &reqwest::Response, name: header::HeaderName) -> Option<String> {
         response
@@ -314,12 +333,7 @@ mod tests {
     #[tokio::test]
     async fn whole_file_with_validators() {
         let (server, kernel) = start().await;
-        let http = reqwest::Client::new();
-        let r = http
-            .get(format!("{}/boot/kernel", server.url))
-            .send()
-            .await
-            .expect("get");
+        let r = server.ask(Method::GET, KERNEL, &[]).await;
         assert_eq!(r.status(), StatusCode::OK);
         assert_eq!(text(&r, header::ACCEPT_RANGES).as_deref(), Some("bytes"));
         assert_eq!(
@@ -336,20 +350,12 @@ mod tests {
         assert_eq!(r.bytes().await.expect("body"), kernel);
 
         // The tag is stable while the file is, and changes when the file is replaced.
-        let again = http
-            .head(format!("{}/boot/kernel", server.url))
-            .send()
-            .await
-            .expect("head");
+        let again = server.ask(Method::HEAD, KERNEL, &[]).await;
         assert_eq!(text(&again, header::ETAG).as_ref(), Some(&etag));
         let tmp = server.dir.path().join("boot/.kernel.tmp");
         std::fs::write(&tmp, &kernel).expect("write");
         std::fs::rename(&tmp, server.dir.path().join("boot/kernel")).expect("rename");
-        let replaced = http
-            .head(format!("{}/boot/kernel", server.url))
-            .send()
-            .await
-            .expect("head");
+        let replaced = server.ask(Method::HEAD, KERNEL, &[]).await;
         assert_ne!(text(&replaced, header::ETAG), Some(etag));
         server.stop().await;
     }
@@ -357,7 +363,6 @@ mod tests {
     #[tokio::test]
     async fn ranges_are_206_with_only_their_bytes() {
         let (server, kernel) = start().await;
-        let http = reqwest::Client::new();
         let len = kernel.len();
         for (range, slice) in [
             ("bytes=0-0", 0..1),
@@ -367,12 +372,9 @@ mod tests {
             ("bytes=-70000", len - 70_000..len),
             ("bytes=299990-999999", 299_990..len),
         ] {
-            let r = http
-                .get(format!("{}/boot/kernel", server.url))
-                .header(header::RANGE, range)
-                .send()
-                .await
-                .expect("get");
+            let r = server
+                .ask(Method::GET, KERNEL, &[(header::RANGE, range)])
+                .await;
             assert_eq!(r.status(), StatusCode::PARTIAL_CONTENT, "{range}");
             assert_eq!(
                 text(&r, header::CONTENT_RANGE),
@@ -391,36 +393,28 @@ mod tests {
     #[tokio::test]
     async fn conditional_and_odd_ranges() {
         let (server, kernel) = start().await;
-        let http = reqwest::Client::new();
-        let url = format!("{}/boot/kernel", server.url);
-        let etag = text(&http.head(&url).send().await.expect("head"), header::ETAG).expect("etag");
+        let head = server.ask(Method::HEAD, KERNEL, &[]).await;
+        let etag = text(&head, header::ETAG).expect("etag");
 
-        let r = http
-            .get(&url)
-            .header(header::IF_NONE_MATCH, format!("\"other\", {etag}"))
-            .send()
-            .await
-            .expect("get");
+        let none_match = format!("\"other\", {etag}");
+        let r = server
+            .ask(Method::GET, KERNEL, &[(header::IF_NONE_MATCH, &none_match)])
+            .await;
         assert_eq!(r.status(), StatusCode::NOT_MODIFIED);
         assert_eq!(text(&r, header::ETAG).as_ref(), Some(&etag));
         assert_eq!(text(&r, header::CONTENT_LENGTH), None);
         assert!(r.bytes().await.expect("body").is_empty());
 
-        let r = http
-            .get(&url)
-            .header(header::IF_NONE_MATCH, "\"other\"")
-            .send()
-            .await
-            .expect("get");
+        let r = server
+            .ask(Method::GET, KERNEL, &[(header::IF_NONE_MATCH, "\"other\"")])
+            .await;
         assert_eq!(r.status(), StatusCode::OK);
         assert_eq!(r.bytes().await.expect("body"), kernel);
 
-        let r = http
-            .get(&url)
-            .header(header::RANGE, format!("bytes={}-", kernel.len()))
-            .send()
-            .await
-            .expect("get");
+        let past_the_end = format!("bytes={}-", kernel.len());
+        let r = server
+            .ask(Method::GET, KERNEL, &[(header::RANGE, &past_the_end)])
+            .await;
         assert_eq!(r.status(), StatusCode::RANGE_NOT_SATISFIABLE);
         assert_eq!(
             text(&r, header::CONTENT_RANGE),
@@ -428,34 +422,26 @@ mod tests {
         );
 
         // If-Range with the current tag keeps the range; with an old one, the whole file.
-        let r = http
-            .get(&url)
-            .header(header::RANGE, "bytes=5-9")
-            .header(header::IF_RANGE, &etag)
-            .send()
-            .await
-            .expect("get");
+        let current = [(header::RANGE, "bytes=5-9"), (header::IF_RANGE, &etag)];
+        let r = server.ask(Method::GET, KERNEL, &current).await;
         assert_eq!(r.status(), StatusCode::PARTIAL_CONTENT);
         assert_eq!(r.bytes().await.expect("body"), kernel[5..10]);
         for (name, value) in [
             (header::IF_RANGE, "\"stale\""),
             (header::RANGE, "bytes=0-1,5-6"),
         ] {
-            let mut request = http.get(&url).header(name.clone(), value);
+            let mut headers = vec![(name.clone(), value)];
             if name == header::IF_RANGE {
-                request = request.header(header::RANGE, "bytes=5-9");
+                headers.push((header::RANGE, "bytes=5-9"));
             }
-            let r = request.send().await.expect("get");
+            let r = server.ask(Method::GET, KERNEL, &headers).await;
             assert_eq!(r.status(), StatusCode::OK, "{value}");
             assert_eq!(r.bytes().await.expect("body"), kernel, "{value}");
         }
 
-        let r = http
-            .get(format!("{}/empty.img", server.url))
-            .header(header::RANGE, "bytes=0-")
-            .send()
-            .await
-            .expect("get");
+        let r = server
+            .ask(Method::GET, "/empty.img", &[(header::RANGE, "bytes=0-")])
+            .await;
         assert_eq!(r.status(), StatusCode::OK);
         assert_eq!(text(&r, header::CONTENT_LENGTH).as_deref(), Some("0"));
         assert!(r.bytes().await.expect("body").is_empty());
@@ -465,15 +451,10 @@ mod tests {
     #[tokio::test]
     async fn head_has_the_headers_of_get_and_no_body() {
         let (server, kernel) = start().await;
-        let http = reqwest::Client::new();
-        let url = format!("{}/boot/kernel", server.url);
-        let get = http.get(&url).send().await.expect("get");
-        let head = http
-            .head(&url)
-            .header(header::RANGE, "bytes=0-9")
-            .send()
-            .await
-            .expect("head");
+        let get = server.ask(Method::GET, KERNEL, &[]).await;
+        let head = server
+            .ask(Method::HEAD, KERNEL, &[(header::RANGE, "bytes=0-9")])
+            .await;
         assert_eq!(head.status(), StatusCode::OK, "HEAD ignores Range");
         for name in [
             header::CONTENT_LENGTH,
@@ -499,25 +480,17 @@ mod tests {
     #[tokio::test]
     async fn the_path_rules_still_hold() {
         let (server, _) = start().await;
-        let http = reqwest::Client::new();
         for (path, code) in [
             ("/missing", StatusCode::NOT_FOUND),
             ("/boot", StatusCode::NOT_FOUND),
             ("/.hidden", StatusCode::FORBIDDEN),
         ] {
-            let r = http
-                .get(format!("{}{path}", server.url))
-                .header(header::RANGE, "bytes=0-1")
-                .send()
-                .await
-                .expect("get");
+            let r = server
+                .ask(Method::GET, path, &[(header::RANGE, "bytes=0-1")])
+                .await;
             assert_eq!(r.status(), code, "{path}");
         }
-        let r = http
-            .post(format!("{}/boot/kernel", server.url))
-            .send()
-            .await
-            .expect("post");
+        let r = server.ask(Method::POST, KERNEL, &[]).await;
         assert_eq!(r.status(), StatusCode::METHOD_NOT_ALLOWED);
         server.stop().await;
     }
