@@ -32,6 +32,12 @@ enum Kernel {
     Vmlinux,
 }
 
+/// The kernel command line that makes the node register at `tail` of the host as the guest
+/// reaches it (`GUEST_FORWARD_ADDR`), for `site` with `token`.
+fn register_at(tail: &str, site: &str, token: &str) -> String {
+    NodeImage::cmdline(&format!("http://{GUEST_FORWARD_ADDR}{tail}"), site, token)
+}
+
 fn boot(
     image: &NodeImage,
     kernel: Kernel,
@@ -57,11 +63,7 @@ fn boot(
 fn registers_over(nic: LocalNic, kernel: Kernel) {
     let image = image();
     let recorder = HttpRecorder::start("ok");
-    let append = NodeImage::cmdline(
-        &format!("http://{GUEST_FORWARD_ADDR}/api/localnodes"),
-        "site-1",
-        "tok-123.abc",
-    );
+    let append = register_at("/api/localnodes", "site-1", "tok-123.abc");
     let (qemu, started) = boot(&image, kernel, nic, append, recorder.port());
     let request = recorder.wait_for("/api/localnodes", BOOT_BOUND);
     let elapsed = started.elapsed();
@@ -117,11 +119,7 @@ fn node_reports_a_failed_registration_and_powers_off() {
     let image = image();
     let recorder = HttpRecorder::start("ok");
     // Port 81 is not forwarded: QEMU's restricted network refuses the connection.
-    let append = NodeImage::cmdline(
-        &format!("http://{GUEST_FORWARD_ADDR}:81/api/localnodes?x=1"),
-        "a b",
-        "",
-    );
+    let append = register_at(":81/api/localnodes?x=1", "a b", "");
     assert!(append.contains("bootfleet.artifact=a%20b "), "{append}");
     let (qemu, started) = boot(
         &image,
