@@ -215,6 +215,15 @@ impl Qemu {
         })
     }
 
+    /// Panics, showing the serial console, unless it shows `needle` within `within`.
+    pub fn expect_serial(&self, needle: &str, within: Duration) {
+        assert!(
+            self.wait_for_serial(needle, within),
+            "no {needle:?} within {within:?}; serial:\n{}",
+            self.serial()
+        );
+    }
+
     /// Whether QEMU has ended (the guest powered off or rebooted under `-no-reboot`).
     pub fn exited(&mut self) -> bool {
         matches!(self.child.try_wait(), Ok(Some(_)))

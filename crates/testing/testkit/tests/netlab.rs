@@ -28,10 +28,6 @@ fn a_bios_guest_gets_an_address_from_the_site_dhcp_server() {
     );
     // The site server's RA spares iPXE its ~13 s IPv6 wait. iPXE prints the IPv6 address after
     // the IPv4 one, so it is waited for too (bounded well below that 13 s).
-    assert!(
-        guest.wait_for_serial("net0: fd77::", Duration::from_secs(10)),
-        "{}",
-        guest.serial()
-    );
+    guest.expect_serial("net0: fd77::", Duration::from_secs(10));
     assert!(dhcp.log().contains("52:54:00:77:00:01"));
 }

@@ -87,20 +87,10 @@ fn registers_over(nic: LocalNic, kernel: Kernel) {
         "{request:?}"
     );
     assert!(request.body.is_empty(), "{request:?}");
-    assert!(
-        qemu.wait_for_serial(
-            &format!("{REGISTERED_MARKER}10.0.2.15"),
-            Duration::from_secs(30)
-        ),
-        "serial:\n{}",
-        qemu.serial()
-    );
+    let registered = format!("{REGISTERED_MARKER}10.0.2.15");
+    qemu.expect_serial(&registered, Duration::from_secs(30));
     // It powers off afterwards (the kernel prints this right before QEMU exits).
-    assert!(
-        qemu.wait_for_serial("reboot: Power down", Duration::from_secs(30)),
-        "serial:\n{}",
-        qemu.serial()
-    );
+    qemu.expect_serial("reboot: Power down", Duration::from_secs(30));
     assert_eq!(recorder.requests().len(), 1, "{:?}", recorder.requests());
 }
 
@@ -128,11 +118,7 @@ fn node_reports_a_failed_registration_and_powers_off() {
         append,
         recorder.port(),
     );
-    assert!(
-        qemu.wait_for_serial(FAILED_MARKER, BOOT_BOUND),
-        "serial:\n{}",
-        qemu.serial()
-    );
+    qemu.expect_serial(FAILED_MARKER, BOOT_BOUND);
     let serial = qemu.serial();
     let line = serial.lines().find(|l| l.contains(FAILED_MARKER));
     eprintln!(
@@ -146,11 +132,7 @@ fn node_reports_a_failed_registration_and_powers_off() {
         "serial:\n{serial}"
     );
     assert!(!serial.contains(REGISTERED_MARKER), "serial:\n{serial}");
-    assert!(
-        qemu.wait_for_serial("reboot: Power down", Duration::from_secs(30)),
-        "serial:\n{}",
-        qemu.serial()
-    );
+    qemu.expect_serial("reboot: Power down", Duration::from_secs(30));
     assert!(recorder.requests().is_empty());
 }
 
