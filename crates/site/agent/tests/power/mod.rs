@@ -31,6 +31,34 @@ async fn power(admin: &str, id: &str, body: Value) -> (u16, Value) {
     .await
 }
 
+/// [`power`] answered 200 with the power state `state` (`context` shown otherwise); its body.
+async fn power_ok(
+    admin: &str,
+    id: &str,
+    body: Value,
+    state: &str,
+    context: impl Fn() -> String,
+) -> Value {
+    let (status, body) = power(admin, id, body).await;
+    assert_eq!(status, 200, "{body}\n{}", context());
+    assert_eq!(body["powerState"], state, "{body}");
+    body
+}
+
+/// [`power`] refused with 400: the error's field and message.
+async fn power_refused(admin: &str, id: &str, body: Value) -> (String, String) {
+    let (status, body) = power(admin, id, body).await;
+    assert_eq!(status, 400, "{body}");
+    error_of(&body)
+}
+
+/// What `ready` gives within `secs` (asked every 100 ms), waited for on the tests' runtime.
+fn waited<T>(secs: u64, ready: impl FnMut() -> Option<T>) -> Option<T> {
+    tokio::task::block_in_place(|| {
+        bootfleet_testkit::wait_for(Duration::from_secs(secs), Duration::from_millis(100), ready)
+    })
+}
+
 /// A machine of `site` with `bmc`, created through REST; its id.
 async fn machine_with_bmc(admin: &str, site: &str, name: &str, mac: &str, bmc: Value) -> String {
     let (status, row) = api(
@@ -136,25 +164,15 @@ fn operator_powers_a_guest_through_its_ipmi_bmc() {
             .await;
 
             // Off at first: no guest runs.
-            let (status, body) = power(&admin, &id, json!({"action": "status"})).await;
-            assert_eq!(status, 200, "{body}\n{}", context());
-            assert_eq!(body["powerState"], "off", "{body}");
+            let body = power_ok(&admin, &id, json!({"action": "status"}), "off", context).await;
             assert_eq!(body["machineId"], id.as_str());
             assert!(bmc.guest_pid().is_none());
 
             // On: ipmi_sim starts the guest, which PXE-boots through our distributor.
             let started = std::time::Instant::now();
-            let (status, body) = power(&admin, &id, json!({"action": "on"})).await;
-            assert_eq!(status, 200, "{body}\n{}", context());
-            assert_eq!(body["powerState"], "on", "{body}");
-            let first = tokio::task::block_in_place(|| {
-                bootfleet_testkit::wait_for(
-                    Duration::from_secs(20),
-                    Duration::from_millis(100),
-                    || bmc.guest_pid(),
-                )
-            })
-            .unwrap_or_else(|| panic!("no guest QEMU after power on\n{}", context()));
+            power_ok(&admin, &id, json!({"action": "on"}), "on", context).await;
+            let first = waited(20, || bmc.guest_pid())
+                .unwrap_or_else(|| panic!("no guest QEMU after power on\n{}", context()));
             let mut seen = Vec::new();
             let answered = tokio::time::timeout(Duration::from_secs(120), async {
                 while let Some(msg) = events.next().await {
@@ -225,31 +243,17 @@ fn operator_powers_a_guest_through_its_ipmi_bmc() {
             // Cycle: a new QEMU.
             let (status, body) = power(&admin, &id, json!({"action": "cycle"})).await;
             assert_eq!(status, 200, "{body}\n{}", context());
-            let second = tokio::task::block_in_place(|| {
-                bootfleet_testkit::wait_for(
-                    Duration::from_secs(30),
-                    Duration::from_millis(100),
-                    || bmc.guest_pid().filter(|p| *p != first),
-                )
-            })
-            .unwrap_or_else(|| panic!("no new guest QEMU after power cycle\n{}", context()));
+            let second = waited(30, || bmc.guest_pid().filter(|p| *p != first))
+                .unwrap_or_else(|| panic!("no new guest QEMU after power cycle\n{}", context()));
             assert!(!alive(first), "the first QEMU survived the cycle");
             let (_, body) = power(&admin, &id, json!({"action": "status"})).await;
             assert_eq!(body["powerState"], "on", "{body}");
 
             // Off: the QEMU ends.
-            let (status, body) = power(&admin, &id, json!({"action": "off"})).await;
-            assert_eq!(status, 200, "{body}\n{}", context());
-            assert_eq!(body["powerState"], "off", "{body}");
-            let gone = tokio::task::block_in_place(|| {
-                bootfleet_testkit::wait_until(
-                    Duration::from_secs(20),
-                    Duration::from_millis(100),
-                    || !alive(second),
-                )
-            });
+            power_ok(&admin, &id, json!({"action": "off"}), "off", context).await;
+            let gone = waited(20, || (!alive(second)).then_some(()));
             assert!(
-                gone,
+                gone.is_some(),
                 "the guest QEMU still runs after power off\n{}",
                 context()
             );
@@ -263,9 +267,7 @@ fn operator_powers_a_guest_through_its_ipmi_bmc() {
                 bmc_json("not-the-pw"),
             )
             .await;
-            let (status, body) = power(&admin, &wrong, json!({"action": "on"})).await;
-            assert_eq!(status, 400, "{body}");
-            let (field, message) = error_of(&body);
+            let (field, message) = power_refused(&admin, &wrong, json!({"action": "on"})).await;
             assert_eq!(field, "bmc.password");
             assert!(
                 message.contains("ipmi-wrong") && message.contains(&wrong),
@@ -337,18 +339,12 @@ fn operator_powers_a_redfish_bmc_over_tls_from_a_test_ca() {
             let id = machine_with_bmc(&admin, SITE, "redfish-1", "52:54:00:77:04:10", bmc(&pki.ca, "redfish-pw")).await;
 
             // libvirt's test domain starts on.
-            let (status, body) = power(&admin, &id, json!({"action": "status"})).await;
-            assert_eq!(status, 200, "{body}\n{}", context());
-            assert_eq!(body["powerState"], "on");
-            let (status, body) = power(&admin, &id, json!({"action": "off"})).await;
-            assert_eq!(status, 200, "{body}\n{}", context());
-            assert_eq!(body["powerState"], "off");
+            power_ok(&admin, &id, json!({"action": "status"}), "on", context).await;
+            power_ok(&admin, &id, json!({"action": "off"}), "off", context).await;
             let (_, body) = power(&admin, &id, json!({"action": "status"})).await;
             assert_eq!(body["powerState"], "off", "{body}");
             // On with a PXE override for the next boot.
-            let (status, body) = power(&admin, &id, json!({"action": "on", "bootDevice": "pxe"})).await;
-            assert_eq!(status, 200, "{body}\n{}", context());
-            assert_eq!(body["powerState"], "on");
+            let body = power_ok(&admin, &id, json!({"action": "on", "bootDevice": "pxe"}), "on", context).await;
             assert_eq!(body["bootDevice"], "pxe");
             // What the BMC now holds, read over the same TLS (the test CA as the only root).
             let client = reqwest::Client::builder()
@@ -384,18 +380,14 @@ fn operator_powers_a_redfish_bmc_over_tls_from_a_test_ca() {
 
             // A machine whose CA did not sign the BMC's certificate: a TLS error naming it.
             let wrong = machine_with_bmc(&admin, SITE, "redfish-wrong-ca", "52:54:00:77:04:11", bmc(&other_ca.ca, "redfish-pw")).await;
-            let (status, body) = power(&admin, &wrong, json!({"action": "status"})).await;
-            assert_eq!(status, 400, "{body}");
-            let (field, message) = error_of(&body);
+            let (field, message) = power_refused(&admin, &wrong, json!({"action": "status"})).await;
             assert_eq!(field, "bmc.caCertificate");
             assert!(message.contains("redfish-wrong-ca") && message.contains(&wrong), "{message}");
             assert!(message.contains("certificate"), "{message}");
 
             // A machine whose password the BMC refuses (401): 400 on bmc.password, naming it.
             let refused = machine_with_bmc(&admin, SITE, "redfish-wrong-pw", "52:54:00:77:04:12", bmc(&pki.ca, "not-the-pw")).await;
-            let (status, body) = power(&admin, &refused, json!({"action": "status"})).await;
-            assert_eq!(status, 400, "{body}");
-            let (field, message) = error_of(&body);
+            let (field, message) = power_refused(&admin, &refused, json!({"action": "status"})).await;
             assert_eq!(field, "bmc.password");
             assert!(message.contains("redfish-wrong-pw") && message.contains(&refused), "{message}");
             assert!(message.contains("401"), "{message}");
