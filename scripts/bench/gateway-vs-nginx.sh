@@ -42,14 +42,9 @@ if ! command -v wrk >/dev/null || [ -z "$NGINX" ]; then
 fi
 command -v curl >/dev/null || die "curl is needed; install it with: apt-get install curl"
 
-if [ -n "${BOOTFLEET_BIN:-}" ]; then
-    BIN="$BOOTFLEET_BIN"
-else
-    log "cargo build --release -p bootfleet (a no-op when up to date)"
-    (cd "$ROOT" && cargo build --release -p bootfleet)
-    BIN="$ROOT/target/release/bootfleet"
-fi
-[ -x "$BIN" ] || die "no bootfleet binary at $BIN"
+# shellcheck source=scripts/bench/bootfleet-up.sh
+. "$ROOT/scripts/bench/bootfleet-up.sh"
+bootfleet_bin
 
 # --- temp dir and cleanup --------------------------------------------------------------------------
 TMP="$(mktemp -d "${TMPDIR:-/tmp}/bootfleet-bench.XXXXXX")"
@@ -57,14 +52,7 @@ BF_PID=""
 NGINX_PID=""
 cleanup() {
     local status=$?
-    if [ -n "$BF_PID" ] && kill -0 "$BF_PID" 2>/dev/null; then
-        kill -INT "$BF_PID" 2>/dev/null || true   # bootfleet stops its nats-server child itself
-        for _ in $(seq 100); do kill -0 "$BF_PID" 2>/dev/null || break; sleep 0.1; done
-        if kill -0 "$BF_PID" 2>/dev/null; then
-            log "bootfleet did not stop within 10 s of SIGINT; killing it"
-            kill -KILL "$BF_PID" 2>/dev/null || true
-        fi
-    fi
+    bootfleet_stop
     if [ -n "$NGINX_PID" ] && kill -0 "$NGINX_PID" 2>/dev/null; then
         kill -QUIT "$NGINX_PID" 2>/dev/null || true   # graceful; its workers exit with it
         for _ in $(seq 50); do kill -0 "$NGINX_PID" 2>/dev/null || break; sleep 0.1; done
@@ -81,16 +69,6 @@ cleanup() {
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
-
-# A loopback port nobody listens on (bash's /dev/tcp connect fails => free).
-free_port() {
-    local p
-    for _ in $(seq 100); do
-        p=$(( 20000 + RANDOM % 40000 ))
-        if ! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then echo "$p"; return 0; fi
-    done
-    die "no free loopback port found"
-}
 
 # --- the script text both servers serve (~300 bytes, a typical iPXE boot menu) --------------------
 SCRIPT_FILE="$TMP/mainscript.ipxe"
@@ -110,22 +88,7 @@ exit
 EOF
 
 # --- bootfleet up ---------------------------------------------------------------------------------
-BF_DATA="$TMP/bootfleet-data"
-NATS_PORT="$(free_port)"
-log "starting bootfleet up (data dir $BF_DATA)"
-BOOTFLEET_DATA_DIR="$BF_DATA" BOOTFLEET_LOG=warn \
-    "$BIN" up --listen 127.0.0.1:0 --nats-port "$NATS_PORT" \
-    >"$TMP/bootfleet.stdout" 2>"$TMP/bootfleet.stderr" &
-BF_PID=$!
-for _ in $(seq 600); do
-    grep -q '^export BOOTFLEET_TOKEN=' "$TMP/bootfleet.stdout" 2>/dev/null && break
-    kill -0 "$BF_PID" 2>/dev/null || die "bootfleet up exited during start"
-    sleep 0.1
-done
-grep -q '^export BOOTFLEET_TOKEN=' "$TMP/bootfleet.stdout" || die "bootfleet up did not start within 60 s"
-BF_URL="$(sed -n 's/^export BOOTFLEET_URL=//p' "$TMP/bootfleet.stdout")"
-ADMIN_TOKEN="$(sed -n 's/^export BOOTFLEET_TOKEN=//p' "$TMP/bootfleet.stdout")"
-log "bootfleet gateway at $BF_URL"
+bootfleet_up
 
 # JSON-encodes a file's text as a string, jq-free: backslash, quote, newline.
 json_string() { printf '"%s"' "$(sed -e 's/\\/\\\\/g' -e 's/"/\\"/g' "$1" | awk '{printf "%s\\n", $0}')"; }

@@ -10,8 +10,8 @@ use std::collections::HashSet;
 use std::fmt::Debug;
 
 use bootfleet_bus::{Bus, BusError, RunningService, ServiceBuilder};
-use bootfleet_store::sea_orm::DatabaseConnection;
 use bootfleet_store::sea_orm_migration::MigratorTrait;
+use bootfleet_store::Database;
 use bootfleet_store::StoreError;
 use futures_util::future::BoxFuture;
 
@@ -19,7 +19,7 @@ use futures_util::future::BoxFuture;
 pub struct Schema {
     tables: &'static [&'static str],
     migration_table: fn() -> String,
-    migrate: for<'a> fn(&'a DatabaseConnection) -> BoxFuture<'a, Result<(), StoreError>>,
+    migrate: for<'a> fn(&'a Database) -> BoxFuture<'a, Result<(), StoreError>>,
 }
 
 impl Schema {
@@ -42,7 +42,7 @@ impl Schema {
         (self.migration_table)()
     }
 
-    pub async fn migrate(&self, db: &DatabaseConnection) -> Result<(), StoreError> {
+    pub async fn migrate(&self, db: &Database) -> Result<(), StoreError> {
         (self.migrate)(db).await
     }
 }
@@ -61,7 +61,7 @@ fn migration_table<M: MigratorTrait>() -> String {
 }
 
 fn run_migrator<M: MigratorTrait + 'static>(
-    db: &DatabaseConnection,
+    db: &Database,
 ) -> BoxFuture<'_, Result<(), StoreError>> {
     Box::pin(bootfleet_store::migrate::<M>(db))
 }
@@ -71,7 +71,7 @@ fn run_migrator<M: MigratorTrait + 'static>(
 pub struct Context {
     pub bus: Bus,
     /// Migrated already: a service never migrates itself.
-    pub db: DatabaseConnection,
+    pub db: Database,
 }
 
 /// What a service's routes function gives back: its builder with every handler added.
@@ -162,7 +162,7 @@ impl StartError {
 /// Migrates the schemas of `services`, each once, in list order. Every schema change comes
 /// before any serving: no connection serves on a schema it read before another service's
 /// migration (see `bootfleet_store::migrate`).
-pub async fn migrate(db: &DatabaseConnection, services: &[&Service]) -> Result<(), StartError> {
+pub async fn migrate(db: &Database, services: &[&Service]) -> Result<(), StartError> {
     let mut done = HashSet::new();
     for service in services {
         let Some(schema) = service.schema() else {
@@ -244,7 +244,7 @@ pub fn start_one<'a>(
 #[derive(Debug)]
 pub struct Services {
     running: Vec<RunningService>,
-    db: DatabaseConnection,
+    db: Database,
 }
 
 impl Services {

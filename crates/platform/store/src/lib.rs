@@ -10,11 +10,14 @@ use sea_orm::sea_query::{
 use sea_orm::{
     ConnectOptions, ConnectionTrait, DatabaseConnection, DbErr, FromQueryResult, StatementBuilder,
 };
+
+pub use database::Database;
 use sea_orm_migration::MigratorTrait;
 
 pub use sea_orm;
 pub use sea_orm_migration;
 
+mod database;
 pub mod schema;
 
 #[derive(Debug, thiserror::Error)]
@@ -60,13 +63,13 @@ pub fn redact_url(url: &str) -> String {
 /// How long a request waits for a pooled connection before answering "database unavailable".
 pub const ACQUIRE_TIMEOUT: std::time::Duration = std::time::Duration::from_millis(1500);
 
-pub fn connect(url: &str) -> BoxFuture<'_, Result<DatabaseConnection, StoreError>> {
+pub fn connect(url: &str) -> BoxFuture<'_, Result<Database, StoreError>> {
     // Boxed: rustc compiles an async body again in every crate that awaits it, and sqlx's
     // connection code under this one is large (see docs/architecture.md, "Compile time").
     Box::pin(open(url))
 }
 
-async fn open(url: &str) -> Result<DatabaseConnection, StoreError> {
+async fn open(url: &str) -> Result<Database, StoreError> {
     if let Some(rest) = url.strip_prefix("sqlite://") {
         let path = rest.split('?').next().unwrap_or_default();
         if let Some(parent) = std::path::Path::new(path).parent() {
@@ -78,9 +81,22 @@ async fn open(url: &str) -> Result<DatabaseConnection, StoreError> {
             }
         }
     }
+    let reads = pool(url, 16).await?;
+    // An in-memory database exists once per pool, so it cannot have a second one for writes.
+    let file =
+        url.starts_with("sqlite:") && !url.contains(":memory:") && !url.contains("mode=memory");
+    let writes = if file {
+        Some(pool(url, 1).await?)
+    } else {
+        None
+    };
+    Ok(Database::new(reads, writes))
+}
+
+async fn pool(url: &str, connections: u32) -> Result<DatabaseConnection, StoreError> {
     let mut options = ConnectOptions::new(url.to_owned());
     options
-        .max_connections(16)
+        .max_connections(connections)
         .sqlx_logging(false)
         .connect_timeout(std::time::Duration::from_secs(10))
         // Shorter than the gateway's per-attempt bus timeout (2 s), so a service whose database
@@ -94,6 +110,11 @@ async fn open(url: &str) -> Result<DatabaseConnection, StoreError> {
             o.journal_mode(sea_orm::sqlx::sqlite::SqliteJournalMode::Wal)
                 .busy_timeout(std::time::Duration::from_secs(10))
         });
+    if url.starts_with("sqlite:") {
+        // A connection to a local file does not go stale, and the ping sqlx sends to test one
+        // before lending it is one more round trip to its thread per statement.
+        options.test_before_acquire(false);
+    }
     let db = sea_orm::Database::connect(options)
         .await
         .map_err(|source| StoreError::Connect {
@@ -110,7 +131,8 @@ async fn open(url: &str) -> Result<DatabaseConnection, StoreError> {
 /// and SQLite does not notice that for every statement (an upsert's conflict target, say), so
 /// no connection that saw a half-migrated schema may go on serving. Run every migration before
 /// serving from `db` (see `bootfleet_service_kit::migrate`).
-pub async fn migrate<M: MigratorTrait>(db: &DatabaseConnection) -> Result<(), StoreError> {
+pub async fn migrate<M: MigratorTrait>(db: &Database) -> Result<(), StoreError> {
+    let db = db.reads();
     if db.get_database_backend() == sea_orm::DatabaseBackend::Postgres {
         return migrate_locked::<M>(db).await.map_err(StoreError::Migrate);
     }
@@ -256,7 +278,7 @@ fn escape_like(s: &str) -> String {
 
 /// One page of rows and the total count, filtered by `search`, ordered by `sort`.
 pub async fn list<T: FromQueryResult>(
-    db: &DatabaseConnection,
+    db: &Database,
     spec: &TableSpec,
     params: &ListParams,
 ) -> Result<(Vec<T>, u64), ApiError> {
@@ -265,7 +287,7 @@ pub async fn list<T: FromQueryResult>(
 
 /// [`list`] within the rows that meet `scope` (one kind of several in a table, say).
 pub async fn list_where<T: FromQueryResult>(
-    db: &DatabaseConnection,
+    db: &Database,
     spec: &TableSpec,
     params: &ListParams,
     scope: Condition,
@@ -331,7 +353,7 @@ pub async fn list_where<T: FromQueryResult>(
 
 /// The row with this id, if any.
 pub async fn get<T: FromQueryResult>(
-    db: &DatabaseConnection,
+    db: &Database,
     spec: &TableSpec,
     id: &str,
 ) -> Result<Option<T>, ApiError> {
@@ -340,7 +362,7 @@ pub async fn get<T: FromQueryResult>(
 
 /// The first row whose `column` is `value` (a unique column: an id, a name), if any.
 pub async fn one_where<T: FromQueryResult>(
-    db: &DatabaseConnection,
+    db: &Database,
     spec: &TableSpec,
     column: &str,
     value: &str,
@@ -350,7 +372,7 @@ pub async fn one_where<T: FromQueryResult>(
 
 /// The first row whose columns have all these values (together unique), if any.
 pub async fn one_where_all<T: FromQueryResult>(
-    db: &DatabaseConnection,
+    db: &Database,
     spec: &TableSpec,
     conditions: &[(&str, &str)],
 ) -> Result<Option<T>, ApiError> {
@@ -365,7 +387,7 @@ pub async fn one_where_all<T: FromQueryResult>(
 }
 
 /// Runs a statement that returns no rows; how many rows it changed.
-pub async fn execute<S: StatementBuilder>(db: &DatabaseConnection, s: &S) -> Result<u64, ApiError> {
+pub async fn execute<S: StatementBuilder>(db: &Database, s: &S) -> Result<u64, ApiError> {
     db.execute(db.get_database_backend().build(s))
         .await
         .map(|r| r.rows_affected())
@@ -373,7 +395,7 @@ pub async fn execute<S: StatementBuilder>(db: &DatabaseConnection, s: &S) -> Res
 }
 
 /// Deletes the row with this id; whether there was one.
-pub async fn delete(db: &DatabaseConnection, spec: &TableSpec, id: &str) -> Result<bool, ApiError> {
+pub async fn delete(db: &Database, spec: &TableSpec, id: &str) -> Result<bool, ApiError> {
     let mut delete = Query::delete();
     delete
         .from_table(Alias::new(spec.table))

@@ -91,7 +91,7 @@ async fn down_drops_the_added_column_then_the_table() {
     bootfleet_store::migrate::<WidgetsMigrator>(&db)
         .await
         .expect("up");
-    WidgetsMigrator::down(&db, Some(1))
+    WidgetsMigrator::down(db.writer(), Some(1))
         .await
         .expect("down one step");
     assert!(
@@ -103,7 +103,9 @@ async fn down_drops_the_added_column_then_the_table() {
     db.execute_unprepared("SELECT name FROM widgets")
         .await
         .expect("the table stays");
-    WidgetsMigrator::down(&db, None).await.expect("down");
+    WidgetsMigrator::down(db.writer(), None)
+        .await
+        .expect("down");
     assert!(
         db.execute_unprepared("SELECT name FROM widgets")
             .await

@@ -28,10 +28,8 @@ use bootfleet_api::{format_timestamp, proto, subjects, validate, ApiError, Error
 use bootfleet_bus::{Bus, ServiceBuilder, TraceParent};
 use bootfleet_service_kit::{Context, Routes, Service, StartError};
 use bootfleet_store::sea_orm::sea_query::{Alias, Expr, OnConflict, Order, Query, SimpleExpr};
-use bootfleet_store::sea_orm::{
-    ConnectionTrait, DatabaseConnection, FromQueryResult, StatementBuilder,
-};
-use bootfleet_store::{db_error, now_ms, TableSpec};
+use bootfleet_store::sea_orm::{ConnectionTrait, FromQueryResult, StatementBuilder};
+use bootfleet_store::{db_error, now_ms, Database, TableSpec};
 use serde::Serialize;
 use tokio::sync::watch;
 
@@ -296,13 +294,13 @@ struct Outcome {
 
 #[derive(Clone, Debug)]
 pub struct Actions {
-    db: DatabaseConnection,
+    db: Database,
     bus: Bus,
     active: Active,
 }
 
 impl Actions {
-    pub fn new(db: DatabaseConnection, bus: Bus) -> Actions {
+    pub fn new(db: Database, bus: Bus) -> Actions {
         Actions {
             db,
             bus,

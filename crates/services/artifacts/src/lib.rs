@@ -22,8 +22,8 @@ use bootfleet_boot_media::{Kind, Toolbox};
 use bootfleet_bus::{Bus, RunningService, ServiceBuilder};
 use bootfleet_service_kit::{handlers, Context, Routes, Schema, Service};
 use bootfleet_store::sea_orm::sea_query::{Alias, Condition, Expr, Query};
-use bootfleet_store::sea_orm::{ConnectionTrait, DatabaseConnection, FromQueryResult};
-use bootfleet_store::{db_error, now_ms, TableSpec};
+use bootfleet_store::sea_orm::{ConnectionTrait, FromQueryResult};
+use bootfleet_store::{db_error, now_ms, Database, TableSpec};
 use prost::Message;
 use serde::{Deserialize, Serialize};
 
@@ -130,11 +130,11 @@ pub(crate) fn tool_kind(kind: ArtifactKind) -> Kind {
 /// The registry, shared by the `artifacts` service and the builders.
 #[derive(Clone, Debug)]
 pub struct Registry {
-    db: DatabaseConnection,
+    db: Database,
 }
 
 impl Registry {
-    pub fn new(db: DatabaseConnection) -> Self {
+    pub fn new(db: Database) -> Self {
         Registry { db }
     }
 
@@ -544,7 +544,7 @@ async fn routes(service: ServiceBuilder, ctx: Context, toolbox: Arc<Toolbox>) ->
 /// Migrates and starts the `artifacts` service with these tools, alone (tests, benchmarks).
 pub async fn start_with(
     bus: Bus,
-    db: DatabaseConnection,
+    db: Database,
     toolbox: Toolbox,
 ) -> Result<RunningService, StartError> {
     bootfleet_service_kit::start_one(&Context { bus, db }, &service(toolbox)).await

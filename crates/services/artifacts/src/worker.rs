@@ -12,7 +12,7 @@ use bootfleet_api::{proto, ApiError, ErrorCode};
 use bootfleet_boot_media::{grub, ipxe, iso, syslinux, BuildError, Built, Cancel, Toolbox};
 use bootfleet_bus::{Bus, RunningService, ServiceBuilder};
 use bootfleet_service_kit::{Context, Routes, Service};
-use bootfleet_store::sea_orm::DatabaseConnection;
+use bootfleet_store::Database;
 use futures_util::StreamExt;
 use prost::Message;
 use tokio::sync::watch;
@@ -345,7 +345,7 @@ pub async fn job_consumer(
 /// Migrates and starts a builder of every kind with this configuration (tests, benchmarks).
 pub async fn start_with(
     bus: Bus,
-    db: DatabaseConnection,
+    db: Database,
     config: WorkerConfig,
     toolbox: Toolbox,
 ) -> Result<Vec<RunningService>, StartError> {

@@ -13,7 +13,7 @@ use bootfleet_artifacts::worker::{builder_service, WorkerConfig};
 use bootfleet_boot_media::Toolbox;
 use bootfleet_bus::{Bus, BusConfig, RunningService};
 use bootfleet_service_kit::Context;
-use bootfleet_store::sea_orm::DatabaseConnection;
+use bootfleet_store::Database;
 use bootfleet_testkit::http_recorder::HttpRecorder;
 use bootfleet_testkit::qemu::{Firmware, LocalBoot, Qemu};
 use bootfleet_testkit::{database_url, Backend, NatsServer};
@@ -24,7 +24,7 @@ struct Lab {
     _nats: NatsServer,
     _dir: tempfile::TempDir,
     bus: Bus,
-    db: DatabaseConnection,
+    db: Database,
     toolbox: Toolbox,
     services: Vec<RunningService>,
 }

@@ -10,8 +10,8 @@ use bootfleet_api::{proto, validate, ApiError, ErrorCode, ListParams};
 use bootfleet_bus::{Bus, ServiceBuilder};
 use bootfleet_service_kit::{handlers, Context, Routes, Service};
 use bootfleet_store::sea_orm::sea_query::{Alias, Expr, OnConflict, Query, SimpleExpr};
-use bootfleet_store::sea_orm::{ConnectionTrait, DatabaseConnection, FromQueryResult};
-use bootfleet_store::{db_error, now_ms, TableSpec};
+use bootfleet_store::sea_orm::{ConnectionTrait, FromQueryResult};
+use bootfleet_store::{db_error, now_ms, Database, TableSpec};
 use prost::Message;
 
 pub use migrations::DistributorsMigrator;
@@ -127,12 +127,12 @@ fn bounded(field: &str, value: &str) -> Result<(), ApiError> {
 
 #[derive(Clone, Debug)]
 pub struct Distributors {
-    db: DatabaseConnection,
+    db: Database,
     bus: Bus,
 }
 
 impl Distributors {
-    pub fn new(db: DatabaseConnection, bus: Bus) -> Self {
+    pub fn new(db: Database, bus: Bus) -> Self {
         Distributors { db, bus }
     }
 

@@ -9,8 +9,8 @@ use bootfleet_api::{proto, validate, ApiError, ErrorCode, ListParams};
 use bootfleet_bus::{Bus, ServiceBuilder};
 use bootfleet_service_kit::{handlers, Context, Routes, Service};
 use bootfleet_store::sea_orm::sea_query::{Alias, Expr, OnConflict, Query};
-use bootfleet_store::sea_orm::{ConnectionTrait, DatabaseConnection, FromQueryResult};
-use bootfleet_store::{db_error, now_ms, TableSpec};
+use bootfleet_store::sea_orm::{ConnectionTrait, FromQueryResult};
+use bootfleet_store::{db_error, now_ms, Database, TableSpec};
 
 pub use migrations::LocalnodesMigrator;
 
@@ -100,7 +100,7 @@ pub fn validated(req: proto::RegisterLocalNode) -> Result<proto::RegisterLocalNo
 
 #[derive(Clone, Debug)]
 pub struct Localnodes {
-    db: DatabaseConnection,
+    db: Database,
     /// Asks the `machines` service which machine each node is (none in tests without a bus).
     bus: Option<Bus>,
 }
@@ -110,12 +110,12 @@ pub struct Localnodes {
 const MACHINE_LOOKUP_TIMEOUT: std::time::Duration = std::time::Duration::from_millis(500);
 
 impl Localnodes {
-    pub fn new(db: DatabaseConnection) -> Self {
+    pub fn new(db: Database) -> Self {
         Localnodes { db, bus: None }
     }
 
     /// With a bus: rows carry the id of the machine with the node's MAC (or IP at its site).
-    pub fn with_bus(db: DatabaseConnection, bus: Bus) -> Self {
+    pub fn with_bus(db: Database, bus: Bus) -> Self {
         Localnodes { db, bus: Some(bus) }
     }
 

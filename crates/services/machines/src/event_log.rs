@@ -12,8 +12,8 @@ use std::collections::BTreeSet;
 
 use bootfleet_api::ApiError;
 use bootfleet_store::sea_orm::sea_query::{Alias, Expr, Order, Query};
-use bootfleet_store::sea_orm::{ConnectionTrait, DatabaseConnection, TransactionTrait};
-use bootfleet_store::{db_error, now_ms};
+use bootfleet_store::sea_orm::ConnectionTrait;
+use bootfleet_store::{db_error, now_ms, Database};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::MAX_EVENTS_PER_MAC;
@@ -50,7 +50,7 @@ pub struct EventLog {
 
 impl EventLog {
     /// Starts the writer on the current runtime.
-    pub fn start(db: DatabaseConnection) -> EventLog {
+    pub fn start(db: Database) -> EventLog {
         let (queue, waiting) = mpsc::channel(QUEUE);
         tokio::spawn(write_batches(db, waiting));
         EventLog { queue }
@@ -73,7 +73,7 @@ impl EventLog {
     }
 }
 
-async fn write_batches(db: DatabaseConnection, mut waiting: mpsc::Receiver<Pending>) {
+async fn write_batches(db: Database, mut waiting: mpsc::Receiver<Pending>) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
     while waiting.recv_many(&mut batch, MAX_BATCH).await > 0 {
         let outcome = write(&db, &batch).await;
@@ -89,7 +89,7 @@ async fn write_batches(db: DatabaseConnection, mut waiting: mpsc::Receiver<Pendi
 
 /// Inserts the batch and keeps the newest [`MAX_EVENTS_PER_MAC`] of each MAC it touched, in one
 /// transaction.
-async fn write(db: &DatabaseConnection, batch: &[Pending]) -> Result<(), ApiError> {
+async fn write(db: &Database, batch: &[Pending]) -> Result<(), ApiError> {
     let mut insert = Query::insert();
     insert.into_table(Alias::new("machine_events")).columns(
         [
@@ -153,7 +153,7 @@ mod tests {
         at: i64,
     }
 
-    async fn rows(db: &DatabaseConnection) -> Vec<Row> {
+    async fn rows(db: &Database) -> Vec<Row> {
         let backend = db.get_database_backend();
         Row::find_by_statement(Statement::from_string(
             backend,

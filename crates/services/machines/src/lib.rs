@@ -23,10 +23,8 @@ use bootfleet_api::{format_timestamp, proto, validate, ApiError, ErrorCode, List
 use bootfleet_bus::ServiceBuilder;
 use bootfleet_service_kit::{handlers, Context, Routes, Schema, Service, StartError};
 use bootfleet_store::sea_orm::sea_query::{Alias, Expr, OnConflict, Order, Query};
-use bootfleet_store::sea_orm::{
-    ConnectionTrait, DatabaseConnection, FromQueryResult, StatementBuilder,
-};
-use bootfleet_store::{db_error, now_ms, TableSpec};
+use bootfleet_store::sea_orm::{ConnectionTrait, FromQueryResult, StatementBuilder};
+use bootfleet_store::{db_error, now_ms, Database, TableSpec};
 use serde::Serialize;
 
 pub use migrations::MachinesMigrator;
@@ -263,7 +261,7 @@ impl Caller {
 /// writer and, once serving, the bus to reach distributors.
 #[derive(Clone, Debug)]
 pub struct Machines {
-    db: DatabaseConnection,
+    db: Database,
     key: Arc<TokenKey>,
     api_url: Arc<str>,
     bmc: Arc<power::BmcKeys>,
@@ -274,7 +272,7 @@ pub struct Machines {
 impl Machines {
     /// Loads the token key, making it on first start (a second instance starting at the same
     /// time reads the one the first stored).
-    pub async fn open(db: DatabaseConnection, api_url: &str) -> Result<Machines, ApiError> {
+    pub async fn open(db: Database, api_url: &str) -> Result<Machines, ApiError> {
         let mut insert = Query::insert();
         let now = now_ms();
         insert

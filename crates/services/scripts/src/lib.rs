@@ -13,8 +13,8 @@ use bootfleet_api::{proto, validate, ApiError, ErrorCode, ListParams};
 use bootfleet_bus::ServiceBuilder;
 use bootfleet_service_kit::{handlers, Context, Routes, Service};
 use bootfleet_store::sea_orm::sea_query::{Alias, Expr, OnConflict, Query};
-use bootfleet_store::sea_orm::{ConnectionTrait, DatabaseConnection, FromQueryResult};
-use bootfleet_store::{db_error, now_ms, TableSpec};
+use bootfleet_store::sea_orm::{ConnectionTrait, FromQueryResult};
+use bootfleet_store::{db_error, now_ms, Database, TableSpec};
 
 pub use migrations::{KickstartsMigrator, MainscriptsMigrator};
 
@@ -83,13 +83,13 @@ fn sites_json(sites: &[String]) -> String {
 #[derive(Clone, Debug)]
 pub struct TextRegistry {
     kind: ScriptKind,
-    db: DatabaseConnection,
+    db: Database,
     /// Where changes are announced ([`subjects::script_changed`]), for the gateways' caches.
     changes: Option<async_nats::Client>,
 }
 
 impl TextRegistry {
-    pub fn new(kind: ScriptKind, db: DatabaseConnection) -> Self {
+    pub fn new(kind: ScriptKind, db: Database) -> Self {
         TextRegistry {
             kind,
             db,

@@ -9,10 +9,8 @@ use bootfleet_api::{proto, validate, ApiError, ErrorCode, ListParams};
 use bootfleet_bus::ServiceBuilder;
 use bootfleet_service_kit::{handlers, Context, Routes, Service};
 use bootfleet_store::sea_orm::sea_query::{Alias, Expr, OnConflict, Query};
-use bootfleet_store::sea_orm::{
-    ConnectionTrait, DatabaseConnection, DbErr, FromQueryResult, SqlErr,
-};
-use bootfleet_store::{db_error, now_ms, TableSpec};
+use bootfleet_store::sea_orm::{ConnectionTrait, DbErr, FromQueryResult, SqlErr};
+use bootfleet_store::{db_error, now_ms, Database, TableSpec};
 
 pub use migrations::SshkeysMigrator;
 
@@ -74,11 +72,11 @@ fn map_write_error(e: DbErr, artifact_id: &str) -> ApiError {
 
 #[derive(Clone, Debug)]
 pub struct SshKeys {
-    db: DatabaseConnection,
+    db: Database,
 }
 
 impl SshKeys {
-    pub fn new(db: DatabaseConnection) -> Self {
+    pub fn new(db: Database) -> Self {
         SshKeys { db }
     }
 

@@ -115,8 +115,28 @@ impl Stack {
     }
 
     /// `down -v`, which must leave no container, network or volume of the project behind.
+    ///
+    /// Docker releases a removed container's network endpoint a little after the container is
+    /// gone, so on a busy machine compose's network removal can race it ("has active
+    /// endpoints"); `down` is then run again, at most three times in all.
     pub(crate) fn down(&self) {
-        self.run(&["down", "-v"]);
+        for attempt in 1..=3 {
+            let out = self
+                .compose()
+                .args(["down", "-v"])
+                .output()
+                .expect("docker-compose down");
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            if out.status.success() {
+                break;
+            }
+            assert!(
+                attempt < 3 && stderr.contains("has active endpoints"),
+                "down -v failed (attempt {attempt}): {stderr}"
+            );
+            eprintln!("down -v: a network still had endpoints; again in 2 s");
+            std::thread::sleep(Duration::from_secs(2));
+        }
         assert_eq!(
             self.leftovers(),
             Vec::<String>::new(),
