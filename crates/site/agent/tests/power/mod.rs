@@ -441,6 +441,12 @@ fn bmc_password_never_leaks_to_responses_logs_or_nats() {
             .with_writer(captured.clone())
             .finish(),
     );
+    // While one dispatcher is registered, tracing-core works out a callsite's interest from the
+    // dispatcher of the thread that reaches it first. Another test's thread (no subscriber)
+    // reaching a service's callsite first would then make it "never" for every thread, and this
+    // capture would miss the services' logs (it did when only the power tests ran). A second
+    // registered dispatcher, never used, makes it ask all of them.
+    let _second = tracing::Dispatch::new(tracing_subscriber::registry());
     let bmc = IpmiSim::start(
         lab.command(&site.infra, "ipmi_sim"),
         &IpmiSimConfig {
