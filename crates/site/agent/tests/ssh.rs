@@ -581,7 +581,11 @@ async fn private_key_is_never_logged_or_written() {
     let mut sshd = sshd_for(&key);
     // Other tests hit the same callsites on other threads while the subscriber above was being
     // registered, and a callsite first seen in that window caches "no interest"; recompute now
-    // that the subscriber is in place.
+    // that the subscriber is in place. And while it is the only registered dispatcher,
+    // tracing-core asks only the reaching thread's dispatcher for a callsite seen later, so
+    // another test's thread (no subscriber) could still make one "never": a second registered
+    // dispatcher, never used, makes it ask all of them.
+    let _second = tracing::Dispatch::new(tracing_subscriber::registry());
     tracing::callsite::rebuild_interest_cache();
     // Every path: success, wrong key, garbled key, timeout, changed host key.
     let ok = run_ok(&sshd, &key, "echo hi").await;
