@@ -17,7 +17,7 @@ use tokio::sync::watch;
 
 use crate::machines::{self, Firmware, MacBoot, Machines, Source};
 use crate::reporting::Reporting;
-use crate::sockets::{self, Sharing};
+use crate::sockets::{self, Role};
 
 pub struct ProxyDhcp {
     /// Plain sockets until `run`, which registers them with the runtime it runs on.
@@ -101,13 +101,13 @@ impl ProxyDhcp {
                 any(dhcp::DHCP_SERVER_PORT),
                 Some(device),
                 true,
-                Sharing::SharedWithSiteDhcp,
+                Role::DhcpListener,
             )?,
             binl: sockets::udp_std(
                 any(dhcp::PXE_BOOT_SERVER_PORT),
                 Some(device),
                 true,
-                Sharing::Exclusive,
+                Role::Listener,
             )?,
             server_ip,
             config,
@@ -474,7 +474,7 @@ mod tests {
     #[tokio::test]
     async fn the_dhcp_thread_stops_when_told() {
         let any = SocketAddrV4::new(Ipv4Addr::LOCALHOST, 0);
-        let socket = || sockets::udp_std(any, None, false, Sharing::Exclusive).expect("bind");
+        let socket = || sockets::udp_std(any, None, false, Role::Peer).expect("bind");
         let proxy = ProxyDhcp {
             dhcp: socket(),
             binl: socket(),

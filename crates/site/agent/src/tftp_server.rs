@@ -19,7 +19,7 @@ use crate::datagram_batch::{self, Batch, Offload};
 use crate::drained_recv;
 use crate::machines::Machines;
 use crate::reporting::{Reporting, TftpOutcome};
-use crate::sockets::{self, Sharing};
+use crate::sockets::{self, Role};
 
 pub const TFTP_PORT: u16 = 69;
 
@@ -60,7 +60,7 @@ impl TftpServer {
                 SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, TFTP_PORT),
                 Some(device),
                 false,
-                Sharing::Exclusive,
+                Role::Listener,
             )?,
             server_ip,
             device: device.to_owned(),
@@ -207,7 +207,7 @@ impl TftpServer {
             SocketAddrV4::new(self.server_ip, 0),
             Some(&self.device),
             false,
-            Sharing::Exclusive,
+            Role::Peer,
         ) {
             Ok(s) => s,
             Err(e) => {

@@ -473,7 +473,7 @@ mod refusals {
 
     use bootfleet_netboot::dhcp::{self, MessageType, Op, Packet};
     use bootfleet_netboot::tftp::{self, ErrorCode};
-    use bootfleet_site_agent::sockets::{self, Sharing};
+    use bootfleet_site_agent::sockets::{self, Role};
     use bootfleet_testkit::ChildGuard;
 
     use super::{site, INFRA_IP};
@@ -561,7 +561,7 @@ mod refusals {
                     SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 68),
                     Some("c0"),
                     true,
-                    Sharing::Exclusive,
+                    Role::Peer,
                 )
                 .expect("bind :68");
                 for attempt in 0..attempts {
@@ -682,7 +682,7 @@ mod refusals {
                     SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 68),
                     Some("c0"),
                     true,
-                    Sharing::Exclusive,
+                    Role::Peer,
                 )
                 .expect("bind :68");
                 let broadcast = SocketAddrV4::new(Ipv4Addr::BROADCAST, 67);
@@ -730,7 +730,7 @@ mod refusals {
                     SocketAddrV4::new(Ipv4Addr::new(10, 77, 0, 50), 0),
                     Some("c0"),
                     false,
-                    Sharing::Exclusive,
+                    Role::Peer,
                 )
                 .expect("bind");
                 for (name, code) in [
