@@ -215,8 +215,8 @@ mod tests {
             .collect();
         let kept = i64::try_from(MAX_EVENTS_PER_MAC).expect("small");
         assert_eq!(
-            first.len(),
-            usize::try_from(kept).expect("small"),
+            u64::try_from(first.len()).expect("small"),
+            MAX_EVENTS_PER_MAC,
             "bounded per MAC"
         );
         assert_eq!(first[0], many - kept + 1, "the oldest went");

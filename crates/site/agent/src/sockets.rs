@@ -57,7 +57,7 @@ pub fn udp_std(
         socket.set_recv_buffer_size(LISTENER_RECEIVE_BUFFER)?;
         tracing::debug!(
             port = addr.port(),
-            granted = socket.recv_buffer_size()?,
+            granted = ?socket.recv_buffer_size().ok(),
             "listener receive queue"
         );
     }
