@@ -5,7 +5,7 @@
 use std::pin::Pin;
 
 use bootfleet_api::actions::{ops, CommandInput, GroupInput, RunEvent, RunInput};
-use bootfleet_api::proto::{self, ActionsCall};
+use bootfleet_api::proto::ActionsCall;
 use futures_util::{Stream, StreamExt};
 use tonic::{Request, Response, Status};
 
@@ -46,92 +46,24 @@ fn run_event(e: RunEvent) -> pb::RunEvent {
     }
 }
 
-#[tonic::async_trait]
-impl Groups for Api {
-    async fn list_groups(
-        &self,
-        req: Request<pb::ListOptions>,
-    ) -> Result<Response<pb::JsonPage>, Status> {
-        self.relay_list::<ActionsCall>(req, ops::GROUP_LIST).await
-    }
-
-    async fn get_group(&self, req: Request<pb::NameRef>) -> Result<Response<pb::JsonRow>, Status> {
-        self.relay_by::<ActionsCall, Name, _>(req, Access::Read, ops::GROUP_GET)
-            .await
-    }
-
-    async fn create_group(
-        &self,
-        req: Request<pb::JsonWrite>,
-    ) -> Result<Response<pb::JsonRow>, Status> {
-        self.named_write::<ActionsCall, GroupInput>(req, ops::GROUP_CREATE, true)
-            .await
-    }
-
-    async fn put_group(
-        &self,
-        req: Request<pb::JsonWrite>,
-    ) -> Result<Response<pb::JsonRow>, Status> {
-        self.named_write::<ActionsCall, GroupInput>(req, ops::GROUP_PUT, false)
-            .await
-    }
-
-    async fn delete_group(
-        &self,
-        req: Request<pb::NameRef>,
-    ) -> Result<Response<pb::JsonRow>, Status> {
-        self.relay_by::<ActionsCall, Name, _>(req, Access::Write, ops::GROUP_DELETE)
-            .await
-    }
-
-    async fn get_group_machines(
-        &self,
-        req: Request<pb::NameRef>,
-    ) -> Result<Response<pb::JsonRow>, Status> {
-        self.relay_by::<ActionsCall, Name, _>(req, Access::Read, ops::GROUP_MACHINES)
-            .await
+relayed_service! {
+    impl Groups via ActionsCall {
+        list_groups: list => ops::GROUP_LIST;
+        get_group: by(Name, Read) => ops::GROUP_GET;
+        create_group: create(GroupInput) => ops::GROUP_CREATE;
+        put_group: put(GroupInput) => ops::GROUP_PUT;
+        delete_group: by(Name, Write) => ops::GROUP_DELETE;
+        get_group_machines: by(Name, Read) => ops::GROUP_MACHINES;
     }
 }
 
-#[tonic::async_trait]
-impl Commands for Api {
-    async fn list_commands(
-        &self,
-        req: Request<pb::ListOptions>,
-    ) -> Result<Response<pb::JsonPage>, Status> {
-        self.relay_list::<ActionsCall>(req, ops::COMMAND_LIST).await
-    }
-
-    async fn get_command(
-        &self,
-        req: Request<pb::NameRef>,
-    ) -> Result<Response<pb::JsonRow>, Status> {
-        self.relay_by::<ActionsCall, Name, _>(req, Access::Read, ops::COMMAND_GET)
-            .await
-    }
-
-    async fn create_command(
-        &self,
-        req: Request<pb::JsonWrite>,
-    ) -> Result<Response<pb::JsonRow>, Status> {
-        self.named_write::<ActionsCall, CommandInput>(req, ops::COMMAND_CREATE, true)
-            .await
-    }
-
-    async fn put_command(
-        &self,
-        req: Request<pb::JsonWrite>,
-    ) -> Result<Response<pb::JsonRow>, Status> {
-        self.named_write::<ActionsCall, CommandInput>(req, ops::COMMAND_PUT, false)
-            .await
-    }
-
-    async fn delete_command(
-        &self,
-        req: Request<pb::NameRef>,
-    ) -> Result<Response<pb::JsonRow>, Status> {
-        self.relay_by::<ActionsCall, Name, _>(req, Access::Write, ops::COMMAND_DELETE)
-            .await
+relayed_service! {
+    impl Commands via ActionsCall {
+        list_commands: list => ops::COMMAND_LIST;
+        get_command: by(Name, Read) => ops::COMMAND_GET;
+        create_command: create(CommandInput) => ops::COMMAND_CREATE;
+        put_command: put(CommandInput) => ops::COMMAND_PUT;
+        delete_command: by(Name, Write) => ops::COMMAND_DELETE;
     }
 
     type RunCommandStream = RunStream;
@@ -151,20 +83,9 @@ impl Commands for Api {
     }
 }
 
-#[tonic::async_trait]
-impl Runs for Api {
-    async fn list_runs(
-        &self,
-        req: Request<pb::ListOptions>,
-    ) -> Result<Response<pb::JsonPage>, Status> {
-        self.relay_list::<ActionsCall>(req, ops::RUN_LIST).await
-    }
-
-    async fn get_run(
-        &self,
-        req: Request<proto::IdRequest>,
-    ) -> Result<Response<pb::JsonRow>, Status> {
-        self.relay_by::<ActionsCall, Id, _>(req, Access::Read, ops::RUN_GET)
-            .await
+relayed_service! {
+    impl Runs via ActionsCall {
+        list_runs: list => ops::RUN_LIST;
+        get_run: by(Id, Read) => ops::RUN_GET;
     }
 }

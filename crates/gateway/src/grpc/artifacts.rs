@@ -12,7 +12,7 @@ use tonic::{Request, Response, Status};
 
 use super::pb::{self, artifacts_server::Artifacts};
 use super::relayed::renamed_body;
-use super::{checked_id, invalid, list_params, page_info, status, Api, Call};
+use super::{checked_id, invalid, list_params, status, Api, Call, Paged};
 use crate::auth::Access;
 
 /// How often a followed build is asked for its state (the builders report progress in steps
@@ -121,10 +121,7 @@ impl Artifacts for Api {
             list: Some(params.to_proto()),
         };
         let list: proto::ArtifactList = self.ask(&call, &subject(Op::List), &list_request).await?;
-        Ok(Response::new(pb::ArtifactPage {
-            page: page_info(list.total, &params),
-            rows: list.rows,
-        }))
+        Ok(Response::new(list.page(&params)))
     }
 
     async fn get_artifact(

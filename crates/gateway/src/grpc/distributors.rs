@@ -10,7 +10,7 @@ use futures_util::Stream;
 use tonic::{Request, Response, Status};
 
 use super::pb::{self, distributors_server::Distributors};
-use super::{checked_id, deadline_of, id_request, page_info, status, Api};
+use super::{checked_id, deadline_of, id_request, status, Api};
 use crate::auth::Access;
 use crate::routes::distributors::configure_distributor;
 
@@ -29,12 +29,8 @@ impl Distributors for Api {
         &self,
         req: Request<pb::ListOptions>,
     ) -> Result<Response<pb::DistributorPage>, Status> {
-        let (list, params): (proto::DistributorList, _) =
-            self.list(req, &subject(Op::List)).await?;
-        Ok(Response::new(pb::DistributorPage {
-            page: page_info(list.total, &params),
-            rows: list.rows,
-        }))
+        self.list::<proto::DistributorList>(req, &subject(Op::List))
+            .await
     }
 
     async fn get_distributor(

@@ -5,7 +5,7 @@ use bootfleet_api::{proto, ApiError, ErrorCode};
 use tonic::{Request, Response, Status};
 
 use super::pb::{self, local_nodes_server::LocalNodes};
-use super::{deadline_of, invalid, page_info, status, Api};
+use super::{deadline_of, invalid, status, Api};
 use crate::auth::Access;
 use crate::routes::localnodes::run_node_script;
 
@@ -19,11 +19,8 @@ impl LocalNodes for Api {
         &self,
         req: Request<pb::ListOptions>,
     ) -> Result<Response<pb::LocalNodePage>, Status> {
-        let (list, params): (proto::LocalNodeList, _) = self.list(req, &subject(Op::List)).await?;
-        Ok(Response::new(pb::LocalNodePage {
-            page: page_info(list.total, &params),
-            rows: list.rows,
-        }))
+        self.list::<proto::LocalNodeList>(req, &subject(Op::List))
+            .await
     }
 
     async fn get_local_node(

@@ -90,21 +90,16 @@ impl Api {
     }
 }
 
-#[tonic::async_trait]
-impl Machines for Api {
-    async fn list_machines(
-        &self,
-        req: Request<pb::ListOptions>,
-    ) -> Result<Response<pb::JsonPage>, Status> {
-        self.relay_list::<MachinesCall>(req, ops::LIST).await
-    }
-
-    async fn get_machine(
-        &self,
-        req: Request<proto::IdRequest>,
-    ) -> Result<Response<pb::JsonRow>, Status> {
-        self.relay_by::<MachinesCall, Id, _>(req, Access::Read, ops::GET)
-            .await
+relayed_service! {
+    impl Machines via MachinesCall {
+        list_machines: list => ops::LIST;
+        get_machine: by(Id, Read) => ops::GET;
+        delete_machine: by(Id, Write) => ops::DELETE;
+        get_machine_history: by(Id, Read) => ops::HISTORY;
+        get_machine_timeline: by(Id, Read) => ops::TIMELINE;
+        get_machine_site_policy: by(Site, Read) => ops::SITE_GET;
+        report_machine_inventory: write(Inventory, MachineWrite, id_key) => ops::INVENTORY;
+        report_machine_event: write(MachineEventInput, MachineWrite, id_key) => ops::EVENT;
     }
 
     async fn create_machine(
@@ -138,14 +133,6 @@ impl Machines for Api {
             },
         )
         .await
-    }
-
-    async fn delete_machine(
-        &self,
-        req: Request<proto::IdRequest>,
-    ) -> Result<Response<pb::JsonRow>, Status> {
-        self.relay_by::<MachinesCall, Id, _>(req, Access::Write, ops::DELETE)
-            .await
     }
 
     async fn set_machine_state(
@@ -195,22 +182,6 @@ impl Machines for Api {
         Ok(row::<MachinesCall>(reply))
     }
 
-    async fn get_machine_history(
-        &self,
-        req: Request<proto::IdRequest>,
-    ) -> Result<Response<pb::JsonRow>, Status> {
-        self.relay_by::<MachinesCall, Id, _>(req, Access::Read, ops::HISTORY)
-            .await
-    }
-
-    async fn get_machine_timeline(
-        &self,
-        req: Request<proto::IdRequest>,
-    ) -> Result<Response<pb::JsonRow>, Status> {
-        self.relay_by::<MachinesCall, Id, _>(req, Access::Read, ops::TIMELINE)
-            .await
-    }
-
     type WatchMachineTimelineStream = StepStream;
 
     async fn watch_machine_timeline(
@@ -244,14 +215,6 @@ impl Machines for Api {
         Ok(row::<MachinesCall>(reply))
     }
 
-    async fn get_machine_site_policy(
-        &self,
-        req: Request<pb::SiteRef>,
-    ) -> Result<Response<pb::JsonRow>, Status> {
-        self.relay_by::<MachinesCall, Site, _>(req, Access::Read, ops::SITE_GET)
-            .await
-    }
-
     async fn set_machine_site_policy(
         &self,
         req: Request<pb::JsonWrite>,
@@ -273,7 +236,7 @@ impl Machines for Api {
         req: Request<proto::IdRequest>,
     ) -> Result<Response<pb::MachineText>, Status> {
         let script = self
-            .relay_by::<MachinesCall, Id, _>(req, Access::MachineRead, ops::SCRIPT)
+            .relay_by::<MachinesCall, Id>(req, Access::MachineRead, ops::SCRIPT)
             .await?;
         // The service answers text (REST's text/plain), carried in the row's body.
         Ok(Response::new(pb::MachineText {
@@ -291,50 +254,14 @@ impl Machines for Api {
             .map_err(status)?;
         Ok(Response::new(pb::MachineText { text: reply.body }))
     }
-
-    async fn report_machine_inventory(
-        &self,
-        req: Request<pb::JsonWrite>,
-    ) -> Result<Response<pb::JsonRow>, Status> {
-        self.relay_write::<MachinesCall, Inventory, _, _>(
-            req,
-            Access::MachineWrite,
-            ops::INVENTORY,
-            id_key,
-        )
-        .await
-    }
-
-    async fn report_machine_event(
-        &self,
-        req: Request<pb::JsonWrite>,
-    ) -> Result<Response<pb::JsonRow>, Status> {
-        self.relay_write::<MachinesCall, MachineEventInput, _, _>(
-            req,
-            Access::MachineWrite,
-            ops::EVENT,
-            id_key,
-        )
-        .await
-    }
 }
 
-#[tonic::async_trait]
-impl Profiles for Api {
-    async fn list_profiles(
-        &self,
-        req: Request<pb::ListOptions>,
-    ) -> Result<Response<pb::JsonPage>, Status> {
-        self.relay_list::<MachinesCall>(req, ops::PROFILE_LIST)
-            .await
-    }
-
-    async fn get_profile(
-        &self,
-        req: Request<pb::NameRef>,
-    ) -> Result<Response<pb::JsonRow>, Status> {
-        self.relay_by::<MachinesCall, Name, _>(req, Access::Read, ops::PROFILE_GET)
-            .await
+relayed_service! {
+    impl Profiles via MachinesCall {
+        list_profiles: list => ops::PROFILE_LIST;
+        get_profile: by(Name, Read) => ops::PROFILE_GET;
+        put_profile: put(ProfileInput) => ops::PROFILE_PUT;
+        delete_profile: by(Name, Write) => ops::PROFILE_DELETE;
     }
 
     async fn create_profile(
@@ -357,21 +284,5 @@ impl Profiles for Api {
             },
         )
         .await
-    }
-
-    async fn put_profile(
-        &self,
-        req: Request<pb::JsonWrite>,
-    ) -> Result<Response<pb::JsonRow>, Status> {
-        self.named_write::<MachinesCall, ProfileInput>(req, ops::PROFILE_PUT, false)
-            .await
-    }
-
-    async fn delete_profile(
-        &self,
-        req: Request<pb::NameRef>,
-    ) -> Result<Response<pb::JsonRow>, Status> {
-        self.relay_by::<MachinesCall, Name, _>(req, Access::Write, ops::PROFILE_DELETE)
-            .await
     }
 }

@@ -3,6 +3,10 @@
 //! same bus requests, the same roles; errors carry the code of [`ErrorCode::statuses`], the
 //! one table both sides use.
 
+// First: its `relayed_service!` writes the services on `machines` and `actions`.
+#[macro_use]
+mod relayed;
+
 mod actions;
 mod artifacts;
 mod distributors;
@@ -10,7 +14,6 @@ pub mod idempotency;
 mod localnodes;
 mod machines;
 mod metrics;
-mod relayed;
 mod scripts;
 mod sshkeys;
 
@@ -159,19 +162,16 @@ impl Api {
         self.ask(call, subject, req).await.map(tonic::Response::new)
     }
 
-    /// A list of one service (`Access::Read`): its answer and the parameters it was asked with.
-    async fn list<L>(
+    /// A page of one service's list (`Access::Read`).
+    async fn list<L: Paged>(
         &self,
         req: Request<pb::ListOptions>,
         subject: &str,
-    ) -> Result<(L, ListParams), Status>
-    where
-        L: prost::Message + Default,
-    {
+    ) -> Result<tonic::Response<L::Page>, Status> {
         let call = self.authorize(&req, Access::Read)?;
         let params = list_params(Some(req.into_inner()))?;
-        let list = self.ask(&call, subject, &params.to_proto()).await?;
-        Ok((list, params))
+        let list: L = self.ask(&call, subject, &params.to_proto()).await?;
+        Ok(tonic::Response::new(list.page(&params)))
     }
 
     /// A get or a delete of a row named by its id alone.
@@ -222,6 +222,34 @@ fn page_info(total: u64, params: &ListParams) -> Option<pb::PageInfo> {
         page_size: params.page_size,
         total_pages: params.total_pages(total),
     })
+}
+
+/// A registry's list answer, and the page gRPC answers it with.
+trait Paged: prost::Message + Default {
+    type Page;
+    fn page(self, params: &ListParams) -> Self::Page;
+}
+
+macro_rules! paged {
+    ($($list:ident => $page:ident),* $(,)?) => {$(
+        impl Paged for proto::$list {
+            type Page = pb::$page;
+            fn page(self, params: &ListParams) -> pb::$page {
+                pb::$page {
+                    page: page_info(self.total, params),
+                    rows: self.rows,
+                }
+            }
+        }
+    )*};
+}
+
+paged! {
+    ScriptList => ScriptPage,
+    SshKeyList => SshKeyPage,
+    LocalNodeList => LocalNodePage,
+    DistributorList => DistributorPage,
+    ArtifactList => ArtifactPage,
 }
 
 /// The id of a request, checked as a REST path id is.

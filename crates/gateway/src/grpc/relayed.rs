@@ -11,11 +11,107 @@ use super::pb;
 use super::{list_params, page_info, status, Api, Call};
 use crate::auth::Access;
 use crate::http::Trace;
-use crate::routes::relay::{Caller, Relay, RowKey, ServiceCall};
+use crate::routes::relay::{Caller, Id, Name, Relay, RowKey, ServiceCall, Site};
+
+/// The methods of a gRPC service on a REST-shaped service, written as a table: each row is a
+/// method, what it does and the operation it relays to; methods that do more follow the
+/// table as they would in the `impl`.
+///
+/// - `list`: a page of the list (`ListOptions` -> `JsonPage`, `Access::Read`);
+/// - `by(Key, Access)`: the row named by `Key` (`Id`, `Name`, `Site`), nothing else sent;
+/// - `create(Input)` / `put(Input)`: a write of a registry keyed by name ([`Api::named_write`]);
+/// - `write(Input, Access, prepare)`: a write whose key and body `prepare` checks
+///   ([`Api::relay_write`]).
+macro_rules! relayed_service {
+    (impl $service:ident via $call:ty { $($table:tt)* } $($extra:tt)*) => {
+        relayed_service!(@row $service, $call, [], [$($table)*], [$($extra)*]);
+    };
+    (@row $service:ident, $call:ty, [$($done:tt)*], [], [$($extra:tt)*]) => {
+        #[tonic::async_trait]
+        impl $service for Api {
+            $($done)*
+            $($extra)*
+        }
+    };
+    (@row $service:ident, $call:ty, [$($done:tt)*],
+        [$method:ident: list => $op:expr; $($rest:tt)*], $extra:tt) => {
+        relayed_service!(@row $service, $call, [$($done)*
+            async fn $method(
+                &self,
+                req: Request<pb::ListOptions>,
+            ) -> Result<Response<pb::JsonPage>, Status> {
+                self.relay_list::<$call>(req, $op).await
+            }
+        ], [$($rest)*], $extra);
+    };
+    (@row $service:ident, $call:ty, [$($done:tt)*],
+        [$method:ident: by($key:ty, $access:ident) => $op:expr; $($rest:tt)*], $extra:tt) => {
+        relayed_service!(@row $service, $call, [$($done)*
+            async fn $method(
+                &self,
+                req: Request<<$key as super::relayed::KeyedBy>::Ref>,
+            ) -> Result<Response<pb::JsonRow>, Status> {
+                self.relay_by::<$call, $key>(req, Access::$access, $op).await
+            }
+        ], [$($rest)*], $extra);
+    };
+    (@row $service:ident, $call:ty, [$($done:tt)*],
+        [$method:ident: create($input:ty) => $op:expr; $($rest:tt)*], $extra:tt) => {
+        relayed_service!(@row $service, $call, [$($done)*
+            async fn $method(
+                &self,
+                req: Request<pb::JsonWrite>,
+            ) -> Result<Response<pb::JsonRow>, Status> {
+                self.named_write::<$call, $input>(req, $op, true).await
+            }
+        ], [$($rest)*], $extra);
+    };
+    (@row $service:ident, $call:ty, [$($done:tt)*],
+        [$method:ident: put($input:ty) => $op:expr; $($rest:tt)*], $extra:tt) => {
+        relayed_service!(@row $service, $call, [$($done)*
+            async fn $method(
+                &self,
+                req: Request<pb::JsonWrite>,
+            ) -> Result<Response<pb::JsonRow>, Status> {
+                self.named_write::<$call, $input>(req, $op, false).await
+            }
+        ], [$($rest)*], $extra);
+    };
+    (@row $service:ident, $call:ty, [$($done:tt)*],
+        [$method:ident: write($input:ty, $access:ident, $prepare:expr) => $op:expr; $($rest:tt)*],
+        $extra:tt) => {
+        relayed_service!(@row $service, $call, [$($done)*
+            async fn $method(
+                &self,
+                req: Request<pb::JsonWrite>,
+            ) -> Result<Response<pb::JsonRow>, Status> {
+                self.relay_write::<$call, $input, _, _>(req, Access::$access, $op, $prepare)
+                    .await
+            }
+        ], [$($rest)*], $extra);
+    };
+}
 
 /// A request that names one row: by id (`IdRequest`) or by name (`NameRef`).
-pub(super) trait RowRef {
+pub(crate) trait RowRef {
     fn key(self) -> String;
+}
+
+/// The gRPC request that names a row by the REST path's `K`.
+pub(crate) trait KeyedBy: RowKey {
+    type Ref: RowRef + Send + 'static;
+}
+
+impl KeyedBy for Id {
+    type Ref = bootfleet_api::proto::IdRequest;
+}
+
+impl KeyedBy for Name {
+    type Ref = pb::NameRef;
+}
+
+impl KeyedBy for Site {
+    type Ref = pb::SiteRef;
 }
 
 impl RowRef for bootfleet_api::proto::IdRequest {
@@ -149,16 +245,15 @@ impl Api {
     }
 
     /// A call that names a row (by `K`) and carries nothing else: a get, a delete, ...
-    pub(super) async fn relay_by<C, K, R>(
+    pub(super) async fn relay_by<C, K>(
         &self,
-        req: Request<R>,
+        req: Request<K::Ref>,
         access: Access,
         op: &str,
     ) -> Result<Response<pb::JsonRow>, Status>
     where
         C: ServiceCall,
-        K: RowKey,
-        R: RowRef,
+        K: KeyedBy,
     {
         let call = self.authorize(&req, access)?;
         let key = checked::<K>(req.into_inner().key())?;

@@ -5,7 +5,7 @@ use bootfleet_api::{proto, validate};
 use tonic::{Request, Response, Status};
 
 use super::pb::{self, scripts_server::Scripts};
-use super::{checked_id, invalid, list_params, page_info, status, Api, Call};
+use super::{checked_id, invalid, list_params, status, Api, Call, Paged};
 use crate::auth::Access;
 
 fn kind(name: &str) -> Result<ScriptKind, Status> {
@@ -46,10 +46,7 @@ impl Scripts for Api {
         let list: proto::ScriptList = self
             .ask(&call, &kind.subject(Op::List), &params.to_proto())
             .await?;
-        Ok(Response::new(pb::ScriptPage {
-            page: page_info(list.total, &params),
-            rows: list.rows,
-        }))
+        Ok(Response::new(list.page(&params)))
     }
 
     async fn get_script(

@@ -6,7 +6,7 @@ use bootfleet_api::{proto, validate};
 use tonic::{Request, Response, Status};
 
 use super::pb::{self, ssh_keys_server::SshKeys};
-use super::{checked_id, deadline_of, id_request, page_info, status, Api};
+use super::{checked_id, deadline_of, id_request, status, Api};
 use crate::auth::Access;
 
 /// RSA-4096 can take seconds; as REST, one attempt with a long wait.
@@ -28,11 +28,8 @@ impl SshKeys for Api {
         &self,
         req: Request<pb::ListOptions>,
     ) -> Result<Response<pb::SshKeyPage>, Status> {
-        let (list, params): (proto::SshKeyList, _) = self.list(req, &subject(Op::List)).await?;
-        Ok(Response::new(pb::SshKeyPage {
-            page: page_info(list.total, &params),
-            rows: list.rows,
-        }))
+        self.list::<proto::SshKeyList>(req, &subject(Op::List))
+            .await
     }
 
     async fn get_ssh_key(
