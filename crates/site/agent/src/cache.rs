@@ -2,7 +2,7 @@
 //! Requested names are normalized by `bootfleet_netboot::tftp` (no `..`, no absolute paths);
 //! here, symlinks are resolved and the result must still lie inside the cache.
 
-use std::fs::File;
+use std::fs::{File, Metadata};
 use std::path::{Component, Path, PathBuf};
 
 #[derive(Debug, thiserror::Error)]
@@ -56,8 +56,8 @@ impl Cache {
         }
     }
 
-    /// Opens a file by its path relative to the cache, read-only, with its length.
-    pub fn open(&self, relative: &Path) -> Result<(File, u64), OpenError> {
+    /// Opens a file by its path relative to the cache, read-only, with its metadata.
+    pub fn open(&self, relative: &Path) -> Result<(File, Metadata), OpenError> {
         if relative.as_os_str().is_empty()
             || !relative
                 .components()
@@ -79,7 +79,7 @@ impl Cache {
         if !meta.is_file() {
             return Err(OpenError::NotAFile);
         }
-        Ok((file, meta.len()))
+        Ok((file, meta))
     }
 }
 
@@ -99,8 +99,8 @@ mod tests {
             .expect("symlink");
         std::os::unix::fs::symlink("efi/ipxe.efi", dir.path().join("alias.efi")).expect("symlink");
 
-        let (_, len) = cache.open(Path::new("efi/ipxe.efi")).expect("inside");
-        assert_eq!(len, 6);
+        let (_, meta) = cache.open(Path::new("efi/ipxe.efi")).expect("inside");
+        assert_eq!(meta.len(), 6);
         assert!(
             cache.open(Path::new("alias.efi")).is_ok(),
             "a link that stays inside is fine"

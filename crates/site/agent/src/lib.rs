@@ -19,6 +19,7 @@ pub mod reachability;
 pub mod reporting;
 pub mod runs;
 pub mod sched;
+pub mod shared_files;
 pub mod sockets;
 pub mod ssh_exec;
 pub mod tftp_server;

@@ -19,6 +19,7 @@ use crate::datagram_batch::{self, Batch, Offload};
 use crate::drained_recv;
 use crate::machines::Machines;
 use crate::reporting::{Reporting, TftpOutcome};
+use crate::shared_files::{Contents, SharedFiles};
 use crate::sockets::{self, Role};
 
 pub const TFTP_PORT: u16 = 69;
@@ -27,6 +28,8 @@ enum FileSource {
     File(std::fs::File),
     /// A per-MAC script, made from the MAC's decision when asked for.
     Memory(Vec<u8>),
+    /// A cached file's one copy in memory, shared with the other transfers reading it now.
+    Shared(Arc<Contents>),
 }
 
 impl BlockSource for FileSource {
@@ -35,6 +38,7 @@ impl BlockSource for FileSource {
             // pread: boot files are small and sit in the page cache, so this does not stall.
             FileSource::File(f) => f.read_at(buf, offset),
             FileSource::Memory(bytes) => bytes.as_slice().read_at(offset, buf),
+            FileSource::Shared(contents) => contents.bytes().read_at(offset, buf),
         }
     }
 }
@@ -45,6 +49,7 @@ pub struct TftpServer {
     server_ip: Ipv4Addr,
     device: String,
     cache: Cache,
+    shared: SharedFiles,
     limits: Limits,
 }
 
@@ -65,6 +70,7 @@ impl TftpServer {
             server_ip,
             device: device.to_owned(),
             cache,
+            shared: SharedFiles::default(),
             limits,
         })
     }
@@ -191,7 +197,10 @@ impl TftpServer {
                 (FileSource::Memory(bytes), size)
             }
             None => match self.cache.open(&path.to_path_buf()) {
-                Ok((f, size)) => (FileSource::File(f), size),
+                Ok((f, meta)) => match self.shared.get(&f, &meta) {
+                    Some(contents) => (FileSource::Shared(contents), meta.len()),
+                    None => (FileSource::File(f), meta.len()),
+                },
                 Err(e) => {
                     tracing::info!(%peer, file = path.as_str(), error = %e, "tftp request refused");
                     let code = match e {
