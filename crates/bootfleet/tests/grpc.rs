@@ -194,6 +194,13 @@ async fn grpc_crud_roles_errors_streams_and_reflection() {
         .expect("update")
         .into_inner();
     assert_eq!(updated.text, "#!ipxe\nshell");
+    // The read before the update left a copy in the gateway; the acknowledged update replaced it.
+    let got = scripts
+        .get_script(authed(script_ref(&created.id), Some(&lab.user)))
+        .await
+        .expect("get after the update")
+        .into_inner();
+    assert_eq!(got.text, "#!ipxe\nshell");
     // The same kind over REST sees the row gRPC made.
     let rest = reqwest::Client::new()
         .get(format!(

@@ -29,7 +29,7 @@ pub(crate) mod localnodes;
 pub(crate) mod machines;
 pub(crate) mod relay;
 pub(crate) mod runs;
-mod scripts;
+pub(crate) mod scripts;
 mod sshkeys;
 mod system;
 

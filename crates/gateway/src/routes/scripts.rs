@@ -85,8 +85,9 @@ async fn get(
     })
 }
 
-/// The script, from the gateway's cache when it holds it (see [`crate::script_cache`]).
-async fn read(
+/// The script, from the gateway's cache when it holds it (see [`crate::script_cache`]); REST's
+/// and gRPC's reads of one script both come here.
+pub(crate) async fn read(
     s: &AppState,
     t: &bootfleet_bus::TraceParent,
     kind: ScriptKind,
