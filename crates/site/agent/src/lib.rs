@@ -23,6 +23,7 @@ pub mod shared_files;
 pub mod sockets;
 pub mod ssh_exec;
 pub mod tftp_server;
+pub mod tftp_transfers;
 
 use bootfleet_netboot::dhcp::{BootFiles, ProxyConfig};
 use futures_util::future::BoxFuture;

@@ -1,6 +1,8 @@
-//! The TFTP socket loops: udp/69 takes requests; each accepted read gets its own socket (its
-//! transfer ID) and a `bootfleet_netboot::tftp::ReadTransfer` to drive. Read-only: writes are
-//! refused. Files come from the cache only.
+//! The TFTP socket loops: udp/69 takes requests; each accepted read gets a
+//! `bootfleet_netboot::tftp::ReadTransfer` to drive. A lock-step read goes to the one task and
+//! socket of all lock-step transfers (`tftp_transfers.rs`); a read that negotiated a window
+//! gets its own socket (its transfer ID) and task, where a window leaves in one send. Read-only:
+//! writes are refused. Files come from the cache only.
 
 use std::collections::HashSet;
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
@@ -12,7 +14,7 @@ use bootfleet_netboot::tftp::{
     self, BlockSource, ErrorCode, Limits, Outcome, Packet, ReadTransfer, Request,
 };
 use tokio::net::UdpSocket;
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 
 use crate::cache::{Cache, OpenError};
 use crate::datagram_batch::{self, Batch, Offload};
@@ -21,6 +23,7 @@ use crate::machines::Machines;
 use crate::reporting::{Reporting, TftpOutcome};
 use crate::shared_files::{Contents, SharedFiles};
 use crate::sockets::{self, Role};
+use crate::tftp_transfers::{self, Handoff};
 
 pub const TFTP_PORT: u16 = 69;
 
@@ -46,6 +49,8 @@ impl BlockSource for FileSource {
 #[derive(Debug)]
 pub struct TftpServer {
     socket: UdpSocket,
+    /// The one socket of every lock-step transfer (`tftp_transfers.rs`), until `run` takes it.
+    lock_step_socket: Option<UdpSocket>,
     server_ip: Ipv4Addr,
     device: String,
     cache: Cache,
@@ -67,6 +72,13 @@ impl TftpServer {
                 false,
                 Role::Listener,
             )?,
+            // Its queue takes the ACKs of a storm's transfers at once, as udp/69 its requests.
+            lock_step_socket: Some(sockets::udp(
+                SocketAddrV4::new(server_ip, 0),
+                Some(device),
+                false,
+                Role::Listener,
+            )?),
             server_ip,
             device: device.to_owned(),
             cache,
@@ -78,15 +90,25 @@ impl TftpServer {
     /// Takes requests until `shutdown`; transfers already under way run on until they end or
     /// `transfers_stop` (the listener may be retired while its transfers finish).
     pub async fn run(
-        self,
+        mut self,
         reporting: Reporting,
         machines: Option<Arc<Machines>>,
         mut shutdown: watch::Receiver<bool>,
         transfers_stop: watch::Receiver<bool>,
     ) {
-        // Peers with a live transfer: a repeated RRQ (our first answer was lost) must not start
-        // a second transfer to the same port.
-        let live: Arc<Mutex<HashSet<SocketAddrV4>>> = Arc::default();
+        let (lock_step, handoffs) = mpsc::unbounded_channel();
+        if let Some(socket) = self.lock_step_socket.take() {
+            tokio::spawn(tftp_transfers::run(
+                socket,
+                handoffs,
+                transfers_stop.clone(),
+            ));
+        }
+        let transfers = Transfers {
+            live: Arc::default(),
+            lock_step,
+            stop: transfers_stop,
+        };
         let mut buf = vec![0u8; 65_536];
         loop {
             let (len, peer) = tokio::select! {
@@ -107,15 +129,8 @@ impl TftpServer {
                 // Switched off: as silent as if we were not here.
                 Ok(_) if !reporting.switch.is_on() => {}
                 Ok(Packet::Rrq(request)) => {
-                    self.start_read(
-                        request,
-                        peer,
-                        &live,
-                        &reporting,
-                        machines.as_deref(),
-                        transfers_stop.clone(),
-                    )
-                    .await
+                    self.start_read(request, peer, &transfers, &reporting, machines.as_deref())
+                        .await
                 }
                 Ok(Packet::Wrq(_)) => {
                     self.refuse_with(&reporting, peer, &tftp::write_refused_datagram())
@@ -152,11 +167,11 @@ impl TftpServer {
         &self,
         request: Request,
         peer: SocketAddrV4,
-        live: &Arc<Mutex<HashSet<SocketAddrV4>>>,
+        transfers: &Transfers,
         reporting: &Reporting,
         machines: Option<&Machines>,
-        shutdown: watch::Receiver<bool>,
     ) {
+        let live = &transfers.live;
         if live.lock().map(|l| l.contains(&peer)).unwrap_or(false) {
             return;
         }
@@ -212,6 +227,31 @@ impl TftpServer {
                 }
             },
         };
+        let transfer = ReadTransfer::start(&request, size, &self.limits);
+        let ended = Ended {
+            live: live.clone(),
+            file_name: path.as_str().to_owned(),
+            reporting: reporting.clone(),
+            peer,
+            started: Instant::now(),
+        };
+        if transfer.negotiation().windowsize <= 1 {
+            if let Ok(mut l) = live.lock() {
+                l.insert(peer);
+            }
+            let handoff = Handoff {
+                transfer,
+                peer,
+                source: Box::new(file),
+                on_end: Box::new(move |outcome| ended.report(outcome.as_ref())),
+            };
+            if let Err(e) = transfers.lock_step.send(handoff) {
+                // Only while the server shuts down.
+                (e.0.on_end)(None);
+            }
+            return;
+        }
+        // A window: its own socket, where the kernel segments a window from one send.
         let socket = match sockets::udp(
             SocketAddrV4::new(self.server_ip, 0),
             Some(&self.device),
@@ -229,14 +269,46 @@ impl TftpServer {
         if let Ok(mut l) = live.lock() {
             l.insert(peer);
         }
-        let transfer = ReadTransfer::start(&request, size, &self.limits);
-        let live = live.clone();
-        let file_name = path.as_str().to_owned();
-        let reporting = reporting.clone();
+        let stop = transfers.stop.clone();
         tokio::spawn(async move {
-            let started = Instant::now();
-            let outcome = drive(transfer, &socket, peer, &file, shutdown).await;
-            let elapsed_ms = started.elapsed().as_secs_f64() * 1000.0;
+            let outcome = drive(transfer, &socket, peer, &file, stop).await;
+            ended.report(outcome.as_ref());
+        });
+    }
+}
+
+/// What the listener hands its transfers.
+struct Transfers {
+    /// Peers with a live transfer: a repeated RRQ (our first answer was lost) must not start
+    /// a second transfer to the same port.
+    live: Arc<Mutex<HashSet<SocketAddrV4>>>,
+    /// To the task of the lock-step transfers.
+    lock_step: mpsc::UnboundedSender<Handoff>,
+    /// Ends the transfers under way (without a report).
+    stop: watch::Receiver<bool>,
+}
+
+/// What a transfer reports when it ends, and the live set it leaves.
+struct Ended {
+    live: Arc<Mutex<HashSet<SocketAddrV4>>>,
+    file_name: String,
+    reporting: Reporting,
+    peer: SocketAddrV4,
+    started: Instant,
+}
+
+impl Ended {
+    /// Counts and logs the outcome (`None`: stopped before it ended) and reports the boot event.
+    fn report(self, outcome: Option<&Outcome>) {
+        let Ended {
+            live,
+            file_name,
+            reporting,
+            peer,
+            started,
+        } = self;
+        let elapsed_ms = started.elapsed().as_secs_f64() * 1000.0;
+        if outcome.is_some() {
             let mac = crate::neighbours::mac_of((*peer.ip()).into()).unwrap_or_default();
             let event = |kind: &str, bytes: u64, detail: String| bootfleet_api::proto::BootEvent {
                 kind: kind.into(),
@@ -252,7 +324,7 @@ impl TftpServer {
                 reporting.counters.tftp(TftpOutcome::Failed, bytes);
                 reporting.events.emit(event("tftp_failed", bytes, detail));
             };
-            match &outcome {
+            match outcome {
                 Some(Outcome::Completed(s)) => {
                     reporting
                         .counters
@@ -283,10 +355,10 @@ impl TftpServer {
                 }
                 None => {}
             }
-            if let Ok(mut l) = live.lock() {
-                l.remove(&peer);
-            }
-        });
+        }
+        if let Ok(mut l) = live.lock() {
+            l.remove(&peer);
+        };
     }
 }
 

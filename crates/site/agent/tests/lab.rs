@@ -31,6 +31,7 @@ use prost::Message;
 use serde_json::{json, Value};
 
 mod power;
+mod tftp;
 mod tutorial;
 
 const INFRA_IP: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 2);
