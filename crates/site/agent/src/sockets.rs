@@ -6,10 +6,11 @@
 //! two concurrent transfers the same port, and one client's ACKs then reach the other transfer
 //! (seen in the boot-storm benchmark). `SO_BINDTODEVICE` keeps every socket on its interface.
 //!
-//! The listeners (udp/67, udp/4011, udp/69) ask for a larger receive queue than the kernel's
-//! default: when a rack powers on, every client's request can arrive within a millisecond, and
-//! the default queue (208 KiB, a few hundred small datagrams) overflowed on udp/69 when 500
-//! clients started at once; each lost request cost its client a one-second retry (BENCHMARKS.md).
+//! The listeners (udp/67, udp/4011, udp/69, and the one socket of every lock-step TFTP
+//! transfer) ask for a larger receive queue than the kernel's default: when a rack powers on,
+//! every client's request can arrive within a millisecond, and the default queue (208 KiB, a
+//! few hundred small datagrams) overflowed on udp/69 when 500 clients started at once; each
+//! lost request cost its client a one-second retry (BENCHMARKS.md).
 
 use std::net::SocketAddrV4;
 
@@ -20,7 +21,8 @@ use socket2::{Domain, Protocol, Socket, Type};
 pub enum Role {
     /// udp/67: shares its address with the site's DHCP server; a storm's requests arrive at once.
     DhcpListener,
-    /// udp/4011, udp/69: a storm's requests arrive at once.
+    /// udp/4011, udp/69 and the lock-step TFTP transfers' shared socket: a storm's requests
+    /// (or ACKs) arrive at once.
     Listener,
     /// A socket of one peer (a TFTP transfer's own: one client, one ACK at a time): its
     /// address alone, the default queue.

@@ -114,7 +114,8 @@ pub async fn run(
     let mut live: HashMap<SocketAddrV4, Live> = HashMap::new();
     let mut timers: BinaryHeap<Reverse<(Instant, SocketAddrV4)>> = BinaryHeap::new();
     let mut outbox = Outbox::default();
-    let mut inbox = Inbox::new();
+    // Made when transfers run, dropped when none does: an idle distributor holds no buffers.
+    let mut inbox: Option<Box<Inbox>> = None;
     let mut accepting = true;
     let stopping = stop.changed();
     tokio::pin!(stopping);
@@ -125,8 +126,12 @@ pub async fn run(
     let mut timer_at: Option<Instant> = None;
     loop {
         outbox.flush(&socket).await;
-        if !accepting && live.is_empty() {
-            return;
+        if live.is_empty() {
+            if !accepting {
+                return;
+            }
+            inbox = None;
+            outbox.spare = Vec::new();
         }
         let next_timer = timers.peek().map(|Reverse((at, _))| *at);
         if next_timer != timer_at {
@@ -197,6 +202,7 @@ pub async fn run(
                 // Everything queued now, a batch at a time. A short batch means the queue was
                 // empty after it: the readiness is cleared then (as `drained_recv.rs` does), so
                 // no receive is spent only to learn that.
+                let inbox = inbox.get_or_insert_with(|| Box::new(Inbox::new()));
                 loop {
                     let mut drained = None;
                     let received = socket.try_io(Interest::READABLE, || {
