@@ -99,18 +99,18 @@ impl SharedFiles {
         {
             return Some(found);
         }
+        let len = usize::try_from(key.size).ok()?;
         // Reserve before reading, so two reads at once cannot both pass the budget.
         let held = self.held.fetch_add(key.size, Ordering::Relaxed);
         if held.saturating_add(key.size) > self.budget {
             self.held.fetch_sub(key.size, Ordering::Relaxed);
             return None;
         }
-        // Made before the read, so its drop gives the reservation back on every path.
+        // Holds the reservation from here: its drop gives it back on every path.
         let mut contents = Contents {
-            bytes: Box::default(),
+            bytes: vec![0; len].into_boxed_slice(),
             held: self.held.clone(),
         };
-        contents.bytes = vec![0; usize::try_from(key.size).ok()?].into_boxed_slice();
         if let Err(e) = file.read_exact_at(&mut contents.bytes, 0) {
             // A file cut short since it was opened: its own reads report that, block by block.
             tracing::debug!(error = %e, "cannot read a boot file whole; reading it by block");
@@ -178,6 +178,23 @@ mod tests {
             "a transfer under way keeps its copy"
         );
         assert_eq!(new.bytes(), b"#!ipxe\nnew!\n");
+    }
+
+    #[test]
+    fn a_file_cut_short_since_it_was_opened_is_read_by_block_and_holds_nothing() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("ipxe.efi");
+        std::fs::write(&path, [1u8; 4096]).expect("write");
+        let file = File::open(&path).expect("open");
+        let meta = file.metadata().expect("metadata");
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(&path)
+            .and_then(|f| f.set_len(100))
+            .expect("truncate");
+        let shared = SharedFiles::new(1 << 20, 1 << 20);
+        assert!(shared.get(&file, &meta).is_none());
+        assert_eq!(shared.held(), 0, "the reservation is given back");
     }
 
     #[test]
