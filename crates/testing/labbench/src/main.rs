@@ -25,9 +25,6 @@ use crate::servers::{ServerKind, ServerSetup};
 const SERVER_IP: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 2);
 const CLIENT_IP: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 10);
 const SERVER_IF: &str = "s0";
-/// With `--pin`: the server's CPU and the clients' CPU.
-const SERVER_CPU: usize = 0;
-const CLIENT_CPU: usize = 1;
 const CLIENT_IF: &str = "c0";
 const BOOT_FILE: &str = "bench-boot.kpxe";
 /// The x64 UEFI clients' boot file: the same bytes under another name.
@@ -134,8 +131,9 @@ struct Args {
     /// Measurements to leave out.
     #[arg(long, value_enum, value_delimiter = ',')]
     skip: Vec<Part>,
-    /// Pin the server to CPU 0 and the simulated clients to CPU 1 (as issue 19 measured), so
-    /// the server's threads compete only with each other; needs two CPUs.
+    /// Pin the server to one CPU and the simulated clients to another (as issue 19 measured),
+    /// so the server's threads compete only with each other: the first and second of the CPUs
+    /// this process may use (CPU 0 and 1 on an unrestricted machine); needs two.
     #[arg(long)]
     pin: bool,
     /// An extra argument for the `distributor` server (repeat for several), e.g.
@@ -204,12 +202,26 @@ fn run(mut args: Args) -> Result<(), String> {
     if !is_root() {
         return Err("needs root: it creates network namespaces and binds udp/67, udp/69".into());
     }
-    if args.pin {
-        let cpus = std::thread::available_parallelism().map_or(1, usize::from);
-        if cpus < 2 {
-            return Err(format!("--pin needs two CPUs, this process may use {cpus}"));
+    // With `--pin`: the server's CPU and the clients' CPU, the first two this process may use.
+    let pinned = if args.pin {
+        let allowed = nix::sched::sched_getaffinity(nix::unistd::Pid::from_raw(0))
+            .map_err(|e| format!("--pin: cannot read this process's CPUs: {e}"))?;
+        let cpus: Vec<usize> = (0..nix::sched::CpuSet::count())
+            .filter(|&cpu| allowed.is_set(cpu).unwrap_or(false))
+            .take(2)
+            .collect();
+        match cpus[..] {
+            [server, client] => Some((server, client)),
+            _ => {
+                return Err(format!(
+                    "--pin needs two CPUs, this process may use {}",
+                    cpus.len()
+                ))
+            }
         }
-    }
+    } else {
+        None
+    };
     if args.storm.iter().any(|&n| n == 0 || n > 2000) {
         return Err("--storm sizes must be 1..=2000".into());
     }
@@ -290,7 +302,7 @@ fn run(mut args: Args) -> Result<(), String> {
         dnsmasq_bin,
         dnsmasq_tftp_max: args.dnsmasq_tftp_max,
         work: work.clone(),
-        server_cpu: args.pin.then_some(SERVER_CPU),
+        server_cpu: pinned.map(|(server, _)| server),
     };
     eprintln!("labbench: lab up; server {SERVER_IP} ({SERVER_IF}), clients {CLIENT_IP} ({CLIENT_IF}); work dir {}", work.display());
 
@@ -333,7 +345,7 @@ fn run(mut args: Args) -> Result<(), String> {
                 blksize: args.blksize,
                 mix: args.firmware,
                 binl_round: args.binl_round,
-                cpu: args.pin.then_some(CLIENT_CPU),
+                cpu: pinned.map(|(_, client)| client),
             };
             let round = lab.run_in(&cli, move || run_round(ctx_parts, plan));
             let foreign = load::foreign_cores(load_before, load::sample(Some(pid)));
