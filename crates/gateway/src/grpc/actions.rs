@@ -50,8 +50,8 @@ relayed_service! {
     impl Groups via ActionsCall {
         list_groups: list => ops::GROUP_LIST;
         get_group: by(Name, Read) => ops::GROUP_GET;
-        create_group: create(GroupInput) => ops::GROUP_CREATE;
-        put_group: put(GroupInput) => ops::GROUP_PUT;
+        create_group: named(GroupInput, Create) => ops::GROUP_CREATE;
+        put_group: named(GroupInput, Put) => ops::GROUP_PUT;
         delete_group: by(Name, Write) => ops::GROUP_DELETE;
         get_group_machines: by(Name, Read) => ops::GROUP_MACHINES;
     }
@@ -61,8 +61,8 @@ relayed_service! {
     impl Commands via ActionsCall {
         list_commands: list => ops::COMMAND_LIST;
         get_command: by(Name, Read) => ops::COMMAND_GET;
-        create_command: create(CommandInput) => ops::COMMAND_CREATE;
-        put_command: put(CommandInput) => ops::COMMAND_PUT;
+        create_command: named(CommandInput, Create) => ops::COMMAND_CREATE;
+        put_command: named(CommandInput, Put) => ops::COMMAND_PUT;
         delete_command: by(Name, Write) => ops::COMMAND_DELETE;
     }
 

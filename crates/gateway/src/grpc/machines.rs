@@ -260,7 +260,7 @@ relayed_service! {
     impl Profiles via MachinesCall {
         list_profiles: list => ops::PROFILE_LIST;
         get_profile: by(Name, Read) => ops::PROFILE_GET;
-        put_profile: put(ProfileInput) => ops::PROFILE_PUT;
+        put_profile: named(ProfileInput, Put) => ops::PROFILE_PUT;
         delete_profile: by(Name, Write) => ops::PROFILE_DELETE;
     }
 

@@ -19,7 +19,7 @@ use crate::routes::relay::{Caller, Id, Name, Relay, RowKey, ServiceCall, Site};
 ///
 /// - `list`: a page of the list (`ListOptions` -> `JsonPage`, `Access::Read`);
 /// - `by(Key, Access)`: the row named by `Key` (`Id`, `Name`, `Site`), nothing else sent;
-/// - `create(Input)` / `put(Input)`: a write of a registry keyed by name ([`Api::named_write`]);
+/// - `named(Input, Create | Put)`: a write of a registry keyed by name ([`Api::named_write`]);
 /// - `write(Input, Access, prepare)`: a write whose key and body `prepare` checks
 ///   ([`Api::relay_write`]).
 macro_rules! relayed_service {
@@ -56,24 +56,14 @@ macro_rules! relayed_service {
         ], [$($rest)*], $extra);
     };
     (@row $service:ident, $call:ty, [$($done:tt)*],
-        [$method:ident: create($input:ty) => $op:expr; $($rest:tt)*], $extra:tt) => {
+        [$method:ident: named($input:ty, $how:ident) => $op:expr; $($rest:tt)*], $extra:tt) => {
         relayed_service!(@row $service, $call, [$($done)*
             async fn $method(
                 &self,
                 req: Request<pb::JsonWrite>,
             ) -> Result<Response<pb::JsonRow>, Status> {
-                self.named_write::<$call, $input>(req, $op, true).await
-            }
-        ], [$($rest)*], $extra);
-    };
-    (@row $service:ident, $call:ty, [$($done:tt)*],
-        [$method:ident: put($input:ty) => $op:expr; $($rest:tt)*], $extra:tt) => {
-        relayed_service!(@row $service, $call, [$($done)*
-            async fn $method(
-                &self,
-                req: Request<pb::JsonWrite>,
-            ) -> Result<Response<pb::JsonRow>, Status> {
-                self.named_write::<$call, $input>(req, $op, false).await
+                self.named_write::<$call, $input>(req, $op, super::relayed::NamedWrite::$how)
+                    .await
             }
         ], [$($rest)*], $extra);
     };
@@ -90,6 +80,15 @@ macro_rules! relayed_service {
             }
         ], [$($rest)*], $extra);
     };
+}
+
+/// How a write of a registry keyed by name names its row.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum NamedWrite {
+    /// The body names the row; the call takes no key.
+    Create,
+    /// Creates or replaces the row `key`.
+    Put,
 }
 
 /// A request that names one row: by id (`IdRequest`) or by name (`NameRef`).
@@ -288,23 +287,21 @@ impl Api {
         self.relayed(&call, op, c).await
     }
 
-    /// A write of a registry keyed by name (profiles, groups, commands): a create (`create`)
-    /// names its row in its body and takes no key; a put creates or replaces the row `key`.
+    /// A write of a registry keyed by name (profiles, groups, commands).
     pub(super) async fn named_write<C, T>(
         &self,
         req: Request<pb::JsonWrite>,
         op: &str,
-        create: bool,
+        how: NamedWrite,
     ) -> Result<Response<pb::JsonRow>, Status>
     where
         C: ServiceCall,
         T: Serialize + DeserializeOwned,
     {
         self.relay_write::<C, T, _, _>(req, Access::Write, op, |_, key, input| async move {
-            if create {
-                no_key(&key)?;
-            } else {
-                bootfleet_api::machines::word("key", &key)?;
+            match how {
+                NamedWrite::Create => no_key(&key)?,
+                NamedWrite::Put => bootfleet_api::machines::word("key", &key)?,
             }
             Ok((key, input))
         })
