@@ -196,7 +196,9 @@ pub async fn run(
             }
             ready = socket.readable() => {
                 if let Err(e) = ready {
+                    // Only when the runtime is going away; no hot loop meanwhile.
                     tracing::warn!(error = %e, "tftp transfer socket failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
                     continue;
                 }
                 // Everything queued now, a batch at a time. A short batch means the queue was
