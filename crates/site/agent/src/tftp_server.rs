@@ -235,7 +235,11 @@ impl TftpServer {
             peer,
             started: Instant::now(),
         };
-        if transfer.negotiation().windowsize <= 1 {
+        // Lock-step transfers share one task, so only those whose blocks come from memory go
+        // there: a file read block by block from disk (too big for a shared copy, or past the
+        // copies' budget) would stall every one of them on a slow read.
+        let from_memory = !matches!(file, FileSource::File(_));
+        if transfer.negotiation().windowsize <= 1 && from_memory {
             if let Ok(mut l) = live.lock() {
                 l.insert(peer);
             }
@@ -251,7 +255,8 @@ impl TftpServer {
             }
             return;
         }
-        // A window: its own socket, where the kernel segments a window from one send.
+        // A window (or a file read from disk): its own socket, where the kernel segments a
+        // window from one send.
         let socket = match sockets::udp(
             SocketAddrV4::new(self.server_ip, 0),
             Some(&self.device),

@@ -8,8 +8,10 @@
 //! and port); the server's side is this socket's port, shared by the transfers, which is what
 //! a client checks (RFC 1350 §4: a datagram from another port is a stranger's, answered with
 //! ERROR 5 and ignored). Transfers that negotiated a window keep their own socket, where the
-//! kernel segments a window's blocks from one send (`datagram_batch.rs`). This module calls
-//! `recvmmsg(2)` and `sendmmsg(2)` itself, so it allows `unsafe`.
+//! kernel segments a window's blocks from one send (`datagram_batch.rs`), and so do lock-step
+//! transfers of a file read from disk block by block (a slow read here would stall every
+//! transfer of the task; `tftp_server.rs` sends only those whose blocks are in memory). This
+//! module calls `recvmmsg(2)` and `sendmmsg(2)` itself, so it allows `unsafe`.
 #![allow(unsafe_code)]
 
 use std::cmp::Reverse;

@@ -1,5 +1,6 @@
 //! The TFTP server alone on a namespaced LAN (no guest, no NATS): lock-step transfers share
-//! one server port and one task (`tftp_transfers.rs`), windowed ones keep a socket each, and
+//! one server port and one task (`tftp_transfers.rs`), windowed ones (and lock-step reads of a
+//! file too big to keep in memory) keep a socket each, and
 //! both kinds run at once with every byte checked; a stranger writing to the shared port gets
 //! ERROR 5 while the transfer it interrupted goes on; an ACK that never comes is answered with
 //! the block again after the timeout.
@@ -19,8 +20,16 @@ const BLKSIZE: usize = 1468;
 /// Not a multiple of the block size, so the last block is short.
 const FILE_LEN: usize = 300_000;
 
+/// Over the size of a file kept in memory for its transfers (`shared_files::MAX_FILE`, 8 MiB):
+/// read from disk block by block.
+const BIG_FILE_LEN: usize = (8 << 20) + 1000;
+
 fn file_bytes() -> Vec<u8> {
-    (0..FILE_LEN).map(|i| (i * 7 % 251) as u8).collect()
+    bytes_of(FILE_LEN)
+}
+
+fn bytes_of(len: usize) -> Vec<u8> {
+    (0..len).map(|i| (i * 7 % 251) as u8).collect()
 }
 
 /// A client socket with a receive timeout long enough for a loaded CI machine.
@@ -32,13 +41,13 @@ fn client() -> UdpSocket {
     socket
 }
 
-fn rrq(windowsize: u16) -> Vec<u8> {
+fn rrq(file: &str, windowsize: u16) -> Vec<u8> {
     let mut rrq = vec![0, 1];
     let mut field = |s: &str| {
         rrq.extend_from_slice(s.as_bytes());
         rrq.push(0);
     };
-    field("boot.bin");
+    field(file);
     field("octet");
     field("blksize");
     field(&BLKSIZE.to_string());
@@ -66,10 +75,10 @@ fn receive(socket: &UdpSocket) -> (Vec<u8>, SocketAddrV4) {
 }
 
 /// Sends the RRQ, takes the OACK and acknowledges it: the socket and the transfer's port.
-fn open(windowsize: u16) -> (UdpSocket, SocketAddrV4) {
+fn open(file: &str, windowsize: u16) -> (UdpSocket, SocketAddrV4) {
     let socket = client();
     socket
-        .send_to(&rrq(windowsize), SocketAddrV4::new(SERVER, 69))
+        .send_to(&rrq(file, windowsize), SocketAddrV4::new(SERVER, 69))
         .expect("rrq");
     let (oack, port) = receive(&socket);
     assert_eq!(
@@ -82,10 +91,10 @@ fn open(windowsize: u16) -> (UdpSocket, SocketAddrV4) {
     (socket, port)
 }
 
-/// Reads the file to its end, acknowledging every `windowsize` blocks; the bytes and the
+/// Reads `file` to its end, acknowledging every `windowsize` blocks; the bytes and the
 /// transfer's port.
-fn read(windowsize: u16) -> (Vec<u8>, SocketAddrV4) {
-    let (socket, port) = open(windowsize);
+fn read(file: &str, windowsize: u16) -> (Vec<u8>, SocketAddrV4) {
+    let (socket, port) = open(file, windowsize);
     let mut bytes = Vec::with_capacity(FILE_LEN);
     let mut expected: u16 = 1;
     loop {
@@ -119,6 +128,7 @@ fn lock_step_transfers_share_a_port_windowed_ones_do_not_and_all_arrive_whole() 
     let cli = lab.host("cli", "c0", "10.77.0.10/24", None);
     let dir = tempfile::tempdir().expect("tempdir");
     std::fs::write(dir.path().join("boot.bin"), file_bytes()).expect("write");
+    std::fs::write(dir.path().join("big.bin"), bytes_of(BIG_FILE_LEN)).expect("write");
 
     // The server's runtime lives in its namespace: its workers open every socket there.
     let runtime = lab.run_in(&srv, || {
@@ -146,10 +156,15 @@ fn lock_step_transfers_share_a_port_windowed_ones_do_not_and_all_arrive_whole() 
     runtime.spawn(server.run(reporting, None, shutdown_rx, stop_rx));
 
     let expected = file_bytes();
-    let (lock_step, windowed) = lab.run_in(&cli, || {
-        // Both kinds at once.
+    let (lock_step, windowed, from_disk) = lab.run_in(&cli, || {
+        // Both kinds at once, and a lock-step read of a file too big to be kept in memory.
+        let big = std::thread::spawn(|| read("big.bin", 1));
         let readers: Vec<_> = (0..12)
-            .map(|i| std::thread::spawn(move || (i % 2 == 0, read(if i % 2 == 0 { 1 } else { 8 }))))
+            .map(|i| {
+                std::thread::spawn(move || {
+                    (i % 2 == 0, read("boot.bin", if i % 2 == 0 { 1 } else { 8 }))
+                })
+            })
             .collect();
         let mut lock_step = Vec::new();
         let mut windowed = Vec::new();
@@ -162,7 +177,12 @@ fn lock_step_transfers_share_a_port_windowed_ones_do_not_and_all_arrive_whole() 
                 windowed.push(port);
             }
         }
-        (lock_step, windowed)
+        let (bytes, from_disk) = big.join().expect("big reader");
+        assert!(
+            bytes == bytes_of(BIG_FILE_LEN),
+            "the big file arrived whole"
+        );
+        (lock_step, windowed, from_disk)
     });
     let shared = lock_step[0];
     assert!(
@@ -178,10 +198,16 @@ fn lock_step_transfers_share_a_port_windowed_ones_do_not_and_all_arrive_whole() 
         "a port per window: {windowed:?}"
     );
     assert!(!windowed.contains(&shared), "{windowed:?} vs {shared}");
+    // A file read from disk block by block keeps its own task and port: a slow read of it
+    // must not stall the transfers that share one.
+    assert_ne!(
+        from_disk, shared,
+        "the big file's transfer has its own port"
+    );
 
     lab.run_in(&cli, || {
         // A stranger writing to the shared port gets ERROR 5; the transfer goes on.
-        let (socket, port) = open(1);
+        let (socket, port) = open("boot.bin", 1);
         let stranger = client();
         stranger.send_to(&ack(0), port).expect("stranger");
         let (error, from) = receive(&stranger);
@@ -221,12 +247,12 @@ fn lock_step_transfers_share_a_port_windowed_ones_do_not_and_all_arrive_whole() 
         }
     });
 
-    // 12 + the one interrupted and resent; each counted once it ended.
+    // 12 + the big one + the one interrupted and resent; each counted once it ended.
     let deadline = Instant::now() + Duration::from_secs(5);
     while counters
         .tftp_completed
         .load(std::sync::atomic::Ordering::Relaxed)
-        < 13
+        < 14
         && Instant::now() < deadline
     {
         std::thread::sleep(Duration::from_millis(20));
@@ -235,7 +261,7 @@ fn lock_step_transfers_share_a_port_windowed_ones_do_not_and_all_arrive_whole() 
         counters
             .tftp_completed
             .load(std::sync::atomic::Ordering::Relaxed),
-        13
+        14
     );
     assert_eq!(
         counters
