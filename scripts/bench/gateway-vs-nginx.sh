@@ -9,7 +9,8 @@
 #                   script   GET /api/mainscripts/:id, a stored script, with a node token
 #                   template GET /api/machines/:id/files/kickstart, a profile's template rendered for
 #                            one machine, with that machine's own token (as its installer fetches it;
-#                            each fetch is also written to the machine's timeline)
+#                            repeats are answered from the gateway's copy, and their fetches reach
+#                            the machine's timeline as counted events)
 #   BOOTFLEET_BIN   use this bootfleet binary instead of building target/release/bootfleet
 #   BENCH_DURATION  length of each measured run (default 10s)
 #   BENCH_RUNS      measured runs per target, the median is reported (default 3)

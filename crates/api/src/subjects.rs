@@ -259,6 +259,18 @@ pub fn script_changed(kind: ScriptKind) -> String {
 /// Every script change (a subscription wildcard).
 pub const ALL_SCRIPT_CHANGES: &str = "bootfleet.v1.events.changed.*";
 
+/// A machine changed, or something every machine's rendered files depend on (a profile, a
+/// site's policy): the payload is the machine's id, or empty for every machine. The `machines`
+/// service publishes this before it answers the write, as the scripts services do
+/// [`script_changed`], so a gateway drops the rendered files it keeps first.
+pub const MACHINE_CHANGES: &str = "bootfleet.v1.machines.changed";
+
+/// Fetches of a machine's rendered file that a gateway answered from its copy (a `BootEvent`
+/// of kind `template_fetched`, its `file` the template, `count` the fetches it stands for), for
+/// the `machines` service to write into the machine's timeline as it writes the fetches it
+/// answers itself. Not a site's boot-event subject: those carry what distributors saw.
+pub const MACHINE_FETCHES: &str = "bootfleet.v1.machines.fetched";
+
 /// Boot events of one site.
 pub fn boot_events(artifact_id: &str) -> String {
     format!("{PREFIX}.events.boot.{artifact_id}")

@@ -172,6 +172,24 @@ impl Lab {
         &self.system.as_ref().expect("the system runs").bus
     }
 
+    /// Runs `sql` (with `$1` = `id`) on a SQLite lab's database behind its services' backs:
+    /// no service announces it, so a gateway's cached copy does not learn of it.
+    async fn write_behind_the_services(&self, sql: &str, id: &str) {
+        use bootfleet_store::sea_orm::{ConnectionTrait, Statement};
+        let db = bootfleet_store::connect(&database_url(Backend::Sqlite, self._dir.path()))
+            .await
+            .expect("db");
+        let done = db
+            .execute(Statement::from_sql_and_values(
+                db.get_database_backend(),
+                sql,
+                [id.into()],
+            ))
+            .await
+            .expect("write behind the services");
+        assert_eq!(done.rows_affected(), 1, "{sql}");
+    }
+
     async fn stop(mut self) {
         if let Some(s) = self.system.take() {
             s.stop().await;
@@ -3284,7 +3302,6 @@ async fn nats_killed_under_writes_loses_no_acknowledged_row_and_answers_503_only
 /// filling the cache, not when the write went to the service without this gateway's REST route.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn node_reads_from_the_gateway_cache_never_outlive_an_acknowledged_change() {
-    use bootfleet_store::sea_orm::{ConnectionTrait, Statement};
     let lab = lab(Backend::Sqlite).await;
     let created = lab
         .admin(
@@ -3304,16 +3321,11 @@ async fn node_reads_from_the_gateway_cache_never_outlive_an_acknowledged_change(
 
     // The copy is what the gateway serves: a change made in the database behind the service's
     // back (no change event) is not seen until the service announces one.
-    let db = bootfleet_store::connect(&database_url(Backend::Sqlite, lab._dir.path()))
-        .await
-        .expect("db");
-    db.execute(Statement::from_sql_and_values(
-        db.get_database_backend(),
+    lab.write_behind_the_services(
         "UPDATE mainscripts SET text = 'behind its back' WHERE id = $1",
-        [id.clone().into()],
-    ))
-    .await
-    .expect("update behind the service");
+        &id,
+    )
+    .await;
     assert_eq!(node_read(&lab).await.text, "#!ipxe\necho v0\n", "cached");
 
     // Readers keep filling the cache while a writer changes the script; after each

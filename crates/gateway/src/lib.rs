@@ -6,8 +6,10 @@ pub mod grpc;
 pub mod http;
 pub mod idempotency;
 pub mod insomnia;
+pub mod machine_files;
 pub mod metrics;
 pub mod openapi;
+pub mod read_cache;
 pub mod routes;
 pub mod script_cache;
 pub mod server;
@@ -26,6 +28,8 @@ use futures_util::future::BoxFuture;
 
 use crate::auth::{Access, Verifier};
 use crate::http::HttpError;
+use crate::machine_files::MachineFiles;
+use crate::read_cache::LazyCache;
 use crate::script_cache::ScriptCache;
 
 /// Bodies above this are refused with 413. Scripts themselves are bounded at 256 KiB, which JSON
@@ -86,6 +90,7 @@ impl AppState {
             artifacts: Arc::default(),
             replays: Arc::default(),
             script_cache: Arc::default(),
+            machine_files: Arc::default(),
         }))
     }
 }
@@ -101,7 +106,9 @@ pub struct Shared {
     /// The first answers to writes with an `Idempotency-Key`, opened on first use.
     replays: Arc<tokio::sync::OnceCell<ReplayStore>>,
     /// Recently read scripts, opened on the first node read.
-    script_cache: Arc<tokio::sync::OnceCell<Arc<ScriptCache>>>,
+    script_cache: Arc<LazyCache<ScriptCache>>,
+    /// Machines' rendered files read with their own tokens, opened on the first such read.
+    machine_files: Arc<LazyCache<MachineFiles>>,
 }
 
 async fn require(
@@ -209,23 +216,17 @@ impl AppState {
     }
 
     /// The cache of scripts read by nodes; `None` when it cannot be opened now (the reads then
-    /// go to the service, and the next read tries again).
+    /// go to the service; see [`LazyCache`] for when it is tried again).
     pub async fn script_cache(&self) -> Option<&ScriptCache> {
-        let opened = self
-            .script_cache
-            .get_or_try_init(|| async {
-                let cache = Arc::new(ScriptCache::open(&self.bus).await?);
-                ScriptCache::spawn_drain(cache.clone());
-                Ok::<_, String>(cache)
-            })
-            .await;
-        match opened {
-            Ok(cache) => Some(cache),
-            Err(e) => {
-                tracing::warn!(error = %e, "scripts are read uncached");
-                None
-            }
-        }
+        let open = || ScriptCache::open(&self.bus);
+        self.script_cache.get("scripts", open).await
+    }
+
+    /// The copies of machines' rendered files; `None` when it cannot be opened now (as for
+    /// [`AppState::script_cache`]).
+    pub async fn machine_files(&self) -> Option<&MachineFiles> {
+        let open = || MachineFiles::open(&self.bus);
+        self.machine_files.get("machines' files", open).await
     }
 
     /// The bucket the builders put artifacts in.

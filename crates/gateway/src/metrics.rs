@@ -39,6 +39,7 @@ struct Metrics {
     http: Requests,
     grpc: Requests,
     script_cache: LabeledCounter<2>,
+    machine_files: LabeledCounter<1>,
 }
 
 static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
@@ -59,6 +60,11 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
         "gateway_script_cache_lookups",
         "Node reads of scripts by kind: answered from the gateway's copy (hit) or by the service (miss)",
         ["kind", "result"],
+    ),
+    machine_files: counter(
+        "gateway_machine_file_cache_lookups",
+        "Machines' reads of their rendered files: answered from the gateway's copy (hit) or by the service (miss)",
+        ["result"],
     ),
 }
 });
@@ -86,4 +92,11 @@ pub fn record_script_lookup(kind: &str, hit: bool) {
     METRICS
         .script_cache
         .inc([kind, if hit { "hit" } else { "miss" }]);
+}
+
+/// Counts one machine-token read of a rendered file.
+pub fn record_machine_file_lookup(hit: bool) {
+    METRICS
+        .machine_files
+        .inc([if hit { "hit" } else { "miss" }]);
 }

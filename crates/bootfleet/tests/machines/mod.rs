@@ -980,6 +980,7 @@ async fn timeline_from_boot_events_in_order(backend: Backend) {
             at_ms: at,
             ipxe,
             detail: String::new(),
+            count: 0,
         };
         let client = lab.bus().client().clone();
         let payload = event.encode_to_vec();
@@ -1237,5 +1238,222 @@ async fn bmc_is_validated_write_only_kept_and_cleared(backend: Backend) {
     assert_eq!(row["bmc"], Value::Null);
     let r = put(json!({"bmc": {"protocol": "ipmi", "address": "10.0.0.5", "username": "a"}})).await;
     r.expect_error(400, Some("bmc.password"));
+    lab.stop().await;
+}
+
+/// The template fetches of one machine in its timeline, each with the fetches it stands for.
+async fn template_fetches(lab: &Lab, id: &str) -> Vec<u64> {
+    let timeline = lab
+        .admin(Method::GET, &format!("/api/machines/{id}/timeline"), None)
+        .await
+        .ok(200);
+    let mut fetches = Vec::new();
+    for boot in timeline["boots"].as_array().expect("boots") {
+        for step in boot["steps"].as_array().expect("steps") {
+            if step["kind"] == "template_fetched" {
+                assert_eq!(step["detail"]["template"], "kickstart", "{step}");
+                let count = step["detail"]["fetches"]
+                    .as_str()
+                    .map_or(1, |n| n.parse().expect("fetches is a number"));
+                fetches.push(count);
+            }
+        }
+    }
+    fetches
+}
+
+/// A machine that reads its rendered file again with its own token is answered from the
+/// gateway's copy; the copy never outlives an acknowledged change of the machine, its profile
+/// or its site's policy, nor its delete, and every fetch it answers still reaches the
+/// machine's timeline (folded into counted events).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rendered_files_from_the_gateway_copy_never_outlive_an_acknowledged_change() {
+    let lab = lab(Backend::Sqlite).await;
+    install_profile(&lab).await;
+    let m = lab
+        .machine(
+            json!({"mac": "52:54:00:dd:00:01", "name": "a", "artifactId": "site-1",
+                        "profile": "centos", "state": "install", "metadata": {"note": "v0"}}),
+        )
+        .await;
+    let id = m["id"].as_str().expect("id").to_owned();
+    let other = lab
+        .machine(
+            json!({"mac": "52:54:00:dd:00:02", "name": "b", "artifactId": "site-1",
+                        "profile": "centos", "state": "install"}),
+        )
+        .await;
+    let other_token = lab.token_of(other["id"].as_str().expect("id")).await;
+    let token = lab.token_of(&id).await;
+    let path = format!("/api/machines/{id}/files/kickstart");
+    async fn read_of(lab: &Lab, path: &str, token: &str) -> Resp {
+        lab.call(Method::GET, path, Some(token), None).await
+    }
+    let read = |lab| read_of(lab, &path, &token);
+    // The site's boot-event stream carries what distributors saw, not the gateway's reports.
+    let mut site_events = lab
+        .bus()
+        .client()
+        .subscribe(subjects::boot_events("site-1"))
+        .await
+        .expect("subscribe");
+    let first = read(&lab).await;
+    assert_eq!(first.status, 200, "{}", first.text);
+    assert!(first.text.contains("echo 'v0'"), "{}", first.text);
+
+    // The copy is what the gateway serves to this token: a change made in the database behind
+    // the service's back (no change event) is not seen until the service announces one.
+    lab.write_behind_the_services(
+        "UPDATE machines SET metadata = '{\"note\":\"behind its back\"}' WHERE id = $1",
+        &id,
+    )
+    .await;
+    for _ in 0..5 {
+        assert_eq!(read(&lab).await.text, first.text, "cached");
+    }
+    // Every fetch is in the timeline: the first as the service answered it, the five from the
+    // copy reported by the gateway soon after, folded into events that count them.
+    let mut fetches = Vec::new();
+    for _ in 0..50 {
+        fetches = template_fetches(&lab, &id).await;
+        if fetches.iter().sum::<u64>() >= 6 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(fetches.iter().sum::<u64>(), 6, "{fetches:?}");
+    {
+        use futures_util::{FutureExt, StreamExt};
+        while let Some(Some(message)) = site_events.next().now_or_never() {
+            let event = proto::BootEvent::decode(message.payload).expect("a boot event");
+            assert_ne!(event.kind, "template_fetched", "{event:?}");
+        }
+    }
+    assert!(
+        fetches.len() <= 3,
+        "five fetches within a moment fold: {fetches:?}"
+    );
+
+    // Not to anyone else: an operator reads through the service (which writes that fetch into
+    // the timeline itself), another machine's token is still refused there.
+    let by_operator = lab.admin(Method::GET, &path, None).await;
+    assert!(
+        by_operator.text.contains("behind its back"),
+        "{}",
+        by_operator.text
+    );
+    read_of(&lab, &path, &other_token)
+        .await
+        .expect_error(403, None);
+
+    // Readers keep filling the cache while writes change what the file renders to; after each
+    // acknowledged write, the next read gives exactly that write's rendering.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let readers: Vec<_> = (0..4)
+        .map(|_| {
+            let (http, url, token, stop) = (
+                lab.http.clone(),
+                format!("{}{path}", lab.base),
+                token.clone(),
+                stop.clone(),
+            );
+            tokio::spawn(async move {
+                let mut reads = 0u32;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) && reads < 5000 {
+                    let r = super::plain::get(&http, &url, Some(&token)).await;
+                    assert_eq!(r.status(), 200);
+                    reads += 1;
+                }
+            })
+        })
+        .collect();
+    for i in 1..=30 {
+        let note = format!("v{i}");
+        let expect = match i % 3 {
+            // The machine, through the gateway's REST route.
+            0 => {
+                lab.admin(
+                    Method::PUT,
+                    &format!("/api/machines/{id}"),
+                    Some(json!({"metadata": {"note": note}})),
+                )
+                .await
+                .ok(200);
+                format!("echo '{note}'")
+            }
+            // The machine, straight to the service on the gateway's own bus connection, as
+            // gRPC or another route would reach it.
+            1 => {
+                let call = proto::MachinesCall {
+                    id: id.clone(),
+                    body: json!({"metadata": {"note": note}}).to_string(),
+                    role: "admin".into(),
+                    ..Default::default()
+                };
+                let reply: proto::MachinesReply = lab
+                    .bus()
+                    .request(
+                        &TraceParent::new_root(),
+                        &subjects::machines_op(bootfleet_api::machines::ops::UPDATE),
+                        &call,
+                    )
+                    .await
+                    .expect("update over the bus");
+                assert!(reply.body.contains(&note), "{}", reply.body);
+                format!("echo '{note}'")
+            }
+            // Its profile's template.
+            _ => {
+                let kickstart = KICKSTART.replace("%post", &format!("%post\n# {note}"));
+                lab.admin(
+                    Method::PUT,
+                    "/api/profiles/centos",
+                    Some(json!({
+                        "ipxeTemplate": "#!ipxe\nexit\n",
+                        "templates": {"kickstart": kickstart}
+                    })),
+                )
+                .await
+                .ok(200);
+                format!("# {note}")
+            }
+        };
+        let after = read(&lab).await;
+        assert_eq!(after.status, 200, "{}", after.text);
+        assert!(
+            after.text.contains(&expect),
+            "read after write {i}: {}",
+            after.text
+        );
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for reader in readers {
+        reader.await.expect("reader");
+    }
+
+    // A site policy's change drops every copy too (the database again behind the service's
+    // back, then a policy write that changes nothing the file shows).
+    assert_eq!(read(&lab).await.status, 200);
+    lab.write_behind_the_services("UPDATE machines SET name = 'renamed' WHERE id = $1", &id)
+        .await;
+    lab.admin(
+        Method::PUT,
+        "/api/machines/sites/site-1",
+        Some(json!({"unknownMacs": "serve"})),
+    )
+    .await
+    .ok(200);
+    let after_policy = read(&lab).await;
+    assert!(
+        after_policy.text.contains("network --hostname=renamed"),
+        "{}",
+        after_policy.text
+    );
+
+    // A delete is never answered from the copy either.
+    lab.admin(Method::DELETE, &format!("/api/machines/{id}"), None)
+        .await
+        .ok(200);
+    read(&lab).await.expect_error(404, None);
     lab.stop().await;
 }

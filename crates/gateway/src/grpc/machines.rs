@@ -249,7 +249,7 @@ relayed_service! {
         req: Request<pb::MachineFileRequest>,
     ) -> Result<Response<pb::MachineText>, Status> {
         let (call, r) = self.take(req, Access::MachineRead)?;
-        let reply = machine_file(&self.relay(&call), r.id, r.template)
+        let reply = machine_file(&self.state, &self.relay(&call), r.id, r.template)
             .await
             .map_err(status)?;
         Ok(Response::new(pb::MachineText { text: reply.body }))

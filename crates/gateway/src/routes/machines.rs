@@ -191,21 +191,51 @@ pub(crate) async fn import_machines(
 
 // ---- node-facing ------------------------------------------------------------------------
 
-async fn file(r: Relay, Path((id, template)): Path<(String, String)>) -> HttpResult<Response> {
-    let reply = machine_file(&r, id, template).await?;
+async fn file(
+    State(s): State<AppState>,
+    r: Relay,
+    Path((id, template)): Path<(String, String)>,
+) -> HttpResult<Response> {
+    let reply = machine_file(&s, &r, id, template).await?;
     Ok(MachinesCall::answer(reply, None))
 }
 
 /// The template `template` of machine `id`'s profile, rendered for it (REST's and gRPC's).
+/// A machine reading with its own token is answered from the gateway's copy when there is one
+/// (see [`crate::machine_files`]).
 pub(crate) async fn machine_file(
+    s: &AppState,
     r: &Relay,
     id: String,
     template: String,
 ) -> Result<proto::MachinesReply, ApiError> {
     bootfleet_api::machines::template_name("template", &template)?;
-    let mut call = r.call::<MachinesCall>(bootfleet_api::validate::id("id", &id)?);
-    call.name = template;
-    r.ask(ops::FILE, call).await
+    let id = bootfleet_api::validate::id("id", &id)?;
+    let token = r.caller.machine_token.as_str();
+    let files = if token.is_empty() {
+        None
+    } else {
+        s.machine_files().await
+    };
+    if let Some(files) = files {
+        let hit = files.get(&id, &template, token);
+        crate::metrics::record_machine_file_lookup(hit.is_some());
+        if let Some(copy) = hit {
+            return Ok(proto::MachinesReply {
+                body: copy.text.clone(),
+                content_type: "text/plain".to_owned(),
+                ..Default::default()
+            });
+        }
+    }
+    let epoch = files.map(|f| f.epoch());
+    let mut call = r.call::<MachinesCall>(id.clone());
+    call.name = template.clone();
+    let reply = r.ask(ops::FILE, call).await?;
+    if let (Some(files), Some(epoch)) = (files, epoch) {
+        files.keep(&id, &template, token, &reply, epoch);
+    }
+    Ok(reply)
 }
 
 // ---- profiles and sites -----------------------------------------------------------------

@@ -214,7 +214,7 @@ fn json<T: Serialize>(value: &T) -> Result<proto::MachinesReply, ApiError> {
         body: serde_json::to_string(value)
             .map_err(|e| ApiError::internal(format!("cannot encode the answer: {e}")))?,
         content_type: "application/json".into(),
-        created: false,
+        ..Default::default()
     })
 }
 
@@ -222,13 +222,22 @@ fn text(body: String) -> proto::MachinesReply {
     proto::MachinesReply {
         body,
         content_type: "text/plain".into(),
-        created: false,
+        ..Default::default()
     }
 }
 
 /// Parses a call's JSON body (the gateway checked its shape already; a service trusts no caller).
 fn body<T: serde::de::DeserializeOwned>(call: &proto::MachinesCall) -> Result<T, ApiError> {
     serde_json::from_str(&call.body).map_err(|e| ApiError::invalid("body", e))
+}
+
+/// One or more fetches of a machine's rendered file, for its timeline.
+#[derive(Clone, Copy, Debug)]
+struct TemplateFetch<'a> {
+    template: &'a str,
+    bytes: u64,
+    peer: &'a str,
+    count: u32,
 }
 
 fn detail(pairs: &[(&str, String)]) -> BTreeMap<String, String> {
@@ -315,6 +324,23 @@ impl Machines {
     pub fn with_bus(mut self, bus: bootfleet_bus::Bus) -> Machines {
         self.bus = Some(bus);
         self
+    }
+
+    /// Tells the gateways that machine `id` (`None`: every machine) may render differently now,
+    /// so they drop the rendered files they keep ([`subjects::MACHINE_CHANGES`]). Every write
+    /// of a machine row, a profile or a site's policy calls this before its answer leaves, on
+    /// the connection that carries the answer. If it cannot be sent, the gateways' copies still
+    /// expire on their own (after 30 s).
+    async fn announce(&self, id: Option<&str>) {
+        let Some(bus) = &self.bus else { return };
+        let payload = id.unwrap_or_default().to_owned();
+        if let Err(e) = bus
+            .client()
+            .publish(subjects::MACHINE_CHANGES, payload.into())
+            .await
+        {
+            tracing::warn!(machine = id.unwrap_or("*"), error = %e, "cannot announce a machine change");
+        }
     }
 
     fn build<S: StatementBuilder>(&self, s: &S) -> bootfleet_store::sea_orm::Statement {
@@ -656,7 +682,9 @@ impl Machines {
         update
             .value(Alias::new("updated_at"), now_ms())
             .and_where(Expr::col(Alias::new("id")).eq(current.id.as_str()));
-        self.exec(&update).await?;
+        let written = self.exec(&update).await;
+        self.announce(Some(&current.id)).await;
+        written?;
         if let Some(state) = input.state.filter(|s| *s != from) {
             self.record_history(&current.id, Some(from), state, reason, by)
                 .await?;
@@ -711,7 +739,9 @@ impl Machines {
 
     async fn delete(&self, call: proto::MachinesCall) -> Result<proto::MachinesReply, ApiError> {
         let rec = self.machine(&call.id).await?;
-        if !bootfleet_store::delete(&self.db, &MACHINES, &rec.id).await? {
+        let deleted = bootfleet_store::delete(&self.db, &MACHINES, &rec.id).await;
+        self.announce(Some(&rec.id)).await;
+        if !deleted? {
             return Err(ApiError::not_found(format!("machine {}", rec.id)));
         }
         let mut delete = Query::delete();
@@ -859,7 +889,9 @@ impl Machines {
             .value(Alias::new("firmware"), inventory.firmware.as_str())
             .value(Alias::new("updated_at"), now_ms())
             .and_where(Expr::col(Alias::new("id")).eq(rec.id.as_str()));
-        self.exec(&update).await?;
+        let written = self.exec(&update).await;
+        self.announce(Some(&rec.id)).await;
+        written?;
         let from = rec.state();
         let mut updated = self.machine(&rec.id).await?;
         if matches!(from, MachineState::Discovered | MachineState::Inventory) {
@@ -1025,19 +1057,18 @@ impl Machines {
                 ))
             })?;
         let rendered = render::render(&call.name, &template, &self.vars(&rec))?;
-        self.record_event(
-            &rec.mac,
-            &rec.artifact_id,
-            "template_fetched",
-            detail(&[
-                ("template", call.name.clone()),
-                ("bytes", rendered.len().to_string()),
-                ("peer", call.client_ip.clone()),
-            ]),
-            now_ms(),
-        )
-        .await?;
-        Ok(text(rendered))
+        let fetch = TemplateFetch {
+            template: &call.name,
+            bytes: rendered.len() as u64,
+            peer: &call.client_ip,
+            count: 1,
+        };
+        self.record_template_fetch(&rec.mac, &rec.artifact_id, fetch, now_ms())
+            .await?;
+        let mut reply = text(rendered);
+        reply.mac = rec.mac;
+        reply.artifact_id = rec.artifact_id;
+        Ok(reply)
     }
 
     // ---- profiles ---------------------------------------------------------------------------
@@ -1091,7 +1122,9 @@ impl Machines {
                 .value(Alias::new("templates"), templates)
                 .value(Alias::new("updated_at"), now)
                 .and_where(Expr::col(Alias::new("id")).eq(p.id.as_str()));
-            self.exec(&update).await?;
+            let written = self.exec(&update).await;
+            self.announce(None).await;
+            written?;
         } else {
             let mut insert = Query::insert();
             insert
@@ -1237,7 +1270,9 @@ impl Machines {
                 ),
             ));
         }
-        bootfleet_store::delete(&self.db, &PROFILES, &rec.id).await?;
+        let deleted = bootfleet_store::delete(&self.db, &PROFILES, &rec.id).await;
+        self.announce(None).await;
+        deleted?;
         json(&rec.row())
     }
 
@@ -1318,7 +1353,9 @@ impl Machines {
                     )
                     .to_owned(),
             );
-        self.exec(&insert).await?;
+        let written = self.exec(&insert).await;
+        self.announce(None).await;
+        written?;
         json(&self.policy(&call.id).await?)
     }
 
@@ -1457,6 +1494,56 @@ impl Machines {
             .from_table(Alias::new("machine_events"))
             .and_where(Expr::col(Alias::new("at")).lt(now_ms() - MAX_EVENT_AGE_MS));
         self.exec(&prune).await
+    }
+
+    /// A fetch of a machine's rendered file, into its timeline: the ones this service answers,
+    /// and the ones a gateway answered from its copy and reported ([`Machines::fetch_report`]).
+    async fn record_template_fetch(
+        &self,
+        mac: &str,
+        site: &str,
+        fetch: TemplateFetch<'_>,
+        at: i64,
+    ) -> Result<(), ApiError> {
+        let fetches = if fetch.count > 1 {
+            fetch.count.to_string()
+        } else {
+            String::new()
+        };
+        self.record_event(
+            mac,
+            site,
+            "template_fetched",
+            detail(&[
+                ("template", fetch.template.to_owned()),
+                ("fetches", fetches),
+                ("bytes", fetch.bytes.to_string()),
+                ("peer", fetch.peer.to_owned()),
+            ]),
+            at,
+        )
+        .await
+    }
+
+    /// Fetches a gateway answered from its copy of a rendered file
+    /// ([`subjects::MACHINE_FETCHES`]).
+    pub async fn fetch_report(&self, event: proto::BootEvent) -> Result<(), ApiError> {
+        validate::artifact_id("artifactId", &event.artifact_id)?;
+        let mac = m::mac("mac", &event.mac)?;
+        m::template_name("file", &event.file)?;
+        let at = if event.at_ms > 0 {
+            event.at_ms
+        } else {
+            now_ms()
+        };
+        let fetch = TemplateFetch {
+            template: &event.file,
+            bytes: event.bytes,
+            peer: &event.peer,
+            count: event.count.max(1),
+        };
+        self.record_template_fetch(&mac, &event.artifact_id, fetch, at)
+            .await
     }
 
     /// A boot event a distributor published (on its site's subject).
@@ -1794,11 +1881,12 @@ fn handlers() -> Vec<(&'static str, Handler)> {
     ]
 }
 
-/// Follows every site's boot events (one instance of the service's queue group takes each)
-/// and stores them under their MACs.
+/// Follows every site's boot events and the gateways' fetch reports (one instance of the
+/// service's queue group takes each) and stores them under their MACs.
 async fn consume_boot_events(
     machines: Machines,
     mut sub: async_nats::Subscriber,
+    mut fetches: async_nats::Subscriber,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) {
     use futures_util::StreamExt;
@@ -1808,6 +1896,18 @@ async fn consume_boot_events(
     loop {
         let msg = tokio::select! {
             msg = sub.next() => match msg { Some(m) => m, None => break },
+            report = fetches.next() => {
+                let Some(report) = report else { break };
+                let event = (report.payload.len() <= 4096)
+                    .then(|| proto::BootEvent::decode(report.payload.clone()).ok())
+                    .flatten();
+                if let Some(event) = event {
+                    if let Err(e) = machines.fetch_report(event).await {
+                        tracing::debug!(error = %e.message, "fetch report not stored");
+                    }
+                }
+                continue;
+            }
             _ = prune.tick() => {
                 if let Err(e) = machines.prune_old_events().await {
                     tracing::warn!(error = %e.message, "old boot events not pruned");
@@ -1830,6 +1930,7 @@ async fn consume_boot_events(
         }
     }
     let _ = sub.unsubscribe().await;
+    let _ = fetches.unsubscribe().await;
 }
 
 async fn routes(service: ServiceBuilder, ctx: Context, api_url: Arc<str>) -> Routes {
@@ -1844,9 +1945,17 @@ async fn routes(service: ServiceBuilder, ctx: Context, api_url: Arc<str>) -> Rou
         .queue_subscribe(subjects::ALL_BOOT_EVENTS, SERVICE.to_owned())
         .await
         .map_err(|e| StartError::Setup(format!("cannot follow boot events: {e}")))?;
+    let fetches = ctx
+        .bus
+        .client()
+        .queue_subscribe(subjects::MACHINE_FETCHES, SERVICE.to_owned())
+        .await
+        .map_err(|e| {
+            StartError::Setup(format!("cannot follow the gateways' fetch reports: {e}"))
+        })?;
     let background = machines.clone();
     let mut routes = service
-        .background(move |stop| consume_boot_events(background, events, stop))
+        .background(move |stop| consume_boot_events(background, events, fetches, stop))
         .with_state(machines);
     for (op, handler) in handlers() {
         routes = routes.route(subjects::machines_op(op), move |m: Machines, _, call| {
