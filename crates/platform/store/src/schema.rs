@@ -15,6 +15,65 @@ pub enum RegistryColumn {
     UpdatedAt,
 }
 
+/// Columns by kind, `NOT NULL` unless the name says `optional`: a table reads one line a
+/// column (`.col(column::string(Machines::Mac, 17))`). A default goes on the result
+/// (`column::boolean(C).default(false)`).
+pub mod column {
+    use sea_orm_migration::prelude::*;
+
+    /// `varchar(len)`.
+    pub fn string(name: impl IntoIden, len: u32) -> ColumnDef {
+        ColumnDef::new(name).string_len(len).not_null().to_owned()
+    }
+
+    /// `varchar(len)`, `NULL` allowed.
+    pub fn optional_string(name: impl IntoIden, len: u32) -> ColumnDef {
+        ColumnDef::new(name).string_len(len).null().to_owned()
+    }
+
+    /// `kind / optional_kind`: the two constructors of a column type without arguments.
+    macro_rules! kinds {
+        ($($kind:ident / $optional:ident),+) => {$(
+            #[doc = concat!("`", stringify!($kind), "`.")]
+            pub fn $kind(name: impl IntoIden) -> ColumnDef {
+                ColumnDef::new(name).$kind().not_null().to_owned()
+            }
+
+            #[doc = concat!("`", stringify!($kind), "`, `NULL` allowed.")]
+            pub fn $optional(name: impl IntoIden) -> ColumnDef {
+                ColumnDef::new(name).$kind().null().to_owned()
+            }
+        )+};
+    }
+
+    // `big_integer` holds Unix milliseconds and counts.
+    kinds!(
+        text / optional_text,
+        integer / optional_integer,
+        big_integer / optional_big_integer,
+        boolean / optional_boolean,
+        binary / optional_binary
+    );
+}
+
+/// What [`RegistryTable::col`] and [`add_columns`] take: a column, or one borrowed from a
+/// builder call such as `.default(..)`.
+pub trait IntoColumn {
+    fn into_column(self) -> ColumnDef;
+}
+
+impl IntoColumn for ColumnDef {
+    fn into_column(self) -> ColumnDef {
+        self
+    }
+}
+
+impl IntoColumn for &mut ColumnDef {
+    fn into_column(self) -> ColumnDef {
+        self.to_owned()
+    }
+}
+
 /// A registry table: `id` first, its own columns, then `created_at` and `updated_at`.
 #[derive(Debug)]
 pub struct RegistryTable {
@@ -32,8 +91,9 @@ impl RegistryTable {
         }
     }
 
-    pub fn col(mut self, column: &mut ColumnDef) -> Self {
-        self.columns.push(column.to_owned());
+    /// A column of the table: one of [`column`]'s, or a `ColumnDef` of its own.
+    pub fn col(mut self, column: impl IntoColumn) -> Self {
+        self.columns.push(column.into_column());
         self
     }
 
@@ -59,26 +119,16 @@ impl RegistryTable {
 
     fn create(&self) -> TableCreateStatement {
         let mut table = Table::create();
-        table.table(self.name.clone()).if_not_exists().col(
-            ColumnDef::new(RegistryColumn::Id)
-                .string_len(36)
-                .not_null()
-                .primary_key(),
-        );
-        for column in &self.columns {
-            table.col(column.clone());
+        table
+            .table(self.name.clone())
+            .if_not_exists()
+            .col(column::string(RegistryColumn::Id, 36).primary_key());
+        for own in &self.columns {
+            table.col(own.clone());
         }
         table
-            .col(
-                ColumnDef::new(RegistryColumn::CreatedAt)
-                    .big_integer()
-                    .not_null(),
-            )
-            .col(
-                ColumnDef::new(RegistryColumn::UpdatedAt)
-                    .big_integer()
-                    .not_null(),
-            )
+            .col(column::big_integer(RegistryColumn::CreatedAt))
+            .col(column::big_integer(RegistryColumn::UpdatedAt))
             .to_owned()
     }
 }
@@ -148,12 +198,12 @@ pub struct AddColumns {
 pub fn add_columns(
     name: &'static str,
     table: impl IntoIden,
-    columns: Vec<&mut ColumnDef>,
+    columns: Vec<impl IntoColumn>,
 ) -> Box<dyn MigrationTrait> {
     Box::new(AddColumns {
         name,
         table: table.into_iden(),
-        columns: columns.into_iter().map(|c| c.to_owned()).collect(),
+        columns: columns.into_iter().map(IntoColumn::into_column).collect(),
     })
 }
 

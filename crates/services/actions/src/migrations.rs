@@ -2,7 +2,7 @@
 //! JSON text (members, variants, a selector).
 
 use bootfleet_service_kit::Schema;
-use bootfleet_store::schema::{create_tables, RegistryColumn, RegistryTable};
+use bootfleet_store::schema::{column, create_tables, RegistryColumn, RegistryTable};
 use bootfleet_store::sea_orm_migration::prelude::*;
 
 #[derive(DeriveIden)]
@@ -65,12 +65,9 @@ enum ActionRunMachines {
     FinishedAt,
 }
 
-fn text(column: impl IntoIden) -> ColumnDef {
-    ColumnDef::new(column).text().not_null().to_owned()
-}
-
-fn name(column: impl IntoIden) -> ColumnDef {
-    ColumnDef::new(column).string_len(64).not_null().to_owned()
+/// A name of the command library or a group: `varchar(64)`.
+fn name(name: impl IntoIden) -> ColumnDef {
+    column::string(name, 64)
 }
 
 /// The tables of the `actions` service.
@@ -86,77 +83,47 @@ bootfleet_store::migrator!(pub ActionsMigrator, "actions_migrations", vec![creat
     "m20261203_000001_create_actions",
     vec![
         RegistryTable::new(ActionGroups::Table)
-            .col(&mut name(ActionGroups::Name))
-            .col(&mut text(ActionGroups::Description))
-            .col(&mut text(ActionGroups::Members))
-            .col(&mut text(ActionGroups::Selector))
+            .col(name(ActionGroups::Name))
+            .col(column::text(ActionGroups::Description))
+            .col(column::text(ActionGroups::Members))
+            .col(column::text(ActionGroups::Selector))
             .index("idx_action_groups_name", true, [ActionGroups::Name]),
         RegistryTable::new(ActionCommands::Table)
-            .col(&mut name(ActionCommands::Name))
-            .col(&mut text(ActionCommands::Summary))
-            .col(&mut text(ActionCommands::Description))
-            .col(&mut text(ActionCommands::Script))
-            .col(&mut text(ActionCommands::Variants))
-            .col(
-                ColumnDef::new(ActionCommands::BuiltIn)
-                    .boolean()
-                    .not_null()
-                    .default(false),
-            )
+            .col(name(ActionCommands::Name))
+            .col(column::text(ActionCommands::Summary))
+            .col(column::text(ActionCommands::Description))
+            .col(column::text(ActionCommands::Script))
+            .col(column::text(ActionCommands::Variants))
+            .col(column::boolean(ActionCommands::BuiltIn).default(false))
             .index("idx_action_commands_name", true, [ActionCommands::Name]),
         RegistryTable::new(ActionRuns::Table)
-            .col(&mut name(ActionRuns::Command))
-            .col(&mut text(ActionRuns::Actor))
-            .col(ColumnDef::new(ActionRuns::Status).string_len(16).not_null())
-            .col(ColumnDef::new(ActionRuns::FinishedAt).big_integer().null())
+            .col(name(ActionRuns::Command))
+            .col(column::text(ActionRuns::Actor))
+            .col(column::string(ActionRuns::Status, 16))
+            .col(column::optional_big_integer(ActionRuns::FinishedAt))
             .index(
                 "idx_action_runs_created_at",
                 false,
                 [RegistryColumn::CreatedAt],
             ),
         RegistryTable::new(ActionRunMachines::Table)
-            .col(
-                ColumnDef::new(ActionRunMachines::RunId)
-                    .string_len(36)
-                    .not_null(),
-            )
-            .col(
-                ColumnDef::new(ActionRunMachines::Position)
-                    .integer()
-                    .not_null(),
-            )
-            .col(
-                ColumnDef::new(ActionRunMachines::MachineId)
-                    .string_len(36)
-                    .not_null(),
-            )
-            .col(&mut text(ActionRunMachines::Machine))
-            .col(&mut name(ActionRunMachines::Variant))
-            .col(
-                ColumnDef::new(ActionRunMachines::Status)
-                    .string_len(16)
-                    .not_null(),
-            )
-            .col(ColumnDef::new(ActionRunMachines::ExitCode).integer().null())
-            .col(ColumnDef::new(ActionRunMachines::Error).text().null())
-            .col(ColumnDef::new(ActionRunMachines::PowerState).text().null())
-            .col(&mut text(ActionRunMachines::Output))
-            .col(
-                ColumnDef::new(ActionRunMachines::Truncated)
-                    .boolean()
-                    .not_null()
-                    .default(false),
-            )
-            .col(
-                ColumnDef::new(ActionRunMachines::FinishedAt)
-                    .big_integer()
-                    .null(),
-            )
+            .col(column::string(ActionRunMachines::RunId, 36))
+            .col(column::integer(ActionRunMachines::Position))
+            .col(column::string(ActionRunMachines::MachineId, 36))
+            .col(column::text(ActionRunMachines::Machine))
+            .col(name(ActionRunMachines::Variant))
+            .col(column::string(ActionRunMachines::Status, 16))
+            .col(column::optional_integer(ActionRunMachines::ExitCode))
+            .col(column::optional_text(ActionRunMachines::Error))
+            .col(column::optional_text(ActionRunMachines::PowerState))
+            .col(column::text(ActionRunMachines::Output))
+            .col(column::boolean(ActionRunMachines::Truncated).default(false))
+            .col(column::optional_big_integer(ActionRunMachines::FinishedAt))
             .index(
                 "idx_action_run_machines_run",
                 true,
                 [ActionRunMachines::RunId, ActionRunMachines::Position],
             ),
-        RegistryTable::new(ActionHostKeys::Table).col(&mut text(ActionHostKeys::HostKey)),
+        RegistryTable::new(ActionHostKeys::Table).col(column::text(ActionHostKeys::HostKey)),
     ],
 )]);

@@ -1,4 +1,4 @@
-use bootfleet_store::schema::{create_tables, RegistryTable};
+use bootfleet_store::schema::{column, create_tables, RegistryTable};
 use bootfleet_store::sea_orm_migration::prelude::*;
 
 #[derive(DeriveIden)]
@@ -20,15 +20,15 @@ bootfleet_store::migrator!(pub ArtifactsMigrator, "artifacts_migrations", {
     vec![create_tables(
         "m20261123_000001_create_artifacts",
         vec![RegistryTable::new(A::Table)
-            .col(ColumnDef::new(A::Kind).string_len(16).not_null())
-            .col(ColumnDef::new(A::Status).string_len(16).not_null())
-            .col(ColumnDef::new(A::Progress).integer().not_null())
-            .col(ColumnDef::new(A::Error).text().not_null())
-            .col(ColumnDef::new(A::Inputs).text().not_null())
-            .col(ColumnDef::new(A::ContentKey).string_len(64).not_null())
-            .col(ColumnDef::new(A::Files).text().not_null())
-            .col(ColumnDef::new(A::Size).big_integer().not_null())
-            .col(ColumnDef::new(A::Embedded).boolean().null())
+            .col(column::string(A::Kind, 16))
+            .col(column::string(A::Status, 16))
+            .col(column::integer(A::Progress))
+            .col(column::text(A::Error))
+            .col(column::text(A::Inputs))
+            .col(column::string(A::ContentKey, 64))
+            .col(column::text(A::Files))
+            .col(column::big_integer(A::Size))
+            .col(column::optional_boolean(A::Embedded))
             // "Is this content built already?" is asked on every create.
             .index("artifacts_content_key", false, [A::ContentKey])],
     )]

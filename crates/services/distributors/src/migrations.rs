@@ -1,5 +1,5 @@
 use bootfleet_service_kit::Schema;
-use bootfleet_store::schema::{add_columns, create_tables, RegistryTable};
+use bootfleet_store::schema::{add_columns, column, create_tables, RegistryTable};
 use bootfleet_store::sea_orm_migration::prelude::*;
 
 #[derive(DeriveIden)]
@@ -29,33 +29,22 @@ bootfleet_store::migrator!(pub DistributorsMigrator, "distributors_migrations", 
         create_tables(
             "m20261123_000001_create_distributors",
             vec![RegistryTable::new(D::Table)
-                .col(
-                    ColumnDef::new(D::ArtifactId)
-                        .string_len(64)
-                        .not_null()
-                        .unique_key(),
-                )
-                .col(ColumnDef::new(D::Hostname).string_len(255).not_null())
-                .col(ColumnDef::new(D::Version).string_len(255).not_null())
-                .col(ColumnDef::new(D::Interfaces).text().not_null())
-                .col(ColumnDef::new(D::SwitchedOn).boolean().not_null())
-                .col(ColumnDef::new(D::Serving).boolean().not_null())
-                .col(ColumnDef::new(D::LastSeen).big_integer().not_null())
-                .col(ColumnDef::new(D::DhcpAnswered).big_integer().not_null())
-                .col(ColumnDef::new(D::TftpCompleted).big_integer().not_null())],
+                .col(column::string(D::ArtifactId, 64).unique_key())
+                .col(column::string(D::Hostname, 255))
+                .col(column::string(D::Version, 255))
+                .col(column::text(D::Interfaces))
+                .col(column::boolean(D::SwitchedOn))
+                .col(column::boolean(D::Serving))
+                .col(column::big_integer(D::LastSeen))
+                .col(column::big_integer(D::DhcpAnswered))
+                .col(column::big_integer(D::TftpCompleted))],
         ),
         add_columns(
             "m20261123_000002_add_distributor_config",
             D::Table,
             vec![
-                ColumnDef::new(D::Config)
-                    .binary()
-                    .not_null()
-                    .default(Vec::<u8>::new()),
-                ColumnDef::new(D::BootFiles)
-                    .binary()
-                    .not_null()
-                    .default(Vec::<u8>::new()),
+                column::binary(D::Config).default(Vec::<u8>::new()),
+                column::binary(D::BootFiles).default(Vec::<u8>::new()),
             ],
         ),
     ]

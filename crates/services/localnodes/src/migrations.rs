@@ -1,5 +1,5 @@
 use bootfleet_service_kit::Schema;
-use bootfleet_store::schema::{add_columns, create_tables, RegistryTable};
+use bootfleet_store::schema::{add_columns, column, create_tables, RegistryTable};
 use bootfleet_store::sea_orm_migration::prelude::*;
 
 #[derive(DeriveIden)]
@@ -24,19 +24,19 @@ bootfleet_store::migrator!(pub LocalnodesMigrator, "localnodes_migrations", {
         create_tables(
             "m20261123_000001_create_localnodes",
             vec![RegistryTable::new(N::Table)
-                .col(ColumnDef::new(N::Ip).string_len(45).not_null())
-                .col(ColumnDef::new(N::ArtifactId).string_len(64).not_null())
-                .col(ColumnDef::new(N::Mac).string_len(17).not_null())
-                .col(ColumnDef::new(N::Hostname).string_len(253).not_null())
-                .col(ColumnDef::new(N::Pingable).boolean().not_null())
-                .col(ColumnDef::new(N::LastSeen).big_integer().not_null())
+                .col(column::string(N::Ip, 45))
+                .col(column::string(N::ArtifactId, 64))
+                .col(column::string(N::Mac, 17))
+                .col(column::string(N::Hostname, 253))
+                .col(column::boolean(N::Pingable))
+                .col(column::big_integer(N::LastSeen))
                 // One row per address per site: registering again updates it.
                 .index("localnodes_ip_artifact_id", true, [N::Ip, N::ArtifactId])],
         ),
         add_columns(
             "m20261123_000002_add_localnode_host_key",
             N::Table,
-            vec![ColumnDef::new(N::HostKey).text().not_null().default("")],
+            vec![column::text(N::HostKey).default("")],
         ),
     ]
 });

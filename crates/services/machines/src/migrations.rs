@@ -1,4 +1,4 @@
-use bootfleet_store::schema::{add_columns, create_tables, RegistryTable};
+use bootfleet_store::schema::{add_columns, column, create_tables, RegistryTable};
 use bootfleet_store::sea_orm_migration::prelude::*;
 
 #[derive(DeriveIden)]
@@ -81,21 +81,17 @@ bootfleet_store::migrator!(pub MachinesMigrator, "machines_migrations", vec![
         "m20261203_000001_create_machines",
         vec![
             RegistryTable::new(Machines::Table)
-                .col(ColumnDef::new(Machines::Mac).string_len(17).not_null())
-                .col(ColumnDef::new(Machines::Name).string_len(63).null())
-                .col(
-                    ColumnDef::new(Machines::ArtifactId)
-                        .string_len(64)
-                        .not_null(),
-                )
-                .col(ColumnDef::new(Machines::Firmware).string_len(8).not_null())
-                .col(ColumnDef::new(Machines::Ip).string_len(45).not_null())
-                .col(ColumnDef::new(Machines::Ranks).text().not_null())
-                .col(ColumnDef::new(Machines::Groups).text().not_null())
-                .col(ColumnDef::new(Machines::Metadata).text().not_null())
-                .col(ColumnDef::new(Machines::Profile).string_len(64).not_null())
-                .col(ColumnDef::new(Machines::State).string_len(16).not_null())
-                .col(ColumnDef::new(Machines::Inventory).text().not_null())
+                .col(column::string(Machines::Mac, 17))
+                .col(column::optional_string(Machines::Name, 63))
+                .col(column::string(Machines::ArtifactId, 64))
+                .col(column::string(Machines::Firmware, 8))
+                .col(column::string(Machines::Ip, 45))
+                .col(column::text(Machines::Ranks))
+                .col(column::text(Machines::Groups))
+                .col(column::text(Machines::Metadata))
+                .col(column::string(Machines::Profile, 64))
+                .col(column::string(Machines::State, 16))
+                .col(column::text(Machines::Inventory))
                 .index("machines_mac", true, [Machines::Mac])
                 // NULL names (no name) do not collide, on SQLite and PostgreSQL alike.
                 .index(
@@ -104,130 +100,57 @@ bootfleet_store::migrator!(pub MachinesMigrator, "machines_migrations", vec![
                     [Machines::ArtifactId, Machines::Name],
                 ),
             RegistryTable::new(MachineHistory::Table)
-                .col(
-                    ColumnDef::new(MachineHistory::MachineId)
-                        .string_len(36)
-                        .not_null(),
-                )
-                .col(
-                    ColumnDef::new(MachineHistory::FromState)
-                        .string_len(16)
-                        .not_null(),
-                )
-                .col(
-                    ColumnDef::new(MachineHistory::ToState)
-                        .string_len(16)
-                        .not_null(),
-                )
-                .col(ColumnDef::new(MachineHistory::Reason).text().not_null())
-                .col(
-                    ColumnDef::new(MachineHistory::Actor)
-                        .string_len(128)
-                        .not_null(),
-                )
-                .col(ColumnDef::new(MachineHistory::At).big_integer().not_null())
+                .col(column::string(MachineHistory::MachineId, 36))
+                .col(column::string(MachineHistory::FromState, 16))
+                .col(column::string(MachineHistory::ToState, 16))
+                .col(column::text(MachineHistory::Reason))
+                .col(column::string(MachineHistory::Actor, 128))
+                .col(column::big_integer(MachineHistory::At))
                 .index(
                     "machine_history_machine_id",
                     false,
                     [MachineHistory::MachineId],
                 ),
             RegistryTable::new(MachineProfiles::Table)
-                .col(
-                    ColumnDef::new(MachineProfiles::Name)
-                        .string_len(64)
-                        .not_null(),
-                )
-                .col(
-                    ColumnDef::new(MachineProfiles::IpxeTemplate)
-                        .text()
-                        .not_null(),
-                )
-                .col(
-                    ColumnDef::new(MachineProfiles::RescueTemplate)
-                        .text()
-                        .null(),
-                )
-                .col(ColumnDef::new(MachineProfiles::Templates).text().not_null())
+                .col(column::string(MachineProfiles::Name, 64))
+                .col(column::text(MachineProfiles::IpxeTemplate))
+                .col(column::optional_text(MachineProfiles::RescueTemplate))
+                .col(column::text(MachineProfiles::Templates))
                 .index("machine_profiles_name", true, [MachineProfiles::Name]),
             RegistryTable::new(MachineSites::Table)
-                .col(
-                    ColumnDef::new(MachineSites::ArtifactId)
-                        .string_len(64)
-                        .not_null(),
-                )
-                .col(
-                    ColumnDef::new(MachineSites::UnknownMacs)
-                        .string_len(16)
-                        .not_null(),
-                )
-                .col(
-                    ColumnDef::new(MachineSites::DiscoveryProfile)
-                        .string_len(64)
-                        .null(),
-                )
+                .col(column::string(MachineSites::ArtifactId, 64))
+                .col(column::string(MachineSites::UnknownMacs, 16))
+                .col(column::optional_string(MachineSites::DiscoveryProfile, 64))
                 .index(
                     "machine_sites_artifact_id",
                     true,
                     [MachineSites::ArtifactId],
                 ),
             RegistryTable::new(MachineEvents::Table)
-                .col(ColumnDef::new(MachineEvents::Mac).string_len(17).not_null())
-                .col(
-                    ColumnDef::new(MachineEvents::ArtifactId)
-                        .string_len(64)
-                        .not_null(),
-                )
-                .col(
-                    ColumnDef::new(MachineEvents::Kind)
-                        .string_len(32)
-                        .not_null(),
-                )
-                .col(ColumnDef::new(MachineEvents::Detail).text().not_null())
-                .col(ColumnDef::new(MachineEvents::At).big_integer().not_null())
+                .col(column::string(MachineEvents::Mac, 17))
+                .col(column::string(MachineEvents::ArtifactId, 64))
+                .col(column::string(MachineEvents::Kind, 32))
+                .col(column::text(MachineEvents::Detail))
+                .col(column::big_integer(MachineEvents::At))
                 .index(
                     "machine_events_mac_at",
                     false,
                     [MachineEvents::Mac, MachineEvents::At],
                 ),
-            RegistryTable::new(MachineKeys::Table).col(
-                ColumnDef::new(MachineKeys::Secret)
-                    .string_len(128)
-                    .not_null(),
-            ),
+            RegistryTable::new(MachineKeys::Table).col(column::string(MachineKeys::Secret, 128)),
         ],
     ),
     add_columns(
         "m20261203_000002_machine_bmc",
         Machines::Table,
         vec![
-            ColumnDef::new(Machines::BmcProtocol)
-                .string_len(8)
-                .not_null()
-                .default(""),
-            ColumnDef::new(Machines::BmcAddress)
-                .string_len(300)
-                .not_null()
-                .default(""),
-            ColumnDef::new(Machines::BmcUsername)
-                .string_len(64)
-                .not_null()
-                .default(""),
-            ColumnDef::new(Machines::BmcPassword)
-                .text()
-                .not_null()
-                .default(""),
-            ColumnDef::new(Machines::BmcCaCertificate)
-                .text()
-                .not_null()
-                .default(""),
-            ColumnDef::new(Machines::BmcInsecure)
-                .boolean()
-                .not_null()
-                .default(false),
-            ColumnDef::new(Machines::BmcSystemId)
-                .string_len(128)
-                .not_null()
-                .default(""),
+            column::string(Machines::BmcProtocol, 8).default(""),
+            column::string(Machines::BmcAddress, 300).default(""),
+            column::string(Machines::BmcUsername, 64).default(""),
+            column::text(Machines::BmcPassword).default(""),
+            column::text(Machines::BmcCaCertificate).default(""),
+            column::boolean(Machines::BmcInsecure).default(false),
+            column::string(Machines::BmcSystemId, 128).default(""),
         ],
     ),
 ]);

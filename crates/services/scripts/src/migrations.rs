@@ -2,7 +2,7 @@
 //! laptop default) or have one each (production) without stepping on each other.
 
 use bootfleet_service_kit::Schema;
-use bootfleet_store::schema::{create_tables, RegistryColumn, RegistryTable};
+use bootfleet_store::schema::{column, create_tables, RegistryColumn, RegistryTable};
 use bootfleet_store::sea_orm_migration::prelude::*;
 
 /// The text tables (one shape, five tables).
@@ -27,7 +27,7 @@ fn text_tables(tables: &[TextTable]) -> Vec<RegistryTable> {
         .iter()
         .map(|&table| {
             RegistryTable::new(table)
-                .col(ColumnDef::new(TextColumn::Text).text().not_null())
+                .col(column::text(TextColumn::Text))
                 .index(
                     &format!("idx_{}_created_at", table.to_string()),
                     false,
@@ -42,10 +42,7 @@ fn add_sites(name: &'static str, table: TextTable) -> Box<dyn MigrationTrait> {
     bootfleet_store::schema::add_columns(
         name,
         table,
-        vec![ColumnDef::new(TextColumn::Sites)
-            .text()
-            .not_null()
-            .default("[]")],
+        vec![column::text(TextColumn::Sites).default("[]")],
     )
 }
 
