@@ -23,21 +23,10 @@ fn subject(op: Op) -> String {
 
 type BootEventStream = Pin<Box<dyn Stream<Item = Result<proto::BootEvent, Status>> + Send>>;
 
-#[tonic::async_trait]
-impl Distributors for Api {
-    async fn list_distributors(
-        &self,
-        req: Request<pb::ListOptions>,
-    ) -> Result<Response<pb::DistributorPage>, Status> {
-        self.list::<proto::DistributorList>(req, &subject(Op::List))
-            .await
-    }
-
-    async fn get_distributor(
-        &self,
-        req: Request<proto::IdRequest>,
-    ) -> Result<Response<proto::Distributor>, Status> {
-        self.by_id(req, Access::Read, &subject(Op::Get)).await
+relayed_service! {
+    impl Distributors {
+        list_distributors: page(proto::DistributorList) => subject(Op::List);
+        get_distributor: id(proto::Distributor, Read) => subject(Op::Get);
     }
 
     async fn set_distributor_status(

@@ -13,21 +13,11 @@ fn subject(op: Op) -> String {
     subjects::subject(subjects::LOCALNODES, op)
 }
 
-#[tonic::async_trait]
-impl LocalNodes for Api {
-    async fn list_local_nodes(
-        &self,
-        req: Request<pb::ListOptions>,
-    ) -> Result<Response<pb::LocalNodePage>, Status> {
-        self.list::<proto::LocalNodeList>(req, &subject(Op::List))
-            .await
-    }
-
-    async fn get_local_node(
-        &self,
-        req: Request<proto::IdRequest>,
-    ) -> Result<Response<proto::LocalNode>, Status> {
-        self.by_id(req, Access::Read, &subject(Op::Get)).await
+relayed_service! {
+    impl LocalNodes {
+        list_local_nodes: page(proto::LocalNodeList) => subject(Op::List);
+        get_local_node: id(proto::LocalNode, Read) => subject(Op::Get);
+        delete_local_node: id(proto::LocalNode, Write) => subject(Op::Delete);
     }
 
     async fn register_local_node(
@@ -70,12 +60,5 @@ impl LocalNodes for Api {
             .await
             .map_err(status)?;
         Ok(Response::new(result))
-    }
-
-    async fn delete_local_node(
-        &self,
-        req: Request<proto::IdRequest>,
-    ) -> Result<Response<proto::LocalNode>, Status> {
-        self.by_id(req, Access::Write, &subject(Op::Delete)).await
     }
 }

@@ -3,7 +3,7 @@
 //! same bus requests, the same roles; errors carry the code of [`ErrorCode::statuses`], the
 //! one table both sides use.
 
-// First: its `relayed_service!` writes the services on `machines` and `actions`.
+// First: its `relayed_service!` writes the services' methods that only relay, as tables.
 #[macro_use]
 mod relayed;
 
@@ -225,7 +225,7 @@ fn page_info(total: u64, params: &ListParams) -> Option<pb::PageInfo> {
 }
 
 /// A registry's list answer, and the page gRPC answers it with.
-trait Paged: prost::Message + Default {
+pub(crate) trait Paged: prost::Message + Default {
     type Page;
     fn page(self, params: &ListParams) -> Self::Page;
 }

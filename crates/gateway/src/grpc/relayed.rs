@@ -1,6 +1,7 @@
 //! What the services that take REST's bodies as JSON (`machines`, `actions`) share on gRPC:
 //! the calls go through the REST routes' relay (`routes/relay.rs`), the rows come back as the
-//! service's JSON (`JsonRow`), and a body is REST's, refused as REST refuses it.
+//! service's JSON (`JsonRow`), and a body is REST's, refused as REST refuses it. Its
+//! `relayed_service!` also writes the typed services' lists and plain gets and deletes.
 
 use bootfleet_api::{ApiError, ListParams};
 use serde::de::DeserializeOwned;
@@ -22,9 +23,17 @@ use crate::routes::relay::{Caller, Id, Name, Relay, RowKey, ServiceCall, Site};
 /// - `named(Input, Create | Put)`: a write of a registry keyed by name ([`Api::named_write`]);
 /// - `write(Input, Access, prepare)`: a write whose key and body `prepare` checks
 ///   ([`Api::relay_write`]).
+///
+/// A service with typed messages (`impl Service { ... }`, no `via`) has rows of its own:
+///
+/// - `page(List)`: a page of the list, typed (`ListOptions` -> `List`'s page, `Access::Read`);
+/// - `id(Row, Access)`: the row named by an `IdRequest`, nothing else sent (a get, a delete).
 macro_rules! relayed_service {
     (impl $service:ident via $call:ty { $($table:tt)* } $($extra:tt)*) => {
         relayed_service!(@row $service, $call, [], [$($table)*], [$($extra)*]);
+    };
+    (impl $service:ident { $($table:tt)* } $($extra:tt)*) => {
+        relayed_service!(@row $service, (), [], [$($table)*], [$($extra)*]);
     };
     (@row $service:ident, $call:ty, [$($done:tt)*], [], [$($extra:tt)*]) => {
         #[tonic::async_trait]
@@ -41,6 +50,28 @@ macro_rules! relayed_service {
                 req: Request<pb::ListOptions>,
             ) -> Result<Response<pb::JsonPage>, Status> {
                 self.relay_list::<$call>(req, $op).await
+            }
+        ], [$($rest)*], $extra);
+    };
+    (@row $service:ident, $call:ty, [$($done:tt)*],
+        [$method:ident: page($list:ty) => $op:expr; $($rest:tt)*], $extra:tt) => {
+        relayed_service!(@row $service, $call, [$($done)*
+            async fn $method(
+                &self,
+                req: Request<pb::ListOptions>,
+            ) -> Result<Response<<$list as super::Paged>::Page>, Status> {
+                self.list::<$list>(req, &$op).await
+            }
+        ], [$($rest)*], $extra);
+    };
+    (@row $service:ident, $call:ty, [$($done:tt)*],
+        [$method:ident: id($row:ty, $access:ident) => $op:expr; $($rest:tt)*], $extra:tt) => {
+        relayed_service!(@row $service, $call, [$($done)*
+            async fn $method(
+                &self,
+                req: Request<bootfleet_api::proto::IdRequest>,
+            ) -> Result<Response<$row>, Status> {
+                self.by_id(req, Access::$access, &$op).await
             }
         ], [$($rest)*], $extra);
     };

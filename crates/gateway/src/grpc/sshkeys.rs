@@ -22,14 +22,10 @@ fn check_site(artifact_id: &str) -> Result<(), Status> {
         .map_err(status)
 }
 
-#[tonic::async_trait]
-impl SshKeys for Api {
-    async fn list_ssh_keys(
-        &self,
-        req: Request<pb::ListOptions>,
-    ) -> Result<Response<pb::SshKeyPage>, Status> {
-        self.list::<proto::SshKeyList>(req, &subject(Op::List))
-            .await
+relayed_service! {
+    impl SshKeys {
+        list_ssh_keys: page(proto::SshKeyList) => subject(Op::List);
+        delete_ssh_key: id(proto::SshKey, Write) => subject(Op::Delete);
     }
 
     async fn get_ssh_key(
@@ -76,13 +72,6 @@ impl SshKeys for Api {
             artifact_id: r.artifact_id,
         };
         self.answer(&call, &subject(Op::Update), &update).await
-    }
-
-    async fn delete_ssh_key(
-        &self,
-        req: Request<proto::IdRequest>,
-    ) -> Result<Response<proto::SshKey>, Status> {
-        self.by_id(req, Access::Write, &subject(Op::Delete)).await
     }
 
     async fn generate_ssh_key(
