@@ -41,6 +41,8 @@ struct FileKey {
 #[derive(Debug)]
 pub struct FileCopy {
     pub text: String,
+    /// As the service answered it, so a copy is answered as the service answered.
+    pub content_type: String,
     mac: String,
     site: String,
     template: String,
@@ -51,7 +53,11 @@ pub struct FileCopy {
 
 impl Weighed for Arc<FileCopy> {
     fn bytes(&self) -> usize {
-        self.text.len() + self.mac.len() + self.site.len() + self.template.len()
+        self.text.len()
+            + self.content_type.len()
+            + self.mac.len()
+            + self.site.len()
+            + self.template.len()
     }
 }
 
@@ -151,6 +157,7 @@ impl MachineFiles {
         }
         let copy = FileCopy {
             text: reply.body.clone(),
+            content_type: reply.content_type.clone(),
             mac: reply.mac.clone(),
             site: reply.artifact_id.clone(),
             template: template.to_owned(),

@@ -1309,7 +1309,13 @@ async fn rendered_files_from_the_gateway_copy_never_outlive_an_acknowledged_chan
     )
     .await;
     for _ in 0..5 {
-        assert_eq!(read(&lab).await.text, first.text, "cached");
+        let cached = read(&lab).await;
+        assert_eq!(cached.text, first.text, "cached");
+        // Answered as the service answered, headers and all.
+        assert_eq!(
+            cached.headers.get("content-type"),
+            first.headers.get("content-type")
+        );
     }
     // Every fetch is in the timeline: the first as the service answered it, the five from the
     // copy reported by the gateway soon after, folded into events that count them.

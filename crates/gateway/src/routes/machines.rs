@@ -223,7 +223,7 @@ pub(crate) async fn machine_file(
         if let Some(copy) = hit {
             return Ok(proto::MachinesReply {
                 body: copy.text.clone(),
-                content_type: "text/plain".to_owned(),
+                content_type: copy.content_type.clone(),
                 ..Default::default()
             });
         }
