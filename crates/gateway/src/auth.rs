@@ -7,10 +7,11 @@
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 
-use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
 
 use bootfleet_api::{ApiError, ErrorCode};
+
+use crate::jwt::{self, PublicKey, Token};
 
 pub const ISSUER: &str = "bootfleet";
 pub const DEFAULT_TOKEN_DAYS: u32 = 30;
@@ -187,7 +188,7 @@ impl std::fmt::Debug for Secret {
 #[derive(Clone)]
 pub struct Verifier {
     secret: Secret,
-    keys: Vec<(Algorithm, DecodingKey)>,
+    keys: Vec<PublicKey>,
     verified: Arc<Verified>,
 }
 
@@ -253,16 +254,8 @@ impl Verifier {
 
     /// Adds a PEM public key (RSA, EC P-256 or Ed25519); the algorithm is taken from its kind.
     pub fn with_public_key_pem(mut self, pem: &[u8]) -> Result<Self, String> {
-        let text = String::from_utf8_lossy(pem);
-        let (alg, key) = if text.contains("BEGIN RSA PUBLIC KEY") || rsa_pem(pem) {
-            (Algorithm::RS256, DecodingKey::from_rsa_pem(pem))
-        } else if let Ok(key) = DecodingKey::from_ed_pem(pem) {
-            (Algorithm::EdDSA, Ok(key))
-        } else {
-            (Algorithm::ES256, DecodingKey::from_ec_pem(pem))
-        };
-        let key = key.map_err(|e| format!("unusable jwt public key: {e}"))?;
-        self.keys.push((alg, key));
+        let key = PublicKey::from_pem(pem).map_err(|e| format!("unusable jwt public key: {e}"))?;
+        self.keys.push(key);
         Ok(self)
     }
 
@@ -280,43 +273,55 @@ impl Verifier {
             }
             return Ok(claims);
         }
-        let claims = self.verify_signed(token)?;
+        let claims = self.verify_signed(token, now)?;
         self.verified.insert(token, &claims);
         Ok(claims)
     }
 
     /// Every check on a token not seen before: header, key, signature, issuer, expiry.
-    fn verify_signed(&self, token: &str) -> Result<Claims, ApiError> {
-        let header =
-            jsonwebtoken::decode_header(token).map_err(|_| unauthenticated("malformed token"))?;
-        let key = if header.alg == Algorithm::HS256 {
-            DecodingKey::from_secret(&self.secret.0)
-        } else {
-            self.keys
-                .iter()
-                .find(|(alg, _)| *alg == header.alg)
-                .map(|(_, k)| k.clone())
-                .ok_or_else(|| {
+    fn verify_signed(&self, token: &str, now: u64) -> Result<Claims, ApiError> {
+        let token = Token::parse(token).map_err(|_| unauthenticated("malformed token"))?;
+        let signed: Signed = match token.alg() {
+            Some(jwt::Alg::Hs256) => token.verify_hs256(&self.secret.0),
+            alg => {
+                let mut keys = self.keys.iter().filter(|key| Some(key.alg()) == alg);
+                let first = keys.next().ok_or_else(|| {
                     unauthenticated("token signed with an algorithm not configured here")
-                })?
-        };
-        let mut validation = Validation::new(header.alg);
-        validation.set_issuer(&[ISSUER]);
-        validation.set_required_spec_claims(&["exp", "iss", "sub"]);
-        validation.leeway = LEEWAY_SECS;
-        jsonwebtoken::decode::<Claims>(token, &key, &validation)
-            .map(|data| data.claims)
-            .map_err(|e| match e.kind() {
-                jsonwebtoken::errors::ErrorKind::ExpiredSignature => {
-                    unauthenticated("token expired")
-                }
-                _ => unauthenticated("invalid token"),
-            })
+                })?;
+                // Several keys of one kind (a key being rolled over): any of them may have signed.
+                keys.fold(token.verify_with(first), |verified, key| {
+                    verified.or_else(|_| token.verify_with(key))
+                })
+            }
+        }
+        .map_err(|_| unauthenticated("invalid token"))?;
+        let invalid = || unauthenticated("invalid token");
+        // A token meant for an audience is meant for someone else: this gateway names none.
+        if signed.claims.iss != ISSUER || signed.aud.is_some() {
+            return Err(invalid());
+        }
+        if signed
+            .nbf
+            .is_some_and(|nbf| nbf > now.saturating_add(LEEWAY_SECS))
+        {
+            return Err(invalid());
+        }
+        if signed.claims.exp.saturating_add(LEEWAY_SECS) < now {
+            return Err(unauthenticated("token expired"));
+        }
+        Ok(signed.claims)
     }
 }
 
-fn rsa_pem(pem: &[u8]) -> bool {
-    DecodingKey::from_rsa_pem(pem).is_ok()
+/// A token's claims with the registered ones this gateway checks but does not keep.
+#[derive(Deserialize)]
+struct Signed {
+    #[serde(flatten)]
+    claims: Claims,
+    #[serde(default)]
+    aud: Option<serde::de::IgnoredAny>,
+    #[serde(default)]
+    nbf: Option<u64>,
 }
 
 fn unauthenticated(message: &str) -> ApiError {
@@ -358,12 +363,7 @@ pub fn mint_for_site(
         exp: iat + u64::from(days) * 86_400,
         site: site.map(str::to_owned),
     };
-    jsonwebtoken::encode(
-        &Header::new(Algorithm::HS256),
-        &claims,
-        &EncodingKey::from_secret(&secret.0),
-    )
-    .map_err(|e| format!("cannot sign token: {e}"))
+    jwt::sign_hs256(&claims, &secret.0)
 }
 
 /// Decides whether a caller may use a route: 401 without a valid token, 403 with the wrong role.
@@ -553,19 +553,42 @@ mod tests {
     const ED_PRIVATE: &str = "-----BEGIN PRIVATE KEY-----\nMC4CAQAwBQYDK2VwBCIEINTuctv5E1hK1bbY8fdp+K06/nwoy/HU++CXqI9EdVhC\n-----END PRIVATE KEY-----\n";
     const ED_PUBLIC: &str = "-----BEGIN PUBLIC KEY-----\nMCowBQYDK2VwAyEAGb9ECWmEzf6FQbrBZ9w7lshQhqowtrbLDFw4rXAxZuE=\n-----END PUBLIC KEY-----\n";
 
-    #[test]
-    fn tokens_signed_by_a_configured_key_are_accepted() {
-        let claims = Claims {
-            sub: "sso".into(),
+    /// A token signed with RFC 8410's example Ed25519 key (ring signs it here).
+    fn ed25519_token(claims: &impl Serialize) -> String {
+        use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+        use base64::Engine;
+        let body: String = ED_PRIVATE
+            .lines()
+            .filter(|l| !l.starts_with("-----"))
+            .collect();
+        let pkcs8 = STANDARD.decode(body).expect("base64");
+        let pair = ring::signature::Ed25519KeyPair::from_pkcs8_maybe_unchecked(&pkcs8)
+            .expect("the RFC's key");
+        let part = |json: Vec<u8>| URL_SAFE_NO_PAD.encode(json);
+        let signed = format!(
+            "{}.{}",
+            part(br#"{"alg":"EdDSA"}"#.to_vec()),
+            part(serde_json::to_vec(claims).expect("json"))
+        );
+        let sig = pair.sign(signed.as_bytes());
+        format!("{signed}.{}", URL_SAFE_NO_PAD.encode(sig.as_ref()))
+    }
+
+    fn claims_now(sub: &str) -> Claims {
+        Claims {
+            sub: sub.into(),
             role: Role::User,
             iss: ISSUER.into(),
             iat: now_secs(),
             exp: now_secs() + 60,
             site: None,
-        };
-        let key = EncodingKey::from_ed_pem(ED_PRIVATE.as_bytes()).expect("private key");
-        let token =
-            jsonwebtoken::encode(&Header::new(Algorithm::EdDSA), &claims, &key).expect("sign");
+        }
+    }
+
+    #[test]
+    fn tokens_signed_by_a_configured_key_are_accepted() {
+        let claims = claims_now("sso");
+        let token = ed25519_token(&claims);
         let without = Verifier::new(secret());
         assert_eq!(
             without.verify(&token).err().map(|e| e.code),
@@ -578,6 +601,51 @@ mod tests {
         assert!(Verifier::new(secret())
             .with_public_key_pem(b"not a key")
             .is_err());
+    }
+
+    /// Two keys of one kind (a key being rolled over): a token of either verifies.
+    #[test]
+    fn any_configured_key_of_the_kind_may_have_signed() {
+        let other = "-----BEGIN PUBLIC KEY-----\nMCowBQYDK2VwAyEAeKe3hC8G/O1xKbJ+bbKpyetGipD3YWs0vVL3gXsN/bk=\n-----END PUBLIC KEY-----\n";
+        let claims = claims_now("sso");
+        let token = ed25519_token(&claims);
+        let only_other = Verifier::new(secret())
+            .with_public_key_pem(other.as_bytes())
+            .expect("public key");
+        assert!(only_other.verify(&token).is_err());
+        let both = only_other
+            .with_public_key_pem(ED_PUBLIC.as_bytes())
+            .expect("public key");
+        assert_eq!(both.verify(&token).ok(), Some(claims));
+    }
+
+    /// A token for another issuer or audience, or not valid yet, is refused, whoever signed it.
+    #[test]
+    fn issuer_audience_and_not_before_are_checked() {
+        let v = Verifier::new(secret())
+            .with_public_key_pem(ED_PUBLIC.as_bytes())
+            .expect("public key");
+        let mut json = serde_json::to_value(claims_now("sso")).expect("json");
+        assert!(v.verify(&ed25519_token(&json)).is_ok());
+        json["nbf"] = (now_secs() - 5).into();
+        assert!(v.verify(&ed25519_token(&json)).is_ok(), "valid since");
+        for (claim, value) in [
+            ("iss", serde_json::json!("someone-else")),
+            ("aud", serde_json::json!("another-service")),
+            ("nbf", serde_json::json!(now_secs() + 3600)),
+        ] {
+            let mut refused = json.clone();
+            refused[claim] = value;
+            let error = v.verify(&ed25519_token(&refused)).expect_err(claim);
+            assert_eq!(
+                (error.code, error.message.as_str()),
+                (ErrorCode::Unauthenticated, "invalid token"),
+                "{claim}"
+            );
+        }
+        let mut unsigned_role = json.clone();
+        unsigned_role["role"] = "root".into();
+        assert!(v.verify(&ed25519_token(&unsigned_role)).is_err());
     }
 
     #[test]
@@ -593,8 +661,7 @@ mod tests {
             v.verify("abc").err().map(|e| e.code),
             Some(ErrorCode::Unauthenticated)
         );
-        let expired = jsonwebtoken::encode(
-            &Header::new(Algorithm::HS256),
+        let expired = jwt::sign_hs256(
             &Claims {
                 sub: "t".into(),
                 role: Role::Admin,
@@ -603,7 +670,7 @@ mod tests {
                 exp: 2,
                 site: None,
             },
-            &EncodingKey::from_secret(&[7u8; 32]),
+            &[7u8; 32],
         )
         .expect("encode");
         let err = v.verify(&expired).expect_err("expired");

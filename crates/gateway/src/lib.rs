@@ -6,6 +6,7 @@ pub mod grpc;
 pub mod http;
 pub mod idempotency;
 pub mod insomnia;
+pub mod jwt;
 pub mod machine_files;
 pub mod metrics;
 pub mod openapi;

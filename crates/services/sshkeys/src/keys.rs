@@ -1,7 +1,8 @@
 //! Parsing public keys people post, and generating key pairs, in-process (no `ssh-keygen`).
 
 use bootfleet_api::{proto, ApiError};
-use rand_core::OsRng;
+use getrandom::rand_core::UnwrapErr;
+use getrandom::SysRng;
 use ssh_key::private::{KeypairData, RsaKeypair};
 use ssh_key::public::KeyData;
 use ssh_key::{Algorithm, EcdsaCurve, HashAlg, LineEnding, PrivateKey, PublicKey};
@@ -56,7 +57,7 @@ fn check_comment(field: &str, comment: &str) -> Result<(), ApiError> {
 }
 
 fn rsa_bits(key: &KeyData) -> Option<usize> {
-    let n = key.rsa()?.n.as_positive_bytes()?;
+    let n = key.rsa()?.n().as_positive_bytes()?;
     let first = *n.first()?;
     Some(n.len() * 8 - first.leading_zeros() as usize)
 }
@@ -86,7 +87,11 @@ pub fn parse_public(field: &str, text: &str) -> Result<ParsedKey, ApiError> {
             "not an OpenSSH public key (expected e.g. `ssh-ed25519 AAAA... comment`)",
         )
     })?;
-    check_comment(field, key.comment())?;
+    let comment = key
+        .comment()
+        .as_str()
+        .map_err(|_| ApiError::invalid(field, "the key's comment must be printable text"))?;
+    check_comment(field, comment)?;
     match key.algorithm() {
         Algorithm::Dsa => {
             return Err(ApiError::invalid(
@@ -114,7 +119,7 @@ pub fn parse_public(field: &str, text: &str) -> Result<ParsedKey, ApiError> {
         text,
         algorithm: key.algorithm().as_str().to_owned(),
         fingerprint: key.fingerprint(HashAlg::Sha256).to_string(),
-        comment: key.comment().to_owned(),
+        comment: comment.to_owned(),
     })
 }
 
@@ -153,17 +158,19 @@ pub fn generated_algorithm(requested: &str) -> Result<&'static str, ApiError> {
 /// Generates a key pair. CPU-bound (RSA takes a while): call from a blocking thread.
 pub fn generate(algorithm: &'static str) -> Result<proto::GeneratedSshKey, ApiError> {
     let fail = |e: ssh_key::Error| ApiError::internal(format!("key generation failed: {e}"));
+    // The kernel's randomness; it does not fail once the system has booted.
+    let mut rng = UnwrapErr(SysRng);
     let mut key = match algorithm {
-        "ed25519" => PrivateKey::random(&mut OsRng, Algorithm::Ed25519).map_err(fail)?,
+        "ed25519" => PrivateKey::random(&mut rng, Algorithm::Ed25519).map_err(fail)?,
         "ecdsa-p256" => PrivateKey::random(
-            &mut OsRng,
+            &mut rng,
             Algorithm::Ecdsa {
                 curve: EcdsaCurve::NistP256,
             },
         )
         .map_err(fail)?,
         "ecdsa-p384" => PrivateKey::random(
-            &mut OsRng,
+            &mut rng,
             Algorithm::Ecdsa {
                 curve: EcdsaCurve::NistP384,
             },
@@ -171,7 +178,7 @@ pub fn generate(algorithm: &'static str) -> Result<proto::GeneratedSshKey, ApiEr
         .map_err(fail)?,
         "rsa-3072" | "rsa-4096" => {
             let bits = if algorithm == "rsa-3072" { 3072 } else { 4096 };
-            let pair = RsaKeypair::random(&mut OsRng, bits).map_err(fail)?;
+            let pair = RsaKeypair::random(&mut rng, bits).map_err(fail)?;
             PrivateKey::new(KeypairData::from(pair), "").map_err(fail)?
         }
         other => {
