@@ -35,8 +35,15 @@ pub struct TraceParent {
     sampled: bool,
 }
 
+/// Lowercase hex in one allocation (the gateway formats a trace id for every request).
 fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut text = String::with_capacity(bytes.len() * 2);
+    for &b in bytes {
+        text.push(char::from(DIGITS[usize::from(b >> 4)]));
+        text.push(char::from(DIGITS[usize::from(b & 0x0f)]));
+    }
+    text
 }
 
 fn unhex<const N: usize>(s: &str) -> Option<[u8; N]> {
@@ -151,6 +158,24 @@ mod tests {
         let c = t.child();
         assert_eq!(c.trace_id(), t.trace_id());
         assert_ne!(c.to_string(), t.to_string());
+    }
+
+    #[test]
+    fn written_as_w3c_traceparent_in_lowercase_hex() {
+        let t = TraceParent {
+            trace_id: [
+                0x00, 0x01, 0x09, 0x0a, 0x0f, 0x10, 0x7f, 0x80, 0xa5, 0xc3, 0xde, 0xf0, 0xfe, 0xff,
+                0x42, 0x24,
+            ],
+            span_id: [0xb7, 0xad, 0x6b, 0x71, 0x69, 0x20, 0x33, 0x31],
+            sampled: true,
+        };
+        assert_eq!(t.trace_id(), "0001090a0f107f80a5c3def0feff4224");
+        assert_eq!(
+            t.to_string(),
+            "00-0001090a0f107f80a5c3def0feff4224-b7ad6b7169203331-01"
+        );
+        assert_eq!(TraceParent::parse(&t.to_string()), Some(t));
     }
 
     #[test]
