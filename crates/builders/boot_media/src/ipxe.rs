@@ -240,40 +240,51 @@ pub fn build(
     validate_script(script)?;
     target.check_backend(tb)?;
     cancel.check()?;
+    let job = Job {
+        tb,
+        target,
+        script,
+        out_dir,
+        progress,
+        cancel,
+    };
     match &tb.ipxe_source {
-        Some(source) => compile(tb, source, target, script, out_dir, progress, cancel),
-        None => prebuilt(tb, target, script, out_dir, progress, cancel),
+        Some(source) => compile(&job, source),
+        None => prebuilt(&job),
     }
 }
 
-fn prebuilt(
-    tb: &Toolbox,
-    target: &IpxeTarget,
-    script: &str,
-    out_dir: &Path,
-    progress: Progress,
-    cancel: &Cancel,
-) -> Result<Built, BuildError> {
-    let Some(file) = target.prebuilt else {
+/// What both backends build from: [`build`]'s arguments, checked.
+struct Job<'a> {
+    tb: &'a Toolbox,
+    target: &'a IpxeTarget,
+    script: &'a str,
+    out_dir: &'a Path,
+    progress: Progress<'a>,
+    cancel: &'a Cancel,
+}
+
+fn prebuilt(job: &Job<'_>) -> Result<Built, BuildError> {
+    let Some(file) = job.target.prebuilt else {
         return Err(invalid("driver", "no prebuilt binary for this target"));
     };
-    progress(10, "copying prebuilt ipxe");
-    let binary = out_dir.join(target.file_name());
+    (job.progress)(10, "copying prebuilt ipxe");
+    let binary = job.out_dir.join(job.target.file_name());
     copy_package_file(
-        &tb.ipxe_prebuilt_dir.join(file),
+        &job.tb.ipxe_prebuilt_dir.join(file),
         &binary,
         "ipxe",
         "debian's ipxe >= 1.21.1",
     )?;
-    cancel.check()?;
-    progress(80, "writing script");
-    let autoexec = out_dir.join("autoexec.ipxe");
-    std::fs::write(&autoexec, script)?;
-    progress(100, "done");
+    job.cancel.check()?;
+    (job.progress)(80, "writing script");
+    let autoexec = job.out_dir.join("autoexec.ipxe");
+    std::fs::write(&autoexec, job.script)?;
+    (job.progress)(100, "done");
     Ok(Built {
         files: vec![
             BuiltFile {
-                name: target.file_name(),
+                name: job.target.file_name(),
                 path: binary,
             },
             BuiltFile {
@@ -285,27 +296,19 @@ fn prebuilt(
     })
 }
 
-fn compile(
-    tb: &Toolbox,
-    source: &Path,
-    target: &IpxeTarget,
-    script: &str,
-    out_dir: &Path,
-    progress: Progress,
-    cancel: &Cancel,
-) -> Result<Built, BuildError> {
-    let budget = Budget::new(tb.timeout);
+fn compile(job: &Job<'_>, source: &Path) -> Result<Built, BuildError> {
+    let budget = Budget::new(job.tb.timeout);
     check_source_tree(source)?;
-    let work = scratch(out_dir)?;
-    progress(5, "copying source");
+    let work = scratch(job.out_dir)?;
+    (job.progress)(5, "copying source");
     // make writes objects into the tree; builds never share one, so concurrent builds and the
     // configured tree itself stay untouched.
     let copy = work.path().join("ipxe");
-    copy_tree(source, &copy, cancel)?;
+    copy_tree(source, &copy, job.cancel)?;
     let embed = work.path().join("script.ipxe");
-    std::fs::write(&embed, script)?;
+    std::fs::write(&embed, job.script)?;
 
-    progress(20, "compiling");
+    (job.progress)(20, "compiling");
     let jobs = std::thread::available_parallelism().map_or(1, |n| n.get());
     let src = copy.join("src");
     let mut embed_arg = std::ffi::OsString::from("EMBED=");
@@ -316,25 +319,25 @@ fn compile(
         .arg(format!("-j{jobs}"))
         .arg(embed_arg)
         .arg("NO_WERROR=1")
-        .arg(target.make_target())
+        .arg(job.target.make_target())
         .dir(work.path());
-    budget.run(cmd, cancel)?;
+    budget.run(cmd, job.cancel)?;
 
-    progress(95, "collecting");
-    let produced = src.join(target.make_target());
+    (job.progress)(95, "collecting");
+    let produced = src.join(job.target.make_target());
     if !produced.is_file() {
         return Err(BuildError::Tool {
             program: "make".into(),
-            message: format!("succeeded but produced no {}", target.make_target()),
+            message: format!("succeeded but produced no {}", job.target.make_target()),
         });
     }
-    let binary = out_dir.join(target.file_name());
+    let binary = job.out_dir.join(job.target.file_name());
     std::fs::copy(&produced, &binary)?;
     drop(work);
-    progress(100, "done");
+    (job.progress)(100, "done");
     Ok(Built {
         files: vec![BuiltFile {
-            name: target.file_name(),
+            name: job.target.file_name(),
             path: binary,
         }],
         embedded: Some(true),

@@ -141,11 +141,17 @@ mod tests {
         shared.get(&file, &meta)
     }
 
+    /// `bytes` written to a new file `name` in a new directory (kept while the test holds it).
+    fn written(name: &str, bytes: &[u8]) -> (tempfile::TempDir, std::path::PathBuf) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join(name);
+        std::fs::write(&path, bytes).expect("write");
+        (dir, path)
+    }
+
     #[test]
     fn transfers_of_one_file_share_one_copy_until_the_last_ends() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let path = dir.path().join("ipxe.efi");
-        std::fs::write(&path, b"MZ boot file").expect("write");
+        let (_dir, path) = written("ipxe.efi", b"MZ boot file");
         let shared = SharedFiles::new(1 << 20, 1 << 20);
 
         let first = get(&shared, &path).expect("first copy");
@@ -161,9 +167,7 @@ mod tests {
 
     #[test]
     fn a_changed_file_is_read_again() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let path = dir.path().join("autoexec.ipxe");
-        std::fs::write(&path, b"#!ipxe\nold\n").expect("write");
+        let (dir, path) = written("autoexec.ipxe", b"#!ipxe\nold\n");
         let shared = SharedFiles::new(1 << 20, 1 << 20);
         let old = get(&shared, &path).expect("old");
 
@@ -182,9 +186,7 @@ mod tests {
 
     #[test]
     fn a_file_cut_short_since_it_was_opened_is_read_by_block_and_holds_nothing() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let path = dir.path().join("ipxe.efi");
-        std::fs::write(&path, [1u8; 4096]).expect("write");
+        let (_dir, path) = written("ipxe.efi", &[1u8; 4096]);
         let file = File::open(&path).expect("open");
         let meta = file.metadata().expect("metadata");
         std::fs::OpenOptions::new()

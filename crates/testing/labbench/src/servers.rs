@@ -2,9 +2,10 @@
 //! and stopped (by the pid we started) before the other one starts.
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Stdio};
+use std::process::Stdio;
 
 use bootfleet_testkit::netlab::NetLab;
+use bootfleet_testkit::ChildGuard;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum ServerKind {
@@ -72,29 +73,22 @@ pub struct Build {
 /// A running server; killed (SIGKILL to the pid we spawned) and reaped on drop.
 #[derive(Debug)]
 pub struct Running {
-    child: Child,
+    child: ChildGuard,
     pub log: PathBuf,
 }
 
 impl Running {
     pub fn pid(&self) -> u32 {
-        self.child.id()
+        self.child.0.id()
     }
 
     /// `Some(status)` if it has already exited (a bad flag, a port in use).
     pub fn exited(&mut self) -> Option<std::process::ExitStatus> {
-        self.child.try_wait().ok().flatten()
+        self.child.0.try_wait().ok().flatten()
     }
 
     pub fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 
@@ -187,5 +181,8 @@ pub fn start(lab: &NetLab, setup: &ServerSetup, kind: ServerKind, tag: &str) -> 
         .stderr(stderr)
         .spawn()
         .unwrap_or_else(|e| panic!("cannot start {}: {e}", program.display()));
-    Running { child, log }
+    Running {
+        child: ChildGuard(child),
+        log,
+    }
 }

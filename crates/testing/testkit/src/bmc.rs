@@ -10,13 +10,16 @@
 
 use std::net::{Ipv4Addr, SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
+
+use crate::ChildGuard;
 
 /// One `ipmi_sim` and the QEMU guest its `startcmd` starts.
 #[derive(Debug)]
 pub struct IpmiSim {
-    child: Child,
+    /// Killed after the guest ([`Drop`] runs before the fields are dropped).
+    _child: ChildGuard,
     dir: tempfile::TempDir,
 }
 
@@ -106,7 +109,10 @@ set_working_mc 0x20
             .stderr(log)
             .spawn()
             .expect("start ipmi_sim (apt-get install openipmi; ./scripts/setup installs it)");
-        IpmiSim { child, dir }
+        IpmiSim {
+            _child: ChildGuard(child),
+            dir,
+        }
     }
 
     /// Where the guest's QEMU writes its PID (`-pidfile`).
@@ -163,8 +169,6 @@ impl Drop for IpmiSim {
                 !alive(pid)
             });
         }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 
@@ -195,7 +199,7 @@ fn bmc_guest_command(
 /// `test`, initially on; its state lives in the process).
 #[derive(Debug)]
 pub struct Sushy {
-    child: Child,
+    child: ChildGuard,
     port: u16,
     log: PathBuf,
     _dir: tempfile::TempDir,
@@ -283,7 +287,7 @@ impl Sushy {
             .spawn()
             .expect("start sushy-emulator");
         let mut sushy = Sushy {
-            child,
+            child: ChildGuard(child),
             port,
             log,
             _dir: dir,
@@ -293,7 +297,7 @@ impl Sushy {
             TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok()
         });
         if !up {
-            let exited = sushy.child.try_wait().ok().flatten();
+            let exited = sushy.child.0.try_wait().ok().flatten();
             panic!(
                 "sushy-emulator did not listen on {addr} within 60 s (exited: {exited:?}):\n{}",
                 sushy.log()
@@ -309,12 +313,5 @@ impl Sushy {
 
     pub fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-}
-
-impl Drop for Sushy {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
