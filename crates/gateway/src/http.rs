@@ -1,6 +1,7 @@
 //! The HTTP side of errors and bodies: the JSON error envelope, the JSON body extractor that
 //! names the offending field, request tracing, the request deadline.
 
+use std::future::Future;
 use std::pin::{pin, Pin};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -223,10 +224,14 @@ macro_rules! from_extensions {
 
 from_extensions!(Trace, Trace(TraceParent::new_root()));
 
-/// Outermost middleware: takes or starts the trace (the exported span's, when spans are
+/// The outermost part of [`edge`]: takes or starts the trace (the exported span's, when spans are
 /// exported), logs each request with structured fields, counts it by route template and status,
 /// and returns the trace id in `X-Trace-Id` so an operator can find the request in the logs.
-pub async fn observe(mut req: Request, next: Next) -> Response {
+async fn observed<F, Fut>(mut req: Request, run: F) -> Response
+where
+    F: FnOnce(Request) -> Fut,
+    Fut: Future<Output = Response>,
+{
     let parent = req
         .headers()
         .get("traceparent")
@@ -259,7 +264,7 @@ pub async fn observe(mut req: Request, next: Next) -> Response {
     }
     req.extensions_mut().insert(Trace(trace));
     let started = Instant::now();
-    let mut response = next.run(req).instrument(span.clone()).await;
+    let mut response = run(req).instrument(span.clone()).await;
     let status = response.status().as_u16();
     let elapsed = started.elapsed();
     crate::metrics::record(&route, method.as_str(), status, elapsed);
@@ -279,10 +284,6 @@ pub async fn observe(mut req: Request, next: Next) -> Response {
     response
 }
 
-/// Every error the gateway's router answers is in the JSON envelope: axum's own refusals (a path
-/// segment that is not UTF-8, a query string that does not parse) come as plain text and are
-/// wrapped here, keeping their status and headers. (Refusals hyper makes before a request
-/// reaches the router, such as a head that is too large, cannot be shaped.)
 /// The longest URI (path and query) the gateway reads.
 pub const MAX_URI_BYTES: usize = 8 * 1024;
 /// How many headers a request may carry, and their size together (names, values, `: ` and
@@ -290,40 +291,44 @@ pub const MAX_URI_BYTES: usize = 8 * 1024;
 pub const MAX_HEADERS: usize = 100;
 pub const MAX_HEADER_BYTES: usize = 32 * 1024;
 
-/// Refuses a request whose head is larger than the gateway reads, in the error envelope. The
+/// The refusal of a request whose head is larger than the gateway reads, in the error envelope. The
 /// HTTP server's own limits lie above these (see `server.rs`), so it answers a head only when
 /// one is larger still, and then without a body.
-pub async fn head_limits(req: Request, next: Next) -> Response {
+fn head_refusal(req: &Request) -> Option<Response> {
     let uri = req.uri().path_and_query().map_or(0, |p| p.as_str().len());
     if uri > MAX_URI_BYTES {
-        return HttpError(ApiError::new(
-            ErrorCode::UriTooLong,
-            format!("the request's URI is {uri} bytes; at most {MAX_URI_BYTES} are read"),
-        ))
-        .into_response();
+        return Some(
+            HttpError(ApiError::new(
+                ErrorCode::UriTooLong,
+                format!("the request's URI is {uri} bytes; at most {MAX_URI_BYTES} are read"),
+            ))
+            .into_response(),
+        );
     }
     let headers = req.headers();
     let bytes: usize = headers
         .iter()
         .map(|(name, value)| name.as_str().len() + value.len() + 4)
         .sum();
-    if headers.len() > MAX_HEADERS || bytes > MAX_HEADER_BYTES {
-        return HttpError(ApiError::new(
+    (headers.len() > MAX_HEADERS || bytes > MAX_HEADER_BYTES).then(|| {
+        HttpError(ApiError::new(
             ErrorCode::HeadersTooLarge,
             format!(
                 "the request has {} headers of {bytes} bytes; at most {MAX_HEADERS} headers of {MAX_HEADER_BYTES} bytes are read",
                 headers.len()
             ),
         ))
-        .into_response();
-    }
-    next.run(req).await
+        .into_response()
+    })
 }
 
-pub async fn envelope(req: Request, next: Next) -> Response {
+/// Every error the gateway's router answers is in the JSON envelope: axum's own refusals (a path
+/// segment that is not UTF-8, a query string that does not parse) come as plain text and are
+/// wrapped here, keeping their status and headers. (Refusals hyper makes before a request
+/// reaches the router, such as a head that is too large, cannot be shaped.)
+async fn enveloped(response: Response) -> Response {
     /// Plain-text refusals are one line; more is not read.
     const MAX_MESSAGE: usize = 4096;
-    let response = next.run(req).await;
     let status = response.status();
     let json = response
         .headers()
@@ -454,21 +459,45 @@ impl hyper::body::Body for Watched {
 /// a download streams its body for as long as it takes. On expiry the handler is dropped and
 /// the answer is 504 `timeout`, or 408 `request_timeout` when the handler was waiting for
 /// the client's body.
-pub async fn deadline(State(timeout): State<Duration>, req: Request, next: Next) -> Response {
-    bounded(timeout, req, next)
+async fn deadline<F, Fut>(timeout: Duration, req: Request, run: F) -> Response
+where
+    F: FnOnce(Request) -> Fut,
+    Fut: Future<Output = Response>,
+{
+    bounded(timeout, req, run)
         .await
         .unwrap_or_else(|e| HttpError(e).into_response())
+}
+
+/// The gateway's router behind, from the outside in: [`observed`], [`deadline`] (the request
+/// timeout is the state), the [`head_refusal`] checks and the [`enveloped`] errors. One
+/// middleware rather than four layers: each layer clones and boxes the stack below it on every
+/// request.
+pub async fn edge(State(timeout): State<Duration>, req: Request, next: Next) -> Response {
+    observed(req, |req| {
+        deadline(timeout, req, |req| async move {
+            match head_refusal(&req) {
+                Some(refused) => refused,
+                None => enveloped(next.run(req).await).await,
+            }
+        })
+    })
+    .await
 }
 
 /// The rest of the stack's response to `req` within `timeout`, unless a handler extended its
 /// [`Deadline`] (REST's [`deadline`], and gRPC's): on expiry the handler is dropped and the
 /// error says whose the delay was (`request_timeout` while the body was awaited, else
 /// `timeout`).
-pub(crate) async fn bounded(
+pub(crate) async fn bounded<F, Fut>(
     timeout: Duration,
     req: Request,
-    next: Next,
-) -> Result<Response, ApiError> {
+    run: F,
+) -> Result<Response, ApiError>
+where
+    F: FnOnce(Request) -> Fut,
+    Fut: Future<Output = Response>,
+{
     let deadline = Deadline::new(timeout);
     let waiting = Arc::new(AtomicBool::new(false));
     let (mut parts, body) = req.into_parts();
@@ -477,7 +506,7 @@ pub(crate) async fn bounded(
         inner: body,
         waiting: waiting.clone(),
     });
-    let mut handled = pin!(next.run(Request::from_parts(parts, body)));
+    let mut handled = pin!(run(Request::from_parts(parts, body)));
     loop {
         let due = deadline.due();
         match tokio::time::timeout_at(due, handled.as_mut()).await {

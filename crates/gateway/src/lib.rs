@@ -15,12 +15,13 @@ pub mod routes;
 pub mod script_cache;
 pub mod server;
 
+use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use axum::extract::{Request, State};
+use axum::extract::Request;
 use axum::http::header;
-use axum::middleware::{self, Next};
+use axum::middleware;
 use axum::response::{IntoResponse, Response};
 use axum::Router;
 use bootfleet_api::{ApiError, ErrorCode};
@@ -112,11 +113,9 @@ pub struct Shared {
     machine_files: Arc<LazyCache<MachineFiles>>,
 }
 
-async fn require(
-    State((state, access)): State<(AppState, Access)>,
-    mut req: Request,
-    next: Next,
-) -> Response {
+/// Checks a request's token against its route's access and records who called (the claims,
+/// or the machine token the `machines` service checks); the refusal when it may not.
+fn authorized(state: &AppState, access: Access, req: &mut Request) -> Result<(), ApiError> {
     let bearer = req
         .headers()
         .get(header::AUTHORIZATION)
@@ -134,22 +133,71 @@ async fn require(
         auth::MachineToken::of(access, bearer.as_deref().or(query_token.as_deref()))
     {
         req.extensions_mut().insert(token);
-        return next.run(req).await;
+        return Ok(());
     }
-    match auth::authorize(
+    let claims = auth::authorize(
         &state.config.verifier,
         access,
         state.config.open_node_reads,
         bearer.as_deref(),
         query_token.as_deref(),
-    ) {
-        Ok(claims) => {
-            if let Some(claims) = claims {
-                req.extensions_mut().insert(claims);
-            }
-            next.run(req).await
+    )?;
+    if let Some(claims) = claims {
+        req.extensions_mut().insert(claims);
+    }
+    Ok(())
+}
+
+/// A route's access check, as a layer. Not `middleware::from_fn`: the check awaits nothing, so
+/// the route is called directly instead of being cloned and its future boxed on every request.
+#[derive(Clone, Debug)]
+struct RequireLayer {
+    state: AppState,
+    access: Access,
+}
+
+impl<S> tower::Layer<S> for RequireLayer {
+    type Service = Require<S>;
+
+    fn layer(&self, inner: S) -> Require<S> {
+        Require {
+            inner,
+            state: self.state.clone(),
+            access: self.access,
         }
-        Err(e) => HttpError(e).into_response(),
+    }
+}
+
+#[derive(Clone, Debug)]
+struct Require<S> {
+    inner: S,
+    state: AppState,
+    access: Access,
+}
+
+impl<S> tower::Service<Request> for Require<S>
+where
+    S: tower::Service<Request, Response = Response, Error = Infallible>,
+{
+    type Response = Response;
+    type Error = Infallible;
+    type Future =
+        futures_util::future::Either<std::future::Ready<Result<Response, Infallible>>, S::Future>;
+
+    fn poll_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Infallible>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut req: Request) -> Self::Future {
+        match authorized(&self.state, self.access, &mut req) {
+            Ok(()) => futures_util::future::Either::Right(self.inner.call(req)),
+            Err(e) => futures_util::future::Either::Left(std::future::ready(Ok(
+                HttpError(e).into_response()
+            ))),
+        }
     }
 }
 
@@ -171,10 +219,10 @@ pub fn router(bus: Bus, config: GatewayConfig) -> Router {
                 idempotency::layer,
             ));
         }
-        let guarded = handler.layer(middleware::from_fn_with_state(
-            (state.clone(), route.access),
-            require,
-        ));
+        let guarded = handler.layer(RequireLayer {
+            state: state.clone(),
+            access: route.access,
+        });
         router = router.route(&route.path, guarded);
     }
     router
@@ -190,13 +238,10 @@ pub fn router(bus: Bus, config: GatewayConfig) -> Router {
                 format!("{} is not allowed on {}", req.method(), req.uri().path()),
             ))
         })
-        .layer(middleware::from_fn(http::envelope))
-        .layer(middleware::from_fn(http::head_limits))
         .layer(middleware::from_fn_with_state(
             limits.request_timeout,
-            http::deadline,
+            http::edge,
         ))
-        .layer(middleware::from_fn(http::observe))
         .with_state(state)
 }
 

@@ -307,7 +307,7 @@ fn operation(route: &RouteDef) -> utoipa::openapi::path::Operation {
             ),
         );
     }
-    // Every route: the gateway refuses a head larger than it reads (`http::head_limits`).
+    // Every route: the gateway refuses a head larger than it reads (`http::edge`).
     op = op
         .response(
             "414",

@@ -5,7 +5,7 @@
 //! is not accepted from until one closes, so the kernel's backlog holds the rest instead of
 //! the gateway spending a task and buffers on each. Request bodies have their own deadline
 //! (see [`crate::http::JsonBody`]), and so does producing a response's head (see
-//! [`crate::http::deadline`]). A client that stops reading its response is disconnected once
+//! [`crate::http::edge`]). A client that stops reading its response is disconnected once
 //! the gateway's writes have made no progress for `write_timeout`: otherwise it would hold its
 //! connection slot (and a graceful shutdown) for as long as it likes.
 
@@ -130,7 +130,7 @@ pub async fn serve_router(
             builder
                 .timer(TokioTimer::new())
                 .header_read_timeout(limits.header_read_timeout)
-                // Above the gateway's own limits (`http::head_limits`), which answer in the
+                // Above the gateway's own limits (`http::edge`), which answer in the
                 // error envelope; hyper's own 431 has no body.
                 .max_headers(HYPER_MAX_HEADERS);
             let io = TokioIo::new(StalledWrites::new(stream, limits.write_timeout));
@@ -458,7 +458,7 @@ mod tests {
             .route("/echo", post(|body: Bytes| async move { body }))
             .layer(axum::middleware::from_fn_with_state(
                 Duration::from_millis(500),
-                crate::http::deadline,
+                crate::http::edge,
             ));
         start_app(app, limits(5_000, 16)).await
     }

@@ -324,7 +324,7 @@ async fn deadline(
     req: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> axum::response::Response {
-    crate::http::bounded(timeout, req, next)
+    crate::http::bounded(timeout, req, |req| next.run(req))
         .await
         .unwrap_or_else(idempotency::refused)
 }
