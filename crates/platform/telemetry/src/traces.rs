@@ -121,10 +121,13 @@ pub fn init_logging(
     } else {
         None
     };
-    tracing_subscriber::registry()
-        .with(fmt.with_filter(filter))
-        .with(provider.as_ref().map(layer))
-        .init();
+    let logs = tracing_subscriber::registry().with(fmt.with_filter(filter));
+    // Not an `Option` layer: an absent one counts as enabling every span, so the registry
+    // would make each request's span (and look it up at every poll) with nothing to log it.
+    match &provider {
+        Some(provider) => logs.with(layer(provider)).init(),
+        None => logs.init(),
+    }
     if provider.is_some() {
         tracing::info!(service = service_name, "exporting spans over otlp");
     }
