@@ -3,7 +3,7 @@
 //! their own under `routes/`; this file has what they share and the table itself.
 
 use axum::extract::{Extension, Path, RawQuery, State};
-use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
+use axum::http::{header, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{self, MethodRouter};
 use axum::Json;
@@ -584,14 +584,28 @@ fn list_params(raw: Option<&str>) -> Result<ListParams, ApiError> {
     )
 }
 
-/// The JSON row unless the client asked for JSON only: scripts are served raw so that iPXE can
-/// `chain` them and a shell can `curl | sh` them.
-fn wants_json(headers: &HeaderMap) -> bool {
-    headers
-        .get(header::ACCEPT)
-        .and_then(|v| v.to_str().ok())
-        .map(|accept| accept.contains("application/json") && !accept.contains("text/plain"))
-        .unwrap_or(false)
+/// Whether the client asked for the JSON row (`Accept: application/json` and not `text/plain`);
+/// otherwise scripts are served raw so that iPXE can `chain` them and a shell can `curl | sh`
+/// them. An extractor of its own: axum's `HeaderMap` one copies every header.
+struct WantsJson(bool);
+
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for WantsJson {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        _: &S,
+    ) -> Result<WantsJson, Self::Rejection> {
+        Ok(WantsJson(
+            parts
+                .headers
+                .get(header::ACCEPT)
+                .and_then(|v| v.to_str().ok())
+                .is_some_and(|accept| {
+                    accept.contains("application/json") && !accept.contains("text/plain")
+                }),
+        ))
+    }
 }
 
 fn raw_text(text: String) -> Response {

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use axum::extract::{Extension, Path, State};
-use axum::http::{HeaderMap, Method};
+use axum::http::Method;
 use axum::response::{IntoResponse, Response};
 use axum::routing;
 use axum::Json;
@@ -13,8 +13,8 @@ use bootfleet_api::subjects::{Op, ScriptKind};
 use bootfleet_api::{proto, validate, ApiError};
 
 use super::{
-    capitalized, created, list_reply, list_route, path_id, raw_text, row_route, wants_json, Body,
-    BodySchema, Collection, RouteDef, ID, NODE_TOKEN,
+    capitalized, created, list_reply, list_route, path_id, raw_text, row_route, Body, BodySchema,
+    Collection, RouteDef, WantsJson, ID, NODE_TOKEN,
 };
 use crate::auth::{Access, Claims};
 use crate::http::{HttpResult, JsonBody, NewId, Trace};
@@ -71,14 +71,14 @@ async fn get(
     Trace(t): Trace,
     Path(id): Path<String>,
     claims: Option<Extension<Claims>>,
-    headers: HeaderMap,
+    WantsJson(json): WantsJson,
 ) -> HttpResult<Response> {
     let id = path_id(&id)?;
     let row = read(&s, &t, kind, id).await?;
     crate::auth::may_read(claims.as_deref(), &row.sites, &|| {
         format!("{} {}", kind.singular(), row.id)
     })?;
-    Ok(if wants_json(&headers) {
+    Ok(if json {
         Json(ScriptRow::from(Arc::unwrap_or_clone(row))).into_response()
     } else {
         raw_text(row.text.clone())

@@ -2,7 +2,7 @@
 //! on demand (never stored).
 
 use axum::extract::{Path, RawQuery, State};
-use axum::http::{HeaderMap, Method};
+use axum::http::Method;
 use axum::response::{IntoResponse, Response};
 use axum::routing;
 use axum::Extension;
@@ -12,8 +12,8 @@ use bootfleet_api::subjects::{self, Op};
 use bootfleet_api::{proto, validate, ApiError};
 
 use super::{
-    collection, created, list_route, path_id, query_pairs, raw_text, row_route, uncached,
-    wants_json, Body, BodySchema, Param, ParamType, RouteDef, ID, NODE_TOKEN,
+    collection, created, list_route, path_id, query_pairs, raw_text, row_route, uncached, Body,
+    BodySchema, Param, ParamType, RouteDef, WantsJson, ID, NODE_TOKEN,
 };
 use crate::auth::{Access, Claims};
 use crate::http::{Deadline, HttpError, HttpResult, JsonBody, NewId, Trace};
@@ -48,7 +48,7 @@ async fn get(
     Trace(t): Trace,
     Path(id): Path<String>,
     claims: Option<Extension<Claims>>,
-    headers: HeaderMap,
+    WantsJson(json): WantsJson,
 ) -> HttpResult<Response> {
     let req = proto::IdRequest { id: path_id(&id)? };
     let row: proto::SshKey = s.bus.request(&t, &subject(Op::Get), &req).await?;
@@ -58,7 +58,7 @@ async fn get(
         std::slice::from_ref(&row.artifact_id),
         &|| format!("key {}", row.id),
     )?;
-    Ok(if wants_json(&headers) {
+    Ok(if json {
         Json(SshKeyRow::from(row)).into_response()
     } else {
         raw_text(format!("{}\n", row.text))
