@@ -7,7 +7,8 @@
 //! (see [`crate::http::JsonBody`]), and so does producing a response's head (see
 //! [`crate::http::edge`]). A client that stops reading its response is disconnected once
 //! the gateway's writes have made no progress for `write_timeout`: otherwise it would hold its
-//! connection slot (and a graceful shutdown) for as long as it likes.
+//! connection slot (and a graceful shutdown) for as long as it likes. Accepted connections are
+//! served on [`Lanes`], one single-threaded runtime per CPU.
 
 use std::future::Future;
 use std::pin::{pin, Pin};
@@ -85,6 +86,7 @@ pub async fn serve_router(
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut shutdown = pin!(shutdown);
     let mut at_limit = false;
+    let mut lanes = Lanes::start()?;
     loop {
         let slot = match slots.clone().try_acquire_owned() {
             Ok(slot) => {
@@ -124,8 +126,22 @@ pub async fn serve_router(
         // The router takes hyper's body type as it is.
         let service = TowerToHyperService::new(app.clone());
         let mut stop = stop_rx.clone();
-        tokio::spawn(async move {
+        let stream = match stream.into_std() {
+            Ok(stream) => stream,
+            Err(e) => {
+                tracing::warn!(%peer, error = %e, "cannot hand the connection over");
+                continue;
+            }
+        };
+        lanes.next().spawn(async move {
             let _slot = slot;
+            let stream = match tokio::net::TcpStream::from_std(stream) {
+                Ok(stream) => stream,
+                Err(e) => {
+                    tracing::warn!(%peer, error = %e, "cannot serve the connection");
+                    return;
+                }
+            };
             let mut builder = hyper::server::conn::http1::Builder::new();
             builder
                 .timer(TokioTimer::new())
@@ -160,7 +176,53 @@ pub async fn serve_router(
     let _ = stop_tx.send(true);
     drop(stop_rx);
     stop_tx.closed().await;
+    drop(lanes);
     Ok(())
+}
+
+/// Connections are served on one single-threaded runtime per CPU, each thread driving its own
+/// sockets, as nginx's workers do, instead of on the process's work-stealing runtime: there a
+/// request that became ready woke another worker to steal it, twice as many context switches
+/// per request as nginx (BENCHMARKS.md). Handlers still reach the bus, whose connection lives on
+/// the main runtime, through its channels.
+struct Lanes {
+    handles: Vec<tokio::runtime::Handle>,
+    next: usize,
+    /// Dropped to stop the lanes' threads (each blocks on its receiver).
+    _stop: Vec<tokio::sync::oneshot::Sender<()>>,
+}
+
+impl Lanes {
+    fn start() -> std::io::Result<Lanes> {
+        let n = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let mut handles = Vec::with_capacity(n);
+        let mut stops = Vec::with_capacity(n);
+        for i in 0..n {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            handles.push(rt.handle().clone());
+            let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+            stops.push(stop);
+            std::thread::Builder::new()
+                .name(format!("gateway-lane-{i}"))
+                .spawn(move || {
+                    let _ = rt.block_on(stopped);
+                    // Connections still open are dropped with the runtime.
+                    rt.shutdown_background();
+                })?;
+        }
+        Ok(Lanes {
+            handles,
+            next: 0,
+            _stop: stops,
+        })
+    }
+
+    fn next(&mut self) -> &tokio::runtime::Handle {
+        self.next = (self.next + 1) % self.handles.len();
+        &self.handles[self.next]
+    }
 }
 
 /// A connection whose writes fail with `TimedOut` once they have been waiting for the client
