@@ -29,8 +29,8 @@ fn lean_allocator() {
         (MI_OPTION_PURGE_DELAY, "MIMALLOC_PURGE_DELAY", 0),
     ] {
         if std::env::var_os(env).is_none() {
-            // SAFETY: sets one of mimalloc's process-wide options; any value is valid for these
-            // two, and mimalloc reads options atomically.
+            // SAFETY: sets one of mimalloc's process-wide options, any value of which is valid
+            // for these two, at the start of `main`, before the process starts another thread.
             unsafe { libmimalloc_sys::mi_option_set(option, value) };
         }
     }

@@ -454,8 +454,8 @@ impl hyper::body::Body for Watched {
     }
 }
 
-/// Bounds the time until a request's response head is ready, the request timeout (state)
-/// unless a handler extended its [`Deadline`]. A response that is ready is not held to it:
+/// Bounds the time until a request's response head is ready, `timeout` unless a handler
+/// extended its [`Deadline`]. A response that is ready is not held to it:
 /// a download streams its body for as long as it takes. On expiry the handler is dropped and
 /// the answer is 504 `timeout`, or 408 `request_timeout` when the handler was waiting for
 /// the client's body.
@@ -469,8 +469,9 @@ where
         .unwrap_or_else(|e| HttpError(e).into_response())
 }
 
-/// The gateway's router behind, from the outside in: [`observed`], [`deadline`] (the request
-/// timeout is the state), the [`head_refusal`] checks and the [`enveloped`] errors. One
+/// The gateway's router behind, from the outside in: `observed` (trace, log, metrics),
+/// `deadline` (the request timeout is the state), the `head_refusal` checks and the
+/// `enveloped` errors. One
 /// middleware rather than four layers: each layer clones and boxes the stack below it on every
 /// request.
 pub async fn edge(State(timeout): State<Duration>, req: Request, next: Next) -> Response {

@@ -94,7 +94,7 @@ impl Api {
     }
 
     /// Checks the bearer token in the `authorization` metadata against `access`, as REST's
-    /// `require` does for a route; a node-facing access passes a machine token on to the
+    /// `authorized` does for a route; a node-facing access passes a machine token on to the
     /// `machines` service, which holds its key.
     fn authorize<T>(&self, req: &Request<T>, access: Access) -> Result<Call, Status> {
         let metadata = req.metadata();
