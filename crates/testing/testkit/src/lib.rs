@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 pub mod bmc;
 pub mod disk_image;
 pub mod http_recorder;
+#[cfg(feature = "metrics")]
 pub mod metrics;
 pub mod nats_cluster;
 pub mod netlab;
