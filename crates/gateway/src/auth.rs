@@ -371,7 +371,6 @@ pub fn mint_for_site(
     jwt::sign_hs256(&claims, &secret.0)
 }
 
-/// Decides whether a caller may use a route: 401 without a valid token, 403 with the wrong role.
 /// The token of an `Authorization` value `Bearer <token>` (the scheme in any case).
 pub fn bearer_token(value: &str) -> Option<String> {
     let (scheme, token) = value.trim().split_once(' ')?;
@@ -380,6 +379,41 @@ pub fn bearer_token(value: &str) -> Option<String> {
         .then(|| token.trim().to_owned())
 }
 
+/// Who calls a route, by the token the request carries.
+#[derive(Debug)]
+pub enum Caller {
+    /// A machine's own token, passed on unverified: the `machines` service checks it (it holds
+    /// the key).
+    Machine(MachineToken),
+    /// A verified token's claims; `None` where the route takes no token (public routes, and
+    /// node reads while they are left open).
+    Token(Option<Claims>),
+}
+
+/// The caller of a route of `access`, from the request's `Authorization` value and (REST
+/// only) its `?token=`: the one check REST's routes and gRPC's calls both make. 401 without a
+/// valid token, 403 with the wrong role.
+pub fn identify(
+    config: &crate::GatewayConfig,
+    access: Access,
+    authorization: Option<&str>,
+    query_token: Option<&str>,
+) -> Result<Caller, ApiError> {
+    let bearer = authorization.and_then(bearer_token);
+    if let Some(token) = MachineToken::of(access, bearer.as_deref().or(query_token)) {
+        return Ok(Caller::Machine(token));
+    }
+    authorize(
+        &config.verifier,
+        access,
+        config.open_node_reads,
+        bearer.as_deref(),
+        query_token,
+    )
+    .map(Caller::Token)
+}
+
+/// Decides whether a caller may use a route: 401 without a valid token, 403 with the wrong role.
 pub fn authorize(
     verifier: &Verifier,
     access: Access,

@@ -116,11 +116,10 @@ pub struct Shared {
 /// Checks a request's token against its route's access and records who called (the claims,
 /// or the machine token the `machines` service checks); the refusal when it may not.
 fn authorized(state: &AppState, access: Access, req: &mut Request) -> Result<(), ApiError> {
-    let bearer = req
+    let authorization = req
         .headers()
         .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(auth::bearer_token);
+        .and_then(|v| v.to_str().ok());
     let query_token = req.uri().query().and_then(|q| {
         serde_urlencoded::from_str::<Vec<(String, String)>>(q)
             .ok()?
@@ -128,22 +127,14 @@ fn authorized(state: &AppState, access: Access, req: &mut Request) -> Result<(),
             .find(|(k, _)| k == "token")
             .map(|(_, v)| v)
     });
-    // A machine token is the `machines` service's to check (it holds the key).
-    if let Some(token) =
-        auth::MachineToken::of(access, bearer.as_deref().or(query_token.as_deref()))
-    {
-        req.extensions_mut().insert(token);
-        return Ok(());
-    }
-    let claims = auth::authorize(
-        &state.config.verifier,
-        access,
-        state.config.open_node_reads,
-        bearer.as_deref(),
-        query_token.as_deref(),
-    )?;
-    if let Some(claims) = claims {
-        req.extensions_mut().insert(claims);
+    match auth::identify(&state.config, access, authorization, query_token.as_deref())? {
+        auth::Caller::Machine(token) => {
+            req.extensions_mut().insert(token);
+        }
+        auth::Caller::Token(Some(claims)) => {
+            req.extensions_mut().insert(claims);
+        }
+        auth::Caller::Token(None) => {}
     }
     Ok(())
 }

@@ -93,40 +93,33 @@ impl Api {
         &self.state.bus
     }
 
-    /// Checks the bearer token in the `authorization` metadata against `access`, as REST's
-    /// `authorized` does for a route; a node-facing access passes a machine token on to the
-    /// `machines` service, which holds its key.
+    /// Checks the bearer token in the `authorization` metadata against `access` with
+    /// [`auth::identify`], the check REST's routes make too; a node-facing access passes a
+    /// machine token on to the `machines` service, which holds its key.
     fn authorize<T>(&self, req: &Request<T>, access: Access) -> Result<Call, Status> {
         let metadata = req.metadata();
-        let bearer = metadata
-            .get("authorization")
-            .and_then(|v| v.to_str().ok())
-            .and_then(auth::bearer_token);
         let trace = metadata
             .get("traceparent")
             .and_then(|v| v.to_str().ok())
             .and_then(TraceParent::parse)
             .map(|t| t.child())
             .unwrap_or_else(TraceParent::new_root);
-        if let Some(token) = auth::MachineToken::of(access, bearer.as_deref()) {
-            return Ok(Call {
-                trace,
-                claims: None,
-                machine_token: Some(token),
-            });
-        }
-        let claims = auth::authorize(
-            &self.state.config.verifier,
+        let authorization = metadata.get("authorization").and_then(|v| v.to_str().ok());
+        let (claims, machine_token) = match auth::identify(
+            &self.state.config,
             access,
-            self.state.config.open_node_reads,
-            bearer.as_deref(),
+            authorization,
             None,
         )
-        .map_err(status)?;
+        .map_err(status)?
+        {
+            auth::Caller::Machine(token) => (None, Some(token)),
+            auth::Caller::Token(claims) => (claims, None),
+        };
         Ok(Call {
             trace,
             claims,
-            machine_token: None,
+            machine_token,
         })
     }
 
