@@ -412,7 +412,6 @@ mod tests {
         }
     }
 
-    /// Whether the server closes `stream` (EOF or reset) before `within`.
     /// Sends `request` on a new connection and reads until the server closes it (within WAIT).
     async fn exchange(server: &Running, request: &[u8]) -> String {
         let mut stream = TcpStream::connect(server.addr).await.expect("connect");
@@ -425,12 +424,42 @@ mod tests {
         String::from_utf8_lossy(&answer).into_owned()
     }
 
+    /// Whether the server closes `stream` (EOF or reset) before `within`.
     async fn closed_within(stream: &mut TcpStream, within: Duration) -> bool {
         let mut buf = [0u8; 256];
         matches!(
             tokio::time::timeout(within, stream.read(&mut buf)).await,
             Ok(Ok(0) | Err(_))
         )
+    }
+
+    /// Connections are served on the lanes (one thread per CPU), taken in turn, never on the
+    /// runtime that accepts them; a kept-alive connection stays on its lane.
+    #[tokio::test]
+    async fn connections_are_served_on_the_lanes_in_turn() {
+        let app = Router::new().route(
+            "/lane",
+            get(|| async {
+                std::thread::current()
+                    .name()
+                    .unwrap_or("unnamed")
+                    .to_owned()
+            }),
+        );
+        let server = start_app(app, limits(10_000, 16)).await;
+        let body = |answer: String| answer.split_once("\r\n\r\n").expect("a head").1.to_owned();
+        let lanes = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let mut seen = std::collections::BTreeSet::new();
+        for _ in 0..lanes {
+            let mut stream = TcpStream::connect(server.addr).await.expect("connect");
+            let first = body(get_on(&mut stream, "/lane").await);
+            let again = body(get_on(&mut stream, "/lane").await);
+            assert!(first.starts_with("gateway-lane-"), "served on {first}");
+            assert_eq!(first, again, "a kept-alive connection stays on its lane");
+            seen.insert(first);
+        }
+        assert_eq!(seen.len(), lanes, "one connection per lane: {seen:?}");
+        server.stop().await;
     }
 
     #[tokio::test]
