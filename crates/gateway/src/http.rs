@@ -471,9 +471,8 @@ where
 
 /// The gateway's router behind, from the outside in: `observed` (trace, log, metrics),
 /// `deadline` (the request timeout is the state), the `head_refusal` checks and the
-/// `enveloped` errors. One
-/// middleware rather than four layers: each layer clones and boxes the stack below it on every
-/// request.
+/// `enveloped` errors. One middleware rather than four layers: each layer clones and boxes the
+/// stack below it on every request.
 pub async fn edge(State(timeout): State<Duration>, req: Request, next: Next) -> Response {
     observed(req, |req| {
         deadline(timeout, req, |req| async move {

@@ -193,8 +193,13 @@ struct Lanes {
 }
 
 impl Lanes {
+    /// How many lanes a server runs: one per CPU this process may use.
+    fn count() -> usize {
+        std::thread::available_parallelism().map_or(1, |n| n.get())
+    }
+
     fn start() -> std::io::Result<Lanes> {
-        let n = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let n = Lanes::count();
         let mut handles = Vec::with_capacity(n);
         let mut stops = Vec::with_capacity(n);
         for i in 0..n {
@@ -448,7 +453,7 @@ mod tests {
         );
         let server = start_app(app, limits(10_000, 16)).await;
         let body = |answer: String| answer.split_once("\r\n\r\n").expect("a head").1.to_owned();
-        let lanes = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let lanes = Lanes::count();
         let mut seen = std::collections::BTreeSet::new();
         for _ in 0..lanes {
             let mut stream = TcpStream::connect(server.addr).await.expect("connect");
