@@ -394,7 +394,6 @@ pub fn document(routes: &[RouteDef]) -> OpenApi {
 mod tests {
     use super::*;
     use crate::routes::routes;
-    use axum::http::Method;
     use bootfleet_api::rest::{Page, ScriptRow, SshKeyRow};
     use serde_json::Value;
 
@@ -446,20 +445,9 @@ mod tests {
     }
 
     fn route_answering(path: &str, response: Body) -> RouteDef {
-        RouteDef {
-            method: Method::GET,
-            path: path.into(),
-            access: Access::Read,
-            operation_id: path.into(),
-            summary: String::new(),
-            tag: "test",
-            params: vec![],
-            request: None,
-            status: 200,
-            response,
-            also: Vec::new(),
-            handler: axum::routing::get(|| async { "" }),
-        }
+        RouteDef::new(axum::http::Method::GET, path, Access::Read, || async { "" })
+            .doc("test", path, "")
+            .answers(200, response)
     }
 
     #[test]

@@ -3,9 +3,10 @@
 //! their own under `routes/`; this file has what they share and the table itself.
 
 use axum::extract::{Extension, Path, RawQuery, State};
+use axum::handler::Handler;
 use axum::http::{header, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{self, MethodRouter};
+use axum::routing::{self, MethodFilter, MethodRouter};
 use axum::Json;
 use bootfleet_api::list::ListFields;
 use bootfleet_api::rest::Page;
@@ -191,7 +192,84 @@ pub struct RouteDef {
 /// What a 201 from a name-keyed PUT means.
 const CREATED_BY_NAME: &str = "created: no row had this name";
 
+/// A route is declared by its method, path, access and handler (one of the constructors
+/// below, so the method the document names is the one the handler answers), then what the
+/// document says of it: [`RouteDef::doc`] and [`RouteDef::answers`] always, the parameters and
+/// body where it has them.
 impl RouteDef {
+    pub(crate) fn new<H: Handler<T, AppState>, T: 'static>(
+        method: Method,
+        path: impl Into<String>,
+        access: Access,
+        handler: H,
+    ) -> RouteDef {
+        let filter = MethodFilter::try_from(method.clone()).expect("a method axum routes");
+        RouteDef::routed(method, path, access, routing::on(filter, handler))
+    }
+
+    /// A route whose handler is routed already (for tables that hold handlers of several
+    /// types); `handler` must answer `method`.
+    fn routed(
+        method: Method,
+        path: impl Into<String>,
+        access: Access,
+        handler: MethodRouter<AppState>,
+    ) -> RouteDef {
+        RouteDef {
+            method,
+            path: path.into(),
+            access,
+            operation_id: String::new(),
+            summary: String::new(),
+            tag: "",
+            params: Vec::new(),
+            request: None,
+            // Not a status: `answers` sets it, and a test finds the routes that never call it.
+            status: 0,
+            response: Body::Text,
+            also: Vec::new(),
+            handler,
+        }
+    }
+
+    /// The handler gets `value` as an `Extension` (which row kind or operation it serves).
+    fn with<T: Clone + Send + Sync + 'static>(mut self, value: T) -> RouteDef {
+        self.handler = self.handler.layer(Extension(value));
+        self
+    }
+
+    /// Its tag, operation id and summary in the OpenAPI document.
+    pub(crate) fn doc(
+        mut self,
+        tag: &'static str,
+        operation_id: impl Into<String>,
+        summary: impl Into<String>,
+    ) -> RouteDef {
+        self.tag = tag;
+        self.operation_id = operation_id.into();
+        self.summary = summary.into();
+        self
+    }
+
+    /// Its path and query parameters.
+    fn params(mut self, params: Vec<Param>) -> RouteDef {
+        self.params = params;
+        self
+    }
+
+    /// The JSON body it takes.
+    fn body(mut self, request: BodySchema) -> RouteDef {
+        self.request = Some(request);
+        self
+    }
+
+    /// What it answers on success.
+    pub(crate) fn answers(mut self, status: u16, response: Body) -> RouteDef {
+        self.status = status;
+        self.response = response;
+        self
+    }
+
     /// The route also answers `status` (a success besides its main one), meaning `meaning`.
     fn also(mut self, status: u16, meaning: &'static str) -> RouteDef {
         self.also.push((status, meaning));
@@ -398,20 +476,12 @@ fn list_route<C: Collection>(
     operation_id: impl Into<String>,
     summary: impl Into<String>,
 ) -> RouteDef {
-    RouteDef {
-        method: Method::GET,
-        path: format!("/api/{}", collection.name()),
-        access: Access::Read,
-        operation_id: operation_id.into(),
-        summary: summary.into(),
-        tag: collection.name(),
-        params: list_query(collection.list_fields()),
-        request: None,
-        status: 200,
-        response: Body::Json(BodySchema::page_of::<C::Row>()),
-        also: Vec::new(),
-        handler: routing::get(list::<C>).layer(Extension(collection)),
-    }
+    let (name, fields) = (collection.name(), collection.list_fields());
+    RouteDef::new(Method::GET, format!("/api/{name}"), Access::Read, list::<C>)
+        .with(collection)
+        .doc(name, operation_id, summary)
+        .params(list_query(fields))
+        .answers(200, Body::Json(BodySchema::page_of::<C::Row>()))
 }
 
 /// `GET /api/<name>/{id}` (`Op::Get`: the row) or `DELETE` (`Op::Delete`: answers with the
@@ -422,25 +492,17 @@ fn row_route<C: Collection>(
     operation_id: impl Into<String>,
     summary: impl Into<String>,
 ) -> RouteDef {
-    let (method, access, handler) = match op {
-        Op::Delete => (Method::DELETE, Access::Write, routing::delete(by_id::<C>)),
-        _ => (Method::GET, Access::Read, routing::get(by_id::<C>)),
-    };
-    let handler: MethodRouter<AppState> = handler.layer(Extension(op));
-    RouteDef {
-        method,
-        path: format!("/api/{}/{{id}}", collection.name()),
-        access,
-        operation_id: operation_id.into(),
-        summary: summary.into(),
-        tag: collection.name(),
-        params: vec![ID],
-        request: None,
-        status: 200,
-        response: Body::json::<C::Row>(),
-        also: Vec::new(),
-        handler: handler.layer(Extension(collection)),
+    let name = collection.name();
+    let path = format!("/api/{name}/{{id}}");
+    match op {
+        Op::Delete => RouteDef::new(Method::DELETE, path, Access::Write, by_id::<C>),
+        _ => RouteDef::new(Method::GET, path, Access::Read, by_id::<C>),
     }
+    .with(op)
+    .with(collection)
+    .doc(name, operation_id, summary)
+    .params(vec![ID])
+    .answers(200, Body::json::<C::Row>())
 }
 
 /// A collection keyed by name (`/api/groups`, `/api/commands`, `/api/profiles`): what its five
@@ -471,97 +533,27 @@ struct OfEach<T> {
 fn named_routes<I: ToSchema, R: ToSchema>(n: Named) -> Vec<RouteDef> {
     let (name, one, s, h) = (n.name, n.one, n.summaries, n.handlers);
     let all = format!("/api/{name}");
-    let by_name = |method, access, verb: &str, summary: &str, request, handler| RouteDef {
-        method,
-        path: format!("{all}/{{name}}"),
-        access,
-        operation_id: format!("{verb}{one}"),
-        summary: summary.into(),
-        tag: name,
-        params: vec![n.key],
-        request,
-        status: 200,
-        response: Body::json::<R>(),
-        also: Vec::new(),
-        handler,
+    let by_name = |method, access, verb: &str, summary: &str, handler| {
+        RouteDef::routed(method, format!("{all}/{{name}}"), access, handler)
+            .doc(name, format!("{verb}{one}"), summary)
+            .params(vec![n.key])
+            .answers(200, Body::json::<R>())
     };
     vec![
-        route(
-            Method::GET,
-            &all,
-            Access::Read,
-            &format!("list{one}s"),
-            s.list,
-            name,
-            list_query(n.fields),
-            None,
-            200,
-            Body::Json(BodySchema::page_of::<R>()),
-            h.list,
-        ),
-        route(
-            Method::POST,
-            &all,
-            Access::Write,
-            &format!("create{one}"),
-            s.create,
-            name,
-            vec![],
-            Some(BodySchema::requiring::<I>(&["name"])),
-            201,
-            Body::json::<R>(),
-            h.create,
-        ),
-        by_name(Method::GET, Access::Read, "get", s.get, None, h.get),
-        by_name(
-            Method::PUT,
-            Access::Write,
-            "put",
-            s.put,
-            Some(BodySchema::of::<I>()),
-            h.put,
-        )
-        .also(201, CREATED_BY_NAME),
-        by_name(
-            Method::DELETE,
-            Access::Write,
-            "delete",
-            s.delete,
-            None,
-            h.delete,
-        ),
+        RouteDef::routed(Method::GET, &*all, Access::Read, h.list)
+            .doc(name, format!("list{one}s"), s.list)
+            .params(list_query(n.fields))
+            .answers(200, Body::Json(BodySchema::page_of::<R>())),
+        RouteDef::routed(Method::POST, &*all, Access::Write, h.create)
+            .doc(name, format!("create{one}"), s.create)
+            .body(BodySchema::requiring::<I>(&["name"]))
+            .answers(201, Body::json::<R>()),
+        by_name(Method::GET, Access::Read, "get", s.get, h.get),
+        by_name(Method::PUT, Access::Write, "put", s.put, h.put)
+            .body(BodySchema::of::<I>())
+            .also(201, CREATED_BY_NAME),
+        by_name(Method::DELETE, Access::Write, "delete", s.delete, h.delete),
     ]
-}
-
-/// A [`RouteDef`] from its parts, for tables of routes that do not fit [`Collection`].
-#[allow(clippy::too_many_arguments)]
-fn route(
-    method: Method,
-    path: &str,
-    access: Access,
-    operation_id: &str,
-    summary: &str,
-    tag: &'static str,
-    params: Vec<Param>,
-    request: Option<BodySchema>,
-    status: u16,
-    response: Body,
-    handler: routing::MethodRouter<AppState>,
-) -> RouteDef {
-    RouteDef {
-        method,
-        path: path.into(),
-        access,
-        operation_id: operation_id.into(),
-        summary: summary.into(),
-        tag,
-        params,
-        request,
-        status,
-        response,
-        also: Vec::new(),
-        handler,
-    }
 }
 
 fn capitalized(s: &str) -> String {
@@ -660,4 +652,28 @@ fn created<T: serde::Serialize>(location: String, body: T) -> Response {
 
 fn path_id(id: &str) -> Result<String, HttpError> {
     Ok(validate::id("id", id)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A route declared without `doc` or `answers` would be in the document with no operation
+    /// id, or answering a status of 0.
+    #[test]
+    fn every_route_is_documented_and_answers_a_success() {
+        for route in routes() {
+            assert!(
+                !route.tag.is_empty()
+                    && !route.operation_id.is_empty()
+                    && !route.summary.is_empty(),
+                "{route:?} has no doc"
+            );
+            assert!(
+                (200..300).contains(&route.status),
+                "{route:?} answers {}",
+                route.status
+            );
+        }
+    }
 }

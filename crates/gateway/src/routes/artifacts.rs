@@ -5,7 +5,6 @@ use axum::body::Body as HttpBody;
 use axum::extract::{Path, Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, Method};
 use axum::response::Response;
-use axum::routing;
 use bootfleet_api::artifacts::{
     object_name, sites_of, ArtifactKind, BuildState, GrubInput, GrubRow, IpxeInput, IpxeRow,
     IsoInput, IsoRow, SyslinuxInput, SyslinuxRow,
@@ -235,22 +234,12 @@ fn kind_routes<K: Kind>(kind: K) -> Vec<RouteDef> {
     let singular = K::KIND.singular();
     let one = capitalized(singular);
     vec![
-        RouteDef {
-            method: Method::POST,
-            path: format!("/api/{name}"),
-            access: Access::Write,
-            operation_id: format!("create{one}"),
-            summary: format!(
+        RouteDef::new(Method::POST, format!("/api/{name}"), Access::Write, create::<K>)
+            .doc(name, format!("create{one}"), format!(
                 "Build a {singular}: answers at once with the row (`queued`, or `done` when the same content was built before); poll it for `progress` and `status`"
-            ),
-            tag: name,
-            params: vec![],
-            request: Some(BodySchema::of::<K::Input>()),
-            status: 201,
-            response: Body::json::<K::Row>(),
-            also: Vec::new(),
-            handler: routing::post(create::<K>),
-        },
+            ))
+            .body(BodySchema::of::<K::Input>())
+            .answers(201, Body::json::<K::Row>()),
         list_route(kind, format!("list{}", capitalized(name)), format!("List {name}")),
         row_route(kind, Op::Get,
             format!("get{one}"),
@@ -260,24 +249,14 @@ fn kind_routes<K: Kind>(kind: K) -> Vec<RouteDef> {
             format!("delete{one}"),
             format!("Delete a {singular} and, once no other row shares them, its bytes; answers with the deleted row"),
         ),
-        RouteDef {
-            method: Method::GET,
-            path: format!("/{name}/{{id}}/{{file}}"),
-            access: Access::NodeRead,
-            operation_id: format!("download{one}"),
-            summary: format!("Download a built {singular}'s file (Range, ETag, If-None-Match)"),
-            tag: name,
-            params: vec![
+        RouteDef::new(Method::GET, format!("/{name}/{{id}}/{{file}}"), Access::NodeRead, download_file::<K>)
+            .doc(name, format!("download{one}"), format!("Download a built {singular}'s file (Range, ETag, If-None-Match)"))
+            .params(vec![
                 ID,
                 Param { name: "file", in_path: true, required: true, ty: ParamType::String, description: "A file of the artifact, as its row's `files` lists them." },
                 NODE_TOKEN,
-            ],
-            request: None,
-            status: 200,
-            response: Body::Binary,
-            also: Vec::new(),
-            handler: routing::get(download_file::<K>),
-        },
+            ])
+            .answers(200, Body::Binary),
     ]
 }
 

@@ -11,7 +11,7 @@ use axum::extract::{Path, RawQuery, State};
 use axum::http::Method;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
-use axum::{routing, Extension};
+use axum::Extension;
 use bootfleet_api::rest::BootEventRow;
 use bootfleet_api::subjects::{self, Op};
 use bootfleet_api::{proto, validate, ApiError};
@@ -36,20 +36,11 @@ const MAC: Param = Param {
 };
 
 pub(super) fn routes() -> Vec<RouteDef> {
-    vec![RouteDef {
-        method: Method::GET,
-        path: "/api/distributors/{id}/events".into(),
-        access: Access::Read,
-        operation_id: "watchDistributorEvents".into(),
-        summary: "The boot events of the distributor's site as they happen (DHCP answers, files served), as server-sent events".into(),
-        tag: "distributors",
-        params: vec![ID, MAC],
-        request: None,
-        status: 200,
-        response: Body::event_stream::<BootEventRow>(),
-        also: Vec::new(),
-        handler: routing::get(watch),
-    }]
+    vec![
+        RouteDef::new(Method::GET, "/api/distributors/{id}/events", Access::Read, watch)
+            .doc("distributors", "watchDistributorEvents", "The boot events of the distributor's site as they happen (DHCP answers, files served), as server-sent events")
+            .params(vec![ID, MAC])
+            .answers(200, Body::event_stream::<BootEventRow>())]
 }
 
 /// The `mac` query parameter, normalized; `token` is the auth layer's.

@@ -3,7 +3,6 @@
 
 use axum::extract::{Path, State};
 use axum::http::{header, HeaderMap, Method};
-use axum::routing;
 use axum::Json;
 use bootfleet_api::rest::{
     DistributorConfigInput, DistributorRow, DistributorStatusInput, SiteCheck,
@@ -111,33 +110,15 @@ pub(super) fn routes() -> Vec<RouteDef> {
             "List site agents, with `online` and `lastSeen`",
         ),
         row_route(Distributors, Op::Get, "getDistributor", "One site agent"),
-        RouteDef {
-            method: Method::PUT,
-            path: "/api/distributors/{id}".into(),
-            access: Access::Write,
-            operation_id: "configureDistributor".into(),
-            summary: "Hand ipxes artifacts to a site's PXE clients: the distributor fetches them from this system, checks their digests, and answers with what it now serves (503 if it is offline)".into(),
-            tag: "distributors",
-            params: vec![ID],
-            request: Some(BodySchema::of::<DistributorConfigInput>()),
-            status: 200,
-            response: Body::json::<DistributorRow>(),
-            also: Vec::new(),
-            handler: routing::put(configure),
-        },
-        RouteDef {
-            method: Method::PUT,
-            path: "/api/distributors/{id}/status".into(),
-            access: Access::Write,
-            operation_id: "setDistributorStatus".into(),
-            summary: "Start (`on: true`) or stop answering PXE clients; pushed to the agent at once".into(),
-            tag: "distributors",
-            params: vec![ID],
-            request: Some(BodySchema::of::<DistributorStatusInput>()),
-            status: 200,
-            response: Body::json::<DistributorRow>(),
-            also: Vec::new(),
-            handler: routing::put(set_status),
-        },
+        RouteDef::new(Method::PUT, "/api/distributors/{id}", Access::Write, configure)
+            .doc("distributors", "configureDistributor", "Hand ipxes artifacts to a site's PXE clients: the distributor fetches them from this system, checks their digests, and answers with what it now serves (503 if it is offline)")
+            .params(vec![ID])
+            .body(BodySchema::of::<DistributorConfigInput>())
+            .answers(200, Body::json::<DistributorRow>()),
+        RouteDef::new(Method::PUT, "/api/distributors/{id}/status", Access::Write, set_status)
+            .doc("distributors", "setDistributorStatus", "Start (`on: true`) or stop answering PXE clients; pushed to the agent at once")
+            .params(vec![ID])
+            .body(BodySchema::of::<DistributorStatusInput>())
+            .answers(200, Body::json::<DistributorRow>()),
     ]
 }

@@ -2,13 +2,12 @@
 //! machines whose own `groups` name the group), kept by the `actions` service.
 
 use axum::http::Method;
-use axum::routing;
 use bootfleet_api::actions::{ops, GroupInput, GroupMachines, GroupRow};
 use bootfleet_api::proto::ActionsCall;
 
 use super::actions::{Writes, NAME};
-use super::relay::{by_key, op, Name};
-use super::{named_routes, route, Body, Named, OfEach, RouteDef};
+use super::relay::{by_key, Name};
+use super::{named_routes, Body, Named, OfEach, RouteDef};
 use crate::auth::Access;
 
 const WRITES: Writes = Writes {
@@ -34,19 +33,11 @@ pub(super) fn routes() -> Vec<RouteDef> {
         handlers: WRITES.handlers::<GroupInput>(ops::GROUP_LIST, ops::GROUP_GET, ops::GROUP_DELETE),
     });
     routes.extend([
-        route(
-            Method::GET,
-            "/api/groups/{name}/machines",
-            Access::Read,
-            "getGroupMachines",
-            "The group's machines now, each with why it is in (`member`, `match`, `groups`); members deleted since are left out",
-            g,
-            vec![NAME],
-            None,
-            200,
-            Body::json::<GroupMachines>(),
-            routing::get(by_key::<ActionsCall, Name>).layer(op(ops::GROUP_MACHINES)),
-        ),
+        RouteDef::new(Method::GET, "/api/groups/{name}/machines", Access::Read, by_key::<ActionsCall, Name>)
+            .with(ops::GROUP_MACHINES)
+            .doc(g, "getGroupMachines", "The group's machines now, each with why it is in (`member`, `match`, `groups`); members deleted since are left out")
+            .params(vec![NAME])
+            .answers(200, Body::json::<GroupMachines>()),
     ]);
     routes
 }

@@ -4,7 +4,6 @@
 use axum::extract::{FromRequest, Path, Request, State};
 use axum::http::{header, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing;
 use axum::Json;
 use bootfleet_api::rest::{
     LocalNodeInput, LocalNodeRow, LocalNodeScriptInput, LocalNodeScriptResult,
@@ -197,46 +196,29 @@ pub(crate) async fn run_node_script(
 
 pub(super) fn routes() -> Vec<RouteDef> {
     vec![
-        RouteDef {
-            method: Method::POST,
-            path: "/api/localnodes".into(),
-            access: Access::NodeWrite,
-            operation_id: "registerLocalNode".into(),
-            summary: "A node registers itself (node or admin token, in the Authorization header; a node token scoped to a site registers that site's nodes only, 403 otherwise). Fields as a query string or a JSON body; registering the same ip at the same site again updates the row (200) instead of creating one (201)".into(),
-            tag: "localnodes",
-            params: vec![
+        RouteDef::new(Method::POST, "/api/localnodes", Access::NodeWrite, register)
+            .doc("localnodes", "registerLocalNode", "A node registers itself (node or admin token, in the Authorization header; a node token scoped to a site registers that site's nodes only, 403 otherwise). Fields as a query string or a JSON body; registering the same ip at the same site again updates the row (200) instead of creating one (201)")
+            .params(vec![
                 query_param("ip", ParamType::String, "The node's IPv4 or IPv6 address (or in the JSON body, not both)."),
                 query_param("artifactId", ParamType::Pattern(bootfleet_api::rules::artifact_id_pattern), "The site the node booted at (or in the JSON body, not both)."),
                 query_param("mac", ParamType::Pattern(bootfleet_api::rules::mac_pattern), "Optional MAC address."),
                 query_param("hostname", ParamType::String, "Optional host name."),
                 query_param("pingable", ParamType::OneOf(&["true", "1", "false", "0"]), "Optional, `true` or `false`."),
-            ],
-            request: Some(BodySchema::of::<LocalNodeInput>()),
-            status: 201,
-            response: Body::json::<LocalNodeRow>(),
-            also: vec![(200, "updated: the node was registered before")],
-            handler: routing::post(register),
-        },
+            ])
+            .body(BodySchema::of::<LocalNodeInput>())
+            .answers(201, Body::json::<LocalNodeRow>())
+            .also(200, "updated: the node was registered before"),
         list_route(
             LocalNodes,
             "listLocalNodes",
             "List registered nodes, with `pingable` and `lastSeen`",
         ),
         row_route(LocalNodes, Op::Get, "getLocalNode", "One registered node"),
-        RouteDef {
-            method: Method::PUT,
-            path: "/api/localnodes/{id}/script".into(),
-            access: Access::Write,
-            operation_id: "runLocalNodeScript".into(),
-            summary: "Run a script on the node over SSH through its site's distributor; answers with stdout, stderr and the exit code. The private key is used for this run only (never stored or logged); the node's host key is recorded on first contact and must match afterwards (409). 503 when no distributor of the site is online, 504 when the script outlives timeoutSeconds".into(),
-            tag: "localnodes",
-            params: vec![ID],
-            request: Some(BodySchema::of::<LocalNodeScriptInput>()),
-            status: 200,
-            response: Body::json::<LocalNodeScriptResult>(),
-            also: Vec::new(),
-            handler: routing::put(run_script),
-        },
+        RouteDef::new(Method::PUT, "/api/localnodes/{id}/script", Access::Write, run_script)
+            .doc("localnodes", "runLocalNodeScript", "Run a script on the node over SSH through its site's distributor; answers with stdout, stderr and the exit code. The private key is used for this run only (never stored or logged); the node's host key is recorded on first contact and must match afterwards (409). 503 when no distributor of the site is online, 504 when the script outlives timeoutSeconds")
+            .params(vec![ID])
+            .body(BodySchema::of::<LocalNodeScriptInput>())
+            .answers(200, Body::json::<LocalNodeScriptResult>()),
         row_route(LocalNodes, Op::Delete,
             "deleteLocalNode",
             "Forget a node (it registers again when it next boots); answers with the deleted row",

@@ -20,7 +20,7 @@ use bootfleet_api::{proto, ApiError};
 
 use super::relay::{by_key, json_by_key, list, op, Id, Name, Relay, ServiceCall, Site};
 use super::{
-    list_query, named_routes, path_id, query_pairs, route, Body, BodySchema, Named, OfEach, Param,
+    list_query, named_routes, path_id, query_pairs, Body, BodySchema, Named, OfEach, Param,
     ParamType, RouteDef, ID, NODE_TOKEN,
 };
 use crate::auth::Access;
@@ -307,227 +307,91 @@ const IMPORT_SITE: Param = Param {
 pub(super) fn routes() -> Vec<RouteDef> {
     let m = "machines";
     let mut routes = vec![
-        route(
-            Method::GET,
-            "/api/machines",
-            Access::Read,
-            "listMachines",
-            "List machines (search mac, name, artifactId, state, profile, ip, ranks, groups)",
-            m,
-            list_query(bootfleet_api::list::fields::MACHINES),
-            None,
-            200,
-            Body::Json(BodySchema::page_of::<MachineRow>()),
-            routing::get(list::<MachinesCall>).layer(op(ops::LIST)),
-        ),
-        route(
-            Method::POST,
-            "/api/machines",
-            Access::Write,
-            "createMachine",
-            "Register a machine by its MAC at a site (state `ready` unless given); 409 when the MAC, or the name at that site, is taken",
-            m,
-            vec![],
-            Some(BodySchema::requiring::<MachineInput>(&["mac", "artifactId"])),
-            201,
-            Body::json::<MachineRow>(),
-            routing::post(create_machine),
-        ),
-        route(
-            Method::POST,
-            "/api/machines/import",
-            Access::Write,
-            "importMachines",
-            "Bulk import: a MOC machines.txt (`<mac> <management-ip>` per line; text/plain) or a YAML nodes file (`<name>: {ranks, ip, mac, <other keys → metadata>}`; application/yaml). Each line is created, updated (same MAC) or refused with its line number and reason; good lines land even when others are refused",
-            m,
-            vec![IMPORT_SITE],
-            None,
-            200,
-            Body::json::<ImportReport>(),
-            routing::post(import),
-        ),
-        route(
-            Method::GET,
-            "/api/machines/{id}",
-            Access::Read,
-            "getMachine",
-            "One machine, with its last inventory",
-            m,
-            vec![ID],
-            None,
-            200,
-            Body::json::<MachineRow>(),
-            routing::get(by_key::<MachinesCall, Id>).layer(op(ops::GET)),
-        ),
-        route(
-            Method::PUT,
-            "/api/machines/{id}",
-            Access::Write,
-            "updateMachine",
-            "Change a machine's fields (those left out keep their values); a state change is recorded in its history",
-            m,
-            vec![ID],
-            Some(BodySchema::of::<MachineInput>()),
-            200,
-            Body::json::<MachineRow>(),
-            routing::put(update_machine),
-        ),
-        route(
-            Method::DELETE,
-            "/api/machines/{id}",
-            Access::Write,
-            "deleteMachine",
-            "Forget a machine (its MAC is unknown again); answers with the deleted row",
-            m,
-            vec![ID],
-            None,
-            200,
-            Body::json::<MachineRow>(),
-            routing::delete(by_key::<MachinesCall, Id>).layer(op(ops::DELETE)),
-        ),
-        route(
-            Method::PUT,
-            "/api/machines/{id}/state",
-            Access::Write,
-            "setMachineState",
-            "Move a machine to a state (discovered, inventory, ready, install, installed, rescue) with a reason; recorded with who and when",
-            m,
-            vec![ID],
-            Some(BodySchema::of::<StateInput>()),
-            200,
-            Body::json::<MachineRow>(),
-            routing::put(json_by_key::<MachinesCall, Id, StateInput>).layer(op(ops::STATE)),
-        ),
-        route(
-            Method::POST,
-            "/api/machines/{id}/reinstall",
-            Access::Write,
-            "reinstallMachine",
-            "State `install` (reason `reinstall`): its next PXE boot runs its profile's installer. With `powerCycle=true`, its BMC then sets a one-time PXE boot and power-cycles it (errors as for power; the state is `install` either way)",
-            m,
-            vec![ID, POWER_CYCLE],
-            None,
-            200,
-            Body::json::<MachineRow>(),
-            routing::post(reinstall),
-        ),
-        route(
-            Method::POST,
-            "/api/machines/{id}/power",
-            Access::Write,
-            "powerMachine",
-            "Power a machine through its BMC (IPMI or Redfish), run by its site's distributor: `on`, `off`, `cycle`, `reset` or `status`, optionally setting the next boot's device (`pxe`, `disk`) first. Answers the power state after the action; 400 without a BMC or when the BMC refuses its credentials (field `bmc.password`) or its certificate does not verify (`bmc.caCertificate`), 501 when the BMC does not support the operation, 503/504 when the BMC or the site's distributor cannot be reached",
-            m,
-            vec![ID],
-            Some(BodySchema::of::<PowerInput>()),
-            200,
-            Body::json::<PowerResult>(),
-            routing::post(power),
-        ),
-        route(
-            Method::GET,
-            "/api/machines/{id}/history",
-            Access::Read,
-            "getMachineHistory",
-            "A machine's state changes, oldest first (the last 200): from, to, reason, by, at",
-            m,
-            vec![ID],
-            None,
-            200,
-            Body::json::<MachineHistory>(),
-            routing::get(by_key::<MachinesCall, Id>).layer(op(ops::HISTORY)),
-        ),
-        route(
-            Method::GET,
-            "/api/machines/{id}/timeline",
-            Access::Read,
-            "getMachineTimeline",
-            "A machine's last 20 boots, newest first: each step (DHCP answer, file served, boot decision, script and template fetched, inventory, installed) with its time and the time since the previous step",
-            m,
-            vec![ID],
-            None,
-            200,
-            Body::json::<Timeline>(),
-            routing::get(by_key::<MachinesCall, Id>).layer(op(ops::TIMELINE)),
-        ),
-        route(
-            Method::GET,
-            "/api/machines/{id}/script",
-            Access::MachineRead,
-            "getMachineScript",
-            "The iPXE script the machine boots in its state, rendered for it (text/plain). The machine's own token (header or ?token=), or an operator's; another machine's token gets 403",
-            m,
-            vec![ID, NODE_TOKEN],
-            None,
-            200,
-            Body::Text,
-            routing::get(by_key::<MachinesCall, Id>).layer(op(ops::SCRIPT)),
-        ),
-        route(
-            Method::GET,
-            "/api/machines/{id}/files/{template}",
-            Access::MachineRead,
-            "getMachineFile",
-            "One of its profile's templates (kickstart, user-data, ...) rendered for the machine (text/plain). The machine's own token (header or ?token=), or an operator's; another machine's token gets 403",
-            m,
-            vec![ID, TEMPLATE, NODE_TOKEN],
-            None,
-            200,
-            Body::Text,
-            routing::get(file),
-        ),
-        route(
-            Method::POST,
-            "/api/machines/{id}/inventory",
-            Access::MachineWrite,
-            "reportMachineInventory",
-            "The discovery image reports the machine's hardware; a discovered or inventory machine becomes ready. The machine's own token or an admin's",
-            m,
-            vec![ID, NODE_TOKEN],
-            Some(BodySchema::of::<Inventory>()),
-            200,
-            Body::json::<MachineRow>(),
-            routing::post(json_by_key::<MachinesCall, Id, Inventory>).layer(op(ops::INVENTORY)),
-        ),
-        route(
-            Method::POST,
-            "/api/machines/{id}/events",
-            Access::MachineWrite,
-            "reportMachineEvent",
-            "The installed system calls back (`{\"type\": \"installed\"}`): the machine becomes installed and its next PXE boot boots its disk. The machine's own token or an admin's",
-            m,
-            vec![ID, NODE_TOKEN],
-            Some(BodySchema::of::<MachineEventInput>()),
-            200,
-            Body::json::<MachineRow>(),
-            routing::post(json_by_key::<MachinesCall, Id, MachineEventInput>).layer(op(ops::EVENT)),
-        ),
-        route(
-            Method::GET,
-            "/api/machines/sites/{artifactId}",
-            Access::Read,
-            "getMachineSitePolicy",
-            "What a site does with MACs it has no machine for (default `serve`: its configured script, as before machines existed)",
-            m,
-            vec![SITE],
-            None,
-            200,
-            Body::json::<SitePolicy>(),
-            routing::get(by_key::<MachinesCall, Site>).layer(op(ops::SITE_GET)),
-        ),
-        route(
-            Method::PUT,
-            "/api/machines/sites/{artifactId}",
-            Access::Write,
-            "setMachineSitePolicy",
-            "Set a site's policy for unknown MACs: `ignore` (known machines only, an allow-list), `discover` (record them and boot the discovery profile) or `serve`",
-            m,
-            vec![SITE],
-            Some(BodySchema::of::<SitePolicyInput>()),
-            200,
-            Body::json::<SitePolicy>(),
-            routing::put(json_by_key::<MachinesCall, Site, SitePolicyInput>).layer(op(ops::SITE_PUT)),
-        ),
+        RouteDef::new(Method::GET, "/api/machines", Access::Read, list::<MachinesCall>)
+            .with(ops::LIST)
+            .doc(m, "listMachines", "List machines (search mac, name, artifactId, state, profile, ip, ranks, groups)")
+            .params(list_query(bootfleet_api::list::fields::MACHINES))
+            .answers(200, Body::Json(BodySchema::page_of::<MachineRow>())),
+        RouteDef::new(Method::POST, "/api/machines", Access::Write, create_machine)
+            .doc(m, "createMachine", "Register a machine by its MAC at a site (state `ready` unless given); 409 when the MAC, or the name at that site, is taken")
+            .body(BodySchema::requiring::<MachineInput>(&["mac", "artifactId"]))
+            .answers(201, Body::json::<MachineRow>()),
+        RouteDef::new(Method::POST, "/api/machines/import", Access::Write, import)
+            .doc(m, "importMachines", "Bulk import: a MOC machines.txt (`<mac> <management-ip>` per line; text/plain) or a YAML nodes file (`<name>: {ranks, ip, mac, <other keys → metadata>}`; application/yaml). Each line is created, updated (same MAC) or refused with its line number and reason; good lines land even when others are refused")
+            .params(vec![IMPORT_SITE])
+            .answers(200, Body::json::<ImportReport>()),
+        RouteDef::new(Method::GET, "/api/machines/{id}", Access::Read, by_key::<MachinesCall, Id>)
+            .with(ops::GET)
+            .doc(m, "getMachine", "One machine, with its last inventory")
+            .params(vec![ID])
+            .answers(200, Body::json::<MachineRow>()),
+        RouteDef::new(Method::PUT, "/api/machines/{id}", Access::Write, update_machine)
+            .doc(m, "updateMachine", "Change a machine's fields (those left out keep their values); a state change is recorded in its history")
+            .params(vec![ID])
+            .body(BodySchema::of::<MachineInput>())
+            .answers(200, Body::json::<MachineRow>()),
+        RouteDef::new(Method::DELETE, "/api/machines/{id}", Access::Write, by_key::<MachinesCall, Id>)
+            .with(ops::DELETE)
+            .doc(m, "deleteMachine", "Forget a machine (its MAC is unknown again); answers with the deleted row")
+            .params(vec![ID])
+            .answers(200, Body::json::<MachineRow>()),
+        RouteDef::new(Method::PUT, "/api/machines/{id}/state", Access::Write, json_by_key::<MachinesCall, Id, StateInput>)
+            .with(ops::STATE)
+            .doc(m, "setMachineState", "Move a machine to a state (discovered, inventory, ready, install, installed, rescue) with a reason; recorded with who and when")
+            .params(vec![ID])
+            .body(BodySchema::of::<StateInput>())
+            .answers(200, Body::json::<MachineRow>()),
+        RouteDef::new(Method::POST, "/api/machines/{id}/reinstall", Access::Write, reinstall)
+            .doc(m, "reinstallMachine", "State `install` (reason `reinstall`): its next PXE boot runs its profile's installer. With `powerCycle=true`, its BMC then sets a one-time PXE boot and power-cycles it (errors as for power; the state is `install` either way)")
+            .params(vec![ID, POWER_CYCLE])
+            .answers(200, Body::json::<MachineRow>()),
+        RouteDef::new(Method::POST, "/api/machines/{id}/power", Access::Write, power)
+            .doc(m, "powerMachine", "Power a machine through its BMC (IPMI or Redfish), run by its site's distributor: `on`, `off`, `cycle`, `reset` or `status`, optionally setting the next boot's device (`pxe`, `disk`) first. Answers the power state after the action; 400 without a BMC or when the BMC refuses its credentials (field `bmc.password`) or its certificate does not verify (`bmc.caCertificate`), 501 when the BMC does not support the operation, 503/504 when the BMC or the site's distributor cannot be reached")
+            .params(vec![ID])
+            .body(BodySchema::of::<PowerInput>())
+            .answers(200, Body::json::<PowerResult>()),
+        RouteDef::new(Method::GET, "/api/machines/{id}/history", Access::Read, by_key::<MachinesCall, Id>)
+            .with(ops::HISTORY)
+            .doc(m, "getMachineHistory", "A machine's state changes, oldest first (the last 200): from, to, reason, by, at")
+            .params(vec![ID])
+            .answers(200, Body::json::<MachineHistory>()),
+        RouteDef::new(Method::GET, "/api/machines/{id}/timeline", Access::Read, by_key::<MachinesCall, Id>)
+            .with(ops::TIMELINE)
+            .doc(m, "getMachineTimeline", "A machine's last 20 boots, newest first: each step (DHCP answer, file served, boot decision, script and template fetched, inventory, installed) with its time and the time since the previous step")
+            .params(vec![ID])
+            .answers(200, Body::json::<Timeline>()),
+        RouteDef::new(Method::GET, "/api/machines/{id}/script", Access::MachineRead, by_key::<MachinesCall, Id>)
+            .with(ops::SCRIPT)
+            .doc(m, "getMachineScript", "The iPXE script the machine boots in its state, rendered for it (text/plain). The machine's own token (header or ?token=), or an operator's; another machine's token gets 403")
+            .params(vec![ID, NODE_TOKEN])
+            .answers(200, Body::Text),
+        RouteDef::new(Method::GET, "/api/machines/{id}/files/{template}", Access::MachineRead, file)
+            .doc(m, "getMachineFile", "One of its profile's templates (kickstart, user-data, ...) rendered for the machine (text/plain). The machine's own token (header or ?token=), or an operator's; another machine's token gets 403")
+            .params(vec![ID, TEMPLATE, NODE_TOKEN])
+            .answers(200, Body::Text),
+        RouteDef::new(Method::POST, "/api/machines/{id}/inventory", Access::MachineWrite, json_by_key::<MachinesCall, Id, Inventory>)
+            .with(ops::INVENTORY)
+            .doc(m, "reportMachineInventory", "The discovery image reports the machine's hardware; a discovered or inventory machine becomes ready. The machine's own token or an admin's")
+            .params(vec![ID, NODE_TOKEN])
+            .body(BodySchema::of::<Inventory>())
+            .answers(200, Body::json::<MachineRow>()),
+        RouteDef::new(Method::POST, "/api/machines/{id}/events", Access::MachineWrite, json_by_key::<MachinesCall, Id, MachineEventInput>)
+            .with(ops::EVENT)
+            .doc(m, "reportMachineEvent", "The installed system calls back (`{\"type\": \"installed\"}`): the machine becomes installed and its next PXE boot boots its disk. The machine's own token or an admin's")
+            .params(vec![ID, NODE_TOKEN])
+            .body(BodySchema::of::<MachineEventInput>())
+            .answers(200, Body::json::<MachineRow>()),
+        RouteDef::new(Method::GET, "/api/machines/sites/{artifactId}", Access::Read, by_key::<MachinesCall, Site>)
+            .with(ops::SITE_GET)
+            .doc(m, "getMachineSitePolicy", "What a site does with MACs it has no machine for (default `serve`: its configured script, as before machines existed)")
+            .params(vec![SITE])
+            .answers(200, Body::json::<SitePolicy>()),
+        RouteDef::new(Method::PUT, "/api/machines/sites/{artifactId}", Access::Write, json_by_key::<MachinesCall, Site, SitePolicyInput>)
+            .with(ops::SITE_PUT)
+            .doc(m, "setMachineSitePolicy", "Set a site's policy for unknown MACs: `ignore` (known machines only, an allow-list), `discover` (record them and boot the discovery profile) or `serve`")
+            .params(vec![SITE])
+            .body(BodySchema::of::<SitePolicyInput>())
+            .answers(200, Body::json::<SitePolicy>()),
     ];
     routes.extend(named_routes::<ProfileInput, ProfileRow>(Named {
         name: "profiles",

@@ -13,7 +13,6 @@ use std::time::Duration;
 use axum::extract::{Extension, Path};
 use axum::http::{header, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing;
 use bootfleet_api::actions::{ops, RunEvent, RunInput, RunRow, DEFAULT_TIMEOUT_SECONDS};
 use bootfleet_api::{proto, subjects, ApiError};
 use bytes::Bytes;
@@ -21,7 +20,7 @@ use futures_util::{Stream, StreamExt};
 
 use super::actions::NAME;
 use super::relay::{by_key, list, Id, Relay};
-use super::{list_query, route, Body, BodySchema, RouteDef, ID};
+use super::{list_query, Body, BodySchema, RouteDef, ID};
 use crate::auth::Access;
 use crate::http::{HttpResult, JsonBody};
 use crate::server::Stopping;
@@ -156,44 +155,20 @@ struct Following {
 pub(super) fn routes() -> Vec<RouteDef> {
     let r = "runs";
     vec![
-        route(
-            Method::POST,
-            "/api/commands/{name}/runs",
-            Access::Write,
-            "runCommand",
-            "Run a command on machines and groups (each machine runs the variant of its first rank that has one, else the default; over SSH through its site's distributor, `concurrency` at a time; its name, address and metadata as environment variables `BF_NODE_NAME`, `BF_NODE_ADDRESS`, `BF_META_<KEY>`, ...). Streams newline-delimited JSON as it happens: `{run, machines}` first, then `{machine, stream, line}` per output line, `{machine, exitCode}` or `{machine, error}` (or `{machine, powerState}` for a power command) per machine, and `{run, done: true}` last. A bad request is refused before anything runs",
-            r,
-            vec![NAME],
-            Some(BodySchema::of::<RunInput>()),
-            200,
-            Body::NdJson(BodySchema::of::<RunEvent>()),
-            routing::post(start_run),
-        ),
-        route(
-            Method::GET,
-            "/api/runs",
-            Access::Read,
-            "listRuns",
-            "List runs (search command, actor, status), with each machine's result",
-            r,
-            list_query(bootfleet_api::list::fields::RUNS),
-            None,
-            200,
-            Body::Json(BodySchema::page_of::<RunRow>()),
-            routing::get(list::<proto::ActionsCall>).layer(Extension(ops::RUN_LIST)),
-        ),
-        route(
-            Method::GET,
-            "/api/runs/{id}",
-            Access::Read,
-            "getRun",
-            "One run: who started it and when, and per machine the variant run, its exit code or error, and the last 64 KiB of its output",
-            r,
-            vec![ID],
-            None,
-            200,
-            Body::json::<RunRow>(),
-            routing::get(by_key::<proto::ActionsCall, Id>).layer(Extension(ops::RUN_GET)),
-        ),
+        RouteDef::new(Method::POST, "/api/commands/{name}/runs", Access::Write, start_run)
+            .doc(r, "runCommand", "Run a command on machines and groups (each machine runs the variant of its first rank that has one, else the default; over SSH through its site's distributor, `concurrency` at a time; its name, address and metadata as environment variables `BF_NODE_NAME`, `BF_NODE_ADDRESS`, `BF_META_<KEY>`, ...). Streams newline-delimited JSON as it happens: `{run, machines}` first, then `{machine, stream, line}` per output line, `{machine, exitCode}` or `{machine, error}` (or `{machine, powerState}` for a power command) per machine, and `{run, done: true}` last. A bad request is refused before anything runs")
+            .params(vec![NAME])
+            .body(BodySchema::of::<RunInput>())
+            .answers(200, Body::NdJson(BodySchema::of::<RunEvent>())),
+        RouteDef::new(Method::GET, "/api/runs", Access::Read, list::<proto::ActionsCall>)
+            .with(ops::RUN_LIST)
+            .doc(r, "listRuns", "List runs (search command, actor, status), with each machine's result")
+            .params(list_query(bootfleet_api::list::fields::RUNS))
+            .answers(200, Body::Json(BodySchema::page_of::<RunRow>())),
+        RouteDef::new(Method::GET, "/api/runs/{id}", Access::Read, by_key::<proto::ActionsCall, Id>)
+            .with(ops::RUN_GET)
+            .doc(r, "getRun", "One run: who started it and when, and per machine the variant run, its exit code or error, and the last 64 KiB of its output")
+            .params(vec![ID])
+            .answers(200, Body::json::<RunRow>()),
     ]
 }

@@ -6,7 +6,6 @@ use std::sync::Arc;
 use axum::extract::{Extension, Path, State};
 use axum::http::Method;
 use axum::response::{IntoResponse, Response};
-use axum::routing;
 use axum::Json;
 use bootfleet_api::rest::{ScriptInput, ScriptRow};
 use bootfleet_api::subjects::{Op, ScriptKind};
@@ -136,59 +135,45 @@ fn kind_routes(kind: ScriptKind) -> Vec<RouteDef> {
     let collection = format!("/api/{name}");
     let item = format!("/api/{name}/{{id}}");
     vec![
-        RouteDef {
-            method: Method::POST,
-            path: collection.clone(),
-            access: Access::Write,
-            operation_id: format!("create{one}"),
-            summary: format!("Create a {}", kind.singular()),
-            tag: name,
-            params: vec![],
-            request: Some(BodySchema::of::<ScriptInput>()),
-            status: 201,
-            response: Body::json::<ScriptRow>(),
-            also: Vec::new(),
-            handler: routing::post(create).layer(Extension(kind)),
-        },
+        RouteDef::new(Method::POST, collection.clone(), Access::Write, create)
+            .with(kind)
+            .doc(
+                name,
+                format!("create{one}"),
+                format!("Create a {}", kind.singular()),
+            )
+            .body(BodySchema::of::<ScriptInput>())
+            .answers(201, Body::json::<ScriptRow>()),
         list_route(
             kind,
             format!("list{}", capitalized(name)),
             format!("List {name}"),
         ),
-        RouteDef {
-            method: Method::GET,
-            path: item.clone(),
-            access: Access::NodeRead,
-            operation_id: format!("get{one}"),
-            summary: format!(
-                "The {} as text/plain (or its row as JSON with `Accept: application/json`)",
-                kind.singular()
-            ),
-            tag: name,
-            params: vec![ID, NODE_TOKEN],
-            request: None,
-            status: 200,
-            response: Body::Text,
-            also: Vec::new(),
-            handler: routing::get(get).layer(Extension(kind)),
-        },
-        RouteDef {
-            method: Method::PUT,
-            path: item.clone(),
-            access: Access::Write,
-            operation_id: format!("update{one}"),
-            summary: format!(
-                "Replace a {}'s text (and its sites, when the body has them)",
-                kind.singular()
-            ),
-            tag: name,
-            params: vec![ID],
-            request: Some(BodySchema::of::<ScriptInput>()),
-            status: 200,
-            response: Body::json::<ScriptRow>(),
-            also: Vec::new(),
-            handler: routing::put(update).layer(Extension(kind)),
-        },
+        RouteDef::new(Method::GET, item.clone(), Access::NodeRead, get)
+            .with(kind)
+            .doc(
+                name,
+                format!("get{one}"),
+                format!(
+                    "The {} as text/plain (or its row as JSON with `Accept: application/json`)",
+                    kind.singular()
+                ),
+            )
+            .params(vec![ID, NODE_TOKEN])
+            .answers(200, Body::Text),
+        RouteDef::new(Method::PUT, item.clone(), Access::Write, update)
+            .with(kind)
+            .doc(
+                name,
+                format!("update{one}"),
+                format!(
+                    "Replace a {}'s text (and its sites, when the body has them)",
+                    kind.singular()
+                ),
+            )
+            .params(vec![ID])
+            .body(BodySchema::of::<ScriptInput>())
+            .answers(200, Body::json::<ScriptRow>()),
         row_route(
             kind,
             Op::Delete,

@@ -4,7 +4,6 @@
 use axum::extract::{Path, RawQuery, State};
 use axum::http::Method;
 use axum::response::{IntoResponse, Response};
-use axum::routing;
 use axum::Extension;
 use axum::Json;
 use bootfleet_api::rest::{GeneratedKeyPair, SshKeyInput, SshKeyRow};
@@ -110,72 +109,33 @@ async fn generate(
 
 pub(super) fn routes() -> Vec<RouteDef> {
     vec![
-        RouteDef {
-            method: Method::POST,
-            path: "/api/sshkeys".into(),
-            access: Access::Write,
-            operation_id: "createSshkey".into(),
-            summary: "Register an SSH public key for a site".into(),
-            tag: "sshkeys",
-            params: vec![],
-            request: Some(BodySchema::of::<SshKeyInput>()),
-            status: 201,
-            response: Body::json::<SshKeyRow>(),
-            also: Vec::new(),
-            handler: routing::post(create),
-        },
+        RouteDef::new(Method::POST, "/api/sshkeys", Access::Write, create)
+            .doc("sshkeys", "createSshkey", "Register an SSH public key for a site")
+            .body(BodySchema::of::<SshKeyInput>())
+            .answers(201, Body::json::<SshKeyRow>()),
         list_route(SshKeys, "listSshkeys", "List SSH public keys"),
-        RouteDef {
-            method: Method::GET,
-            path: "/api/sshkeys/{id}".into(),
-            access: Access::NodeRead,
-            operation_id: "getSshkey".into(),
-            summary: "The public key line as text/plain (or its row as JSON with `Accept: application/json`)".into(),
-            tag: "sshkeys",
-            params: vec![ID, NODE_TOKEN],
-            request: None,
-            status: 200,
-            response: Body::Text,
-            also: Vec::new(),
-            handler: routing::get(get),
-        },
-        RouteDef {
-            method: Method::PUT,
-            path: "/api/sshkeys/{id}".into(),
-            access: Access::Write,
-            operation_id: "updateSshkey".into(),
-            summary: "Replace a registered key or move it to another site".into(),
-            tag: "sshkeys",
-            params: vec![ID],
-            request: Some(BodySchema::of::<SshKeyInput>()),
-            status: 200,
-            response: Body::json::<SshKeyRow>(),
-            also: Vec::new(),
-            handler: routing::put(update),
-        },
+        RouteDef::new(Method::GET, "/api/sshkeys/{id}", Access::NodeRead, get)
+            .doc("sshkeys", "getSshkey", "The public key line as text/plain (or its row as JSON with `Accept: application/json`)")
+            .params(vec![ID, NODE_TOKEN])
+            .answers(200, Body::Text),
+        RouteDef::new(Method::PUT, "/api/sshkeys/{id}", Access::Write, update)
+            .doc("sshkeys", "updateSshkey", "Replace a registered key or move it to another site")
+            .params(vec![ID])
+            .body(BodySchema::of::<SshKeyInput>())
+            .answers(200, Body::json::<SshKeyRow>()),
         row_route(SshKeys, Op::Delete,
             "deleteSshkey",
             "Delete a registered key; answers with the deleted row",
         ),
-        RouteDef {
-            method: Method::GET,
-            path: "/api/sshkey".into(),
-            access: Access::Read,
-            operation_id: "generateSshkey".into(),
-            summary: "Generate a key pair (ed25519 default; ecdsa-p256, ecdsa-p384, rsa-3072, rsa-4096). Nothing is stored".into(),
-            tag: "sshkeys",
-            params: vec![Param {
+        RouteDef::new(Method::GET, "/api/sshkey", Access::Read, generate)
+            .doc("sshkeys", "generateSshkey", "Generate a key pair (ed25519 default; ecdsa-p256, ecdsa-p384, rsa-3072, rsa-4096). Nothing is stored")
+            .params(vec![Param {
                 name: "algorithm",
                 in_path: false,
                 required: false,
                 ty: ParamType::OneOf(bootfleet_api::rules::SSH_KEY_ALGORITHM_NAMES),
                 description: "ed25519 (default), ecdsa-p256, ecdsa-p384, rsa-3072 (also `rsa`), rsa-4096.",
-            }],
-            request: None,
-            status: 200,
-            response: Body::json::<GeneratedKeyPair>(),
-            also: Vec::new(),
-            handler: routing::get(generate),
-        },
+            }])
+            .answers(200, Body::json::<GeneratedKeyPair>()),
     ]
 }

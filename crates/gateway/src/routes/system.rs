@@ -3,7 +3,6 @@
 use axum::extract::State;
 use axum::http::{header, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing;
 use axum::Json;
 use bootfleet_api::rest::{Readiness, ServiceReadiness};
 
@@ -55,64 +54,28 @@ async fn openapi(State(s): State<AppState>) -> impl IntoResponse {
 
 pub(super) fn routes() -> Vec<RouteDef> {
     vec![
-        RouteDef {
-            method: Method::GET,
-            path: "/healthz".into(),
-            access: Access::Public,
-            operation_id: "healthz".into(),
-            summary: "The gateway process is alive".into(),
-            tag: "system",
-            params: vec![],
-            request: None,
-            status: 200,
-            response: Body::Text,
-            also: Vec::new(),
-            handler: routing::get(healthz),
-        },
-        RouteDef {
-            method: Method::GET,
-            path: "/readyz".into(),
-            access: Access::Public,
-            operation_id: "readyz".into(),
-            summary: "NATS is connected and every service answers (503 otherwise)".into(),
-            tag: "system",
-            params: vec![],
-            request: None,
-            status: 200,
-            response: Body::json::<Readiness>(),
-            also: Vec::new(),
-            handler: routing::get(readyz),
-        },
-        RouteDef {
-            method: Method::GET,
-            path: "/metrics".into(),
-            // The API's listener may face the world: an operator token (Prometheus's
-            // `authorization`), as for other reads. `BOOTFLEET_METRICS_LISTEN` serves the same
-            // page without one, on an address only the scraper reaches.
-            access: Access::Read,
-            operation_id: "metrics".into(),
-            summary: "Prometheus metrics of this process (OpenMetrics text)".into(),
-            tag: "system",
-            params: vec![],
-            request: None,
-            status: 200,
-            response: Body::OpenMetrics,
-            also: Vec::new(),
-            handler: routing::get(metrics),
-        },
-        RouteDef {
-            method: Method::GET,
-            path: "/api/openapi.json".into(),
-            access: Access::Public,
-            operation_id: "openapi".into(),
-            summary: "This document".into(),
-            tag: "system",
-            params: vec![],
-            request: None,
-            status: 200,
-            response: Body::AnyJson,
-            also: Vec::new(),
-            handler: routing::get(openapi),
-        },
+        RouteDef::new(Method::GET, "/healthz", Access::Public, healthz)
+            .doc("system", "healthz", "The gateway process is alive")
+            .answers(200, Body::Text),
+        RouteDef::new(Method::GET, "/readyz", Access::Public, readyz)
+            .doc(
+                "system",
+                "readyz",
+                "NATS is connected and every service answers (503 otherwise)",
+            )
+            .answers(200, Body::json::<Readiness>()),
+        // The API's listener may face the world: an operator token (Prometheus's
+        // `authorization`), as for other reads. `BOOTFLEET_METRICS_LISTEN` serves the same
+        // page without one, on an address only the scraper reaches.
+        RouteDef::new(Method::GET, "/metrics", Access::Read, metrics)
+            .doc(
+                "system",
+                "metrics",
+                "Prometheus metrics of this process (OpenMetrics text)",
+            )
+            .answers(200, Body::OpenMetrics),
+        RouteDef::new(Method::GET, "/api/openapi.json", Access::Public, openapi)
+            .doc("system", "openapi", "This document")
+            .answers(200, Body::AnyJson),
     ]
 }
