@@ -192,10 +192,10 @@ pub struct RouteDef {
 /// What a 201 from a name-keyed PUT means.
 const CREATED_BY_NAME: &str = "created: no row had this name";
 
-/// A route is declared by its method, path, access and handler (one of the constructors
-/// below, so the method the document names is the one the handler answers), then what the
-/// document says of it: [`RouteDef::doc`] and [`RouteDef::answers`] always, the parameters and
-/// body where it has them.
+/// A route is declared by its method, path, access and handler ([`RouteDef::new`] routes the
+/// handler for that method, so the method the document names is the one the handler answers),
+/// then what the document says of it: [`RouteDef::doc`] and [`RouteDef::answers`] always, the
+/// parameters and body where it has them.
 impl RouteDef {
     pub(crate) fn new<H: Handler<T, AppState>, T: 'static>(
         method: Method,

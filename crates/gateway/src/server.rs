@@ -590,34 +590,34 @@ mod tests {
         server.stop().await;
     }
 
+    /// The whole answer of a server with the deadline middleware to `request`, on a
+    /// connection of its own.
+    async fn deadline_answer(request: &[u8]) -> String {
+        let server = start_deadline().await;
+        let answer = exchange(&server, request).await;
+        server.stop().await;
+        answer
+    }
+
     #[tokio::test]
     async fn a_body_streaming_after_its_head_is_not_cut_by_the_deadline() {
-        let server = start_deadline().await;
-        let answer = exchange(
-            &server,
-            b"GET /stream HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n",
-        )
-        .await;
+        let answer =
+            deadline_answer(b"GET /stream HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n").await;
         assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
         for part in ["part0;", "part1;", "part2;", "part3;"] {
             assert!(answer.contains(part), "{part} missing: {answer}");
         }
         // The chunked body ended properly rather than being cut.
         assert!(answer.ends_with("0\r\n\r\n"), "{answer}");
-        server.stop().await;
     }
 
     #[tokio::test]
     async fn a_body_still_awaited_at_the_deadline_is_the_clients_408() {
-        let server = start_deadline().await;
-        let answer = exchange(
-            &server,
-            b"POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 100\r\n\r\nabc",
-        )
-        .await;
+        let answer =
+            deadline_answer(b"POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 100\r\n\r\nabc")
+                .await;
         assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
         assert_eq!(error_code(&answer), "request_timeout", "{answer}");
-        server.stop().await;
     }
 
     /// `/big?mib=N` streams N MiB in 64 KiB chunks; `/` answers "ok". One connection at a

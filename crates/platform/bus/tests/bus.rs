@@ -282,14 +282,11 @@ mod tls {
         NatsServer::start_with_config(&conf)
     }
 
-    fn config(nats: &NatsServer, tls: Option<Tls>) -> BusConfig {
+    /// A connection to `nats` with `tls`, as its first answer (in time) says.
+    async fn connect(nats: &NatsServer, tls: Option<Tls>) -> Result<Bus, BusError> {
         let mut config = BusConfig::new(nats.url(), "bus-tls-test");
         config.tls = tls;
-        config
-    }
-
-    async fn connect(config: &BusConfig) -> Result<Bus, BusError> {
-        tokio::time::timeout(WAIT, Bus::connect(config))
+        tokio::time::timeout(WAIT, Bus::connect(&config))
             .await
             .expect("connect answers in time")
     }
@@ -317,30 +314,28 @@ mod tls {
         let pki = TestPki::generate();
         let nats = tls_server(&pki, false);
         let with_ca = trusting(&pki.ca);
-        let bus = connect(&config(&nats, Some(with_ca.clone())))
+        let bus = connect(&nats, Some(with_ca.clone()))
             .await
             .expect("trusting the site's CA");
         round_trip(bus).await;
 
         // Without the CA the server's certificate is not trusted, although the server asks
         // for TLS and the client goes along.
-        let err = connect(&config(&nats, None))
-            .await
-            .expect_err("an unknown CA");
+        let err = connect(&nats, None).await.expect_err("an unknown CA");
         assert!(matches!(err, BusError::Connect { .. }), "{err}");
         // rustls: `invalid peer certificate: UnknownIssuer`.
         assert!(err.to_string().contains("certificate"), "{err}");
 
         // A client configured for TLS refuses a server that does not offer it.
         let plain = NatsServer::start();
-        let err = connect(&config(&plain, Some(with_ca)))
+        let err = connect(&plain, Some(with_ca))
             .await
             .expect_err("a plain-text server");
         assert!(matches!(err, BusError::Connect { .. }), "{err}");
 
         // A CA file that is not there is named, before any connection is tried.
         let missing = trusting(std::path::Path::new("/nonexistent/ca.pem"));
-        let err = connect(&config(&nats, Some(missing)))
+        let err = connect(&nats, Some(missing))
             .await
             .expect_err("no such file");
         assert!(
@@ -354,7 +349,7 @@ mod tls {
         let pki = TestPki::generate();
         let nats = tls_server(&pki, true);
         let ca_only = trusting(&pki.ca);
-        let err = connect(&config(&nats, Some(ca_only.clone())))
+        let err = connect(&nats, Some(ca_only.clone()))
             .await
             .expect_err("no client certificate");
         // The server's alert: rustls says `BadCertificate`.
@@ -367,7 +362,7 @@ mod tls {
             client_key: Some(pki.client_key.clone()),
             ..ca_only.clone()
         };
-        let bus = connect(&config(&nats, Some(with_cert)))
+        let bus = connect(&nats, Some(with_cert))
             .await
             .expect("with the client certificate");
         round_trip(bus).await;
@@ -376,7 +371,7 @@ mod tls {
             client_cert: Some(pki.client_cert.clone()),
             ..ca_only
         };
-        let err = connect(&config(&nats, Some(half)))
+        let err = connect(&nats, Some(half))
             .await
             .expect_err("a certificate without its key");
         assert!(

@@ -534,6 +534,55 @@ mod refusals {
         buf
     }
 
+    /// Runs `task` on a runtime of its own, on a thread inside namespace `ns`.
+    fn in_namespace<T: Send + 'static, F: std::future::Future<Output = T>>(
+        lab: &bootfleet_testkit::netlab::NetLab,
+        ns: &str,
+        task: impl FnOnce() -> F + Send + 'static,
+    ) -> T {
+        lab.run_in(ns, move || {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("runtime")
+                .block_on(task())
+        })
+    }
+
+    /// A PXE client's DHCP socket: udp/68 on interface c0, broadcasting.
+    fn dhcp_client() -> tokio::net::UdpSocket {
+        sockets::udp(
+            SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 68),
+            Some("c0"),
+            true,
+            Role::Peer,
+        )
+        .expect("bind :68")
+    }
+
+    /// The proxy offer with server identifier `server` that answers a PXE DISCOVER on `dhcp`,
+    /// within `attempts` tries of 500 ms.
+    async fn pxe_offer(
+        dhcp: &tokio::net::UdpSocket,
+        server: Ipv4Addr,
+        attempts: u32,
+    ) -> Option<Packet> {
+        for attempt in 0..attempts {
+            let xid = 0x7000 + attempt;
+            dhcp.send_to(
+                &discover(xid, true),
+                SocketAddrV4::new(Ipv4Addr::BROADCAST, 67),
+            )
+            .await
+            .expect("send");
+            let ours = offers(dhcp, xid, Duration::from_millis(500)).await;
+            if let Some((_, offer)) = ours.into_iter().find(|(id, _)| *id == Some(server)) {
+                return Some(offer);
+            }
+        }
+        None
+    }
+
     /// From namespace `client` (interface c0), whether our proxy answers a PXE DISCOVER within
     /// `attempts` tries of 500 ms.
     pub(super) fn pxe_offer_seen(
@@ -552,34 +601,8 @@ mod refusals {
         server: Ipv4Addr,
         attempts: u32,
     ) -> bool {
-        lab.run_in(client, move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .expect("runtime");
-            rt.block_on(async move {
-                let dhcp = sockets::udp(
-                    SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 68),
-                    Some("c0"),
-                    true,
-                    Role::Peer,
-                )
-                .expect("bind :68");
-                for attempt in 0..attempts {
-                    let xid = 0x7000 + attempt;
-                    dhcp.send_to(
-                        &discover(xid, true),
-                        SocketAddrV4::new(Ipv4Addr::BROADCAST, 67),
-                    )
-                    .await
-                    .expect("send");
-                    let ours = offers(&dhcp, xid, Duration::from_millis(500)).await;
-                    if ours.iter().any(|(id, _)| *id == Some(server)) {
-                        return true;
-                    }
-                }
-                false
-            })
+        in_namespace(lab, client, move || async move {
+            pxe_offer(&dhcp_client(), server, attempts).await.is_some()
         })
     }
 
@@ -591,23 +614,17 @@ mod refusals {
         file: &str,
     ) -> Vec<u8> {
         let request = rrq(file);
-        lab.run_in(client, move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .expect("runtime");
-            rt.block_on(async move {
-                let socket = tokio::net::UdpSocket::bind("0.0.0.0:0")
-                    .await
-                    .expect("bind");
-                socket
-                    .send_to(&request, SocketAddrV4::new(server, 69))
-                    .await
-                    .expect("send rrq");
-                let (from, block, data) = next_data(&socket).await;
-                assert_eq!((from.ip(), block), (std::net::IpAddr::V4(server), 1));
-                data
-            })
+        in_namespace(lab, client, move || async move {
+            let socket = tokio::net::UdpSocket::bind("0.0.0.0:0")
+                .await
+                .expect("bind");
+            socket
+                .send_to(&request, SocketAddrV4::new(server, 69))
+                .await
+                .expect("send rrq");
+            let (from, block, data) = next_data(&socket).await;
+            assert_eq!((from.ip(), block), (std::net::IpAddr::V4(server), 1));
+            data
         })
     }
 
@@ -672,162 +689,176 @@ mod refusals {
                 .expect("start the distributor"),
         );
         let kpxe = std::fs::read(cache.path().join("undionly.kpxe")).expect("read");
-        site.lab.run_in(&client, move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .expect("runtime");
-            rt.block_on(async move {
-                // Give the distributor a moment to bind; the PXE probe below retries anyway.
-                let dhcp = sockets::udp(
-                    SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 68),
-                    Some("c0"),
-                    true,
-                    Role::Peer,
-                )
-                .expect("bind :68");
-                let broadcast = SocketAddrV4::new(Ipv4Addr::BROADCAST, 67);
-                let mut pxe_offer = None;
-                for attempt in 0..20u32 {
-                    let xid = 0x5000 + attempt;
-                    dhcp.send_to(&discover(xid, true), broadcast)
-                        .await
-                        .expect("send");
-                    let ours: Vec<_> = offers(&dhcp, xid, Duration::from_millis(500))
-                        .await
-                        .into_iter()
-                        .filter(|(server, _)| *server == Some(INFRA_IP))
-                        .collect();
-                    if let Some((_, offer)) = ours.into_iter().next() {
-                        pxe_offer = Some(offer);
-                        break;
-                    }
-                }
-                let offer = pxe_offer.expect("a PXE client gets our proxy offer");
-                assert_eq!(
-                    offer.yiaddr,
-                    Ipv4Addr::UNSPECIFIED,
-                    "a proxy never offers an address"
-                );
-                assert_eq!(offer.siaddr, INFRA_IP);
-                assert_eq!(offer.bootfile_name(), Some(&b"undionly.kpxe"[..]));
+        in_namespace(&site.lab, &client, move || async move {
+            // The distributor may still be binding; the probe retries.
+            let dhcp = dhcp_client();
+            let broadcast = SocketAddrV4::new(Ipv4Addr::BROADCAST, 67);
+            let offer = pxe_offer(&dhcp, INFRA_IP, 20)
+                .await
+                .expect("a PXE client gets our proxy offer");
+            assert_eq!(
+                offer.yiaddr,
+                Ipv4Addr::UNSPECIFIED,
+                "a proxy never offers an address"
+            );
+            assert_eq!(offer.siaddr, INFRA_IP);
+            assert_eq!(offer.bootfile_name(), Some(&b"undionly.kpxe"[..]));
 
-                dhcp.send_to(&discover(0x6000, false), broadcast)
+            dhcp.send_to(&discover(0x6000, false), broadcast)
+                .await
+                .expect("send");
+            let answers = offers(&dhcp, 0x6000, Duration::from_secs(2)).await;
+            assert!(
+                answers.iter().all(|(server, _)| *server != Some(INFRA_IP)),
+                "a plain DHCP client must get nothing from the distributor"
+            );
+            assert!(
+                answers
+                    .iter()
+                    .any(|(server, _)| *server == Some(Ipv4Addr::new(10, 77, 0, 1))),
+                "the site's server still answers it"
+            );
+
+            let tftp = sockets::udp(
+                SocketAddrV4::new(Ipv4Addr::new(10, 77, 0, 50), 0),
+                Some("c0"),
+                false,
+                Role::Peer,
+            )
+            .expect("bind");
+            for (name, code) in [
+                ("../../etc/passwd", ErrorCode::AccessViolation),
+                ("/etc/passwd", ErrorCode::FileNotFound),
+                ("escape", ErrorCode::AccessViolation),
+                ("..\\..\\secret", ErrorCode::AccessViolation),
+                (".hidden", ErrorCode::AccessViolation),
+            ] {
+                let answer = tftp_answer(&tftp, &rrq(name)).await;
+                assert_eq!(error_code(&answer), Some(code), "{name}");
+            }
+            let wrq = tftp::Packet::Wrq(tftp::Request {
+                filename: "undionly.kpxe".into(),
+                mode: tftp::Mode::Octet,
+                options: vec![],
+            })
+            .encode();
+            assert_eq!(
+                error_code(&tftp_answer(&tftp, &wrq).await),
+                Some(ErrorCode::AccessViolation)
+            );
+            let first = tftp_answer(&tftp, &rrq("/undionly.kpxe")).await;
+            match tftp::Packet::parse(&first) {
+                Ok(tftp::Packet::Data { block, data }) => {
+                    assert_eq!(block, 1);
+                    assert_eq!(data, &kpxe[..512]);
+                }
+                other => panic!("expected DATA 1, got {other:?}"),
+            }
+            // Unacknowledged blocks are resent by the transfer's timer (default 1 s), also
+            // after ACKs have moved the transfer on.
+            let (transfer, block, data) = next_data(&tftp).await;
+            assert_eq!(
+                (block, data.as_slice()),
+                (1, &kpxe[..512]),
+                "block 1 resent"
+            );
+            for block in 1u16..=2 {
+                let ack = tftp::Packet::Ack { block }.encode();
+                tftp.send_to(&ack, transfer).await.expect("send ack");
+                let (from, next, data) = next_data(&tftp).await;
+                let at = usize::from(block) * 512;
+                assert_eq!(
+                    (from, next, data.as_slice()),
+                    (transfer, block + 1, &kpxe[at..at + 512])
+                );
+            }
+            let (from, block, _) = next_data(&tftp).await;
+            assert_eq!(
+                (from, block),
+                (transfer, 3),
+                "block 3 resent after the ACKs stop"
+            );
+
+            // HTTP boot serves the same cache under the same rules.
+            let http = |request: &'static str| async move {
+                use tokio::io::{AsyncReadExt, AsyncWriteExt};
+                let mut stream = tokio::net::TcpStream::connect((INFRA_IP, 8081))
                     .await
-                    .expect("send");
-                let answers = offers(&dhcp, 0x6000, Duration::from_secs(2)).await;
-                assert!(
-                    answers.iter().all(|(server, _)| *server != Some(INFRA_IP)),
-                    "a plain DHCP client must get nothing from the distributor"
-                );
-                assert!(
-                    answers
-                        .iter()
-                        .any(|(server, _)| *server == Some(Ipv4Addr::new(10, 77, 0, 1))),
-                    "the site's server still answers it"
-                );
+                    .expect("connect");
+                stream.write_all(request.as_bytes()).await.expect("write");
+                let mut answer = Vec::new();
+                stream.read_to_end(&mut answer).await.expect("read");
+                answer
+            };
+            let status = |answer: &[u8]| {
+                String::from_utf8_lossy(answer)
+                    .lines()
+                    .next()
+                    .unwrap_or_default()
+                    .to_owned()
+            };
+            let ok =
+                http("GET /undionly.kpxe HTTP/1.1\r\nHost: d\r\nConnection: close\r\n\r\n").await;
+            assert!(status(&ok).contains(" 200 "), "{}", status(&ok));
+            assert!(ok.ends_with(&kpxe), "the body is the file, byte for byte");
+            for (request, code) in [
+                ("GET /../../etc/passwd HTTP/1.1\r\nHost: d\r\nConnection: close\r\n\r\n", " 403 "),
+                ("GET /escape HTTP/1.1\r\nHost: d\r\nConnection: close\r\n\r\n", " 403 "),
+                ("GET /.hidden HTTP/1.1\r\nHost: d\r\nConnection: close\r\n\r\n", " 403 "),
+                ("GET /missing.efi HTTP/1.1\r\nHost: d\r\nConnection: close\r\n\r\n", " 404 "),
+                ("POST /undionly.kpxe HTTP/1.1\r\nHost: d\r\nContent-Length: 0\r\nConnection: close\r\n\r\n", " 405 "),
+            ] {
+                let answer = http(request).await;
+                assert!(status(&answer).contains(code), "{request:?}: {}", status(&answer));
+                assert!(!String::from_utf8_lossy(&answer).contains("not for tftp"));
+            }
 
-                let tftp = sockets::udp(
-                    SocketAddrV4::new(Ipv4Addr::new(10, 77, 0, 50), 0),
-                    Some("c0"),
-                    false,
-                    Role::Peer,
-                )
-                .expect("bind");
-                for (name, code) in [
-                    ("../../etc/passwd", ErrorCode::AccessViolation),
-                    ("/etc/passwd", ErrorCode::FileNotFound),
-                    ("escape", ErrorCode::AccessViolation),
-                    ("..\\..\\secret", ErrorCode::AccessViolation),
-                    (".hidden", ErrorCode::AccessViolation),
-                ] {
-                    let answer = tftp_answer(&tftp, &rrq(name)).await;
-                    assert_eq!(error_code(&answer), Some(code), "{name}");
-                }
-                let wrq = tftp::Packet::Wrq(tftp::Request {
-                    filename: "undionly.kpxe".into(),
-                    mode: tftp::Mode::Octet,
-                    options: vec![],
-                })
-                .encode();
-                assert_eq!(
-                    error_code(&tftp_answer(&tftp, &wrq).await),
-                    Some(ErrorCode::AccessViolation)
-                );
-                let first = tftp_answer(&tftp, &rrq("/undionly.kpxe")).await;
-                match tftp::Packet::parse(&first) {
-                    Ok(tftp::Packet::Data { block, data }) => {
-                        assert_eq!(block, 1);
-                        assert_eq!(data, &kpxe[..512]);
-                    }
-                    other => panic!("expected DATA 1, got {other:?}"),
-                }
-                // Unacknowledged blocks are resent by the transfer's timer (default 1 s), also
-                // after ACKs have moved the transfer on.
-                let (transfer, block, data) = next_data(&tftp).await;
-                assert_eq!((block, data.as_slice()), (1, &kpxe[..512]), "block 1 resent");
-                for block in 1u16..=2 {
-                    let ack = tftp::Packet::Ack { block }.encode();
-                    tftp.send_to(&ack, transfer).await.expect("send ack");
-                    let (from, next, data) = next_data(&tftp).await;
-                    let at = usize::from(block) * 512;
-                    assert_eq!((from, next, data.as_slice()), (transfer, block + 1, &kpxe[at..at + 512]));
-                }
-                let (from, block, _) = next_data(&tftp).await;
-                assert_eq!((from, block), (transfer, 3), "block 3 resent after the ACKs stop");
-
-                // HTTP boot serves the same cache under the same rules.
-                let http = |request: &'static str| async move {
-                    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-                    let mut stream = tokio::net::TcpStream::connect((INFRA_IP, 8081)).await.expect("connect");
-                    stream.write_all(request.as_bytes()).await.expect("write");
-                    let mut answer = Vec::new();
-                    stream.read_to_end(&mut answer).await.expect("read");
-                    answer
-                };
-                let status = |answer: &[u8]| String::from_utf8_lossy(answer).lines().next().unwrap_or_default().to_owned();
-                let ok = http("GET /undionly.kpxe HTTP/1.1\r\nHost: d\r\nConnection: close\r\n\r\n").await;
-                assert!(status(&ok).contains(" 200 "), "{}", status(&ok));
-                assert!(ok.ends_with(&kpxe), "the body is the file, byte for byte");
-                for (request, code) in [
-                    ("GET /../../etc/passwd HTTP/1.1\r\nHost: d\r\nConnection: close\r\n\r\n", " 403 "),
-                    ("GET /escape HTTP/1.1\r\nHost: d\r\nConnection: close\r\n\r\n", " 403 "),
-                    ("GET /.hidden HTTP/1.1\r\nHost: d\r\nConnection: close\r\n\r\n", " 403 "),
-                    ("GET /missing.efi HTTP/1.1\r\nHost: d\r\nConnection: close\r\n\r\n", " 404 "),
-                    ("POST /undionly.kpxe HTTP/1.1\r\nHost: d\r\nContent-Length: 0\r\nConnection: close\r\n\r\n", " 405 "),
-                ] {
-                    let answer = http(request).await;
-                    assert!(status(&answer).contains(code), "{request:?}: {}", status(&answer));
-                    assert!(!String::from_utf8_lossy(&answer).contains("not for tftp"));
-                }
-
-                // What an operator's Prometheus sees of all that, on the metrics listener.
-                let page = {
-                    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-                    let mut stream = tokio::net::TcpStream::connect((INFRA_IP, 9464)).await.expect("connect");
-                    stream.write_all(b"GET /metrics HTTP/1.1\r\nHost: d\r\nConnection: close\r\n\r\n").await.expect("write");
-                    let mut answer = Vec::new();
-                    stream.read_to_end(&mut answer).await.expect("read");
-                    let answer = String::from_utf8(answer).expect("utf-8");
-                    assert!(status(answer.as_bytes()).contains(" 200 "), "{answer}");
-                    let (_, body) = answer.split_once("\r\n\r\n").expect("a body");
-                    bootfleet_testkit::metrics::Scrape::parse(body).unwrap_or_else(|e| panic!("{e}"))
-                };
-                assert!(page.total("bootfleet_dhcp_answers", &[("arch", "x86 bios")]) >= Some(1.0));
-                assert_eq!(page.label_values("bootfleet_dhcp_answers", "arch"), ["x86 bios"]);
-                assert!(
-                    page.total("bootfleet_dhcp_silences", &[("reason", "not_netboot_client")]) >= Some(1.0),
-                    "the plain DHCP client's DISCOVER is a silence with its reason"
-                );
-                assert_eq!(page.total("bootfleet_tftp_transfers", &[("outcome", "refused")]), Some(6.0));
-                assert!(page.has("bootfleet_tftp_bytes"));
-                let http_boot = |status| page.total("bootfleet_http_boot_responses", &[("status", status)]);
-                assert_eq!(
-                    (http_boot("200"), http_boot("403"), http_boot("404"), http_boot("405")),
-                    (Some(1.0), Some(3.0), Some(1.0), Some(1.0))
-                );
-                assert!(page.total("bootfleet_http_boot_bytes", &[]) >= Some(kpxe.len() as f64));
-            });
+            // What an operator's Prometheus sees of all that, on the metrics listener.
+            let page = {
+                use tokio::io::{AsyncReadExt, AsyncWriteExt};
+                let mut stream = tokio::net::TcpStream::connect((INFRA_IP, 9464))
+                    .await
+                    .expect("connect");
+                stream
+                    .write_all(b"GET /metrics HTTP/1.1\r\nHost: d\r\nConnection: close\r\n\r\n")
+                    .await
+                    .expect("write");
+                let mut answer = Vec::new();
+                stream.read_to_end(&mut answer).await.expect("read");
+                let answer = String::from_utf8(answer).expect("utf-8");
+                assert!(status(answer.as_bytes()).contains(" 200 "), "{answer}");
+                let (_, body) = answer.split_once("\r\n\r\n").expect("a body");
+                bootfleet_testkit::metrics::Scrape::parse(body).unwrap_or_else(|e| panic!("{e}"))
+            };
+            assert!(page.total("bootfleet_dhcp_answers", &[("arch", "x86 bios")]) >= Some(1.0));
+            assert_eq!(
+                page.label_values("bootfleet_dhcp_answers", "arch"),
+                ["x86 bios"]
+            );
+            assert!(
+                page.total(
+                    "bootfleet_dhcp_silences",
+                    &[("reason", "not_netboot_client")]
+                ) >= Some(1.0),
+                "the plain DHCP client's DISCOVER is a silence with its reason"
+            );
+            assert_eq!(
+                page.total("bootfleet_tftp_transfers", &[("outcome", "refused")]),
+                Some(6.0)
+            );
+            assert!(page.has("bootfleet_tftp_bytes"));
+            let http_boot =
+                |status| page.total("bootfleet_http_boot_responses", &[("status", status)]);
+            assert_eq!(
+                (
+                    http_boot("200"),
+                    http_boot("403"),
+                    http_boot("404"),
+                    http_boot("405")
+                ),
+                (Some(1.0), Some(3.0), Some(1.0), Some(1.0))
+            );
+            assert!(page.total("bootfleet_http_boot_bytes", &[]) >= Some(kpxe.len() as f64));
         });
     }
 }
