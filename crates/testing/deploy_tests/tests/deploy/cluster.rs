@@ -387,9 +387,7 @@ fn summary(phase: &str, seen: &Seen, since: Instant) -> String {
 
 #[test]
 fn a_nats_cluster_with_replicated_services_survives_node_loss_partition_and_replica_kills() {
-    let test =
-        "a_nats_cluster_with_replicated_services_survives_node_loss_partition_and_replica_kills";
-    let Some((_machine, images)) = support::container_test(test) else {
+    let Some((_machine, images)) = support::container_test() else {
         return;
     };
     let started = Instant::now();

@@ -300,9 +300,7 @@ impl Api {
 
 #[test]
 fn compose_stack_serves_scripts_and_builds_through_per_kind_builders() {
-    let Some((_machine, images)) = support::container_test(
-        "compose_stack_serves_scripts_and_builds_through_per_kind_builders",
-    ) else {
+    let Some((_machine, images)) = support::container_test() else {
         return;
     };
     let stack = Stack::init(
@@ -472,8 +470,7 @@ fn compose_stack_serves_scripts_and_builds_through_per_kind_builders() {
         "nats, postgres, 8 services, 4 builders, the gateway"
     );
     let healthy = wait_for(Duration::from_secs(120), || {
-        ids.iter()
-            .all(|id| inspect(id, "{{.State.Health.Status}}") == "healthy")
+        ids.iter().all(|id| support::is_healthy(id))
     });
     let states: Vec<String> = ids
         .iter()

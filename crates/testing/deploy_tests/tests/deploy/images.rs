@@ -5,7 +5,7 @@
 use std::process::Command;
 use std::time::Duration;
 
-use crate::support::{self, inspect, stdout, wait_for, Container};
+use crate::support::{self, inspect, stdout, Container};
 
 const IMAGES: [&str; 9] = [
     "bootfleet",
@@ -66,9 +66,7 @@ fn present(image: &str, things: &[&str]) -> Vec<String> {
 
 #[test]
 fn every_image_builds_runs_unprivileged_and_carries_only_its_tools() {
-    let Some((_machine, images)) =
-        support::container_test("every_image_builds_runs_unprivileged_and_carries_only_its_tools")
-    else {
+    let Some((_machine, images)) = support::container_test() else {
         return;
     };
     for name in IMAGES {
@@ -197,35 +195,27 @@ fn every_image_builds_runs_unprivileged_and_carries_only_its_tools() {
 
 #[test]
 fn the_distributor_image_holds_exactly_its_two_capabilities() {
-    let Some((_machine, images)) =
-        support::container_test("the_distributor_image_holds_exactly_its_two_capabilities")
-    else {
+    let Some((_machine, images)) = support::container_test() else {
         return;
     };
     let image = images.image("bootfleet-distributor");
     // Serving on loopback in a container with no network at all: nothing reaches a real interface.
-    let serving = Container::run(&[
-        "--network",
-        "none",
-        "--cap-drop",
-        "ALL",
-        "--cap-add",
-        "NET_BIND_SERVICE",
-        "--cap-add",
-        "NET_RAW",
-        "--health-interval",
-        "1s",
-        &image,
+    let mut args = vec!["--network", "none", "--health-interval", "1s"];
+    args.extend(support::DISTRIBUTOR_CAPABILITIES);
+    args.extend([
+        &*image,
         "serve",
         "--interface",
         "lo",
         "--server-ip",
         "127.0.0.1",
     ]);
-    let healthy = wait_for(Duration::from_secs(60), || {
-        inspect(&serving.id, "{{.State.Health.Status}}") == "healthy"
-    });
-    assert!(healthy, "not healthy: {}", serving.logs());
+    let serving = Container::run(&args);
+    assert!(
+        serving.healthy_within(Duration::from_secs(60)),
+        "not healthy: {}",
+        serving.logs()
+    );
     let status = stdout(&support::run(Command::new("docker").args([
         "exec",
         &serving.id,

@@ -111,9 +111,7 @@ fn in_netns(pid: &str, args: &[&str]) {
 
 #[test]
 fn the_distributor_image_pxe_boots_a_guest_through_its_own_lan_link() {
-    let Some((_machine, images)) =
-        support::container_test("the_distributor_image_pxe_boots_a_guest_through_its_own_lan_link")
-    else {
+    let Some((_machine, images)) = support::container_test() else {
         return;
     };
     let image = images.image("bootfleet-distributor");
@@ -234,28 +232,15 @@ fn the_distributor_image_pxe_boots_a_guest_through_its_own_lan_link() {
         format!("DISTRIBUTOR_IPXE_SCRIPT_URL={script_url}"),
         "BOOTFLEET_LOG=debug".to_owned(),
     ];
-    let mut args: Vec<&str> = vec![
-        "--network",
-        &network,
-        "--cap-drop",
-        "ALL",
-        "--cap-add",
-        "NET_BIND_SERVICE",
-        "--cap-add",
-        "NET_RAW",
-        "--health-interval",
-        "2s",
-    ];
+    let mut args: Vec<&str> = vec!["--network", &network, "--health-interval", "2s"];
+    args.extend(support::DISTRIBUTOR_CAPABILITIES);
     for e in &env {
         args.extend(["-e", e.as_str()]);
     }
     args.extend([image.as_str(), "serve"]);
     let distributor = Container::run(&args);
-    let healthy = wait_for(Duration::from_secs(60), || {
-        inspect(&distributor.id, "{{.State.Health.Status}}") == "healthy"
-    });
     assert!(
-        healthy,
+        distributor.healthy_within(Duration::from_secs(60)),
         "the distributor container is not healthy:\n{}",
         distributor.logs()
     );

@@ -57,10 +57,12 @@ fn docker_ready(test: &str) -> bool {
 
 /// The start of every container test: None (skipped, loudly) without a Docker engine; else
 /// the machine, held so that container tests run one at a time (they take both cores), and the
-/// images of this run.
-pub fn container_test(test: &str) -> Option<(MutexGuard<'static, ()>, &'static Images)> {
+/// images of this run. The skip names the test by its thread, which the test harness names
+/// after it.
+pub fn container_test() -> Option<(MutexGuard<'static, ()>, &'static Images)> {
     static HEAVY: Mutex<()> = Mutex::new(());
-    if !docker_ready(test) {
+    let thread = std::thread::current();
+    if !docker_ready(thread.name().unwrap_or("this test")) {
         return None;
     }
     let machine = HEAVY
@@ -314,7 +316,28 @@ impl Container {
     pub fn logs(&self) -> String {
         docker_output(&["logs", "--tail", "200", &self.id])
     }
+
+    /// Whether its own health check passes within `within`.
+    pub fn healthy_within(&self, within: Duration) -> bool {
+        wait_for(within, || is_healthy(&self.id))
+    }
 }
+
+/// Whether container `id`'s health check passes now.
+pub fn is_healthy(id: &str) -> bool {
+    inspect(id, "{{.State.Health.Status}}") == "healthy"
+}
+
+/// What the deployment files grant the distributor's container (`docker run` flags): every
+/// capability dropped but binding udp/67 and udp/69 and its raw socket.
+pub const DISTRIBUTOR_CAPABILITIES: [&str; 6] = [
+    "--cap-drop",
+    "ALL",
+    "--cap-add",
+    "NET_BIND_SERVICE",
+    "--cap-add",
+    "NET_RAW",
+];
 
 /// `docker <args>`'s stdout and stderr together, for a failure's diagnostics (never panics).
 pub fn docker_output(args: &[&str]) -> String {
