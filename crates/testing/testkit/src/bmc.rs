@@ -222,16 +222,10 @@ pub fn sushy_emulator() -> Result<PathBuf, String> {
             program.display()
         ));
     }
-    let probe = Command::new(venv.join("bin/python"))
-        .args(["-c", "import libvirt, sushy_tools"])
-        .output()
-        .map_err(|e| format!("cannot run the venv's python: {e}"))?;
-    if !probe.status.success() {
-        return Err(format!(
-            "the venv's python cannot import libvirt and sushy_tools: {}",
-            String::from_utf8_lossy(&probe.stderr)
-        ));
-    }
+    crate::try_run(
+        Command::new(venv.join("bin/python")).args(["-c", "import libvirt, sushy_tools"]),
+        "the venv's python importing libvirt and sushy_tools",
+    )?;
     Ok(program)
 }
 

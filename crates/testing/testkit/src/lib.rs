@@ -37,18 +37,25 @@ pub fn free_port() -> u16 {
 /// Runs `cmd` to its end with no input and returns its output; a command that cannot start or
 /// fails panics with `what` (naming the program, and where to get it) and its output.
 pub fn run_ok(cmd: &mut Command, what: &str) -> std::process::Output {
+    try_run(cmd, what).unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// [`run_ok`] for a caller that handles the failure: its error names `what` and holds the
+/// command's output.
+pub fn try_run(cmd: &mut Command, what: &str) -> Result<std::process::Output, String> {
     let out = cmd
         .stdin(Stdio::null())
         .output()
-        .unwrap_or_else(|e| panic!("cannot run {what}: {e}"));
-    assert!(
-        out.status.success(),
-        "{what} failed ({}): {}{}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
+        .map_err(|e| format!("cannot run {what}: {e}"))?;
+    if !out.status.success() {
+        return Err(format!(
+            "{what} failed ({}): {}{}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ));
+    }
+    Ok(out)
 }
 
 /// Starts `cmd` in the background with no input, its stderr in `log` (created anew); a command

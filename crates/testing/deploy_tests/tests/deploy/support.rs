@@ -166,15 +166,7 @@ pub fn release_binary(name: &str) -> PathBuf {
                 build.env(key, value);
             }
         }
-        let out = build
-            .output()
-            .map_err(|e| format!("cannot run cargo: {e}"))?;
-        if !out.status.success() {
-            return Err(format!(
-                "cargo build --release failed:\n{}",
-                String::from_utf8_lossy(&out.stderr)
-            ));
-        }
+        bootfleet_testkit::try_run(&mut build, "cargo build --release")?;
         eprintln!("release binaries built in {:?}", started.elapsed());
         Ok(())
     });
