@@ -365,14 +365,12 @@ async fn a_service_process_serves_its_metrics_on_its_own_listener() {
     let bus = Bus::connect(&BusConfig::new(nats.url(), "metrics-test"))
         .await
         .expect("connect");
-    let mut up = false;
-    for _ in 0..100 {
-        if bus.ping("kickstarts").await.is_ok() {
-            up = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let up = bootfleet_testkit::eventually(
+        Duration::from_secs(10),
+        Duration::from_millis(100),
+        || async { bus.ping("kickstarts").await.is_ok() },
+    )
+    .await;
     assert!(up, "the service did not answer within 10 s");
     let list = ScriptKind::Kickstarts.subject(Op::List);
     for _ in 0..3 {

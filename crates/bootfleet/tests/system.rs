@@ -1306,14 +1306,12 @@ async fn boot_events_stream_to_operators_as_server_sent_events() {
     assert!(subscribed().await, "the gateway follows the site's events");
     drop(all);
     drop(one);
-    let mut unsubscribed = false;
-    for _ in 0..100 {
-        if !subscribed().await {
-            unsubscribed = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    let unsubscribed = bootfleet_testkit::eventually(
+        Duration::from_secs(20),
+        Duration::from_millis(200),
+        || async { !subscribed().await },
+    )
+    .await;
     assert!(
         unsubscribed,
         "the gateway still follows the events of clients that left"
@@ -2250,14 +2248,12 @@ async fn a_builder_killed_mid_build_leaves_the_job_to_another() {
         )
         .await
         .expect("create");
-    let mut working = false;
-    for _ in 0..100 {
-        if get(row.id.clone()).await.status == "working" {
-            working = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let working = bootfleet_testkit::eventually(
+        Duration::from_secs(5),
+        Duration::from_millis(50),
+        || async { get(row.id.clone()).await.status == "working" },
+    )
+    .await;
     assert!(working, "the first builder never started");
     first.0.kill().expect("SIGKILL the builder");
     first.0.wait().expect("reap");

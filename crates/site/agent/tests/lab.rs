@@ -25,7 +25,7 @@ use bootfleet_testkit::node_image::{NodeImage, REGISTERED_MARKER};
 use bootfleet_testkit::qemu::{Firmware, Qemu};
 use bootfleet_testkit::sse::EventStream;
 use bootfleet_testkit::sshd::Sshd;
-use bootfleet_testkit::{ChildGuard, NatsServer};
+use bootfleet_testkit::{eventually, ChildGuard, NatsServer};
 use futures_util::StreamExt;
 use prost::Message;
 use serde_json::{json, Value};
@@ -922,15 +922,14 @@ fn operator_switches_a_distributor_off_and_on() {
                 }
             }
             assert!(silent, "still answering after being switched off");
-            let mut reported_off = false;
-            for _ in 0..50 {
-                let (_, row) = get(format!("{GATEWAY}/api/distributors/{id}")).await;
-                if row["serving"] == false {
-                    reported_off = true;
-                    break;
-                }
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
+            let reported_off = eventually(
+                Duration::from_secs(5),
+                Duration::from_millis(100),
+                || async {
+                    get(format!("{GATEWAY}/api/distributors/{id}")).await.1["serving"] == false
+                },
+            )
+            .await;
             assert!(reported_off, "the heartbeat reports serving: false");
 
             let (status, _) = put(
@@ -954,19 +953,19 @@ fn operator_switches_a_distributor_off_and_on() {
             infra.nats.restart();
             assert!(probe(10), "serving while nats was away");
             let since = chrono::Utc::now();
-            let mut resumed = false;
-            for _ in 0..200 {
-                let (status, row) = get(format!("{GATEWAY}/api/distributors/{id}")).await;
-                let fresh = row["lastSeen"]
-                    .as_str()
-                    .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
-                    .is_some_and(|t| t >= since);
-                if status == 200 && row["online"] == true && fresh {
-                    resumed = true;
-                    break;
-                }
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
+            let resumed = eventually(
+                Duration::from_secs(20),
+                Duration::from_millis(100),
+                || async {
+                    let (status, row) = get(format!("{GATEWAY}/api/distributors/{id}")).await;
+                    let fresh = row["lastSeen"]
+                        .as_str()
+                        .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+                        .is_some_and(|t| t >= since);
+                    status == 200 && row["online"] == true && fresh
+                },
+            )
+            .await;
             assert!(resumed, "heartbeats did not resume after the nats restart");
             infra.system.stop().await;
         });
@@ -1181,25 +1180,25 @@ fn operator_configures_a_distributor_with_built_artifacts() {
             distributor.0.wait().expect("reap");
             std::fs::remove_dir_all(cache.join("artifacts")).expect("empty the cache");
             let _distributor = start_distributor();
-            let mut back = false;
-            for _ in 0..100 {
-                if cache.join(&efi_path).is_file() {
+            let back = eventually(
+                Duration::from_secs(10),
+                Duration::from_millis(100),
+                || async {
+                    if !cache.join(&efi_path).is_file() {
+                        return false;
+                    }
                     let (_, row) = call(
                         reqwest::Method::GET,
                         format!("/api/distributors/{id}"),
                         None,
                     )
                     .await;
-                    if row["bootFiles"]
+                    row["bootFiles"]
                         .as_array()
                         .is_some_and(|f| f.len() == served.len())
-                    {
-                        back = true;
-                        break;
-                    }
-                }
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
+                },
+            )
+            .await;
             assert!(
                 back,
                 "the restarted distributor did not reinstall its configuration"
@@ -1324,21 +1323,22 @@ fn operator_runs_scripts_on_a_node_through_its_distributor() {
             .await;
             assert_eq!(status, 201, "{row}");
             let id = row["id"].as_str().expect("id").to_owned();
-            let mut pingable = false;
-            for _ in 0..150 {
-                let (_, row) = call(
+            let node_row = || async {
+                call(
                     reqwest::Method::GET,
                     format!("/api/localnodes/{id}"),
                     &admin,
                     None,
                 )
-                .await;
-                if row["pingable"] == true {
-                    pingable = true;
-                    break;
-                }
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
+                .await
+                .1
+            };
+            let pingable = eventually(
+                Duration::from_secs(15),
+                Duration::from_millis(100),
+                || async { node_row().await["pingable"] == true },
+            )
+            .await;
             assert!(pingable, "the distributor's probe never reached the node");
 
             let run = |body: Value| {
@@ -1358,13 +1358,7 @@ fn operator_runs_scripts_on_a_node_through_its_distributor() {
             assert_eq!(out["stdout"], "out\nroot\n");
             assert_eq!(out["stderr"], "err\n");
             assert_eq!(out["exitCode"], 3);
-            let (_, row) = call(
-                reqwest::Method::GET,
-                format!("/api/localnodes/{id}"),
-                &admin,
-                None,
-            )
-            .await;
+            let row = node_row().await;
             assert_eq!(
                 row["hostKey"].as_str(),
                 Some(sshd.host_public_key().trim()),
@@ -1383,14 +1377,12 @@ fn operator_runs_scripts_on_a_node_through_its_distributor() {
                     .await;
             assert_eq!(status, 504, "{err}");
             assert_eq!(err["error"]["code"], "timeout");
-            let mut closed = false;
-            for _ in 0..50 {
-                if sshd.session_pids().is_empty() {
-                    closed = true;
-                    break;
-                }
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
+            let closed = eventually(
+                Duration::from_secs(5),
+                Duration::from_millis(100),
+                || async { sshd.session_pids().is_empty() },
+            )
+            .await;
             assert!(
                 closed,
                 "an ssh session is still open after the timeout:\n{}",

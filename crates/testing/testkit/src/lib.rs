@@ -83,6 +83,25 @@ pub fn wait_until(within: Duration, every: Duration, mut ready: impl FnMut() -> 
     }
 }
 
+/// [`wait_until`] for async tests: awaits `ready` every `every` until it holds, at most
+/// `within`; whether it held.
+pub async fn eventually<F: std::future::Future<Output = bool>>(
+    within: Duration,
+    every: Duration,
+    mut ready: impl FnMut() -> F,
+) -> bool {
+    let deadline = Instant::now() + within;
+    loop {
+        if ready().await {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(every).await;
+    }
+}
+
 /// Polls `ready` every `every` until it has a value, at most `within`.
 pub fn wait_for<T>(
     within: Duration,
@@ -693,6 +712,24 @@ impl Drop for ChildGuard {
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
+    #[tokio::test]
+    async fn eventually_polls_until_ready_or_the_time_is_up() {
+        let polls = std::cell::Cell::new(0);
+        let every = Duration::from_millis(1);
+        let ready = super::eventually(Duration::from_secs(5), every, || {
+            polls.set(polls.get() + 1);
+            let n = polls.get();
+            async move { n == 3 }
+        })
+        .await;
+        assert!(ready);
+        assert_eq!(polls.get(), 3, "stops polling once ready");
+        let never = super::eventually(Duration::from_millis(20), every, || async { false }).await;
+        assert!(!never);
+    }
+
     #[test]
     fn reads_the_client_port_of_plain_and_tls_servers() {
         assert_eq!(
