@@ -368,8 +368,16 @@ async fn distributor_id(admin: &str, site: &str) -> String {
 /// NATS at `nats_url`, its output discarded; callers add its site and options.
 fn distributor(nats_url: String, cache: &Path) -> std::process::Command {
     let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_bootfleet-distributor"));
+    serving_the_lab(command.env("NATS_URL", nats_url), cache);
     command
-        .env("NATS_URL", nats_url)
+}
+
+/// `command` (the distributor binary) serving the lab LAN from `cache`, its output discarded.
+fn serving_the_lab<'a>(
+    command: &'a mut std::process::Command,
+    cache: &Path,
+) -> &'a mut std::process::Command {
+    command
         .args([
             "serve",
             "--interface",
@@ -380,8 +388,7 @@ fn distributor(nats_url: String, cache: &Path) -> std::process::Command {
         .arg("--cache-dir")
         .arg(cache)
         .stdout(Stdio::null())
-        .stderr(Stdio::null());
-    command
+        .stderr(Stdio::null())
 }
 
 /// The boot events that arrive until none has for 2 s.
@@ -669,22 +676,13 @@ mod refusals {
         super::cache_with_debian_ipxe(cache.path());
         std::os::unix::fs::symlink(outside.path().join("secret"), cache.path().join("escape"))
             .expect("symlink");
+        let mut command = site
+            .lab
+            .command(&site.infra, env!("CARGO_BIN_EXE_bootfleet-distributor"));
         let _distributor = ChildGuard(
-            site.lab
-                .command(&site.infra, env!("CARGO_BIN_EXE_bootfleet-distributor"))
-                .args([
-                    "serve",
-                    "--interface",
-                    "i0",
-                    "--server-ip",
-                    &INFRA_IP.to_string(),
-                ])
-                .arg("--cache-dir")
-                .arg(cache.path())
+            super::serving_the_lab(&mut command, cache.path())
                 .args(["--bios-file", "undionly.kpxe", "--http-port", "8081"])
                 .args(["--metrics-listen", &format!("{INFRA_IP}:9464")])
-                .stdout(std::process::Stdio::null())
-                .stderr(std::process::Stdio::null())
                 .spawn()
                 .expect("start the distributor"),
         );
@@ -1627,6 +1625,21 @@ fn machines_discover_inventory_install_and_boot_their_own_disk() {
                         distributor_log()
                     )
                 };
+                // Boots the machine until `marker` is on its console: the guest, and when it
+                // started.
+                let boot_until = |marker: &str, failure: &str, reached: &str| {
+                    let started = std::time::Instant::now();
+                    let vm = boot();
+                    let ok = tokio::task::block_in_place(|| {
+                        vm.wait_for_serial(marker, Duration::from_secs(240))
+                    });
+                    assert!(ok, "{}", fail(failure, &vm));
+                    eprintln!(
+                        "lab timing: {firmware:?} {reached} {:.1} s after QEMU started",
+                        started.elapsed().as_secs_f64()
+                    );
+                    (vm, started)
+                };
                 let mut last_boot = std::time::Instant::now();
 
                 if firmware == Firmware::Bios {
@@ -1651,16 +1664,12 @@ fn machines_discover_inventory_install_and_boot_their_own_disk() {
                 }
 
                 // Discovered, then inventory.
-                last_boot = std::time::Instant::now();
-                let mut vm = boot();
-                let ok = tokio::task::block_in_place(|| {
-                    vm.wait_for_serial(INVENTORY_MARKER, Duration::from_secs(240))
-                });
-                assert!(ok, "{}", fail("posted no inventory", &vm));
-                eprintln!(
-                    "lab timing: {firmware:?} discovered and inventoried {:.1} s after QEMU started",
-                    last_boot.elapsed().as_secs_f64()
+                let (mut vm, started) = boot_until(
+                    INVENTORY_MARKER,
+                    "posted no inventory",
+                    "discovered and inventoried",
                 );
+                last_boot = started;
                 let id = machine_by_mac(mac).await.expect("a discovered machine")["id"]
                     .as_str()
                     .expect("id")
@@ -1706,19 +1715,11 @@ fn machines_discover_inventory_install_and_boot_their_own_disk() {
                     .to_owned();
                 tokens.push((id.clone(), mac, token));
                 settle(last_boot).await;
-                last_boot = std::time::Instant::now();
-                let mut vm = boot();
-                let ok = tokio::task::block_in_place(|| {
-                    vm.wait_for_serial(INSTALLED_MARKER, Duration::from_secs(240))
-                });
-                assert!(ok, "{}", fail("did not install", &vm));
+                let (mut vm, started) = boot_until(INSTALLED_MARKER, "did not install", "installed");
+                last_boot = started;
                 assert!(
                     tokio::task::block_in_place(|| vm.wait_exit(Duration::from_secs(30))),
                     "rebooted"
-                );
-                eprintln!(
-                    "lab timing: {firmware:?} installed and rebooted {:.1} s after QEMU started",
-                    last_boot.elapsed().as_secs_f64()
                 );
                 drop(vm);
                 wait_for_state(id.clone(), "installed").await;
@@ -1727,16 +1728,7 @@ fn machines_discover_inventory_install_and_boot_their_own_disk() {
                 settle(last_boot).await;
                 events_now(&mut events, &mut seen);
                 let before = seen.len();
-                last_boot = std::time::Instant::now();
-                let vm = boot();
-                let ok = tokio::task::block_in_place(|| {
-                    vm.wait_for_serial(marker, Duration::from_secs(240))
-                });
-                assert!(ok, "{}", fail("did not boot its disk", &vm));
-                eprintln!(
-                    "lab timing: {firmware:?} booted its own disk {:.1} s after QEMU started",
-                    last_boot.elapsed().as_secs_f64()
-                );
+                let (vm, _) = boot_until(marker, "did not boot its disk", "booted its own disk");
                 drop(vm);
                 tokio::time::sleep(Duration::from_secs(1)).await;
                 events_now(&mut events, &mut seen);
