@@ -391,16 +391,25 @@ pub enum Caller {
 }
 
 /// The caller of a route of `access`, from the request's `Authorization` value and (REST
-/// only) its `?token=`: the one check REST's routes and gRPC's calls both make. 401 without a
-/// valid token, 403 with the wrong role.
+/// only) the `token` of its query string: the one check REST's routes and gRPC's calls both
+/// make. 401 without a valid token, 403 with the wrong role. The query string is read only
+/// when it can matter: a route that takes a token and a request without a bearer one.
 pub fn identify(
     config: &crate::GatewayConfig,
     access: Access,
     authorization: Option<&str>,
-    query_token: Option<&str>,
+    query: Option<&str>,
 ) -> Result<Caller, ApiError> {
+    if access == Access::Public {
+        return Ok(Caller::Token(None));
+    }
     let bearer = authorization.and_then(bearer_token);
-    if let Some(token) = MachineToken::of(access, bearer.as_deref().or(query_token)) {
+    let query_token = match bearer {
+        Some(_) => None,
+        None => query.and_then(token_of_query),
+    };
+    let token = bearer.as_deref().or(query_token.as_deref());
+    if let Some(token) = MachineToken::of(access, token) {
         return Ok(Caller::Machine(token));
     }
     authorize(
@@ -408,9 +417,18 @@ pub fn identify(
         access,
         config.open_node_reads,
         bearer.as_deref(),
-        query_token,
+        query_token.as_deref(),
     )
     .map(Caller::Token)
+}
+
+/// The `token` parameter of a query string, if it has one and parses.
+fn token_of_query(query: &str) -> Option<String> {
+    serde_urlencoded::from_str::<Vec<(String, String)>>(query)
+        .ok()?
+        .into_iter()
+        .find(|(k, _)| k == "token")
+        .map(|(_, v)| v)
 }
 
 /// Decides whether a caller may use a route: 401 without a valid token, 403 with the wrong role.
@@ -453,6 +471,50 @@ mod tests {
 
     fn secret() -> Secret {
         Secret::new(vec![7u8; 32]).expect("long enough")
+    }
+
+    /// A bearer token wins over `?token=` (which is not even read then); without one, the
+    /// query's token is the caller's; public routes take neither.
+    #[test]
+    fn identify_takes_the_bearer_first_then_the_query_token() {
+        let config = crate::GatewayConfig {
+            verifier: Verifier::new(secret()),
+            open_node_reads: false,
+            body_limit: 1 << 20,
+            limits: crate::server::ServeLimits::default(),
+            services: Vec::new(),
+            grpc_tls: None,
+        };
+        let admin = mint(&secret(), Role::Admin, "a", 3600).expect("mint");
+        let node = mint(&secret(), Role::Node, "n", 3600).expect("mint");
+        let role = |caller: Caller| match caller {
+            Caller::Token(Some(c)) => Some(c.role),
+            _ => None,
+        };
+        let bearer = format!("Bearer {admin}");
+        let with_node = format!("token={node}");
+        let caller = identify(&config, Access::Write, Some(&bearer), Some(&with_node));
+        assert_eq!(role(caller.expect("admin")), Some(Role::Admin));
+        let caller = identify(&config, Access::NodeRead, None, Some(&with_node));
+        assert_eq!(role(caller.expect("node")), Some(Role::Node));
+        let machine = format!("Bearer {}x", bootfleet_api::machines::MACHINE_TOKEN_PREFIX);
+        let caller = identify(
+            &config,
+            Access::MachineRead,
+            Some(&machine),
+            Some(&with_node),
+        );
+        assert!(matches!(caller, Ok(Caller::Machine(_))));
+        // A query string whose token is not one: 401, as with no token.
+        let err = identify(&config, Access::NodeRead, None, Some("token=%zz&=")).expect_err("none");
+        assert_eq!(err.code, ErrorCode::Unauthenticated);
+        let caller = identify(
+            &config,
+            Access::Public,
+            Some("Bearer junk"),
+            Some("token=junk"),
+        );
+        assert!(matches!(caller, Ok(Caller::Token(None))));
     }
 
     /// A token verified once is answered from memory, and still expires there on time.

@@ -120,14 +120,7 @@ fn authorized(state: &AppState, access: Access, req: &mut Request) -> Result<(),
         .headers()
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok());
-    let query_token = req.uri().query().and_then(|q| {
-        serde_urlencoded::from_str::<Vec<(String, String)>>(q)
-            .ok()?
-            .into_iter()
-            .find(|(k, _)| k == "token")
-            .map(|(_, v)| v)
-    });
-    match auth::identify(&state.config, access, authorization, query_token.as_deref())? {
+    match auth::identify(&state.config, access, authorization, req.uri().query())? {
         auth::Caller::Machine(token) => {
             req.extensions_mut().insert(token);
         }

@@ -132,10 +132,9 @@ async fn update(
 fn kind_routes(kind: ScriptKind) -> Vec<RouteDef> {
     let name = kind.name();
     let one = capitalized(kind.singular());
-    let collection = format!("/api/{name}");
     let item = format!("/api/{name}/{{id}}");
     vec![
-        RouteDef::new(Method::POST, collection.clone(), Access::Write, create)
+        RouteDef::new(Method::POST, format!("/api/{name}"), Access::Write, create)
             .with(kind)
             .doc(
                 name,
@@ -149,7 +148,7 @@ fn kind_routes(kind: ScriptKind) -> Vec<RouteDef> {
             format!("list{}", capitalized(name)),
             format!("List {name}"),
         ),
-        RouteDef::new(Method::GET, item.clone(), Access::NodeRead, get)
+        RouteDef::new(Method::GET, &item, Access::NodeRead, get)
             .with(kind)
             .doc(
                 name,
@@ -161,7 +160,7 @@ fn kind_routes(kind: ScriptKind) -> Vec<RouteDef> {
             )
             .params(vec![ID, NODE_TOKEN])
             .answers(200, Body::Text),
-        RouteDef::new(Method::PUT, item.clone(), Access::Write, update)
+        RouteDef::new(Method::PUT, item, Access::Write, update)
             .with(kind)
             .doc(
                 name,

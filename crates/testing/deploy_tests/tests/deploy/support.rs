@@ -321,7 +321,8 @@ pub fn is_healthy(id: &str) -> bool {
 }
 
 /// What the deployment files grant the distributor's container (`docker run` flags): every
-/// capability dropped but binding udp/67 and udp/69 and its raw socket.
+/// capability dropped but binding udp/67 and udp/69 and binding its sockets to its interface
+/// (`SO_BINDTODEVICE` needs `NET_RAW`).
 pub const DISTRIBUTOR_CAPABILITIES: [&str; 6] = [
     "--cap-drop",
     "ALL",
